@@ -1,0 +1,277 @@
+"""A provider with no network: deterministic, scriptable, and usable in your own tests.
+
+A fake job follows a timeline of steps (``JobSpec.fake``): a preset scenario (``succeed``,
+``fail``, ``slow``) or an explicit list of :class:`~anytune._spec.FakeStep`.  Its state is one
+JSON file under ``ANYTUNE_HOME/fake/``, written atomically, so a job created in one process can be
+followed, cancelled and waited on from another.  Given the same clock, every answer is the same.
+
+    job = FineTuneJob.create(provider="fake", base_model="tiny", training_file="train.jsonl",
+                             fake={"scenario": "fail"})
+    job.wait().status  # JobStatus.FAILED
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+import orjson
+from pydantic import Field
+
+from anytune._capabilities import Capabilities
+from anytune._provider import (
+    IDEMPOTENCY_TAG,
+    PlannedRequest,
+    Provider,
+    ProviderSettings,
+    SubmitPlan,
+    planned_upload,
+)
+from anytune._spec import FakeOptions, FakeStep, JobSpec, Method, Quantization
+from anytune._store import JobStore
+from anytune._types import Checkpoint, Event, JobError, JobRecord, JobStatus, MetricPoint
+from anytune.errors import JobNotFoundError
+
+NAME = "fake"
+
+
+class FakeSettings(ProviderSettings):
+    """``speed`` divides every timeline time (2.0 runs twice as fast)."""
+
+    speed: float = Field(1.0, gt=0)
+    fine_tuned_prefix: str = "ft"
+
+
+def timeline(options: FakeOptions) -> list[FakeStep]:
+    """The steps a job with these options goes through (pure)."""
+    if options.timeline is not None:
+        return list(options.timeline)
+    total = options.seconds * (20 if options.scenario == "slow" else 1)
+    n = options.steps
+    steps = [
+        FakeStep(at=0.0, status="validating", message="validating training file"),
+        FakeStep(at=0.1 * total, status="queued", message="job queued"),
+        FakeStep(at=0.2 * total, status="running", message="training started"),
+    ]
+    last = n if options.scenario != "fail" else max(1, n // 2)
+    for k in range(1, last + 1):
+        steps.append(
+            FakeStep(
+                at=0.2 * total + 0.7 * total * k / n,
+                status="running",
+                step=k,
+                train_loss=round(2.0 * 0.8**k, 6),
+                valid_loss=round(2.1 * 0.82**k, 6) if k == n else None,
+                message=f"step {k}/{n}",
+            )
+        )
+    if options.scenario == "fail":
+        steps.append(FakeStep(at=0.95 * total, status="failed", error="training diverged: loss is NaN",
+                              message="job failed"))
+    else:
+        steps.append(FakeStep(at=total, status="succeeded", message="job succeeded"))
+    return steps
+
+
+def _ts(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, tz=timezone.utc)
+
+
+class FakeProvider(Provider):
+    """See the module docstring."""
+
+    name: ClassVar[str] = NAME
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=frozenset({Method.SFT, Method.DPO}),
+        lora=True,
+        quantization=frozenset(Quantization),
+        data_formats=frozenset({"chat", "prompt_completion", "preference"}),
+        sections=frozenset({"fake"}),
+        pause=False,
+        min_examples=1,
+        notes="deterministic, offline; state under ANYTUNE_HOME/fake",
+    )
+    Settings: ClassVar[type[ProviderSettings]] = FakeSettings
+    poll_interval: ClassVar[float] = 0.02
+
+    def __init__(
+        self,
+        settings: ProviderSettings | None = None,
+        *,
+        store: JobStore | None = None,
+        home: Path | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        super().__init__(settings, store=store, home=home)
+        self.clock = clock
+        self.dir = self.home / "fake"
+
+    @property
+    def _settings(self) -> FakeSettings:
+        assert isinstance(self.settings, FakeSettings)
+        return self.settings
+
+    # -- state file -----------------------------------------------------------------------------
+    def _path(self, job_id: str) -> Path:
+        if not job_id.startswith("fakejob-") or "/" in job_id or os.sep in job_id:
+            raise JobNotFoundError(f"{NAME}:{job_id}", "not a fake job id")
+        return self.dir / f"{job_id}.json"
+
+    def _load(self, job_id: str) -> dict[str, Any]:
+        try:
+            state: dict[str, Any] = orjson.loads(self._path(job_id).read_bytes())
+        except FileNotFoundError:
+            raise JobNotFoundError(f"{NAME}:{job_id}") from None
+        return state
+
+    def _write(self, state: dict[str, Any]) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self._path(state["id"])
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        with tmp.open("wb") as f:
+            f.write(orjson.dumps(state))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+
+    # -- timeline evaluation (pure given state and now) -----------------------------------------
+    def _visible(self, state: dict[str, Any], now: float) -> list[tuple[int, FakeStep]]:
+        elapsed = (now - state["created_at"]) * self._settings.speed
+        cancelled = state.get("cancelled_at")
+        cut = (cancelled - state["created_at"]) * self._settings.speed if cancelled is not None else None
+        steps = [FakeStep.model_validate(s) for s in state["timeline"]]
+        out = [(i, s) for i, s in enumerate(steps) if s.at <= elapsed and (cut is None or s.at <= cut)]
+        if cut is not None and elapsed >= cut and not any(
+            JobStatus(s.status).is_terminal for _, s in out
+        ):
+            out.append((len(steps), FakeStep(at=cut, status="cancelled", message="job cancelled")))
+        # Nothing happens after a terminal step.
+        for k, (_, s) in enumerate(out):
+            if JobStatus(s.status).is_terminal:
+                return out[: k + 1]
+        return out
+
+    def _events(self, state: dict[str, Any]) -> list[Event]:
+        events: list[Event] = []
+        prev: str | None = None
+        for index, step in self._visible(state, self.clock()):
+            when = _ts(state["created_at"] + step.at / self._settings.speed)
+            eid = f"{index:06d}"
+            if step.step is not None and (step.train_loss is not None or step.valid_loss is not None):
+                point = MetricPoint(step=step.step, train_loss=step.train_loss, valid_loss=step.valid_loss,
+                                    time=when)
+                events.append(Event(id=eid, kind="metric", time=when, metric=point,
+                                    message=step.message or f"step {step.step}"))
+            elif step.status != prev:
+                level = "error" if step.status == "failed" else "info"
+                text = step.message or step.status
+                if step.error:
+                    text = f"{text}: {step.error}"
+                events.append(Event(id=eid, kind="status", time=when, status=JobStatus(step.status),
+                                    message=text, level=level))
+            elif step.message:
+                events.append(Event(id=eid, kind="log", time=when, message=step.message))
+            prev = step.status
+        return events
+
+    def _record(self, state: dict[str, Any]) -> JobRecord:
+        visible = self._visible(state, self.clock())
+        last = visible[-1][1] if visible else FakeStep(at=0, status="validating")
+        status = JobStatus(last.status)
+        steps_done = [s.step for _, s in visible if s.step is not None]
+        total = [s.step for s in (FakeStep.model_validate(x) for x in state["timeline"]) if s.step is not None]
+        running = [s.at for _, s in visible if s.status == "running"]
+        error = next((JobError(message=s.error, code="fake_failure") for _, s in visible if s.error), None)
+        succeeded = status is JobStatus.SUCCEEDED
+        suffix = state.get("suffix") or "anytune"
+        return JobRecord(
+            provider=NAME,
+            id=state["id"],
+            status=status,
+            raw_status=last.status,
+            base_model=state["base_model"],
+            fine_tuned_model=f"{self._settings.fine_tuned_prefix}:{state['base_model']}:{suffix}:{state['id']}"
+            if succeeded else None,
+            created_at=_ts(state["created_at"]),
+            started_at=_ts(state["created_at"] + running[0] / self._settings.speed) if running else None,
+            finished_at=_ts(state["created_at"] + last.at / self._settings.speed) if status.is_terminal else None,
+            error=error,
+            step=max(steps_done) if steps_done else None,
+            total_steps=max(total) if total else None,
+            trained_tokens=1000 * max(steps_done) if succeeded and steps_done else None,
+            raw={"id": state["id"], "status": last.status, "metadata": state["metadata"]},
+        )
+
+    # -- the contract ---------------------------------------------------------------------------
+    def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        uploads = [planned_upload(spec.training_file, "training")]
+        if spec.validation_file is not None:
+            uploads.append(planned_upload(spec.validation_file, "validation"))
+        options = spec.fake or FakeOptions()
+        body = {
+            "base_model": spec.base_model,
+            "method": spec.method.value,
+            "hyperparameters": spec.hyperparameters.model_dump(exclude_none=True),
+            "suffix": spec.suffix,
+            "metadata": {**spec.tags, IDEMPOTENCY_TAG: idempotency_key},
+            "timeline": [s.model_dump(exclude_none=True) for s in timeline(options)],
+        }
+        return SubmitPlan(provider=NAME, uploads=uploads,
+                          requests=[PlannedRequest(operation="fake.create_job", body=body)])
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        # The id derives from the idempotency key: a retried submit finds the same job.
+        job_id = "fakejob-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+        try:
+            return self._record(self._load(job_id))
+        except JobNotFoundError:
+            pass
+        body = self.plan(spec, idempotency_key=idempotency_key).requests[0].body
+        state = {
+            "id": job_id,
+            "created_at": self.clock(),
+            "cancelled_at": None,
+            "base_model": spec.base_model,
+            "suffix": spec.suffix,
+            "metadata": body["metadata"],
+            "timeline": body["timeline"],
+        }
+        self._write(state)
+        return self._record(state)
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._record(self._load(job_id))
+
+    def cancel(self, job_id: str) -> JobRecord:
+        state = self._load(job_id)
+        record = self._record(state)
+        if not record.done and state.get("cancelled_at") is None:
+            state["cancelled_at"] = self.clock()
+            self._write(state)
+        return self._record(state)
+
+    def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
+        for event in self._events(self._load(job_id)):
+            if after is None or event.id > after:
+                yield event
+
+    def list(self, limit: int = 20) -> list[JobRecord]:
+        if not self.dir.is_dir():
+            return []
+        states = [orjson.loads(p.read_bytes()) for p in self.dir.glob("fakejob-*.json")]
+        states.sort(key=lambda s: s["created_at"], reverse=True)
+        return [self._record(s) for s in states[:limit]]
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        # One checkpoint per scripted step that reported a validation loss.
+        return [
+            Checkpoint(step=e.metric.step, id=f"{job_id}:ckpt-{e.metric.step}", metrics=e.metric,
+                       model=f"{job_id}:ckpt-step-{e.metric.step}", created_at=e.time)
+            for e in self.events(job_id)
+            if e.metric is not None and e.metric.valid_loss is not None
+        ]

@@ -1,0 +1,304 @@
+"""Configuration: profiles, environment and arguments, resolved once.
+
+Precedence, highest first: explicit argument > environment (``ANYTUNE_*``) > profile (project
+``anytune.toml``, found from the working directory upwards, or ``ANYTUNE_CONFIG``; then the user
+config file) > default.
+
+A profile names a provider, its settings and defaults for the job spec::
+
+    default_profile = "dev"
+
+    [profiles.dev]
+    provider = "fake"
+    settings = { speed = 2.0 }
+    spec = { base_model = "tiny", hyperparameters = { epochs = 2 } }
+
+Secrets are not written in profiles: settings reference them (``api_key_env = "OPENAI_API_KEY"``)
+or come from the SDK's own variables.  Secret values that do get resolved are registered for
+redaction and masked by :meth:`ResolvedConfig.show`.
+
+Environment variables: ``ANYTUNE_PROFILE``, ``ANYTUNE_PROVIDER``, ``ANYTUNE_HOME``,
+``ANYTUNE_CONFIG`` (project file path), ``ANYTUNE_CONFIG_DIR`` (user config dir),
+``ANYTUNE_BASE_MODEL``, and ``ANYTUNE_<PROVIDER>_<SETTING>`` for any setting of the chosen provider
+(``ANYTUNE_AZURE_OPENAI_ENDPOINT``; dashes become underscores).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
+
+from anytune._secrets import is_secret_name, mask, register_secret
+from anytune.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+if TYPE_CHECKING:
+    from anytune._provider import ProviderSettings
+
+CONFIG_FILENAME = "anytune.toml"
+
+
+class Profile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    provider: str
+    description: str = ""
+    settings: dict[str, Any] = {}
+    spec: dict[str, Any] = {}
+
+
+class ConfigFile(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    default_profile: str | None = None
+    profiles: dict[str, Profile] = {}
+
+
+def anytune_home(env: Mapping[str, str] | None = None) -> Path:
+    """Where anytune keeps its job store and run directories."""
+    env = os.environ if env is None else env
+    if env.get("ANYTUNE_HOME"):
+        return Path(env["ANYTUNE_HOME"]).expanduser()
+    import platformdirs
+
+    return platformdirs.user_data_path("anytune", appauthor=False)
+
+
+def user_config_file(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    if env.get("ANYTUNE_CONFIG_DIR"):
+        return Path(env["ANYTUNE_CONFIG_DIR"]).expanduser() / CONFIG_FILENAME
+    import platformdirs
+
+    return platformdirs.user_config_path("anytune", appauthor=False) / CONFIG_FILENAME
+
+
+def project_config_file(cwd: Path | None = None, env: Mapping[str, str] | None = None) -> Path | None:
+    """``ANYTUNE_CONFIG``, else the nearest ``anytune.toml`` from ``cwd`` upwards."""
+    env = os.environ if env is None else env
+    if env.get("ANYTUNE_CONFIG"):
+        path = Path(env["ANYTUNE_CONFIG"]).expanduser()
+        if not path.is_file():
+            raise ConfigError(f"file {path} does not exist", source="ANYTUNE_CONFIG")
+        return path
+    here = (cwd or Path.cwd()).resolve()
+    for folder in (here, *here.parents):
+        candidate = folder / CONFIG_FILENAME
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str]:
+    """(dotted field, message) of the first error of a pydantic ValidationError."""
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
+    loc = f"{prefix}.{loc}".strip(".") if prefix else loc
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown field"
+    extra = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return loc, msg + extra
+
+
+def load_config_file(path: Path) -> ConfigFile:
+    """Parse and validate one ``anytune.toml``.
+
+    Raises:
+        ConfigError: naming the file, and the line or field at fault.
+    """
+    try:
+        with path.open("rb") as f:
+            data = tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"invalid TOML: {exc}", source=str(path)) from exc
+    except OSError as exc:
+        raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
+    try:
+        return ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        loc, msg = _validation_message(exc)
+        raise ConfigError(msg, field=loc, source=str(path)) from exc
+
+
+@dataclass(frozen=True)
+class ResolvedConfig:
+    """The settings in force, and where each came from."""
+
+    provider: str
+    profile: str | None
+    settings: ProviderSettings
+    spec_defaults: dict[str, Any]
+    home: Path
+    files: list[Path]
+    sources: dict[str, str] = field(default_factory=dict)
+    profiles: dict[str, Profile] = field(default_factory=dict)
+
+    def show(self) -> dict[str, Any]:
+        """JSON-ready view with every secret masked (what ``anytune config show`` prints)."""
+        settings: dict[str, Any] = {}
+        for name, value in self.settings.model_dump().items():
+            if isinstance(value, SecretStr):
+                settings[name] = mask(value.get_secret_value())
+            elif is_secret_name(name) and isinstance(value, str):
+                settings[name] = mask(value)
+            else:
+                settings[name] = value
+        return {
+            "provider": self.provider,
+            "profile": self.profile,
+            "home": str(self.home),
+            "config_files": [str(p) for p in self.files],
+            "settings": settings,
+            "spec_defaults": self.spec_defaults,
+            "sources": self.sources,
+            "profiles": {n: p.provider for n, p in sorted(self.profiles.items())},
+        }
+
+
+def _env_value(raw: str) -> Any:
+    import orjson
+
+    if raw[:1] in "[{":
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            return raw
+    return raw
+
+
+def resolve(
+    *,
+    provider: str | None = None,
+    profile: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ResolvedConfig:
+    """Resolve provider, settings and spec defaults.
+
+    Args:
+        provider: a provider name, or the name of a profile.
+        profile: a profile name (wins over ``ANYTUNE_PROFILE`` and ``default_profile``).
+        settings: provider settings given explicitly; they win over everything else.
+        env: environment to read (default ``os.environ``).
+        cwd: where to look for the project ``anytune.toml`` (default: the working directory).
+
+    Raises:
+        ConfigError: bad file, unknown profile, no provider, or settings the provider rejects.
+        UnknownProviderError: the provider is not registered.
+    """
+    from anytune import _registry
+
+    env = os.environ if env is None else env
+    sources: dict[str, str] = {}
+    files: list[Path] = []
+    profiles: dict[str, Profile] = {}
+    default_profile: tuple[str, str] | None = None
+    # User file first, project file second: the project's profiles override the user's.
+    for path in (user_config_file(env), project_config_file(cwd, env)):
+        if path is None or not path.is_file():
+            continue
+        cfg = load_config_file(path)
+        files.append(path)
+        profiles.update(cfg.profiles)
+        for name in cfg.profiles:
+            sources[f"profile:{name}"] = str(path)
+        if cfg.default_profile:
+            default_profile = (cfg.default_profile, str(path))
+
+    # Which profile: argument > provider-argument naming a profile > env > file default.
+    chosen: str | None = None
+    if profile is not None:
+        chosen, sources["profile"] = profile, "argument"
+    elif provider is not None and provider in profiles:
+        chosen, sources["profile"] = provider, "argument (provider= names a profile)"
+        provider = None
+    elif env.get("ANYTUNE_PROFILE") and provider is None:
+        chosen, sources["profile"] = env["ANYTUNE_PROFILE"], "ANYTUNE_PROFILE"
+    elif default_profile and provider is None:
+        chosen, sources["profile"] = default_profile[0], f"default_profile in {default_profile[1]}"
+    prof: Profile | None = None
+    if chosen is not None:
+        if chosen not in profiles:
+            import difflib
+
+            close = difflib.get_close_matches(chosen, list(profiles), n=1)
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(profiles)) or "none defined"
+            raise ConfigError(
+                f"unknown profile {chosen!r}.{hint} Profiles: {known}.",
+                field="profile",
+                source=sources["profile"],
+            )
+        prof = profiles[chosen]
+
+    # Which provider: argument > env > profile.
+    if provider is not None:
+        name, sources["provider"] = provider, "argument"
+    elif env.get("ANYTUNE_PROVIDER"):
+        name, sources["provider"] = env["ANYTUNE_PROVIDER"], "ANYTUNE_PROVIDER"
+    elif prof is not None:
+        name, sources["provider"] = prof.provider, f"profile {chosen!r}"
+    else:
+        raise ConfigError(
+            "no provider chosen: pass provider=..., set ANYTUNE_PROVIDER or ANYTUNE_PROFILE, "
+            f"or add a profile to {CONFIG_FILENAME}",
+            field="provider",
+        )
+    row = _registry.entry(name)
+    cls = _registry.provider_class(row)
+
+    # Settings: defaults < profile (when it is for this provider) < env < argument.
+    merged: dict[str, Any] = {}
+    if prof is not None and prof.provider == name:
+        merged.update(prof.settings)
+        for key in prof.settings:
+            sources[f"settings.{key}"] = f"profile {chosen!r}"
+    prefix = "ANYTUNE_" + name.upper().replace("-", "_") + "_"
+    for key in cls.Settings.model_fields:
+        var = prefix + key.upper()
+        if var in env:
+            merged[key] = _env_value(env[var])
+            sources[f"settings.{key}"] = var
+    for key, value in (settings or {}).items():
+        merged[key] = value
+        sources[f"settings.{key}"] = "argument"
+    try:
+        typed = cls.Settings.model_validate(merged)
+    except ValidationError as exc:
+        loc, msg = _validation_message(exc, "settings")
+        raise ConfigError(msg, field=loc, source=sources.get(loc, f"provider {name!r}")) from exc
+    for key, value in typed.model_dump().items():
+        if isinstance(value, SecretStr):
+            register_secret(value.get_secret_value())
+        elif is_secret_name(key) and isinstance(value, str):
+            register_secret(value)
+
+    spec_defaults: dict[str, Any] = dict(prof.spec) if prof is not None and prof.provider == name else {}
+    if env.get("ANYTUNE_BASE_MODEL"):
+        spec_defaults["base_model"] = env["ANYTUNE_BASE_MODEL"]
+        sources["spec.base_model"] = "ANYTUNE_BASE_MODEL"
+    home = anytune_home(env)
+    sources["home"] = "ANYTUNE_HOME" if env.get("ANYTUNE_HOME") else "default (user data dir)"
+    return ResolvedConfig(
+        provider=name,
+        profile=chosen,
+        settings=typed,
+        spec_defaults=spec_defaults,
+        home=home,
+        files=files,
+        sources=sources,
+        profiles=profiles,
+    )
+

@@ -1,0 +1,516 @@
+"""``FineTuneJob``: the handle to one fine-tuning job, on any provider.
+
+Creating a job resolves configuration, validates the spec against the provider's capabilities and
+the data files line by line, records the job in the store, and only then calls the provider.  A
+handle is cheap: it holds the last known :class:`JobRecord` and talks to the provider on demand.
+Its ``ref`` (``provider:id``) re-attaches from any process with :meth:`FineTuneJob.get`.
+
+``AsyncFineTuneJob`` offers the same methods as coroutines.  Both shells share the I/O-free pieces
+(:mod:`anytune._polling`, :func:`_prepare`'s pure parts) and differ only in how they wait and call.
+"""
+
+from __future__ import annotations
+
+import builtins
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from anytune import _registry
+from anytune._capabilities import check_spec
+from anytune._config import ResolvedConfig, resolve
+from anytune._polling import EventCursor, PollPolicy
+from anytune._provider import Provider, SubmitPlan, _to_thread
+from anytune._spec import JobSpec, Method
+from anytune._specfile import build_spec
+from anytune._store import JobStore, StoredJob
+from anytune._types import (
+    Checkpoint,
+    Event,
+    FineTunedModel,
+    JobRecord,
+    JobStatus,
+    MetricPoint,
+    parse_ref,
+)
+from anytune.errors import ConfigError, JobFailedError, JobNotFoundError, WaitTimeoutError
+
+OnEvent = Callable[[Event], object]
+
+
+
+def _store_for(config: ResolvedConfig | None) -> JobStore:
+    from anytune._config import anytune_home
+
+    home = config.home if config is not None else anytune_home()
+    return JobStore(home / "jobs.db")
+
+
+def _provider_for(config: ResolvedConfig, store: JobStore) -> Provider:
+    cls = _registry.load(config.provider)
+    return cls(config.settings, store=store, home=config.home)
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    config: ResolvedConfig
+    spec: JobSpec
+    provider: Provider
+    store: JobStore
+
+
+def _check_files(spec: JobSpec, provider: Provider) -> None:
+    """Every data check, before anything is uploaded or created."""
+    from anytune._data.validate import DatasetRules, check_dataset
+
+    caps = provider.capabilities
+    for field, path, minimum in (
+        ("training_file", spec.training_file, caps.min_examples),
+        ("validation_file", spec.validation_file, 1),
+    ):
+        if path is None:
+            continue
+        if not Path(path).is_file():
+            raise ConfigError(f"file not found: {path}", field=field)
+        check_dataset(
+            path,
+            DatasetRules(
+                provider=provider.name,
+                model=spec.base_model,
+                method="dpo" if spec.method is Method.DPO else "sft",
+                max_tokens_per_example=spec.hyperparameters.max_length,
+                min_examples=minimum,
+                epochs=spec.hyperparameters.epochs,
+            ),
+        )
+
+
+def _prepare(
+    spec: JobSpec | Mapping[str, Any] | None,
+    fields: Mapping[str, Any],
+    *,
+    provider: str | None,
+    profile: str | None,
+    settings: Mapping[str, Any] | None,
+    validate_data: bool,
+    store: JobStore | None,
+) -> _Prepared:
+    config = resolve(provider=provider, profile=profile, settings=settings)
+    given: Mapping[str, Any]
+    if isinstance(spec, JobSpec):
+        given = spec.model_dump(exclude_unset=True)
+    else:
+        given = spec or {}
+    built = build_spec(
+        (f"profile {config.profile!r}" if config.profile else "defaults", config.spec_defaults),
+        ("spec", given),
+        ("argument", fields),
+    )
+    the_store = store or _store_for(config)
+    impl = _provider_for(config, the_store)
+    check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
+    impl.validate(built)
+    if validate_data:
+        _check_files(built, impl)
+    return _Prepared(config, built, impl, the_store)
+
+
+def _new_key() -> str:
+    return uuid.uuid4().hex
+
+
+def _submit_locally_recorded(prep: _Prepared, key: str) -> None:
+    prep.store.begin_submit(
+        provider=prep.config.provider, profile=prep.config.profile, spec=prep.spec.to_json_dict(), key=key
+    )
+
+
+def _outcome(record: JobRecord) -> None:
+    """Raise for a job that ended without a result (shared by sync and async ``result``)."""
+    if record.status in (JobStatus.FAILED, JobStatus.CANCELLED):
+        raise JobFailedError(record)
+
+
+def _attach_config(
+    ref: str, profile: str | None, settings: Mapping[str, Any] | None
+) -> tuple[ResolvedConfig, JobStore, str]:
+    try:
+        provider_name, job_id = parse_ref(ref)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="ref") from exc
+    if profile is None:
+        # Re-use the profile the job was created with (endpoint, account...) when it still exists.
+        row = JobStore(_home() / "jobs.db").get(ref)
+        if row is not None and row.profile is not None:
+            try:
+                config = resolve(provider=provider_name, profile=row.profile, settings=settings)
+                return config, _store_for(config), job_id
+            except ConfigError:
+                pass
+    config = resolve(provider=provider_name, profile=profile, settings=settings)
+    return config, _store_for(config), job_id
+
+
+def _home() -> Path:
+    from anytune._config import anytune_home
+
+    return anytune_home()
+
+
+class FineTuneJob:
+    """A handle to one fine-tuning job.
+
+    Create one with :meth:`create`, re-attach with :meth:`get`, enumerate with :meth:`list`.
+
+    Args:
+        record: the last known state.
+        provider: the provider instance that serves it.
+        store: the job store to keep current.
+        sleep: how to wait between polls (inject a fake in tests).
+        clock: a monotonic clock for deadlines.
+        poll: the back-off policy; by default the provider's suggested interval.
+    """
+
+    def __init__(
+        self,
+        record: JobRecord,
+        provider: Provider,
+        *,
+        store: JobStore | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        poll: PollPolicy | None = None,
+    ) -> None:
+        self._record = record
+        self._provider = provider
+        self._store = store
+        self._sleep = sleep
+        self._clock = clock
+        self._poll = poll or PollPolicy(initial=provider.poll_interval, maximum=max(30.0, provider.poll_interval))
+
+    def __repr__(self) -> str:
+        return f"<FineTuneJob {self.ref} {self._record.status.value}>"
+
+    # -- identity -----------------------------------------------------------------------------
+    @property
+    def ref(self) -> str:
+        """``provider:id``; pass it to :meth:`get` from any process."""
+        return self._record.ref
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def provider(self) -> str:
+        return self._record.provider
+
+    @property
+    def record(self) -> JobRecord:
+        """The last known state (no I/O); :meth:`refresh` fetches a new one."""
+        return self._record
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def create(
+        cls,
+        spec: JobSpec | Mapping[str, Any] | None = None,
+        *,
+        provider: str | None = None,
+        profile: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        validate_data: bool = True,
+        store: JobStore | None = None,
+        **fields: Any,
+    ) -> FineTuneJob:
+        """Validate everything, record the job, submit it, and return at once.
+
+        Args:
+            spec: a :class:`JobSpec` or mapping; keyword ``fields`` (``base_model=``,
+                ``training_file=``, ``hyperparameters=``, ``lora=``...) override it.
+            provider: a provider name or a profile name; default from the environment/profile.
+            profile: a profile from ``anytune.toml``.
+            settings: provider settings that override the profile's.
+            validate_data: run the dataset checks (on by default; off only for data the provider
+                checks itself).
+            store: a job store (default: the one under ``ANYTUNE_HOME``).
+
+        Raises:
+            ConfigError, NotSupportedError, DataValidationError: before anything is sent.
+            ProviderError: the service refused.
+        """
+        prep = _prepare(spec, fields, provider=provider, profile=profile, settings=settings,
+                        validate_data=validate_data, store=store)
+        key = _new_key()
+        _submit_locally_recorded(prep, key)
+        try:
+            record = prep.provider.submit(prep.spec, idempotency_key=key)
+        except BaseException as exc:
+            prep.store.fail_submit(key, f"{type(exc).__name__}: {exc}")
+            raise
+        prep.store.complete_submit(key, record)
+        return cls(record, prep.provider, store=prep.store)
+
+    @classmethod
+    def plan(
+        cls,
+        spec: JobSpec | Mapping[str, Any] | None = None,
+        *,
+        provider: str | None = None,
+        profile: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        validate_data: bool = True,
+        **fields: Any,
+    ) -> SubmitPlan:
+        """Dry run: validate everything and return the provider-native requests ``create`` would
+        send (uploads by file, size and sha256). No network call, nothing recorded."""
+        prep = _prepare(spec, fields, provider=provider, profile=profile, settings=settings,
+                        validate_data=validate_data, store=None)
+        return prep.provider.plan(prep.spec, idempotency_key="<assigned at submit>")
+
+    @classmethod
+    def get(
+        cls, ref: str, *, profile: str | None = None, settings: Mapping[str, Any] | None = None
+    ) -> FineTuneJob:
+        """Re-attach to a job by reference (``openai:ftjob-...``, ``fake:fakejob-...``).
+
+        Raises:
+            JobNotFoundError: neither the provider nor the store knows it.
+        """
+        config, store, job_id = _attach_config(ref, profile, settings)
+        impl = _provider_for(config, store)
+        record = impl.get(job_id)
+        store.save(record, profile=config.profile)
+        return cls(record, impl, store=store)
+
+    @classmethod
+    def list(
+        cls, *, provider: str | None = None, status: JobStatus | str | None = None, limit: int = 50
+    ) -> builtins.list[StoredJob]:
+        """Jobs created through anytune on this machine (newest first), from the job store.
+
+        The records are the last known states; ``FineTuneJob.get(row.ref)`` fetches a fresh one.
+        """
+        store = JobStore(_home() / "jobs.db")
+        value = status.value if isinstance(status, JobStatus) else status
+        return store.list(provider=provider, status=value, limit=limit)
+
+    # -- state ----------------------------------------------------------------------------------
+    def _remember(self, record: JobRecord) -> JobRecord:
+        self._record = record
+        if self._store is not None:
+            self._store.save(record)
+        return record
+
+    def refresh(self) -> JobRecord:
+        """Fetch the current state from the provider (and update the job store)."""
+        return self._remember(self._provider.get(self.id))
+
+    def status(self) -> JobStatus:
+        """The current status (fetched; a finished job is not asked again)."""
+        return self._record.status if self._record.done else self.refresh().status
+
+    def done(self) -> bool:
+        """Whether the job reached a terminal status."""
+        return self.status().is_terminal
+
+    def events(self, after: str | None = None) -> builtins.list[Event]:
+        """Events so far, oldest first (``after``: resume past that event id)."""
+        return list(self._provider.events(self.id, after))
+
+    def metrics(self) -> builtins.list[MetricPoint]:
+        return self._provider.metrics(self.id)
+
+    def checkpoints(self) -> builtins.list[Checkpoint]:
+        return self._provider.checkpoints(self.id)
+
+    def cancel(self) -> JobRecord:
+        """Ask the provider to stop the job; returns the state right after."""
+        return self._remember(self._provider.cancel(self.id))
+
+    def pause(self) -> JobRecord:
+        return self._remember(self._provider.pause(self.id))
+
+    def resume(self) -> JobRecord:
+        return self._remember(self._provider.resume(self.id))
+
+    # -- following ------------------------------------------------------------------------------
+    def stream(self, *, timeout: float | None = None, after: str | None = None) -> Iterator[Event]:
+        """Yield events oldest first as they happen, until the job finishes.
+
+        Raises:
+            WaitTimeoutError: ``timeout`` seconds passed first.
+        """
+        cursor = EventCursor(after)
+        deadline = None if timeout is None else self._clock() + timeout
+        attempt = 0
+        while True:
+            record = self.refresh()
+            new = list(cursor.accept(self._provider.events(self.id, cursor.last)))
+            yield from new
+            if record.done:
+                return
+            attempt = 0 if new else attempt + 1
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeoutError(self.ref, timeout or 0.0, record)
+            self._sleep(self._poll.delay(attempt, remaining=remaining))
+
+    def wait(self, timeout: float | None = None, on_event: OnEvent | None = None) -> JobRecord:
+        """Block until the job finishes and return its final record, whatever the outcome.
+
+        Args:
+            timeout: seconds to wait at most (``None``: no limit).
+            on_event: called with each new event, oldest first.
+
+        Raises:
+            WaitTimeoutError: the job was still running at the deadline (it keeps running).
+        """
+        for event in self.stream(timeout=timeout):
+            if on_event is not None:
+                on_event(event)
+        return self._record
+
+    def result(self, timeout: float | None = None) -> FineTunedModel:
+        """Wait for the job and return what it produced.
+
+        Raises:
+            JobFailedError: the job failed or was cancelled (carries the provider's error).
+            WaitTimeoutError: ``timeout`` passed first.
+        """
+        record = self._record if self._record.done else self.wait(timeout)
+        _outcome(record)
+        return self._provider.result(record)
+
+
+class AsyncFineTuneJob:
+    """The coroutine twin of :class:`FineTuneJob` (same methods, ``await``-ed)."""
+
+    def __init__(
+        self,
+        record: JobRecord,
+        provider: Provider,
+        *,
+        store: JobStore | None = None,
+        sleep: Callable[[float], Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        poll: PollPolicy | None = None,
+    ) -> None:
+        import asyncio
+
+        self._record = record
+        self._provider = provider
+        self._store = store
+        self._sleep = sleep or asyncio.sleep
+        self._clock = clock
+        self._poll = poll or PollPolicy(initial=provider.poll_interval, maximum=max(30.0, provider.poll_interval))
+
+    def __repr__(self) -> str:
+        return f"<AsyncFineTuneJob {self.ref} {self._record.status.value}>"
+
+    ref = property(lambda self: self._record.ref, doc="``provider:id``")
+    id = property(lambda self: self._record.id)
+    provider = property(lambda self: self._record.provider)
+    record = property(lambda self: self._record, doc="last known state (no I/O)")
+
+    @classmethod
+    async def create(
+        cls,
+        spec: JobSpec | Mapping[str, Any] | None = None,
+        *,
+        provider: str | None = None,
+        profile: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        validate_data: bool = True,
+        store: JobStore | None = None,
+        **fields: Any,
+    ) -> AsyncFineTuneJob:
+        """See :meth:`FineTuneJob.create`."""
+        prep = await _to_thread(
+            _prepare, spec, fields, provider=provider, profile=profile, settings=settings,
+            validate_data=validate_data, store=store,
+        )
+        key = _new_key()
+        await _to_thread(_submit_locally_recorded, prep, key)
+        try:
+            record = await prep.provider.asubmit(prep.spec, idempotency_key=key)
+        except BaseException as exc:
+            await _to_thread(prep.store.fail_submit, key, f"{type(exc).__name__}: {exc}")
+            raise
+        await _to_thread(prep.store.complete_submit, key, record)
+        return cls(record, prep.provider, store=prep.store)
+
+    @classmethod
+    async def get(
+        cls, ref: str, *, profile: str | None = None, settings: Mapping[str, Any] | None = None
+    ) -> AsyncFineTuneJob:
+        """See :meth:`FineTuneJob.get`."""
+        config, store, job_id = await _to_thread(_attach_config, ref, profile, settings)
+        impl = _provider_for(config, store)
+        record = await impl.aget(job_id)
+        await _to_thread(store.save, record, profile=config.profile)
+        return cls(record, impl, store=store)
+
+    @classmethod
+    async def list(
+        cls, *, provider: str | None = None, status: JobStatus | str | None = None, limit: int = 50
+    ) -> builtins.list[StoredJob]:
+        return await _to_thread(FineTuneJob.list, provider=provider, status=status, limit=limit)
+
+    async def _remember(self, record: JobRecord) -> JobRecord:
+        self._record = record
+        if self._store is not None:
+            await _to_thread(self._store.save, record)
+        return record
+
+    async def refresh(self) -> JobRecord:
+        return await self._remember(await self._provider.aget(self.id))
+
+    async def status(self) -> JobStatus:
+        return self._record.status if self._record.done else (await self.refresh()).status
+
+    async def done(self) -> bool:
+        return (await self.status()).is_terminal
+
+    async def events(self, after: str | None = None) -> builtins.list[Event]:
+        return await self._provider.aevents(self.id, after)
+
+    async def metrics(self) -> builtins.list[MetricPoint]:
+        return await self._provider.ametrics(self.id)
+
+    async def checkpoints(self) -> builtins.list[Checkpoint]:
+        return await self._provider.acheckpoints(self.id)
+
+    async def cancel(self) -> JobRecord:
+        return await self._remember(await self._provider.acancel(self.id))
+
+    async def stream(self, *, timeout: float | None = None, after: str | None = None) -> AsyncIterator[Event]:
+        cursor = EventCursor(after)
+        deadline = None if timeout is None else self._clock() + timeout
+        attempt = 0
+        while True:
+            record = await self.refresh()
+            new = list(cursor.accept(await self._provider.aevents(self.id, cursor.last)))
+            for event in new:
+                yield event
+            if record.done:
+                return
+            attempt = 0 if new else attempt + 1
+            remaining = None if deadline is None else deadline - self._clock()
+            if remaining is not None and remaining <= 0:
+                raise WaitTimeoutError(self.ref, timeout or 0.0, record)
+            await self._sleep(self._poll.delay(attempt, remaining=remaining))
+
+    async def wait(self, timeout: float | None = None, on_event: OnEvent | None = None) -> JobRecord:
+        async for event in self.stream(timeout=timeout):
+            if on_event is not None:
+                on_event(event)
+        return self._record
+
+    async def result(self, timeout: float | None = None) -> FineTunedModel:
+        record = self._record if self._record.done else await self.wait(timeout)
+        _outcome(record)
+        return await self._provider.aresult(record)

@@ -1,0 +1,205 @@
+"""The contract every provider implements, and the request plan ``--dry-run`` prints.
+
+A provider takes and returns anytune types only; everything about its service (SDK, endpoints,
+status names, error classes) stays inside its module.  Sync methods are the contract; the async
+ones default to running the sync ones in a worker thread, and a provider whose SDK is natively
+async may override them.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from anytune._capabilities import Capabilities
+from anytune._spec import JobSpec
+from anytune._store import JobStore
+from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, MetricPoint
+
+T = TypeVar("T")
+
+IDEMPOTENCY_TAG = "anytune.idempotency_key"
+
+
+async def _to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+    # Imported on first use: asyncio costs ~25 ms, too much for `import anytune`.
+    import asyncio
+
+    return await asyncio.to_thread(func, *args, **kwargs)
+
+
+class ProviderSettings(BaseModel):
+    """Base of each provider's typed settings (from profiles, ``ANYTUNE_<PROVIDER>_*`` and arguments).
+
+    Secrets are ``SecretStr`` fields, or referenced by the name of an environment variable.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class PlannedUpload(BaseModel):
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    path: str
+    purpose: str
+    bytes: int
+    sha256: str
+
+
+class PlannedRequest(BaseModel):
+    """One provider-native call ``submit`` would make, e.g. ``POST /v1/fine_tuning/jobs``."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    operation: str
+    body: dict[str, Any] = Field(default_factory=dict)
+
+
+class SubmitPlan(BaseModel):
+    """What ``submit`` would do, computed without any network call or side effect."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    provider: str
+    uploads: list[PlannedUpload] = Field(default_factory=list)
+    requests: list[PlannedRequest] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list)
+
+
+def file_digest(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:
+    """Size and sha256 of a file, read in chunks so memory stays flat."""
+    h = hashlib.sha256()
+    size = 0
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            size += len(block)
+            h.update(block)
+    return size, h.hexdigest()
+
+
+def planned_upload(path: Path, purpose: str) -> PlannedUpload:
+    size, digest = file_digest(path)
+    return PlannedUpload(path=str(path), purpose=purpose, bytes=size, sha256=digest)
+
+
+class Provider(abc.ABC):
+    """One fine-tuning service behind the uniform API.
+
+    Subclasses set ``name``, ``capabilities`` and ``Settings``, and implement the abstract methods.
+    Constructing a provider must not touch the network: clients are made on first use.
+    """
+
+    name: ClassVar[str]
+    capabilities: ClassVar[Capabilities]
+    Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
+    #: Seconds between polls the provider suggests when the service gives no hint.
+    poll_interval: ClassVar[float] = 5.0
+
+    def __init__(
+        self,
+        settings: ProviderSettings | None = None,
+        *,
+        store: JobStore | None = None,
+        home: Path | None = None,
+    ) -> None:
+        from anytune._config import anytune_home
+
+        self.settings = settings if settings is not None else self.Settings()
+        self.store = store
+        #: anytune's home directory (``ANYTUNE_HOME``): run directories, caches.
+        self.home = home if home is not None else anytune_home()
+
+    def __repr__(self) -> str:
+        # Settings reprs mask SecretStr fields; never show more than that.
+        return f"{type(self).__name__}({self.settings!r})"
+
+    # -- the contract -------------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook, default accepts
+        """Provider-specific checks beyond :class:`Capabilities` (pure; raise ``NotSupportedError``)."""
+
+    @abc.abstractmethod
+    def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        """The provider-native requests ``submit`` would send; no network, no side effect."""
+
+    @abc.abstractmethod
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        """Upload what is needed and create the job. Never creates two jobs for one key."""
+
+    @abc.abstractmethod
+    def get(self, job_id: str) -> JobRecord:
+        """The job's current state."""
+
+    @abc.abstractmethod
+    def cancel(self, job_id: str) -> JobRecord:
+        """Ask the service to stop the job; returns the state after the request."""
+
+    @abc.abstractmethod
+    def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
+        """Events oldest first, strictly after the event with id ``after``."""
+
+    @abc.abstractmethod
+    def list(self, limit: int = 20) -> list[JobRecord]:
+        """Jobs the service knows, newest first."""
+
+    def metrics(self, job_id: str) -> list[MetricPoint]:
+        """Metric points in step order; by default, those carried by events."""
+        points = {e.metric.step: e.metric for e in self.events(job_id) if e.metric is not None}
+        return [points[s] for s in sorted(points)]
+
+    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+        """Checkpoints in step order; by default, those carried by events."""
+        found = {e.checkpoint.step: e.checkpoint for e in self.events(job_id) if e.checkpoint is not None}
+        return [found[s] for s in sorted(found)]
+
+    def result(self, record: JobRecord) -> FineTunedModel:
+        """What a succeeded job produced (called only for succeeded records)."""
+        points = self.metrics(record.id)
+        return FineTunedModel(
+            provider=record.provider,
+            job_ref=record.ref,
+            base_model=record.base_model,
+            model_id=record.fine_tuned_model,
+            checkpoints=tuple(self.checkpoints(record.id)),
+            final_metrics=points[-1] if points else None,
+            trained_tokens=record.trained_tokens,
+        )
+
+    def pause(self, job_id: str) -> JobRecord:
+        from anytune.errors import NotSupportedError
+
+        raise NotSupportedError("pausing is not offered", field="pause", provider=self.name)
+
+    def resume(self, job_id: str) -> JobRecord:
+        from anytune.errors import NotSupportedError
+
+        raise NotSupportedError("resuming is not offered", field="resume", provider=self.name)
+
+    # -- async shells ---------------------------------------------------------------------------
+    async def asubmit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        return await _to_thread(self.submit, spec, idempotency_key=idempotency_key)
+
+    async def aget(self, job_id: str) -> JobRecord:
+        return await _to_thread(self.get, job_id)
+
+    async def acancel(self, job_id: str) -> JobRecord:
+        return await _to_thread(self.cancel, job_id)
+
+    async def aevents(self, job_id: str, after: str | None = None) -> list[Event]:
+        return await _to_thread(lambda: list(self.events(job_id, after)))
+
+    async def ametrics(self, job_id: str) -> list[MetricPoint]:
+        return await _to_thread(self.metrics, job_id)
+
+    async def acheckpoints(self, job_id: str) -> list[Checkpoint]:
+        return await _to_thread(self.checkpoints, job_id)
+
+    async def aresult(self, record: JobRecord) -> FineTunedModel:
+        return await _to_thread(self.result, record)
+
+    async def alist(self, limit: int = 20) -> list[JobRecord]:
+        return await _to_thread(self.list, limit)

@@ -1,0 +1,244 @@
+"""The job specification: what to fine-tune, on what data, how.
+
+Everything here is pure data (pydantic models) so that a spec can be built from Python, a CLI, a
+TOML/YAML file or a profile, stored, shown with ``--dry-run`` and checked against a provider's
+capabilities before anything leaves the machine.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+
+class Method(str, enum.Enum):
+    """Training method. ``sft`` takes chat (or prompt/completion) data, ``dpo`` preference pairs."""
+
+    SFT = "sft"
+    DPO = "dpo"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Quantization(str, enum.Enum):
+    """Base-model quantization for adapter training (``4bit`` is QLoRA)."""
+
+    NONE = "none"
+    INT4 = "4bit"
+    INT8 = "8bit"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class _Section(BaseModel):
+    # forbid: a misspelt option must fail loudly, naming itself, not be silently ignored.
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+
+class Hyperparameters(_Section):
+    """Training hyperparameters. ``None`` leaves the choice to the provider."""
+
+    epochs: int | None = Field(None, ge=1, le=100)
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    learning_rate_multiplier: float | None = Field(None, gt=0, le=100)
+    warmup_ratio: float | None = Field(None, ge=0, lt=1)
+    warmup_steps: int | None = Field(None, ge=0)
+    max_steps: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=8, le=1_048_576)
+    seed: int | None = Field(None, ge=0, le=2**31 - 1)
+    beta: float | None = Field(None, gt=0, le=10, description="DPO beta")
+
+    @model_validator(mode="after")
+    def _one_learning_rate(self) -> Hyperparameters:
+        if self.learning_rate is not None and self.learning_rate_multiplier is not None:
+            raise ValueError("give learning_rate or learning_rate_multiplier, not both")
+        if self.warmup_ratio is not None and self.warmup_steps is not None:
+            raise ValueError("give warmup_ratio or warmup_steps, not both")
+        return self
+
+
+class LoraConfig(_Section):
+    """Low-rank adapter settings. ``alpha`` defaults to ``2 * r``."""
+
+    r: int = Field(16, ge=1, le=1024)
+    alpha: int | None = Field(None, ge=1, le=4096)
+    dropout: float = Field(0.05, ge=0, lt=1)
+    target_modules: list[str] | Literal["all-linear"] = "all-linear"
+    use_rslora: bool = False
+    use_dora: bool = False
+
+    @field_validator("target_modules", mode="before")
+    @classmethod
+    def _split(cls, value: Any) -> Any:
+        if isinstance(value, str) and value != "all-linear":
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("target_modules must name at least one module, or be 'all-linear'")
+        return value
+
+    @property
+    def effective_alpha(self) -> int:
+        return self.alpha if self.alpha is not None else 2 * self.r
+
+
+class WandbIntegration(_Section):
+    project: str
+    entity: str | None = None
+    name: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+
+class OpenAIOptions(_Section):
+    """Options only OpenAI (and Azure OpenAI) understand."""
+
+    wandb: WandbIntegration | None = None
+    reinforcement: dict[str, Any] | None = Field(
+        None, description="passed through as method.reinforcement for reinforcement fine-tuning"
+    )
+
+
+class AzureOptions(_Section):
+    """Options for Azure OpenAI and Azure Machine Learning."""
+
+    training_type: Literal["standard", "globalstandard", "developer"] | None = None
+    deployment: Literal["serverless", "managed"] | None = None
+    compute: str | None = None
+    instance_type: str | None = None
+    instance_count: int | None = Field(None, ge=1)
+    experiment_name: str | None = None
+
+
+class HFOptions(_Section):
+    """Options for Hugging Face Jobs."""
+
+    flavor: str = "a10g-small"
+    timeout: str = "2h"
+    namespace: str | None = None
+    dataset_repo: str | None = None
+    output_repo: str | None = None
+    private: bool = True
+
+
+class LocalOptions(_Section):
+    """Options for the local backend."""
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    num_devices: int = Field(1, ge=1)
+    output_dir: Path | None = None
+    packing: bool = True
+    truncation: Literal["truncate", "drop"] = "truncate"
+    gradient_checkpointing: bool | None = None
+    logging_steps: int = Field(10, ge=1)
+    eval_steps: int | None = Field(None, ge=1)
+    save_steps: int | None = Field(None, ge=1)
+    merge: bool = False
+    chat_template: str | None = None
+
+
+class FakeStep(_Section):
+    """One scripted step of a fake job: at ``at`` seconds after creation, the job shows ``status``."""
+
+    at: float = Field(ge=0)
+    status: Literal["validating", "queued", "running", "paused", "succeeded", "failed", "cancelled"]
+    message: str = ""
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    step: int | None = None
+    error: str | None = None
+
+
+class FakeOptions(_Section):
+    """Script for the ``fake`` provider: a preset scenario, or an explicit timeline."""
+
+    scenario: Literal["succeed", "fail", "slow"] = "succeed"
+    timeline: list[FakeStep] | None = None
+    steps: int = Field(5, ge=1, le=10_000, description="training steps in preset scenarios")
+    seconds: float = Field(0.5, ge=0, description="duration of preset scenarios")
+
+    @field_validator("timeline")
+    @classmethod
+    def _ordered(cls, value: list[FakeStep] | None) -> list[FakeStep] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("timeline needs at least one step")
+            if any(b.at < a.at for a, b in zip(value, value[1:])):
+                raise ValueError("timeline steps must be in time order")
+        return value
+
+
+_SUFFIX = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
+
+
+class JobSpec(BaseModel):
+    """Everything a provider needs to run one fine-tuning job.
+
+    Provider-only options live in the typed sections ``openai``, ``azure``, ``hf``, ``local`` and
+    ``fake``; a provider refuses a section it does not read (see ``Capabilities.sections``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    base_model: str = Field(min_length=1)
+    training_file: Path
+    validation_file: Path | None = None
+    method: Method = Method.SFT
+    hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
+    lora: LoraConfig | None = None
+    quantization: Quantization = Quantization.NONE
+    suffix: str | None = None
+    output_name: str | None = None
+    tags: dict[str, str] = Field(default_factory=dict)
+
+    openai: OpenAIOptions | None = None
+    azure: AzureOptions | None = None
+    hf: HFOptions | None = None
+    local: LocalOptions | None = None
+    fake: FakeOptions | None = None
+
+    @field_validator("suffix")
+    @classmethod
+    def _suffix(cls, value: str | None) -> str | None:
+        if value is not None and not _SUFFIX.match(value):
+            raise ValueError("suffix may hold 1-64 letters, digits, '-', '_' or '.'")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: dict[str, str]) -> dict[str, str]:
+        if len(value) > 16:
+            raise ValueError("at most 16 tags")
+        for k, v in value.items():
+            if not k or len(k) > 64 or len(v) > 512:
+                raise ValueError(f"tag {k!r}: keys need 1-64 characters, values at most 512")
+            if k.startswith("anytune."):
+                raise ValueError(f"tag {k!r}: the 'anytune.' prefix is reserved")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> JobSpec:
+        if self.quantization is not Quantization.NONE and self.lora is None:
+            raise ValueError("quantization trains an adapter on a quantized base: set lora as well (QLoRA)")
+        if self.hyperparameters.beta is not None and self.method is not Method.DPO:
+            raise ValueError("hyperparameters.beta only applies to method 'dpo'")
+        return self
+
+    def section_names(self) -> list[str]:
+        """Provider sections the spec sets."""
+        return [s for s in SECTIONS if getattr(self, s) is not None]
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict holding only what the user set (what the job store keeps)."""
+        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
+            "base_model": self.base_model,
+            "training_file": str(self.training_file),
+        }
+
+
+SECTIONS: tuple[str, ...] = ("openai", "azure", "hf", "local", "fake")

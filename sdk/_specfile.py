@@ -1,0 +1,94 @@
+"""Building a :class:`JobSpec` from layers (profile, file, arguments) with errors that name the field."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from anytune._spec import JobSpec
+from anytune.errors import ConfigError
+
+#: Keys a spec file may hold besides JobSpec's fields.
+FILE_KEYS = ("provider", "profile", "settings")
+
+
+def deep_merge(base: Mapping[str, Any], top: Mapping[str, Any]) -> dict[str, Any]:
+    """``top`` over ``base``, merging nested mappings (so a profile's hyperparameters survive
+    an argument that sets only one of them)."""
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def build_spec(*layers: tuple[str, Mapping[str, Any]]) -> JobSpec:
+    """Merge ``(source, fields)`` layers, lowest first, and validate.
+
+    Raises:
+        ConfigError: naming the first bad field and the layer it came from.
+    """
+    merged: dict[str, Any] = {}
+    origin: dict[str, str] = {}
+    for source, fields in layers:
+        cleaned = {k: v for k, v in fields.items() if v is not None}
+        merged = deep_merge(merged, cleaned)
+        for key in cleaned:
+            origin[key] = source
+    try:
+        return JobSpec.model_validate(merged)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        if err["type"] == "missing":
+            msg = "is required"
+        more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
+        top = str(err["loc"][0]) if err["loc"] else ""
+        raise ConfigError(msg + more, field=loc or None, source=origin.get(top)) from exc
+
+
+def load_spec_file(path: Path) -> dict[str, Any]:
+    """Read a TOML or YAML spec file into a dict; relative data paths resolve against its folder.
+
+    Raises:
+        ConfigError: unreadable file or syntax error, naming the file and line.
+    """
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read spec file: {exc.strerror}", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError("spec file is not UTF-8 text", source=str(path)) from exc
+    data: Any
+    if path.suffix.lower() == ".toml":
+        from anytune._config import tomllib
+
+        try:
+            data = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"invalid TOML: {exc}", source=str(path)) from exc
+    elif path.suffix.lower() in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+            problem = getattr(exc, "problem", None) or str(exc)
+            raise ConfigError(f"invalid YAML: {problem}", source=where) from exc
+    else:
+        raise ConfigError("spec files must end in .toml, .yaml or .yml", source=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError("a spec file must hold a table/mapping of fields", source=str(path))
+    for key in ("training_file", "validation_file"):
+        value = data.get(key)
+        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
+            data[key] = str(path.parent / value)
+    return data

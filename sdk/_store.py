@@ -1,0 +1,223 @@
+"""The local job store: every job created through anytune, across processes and crashes.
+
+SQLite in WAL mode under ``ANYTUNE_HOME`` (default: the user data dir).  A row is written
+*before* submission (status ``submitting``, with the idempotency key) and completed after, so a
+crash between the two leaves a trace the adapter can reconcile by looking the key up remotely.
+Every write is one short ``BEGIN IMMEDIATE`` transaction; ``busy_timeout`` makes concurrent
+processes queue instead of failing.  Everything stored passes through :func:`redact`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from anytune._secrets import redact
+from anytune._types import JobRecord, utcnow
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    idempotency_key TEXT PRIMARY KEY,
+    ref             TEXT UNIQUE,
+    provider        TEXT NOT NULL,
+    job_id          TEXT,
+    profile         TEXT,
+    spec            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    raw_status      TEXT,
+    record          TEXT,
+    submit_error    TEXT,
+    created_at      TEXT NOT NULL,
+    updated_at      TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS jobs_provider ON jobs(provider, created_at);
+CREATE TABLE IF NOT EXISTS uploads (
+    provider   TEXT NOT NULL,
+    scope      TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    remote_id  TEXT NOT NULL,
+    bytes      INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (provider, scope, sha256)
+);
+"""
+
+SUBMITTING = "submitting"
+SUBMIT_FAILED = "submit_failed"
+
+
+class StoredJob(BaseModel):
+    """One row of the job store."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    idempotency_key: str
+    ref: str | None
+    provider: str
+    job_id: str | None
+    profile: str | None
+    spec: dict[str, Any]
+    status: str
+    raw_status: str | None
+    record: JobRecord | None
+    submit_error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+def _dumps(value: Any) -> str:
+    return redact(orjson.dumps(value, default=str).decode())
+
+
+class JobStore:
+    """Job store at ``path`` (a SQLite file). Safe to share between threads and processes."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._local = threading.local()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # executescript manages its own transaction; IF NOT EXISTS makes racing creators harmless.
+        self._conn().executescript(_SCHEMA)
+
+    def __repr__(self) -> str:
+        return f"JobStore({str(self.path)!r})"
+
+    def _conn(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    def close(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        if conn is not None:
+            conn.close()
+            self._local.conn = None
+
+    # -- submission ---------------------------------------------------------------------------
+    def begin_submit(self, *, provider: str, profile: str | None, spec: dict[str, Any], key: str) -> None:
+        """Record that a job is about to be submitted under idempotency ``key``."""
+        now = utcnow().isoformat()
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO jobs (idempotency_key, provider, profile, spec, status, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, provider, profile, _dumps(spec), SUBMITTING, now, now),
+            )
+
+    def complete_submit(self, key: str, record: JobRecord) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET ref=?, job_id=?, status=?, raw_status=?, record=?, submit_error=NULL,"
+                " updated_at=? WHERE idempotency_key=?",
+                (record.ref, record.id, record.status.value, record.raw_status,
+                 _dumps(record.model_dump(mode="json")), utcnow().isoformat(), key),
+            )
+
+    def fail_submit(self, key: str, error: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, submit_error=?, updated_at=? WHERE idempotency_key=?",
+                (SUBMIT_FAILED, redact(error), utcnow().isoformat(), key),
+            )
+
+    # -- state --------------------------------------------------------------------------------
+    def save(self, record: JobRecord, *, profile: str | None = None) -> None:
+        """Store the last known state of a job; adds a row for jobs created elsewhere."""
+        now = utcnow().isoformat()
+        payload = _dumps(record.model_dump(mode="json"))
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET status=?, raw_status=?, record=?, updated_at=? WHERE ref=?",
+                (record.status.value, record.raw_status, payload, now, record.ref),
+            )
+            if cur.rowcount == 0:
+                db.execute(
+                    "INSERT INTO jobs (idempotency_key, ref, provider, job_id, profile, spec, status,"
+                    " raw_status, record, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                    (f"external:{record.ref}", record.ref, record.provider, record.id, profile, "{}",
+                     record.status.value, record.raw_status, payload, now, now),
+                )
+
+    def get(self, ref: str) -> StoredJob | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE ref=?", (ref,)).fetchone()
+        return _row(row) if row else None
+
+    def by_key(self, key: str) -> StoredJob | None:
+        row = self._conn().execute("SELECT * FROM jobs WHERE idempotency_key=?", (key,)).fetchone()
+        return _row(row) if row else None
+
+    def list(
+        self, *, provider: str | None = None, status: str | None = None, limit: int = 50
+    ) -> list[StoredJob]:
+        """Stored jobs, newest first."""
+        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        if provider:
+            sql, args = sql + " AND provider=?", [*args, provider]
+        if status:
+            sql, args = sql + " AND status=?", [*args, status]
+        rows = self._conn().execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit))
+        return [_row(r) for r in rows]
+
+    # -- uploads (content-addressed reuse) ----------------------------------------------------
+    def find_upload(self, provider: str, scope: str, sha256: str) -> str | None:
+        row = self._conn().execute(
+            "SELECT remote_id FROM uploads WHERE provider=? AND scope=? AND sha256=?",
+            (provider, scope, sha256),
+        ).fetchone()
+        return str(row["remote_id"]) if row else None
+
+    def record_upload(self, provider: str, scope: str, sha256: str, remote_id: str, size: int) -> None:
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO uploads VALUES (?, ?, ?, ?, ?, ?)",
+                (provider, scope, sha256, remote_id, size, utcnow().isoformat()),
+            )
+
+    def forget_upload(self, provider: str, scope: str, sha256: str) -> None:
+        with self._tx() as db:
+            db.execute(
+                "DELETE FROM uploads WHERE provider=? AND scope=? AND sha256=?", (provider, scope, sha256)
+            )
+
+
+def _row(row: sqlite3.Row) -> StoredJob:
+    record = JobRecord.model_validate_json(row["record"]) if row["record"] else None
+    return StoredJob(
+        idempotency_key=row["idempotency_key"],
+        ref=row["ref"],
+        provider=row["provider"],
+        job_id=row["job_id"],
+        profile=row["profile"],
+        spec=orjson.loads(row["spec"]),
+        status=row["status"],
+        raw_status=row["raw_status"],
+        record=record,
+        submit_error=row["submit_error"],
+        created_at=datetime.fromisoformat(row["created_at"]),
+        updated_at=datetime.fromisoformat(row["updated_at"]),
+    )

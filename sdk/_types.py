@@ -1,0 +1,166 @@
+"""Uniform types every provider maps its service's objects into."""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class JobStatus(str, enum.Enum):
+    """Where a job is in its life. ``TERMINAL_STATUSES`` holds the states it never leaves."""
+
+    VALIDATING = "validating"
+    QUEUED = "queued"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+    def __str__(self) -> str:
+        return self.value
+
+
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+class MetricPoint(_Model):
+    """One logged training step, whatever the source (events, checkpoints, CSV, logs, files)."""
+
+    step: int
+    epoch: float | None = None
+    train_loss: float | None = None
+    valid_loss: float | None = None
+    token_accuracy: float | None = None
+    valid_token_accuracy: float | None = None
+    learning_rate: float | None = None
+    tokens_seen: int | None = None
+    tokens_per_second: float | None = None
+    time: datetime | None = None
+    extra: dict[str, float] = Field(default_factory=dict)
+
+
+class Checkpoint(_Model):
+    """A saved state of the job: a model id (hosted) or a directory (local)."""
+
+    step: int
+    id: str | None = None
+    model: str | None = None
+    path: str | None = None
+    metrics: MetricPoint | None = None
+    created_at: datetime | None = None
+
+
+EventKind = Literal["status", "log", "metric", "checkpoint"]
+
+
+class Event(_Model):
+    """Something that happened to a job, oldest first in ``stream()`` and ``events()``.
+
+    ``id`` is the provider's cursor: it is unique per job and ``events(after=id)`` resumes after it.
+    """
+
+    id: str
+    kind: EventKind
+    time: datetime
+    message: str = ""
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    status: JobStatus | None = None
+    metric: MetricPoint | None = None
+    checkpoint: Checkpoint | None = None
+    raw: dict[str, Any] | None = None
+
+    def __str__(self) -> str:
+        return f"{self.time:%H:%M:%S} {self.kind:<10} {self.message}"
+
+
+class JobError(_Model):
+    """The provider's account of why a job failed."""
+
+    message: str
+    code: str | None = None
+    param: str | None = None
+
+
+class JobRecord(_Model):
+    """The last known state of a job, as the provider reported it, mapped to uniform fields.
+
+    ``raw_status`` and ``raw`` keep the provider's own view for anything the uniform fields miss.
+    """
+
+    provider: str
+    id: str
+    status: JobStatus
+    raw_status: str = ""
+    base_model: str | None = None
+    fine_tuned_model: str | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    updated_at: datetime = Field(default_factory=utcnow)
+    error: JobError | None = None
+    step: int | None = None
+    total_steps: int | None = None
+    trained_tokens: int | None = None
+    output: dict[str, Any] = Field(default_factory=dict)
+    raw: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def ref(self) -> str:
+        """Provider-qualified reference, e.g. ``openai:ftjob-abc``; works from any process."""
+        return format_ref(self.provider, self.id)
+
+    @property
+    def done(self) -> bool:
+        return self.status in TERMINAL_STATUSES
+
+
+class FineTunedModel(_Model):
+    """What a succeeded job produced.
+
+    Hosted providers give a ``model_id`` to call; the local backend gives an ``adapter_path``;
+    Hugging Face Jobs give a ``hub_repo`` and ``revision``.
+    """
+
+    provider: str
+    job_ref: str
+    base_model: str | None = None
+    model_id: str | None = None
+    adapter_path: str | None = None
+    hub_repo: str | None = None
+    revision: str | None = None
+    checkpoints: tuple[Checkpoint, ...] = ()
+    final_metrics: MetricPoint | None = None
+    trained_tokens: int | None = None
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+
+def format_ref(provider: str, job_id: str) -> str:
+    return f"{provider}:{job_id}"
+
+
+def parse_ref(ref: str) -> tuple[str, str]:
+    """Split ``provider:job_id``. Raises ``ValueError`` when there is no provider prefix."""
+    provider, sep, job_id = ref.partition(":")
+    if not sep or not provider or not job_id:
+        raise ValueError(
+            f"job reference {ref!r} is not provider-qualified; expected PROVIDER:JOB_ID, e.g. openai:ftjob-abc"
+        )
+    return provider, job_id
