@@ -12,6 +12,7 @@ followed, cancelled and waited on from another.  Given the same clock, every ans
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import os
 import time
@@ -62,7 +63,7 @@ def timeline(options: FakeOptions) -> list[FakeStep]:
     for k in range(1, last + 1):
         steps.append(
             FakeStep(
-                at=0.2 * total + 0.7 * total * k / n,
+                at=round(0.2 * total + 0.7 * total * k / n, 6),
                 status="running",
                 step=k,
                 train_loss=round(2.0 * 0.8**k, 6),
@@ -267,7 +268,7 @@ class FakeProvider(Provider):
         states.sort(key=lambda s: s["created_at"], reverse=True)
         return [self._record(s) for s in states[:limit]]
 
-    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         # One checkpoint per scripted step that reported a validation loss.
         return [
             Checkpoint(step=e.metric.step, id=f"{job_id}:ckpt-{e.metric.step}", metrics=e.metric,

@@ -26,7 +26,6 @@ Environment variables: ``ANYTUNE_PROFILE``, ``ANYTUNE_PROVIDER``, ``ANYTUNE_HOME
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,13 +33,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
+from anytune._compat import tomllib
 from anytune._secrets import is_secret_name, mask, register_secret
 from anytune.errors import ConfigError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 if TYPE_CHECKING:
     from anytune._provider import ProviderSettings

@@ -36,7 +36,7 @@ from anytune._types import (
     MetricPoint,
     parse_ref,
 )
-from anytune.errors import ConfigError, JobFailedError, JobNotFoundError, WaitTimeoutError
+from anytune.errors import ConfigError, JobFailedError, WaitTimeoutError
 
 OnEvent = Callable[[Event], object]
 
@@ -99,11 +99,7 @@ def _prepare(
     store: JobStore | None,
 ) -> _Prepared:
     config = resolve(provider=provider, profile=profile, settings=settings)
-    given: Mapping[str, Any]
-    if isinstance(spec, JobSpec):
-        given = spec.model_dump(exclude_unset=True)
-    else:
-        given = spec or {}
+    given: Mapping[str, Any] = spec.model_dump(exclude_unset=True) if isinstance(spec, JobSpec) else spec or {}
     built = build_spec(
         (f"profile {config.profile!r}" if config.profile else "defaults", config.spec_defaults),
         ("spec", given),

@@ -9,6 +9,7 @@ async may override them.
 from __future__ import annotations
 
 import abc
+import builtins
 import hashlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -146,12 +147,12 @@ class Provider(abc.ABC):
     def list(self, limit: int = 20) -> list[JobRecord]:
         """Jobs the service knows, newest first."""
 
-    def metrics(self, job_id: str) -> list[MetricPoint]:
+    def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
         """Metric points in step order; by default, those carried by events."""
         points = {e.metric.step: e.metric for e in self.events(job_id) if e.metric is not None}
         return [points[s] for s in sorted(points)]
 
-    def checkpoints(self, job_id: str) -> list[Checkpoint]:
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         """Checkpoints in step order; by default, those carried by events."""
         found = {e.checkpoint.step: e.checkpoint for e in self.events(job_id) if e.checkpoint is not None}
         return [found[s] for s in sorted(found)]
@@ -189,17 +190,17 @@ class Provider(abc.ABC):
     async def acancel(self, job_id: str) -> JobRecord:
         return await _to_thread(self.cancel, job_id)
 
-    async def aevents(self, job_id: str, after: str | None = None) -> list[Event]:
+    async def aevents(self, job_id: str, after: str | None = None) -> builtins.list[Event]:
         return await _to_thread(lambda: list(self.events(job_id, after)))
 
-    async def ametrics(self, job_id: str) -> list[MetricPoint]:
+    async def ametrics(self, job_id: str) -> builtins.list[MetricPoint]:
         return await _to_thread(self.metrics, job_id)
 
-    async def acheckpoints(self, job_id: str) -> list[Checkpoint]:
+    async def acheckpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         return await _to_thread(self.checkpoints, job_id)
 
     async def aresult(self, record: JobRecord) -> FineTunedModel:
         return await _to_thread(self.result, record)
 
-    async def alist(self, limit: int = 20) -> list[JobRecord]:
+    async def alist(self, limit: int = 20) -> builtins.list[JobRecord]:
         return await _to_thread(self.list, limit)

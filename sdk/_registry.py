@@ -146,6 +146,6 @@ def capabilities() -> dict[str, Capabilities]:
         try:
             # Provider modules import their SDK lazily, so this works without the extra installed.
             out[name] = provider_class(row).capabilities
-        except Exception:  # noqa: BLE001 - a broken third-party provider must not block others
+        except Exception:
             continue
     return out

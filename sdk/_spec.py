@@ -8,6 +8,7 @@ capabilities before anything leaves the machine.
 from __future__ import annotations
 
 import enum
+import itertools
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -168,7 +169,7 @@ class FakeOptions(_Section):
         if value is not None:
             if not value:
                 raise ValueError("timeline needs at least one step")
-            if any(b.at < a.at for a, b in zip(value, value[1:])):
+            if any(b.at < a.at for a, b in itertools.pairwise(value)):
                 raise ValueError("timeline steps must be in time order")
         return value
 

@@ -67,7 +67,7 @@ def load_spec_file(path: Path) -> dict[str, Any]:
         raise ConfigError("spec file is not UTF-8 text", source=str(path)) from exc
     data: Any
     if path.suffix.lower() == ".toml":
-        from anytune._config import tomllib
+        from anytune._compat import tomllib
 
         try:
             data = tomllib.loads(text)

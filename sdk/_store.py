@@ -9,6 +9,7 @@ processes queue instead of failing.  Everything stored passes through :func:`red
 
 from __future__ import annotations
 
+import builtins
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -173,9 +174,10 @@ class JobStore:
 
     def list(
         self, *, provider: str | None = None, status: str | None = None, limit: int = 50
-    ) -> list[StoredJob]:
+    ) -> builtins.list[StoredJob]:
         """Stored jobs, newest first."""
-        sql, args = "SELECT * FROM jobs WHERE 1=1", []
+        sql = "SELECT * FROM jobs WHERE 1=1"
+        args: builtins.list[str] = []
         if provider:
             sql, args = sql + " AND provider=?", [*args, provider]
         if status:

@@ -1,0 +1,3 @@
+from anytune._cli.main import main
+
+main()

@@ -1,0 +1,1 @@
+"""The ``anytune`` command line: a thin shell over the SDK, one command group per noun."""

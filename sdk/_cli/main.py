@@ -1,0 +1,99 @@
+"""``anytune``: the application, its error table and the entry point."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated, NoReturn
+
+import typer
+
+from anytune import errors
+from anytune._cli import config_cmd, data_cmd, jobs_cmd, providers_cmd
+from anytune._cli._common import err
+from anytune._secrets import install_log_filter, redact
+
+app = typer.Typer(
+    name="anytune",
+    help="Fine-tune language models anywhere: one CLI for OpenAI, Azure, Hugging Face and your own GPU/CPU.",
+    pretty_exceptions_enable=False,
+    add_completion=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+app.add_typer(jobs_cmd.app, name="jobs")
+app.add_typer(data_cmd.app, name="data")
+app.add_typer(config_cmd.app, name="config")
+app.command("providers")(providers_cmd.providers)
+
+_state = {"debug": False}
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    ctx: typer.Context,
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks and debug logs.")] = False,
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        from anytune import __version__
+
+        typer.echo(f"anytune {__version__}")
+        raise typer.Exit()
+    if ctx.invoked_subcommand is None:
+        typer.echo(ctx.get_help())
+        raise typer.Exit()
+    _state["debug"] = debug
+    if debug:
+        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
+        install_log_filter(logging.getLogger())
+
+
+# One table from exception to (label, exit status); the first matching class wins.
+EXIT_CODES: tuple[tuple[type[BaseException], str, int], ...] = (
+    (errors.DataValidationError, "invalid data", 3),
+    (errors.MissingDependencyError, "missing dependency", 2),
+    (errors.NotSupportedError, "not supported", 2),
+    (errors.ConfigError, "configuration error", 2),
+    (errors.UsageError, "usage error", 2),
+    (errors.JobNotFoundError, "not found", 4),
+    (errors.WaitTimeoutError, "timed out", 5),
+    (errors.JobFailedError, "job failed", 6),
+    (errors.AuthenticationError, "authentication failed", 7),
+    (errors.ProviderError, "provider error", 1),
+    (errors.AnytuneError, "error", 1),
+    (KeyboardInterrupt, "interrupted", 130),
+)
+
+
+def _fail(exc: BaseException) -> NoReturn:
+    label, code = next(
+        ((label, code) for cls, label, code in EXIT_CODES if isinstance(exc, cls)),
+        ("internal error (run with --debug for the traceback)", 70),
+    )
+    message = redact(str(exc)) if str(exc) else type(exc).__name__
+    err.print(f"[bold red]{label}:[/] {message}", markup=True, highlight=False)
+    if isinstance(exc, errors.DataValidationError) and exc.issues:
+        for issue in exc.issues[:20]:
+            err.print(f"  {issue}", markup=False)
+        if len(exc.issues) > 20:
+            err.print(f"  ... and {len(exc.issues) - 20} more", markup=False)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the CLI; errors print one line (no traceback unless ``--debug``) and exit non-zero.
+
+    Typer/click handle usage errors themselves (exit 2 with the usage line); anything anytune
+    raises comes out here and goes through :data:`EXIT_CODES`.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    try:
+        app(args=args, prog_name="anytune")
+    except SystemExit:
+        raise
+    except BaseException as exc:
+        if _state["debug"] or "--debug" in args:
+            import traceback
+
+            traceback.print_exception(exc)
+        _fail(exc)
