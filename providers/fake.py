@@ -33,6 +33,7 @@ from anytune._provider import (
     SubmitPlan,
     planned_upload,
 )
+from anytune._secrets import redact
 from anytune._spec import FakeOptions, FakeStep, JobSpec, Method, Quantization
 from anytune._store import JobStore
 from anytune._types import Checkpoint, Event, JobError, JobRecord, JobStatus, MetricPoint
@@ -120,14 +121,14 @@ class FakeProvider(Provider):
     # -- state file -----------------------------------------------------------------------------
     def _path(self, job_id: str) -> Path:
         if not job_id.startswith("fakejob-") or "/" in job_id or os.sep in job_id:
-            raise JobNotFoundError(f"{NAME}:{job_id}", "not a fake job id")
+            raise JobNotFoundError(f"{self.name}:{job_id}", "not a fake job id")
         return self.dir / f"{job_id}.json"
 
     def _load(self, job_id: str) -> dict[str, Any]:
         try:
             state: dict[str, Any] = orjson.loads(self._path(job_id).read_bytes())
         except FileNotFoundError:
-            raise JobNotFoundError(f"{NAME}:{job_id}") from None
+            raise JobNotFoundError(f"{self.name}:{job_id}") from None
         return state
 
     def _write(self, state: dict[str, Any]) -> None:
@@ -135,7 +136,7 @@ class FakeProvider(Provider):
         path = self._path(state["id"])
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         with tmp.open("wb") as f:
-            f.write(orjson.dumps(state))
+            f.write(redact(orjson.dumps(state).decode()).encode())
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -191,7 +192,7 @@ class FakeProvider(Provider):
         succeeded = status is JobStatus.SUCCEEDED
         suffix = state.get("suffix") or "anytune"
         return JobRecord(
-            provider=NAME,
+            provider=self.name,
             id=state["id"],
             status=status,
             raw_status=last.status,
@@ -222,7 +223,7 @@ class FakeProvider(Provider):
             "metadata": {**spec.tags, IDEMPOTENCY_TAG: idempotency_key},
             "timeline": [s.model_dump(exclude_none=True) for s in timeline(options)],
         }
-        return SubmitPlan(provider=NAME, uploads=uploads,
+        return SubmitPlan(provider=self.name, uploads=uploads,
                           requests=[PlannedRequest(operation="fake.create_job", body=body)])
 
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:

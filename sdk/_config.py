@@ -95,8 +95,9 @@ def project_config_file(cwd: Path | None = None, env: Mapping[str, str] | None =
 
 
 def _validation_message(exc: ValidationError, prefix: str = "") -> tuple[str, str]:
-    """(dotted field, message) of the first error of a pydantic ValidationError."""
-    err = exc.errors()[0]
+    """(dotted field, message) of a pydantic ValidationError: the first unknown field, else the first error."""
+    errors = exc.errors()
+    err = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
     loc = ".".join(str(p) for p in err["loc"] if p != "__root__")
     loc = f"{prefix}.{loc}".strip(".") if prefix else loc
     msg = err["msg"]
@@ -273,7 +274,7 @@ def resolve(
         typed = cls.Settings.model_validate(merged)
     except ValidationError as exc:
         loc, msg = _validation_message(exc, "settings")
-        raise ConfigError(msg, field=loc, source=sources.get(loc, f"provider {name!r}")) from exc
+        raise ConfigError(msg, field=loc, source=sources.get(loc, f"provider {name!r}")) from None
     for key, value in typed.model_dump().items():
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())

@@ -67,14 +67,9 @@ def _check_files(spec: JobSpec, provider: Provider) -> None:
     from anytune._data.validate import DatasetRules, check_dataset
 
     caps = provider.capabilities
-    for field, path, minimum in (
-        ("training_file", spec.training_file, caps.min_examples),
-        ("validation_file", spec.validation_file, 1),
-    ):
+    for path, minimum in ((spec.training_file, caps.min_examples), (spec.validation_file, 1)):
         if path is None:
             continue
-        if not Path(path).is_file():
-            raise ConfigError(f"file not found: {path}", field=field)
         check_dataset(
             path,
             DatasetRules(
@@ -86,6 +81,12 @@ def _check_files(spec: JobSpec, provider: Provider) -> None:
                 epochs=spec.hyperparameters.epochs,
             ),
         )
+
+
+def _check_files_exist(spec: JobSpec) -> None:
+    for field, path in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"file not found: {path}", field=field)
 
 
 def _prepare(
@@ -109,6 +110,7 @@ def _prepare(
     impl = _provider_for(config, the_store)
     check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
     impl.validate(built)
+    _check_files_exist(built)
     if validate_data:
         _check_files(built, impl)
     return _Prepared(config, built, impl, the_store)

@@ -18,6 +18,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from anytune._capabilities import Capabilities
+from anytune._secrets import is_secret_name, mask
 from anytune._spec import JobSpec
 from anytune._store import JobStore
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, MetricPoint
@@ -41,6 +42,10 @@ class ProviderSettings(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
+        for name, value in super().__repr_args__():
+            yield name, mask(value) if name and isinstance(value, str) and is_secret_name(name) else value
 
 
 class PlannedUpload(BaseModel):

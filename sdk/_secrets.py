@@ -19,8 +19,8 @@ _known: set[str] = set()
 # Shapes of credentials that may reach a message before configuration has registered them
 # (e.g. a key pasted into a base URL or echoed back by a service).
 _PATTERNS = re.compile(
-    r"(?:sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,})"  # OpenAI keys
-    r"|(?:hf_[A-Za-z0-9]{20,})"  # Hugging Face tokens
+    r"(?:(?<![A-Za-z0-9])sk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_\-]{16,})"  # OpenAI keys
+    r"|(?:(?<![A-Za-z0-9])hf_[A-Za-z0-9]{20,})"  # Hugging Face tokens
     r"|(?:(?<=Bearer )[A-Za-z0-9._\-+/=]{16,})"  # Authorization headers
     r"|(?:(?<=api-key: )[A-Za-z0-9]{16,})"  # Azure OpenAI key header
     r"|(?:eyJ[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,}\.[A-Za-z0-9_\-]{10,})"  # JWTs (Entra ID)
@@ -70,8 +70,22 @@ class RedactingFilter(logging.Filter):
         return True
 
 
+class _RedactingHandler(logging.Handler):
+    """Emits nothing; its filter redacts records of child loggers before they propagate further."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.addFilter(RedactingFilter())
+
+    def emit(self, record: logging.LogRecord) -> None:
+        pass
+
+
 def install_log_filter(logger: logging.Logger | None = None) -> None:
-    """Attach :class:`RedactingFilter` to the ``anytune`` logger (idempotent)."""
+    """Attach :class:`RedactingFilter` to the ``anytune`` logger, and a handler that redacts the
+    records of its child loggers too (idempotent)."""
     target = logger or logging.getLogger("anytune")
     if not any(isinstance(f, RedactingFilter) for f in target.filters):
         target.addFilter(RedactingFilter())
+    if not any(isinstance(h, _RedactingHandler) for h in target.handlers):
+        target.addHandler(_RedactingHandler())
