@@ -95,7 +95,7 @@ class FakeProvider(Provider):
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         sections=frozenset({"fake"}),
         pause=False,
-        min_examples=1,
+        min_examples=10,  # as strict as the hosted services, so tests that pass here pass there
         notes="deterministic, offline; state under ANYTUNE_HOME/fake",
     )
     Settings: ClassVar[type[ProviderSettings]] = FakeSettings

@@ -116,7 +116,9 @@ def test_cancel_running_job(capsys: pytest.CaptureFixture[str], tmp_path: Path) 
 
 def test_failed_job_exits_6_with_error(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     spec = tmp_path / "fail.yaml"
-    spec.write_text(f"provider: fake\nbase_model: tiny\ntraining_file: {TRAIN}\nfake: {{scenario: fail, seconds: 0.2}}\n")
+    spec.write_text(
+        f"provider: fake\nbase_model: tiny\ntraining_file: {TRAIN}\nfake: {{scenario: fail, seconds: 0.2}}\n"
+    )
     result = run_cli(capsys, "jobs", "create", "-f", str(spec), "--wait")
     assert result.code == 6
     assert "failed" in result.err and "loss is NaN" in result.err

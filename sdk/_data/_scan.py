@@ -1,0 +1,657 @@
+"""The streaming scanner behind :func:`anytune._data.validate.validate_file`.
+
+One pass over a byte range of a JSONL file: parse each line (orjson), check it, count its tokens
+and fold the result into a :class:`ChunkResult` whose size depends on the number of distinct example
+lengths and on the issue cap, never on the file size. Big files are split at line boundaries into
+byte ranges scanned by worker processes; the parent merges the chunk results in file order.
+
+Nothing here builds pydantic objects: issues travel as plain tuples and the public models are made
+only for the issues a report keeps.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+
+# (line, field, code, message, severity); line is chunk-local until the parent shifts it.
+IssueTuple = tuple[int | None, str | None, str, str, str]
+Emit = Callable[[IssueTuple], None]
+
+ROLES: Final = frozenset({"system", "user", "assistant", "tool", "developer"})
+EXAMPLE_KEYS: Final = frozenset({"messages", "tools", "parallel_tool_calls", "functions", "metadata"})
+MESSAGE_KEYS: Final = frozenset(
+    {"role", "content", "name", "weight", "tool_calls", "tool_call_id", "function_call", "refusal"}
+)
+DPO_KEYS: Final = frozenset({"input", "preferred_output", "non_preferred_output", "metadata"})
+DPO_INPUT_KEYS: Final = frozenset({"messages", "tools", "parallel_tool_calls", "functions"})
+PC_KEYS: Final = frozenset({"prompt", "completion", "metadata"})
+CONTENT_PART_TYPES: Final = frozenset({"text", "image_url"})
+
+# OpenAI cookbook, num_tokens_from_messages.
+TOKENS_PER_MESSAGE: Final = 3
+TOKENS_PER_NAME: Final = 1
+PRIMING_TOKENS: Final = 3
+
+#: Files at least this big are scanned by worker processes (when there is more than one CPU).
+PARALLEL_MIN_BYTES = 8 * 1024 * 1024
+#: Smallest byte range handed to one worker task.
+MIN_CHUNK_BYTES = 2 * 1024 * 1024
+#: Byte ranges per worker: more than one evens out chunks of very different example lengths.
+CHUNKS_PER_WORKER = 4
+#: Most worker processes ever started; ``ANYTUNE_DATA_WORKERS`` overrides the CPU count.
+MAX_WORKERS = 8
+
+# Counts of repeated short strings (system prompts shared by many examples, role names, tool
+# schemas) are remembered; bounded so memory stays constant.
+_CACHE_MAX_ENTRIES: Final = 4096
+_CACHE_MAX_CHARS: Final = 16384
+
+_BOM: Final = b"\xef\xbb\xbf"
+_MISSING: Final[Any] = object()
+
+
+def _type_name(value: object) -> str:
+    if value is None:
+        return "null"
+    return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
+        type(value), type(value).__name__
+    )
+
+
+@dataclass
+class ScanConfig:
+    """What a scan checks; picklable so spawned workers can receive it."""
+
+    method: str = "sft"
+    max_tokens: int | None = None
+    max_issues: int = 1000
+    limit_label: str = ""
+
+
+@dataclass
+class ChunkResult:
+    """Everything one byte range contributed. Small: bounded by distinct lengths and the issue cap."""
+
+    lines: int = 0
+    examples: int = 0
+    valid: int = 0
+    errors: int = 0
+    warnings: int = 0
+    lengths: dict[int, int] = field(default_factory=dict)
+    issues: list[IssueTuple] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    formats: dict[str, list[int]] = field(default_factory=dict)  # format -> [first line, count]
+
+
+class Scanner:
+    """Checks examples and counts their tokens; one per process."""
+
+    def __init__(self, config: ScanConfig, count: Callable[[str], int]) -> None:
+        self.config = config
+        self._count = count
+        self._cache: dict[str, int] = {}
+        self._ids: set[str] = set()
+        self.result = ChunkResult()
+        self._emit: Emit | None = None
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def issue(self, line: int | None, where: str | None, code: str, message: str, severity: str = "error") -> None:
+        r = self.result
+        r.counts[code] = r.counts.get(code, 0) + 1
+        if severity == "error":
+            r.errors += 1
+        else:
+            r.warnings += 1
+        if len(r.issues) < self.config.max_issues:
+            item = (line, where, code, message, severity)
+            r.issues.append(item)
+            if self._emit is not None:
+                self._emit(item)
+
+    def cached_count(self, text: str) -> int:
+        n = self._cache.get(text)
+        if n is None:
+            n = self._count(text)
+            if len(text) <= _CACHE_MAX_CHARS and len(self._cache) < _CACHE_MAX_ENTRIES:
+                self._cache[text] = n
+        return n
+
+    def strings_tokens(self, value: Any) -> int:
+        """Tokens of every string value nested in ``value`` (keys and numbers do not count)."""
+        t = type(value)
+        if t is str:
+            return self._count(value) if len(value) > 16 else self.cached_count(value)
+        if t is dict:
+            return sum(self.strings_tokens(v) for v in value.values())
+        if t is list:
+            return sum(self.strings_tokens(v) for v in value)
+        return 0
+
+    # -- the scan --------------------------------------------------------------------------------
+
+    def scan(self, lines: Iterator[bytes], first_line_of_file: bool, emit: Emit | None = None) -> ChunkResult:
+        """Check every line from ``lines``; line numbers start at 1 for the first one."""
+        self._emit = emit
+        r = self.result
+        method = self.config.method
+        limit = self.config.max_tokens
+        lengths = r.lengths
+        formats = r.formats
+        loads = orjson.loads
+        decode_error = orjson.JSONDecodeError
+        ln = 0
+        for raw in lines:
+            ln += 1
+            try:
+                obj = loads(raw)
+            except decode_error as exc:
+                obj = self._unparsable(raw, ln, first_line_of_file and ln == 1, exc)
+                if obj is None:
+                    continue
+            if type(obj) is not dict:
+                r.examples += 1
+                self.issue(ln, None, "not_object", f"each line must be a JSON object, got {_type_name(obj)}")
+                continue
+            r.examples += 1
+            errors_before = r.errors
+            fmt, n = self._example(obj, ln, method)
+            seen = formats.get(fmt)
+            if seen is None:
+                formats[fmt] = [ln, 1]
+            else:
+                seen[1] += 1
+            if n is not None:
+                lengths[n] = lengths.get(n, 0) + 1
+                if limit is not None and n > limit:
+                    self.issue(
+                        ln,
+                        None,
+                        "too_many_tokens",
+                        f"example has {n} tokens, more than the limit of {limit}{self.config.limit_label}",
+                    )
+            if r.errors == errors_before:
+                r.valid += 1
+        r.lines = ln
+        return r
+
+    def _unparsable(self, raw: bytes, ln: int, first: bool, exc: Exception) -> Any:
+        """Classify a line orjson rejected; return the parsed object when it was only a BOM."""
+        if not raw.strip():
+            self.issue(ln, None, "blank_line", "blank line (ignored)", "warning")
+            return None
+        if first and raw.startswith(_BOM):
+            try:
+                obj = orjson.loads(raw[len(_BOM) :])
+            except orjson.JSONDecodeError:
+                pass
+            else:
+                self.issue(ln, None, "utf8_bom", "file starts with a UTF-8 byte order mark", "warning")
+                return obj
+        self.result.examples += 1  # a broken example is still an example
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as ude:
+            self.issue(
+                ln, None, "not_utf8", f"line is not valid UTF-8 (byte {ude.start}: {raw[ude.start : ude.start + 1]!r})"
+            )
+            return None
+        self.issue(ln, None, "bad_json", f"line is not valid JSON: {exc}")
+        return None
+
+    def _example(self, obj: dict[str, Any], ln: int, method: str) -> tuple[str, int | None]:
+        """Check one example; return its format and token count (None when it cannot be counted)."""
+        if method == "dpo":
+            if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
+                return "preference", self._preference(obj, ln)
+            if "messages" in obj or "prompt" in obj or "completion" in obj:
+                fmt = "chat" if "messages" in obj else "prompt_completion"
+                self.issue(
+                    ln,
+                    None,
+                    "wrong_format",
+                    f"{fmt} example in a DPO dataset: DPO examples have input, preferred_output and "
+                    "non_preferred_output",
+                )
+                return fmt, None
+            return "preference", self._preference(obj, ln)
+        if "messages" in obj:
+            return "chat", self._chat(obj, ln)
+        if "prompt" in obj or "completion" in obj:
+            return "prompt_completion", self._prompt_completion(obj, ln)
+        if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
+            self.issue(ln, None, "wrong_format", "preference (DPO) example in an SFT dataset: use method='dpo'")
+            return "preference", self._preference(obj, ln)
+        return "chat", self._chat(obj, ln)
+
+    # -- chat ------------------------------------------------------------------------------------
+
+    def _chat(self, obj: dict[str, Any], ln: int) -> int | None:
+        if not obj.keys() <= EXAMPLE_KEYS:
+            for k in obj:
+                if k not in EXAMPLE_KEYS:
+                    self.issue(ln, str(k), "unknown_key", f"unknown key {k!r} in example")
+        messages = obj.get("messages", _MISSING)
+        n = PRIMING_TOKENS
+        if len(obj) > 1:
+            n += self._tools(obj, ln, "")
+        if type(messages) is not list:
+            if messages is _MISSING or messages is None:
+                self.issue(ln, "messages", "missing_messages", "example has no messages")
+            else:
+                self.issue(
+                    ln, "messages", "messages_not_list", f"messages must be an array, got {_type_name(messages)}"
+                )
+            return None
+        if not messages:
+            self.issue(ln, "messages", "missing_messages", "messages is empty")
+            return None
+        tokens, assistants, trained = self._messages(messages, ln, "messages")
+        if assistants == 0:
+            self.issue(ln, "messages", "no_assistant_message", "example has no assistant message to learn from")
+        elif trained == 0:
+            self.issue(ln, "messages", "no_trainable_message", "every assistant message has weight 0", "warning")
+        return n + tokens
+
+    def _messages(self, messages: list[Any], ln: int, prefix: str) -> tuple[int, int, int]:
+        """Check a message list; return (tokens, assistant messages, assistant messages with weight 1)."""
+        count = self._count
+        cached = self.cached_count
+        ids = self._ids
+        if ids:
+            ids.clear()
+        total = 0
+        assistants = trained = 0
+        for i, m in enumerate(messages):
+            if type(m) is not dict:
+                self.issue(
+                    ln, f"{prefix}[{i}]", "message_not_object", f"message must be an object, got {_type_name(m)}"
+                )
+                continue
+            n = TOKENS_PER_MESSAGE
+            role = m.get("role")
+            if type(role) is str and role in ROLES:
+                n += cached(role)
+            elif role is None:
+                self.issue(ln, f"{prefix}[{i}].role", "missing_role", "message has no role")
+            else:
+                self.issue(
+                    ln,
+                    f"{prefix}[{i}].role",
+                    "unknown_role",
+                    f"unknown role {role!r}; expected one of {', '.join(sorted(ROLES))}",
+                )
+                if type(role) is str:
+                    n += cached(role)
+            content = m.get("content", _MISSING)
+            if type(content) is str:
+                if not content or content.isspace():
+                    self.issue(ln, f"{prefix}[{i}].content", "empty_content", "content is empty")
+                    n += count(content)
+                elif role == "system" or role == "developer":
+                    n += cached(content)
+                else:
+                    n += count(content)
+            else:
+                n += self._other_content(m, content, role, ln, prefix, i)
+            # Keys beyond role and content (name, weight, tool calls, unknown ones) are rare.
+            if len(m) > ("role" in m) + (content is not _MISSING):
+                n += self._message_extras(m, role, ln, prefix, i)
+            if role == "assistant":
+                assistants += 1
+                if m.get("weight", 1) != 0:
+                    trained += 1
+            elif role == "tool":
+                self._tool_reply(m, ln, prefix, i)
+            total += n
+        return total, assistants, trained
+
+    def _other_content(self, m: dict[str, Any], content: Any, role: Any, ln: int, prefix: str, i: int) -> int:
+        where = f"{prefix}[{i}].content"
+        if content is _MISSING or content is None:
+            if role == "assistant" and ("tool_calls" in m or "function_call" in m):
+                return 0
+            what = "missing" if content is _MISSING else "null"
+            self.issue(ln, where, "missing_content", f"content is {what}")
+            return 0
+        if type(content) is list:
+            if not content:
+                self.issue(ln, where, "empty_content", "content is an empty array")
+                return 0
+            n = 0
+            for j, part in enumerate(content):
+                ptype = part.get("type") if type(part) is dict else None
+                if ptype not in CONTENT_PART_TYPES:
+                    self.issue(
+                        ln,
+                        f"{where}[{j}]",
+                        "bad_content",
+                        'content part must be {"type": "text", "text": ...} or an image_url part',
+                    )
+                    continue
+                if ptype == "text":
+                    text = part.get("text")
+                    if type(text) is not str or not text or text.isspace():
+                        self.issue(ln, f"{where}[{j}].text", "empty_content", "text part is empty or not a string")
+                    if type(text) is str:
+                        n += self._count(text)
+            return n
+        self.issue(
+            ln, where, "bad_content", f"content must be a string or an array of parts, got {_type_name(content)}"
+        )
+        return 0
+
+    def _unknown_message_keys(self, m: dict[str, Any], ln: int, prefix: str, i: int) -> None:
+        for k in m:
+            if k not in MESSAGE_KEYS:
+                self.issue(ln, f"{prefix}[{i}].{k}", "unknown_key", f"unknown key {k!r} in message")
+
+    def _message_extras(self, m: dict[str, Any], role: Any, ln: int, prefix: str, i: int) -> int:
+        """Keys other than role and content: name, weight, tool calls, refusal, unknown ones."""
+        if not m.keys() <= MESSAGE_KEYS:
+            self._unknown_message_keys(m, ln, prefix, i)
+        n = 0
+        at = f"{prefix}[{i}]"
+        if "name" in m:
+            name = m["name"]
+            if type(name) is str and name:
+                n += self.cached_count(name) + TOKENS_PER_NAME
+            else:
+                self.issue(ln, f"{at}.name", "bad_name", "name must be a non-empty string")
+        if "weight" in m:
+            w = m["weight"]
+            if role != "assistant":
+                self.issue(ln, f"{at}.weight", "bad_weight", "weight is only allowed on assistant messages")
+            elif type(w) is not int or w not in (0, 1):
+                self.issue(ln, f"{at}.weight", "bad_weight", f"weight must be 0 or 1, got {w!r}")
+        if "tool_calls" in m:
+            n += self._tool_calls(m["tool_calls"], role, ln, f"{at}.tool_calls")
+        if "function_call" in m:
+            fc = m["function_call"]
+            if role != "assistant":
+                self.issue(
+                    ln, f"{at}.function_call", "bad_tool_call", "function_call is only allowed on assistant messages"
+                )
+            self._function(fc, ln, f"{at}.function_call")
+            n += self.strings_tokens(fc)
+        if "tool_call_id" in m:
+            tid = m["tool_call_id"]
+            if type(tid) is str:
+                n += self.cached_count(tid)
+        if "refusal" in m:
+            ref = m["refusal"]
+            if type(ref) is str:
+                n += self._count(ref)
+            elif ref is not None:
+                self.issue(ln, f"{at}.refusal", "bad_content", "refusal must be a string or null")
+        return n
+
+    def _function(self, fn: Any, ln: int, where: str) -> None:
+        """Check ``{"name": str, "arguments": JSON string}``."""
+        if type(fn) is not dict:
+            self.issue(ln, where, "bad_tool_call", f"must be an object with name and arguments, got {_type_name(fn)}")
+            return
+        name = fn.get("name")
+        if type(name) is not str or not name:
+            self.issue(ln, f"{where}.name", "bad_tool_call", "function name must be a non-empty string")
+        args = fn.get("arguments")
+        if type(args) is not str:
+            self.issue(ln, f"{where}.arguments", "bad_tool_call", "arguments must be a JSON string")
+        else:
+            try:
+                orjson.loads(args)
+            except orjson.JSONDecodeError:
+                self.issue(ln, f"{where}.arguments", "bad_tool_call", "arguments is not valid JSON")
+
+    def _tool_calls(self, calls: Any, role: Any, ln: int, where: str) -> int:
+        if role != "assistant":
+            self.issue(ln, where, "bad_tool_call", "tool_calls are only allowed on assistant messages")
+        if type(calls) is not list or not calls:
+            self.issue(ln, where, "bad_tool_call", "tool_calls must be a non-empty array")
+            return 0
+        for j, call in enumerate(calls):
+            at = f"{where}[{j}]"
+            if type(call) is not dict:
+                self.issue(ln, at, "bad_tool_call", f"tool call must be an object, got {_type_name(call)}")
+                continue
+            cid = call.get("id")
+            if type(cid) is not str or not cid:
+                self.issue(ln, f"{at}.id", "bad_tool_call", "tool call id must be a non-empty string")
+            else:
+                self._ids.add(cid)
+            if call.get("type") != "function":
+                self.issue(ln, f"{at}.type", "bad_tool_call", 'tool call type must be "function"')
+            self._function(call.get("function"), ln, f"{at}.function")
+            extra = call.keys() - {"id", "type", "function"}
+            for k in sorted(extra):
+                self.issue(ln, f"{at}.{k}", "unknown_key", f"unknown key {k!r} in tool call")
+        return self.strings_tokens(calls)
+
+    def _tool_reply(self, m: dict[str, Any], ln: int, prefix: str, i: int) -> None:
+        tid = m.get("tool_call_id")
+        where = f"{prefix}[{i}].tool_call_id"
+        if type(tid) is not str or not tid:
+            self.issue(ln, where, "bad_tool_call", "tool message needs a tool_call_id")
+        elif tid not in self._ids:
+            self.issue(ln, where, "bad_tool_call", f"tool_call_id {tid!r} matches no earlier tool call")
+
+    def _tools(self, obj: dict[str, Any], ln: int, prefix: str) -> int:
+        """Check ``tools``/``functions``/``parallel_tool_calls``; return the tokens of their JSON."""
+        n = 0
+        if "tools" in obj:
+            tools = obj["tools"]
+            where = f"{prefix}tools"
+            if type(tools) is not list:
+                self.issue(ln, where, "bad_tools", f"tools must be an array, got {_type_name(tools)}")
+            else:
+                for j, tool in enumerate(tools):
+                    at = f"{where}[{j}]"
+                    if type(tool) is not dict:
+                        self.issue(ln, at, "bad_tools", f"tool must be an object, got {_type_name(tool)}")
+                        continue
+                    if tool.get("type") != "function":
+                        self.issue(ln, f"{at}.type", "bad_tools", 'tool type must be "function"')
+                    self._function_def(tool.get("function"), ln, f"{at}.function")
+                n += self._json_tokens(tools)
+        if "functions" in obj:
+            fns = obj["functions"]
+            where = f"{prefix}functions"
+            if type(fns) is not list:
+                self.issue(ln, where, "bad_tools", f"functions must be an array, got {_type_name(fns)}")
+            else:
+                for j, fn in enumerate(fns):
+                    self._function_def(fn, ln, f"{where}[{j}]")
+                n += self._json_tokens(fns)
+        if "parallel_tool_calls" in obj and type(obj["parallel_tool_calls"]) is not bool:
+            self.issue(ln, f"{prefix}parallel_tool_calls", "bad_tools", "parallel_tool_calls must be true or false")
+        return n
+
+    def _function_def(self, fn: Any, ln: int, where: str) -> None:
+        if type(fn) is not dict:
+            self.issue(ln, where, "bad_tools", f"function must be an object, got {_type_name(fn)}")
+            return
+        name = fn.get("name")
+        if type(name) is not str or not name:
+            self.issue(ln, f"{where}.name", "bad_tools", "function name must be a non-empty string")
+        if "parameters" in fn and type(fn["parameters"]) is not dict:
+            self.issue(ln, f"{where}.parameters", "bad_tools", "parameters must be a JSON Schema object")
+        if "description" in fn and type(fn["description"]) is not str:
+            self.issue(ln, f"{where}.description", "bad_tools", "description must be a string")
+
+    def _json_tokens(self, value: Any) -> int:
+        """Tool definitions count as their compact JSON text (examples often repeat the same tools)."""
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # pragma: no cover - parsed JSON always serialises
+            return 0
+        return self.cached_count(text)
+
+    # -- prompt / completion ---------------------------------------------------------------------
+
+    def _prompt_completion(self, obj: dict[str, Any], ln: int) -> int | None:
+        if not obj.keys() <= PC_KEYS:
+            for k in obj:
+                if k not in PC_KEYS:
+                    self.issue(ln, str(k), "unknown_key", f"unknown key {k!r} in prompt/completion example")
+        n = PRIMING_TOKENS
+        ok = True
+        for key, role in (("prompt", "user"), ("completion", "assistant")):
+            value = obj.get(key, _MISSING)
+            if value is _MISSING or value is None:
+                self.issue(ln, key, "missing_field", f"{key} is missing")
+                ok = False
+            elif type(value) is not str:
+                self.issue(ln, key, "bad_content", f"{key} must be a string, got {_type_name(value)}")
+                ok = False
+            else:
+                if not value or value.isspace():
+                    self.issue(ln, key, "empty_content", f"{key} is empty")
+                # Counted as the chat example it converts to: one user and one assistant message.
+                n += TOKENS_PER_MESSAGE + self.cached_count(role) + self._count(value)
+        return n if ok else None
+
+    # -- preference (DPO) ------------------------------------------------------------------------
+
+    def _preference(self, obj: dict[str, Any], ln: int) -> int | None:
+        if not obj.keys() <= DPO_KEYS:
+            for k in obj:
+                if k not in DPO_KEYS:
+                    self.issue(ln, str(k), "unknown_key", f"unknown key {k!r} in DPO example")
+        n = PRIMING_TOKENS
+        countable = True
+        inp = obj.get("input", _MISSING)
+        if type(inp) is not dict:
+            what = "missing" if inp is _MISSING else f"a {_type_name(inp)}, not an object with messages"
+            self.issue(ln, "input", "missing_dpo_field", f"input is {what}")
+            countable = False
+        else:
+            if not inp.keys() <= DPO_INPUT_KEYS:
+                for k in inp:
+                    if k not in DPO_INPUT_KEYS:
+                        self.issue(ln, f"input.{k}", "unknown_key", f"unknown key {k!r} in input")
+            n += self._tools(inp, ln, "input.")
+            msgs = inp.get("messages", _MISSING)
+            if type(msgs) is not list:
+                if msgs is _MISSING or msgs is None:
+                    self.issue(ln, "input.messages", "missing_messages", "input has no messages")
+                else:
+                    self.issue(ln, "input.messages", "messages_not_list", "input.messages must be an array")
+                countable = False
+            elif not msgs:
+                self.issue(ln, "input.messages", "missing_messages", "input.messages is empty")
+                countable = False
+            else:
+                n += self._messages(msgs, ln, "input.messages")[0]
+        for key in ("preferred_output", "non_preferred_output"):
+            out = obj.get(key, _MISSING)
+            if out is _MISSING or out is None or (type(out) is list and not out):
+                self.issue(ln, key, "missing_dpo_field", f"{key} is missing or empty")
+                countable = False
+                continue
+            if type(out) is not list:
+                self.issue(ln, key, "bad_dpo_output", f"{key} must be an array of assistant messages")
+                countable = False
+                continue
+            for j, m in enumerate(out):
+                if type(m) is dict and m.get("role") != "assistant":
+                    self.issue(ln, f"{key}[{j}].role", "wrong_role", f"{key} messages must have role assistant")
+            n += self._messages(out, ln, key)[0]
+        return n if countable else None
+
+
+# --- byte ranges ----------------------------------------------------------------------------------
+
+
+def iter_range(f: Any, start: int, end: int | None) -> Iterator[bytes]:
+    """Lines that *start* in ``[start, end)`` of the binary file ``f``.
+
+    The line straddling ``start`` belongs to the previous range, so every line is read exactly once.
+    """
+    if start > 0:
+        f.seek(start - 1)
+        f.readline()  # ends at start when byte start-1 is a newline, else after the straddling line
+    else:
+        f.seek(0)
+    pos = f.tell()
+    if end is None:
+        yield from f
+        return
+    for raw in f:
+        if pos >= end:
+            return
+        pos += len(raw)
+        yield raw
+
+
+def scan_range(
+    path: str, start: int, end: int | None, config: ScanConfig, count: Callable[[str], int], emit: Emit | None = None
+) -> ChunkResult:
+    """Scan the lines starting in ``[start, end)`` of ``path``; local line numbers start at 1."""
+    scanner = Scanner(config, count)
+    with open(path, "rb", buffering=1024 * 1024) as f:
+        return scanner.scan(iter_range(f, start, end), start == 0, emit)
+
+
+def plan_chunks(size: int, workers: int) -> list[tuple[int, int]]:
+    """Split ``[0, size)`` into contiguous byte ranges for ``workers`` processes."""
+    n = max(1, min(workers * CHUNKS_PER_WORKER, size // MIN_CHUNK_BYTES))
+    bounds = [size * k // n for k in range(n + 1)]
+    return [(bounds[k], bounds[k + 1]) for k in range(n)]
+
+
+def available_cpus() -> int:
+    env = os.environ.get("ANYTUNE_DATA_WORKERS")
+    if env and env.isdigit():
+        return max(1, int(env))
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+def plan_workers(size: int, fork_safe: bool) -> int:
+    """How many worker processes to use for a file of ``size`` bytes (1: scan in-process)."""
+    if size < PARALLEL_MIN_BYTES:
+        return 1
+    cpus = min(available_cpus(), MAX_WORKERS)
+    if cpus <= 1:
+        return 1
+    # Forking shares the tokenizer's tables; spawned workers each load their own copy, which is
+    # only worth it for files big enough to amortise the start-up.
+    if not fork_safe and size < 8 * PARALLEL_MIN_BYTES:
+        return 1
+    return min(cpus, max(1, size // MIN_CHUNK_BYTES))
+
+
+# --- worker-process side --------------------------------------------------------------------------
+
+_worker_state: tuple[str, ScanConfig, Callable[[str], int]] | None = None
+
+
+def init_worker(path: str, config: ScanConfig, provider: str | None, model: str | None) -> None:
+    """Pool initializer: find the counter (inherited when forked, loaded once when spawned)."""
+    global _worker_state
+    from anytune._data.tokens import counter_for, fast_count
+
+    _worker_state = (path, config, fast_count(counter_for(provider, model)))
+
+
+def scan_chunk(bounds: tuple[int, int]) -> ChunkResult:
+    """Pool task: scan one byte range with the state :func:`init_worker` set up."""
+    if _worker_state is None:  # pragma: no cover - misuse
+        raise RuntimeError("scan_chunk called outside a worker")
+    path, config, count = _worker_state
+    return scan_range(path, bounds[0], bounds[1], config, count)
+
+
+def fork_is_safe() -> bool:
+    """Fork only a single-threaded Linux process (threads + fork can deadlock the child)."""
+    import threading
+
+    return sys.platform.startswith("linux") and threading.active_count() == 1
