@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,7 @@ from typing import Any
 from anytune import _registry
 from anytune._capabilities import check_spec
 from anytune._config import ResolvedConfig, resolve
-from anytune._polling import EventCursor, PollPolicy
+from anytune._polling import Follower, PollPolicy
 from anytune._provider import Provider, SubmitPlan, _to_thread
 from anytune._spec import JobSpec, Method
 from anytune._specfile import build_spec
@@ -36,7 +36,7 @@ from anytune._types import (
     MetricPoint,
     parse_ref,
 )
-from anytune.errors import ConfigError, JobFailedError, WaitTimeoutError
+from anytune.errors import ConfigError, JobFailedError
 
 OnEvent = Callable[[Event], object]
 
@@ -158,7 +158,50 @@ def _home() -> Path:
     return anytune_home()
 
 
-class FineTuneJob:
+class _Handle:
+    """What the sync and async handles share: identity, the last known record, the poll policy."""
+
+    def __init__(
+        self,
+        record: JobRecord,
+        provider: Provider,
+        *,
+        store: JobStore | None,
+        clock: Callable[[], float],
+        poll: PollPolicy | None,
+    ) -> None:
+        self._record = record
+        self._provider = provider
+        self._store = store
+        self._clock = clock
+        self._poll = poll or PollPolicy(initial=provider.poll_interval, maximum=max(30.0, provider.poll_interval))
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.ref} {self._record.status.value}>"
+
+    @property
+    def ref(self) -> str:
+        """``provider:id``; pass it to ``get`` from any process."""
+        return self._record.ref
+
+    @property
+    def id(self) -> str:
+        return self._record.id
+
+    @property
+    def provider(self) -> str:
+        return self._record.provider
+
+    @property
+    def record(self) -> JobRecord:
+        """The last known state (no I/O); ``refresh()`` fetches a new one."""
+        return self._record
+
+    def _follow(self, timeout: float | None, after: str | None) -> Follower:
+        return Follower(self.ref, self._poll, self._clock, timeout, after)
+
+
+class FineTuneJob(_Handle):
     """A handle to one fine-tuning job.
 
     Create one with :meth:`create`, re-attach with :meth:`get`, enumerate with :meth:`list`.
@@ -182,34 +225,8 @@ class FineTuneJob:
         clock: Callable[[], float] = time.monotonic,
         poll: PollPolicy | None = None,
     ) -> None:
-        self._record = record
-        self._provider = provider
-        self._store = store
+        super().__init__(record, provider, store=store, clock=clock, poll=poll)
         self._sleep = sleep
-        self._clock = clock
-        self._poll = poll or PollPolicy(initial=provider.poll_interval, maximum=max(30.0, provider.poll_interval))
-
-    def __repr__(self) -> str:
-        return f"<FineTuneJob {self.ref} {self._record.status.value}>"
-
-    # -- identity -----------------------------------------------------------------------------
-    @property
-    def ref(self) -> str:
-        """``provider:id``; pass it to :meth:`get` from any process."""
-        return self._record.ref
-
-    @property
-    def id(self) -> str:
-        return self._record.id
-
-    @property
-    def provider(self) -> str:
-        return self._record.provider
-
-    @property
-    def record(self) -> JobRecord:
-        """The last known state (no I/O); :meth:`refresh` fetches a new one."""
-        return self._record
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -342,20 +359,15 @@ class FineTuneJob:
         Raises:
             WaitTimeoutError: ``timeout`` seconds passed first.
         """
-        cursor = EventCursor(after)
-        deadline = None if timeout is None else self._clock() + timeout
-        attempt = 0
+        follow = self._follow(timeout, after)
         while True:
             record = self.refresh()
-            new = list(cursor.accept(self._provider.events(self.id, cursor.last)))
+            new = list(follow.cursor.accept(self._provider.events(self.id, follow.cursor.last)))
             yield from new
-            if record.done:
+            delay = follow.next_delay(record, bool(new))
+            if delay is None:
                 return
-            attempt = 0 if new else attempt + 1
-            remaining = None if deadline is None else deadline - self._clock()
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeoutError(self.ref, timeout or 0.0, record)
-            self._sleep(self._poll.delay(attempt, remaining=remaining))
+            self._sleep(delay)
 
     def wait(self, timeout: float | None = None, on_event: OnEvent | None = None) -> JobRecord:
         """Block until the job finishes and return its final record, whatever the outcome.
@@ -384,7 +396,7 @@ class FineTuneJob:
         return self._provider.result(record)
 
 
-class AsyncFineTuneJob:
+class AsyncFineTuneJob(_Handle):
     """The coroutine twin of :class:`FineTuneJob` (same methods, ``await``-ed)."""
 
     def __init__(
@@ -393,26 +405,14 @@ class AsyncFineTuneJob:
         provider: Provider,
         *,
         store: JobStore | None = None,
-        sleep: Callable[[float], Any] | None = None,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
         clock: Callable[[], float] = time.monotonic,
         poll: PollPolicy | None = None,
     ) -> None:
         import asyncio
 
-        self._record = record
-        self._provider = provider
-        self._store = store
+        super().__init__(record, provider, store=store, clock=clock, poll=poll)
         self._sleep = sleep or asyncio.sleep
-        self._clock = clock
-        self._poll = poll or PollPolicy(initial=provider.poll_interval, maximum=max(30.0, provider.poll_interval))
-
-    def __repr__(self) -> str:
-        return f"<AsyncFineTuneJob {self.ref} {self._record.status.value}>"
-
-    ref = property(lambda self: self._record.ref, doc="``provider:id``")
-    id = property(lambda self: self._record.id)
-    provider = property(lambda self: self._record.provider)
-    record = property(lambda self: self._record, doc="last known state (no I/O)")
 
     @classmethod
     async def create(
@@ -486,21 +486,16 @@ class AsyncFineTuneJob:
         return await self._remember(await self._provider.acancel(self.id))
 
     async def stream(self, *, timeout: float | None = None, after: str | None = None) -> AsyncIterator[Event]:
-        cursor = EventCursor(after)
-        deadline = None if timeout is None else self._clock() + timeout
-        attempt = 0
+        follow = self._follow(timeout, after)
         while True:
             record = await self.refresh()
-            new = list(cursor.accept(await self._provider.aevents(self.id, cursor.last)))
+            new = list(follow.cursor.accept(await self._provider.aevents(self.id, follow.cursor.last)))
             for event in new:
                 yield event
-            if record.done:
+            delay = follow.next_delay(record, bool(new))
+            if delay is None:
                 return
-            attempt = 0 if new else attempt + 1
-            remaining = None if deadline is None else deadline - self._clock()
-            if remaining is not None and remaining <= 0:
-                raise WaitTimeoutError(self.ref, timeout or 0.0, record)
-            await self._sleep(self._poll.delay(attempt, remaining=remaining))
+            await self._sleep(delay)
 
     async def wait(self, timeout: float | None = None, on_event: OnEvent | None = None) -> JobRecord:
         async for event in self.stream(timeout=timeout):

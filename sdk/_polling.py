@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
-from anytune._types import Event
+from anytune._types import Event, JobRecord
+from anytune.errors import WaitTimeoutError
 
 
 @dataclass(frozen=True)
@@ -51,3 +52,34 @@ class EventCursor:
             self._seen_set.add(event.id)
             self.last = event.id
             yield event
+
+
+class Follower:
+    """The I/O-free decisions of ``stream``/``wait``: which events are new, when to poll again, when
+    the deadline has passed. The sync and async loops only fetch and sleep."""
+
+    def __init__(
+        self, ref: str, policy: PollPolicy, clock: Callable[[], float], timeout: float | None, after: str | None
+    ) -> None:
+        self.ref = ref
+        self.cursor = EventCursor(after)
+        self._policy = policy
+        self._clock = clock
+        self._timeout = timeout
+        self._deadline = None if timeout is None else clock() + timeout
+        self._idle = 0
+
+    def next_delay(self, record: JobRecord, got_events: bool) -> float | None:
+        """Seconds to sleep before the next poll, or ``None`` when the job has finished.
+
+        Raises:
+            WaitTimeoutError: the deadline has passed.
+        """
+        if record.done:
+            return None
+        # Back off while nothing happens; poll briskly again as soon as events flow.
+        self._idle = 0 if got_events else self._idle + 1
+        remaining = None if self._deadline is None else self._deadline - self._clock()
+        if remaining is not None and remaining <= 0:
+            raise WaitTimeoutError(self.ref, self._timeout or 0.0, record)
+        return self._policy.delay(self._idle, remaining=remaining)

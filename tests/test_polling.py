@@ -6,8 +6,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from anytune import Event, PollPolicy
-from anytune._polling import EventCursor
+from anytune import Event, JobRecord, JobStatus, PollPolicy, WaitTimeoutError
+from anytune._polling import EventCursor, Follower
 
 T0 = datetime(2024, 1, 1, tzinfo=timezone.utc)
 
@@ -65,3 +65,30 @@ def test_cursor_memory_is_bounded() -> None:
     assert [e.id for e in cursor.accept([ev(8), ev(9)])] == []  # still remembered
     assert len(cursor._seen) == len(cursor._seen_set) == 3
     assert cursor.last == "000009"
+
+
+def _rec(status: JobStatus) -> JobRecord:
+    return JobRecord(provider="fake", id="fakejob-1", status=status)
+
+
+def test_follower_backs_off_while_idle_and_resets_on_events() -> None:
+    now = [0.0]
+    follow = Follower("fake:fakejob-1", PollPolicy(initial=1.0, maximum=8.0, factor=2.0), lambda: now[0], None, None)
+    running = _rec(JobStatus.RUNNING)
+    assert [follow.next_delay(running, False) for _ in range(4)] == [2.0, 4.0, 8.0, 8.0]
+    assert follow.next_delay(running, True) == 1.0
+    assert follow.next_delay(_rec(JobStatus.SUCCEEDED), False) is None
+
+
+def test_follower_stops_at_the_deadline() -> None:
+    now = [100.0]
+    follow = Follower("fake:fakejob-1", PollPolicy(initial=1.0, maximum=8.0), lambda: now[0], 5.0, None)
+    running = _rec(JobStatus.RUNNING)
+    now[0] = 104.5
+    assert follow.next_delay(running, False) == 0.5  # never sleeps past the deadline
+    now[0] = 105.0
+    with pytest.raises(WaitTimeoutError) as info:
+        follow.next_delay(running, False)
+    assert info.value.record is running and info.value.timeout == 5.0
+    # A finished job is never a timeout, however late.
+    assert follow.next_delay(_rec(JobStatus.FAILED), False) is None
