@@ -1,0 +1,217 @@
+"""The training entry point of a Hugging Face Job: ``python -m anytune.local_backend.hf_job ...``.
+
+The ``huggingface`` provider puts this command in the job (after a bootstrap that installs anytune
+with pinned dependencies, see :mod:`anytune.providers.huggingface`). It runs the local backend's
+trainer unchanged:
+
+1. downloads the training (and validation) file from the dataset repo,
+2. builds a run directory whose spec points at them and calls
+   :func:`anytune.local_backend.train.run_training`,
+3. prints what the trainer records: one ``ANYTUNE_METRIC {json}`` line per logging step (the
+   provider turns them into metric points) and ``[anytune] ...`` lines for everything else,
+4. pushes the adapter, tokenizer, metrics, resolved spec, result and a model card to the output model
+   repo in one commit, and prints ``ANYTUNE_RESULT {"hub_repo", "revision", "result"}``.
+
+A failure prints ``ANYTUNE_ERROR {"message", "code"}`` and exits with status 1, so the job ends in
+``ERROR`` with the reason in its last log lines. SIGTERM (a cancelled job) stops training at the next
+step boundary. The token comes from the job's ``HF_TOKEN`` secret through huggingface_hub; nothing
+here prints it.
+
+Only light modules are imported at module level: torch and the trainer load inside :func:`main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import signal
+import sys
+import tempfile
+import traceback
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from anytune._secrets import redact, register_secret
+from anytune._spec import JobSpec
+from anytune._types import Checkpoint, JobStatus, MetricPoint
+from anytune.local_backend.rundir import RunDir
+from anytune.providers.huggingface import (
+    ERROR_PREFIX,
+    LOG_ERROR_PREFIX,
+    METRIC_PREFIX,
+    RESULT_PREFIX,
+    WARNING_PREFIX,
+)
+
+__all__ = ["PrintingRunDir", "main"]
+
+
+def _say(text: str) -> None:
+    print(redact(text), flush=True)
+
+
+def _traceback() -> None:
+    print(redact(traceback.format_exc()), file=sys.stderr, flush=True)
+
+
+class PrintingRunDir(RunDir):
+    """A run directory that also prints each event on stdout: the job's log is its only channel."""
+
+    def emit(self, kind: str, message: str, *, status: JobStatus | None = None, level: str = "info",
+             metric: MetricPoint | None = None, checkpoint: Checkpoint | None = None) -> None:
+        super().emit(kind, message, status=status, level=level, metric=metric, checkpoint=checkpoint)
+        if status is JobStatus.QUEUED:
+            return  # the run directory's own bookkeeping: the job is running by now
+        if metric is not None:
+            _say(METRIC_PREFIX + metric.model_dump_json(exclude_none=True, exclude_defaults=True))
+        elif level == "error":
+            _say(LOG_ERROR_PREFIX + message)
+        elif level == "warning":
+            _say(WARNING_PREFIX + message)
+        else:
+            _say(f"[anytune] {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m anytune.local_backend.hf_job",
+                                     description="Train an anytune job on Hugging Face Jobs and push the adapter.")
+    parser.add_argument("--dataset-repo", required=True, help="dataset repo holding the data files")
+    parser.add_argument("--train", required=True, help="training file's path in the dataset repo")
+    parser.add_argument("--valid", help="validation file's path in the dataset repo")
+    parser.add_argument("--output-repo", required=True, help="model repo the adapter is pushed to")
+    visibility = parser.add_mutually_exclusive_group()
+    visibility.add_argument("--private", dest="private", action="store_true", default=True)
+    visibility.add_argument("--public", dest="private", action="store_false")
+    parser.add_argument("--spec", required=True, help="the job spec as JSON (without file paths)")
+    parser.add_argument("--workdir", type=Path, help="where to work (default: a temporary folder)")
+    return parser
+
+
+def _download(repo: str, path: str, folder: Path) -> Path:
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, path, repo_type="dataset", local_dir=folder))
+
+
+def _model_card(spec: JobSpec, result: dict[str, Any], dataset_repo: str) -> str:
+    losses = [f"- {k.replace('_', ' ')}: {result[k]:.4f}" for k in ("base_valid_loss", "final_valid_loss",
+                                                                      "final_train_loss")
+              if isinstance(result.get(k), int | float)]
+    return "\n".join([
+        "---",
+        f"base_model: {spec.base_model}",
+        "library_name: peft",
+        "pipeline_tag: text-generation",
+        "tags:",
+        "- anytune",
+        "- lora",
+        f"- {spec.method.value}",
+        "---",
+        "",
+        f"# LoRA adapter for {spec.base_model}",
+        "",
+        f"Trained with [anytune](https://example.invalid/anytune) on Hugging Face Jobs ({spec.method.value}, "
+        f"{result.get('steps')} steps, {result.get('train_tokens')} training tokens); data in `{dataset_repo}`.",
+        "",
+        *losses,
+        "",
+        "Files: the PEFT adapter and tokenizer, `anytune_spec.json` (the job spec), `metrics.jsonl` (one point "
+        "per logging step), `anytune_result.json` (what the trainer reports).",
+        "",
+        "```python",
+        "from peft import AutoPeftModelForCausalLM",
+        "",
+        "model = AutoPeftModelForCausalLM.from_pretrained(\"<this repo>\")",
+        "```",
+        "",
+    ])
+
+
+def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str, Any]) -> str:
+    """Commit the adapter folder, metrics, spec, result and model card; return the revision."""
+    from huggingface_hub import CommitOperationAdd, HfApi
+
+    api = HfApi(library_name="anytune")
+    api.create_repo(args.output_repo, repo_type="model", private=args.private, exist_ok=True)
+    files: dict[str, bytes | Path] = {}
+    for path in sorted(run.adapter_dir.rglob("*")):
+        if path.is_file():
+            files[path.relative_to(run.adapter_dir).as_posix()] = path
+    # The job-side paths mean nothing on the Hub: say where the data really is.
+    where = f"hf://datasets/{args.dataset_repo}"
+    shown = spec.model_dump(mode="json") | {
+        "training_file": f"{where}/{args.train}",
+        "validation_file": f"{where}/{args.valid}" if args.valid else None,
+    }
+    files["anytune_spec.json"] = json.dumps(shown, indent=1).encode()
+    if run.metrics_file.exists():
+        files["metrics.jsonl"] = run.metrics_file.read_bytes()
+    public = {k: v for k, v in result.items() if not k.endswith("_path")}
+    files["anytune_result.json"] = json.dumps(public, indent=1, default=str).encode()
+    files["README.md"] = _model_card(spec, result, args.dataset_repo).encode()
+    operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source) for name, source in files.items()]
+    info = api.create_commit(args.output_repo, operations, repo_type="model",
+                             commit_message=f"anytune: {spec.method.value} LoRA adapter for {spec.base_model}")
+    return str(info.oid)
+
+
+def _fail(message: str, code: str) -> int:
+    _say(ERROR_PREFIX + json.dumps({"message": message, "code": code}))
+    return 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one Hugging Face job. Returns the exit status (0 once the adapter is pushed)."""
+    args = _parser().parse_args(argv)
+    register_secret(os.environ.get("HF_TOKEN"))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="anytune-job-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        data = json.loads(args.spec)
+        _say(f"[anytune] downloading the data from {args.dataset_repo}")
+        data["training_file"] = str(_download(args.dataset_repo, args.train, work / "data"))
+        if args.valid:
+            data["validation_file"] = str(_download(args.dataset_repo, args.valid, work / "data"))
+        spec = JobSpec.model_validate(data)
+    except Exception as exc:
+        _traceback()
+        return _fail(f"could not prepare the job: {type(exc).__name__}: {exc}", "invalid_input")
+    run = PrintingRunDir(work / "run")
+    run.create(spec, idempotency_key="hf-job")
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(OSError):
+            run.cancel_file.touch()
+        _say(f"[anytune] signal {signum}: stopping at the next step boundary")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        from anytune.local_backend.train import run_training
+
+        result = run_training(run)
+    except Exception as exc:
+        _traceback()
+        code = getattr(exc, "code", None)
+        return _fail(f"{type(exc).__name__}: {exc}", code if isinstance(code, str) else "training_failed")
+    if result.get("status") == "cancelled" or run.cancel_requested():
+        _say(f"[anytune] cancelled after {result.get('steps')} steps: nothing pushed")
+        return 1
+    _say(f"[anytune] pushing the adapter to {args.output_repo}")
+    try:
+        revision = _push(run, args, spec, result)
+    except Exception as exc:
+        _traceback()
+        return _fail(f"training finished but pushing to {args.output_repo} failed: {type(exc).__name__}: {exc}",
+                     "push_failed")
+    public = {k: v for k, v in result.items() if not k.endswith("_path")}
+    _say(RESULT_PREFIX + json.dumps({"hub_repo": args.output_repo, "revision": revision, "result": public},
+                                    default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

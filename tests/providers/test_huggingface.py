@@ -1,0 +1,603 @@
+"""The huggingface provider through the real huggingface_hub client, against an HTTP-level fake Hub.
+
+What reaches the fake is what would reach the Hub: the tests assert the dataset upload (private
+repo, content-addressed, never sent twice), the job spec (image, uv command, flavor, timeout, the
+token as a secret only, the idempotency label), the lifecycle, log streaming across a dropped
+connection, failure with the last log lines, cancel, 429/5xx faults without duplicate jobs, error
+mapping, and that the token never lands in logs, errors, events, the job store or the job's env.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import zipfile
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("huggingface_hub")
+
+import httpx2
+
+from anytune import FineTuneJob, JobSpec, JobStatus
+from anytune._store import JobStore
+from anytune.errors import (
+    AnytuneError,
+    AuthenticationError,
+    ConfigError,
+    InvalidRequestError,
+    JobFailedError,
+    JobNotFoundError,
+    ModelNotAvailableError,
+    NotSupportedError,
+    QuotaExceededError,
+    ServiceUnavailableError,
+)
+from anytune.providers import huggingface as hf
+from anytune.providers.huggingface import (
+    DEFAULT_IMAGE,
+    LABEL_KEY,
+    HuggingFaceProvider,
+    JobView,
+    job_events,
+    map_stage,
+    parse_line,
+    record_from_view,
+)
+from tests.conftest import FakeClock, chat_example, run_python, write_jsonl
+from tests.providers.hf_fake import TOKEN, USER, FakeHub, Job
+from tests.providers.hf_support import BASE_MODEL, install
+
+S = JobStatus
+
+
+@pytest.fixture
+def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock) -> Iterator[FakeHub]:
+    yield from install(monkeypatch, tmp_path, clock)
+
+
+@pytest.fixture
+def train(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "train.jsonl", [chat_example(i) for i in range(12)])
+
+
+@pytest.fixture
+def valid(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "valid.jsonl", [chat_example(100 + i) for i in range(4)])
+
+
+def create(train: Path, valid: Path | None = None, **fields: Any) -> FineTuneJob:
+    fields.setdefault("base_model", BASE_MODEL)
+    fields.setdefault("lora", {"r": 8})
+    return FineTuneJob.create(provider="huggingface", training_file=train, validation_file=valid, **fields)
+
+
+def bare(job: FineTuneJob) -> str:
+    return job.id.split("/")[1]
+
+
+def metric_line(step: int, loss: float) -> str:
+    when = datetime(2026, 1, 1, 0, 0, step, tzinfo=timezone.utc).isoformat()
+    return hf.METRIC_PREFIX + json.dumps({"step": step, "train_loss": loss, "epoch": step / 4, "time": when})
+
+
+def result_line(repo: str, revision: str = "abc123") -> str:
+    return hf.RESULT_PREFIX + json.dumps({"hub_repo": repo, "revision": revision,
+                                          "result": {"train_tokens": 1234, "steps": 4}})
+
+
+# -- pure parts ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("stage", "status"), [
+    ("SCHEDULING", S.QUEUED), ("RUNNING", S.RUNNING), ("UPDATING", S.RUNNING), ("COMPLETED", S.SUCCEEDED),
+    ("CANCELED", S.CANCELLED), ("ERROR", S.FAILED), ("DELETED", S.CANCELLED), ("running", S.RUNNING),
+    ("SOMETHING_NEW", S.RUNNING), (None, S.RUNNING),
+])
+def test_stage_table(stage: str | None, status: JobStatus) -> None:
+    assert map_stage(stage) is status
+
+
+def test_stage_table_covers_every_documented_stage() -> None:
+    from huggingface_hub import JobStage
+
+    assert {s.value for s in JobStage} | {"UPDATING"} == set(hf.HF_STAGE)
+    assert {s for s, st in hf.HF_STAGE.items() if st.is_terminal} == {"COMPLETED", "CANCELED", "ERROR", "DELETED"}
+
+
+def test_log_lines_are_parsed_and_odd_ones_stay_text() -> None:
+    kind, point = parse_line(metric_line(3, 1.5))
+    assert kind == "metric" and point.step == 3 and point.train_loss == 1.5
+    assert parse_line(result_line("alice/x"))[0] == "result"
+    assert parse_line(hf.ERROR_PREFIX + '{"message": "boom", "code": "oom"}') == (
+        "error", {"message": "boom", "code": "oom"})
+    for odd in (hf.METRIC_PREFIX + "{not json", hf.METRIC_PREFIX + '{"no_step": 1}', hf.RESULT_PREFIX + "[1]",
+                "plain text"):
+        assert parse_line(odd) == ("log", odd)
+
+
+def view(stage: str, lines_started: bool = True) -> JobView:
+    t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    return JobView(id="j1", namespace="alice", stage=stage, created_at=t0,
+                   started_at=t0 if lines_started else None, finished_at=None, flavor="a10g-small",
+                   command=["python", "-m", hf.ENTRY_MODULE, "--output-repo", "alice/out", "--spec",
+                            '{"base_model": "m/b"}'])
+
+
+def test_event_ids_are_stable_and_ordered_around_the_log() -> None:
+    lines = ["hello", metric_line(1, 2.0), "[anytune] WARNING: careful", result_line("alice/out")]
+    running = job_events(view("RUNNING"), lines[:2])
+    done = job_events(view("COMPLETED"), lines)
+    assert [e.id for e in running] == [e.id for e in done][: len(running)]
+    assert [e.id for e in done] == sorted(e.id for e in done)
+    assert [e.kind for e in done] == ["status", "status", "log", "metric", "log", "log", "status"]
+    assert [e.status for e in done if e.kind == "status"] == [S.QUEUED, S.RUNNING, S.SUCCEEDED]
+    assert done[4].level == "warning" and "alice/out" in done[-1].message
+    times = [e.time for e in done]
+    assert times == sorted(times)
+    assert [e.kind for e in job_events(view("SCHEDULING", lines_started=False), [])] == ["status"]
+
+
+def test_record_of_a_failed_job_carries_the_trainer_error_and_last_lines() -> None:
+    lines = [*(f"line {i}" for i in range(30)), metric_line(1, 2.0),
+             hf.ERROR_PREFIX + '{"message": "CUDA out of memory", "code": "out_of_memory"}']
+    record = record_from_view("huggingface", view("ERROR"), lines, error_log_lines=5)
+    assert record.status is S.FAILED and record.id == "alice/j1" and record.base_model == "m/b"
+    assert record.error is not None and record.error.code == "out_of_memory"
+    assert record.error.message.startswith("CUDA out of memory")
+    assert "line 29" in record.error.message and "line 25" not in record.error.message
+    assert record.step == 1
+
+
+def test_capabilities_and_plan_need_no_huggingface_hub() -> None:
+    proc = run_python(
+        "import sys, json\n"
+        "from anytune import _registry\n"
+        "cls = _registry.provider_class(_registry.entry('huggingface'))\n"
+        "print(json.dumps(cls.capabilities.summary()))\n"
+        "assert 'huggingface_hub' not in sys.modules and 'httpx2' not in sys.modules, 'hub imported'\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary["methods"] == ["dpo", "sft"] and summary["lora"] and "4bit" in summary["quantization"]
+
+
+def test_wheel_is_deterministic_installable_and_complete() -> None:
+    name, data = hf.build_wheel()
+    assert hf.build_wheel() == (name, data)
+    assert name.startswith("anytune-") and name.endswith("-py3-none-any.whl")
+    archive = zipfile.ZipFile(io.BytesIO(data))
+    names = set(archive.namelist())
+    for module in ("anytune/__init__.py", "anytune/_job.py", "anytune/py.typed", "anytune/providers/huggingface.py",
+                   "anytune/local_backend/hf_job.py", "anytune/local_backend/train.py",
+                   "anytune/local_backend/rundir.py"):
+        assert module in names, module
+    assert not any("__pycache__" in n for n in names)
+    dist = name.split("-py3")[0].replace("anytune-", "anytune-") + ".dist-info"
+    metadata = archive.read(f"{dist}/METADATA").decode()
+    assert "Provides-Extra: local" in metadata and "extra == \"local\"" in metadata
+    record = archive.read(f"{dist}/RECORD").decode().splitlines()
+    import base64
+
+    for row in record:
+        path, digest, size = row.split(",")
+        if digest:
+            raw = archive.read(path)
+            assert digest == "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(raw).digest()).rstrip(b"=").decode()
+            assert int(size) == len(raw)
+
+
+def test_job_requirements_are_pinned_and_overridable() -> None:
+    pins = hf.job_requirements()
+    assert all("==" in p for p in pins) and any(p.startswith("torch==") for p in pins)
+    changed = hf.job_requirements(["torch==2.5.1", "trl>=0.12"])
+    assert "torch==2.5.1" in changed and "torch==2.13.0" not in changed and changed[-1] == "trl>=0.12"
+
+
+# -- plan -----------------------------------------------------------------------------------------------
+
+
+def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train: Path, valid: Path) -> None:
+    plan = FineTuneJob.plan(provider="huggingface", base_model=BASE_MODEL, training_file=train,
+                            validation_file=valid, lora={"r": 8}, hf={"flavor": "l4x1", "namespace": "acme"})
+    assert hub.requests == []
+    assert [u.purpose for u in plan.uploads] == ["training", "validation", "trainer"]
+    assert plan.uploads[0].sha256 == hashlib.sha256(train.read_bytes()).hexdigest()
+    ops = {r.operation: r.body for r in plan.requests}
+    job = ops["HfApi.run_job"]
+    assert job["image"] == DEFAULT_IMAGE and job["flavor"] == "l4x1" and job["namespace"] == "acme"
+    assert job["secrets"] == ["HF_TOKEN"] and job["timeout"] == "2h"
+    assert LABEL_KEY in job["labels"]
+    command = job["command"]
+    assert command[:2] == ["uv", "run"] and "python" in command and hf.ENTRY_MODULE in command
+    assert "--train" in command and any(a.startswith("anytune/data/") for a in command)
+    assert ops["HfApi.create_commit"]["repo_id"] == "acme/anytune-datasets"
+    assert TOKEN not in json.dumps(plan.model_dump(mode="json"))
+
+
+# -- submit ---------------------------------------------------------------------------------------------
+
+
+def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(hub: FakeHub, train: Path, valid: Path,
+                                                                     anytune_home: Path) -> None:
+    job = create(train, valid, hf={"flavor": "t4-small", "timeout": "90m"}, tags={"team": "nlp"})
+    assert job.ref.startswith(f"huggingface:{USER}/")
+    assert job.status() is S.QUEUED
+    data = hub.repos[("dataset", f"{USER}/anytune-datasets")]
+    assert data.private
+    train_path = f"anytune/data/{hashlib.sha256(train.read_bytes()).hexdigest()}.jsonl"
+    valid_path = f"anytune/data/{hashlib.sha256(valid.read_bytes()).hexdigest()}.jsonl"
+    assert data.files[train_path] == train.read_bytes() and data.files[valid_path] == valid.read_bytes()
+    wheels = [p for p in data.files if p.startswith("anytune/wheels/")]
+    assert len(wheels) == 1 and zipfile.ZipFile(io.BytesIO(data.files[wheels[0]])).testzip() is None
+
+    body = hub.job_creates[-1].json()
+    assert body["dockerImage"] == DEFAULT_IMAGE
+    assert body["flavor"] == "t4-small" and body["timeoutSeconds"] == 5400
+    assert body["secrets"] == {"HF_TOKEN": TOKEN}
+    assert TOKEN not in json.dumps([body["environment"], body["command"], body["labels"]])
+    key = JobStore(anytune_home / "jobs.db").get(job.ref)
+    assert key is not None and body["labels"][LABEL_KEY] == key.idempotency_key
+    assert body["labels"]["anytune-tag-team"] == "nlp" and body["labels"]["anytune-method"] == "sft"
+    command = body["command"]
+    args = hf.entry_args(command)
+    assert args[args.index("--train") + 1] == train_path and args[args.index("--valid") + 1] == valid_path
+    assert args[args.index("--dataset-repo") + 1] == f"{USER}/anytune-datasets"
+    assert json.loads(args[args.index("--spec") + 1]) == {"base_model": BASE_MODEL, "lora": {"r": 8},
+                                                          "tags": {"team": "nlp"}}
+    assert "--private" in args
+    output = args[args.index("--output-repo") + 1]
+    assert hub.repos[("model", output)].private
+    assert command[command.index("-c") + 2] == f"{USER}/anytune-datasets" and command[command.index("-c") + 3] in wheels
+    assert "anytune[local] @ @ANYTUNE_WHEEL@" in command and "torch==2.13.0" in command
+
+
+def test_same_content_is_not_uploaded_twice(hub: FakeHub, train: Path, valid: Path, anytune_home: Path,
+                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    create(train, valid)
+    commits = hub.calls("POST", r"/commit/")
+    assert len(commits) == 1 and len(commits[0].body.splitlines()) == 4  # header + train + valid + wheel
+    create(train, valid)  # the job store remembers: no preupload, no commit
+    assert len(hub.calls("POST", r"/commit/")) == 1
+    # Another machine (empty job store): the Hub's hashes show the content is there already.
+    monkeypatch.setenv("ANYTUNE_HOME", str(tmp_path / "other-home"))
+    before = len(hub.requests)
+    create(train, valid)
+    assert len(hub.calls("POST", r"/commit/")) == 1
+    assert any(r.path.endswith("/preupload/main") for r in hub.requests[before:])
+    assert len(hub.jobs) == 3
+
+
+def test_a_retried_submit_finds_the_job_by_its_label(hub: FakeHub, train: Path) -> None:
+    provider = HuggingFaceProvider()
+    spec = JobSpec(base_model=BASE_MODEL, training_file=train, lora={"r": 8})
+    first = provider.submit(spec, idempotency_key="key-1")
+    uploads = len(hub.calls("POST", r"/commit/"))
+    again = provider.submit(spec, idempotency_key="key-1")
+    assert again.id == first.id and len(hub.jobs) == 1
+    assert len(hub.calls("POST", r"/commit/")) == uploads
+    assert hub.calls("GET", r"^/api/jobs/alice$")[-1].query == [("label", f"{LABEL_KEY}=key-1")]
+
+
+# -- lifecycle --------------------------------------------------------------------------------------------
+
+
+def test_lifecycle_events_metrics_and_result(hub: FakeHub, train: Path, valid: Path, clock: FakeClock) -> None:
+    job = create(train, valid)
+    jid = bare(job)
+    output = job.record.output["hub_repo"]
+    seen: list[Any] = []
+    hub.start(jid)
+    hub.log(jid, "[anytune] installing the trainer: anytune-0.1.0-py3-none-any.whl", "Resolved 60 packages",
+            "[anytune] training 4 steps", metric_line(1, 2.0), metric_line(2, 1.5))
+    first = job.events()
+    assert [e.kind for e in first] == ["status", "status", "log", "log", "log", "metric", "metric"]
+    hub.log(jid, metric_line(3, 1.2), metric_line(4, 1.0), result_line(output, "rev42"))
+    hub.finish(jid)
+    record = job.wait(on_event=seen.append)
+    assert record.status is S.SUCCEEDED and record.fine_tuned_model == output
+    assert record.output["revision"] == "rev42" and record.trained_tokens == 1234 and record.step == 4
+    ids = [e.id for e in seen]
+    assert len(ids) == len(set(ids)) and ids == sorted(ids)
+    assert [e.status for e in seen if e.kind == "status"] == [S.QUEUED, S.RUNNING, S.SUCCEEDED]
+    assert [p.step for p in job.metrics()] == [1, 2, 3, 4]
+    assert job.events(after=first[-1].id)[0].metric.step == 3  # type: ignore[union-attr]
+    result = job.result()
+    assert (result.hub_repo, result.revision, result.trained_tokens) == (output, "rev42", 1234)
+    assert result.final_metrics is not None and result.final_metrics.train_loss == 1.0
+    # From another process: the reference is enough.
+    again = FineTuneJob.get(job.ref)
+    assert again.status() is S.SUCCEEDED and again.result().revision == "rev42"
+
+
+def test_log_stream_dropped_midway_loses_and_repeats_nothing(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    jid = bare(job)
+    hub.start(jid)
+    hub.log(jid, *(f"line {i}" for i in range(10)))
+    hub.fail("GET", r"/logs$", drop_after=4)
+    events = job.events()
+    logs = [e.message for e in events if e.kind == "log"]
+    assert logs == [f"line {i}" for i in range(10)]
+    assert len(hub.calls("GET", r"/logs$")) == 2
+    # Following: new lines after a cursor, then a stream dropped again; each line exactly once.
+    cursor = events[-1].id
+    hub.log(jid, *(f"line {i}" for i in range(10, 15)))
+    hub.fail("GET", r"/logs$", drop_after=2)
+    more = job.events(after=cursor)
+    assert [e.message for e in more] == [f"line {i}" for i in range(10, 15)]
+    hub.finish(jid, "COMPLETED")
+    hub.log(jid, result_line("alice/x"))
+    streamed = list(FineTuneJob.get(job.ref).stream(after=more[-1].id))
+    assert [e.kind for e in streamed] == ["log", "status"] and streamed[-1].status is S.SUCCEEDED
+
+
+def test_a_completed_job_whose_log_replay_was_cut_is_read_again(hub: FakeHub, train: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    job = create(train)
+    jid = bare(job)
+    hub.start(jid)
+    hub.log(jid, "a", "b", result_line("alice/out", "r1"))
+    hub.finish(jid)
+    full = hub._logs
+    replays: list[int] = []
+
+    def cut_first(j: Job) -> httpx2.Response:
+        # The server ends the first replay cleanly but early: no error, just lines missing.
+        replays.append(1)
+        answer = full(j)
+        if len(replays) == 1:
+            return httpx2.Response(200, content=b"\n\n".join(answer.content.split(b"\n\n")[:2]) + b"\n\n")
+        return answer
+
+    monkeypatch.setattr(hub, "_logs", cut_first)
+    assert job.result().revision == "r1"
+    assert len(replays) == 2
+
+
+def test_failed_job_reports_the_trainer_error_and_last_log_lines(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    jid = bare(job)
+    hub.start(jid)
+    hub.log(jid, "Traceback (most recent call last):", '  File "train.py", line 1',
+            "torch.OutOfMemoryError: CUDA out of memory",
+            hf.ERROR_PREFIX + json.dumps({"message": "OutOfMemoryError: CUDA out of memory", "code": "oom"}))
+    hub.finish(jid, "ERROR", "Job failed with exit code: 1")
+    record = job.wait()
+    assert record.status is S.FAILED and record.raw_status == "ERROR"
+    assert record.error is not None and record.error.code == "oom"
+    assert "CUDA out of memory" in record.error.message and "Traceback" in record.error.message
+    with pytest.raises(JobFailedError) as err:
+        job.result()
+    assert "CUDA out of memory" in str(err.value)
+    final = job.events()[-1]
+    assert final.status is S.FAILED and final.level == "error"
+
+
+def test_job_that_fails_before_running_carries_the_hub_message(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    hub.finish(bare(job), "ERROR", "Timeout exceeded while pulling the image")
+    record = job.wait()
+    assert record.status is S.FAILED and record.error is not None
+    assert "Timeout exceeded" in record.error.message
+    assert [e.kind for e in job.events()] == ["status", "status"]
+
+
+def test_cancel(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    hub.start(bare(job))
+    record = job.cancel()
+    assert record.status is S.CANCELLED and record.raw_status == "CANCELED"
+    assert len(hub.calls("POST", r"/cancel$")) == 1
+    assert job.cancel().status is S.CANCELLED  # finished: nothing more is sent
+    assert len(hub.calls("POST", r"/cancel$")) == 1
+    with pytest.raises(JobFailedError):
+        job.result()
+
+
+def test_deleted_job_is_terminal(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    hub.finish(bare(job), "DELETED")
+    record = job.wait()
+    assert record.status is S.CANCELLED and record.error is not None and "deleted" in record.error.message
+
+
+def test_list_shows_anytune_jobs_newest_first(hub: FakeHub, train: Path, clock: FakeClock) -> None:
+    provider = HuggingFaceProvider()
+    spec = JobSpec(base_model=BASE_MODEL, training_file=train)
+    first = provider.submit(spec, idempotency_key="k1")
+    clock.advance(60)
+    second = provider.submit(spec, idempotency_key="k2")
+    hub.jobs["foreign"] = Job("foreign", USER, {"flavor": "cpu-basic", "labels": {}}, {}, hub.now())
+    assert [r.id for r in provider.list()] == [second.id, first.id]
+
+
+# -- faults -------------------------------------------------------------------------------------------
+
+
+def test_reads_retry_429_and_5xx_honouring_retry_after(hub: FakeHub, train: Path, clock: FakeClock) -> None:
+    job = create(train)
+    hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=429, headers={"Retry-After": "7"})
+    hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=503)
+    hub.fail("GET", r"^/api/jobs/alice/[^/]+$", exception=httpx2.ConnectError)
+    assert job.refresh().status is S.QUEUED
+    assert 7 in clock.sleeps
+
+
+def test_persistent_5xx_becomes_service_unavailable(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=502, times=100)
+    with pytest.raises(ServiceUnavailableError) as err:
+        job.refresh()
+    assert err.value.status_code == 502
+
+
+@pytest.mark.parametrize("fault", [
+    {"status": 500, "after": True},
+    {"exception": httpx2.ReadError, "after": True},
+    {"exception": httpx2.RemoteProtocolError, "after": True},
+    {"status": 503},
+    {"status": 429, "headers": {"Retry-After": "3"}},
+    {"exception": httpx2.ConnectError},
+])
+def test_create_faults_never_make_two_jobs(hub: FakeHub, train: Path, fault: dict[str, Any]) -> None:
+    hub.fail("POST", r"^/api/jobs/alice$", **fault)
+    job = create(train)
+    assert len(hub.jobs) == 1 and bare(job) in hub.jobs
+    assert len(hub.job_creates) == (1 if fault.get("after") else 2)
+
+
+# -- errors -------------------------------------------------------------------------------------------
+
+
+def _no_hub_exception_escapes(exc: BaseException) -> None:
+    assert isinstance(exc, AnytuneError)
+    assert not type(exc).__module__.startswith(("huggingface_hub", "httpx"))
+
+
+def test_bad_token_is_an_authentication_error(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_TOKEN", "hf_WrongTokenWrongTokenWrongToken12")
+    with pytest.raises(AuthenticationError) as err:
+        create(train)
+    _no_hub_exception_escapes(err.value)
+    assert "hf auth login" in str(err.value) and "WrongToken" not in str(err.value)
+
+
+def test_no_token_at_all(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(AuthenticationError, match="HF_TOKEN"):
+        create(train)
+    assert hub.requests == []
+
+
+def test_no_payment_method_is_a_quota_error(hub: FakeHub, train: Path) -> None:
+    hub.payment_method = False
+    with pytest.raises(QuotaExceededError) as err:
+        create(train)
+    assert "payment method" in str(err.value) and err.value.status_code == 402
+    assert len(hub.job_creates) == 1
+
+
+def test_unknown_flavor_names_the_field_and_the_known_flavors(hub: FakeHub, train: Path) -> None:
+    with pytest.raises(InvalidRequestError) as err:
+        create(train, hf={"flavor": "a10g-huge"})
+    assert "hf.flavor 'a10g-huge'" in str(err.value) and "a10g-small" in str(err.value)
+    _no_hub_exception_escapes(err.value)
+
+
+@pytest.mark.parametrize(("model", "gated"), [("nobody/missing", False), ("meta/gated", True)])
+def test_missing_or_gated_base_model_fails_before_any_upload(hub: FakeHub, train: Path, model: str,
+                                                             gated: bool) -> None:
+    if gated:
+        hub.add_repo("model", model, {"config.json": b"{}"}, gated=True)
+    with pytest.raises(ModelNotAvailableError) as err:
+        create(train, base_model=model)
+    assert model in str(err.value) and ("gated" in str(err.value)) is gated
+    assert hub.calls("POST", r"/commit/") == [] and hub.job_creates == []
+
+
+def test_unknown_job_is_job_not_found(hub: FakeHub) -> None:
+    with pytest.raises(JobNotFoundError):
+        FineTuneJob.get("huggingface:alice/doesnotexist")
+    with pytest.raises(JobNotFoundError):
+        FineTuneJob.get("huggingface:a/b/c")
+
+
+def test_spec_checks_before_anything_is_sent(hub: FakeHub, train: Path, tmp_path: Path) -> None:
+    with pytest.raises(NotSupportedError, match="base_model"):
+        create(train, base_model=str(tmp_path))
+    with pytest.raises(NotSupportedError, match=r"local\.device"):
+        create(train, local={"device": "mps"})
+    with pytest.raises(ConfigError, match=r"hf\.timeout"):
+        create(train, hf={"timeout": "two hours"})
+    with pytest.raises(ConfigError, match=r"hf\.output_repo"):
+        create(train, hf={"output_repo": "a/b/c"})
+    assert hub.requests == []
+
+
+# -- configuration and secrets ------------------------------------------------------------------------
+
+
+def _auth_headers(hub: FakeHub) -> set[str]:
+    return {r.headers.get("authorization", "") for r in hub.requests if r.path != "/api/agent-harnesses"}
+
+
+@pytest.mark.parametrize("source", ["settings", "env", "cached-login"])
+def test_token_sources(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch, source: str) -> None:
+    from huggingface_hub import constants
+
+    hub.tokens = {"hf_OtherTokenOtherTokenOtherToken9": USER}
+    if source == "settings":
+        monkeypatch.setenv("ANYTUNE_HUGGINGFACE_TOKEN", "hf_OtherTokenOtherTokenOtherToken9")
+    elif source == "env":
+        monkeypatch.setenv("HF_TOKEN", "hf_OtherTokenOtherTokenOtherToken9")
+    else:
+        monkeypatch.delenv("HF_TOKEN")
+        Path(constants.HF_TOKEN_PATH).write_text("hf_OtherTokenOtherTokenOtherToken9\n")
+    job = create(train)
+    assert _auth_headers(hub) == {"Bearer hf_OtherTokenOtherTokenOtherToken9"}
+    assert hub.jobs[bare(job)].secrets == {"HF_TOKEN": "hf_OtherTokenOtherTokenOtherToken9"}
+
+
+def test_hf_endpoint_is_honoured(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.internal.example")
+    create(train)
+    hosts = {r.url.split("/")[2] for r in hub.requests if r.path != "/api/agent-harnesses"}
+    assert hosts == {"hub.internal.example"}
+    assert hub.job_creates[-1].json()["environment"]["HF_ENDPOINT"] == "https://hub.internal.example"
+
+
+def test_token_never_reaches_logs_errors_events_store_or_job_env(
+    hub: FakeHub, train: Path, anytune_home: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=503)
+    job = create(train)
+    jid = bare(job)
+    hub.start(jid)
+    hub.log(jid, f"oops, printed {TOKEN} by mistake", metric_line(1, 1.0))
+    hub.finish(jid, "ERROR", "exit code 1")
+    record = job.wait()
+    with pytest.raises(JobFailedError) as err:
+        job.result()
+    texts = [caplog.text, str(err.value), repr(err.value), record.model_dump_json(),
+             *(e.model_dump_json() for e in job.events())]
+    store_bytes = b"".join(p.read_bytes() for p in anytune_home.glob("jobs.db*"))
+    body = hub.job_creates[-1].json()
+    assert all(TOKEN not in t for t in texts)
+    assert TOKEN.encode() not in store_bytes
+    assert TOKEN not in json.dumps({k: v for k, v in body.items() if k != "secrets"})
+    for r in hub.requests:
+        rest = {k: v for k, v in r.headers.items() if k != "authorization"}
+        assert TOKEN not in json.dumps(rest) and TOKEN not in r.url
+        if not (r.method == "POST" and r.path == f"/api/jobs/{USER}"):
+            assert TOKEN.encode() not in r.body
+
+
+def test_deleted_job_whose_log_is_gone_still_has_its_events(hub: FakeHub, train: Path) -> None:
+    job = create(train)
+    hub.start(bare(job))
+    hub.finish(bare(job), "DELETED")
+    hub.fail("GET", r"/logs$", status=404, body={"error": "Job not found"})
+    assert [e.status for e in job.events()] == [S.QUEUED, S.RUNNING, S.CANCELLED]
+
+
+def test_sample_dry_run_is_offline(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "huggingface_jobs.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANYTUNE_HOME": str(tmp_path)}
+    proc = subprocess.run([sys.executable, str(sample), "--dry-run", "--namespace", "acme", "--flavor", "l4x1"],
+                          capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    job = next(r["body"] for r in plan["requests"] if r["operation"] == "HfApi.run_job")
+    assert job["flavor"] == "l4x1" and job["namespace"] == "acme" and job["secrets"] == ["HF_TOKEN"]
