@@ -103,17 +103,49 @@ class RunDir:
     def id(self) -> str:
         return self.path.name
 
-    spec_file = property(lambda self: self.path / "spec.json")
-    status_file = property(lambda self: self.path / "status.json")
-    events_file = property(lambda self: self.path / "events.jsonl")
-    metrics_file = property(lambda self: self.path / "metrics.jsonl")
-    pid_file = property(lambda self: self.path / "worker.pid")
-    log_file = property(lambda self: self.path / "worker.log")
-    cancel_file = property(lambda self: self.path / "cancel")
-    checkpoints_dir = property(lambda self: self.path / "checkpoints")
-    adapter_dir = property(lambda self: self.path / "adapter")
-    merged_dir = property(lambda self: self.path / "merged")
-    result_file = property(lambda self: self.path / "result.json")
+    @property
+    def spec_file(self) -> Path:
+        return self.path / "spec.json"
+
+    @property
+    def status_file(self) -> Path:
+        return self.path / "status.json"
+
+    @property
+    def events_file(self) -> Path:
+        return self.path / "events.jsonl"
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def pid_file(self) -> Path:
+        return self.path / "worker.pid"
+
+    @property
+    def log_file(self) -> Path:
+        return self.path / "worker.log"
+
+    @property
+    def cancel_file(self) -> Path:
+        return self.path / "cancel"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def merged_dir(self) -> Path:
+        return self.path / "merged"
+
+    @property
+    def result_file(self) -> Path:
+        return self.path / "result.json"
 
     def exists(self) -> bool:
         return self.spec_file.is_file()

@@ -1,0 +1,782 @@
+"""The local trainer: LoRA / QLoRA supervised fine-tuning and DPO in a plain PyTorch loop.
+
+:func:`run_training` is the entry point the worker calls. It reads the job's spec from its run
+directory, trains, and writes everything through :class:`~anytune.local_backend.rundir.RunDir`:
+status and progress, metric points, checkpoints (adapter, optimizer, scheduler, RNG states, data
+position), and at the end a standard PEFT adapter folder and ``result.json``.
+
+Why a custom loop rather than ``transformers.Trainer``: each step's examples are concatenated into
+one row with no padding (see :mod:`.data` and :mod:`.model`), the language-model head runs only at
+positions that carry a label, gradient accumulation happens only when a step does not fit in
+memory, and DPO's reference log-probabilities are computed once, up front, with the adapter
+disabled (the reference model never changes). Those are the costs that dominate small-model and
+big-vocabulary training.
+
+Resuming: the examples of step ``s`` are a pure function of the seed and ``s``, and a checkpoint
+stores everything else that changes (adapter weights, optimizer moments, scheduler, RNG states), so
+a resumed run ends with the same number of optimizer steps, on the same data, as one that was never
+interrupted.
+
+Several processes (``torchrun`` / ``accelerate launch``, ``WORLD_SIZE > 1``): DDP over the loss
+module, gloo on CPU and nccl on CUDA; each rank takes every ``world``-th example of a step; rank 0
+alone writes the run directory. What is implemented is DDP only; FSDP and DeepSpeed are not wired
+in (use ``accelerate``'s own scripts for those where peft supports them).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import resource
+import shutil
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from anytune._spec import JobSpec, LocalOptions, Method
+from anytune._types import Checkpoint, JobStatus, MetricPoint
+from anytune.errors import ConfigError
+from anytune.local_backend import data as D
+from anytune.local_backend.model import (
+    LoadedModel,
+    LossHead,
+    activation_bytes_per_token,
+    eval_mode,
+    load_for_training,
+    load_tokenizer,
+    quiet_transformers,
+    resolve_device,
+    resolve_model_source,
+    world_info,
+)
+from anytune.local_backend.rundir import CHECKPOINT_PREFIX, RunDir, write_json_atomic
+
+__all__ = ["TrainingPlan", "run_training"]
+
+DEFAULT_LEARNING_RATE = 2e-4
+DEFAULT_EPOCHS = 3
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_MAX_LENGTH = 1024
+DEFAULT_SEED = 42
+DEFAULT_BETA = 0.1
+DEFAULT_WARMUP_RATIO = 0.03
+MAX_GRAD_NORM = 1.0
+STATUS_INTERVAL = 0.5
+"""Seconds between progress writes to status.json (each is an fsync'd file replace)."""
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Resolved hyperparameters: every default applied, so the result says what actually ran."""
+
+    method: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    max_length: int
+    seed: int
+    beta: float
+    steps_per_epoch: int
+    total_steps: int
+    warmup_steps: int
+    logging_steps: int
+    eval_steps: int | None
+    save_steps: int | None
+
+    def epoch_end(self, done: int) -> bool:
+        """Whether ``done`` completed steps end an epoch."""
+        return done % self.steps_per_epoch == 0
+
+    def eval_due(self, done: int) -> bool:
+        if done == self.total_steps:
+            return True
+        return done % self.eval_steps == 0 if self.eval_steps else self.epoch_end(done)
+
+    def save_due(self, done: int) -> bool:
+        if done == self.total_steps:
+            return False  # the final adapter is written anyway
+        return done % self.save_steps == 0 if self.save_steps else self.epoch_end(done)
+
+
+def make_plan(spec: JobSpec, num_examples: int, max_length: int) -> TrainingPlan:
+    hp = spec.hyperparameters
+    local = spec.local or LocalOptions()
+    batch = min(hp.batch_size or DEFAULT_BATCH_SIZE, num_examples)
+    per_epoch = math.ceil(num_examples / batch)
+    epochs = hp.epochs or DEFAULT_EPOCHS
+    total = hp.max_steps if hp.max_steps is not None else epochs * per_epoch
+    if hp.warmup_steps is not None:
+        warmup = hp.warmup_steps
+    else:
+        warmup = round((hp.warmup_ratio if hp.warmup_ratio is not None else DEFAULT_WARMUP_RATIO) * total)
+    lr = hp.learning_rate or DEFAULT_LEARNING_RATE * (hp.learning_rate_multiplier or 1.0)
+    return TrainingPlan(
+        method=spec.method.value, epochs=math.ceil(total / per_epoch), batch_size=batch, learning_rate=lr,
+        max_length=max_length, seed=hp.seed if hp.seed is not None else DEFAULT_SEED,
+        beta=hp.beta or DEFAULT_BETA, steps_per_epoch=per_epoch, total_steps=total,
+        warmup_steps=min(warmup, total), logging_steps=local.logging_steps, eval_steps=local.eval_steps,
+        save_steps=local.save_steps,
+    )
+
+
+def _lr_lambda(warmup: int, total: int) -> Any:
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+# -- processes -------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Dist:
+    rank: int = 0
+    local_rank: int = 0
+    world: int = 1
+    owns_group: bool = False
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
+        """Sum figures over ranks (a no-op in one process)."""
+        if self.world == 1:
+            return list(values)
+        t = torch.tensor(list(values), dtype=torch.float64, device=device)
+        torch.distributed.all_reduce(t)
+        return [float(v) for v in t.tolist()]
+
+    def barrier(self) -> None:
+        if self.world > 1:
+            torch.distributed.barrier()
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.world == 1:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world == 1:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        torch.distributed.all_gather_object(out, obj)
+        return out
+
+
+def _init_dist(device_kind: str) -> _Dist:
+    rank, local_rank, world = world_info()
+    if world <= 1:
+        return _Dist()
+    owns = False
+    if device_kind == "cuda":
+        # NCCL collectives (and the object ones we use for RNG states) run on the current device.
+        torch.cuda.set_device(local_rank % max(torch.cuda.device_count(), 1))
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        owns = True
+    return _Dist(rank=rank, local_rank=local_rank, world=world, owns_group=owns)
+
+
+def _cpu_threads(world: int) -> int:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, min(world, cores)))
+
+
+def _peak_rss_mib() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+# -- the trainer -----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    """Figures accumulated between two logged points.
+
+    Sums that live on the device stay there until the point is logged: reading one (``float(t)``)
+    would make the host wait for the GPU after every step instead of queueing the next one.
+    """
+
+    sums: dict[str, torch.Tensor] = field(default_factory=dict)
+    weight: float = 0.0
+    targets: float = 0.0
+    tokens: int = 0
+    seconds: float = 0.0
+
+    def add(self, key: str, value: torch.Tensor) -> None:
+        value = value.detach().float()
+        current = self.sums.get(key)
+        self.sums[key] = value if current is None else current + value
+
+    def host(self) -> dict[str, float]:
+        """The device sums as numbers (one transfer)."""
+        keys = sorted(self.sums)
+        values = torch.stack([self.sums[k] for k in keys]).tolist() if keys else []
+        return dict(zip(keys, values, strict=True))
+
+
+class _Trainer:
+    def __init__(self, run: RunDir, spec: JobSpec, dist: _Dist) -> None:
+        self.run = run
+        self.spec = spec
+        self.dist = dist
+        self.local = spec.local or LocalOptions()
+        self.dpo = spec.method is Method.DPO
+        self.started = time.perf_counter()
+
+    # -- reporting (rank 0 only) --
+    def status(self, raw: str, message: str) -> None:
+        if self.dist.main:
+            self.run.set_status(JobStatus.RUNNING, raw=raw, message=message)
+
+    def log(self, message: str, level: str = "info") -> None:
+        if self.dist.main:
+            self.run.emit("log", message, level=level)
+
+    # -- setup --
+    def setup(self) -> None:
+        spec = self.spec
+        method: D.Method = "dpo" if self.dpo else "sft"
+        D.check_format(spec.training_file, method)
+        if spec.validation_file is not None:
+            D.check_format(spec.validation_file, method)
+        template = D.resolve_chat_template(self.local.chat_template)
+        tokenizer = load_tokenizer(spec.base_model, template)
+        max_length = spec.hyperparameters.max_length or self._default_max_length()
+        self.train_data = D.load_dataset(spec.training_file, tokenizer, method=method, max_length=max_length,
+                                         truncation=self.local.truncation, chat_template=template)
+        self.valid_data = (
+            D.load_dataset(spec.validation_file, tokenizer, method=method, max_length=max_length,
+                           truncation=self.local.truncation, chat_template=template)
+            if spec.validation_file is not None else None
+        )
+        for d in (self.train_data, self.valid_data):
+            for note in d.notes if d else ():
+                self.log(note, level="warning")
+        self.plan = make_plan(spec, len(self.train_data), max_length)
+        self.device = resolve_device(self.local.device, local_rank=self.dist.local_rank)
+        if self.device.type == "cpu":
+            torch.set_num_threads(_cpu_threads(self.dist.world))
+        self.status("loading", f"loading {spec.base_model} on {self.device.type}")
+        # The adapter's initial weights come from the global RNG: seed it so that a run (and a resumed
+        # run, which reloads them from its checkpoint anyway) is reproducible.
+        torch.manual_seed(self.plan.seed)
+        self.lm: LoadedModel = load_for_training(spec, self.device, max_length=max_length)
+        self.pad_id = int(self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None else 0)
+        self.head = LossHead(self.lm.model)
+        self._decide_memory()
+        first = D.collate(self.train_data.examples[0].seqs, self.lm.layout, pad_id=self.pad_id,
+                          row_capacity=max_length).to(self.device)
+        with self.autocast():
+            self.head.self_check(first)
+        self.module: torch.nn.Module = self.head
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.module = DistributedDataParallel(self.head, device_ids=ids)
+        # Only the adapter trains: walking every frozen parameter at each step (to clip) costs time.
+        self.params = params = [p for p in self.head.parameters() if p.requires_grad]
+        fused = self.device.type in ("cuda", "cpu")
+        self.optimizer = torch.optim.AdamW(params, lr=self.plan.learning_rate, weight_decay=0.0, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, _lr_lambda(self.plan.warmup_steps, self.plan.total_steps))
+        self._indexes: dict[int, dict[int, int]] = {}
+        self.ref_train: torch.Tensor | None = None
+        self.ref_valid: torch.Tensor | None = None
+
+    def _default_max_length(self) -> int:
+        from transformers import AutoConfig
+
+        with quiet_transformers():
+            cfg = AutoConfig.from_pretrained(resolve_model_source(self.spec.base_model))
+        limit = getattr(cfg, "max_position_embeddings", None) or DEFAULT_MAX_LENGTH
+        return int(min(DEFAULT_MAX_LENGTH, limit))
+
+    def _decide_memory(self) -> None:
+        """Pick the tokens per forward pass, and gradient checkpointing when it is left to us.
+
+        Checkpointing costs about a third more compute, so it is only turned on (on CUDA, when
+        ``local.gradient_checkpointing`` is unset) if the largest step would not fit otherwise; on
+        CPU and MPS memory is rarely the limit and it stays off unless asked for.
+        """
+        elem = 2 if self.lm.autocast_dtype is not None else 4
+        per_token = activation_bytes_per_token(self.lm.model.get_base_model(), dtype_bytes=elem)
+        vocab = int(getattr(self.lm.model.get_base_model().config, "vocab_size", 32000))
+        per_token += 3 * 4 * vocab  # fp32 logits, their gradient and softmax at label positions
+        budget = int(_available_bytes(self.device) * (0.6 if self.device.type == "cuda" else 0.4))
+        largest = self._largest_step_tokens()
+        wanted = self.local.gradient_checkpointing
+        if wanted is None:
+            wanted = self.device.type == "cuda" and largest * per_token > budget
+        if wanted:
+            self.lm.enable_gradient_checkpointing()
+            layers = int(getattr(self.lm.model.get_base_model().config, "num_hidden_layers", 12))
+            per_token = per_token // max(layers, 1) * 2 + 3 * 4 * vocab
+        self.max_tokens = max(self.plan.max_length * (2 if self.dpo else 1), min(budget // max(per_token, 1), 1 << 17))
+
+    def _largest_step_tokens(self) -> int:
+        n, plan = len(self.train_data), self.plan
+        lengths = [e.num_tokens for e in self.train_data.examples]
+        largest = 0
+        for epoch in range(min(plan.epochs, 2)):
+            order = D.epoch_order(n, plan.seed, epoch)
+            for k in range(plan.steps_per_epoch):
+                largest = max(largest, sum(lengths[i] for i in order[k * plan.batch_size:(k + 1) * plan.batch_size]))
+        return math.ceil(largest / self.dist.world)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        if self.lm.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.lm.autocast_dtype)
+
+    # -- forward passes --
+    def _batches(self, examples: Sequence[D.Example]) -> Iterator[tuple[list[D.Example], D.MicroBatch]]:
+        for chunk in D.split_micro_batches(examples, self.max_tokens):
+            seqs = [s for ex in chunk for s in ex.seqs]
+            yield chunk, D.collate(seqs, self.lm.layout, pad_id=self.pad_id,
+                                   row_capacity=self.plan.max_length).to(self.device)
+
+    def _seq_logps(self, mb: D.MicroBatch, logits: torch.Tensor) -> torch.Tensor:
+        token_logp = -F.cross_entropy(logits, mb.targets, reduction="none")
+        return torch.zeros(mb.num_seqs, dtype=token_logp.dtype, device=token_logp.device).index_add_(
+            0, mb.target_seq, token_logp)
+
+    @torch.no_grad()
+    def reference_logps(self, data: D.TokenizedData) -> torch.Tensor:
+        """Sequence log-probs of every (chosen, rejected) pair under the base model, computed once."""
+        out = torch.zeros(len(data), 2, dtype=torch.float32)
+        index = {id(ex): i for i, ex in enumerate(data.examples)}
+        mine = data.examples[self.dist.rank::self.dist.world]
+        with eval_mode(self.head), self.lm.model.disable_adapter():
+            for chunk, mb in self._batches(mine):
+                with self.autocast():
+                    logps = self._seq_logps(mb, self.head(mb)).float().cpu().view(-1, 2)
+                for ex, row in zip(chunk, logps, strict=True):
+                    out[index[id(ex)]] = row
+        if self.dist.world > 1:
+            t = out.to(self.device)
+            torch.distributed.all_reduce(t)
+            out = t.cpu()
+        return out
+
+    def _dpo_terms(self, mb: D.MicroBatch, logits: torch.Tensor, ref: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        pol = self._seq_logps(mb, logits).view(-1, 2)
+        ref = ref.to(pol.device)
+        chosen = self.plan.beta * (pol[:, 0] - ref[:, 0])
+        rejected = self.plan.beta * (pol[:, 1] - ref[:, 1])
+        losses = -F.logsigmoid(chosen - rejected)
+        return losses, chosen.detach(), rejected.detach()
+
+    def _ref_rows(self, chunk: Sequence[D.Example], table: torch.Tensor, data: D.TokenizedData) -> torch.Tensor:
+        """The precomputed reference log-probs of ``chunk``'s pairs."""
+        index = self._indexes.get(id(data))
+        if index is None:
+            index = self._indexes[id(data)] = {id(ex): i for i, ex in enumerate(data.examples)}
+        return table[[index[id(ex)] for ex in chunk]]
+
+    @torch.no_grad()
+    def evaluate(self) -> dict[str, float] | None:
+        """Mean validation loss (token-weighted for SFT, per pair for DPO) over the whole file."""
+        if self.valid_data is None:
+            return None
+        loss = weight = correct = targets = chosen_sum = margin_sum = acc = 0.0
+        with eval_mode(self.head):
+            mine = self.valid_data.examples[self.dist.rank::self.dist.world]
+            for chunk, mb in self._batches(mine):
+                with self.autocast():
+                    logits = self.head(mb)
+                if self.dpo:
+                    assert self.ref_valid is not None
+                    losses, c, r = self._dpo_terms(mb, logits, self._ref_rows(chunk, self.ref_valid, self.valid_data))
+                    loss += float(losses.sum())
+                    weight += len(chunk)
+                    acc += float((c > r).float().sum())
+                    margin_sum += float((c - r).sum())
+                    chosen_sum += float(c.sum())
+                else:
+                    loss += float(F.cross_entropy(logits, mb.targets, reduction="sum"))
+                    weight += mb.num_targets
+                    correct += float((logits.argmax(-1) == mb.targets).sum())
+                    targets += mb.num_targets
+        loss, weight, correct, targets, acc, margin_sum = self.dist.sum(
+            [loss, weight, correct, targets, acc, margin_sum], self.device)
+        out = {"loss": loss / max(weight, 1.0)}
+        if self.dpo:
+            out["rewards/accuracy"] = acc / max(weight, 1.0)
+            out["rewards/margin"] = margin_sum / max(weight, 1.0)
+        else:
+            out["token_accuracy"] = correct / max(targets, 1.0)
+        return out
+
+    def train_step(self, step: int, window: _Window) -> None:
+        """One optimizer step on the examples of ``step`` (micro-batched only if they do not fit)."""
+        plan = self.plan
+        indices = D.step_examples(len(self.train_data), plan.batch_size, plan.seed, step)
+        examples = [self.train_data.examples[i] for i in indices]
+        if self.dpo:
+            denominator = float(len(examples))
+        else:
+            denominator = float(sum(s.num_targets for ex in examples for s in ex.seqs))
+        mine = examples[self.dist.rank::self.dist.world]
+        scale = 1.0
+        if not mine:  # fewer examples than ranks: take part in the gradient exchange with a zero loss
+            mine, scale = examples[:1], 0.0
+        chunks = list(self._batches(mine))
+        for k, (chunk, mb) in enumerate(chunks):
+            sync = k == len(chunks) - 1 or self.dist.world == 1
+            ctx = contextlib.nullcontext() if sync else self.module.no_sync()  # type: ignore[operator]
+            with ctx:
+                with self.autocast():
+                    logits = self.module(mb)
+                if self.dpo:
+                    assert self.ref_train is not None
+                    losses, c, r = self._dpo_terms(mb, logits, self._ref_rows(chunk, self.ref_train, self.train_data))
+                    total = losses.sum()
+                    window.add("rewards/chosen", c.sum() * scale)
+                    window.add("rewards/rejected", r.sum() * scale)
+                    window.add("rewards/accuracy", (c > r).float().sum() * scale)
+                    window.add("rewards/margin", (c - r).sum() * scale)
+                    window.weight += len(chunk) * scale
+                else:
+                    total = F.cross_entropy(logits, mb.targets, reduction="sum")
+                    window.add("correct", (logits.detach().argmax(-1) == mb.targets).sum() * scale)
+                    window.targets += mb.num_targets * scale
+                    window.weight += mb.num_targets * scale
+                window.add("loss", total * scale)
+                window.tokens += int(mb.num_tokens * scale)
+                # DDP averages gradients over ranks; the loss is a mean over the whole step's labels.
+                (total * (scale * self.dist.world / denominator)).backward()  # type: ignore[no-untyped-call]
+        torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    # -- checkpoints --
+    def save_checkpoint(self, done: int, state: dict[str, Any]) -> Path | None:
+        rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        rngs = self.dist.gather(rng)
+        path: Path | None = None
+        if self.dist.main:
+            tmp = self.run.new_checkpoint_tmp(done)
+            self.lm.model.save_pretrained(tmp / "adapter")
+            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
+            torch.save(rngs, tmp / "rng.pt")
+            write_json_atomic(tmp / "state.json", state)
+            path = self.run.commit_checkpoint(tmp, done)
+            self.run.emit("checkpoint", f"checkpoint at step {done}", checkpoint=Checkpoint(
+                step=done, path=str(path), metrics=state.get("last_point") and MetricPoint.model_validate(
+                    state["last_point"])))
+        self.dist.barrier()
+        return path
+
+    def load_checkpoint(self, path: Path) -> dict[str, Any]:
+        from peft import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        state: dict[str, Any] = json.loads((path / "state.json").read_text())
+        if state.get("train_fingerprint") != self.train_data.fingerprint():
+            raise ConfigError(f"cannot resume from {path}: the training data or its tokenization changed since "
+                              "the checkpoint", field="training_file")
+        plan = self.plan
+        for key in ("total_steps", "batch_size", "seed", "steps_per_epoch"):
+            if state.get(key) != getattr(plan, key):
+                raise ConfigError(f"cannot resume from {path}: {key} was {state.get(key)}, now {getattr(plan, key)}")
+        weights = load_file(str(path / "adapter" / "adapter_model.safetensors"), device=str(self.device))
+        set_peft_model_state_dict(self.lm.model, weights)
+        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True))
+        self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+        rngs = torch.load(path / "rng.pt", weights_only=False)
+        rng = rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0]
+        torch.set_rng_state(rng["torch"])
+        random.setstate(rng["python"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        return state
+
+    # -- the run --
+    def train(self, resume: bool) -> dict[str, Any]:
+        plan, run, dist = self.plan, self.run, self.dist
+        torch.manual_seed(plan.seed)
+        random.seed(plan.seed)
+        done = 0
+        tokens_seen = 0
+        train_seconds = 0.0
+        base_valid: float | None = None
+        last_valid: dict[str, float] | None = None
+        last_point: MetricPoint | None = None
+        checkpoint = run.last_checkpoint() if resume else None
+        if self.dpo:
+            self.status("reference", "computing reference log-probabilities")
+            self.ref_train = self.reference_logps(self.train_data)
+            self.ref_valid = self.reference_logps(self.valid_data) if self.valid_data else None
+        if checkpoint is not None:
+            state = self.load_checkpoint(checkpoint)
+            done, tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            train_seconds = float(state["train_seconds"])
+            base_valid = state.get("base_valid_loss")
+            last_valid = state.get("last_valid")
+            self.log(f"resumed from checkpoint at step {done} of {plan.total_steps}")
+        else:
+            if resume:
+                self.log("no complete checkpoint to resume from: starting from the first step", level="warning")
+            if self.valid_data is not None:
+                self.status("evaluating", "measuring the base model's validation loss")
+                result = self.evaluate()
+                base_valid = result["loss"] if result else None
+        self.status("training", f"training {plan.total_steps} steps ({plan.epochs} epoch(s), batch {plan.batch_size},"
+                    f" {len(self.train_data)} examples) on {self.device.type}, layout {self.lm.layout}")
+        window = _Window()
+        self.head.train()
+        last_update = 0.0
+        mark = time.perf_counter()
+
+        def state_dict() -> dict[str, Any]:
+            return {
+                "step": done, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
+                "base_valid_loss": base_valid, "last_valid": last_valid,
+                "train_fingerprint": self.train_data.fingerprint(), "total_steps": plan.total_steps,
+                "batch_size": plan.batch_size, "seed": plan.seed, "steps_per_epoch": plan.steps_per_epoch,
+                "world_size": dist.world, "last_point": last_point.model_dump(mode="json") if last_point else None,
+            }
+
+        while done < plan.total_steps:
+            if self._cancel_requested():
+                last = run.last_checkpoint() if dist.main else None
+                if done > 0 and dist.broadcast(last is None or last.name != f"{CHECKPOINT_PREFIX}{done}"):
+                    self.save_checkpoint(done, state_dict())
+                if dist.main:
+                    run.set_status(JobStatus.CANCELLED, raw="cancelled",
+                                   message=f"cancelled at step {done} of {plan.total_steps}; checkpoint kept")
+                return {"status": "cancelled", "steps": done, "total_steps": plan.total_steps}
+            lr = float(self.scheduler.get_last_lr()[0])
+            self.train_step(done, window)
+            done += 1
+            eval_now = plan.eval_due(done)
+            save_now = plan.save_due(done)
+            # A checkpoint also closes the logging window, so its figures (tokens seen) are complete.
+            log_now = done % plan.logging_steps == 0 or eval_now or save_now or done == plan.total_steps
+            if log_now or save_now:
+                # Only here does the host wait for the device: the time until now was training.
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                elapsed = time.perf_counter() - mark
+                window.seconds += elapsed
+                train_seconds += elapsed
+            if log_now:
+                valid = self.evaluate() if eval_now else None
+                if valid is not None:
+                    last_valid = valid
+                last_point, tokens_seen = self._log_point(done, window, lr, valid, tokens_seen)
+                window = _Window()
+            if dist.main and (log_now or save_now or time.monotonic() - last_update >= STATUS_INTERVAL):
+                run.update(step=done, total_steps=plan.total_steps)
+                last_update = time.monotonic()
+            if save_now:
+                self.save_checkpoint(done, state_dict())
+            if log_now or save_now:
+                mark = time.perf_counter()
+        return self.finish(done, tokens_seen, train_seconds, base_valid, last_valid, last_point)
+
+    def _cancel_requested(self) -> bool:
+        flag = float(self.run.cancel_requested()) if self.dist.main else 0.0
+        return self.dist.sum([flag], self.device)[0] > 0
+
+    def _log_point(self, done: int, w: _Window, lr: float, valid: dict[str, float] | None,
+                   tokens_seen: int) -> tuple[MetricPoint, int]:
+        sums = w.host()
+        loss, correct = sums.pop("loss", 0.0), sums.pop("correct", 0.0)
+        keys = sorted(sums)
+        figures = self.dist.sum([loss, w.weight, correct, w.targets, float(w.tokens), *(sums[k] for k in keys)],
+                                self.device)
+        loss, weight, correct, targets, tokens = figures[:5]
+        tokens_seen += int(tokens)
+        extra = {k: v / max(weight, 1.0) for k, v in zip(keys, figures[5:], strict=True)}
+        if valid is not None:
+            extra.update({f"valid_{k}": v for k, v in valid.items() if k.startswith("rewards/")})
+        point = MetricPoint(
+            step=done,
+            epoch=round(done / self.plan.steps_per_epoch, 4),
+            train_loss=loss / max(weight, 1.0),
+            valid_loss=valid["loss"] if valid else None,
+            token_accuracy=None if self.dpo else correct / max(targets, 1.0),
+            valid_token_accuracy=valid.get("token_accuracy") if valid else None,
+            learning_rate=lr,
+            tokens_seen=tokens_seen,
+            tokens_per_second=round(tokens / w.seconds, 1) if w.seconds > 0 else None,
+            time=datetime.now(timezone.utc),
+            extra=extra,
+        )
+        if self.dist.main:
+            self.run.log_metric(point)
+        return point, tokens_seen
+
+    def finish(self, done: int, tokens_seen: int, train_seconds: float, base_valid: float | None,
+               last_valid: dict[str, float] | None, last_point: MetricPoint | None) -> dict[str, Any]:
+        run, dist = self.run, self.dist
+        result: dict[str, Any] = {}
+        if dist.main:
+            self.status("saving", "saving the adapter")
+            self._save_adapter()
+            merged = self._save_merged() if self.local.merge else None
+            plan = self.plan
+            result = {
+                "adapter_path": str(run.adapter_dir),
+                "merged_path": str(merged) if merged else None,
+                "base_model": self.spec.base_model,
+                "method": plan.method,
+                "train_tokens": tokens_seen,
+                "train_seconds": round(train_seconds, 3),
+                "tokens_per_second": round(tokens_seen / train_seconds, 1) if train_seconds > 0 else None,
+                "wall_seconds": round(time.perf_counter() - self.started, 3),
+                "peak_rss_mib": _peak_rss_mib(),
+                "final_train_loss": last_point.train_loss if last_point else None,
+                "final_valid_loss": last_valid["loss"] if last_valid else None,
+                "base_valid_loss": base_valid,
+                "steps": done,
+                "total_steps": plan.total_steps,
+                "epochs": plan.epochs,
+                "batch_size": plan.batch_size,
+                "learning_rate": plan.learning_rate,
+                "max_length": plan.max_length,
+                "examples": len(self.train_data),
+                "truncated": self.train_data.truncated,
+                "dropped": self.train_data.dropped,
+                "empty": self.train_data.empty,
+                "device": self.device.type,
+                "world_size": dist.world,
+                "layout": self.lm.layout,
+                "gradient_checkpointing": self.lm.gradient_checkpointing,
+                "quantization": self.spec.quantization.value,
+            }
+            if self.device.type == "cuda":
+                result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+            if last_point and last_point.extra:
+                result["final_metrics"] = dict(last_point.extra)
+            run.write_result(result)
+            before = f"{base_valid:.4f} -> " if base_valid is not None else ""
+            after = f"; validation loss {before}{last_valid['loss']:.4f}" if last_valid else ""
+            run.set_status(JobStatus.SUCCEEDED, raw="succeeded", message=f"finished {done} steps{after}",
+                           step=done, total_steps=self.plan.total_steps)
+        dist.barrier()
+        return result
+
+    def _save_adapter(self) -> None:
+        run = self.run
+        tmp = run.path / f".adapter-tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.lm.model.save_pretrained(tmp)
+        self.lm.tokenizer.save_pretrained(tmp)
+        write_json_atomic(tmp / "anytune_spec.json", self.spec.model_dump(mode="json"))
+        if run.metrics_file.exists():
+            shutil.copyfile(run.metrics_file, tmp / "metrics.jsonl")
+        if run.adapter_dir.exists():
+            shutil.rmtree(run.adapter_dir)
+        os.replace(tmp, run.adapter_dir)
+
+    def _save_merged(self) -> Path:
+        """Merge the adapter into a fresh, unquantized copy of the base and save it with the tokenizer."""
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        run = self.run
+        dtype = self.lm.autocast_dtype or torch.float32
+        with quiet_transformers():
+            base = AutoModelForCausalLM.from_pretrained(self.lm.source, dtype=dtype)
+            merged = PeftModel.from_pretrained(base, str(run.adapter_dir)).merge_and_unload()
+        tmp = run.path / f".merged-tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        merged.save_pretrained(tmp)
+        self.lm.tokenizer.save_pretrained(tmp)
+        if run.merged_dir.exists():
+            shutil.rmtree(run.merged_dir)
+        os.replace(tmp, run.merged_dir)
+        return Path(run.merged_dir)
+
+
+def run_training(run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+    """Train the job of ``run`` and record everything in its run directory.
+
+    Args:
+        run: the job's run directory (``spec.json`` written by the provider).
+        resume: continue from ``run.last_checkpoint()`` (from the start when there is none).
+
+    Returns:
+        The result dict written to ``result.json`` (on rank 0; ``{}`` on other ranks), or
+        ``{"status": "cancelled", ...}`` when a cancel was requested (a checkpoint is kept).
+
+    Raises:
+        ConfigError, DataValidationError, NotSupportedError, MissingDependencyError: bad input,
+            raised before training starts where possible.
+    """
+    spec = run.spec()
+    device_kind = (spec.local or LocalOptions()).device
+    if device_kind == "auto":
+        device_kind = "cuda" if torch.cuda.is_available() else "cpu"
+    dist = _init_dist(device_kind)
+    if resume and dist.main:
+        # Resuming is an explicit request to go on: a cancel left over from the interrupted run is void.
+        run.cancel_file.unlink(missing_ok=True)
+    dist.barrier()
+    try:
+        trainer = _Trainer(run, spec, dist)
+        trainer.setup()
+        return trainer.train(resume)
+    finally:
+        if dist.owns_group and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m anytune.local_backend.train RUN_DIR [--resume]``: train in this process.
+
+    Meant for launchers (``torchrun --nproc_per_node N -m anytune.local_backend.train RUN_DIR``) and
+    debugging; the local provider runs :mod:`.worker`, which adds signal handling and failure records.
+    """
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m anytune.local_backend.train")
+    parser.add_argument("run_dir", type=Path)
+    parser.add_argument("--resume", action="store_true")
+    args = parser.parse_args(argv)
+    result = run_training(RunDir(args.run_dir), resume=args.resume)
+    if result and world_info()[0] == 0:
+        print(json.dumps(result, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
