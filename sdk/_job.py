@@ -350,6 +350,12 @@ class FineTuneJob(_Handle):
         return self._remember(self._provider.pause(self.id))
 
     def resume(self) -> JobRecord:
+        """Continue a stopped job (e.g. a local run whose worker was killed) from its last checkpoint.
+
+        Raises:
+            NotSupportedError: the provider cannot resume jobs.
+            InvalidRequestError: the job is still running or already succeeded.
+        """
         return self._remember(self._provider.resume(self.id))
 
     # -- following ------------------------------------------------------------------------------
@@ -484,6 +490,10 @@ class AsyncFineTuneJob(_Handle):
 
     async def cancel(self) -> JobRecord:
         return await self._remember(await self._provider.acancel(self.id))
+
+    async def resume(self) -> JobRecord:
+        """See :meth:`FineTuneJob.resume`."""
+        return await self._remember(await _to_thread(self._provider.resume, self.id))
 
     async def stream(self, *, timeout: float | None = None, after: str | None = None) -> AsyncIterator[Event]:
         follow = self._follow(timeout, after)

@@ -45,11 +45,18 @@ class ProviderEntry:
 
     def missing(self) -> list[str]:
         """Required modules that are not installed (checked without importing them)."""
-        return [m for m in self.requires if importlib.util.find_spec(m) is None]
+        return [m for m in self.requires if not _importable(m)]
 
     @property
     def installed(self) -> bool:
         return not self.missing()
+
+
+def _importable(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # a dotted name whose parent package is missing ("azure.ai.ml")
+        return False
 
 
 BUILTIN: tuple[ProviderEntry, ...] = (
@@ -57,6 +64,41 @@ BUILTIN: tuple[ProviderEntry, ...] = (
         "fake",
         "anytune.providers.fake:FakeProvider",
         summary="No network, deterministic, scriptable; for tests and demos.",
+    ),
+    ProviderEntry(
+        "local",
+        "anytune.providers.local:LocalProvider",
+        extra="local",
+        requires=("torch", "transformers", "peft"),
+        summary="LoRA/QLoRA with transformers + peft on this machine's GPU or CPU, as a detached job.",
+    ),
+    ProviderEntry(
+        "azureml",
+        "anytune.providers.azureml:AzureMLProvider",
+        extra="azure",
+        requires=("azure.ai.ml", "azure.identity"),
+        summary="Azure Machine Learning: serverless (MaaS) or managed compute (MaaP) fine-tuning.",
+    ),
+    ProviderEntry(
+        "openai",
+        "anytune.providers.openai:OpenAIProvider",
+        extra="openai",
+        requires=("openai",),
+        summary="OpenAI fine-tuning API (supervised, DPO, reinforcement) through the official SDK.",
+    ),
+    ProviderEntry(
+        "azure-openai",
+        "anytune.providers.openai:AzureOpenAIProvider",
+        extra="azure",
+        requires=("openai", "azure.identity"),
+        summary="Azure OpenAI fine-tuning: the OpenAI adapter with endpoint, api-version, key or Entra ID.",
+    ),
+    ProviderEntry(
+        "huggingface",
+        "anytune.providers.huggingface:HuggingFaceProvider",
+        extra="hf",
+        requires=("huggingface_hub",),
+        summary="Hugging Face Jobs running anytune's LoRA/QLoRA trainer; the adapter is pushed to a Hub repo.",
     ),
 )
 

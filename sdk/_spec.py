@@ -114,6 +114,14 @@ class AzureOptions(_Section):
     instance_type: str | None = None
     instance_count: int | None = Field(None, ge=1)
     experiment_name: str | None = None
+    # Azure Machine Learning only:
+    registry: str | None = Field(None, description="registry of the base model, e.g. azureml-meta")
+    model_version: str | None = Field(None, description="base model version (default: latest)")
+    task: Literal["chat-completion", "text-completion"] | None = None
+    job_tier: Literal["spot", "basic", "standard", "premium"] | None = None
+    accept_marketplace_terms: bool | None = Field(
+        None, description="subscribe to the model's Azure Marketplace offer when it needs one"
+    )
 
 
 class HFOptions(_Section):

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+
+if TYPE_CHECKING:
+    from anytune.local_backend.inference import LoadedModel
 
 
 def utcnow() -> datetime:
@@ -150,6 +154,53 @@ class FineTunedModel(_Model):
     final_metrics: MetricPoint | None = None
     trained_tokens: int | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
+
+    _loaded: Any = PrivateAttr(default=None)
+
+    def load(self, *, device: str | None = None, base_model: str | None = None) -> LoadedModel:
+        """Load the base model with this adapter applied (transformers + peft; ``anytune[local]``).
+
+        Works for results that carry an adapter: the local backend's ``adapter_path``, or a
+        Hugging Face ``hub_repo``. The loaded model is kept for :meth:`generate`.
+
+        Args:
+            device: ``cpu``, ``cuda``, ``mps`` or ``auto`` (default).
+            base_model: override the base model the adapter records.
+
+        Raises:
+            NotSupportedError: a hosted model (only a ``model_id``): call it through its service.
+            MissingDependencyError: torch, transformers or peft is not installed.
+        """
+        if self.adapter_path is None and self.hub_repo is None:
+            from anytune.errors import NotSupportedError
+
+            target = f"model {self.model_id!r}" if self.model_id else "the fine-tuned model"
+            raise NotSupportedError(
+                f"this result has no adapter weights to load here; {target} is served by {self.provider}: "
+                f"call it through the {self.provider} API (for OpenAI-compatible services, chat completions "
+                f"with model={self.model_id!r})",
+                field="load", provider=self.provider,
+            )
+        from anytune.local_backend import inference
+
+        # The base the adapter records wins over ``base_model`` (what the job was given).
+        recorded = inference.adapter_base(self.adapter_path) if self.adapter_path is not None else None
+        loaded = inference.load(self.adapter_path, base_model=base_model or recorded or self.base_model,
+                                hub_repo=self.hub_repo, revision=self.revision, device=device)
+        self._loaded = loaded
+        return loaded
+
+    def generate(self, prompt: str | Sequence[Mapping[str, Any]], *, max_new_tokens: int = 64,
+                 temperature: float = 0.0, **kwargs: Any) -> str:
+        """Answer ``prompt`` (a user message, or chat messages) with the fine-tuned model.
+
+        Loads the model on first use (see :meth:`load`). Greedy decoding unless ``temperature > 0``.
+
+        Raises:
+            NotSupportedError: a hosted model without local weights (call it through its service).
+        """
+        loaded = self._loaded if self._loaded is not None else self.load()
+        return loaded.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
 
 
 def format_ref(provider: str, job_id: str) -> str:

@@ -271,10 +271,18 @@ def events(
 @app.command("metrics")
 def metrics(
     ref: RefArg,
+    plot: Annotated[
+        Path | None, typer.Option("--plot", help="Also write a loss-curve picture (PNG/SVG/PDF by suffix).")
+    ] = None,
     json: JsonOpt = False,
 ) -> None:
     """Print a job's training metrics by step."""
     points = FineTuneJob.get(ref).metrics()
+    if plot is not None:
+        from anytune._plot import plot_loss
+
+        written = plot_loss(points, plot, title=ref)
+        err.print(f"loss curve written to [bold]{written}[/]")
     if json:
         print_json(points)
         return
@@ -283,6 +291,23 @@ def metrics(
         table.add_row(*(("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in (
             p.step, p.epoch, p.train_loss, p.valid_loss, p.token_accuracy, p.learning_rate, p.tokens_seen)))
     out.print(table)
+
+
+@app.command("resume")
+def resume(
+    ref: RefArg,
+    wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it finishes.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Continue a stopped job (a killed or cancelled local run) from its last checkpoint."""
+    job = FineTuneJob.get(ref)
+    record = job.resume()
+    if wait:
+        _follow(job, timeout=None, json=json)
+    elif json:
+        print_json(record)
+    else:
+        _show_record(record)
 
 
 @app.command("cancel")

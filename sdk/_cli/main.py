@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from anytune import errors
-from anytune._cli import config_cmd, data_cmd, jobs_cmd, providers_cmd
+from anytune._cli import config_cmd, data_cmd, demo_cmd, jobs_cmd, providers_cmd
 from anytune._cli._common import err
 from anytune._secrets import install_log_filter, redact
 
@@ -24,6 +24,7 @@ app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.command("providers")(providers_cmd.providers)
+app.command("demo")(demo_cmd.demo)
 
 _state = {"debug": False}
 

@@ -1,0 +1,181 @@
+"""Try a fine-tuned adapter at once: load it on its base model and generate, with plain transformers + peft.
+
+``FineTunedModel.load()`` and ``FineTunedModel.generate()`` call into this module; nothing here is
+anytune-specific beyond finding the base model, so an adapter written by the local backend loads
+exactly as ``PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), adapter)`` would.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from anytune.errors import ConfigError, MissingDependencyError
+
+Messages = Sequence[Mapping[str, Any]]
+Prompt = str | Messages
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """No progress bars, info logs or deprecation notices from the ML stack while loading."""
+    from transformers.utils import logging as _hf_logging
+
+    hf_logging: Any = _hf_logging  # its functions are untyped
+    bnb = logging.getLogger("bitsandbytes")  # warns about optional CPU kernels when peft imports it
+    bnb_level = bnb.level
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    bnb.setLevel(logging.ERROR)
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            yield
+    finally:
+        bnb.setLevel(bnb_level)
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def _require() -> None:
+    import importlib.util
+
+    for module in ("torch", "transformers", "peft"):
+        if importlib.util.find_spec(module) is None:
+            raise MissingDependencyError(module, "local", "loading a fine-tuned adapter")
+
+
+def adapter_base(adapter: str | Path) -> str | None:
+    """The base model an adapter directory records (``base_model_name_or_path``), if any."""
+    config = Path(adapter) / "adapter_config.json"
+    try:
+        data = json.loads(config.read_text(encoding="utf-8"))
+    except (FileNotFoundError, NotADirectoryError, json.JSONDecodeError):
+        return None
+    base = data.get("base_model_name_or_path")
+    return str(base) if base else None
+
+
+def pick_device(device: str | None) -> str:
+    if device not in (None, "auto"):
+        return str(device)
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    return "mps" if mps is not None and mps.is_available() else "cpu"
+
+
+def as_messages(prompt: Prompt) -> list[dict[str, Any]]:
+    """A plain string becomes one user message; a message list is used as given."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    return [dict(m) for m in prompt]
+
+
+@dataclass
+class LoadedModel:
+    """A base model with the adapter applied, its tokenizer and device. ``model`` is a ``PeftModel``."""
+
+    model: Any
+    tokenizer: Any
+    device: str
+    adapter_path: str | None = None
+    base_model: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def generate(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0,
+                 adapter: bool = True, **kwargs: Any) -> str:
+        """Answer ``prompt`` (a string, or chat messages) and return the new text.
+
+        Args:
+            prompt: a user message, or a list of ``{"role", "content"}`` messages.
+            max_new_tokens: at most this many new tokens.
+            temperature: 0 decodes greedily (reproducible); above 0 samples.
+            adapter: ``False`` answers with the base model alone (the adapter switched off).
+            kwargs: passed to ``model.generate``.
+        """
+        return generate(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                        adapter=adapter, **kwargs)
+
+
+def load(adapter_path: str | Path | None = None, *, base_model: str | None = None, hub_repo: str | None = None,
+         revision: str | None = None, device: str | None = None) -> LoadedModel:
+    """Load ``base_model`` (default: the one the adapter records) and apply the adapter.
+
+    Args:
+        adapter_path: a local PEFT adapter directory.
+        base_model: the base model id or folder, when the adapter does not record it (or to override).
+        hub_repo: a Hub repository holding the adapter instead of ``adapter_path``.
+        revision: the Hub revision of ``hub_repo``.
+        device: ``cpu``, ``cuda``, ``mps`` or ``auto`` (default).
+
+    Raises:
+        MissingDependencyError: transformers, peft or torch is not installed.
+        ConfigError: neither an adapter nor a base model to load.
+    """
+    _require()
+    with _quiet():
+        return _load(adapter_path, base_model=base_model, hub_repo=hub_repo, revision=revision, device=device)
+
+
+def _load(adapter_path: str | Path | None, *, base_model: str | None, hub_repo: str | None, revision: str | None,
+          device: str | None) -> LoadedModel:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    source = str(adapter_path) if adapter_path is not None else hub_repo
+    if source is None:
+        raise ConfigError("nothing to load: give an adapter path or a Hub repository", field="adapter_path")
+    base = base_model or (adapter_base(adapter_path) if adapter_path is not None else None)
+    if base is None:
+        raise ConfigError(f"the adapter at {source} does not record its base model: pass base_model=",
+                          field="base_model")
+    where = pick_device(device)
+    dtype = torch.bfloat16 if where == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+    # The local backend saves the tokenizer (chat template included) next to the adapter.
+    tok_source = source if adapter_path is not None and (Path(source) / "tokenizer_config.json").is_file() else base
+    tokenizer = AutoTokenizer.from_pretrained(tok_source)
+    peft_model = PeftModel.from_pretrained(model, source, revision=revision) if revision else \
+        PeftModel.from_pretrained(model, source)
+    peft_model.to(where)
+    peft_model.eval()
+    return LoadedModel(model=peft_model, tokenizer=tokenizer, device=where,
+                       adapter_path=str(adapter_path) if adapter_path is not None else None, base_model=base)
+
+
+def generate(loaded: LoadedModel, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0,
+             adapter: bool = True, **kwargs: Any) -> str:
+    """See :meth:`LoadedModel.generate`."""
+    import torch
+
+    tokenizer = loaded.tokenizer
+    messages = as_messages(prompt)
+    if getattr(tokenizer, "chat_template", None):
+        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    else:
+        # No template: the plain concatenation of the contents is the only honest prompt.
+        text = "\n".join(str(m.get("content") or "") for m in messages) + "\n"
+    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(loaded.device)
+    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
+                               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
+                               else tokenizer.eos_token_id}
+    if temperature > 0:
+        options["temperature"] = temperature
+    options.update(kwargs)
+    switch = contextlib.nullcontext() if adapter else loaded.model.disable_adapter()
+    with torch.inference_mode(), switch:
+        output = loaded.model.generate(**inputs, **options)
+    new = output[0, inputs["input_ids"].shape[1]:]
+    return str(tokenizer.decode(new, skip_special_tokens=True)).strip()

@@ -1,0 +1,234 @@
+"""The detached training process of a local job: ``python -m anytune.local_backend.worker RUN_DIR``.
+
+The ``local`` provider starts it in its own session (so it outlives the caller) with its output in
+``RUN_DIR/worker.log``.  It records its pid, turns SIGTERM/SIGINT into a cancel request (the trainer
+stops at the next step boundary, saves a checkpoint and writes ``cancelled``; a second signal stops
+at once), runs :func:`anytune.local_backend.train.run_training`, and turns any exception into a
+``failed`` status with an ``error`` object ``{message, code}``: the job never hangs silently and
+never ends without a final status.
+
+With several devices the provider runs it under ``python -m torch.distributed.run --standalone
+--nproc_per_node N -m anytune.local_backend.worker RUN_DIR``; ``worker.pid`` then holds the
+launcher's pid, and every rank reports its own failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+
+from anytune._types import JobStatus
+from anytune.errors import (
+    AnytuneError,
+    ConfigError,
+    DataValidationError,
+    JobNotFoundError,
+    MissingDependencyError,
+    ModelNotAvailableError,
+    NotSupportedError,
+)
+from anytune.local_backend.rundir import RunDir
+
+OOM_HINT = ("lower hyperparameters.batch_size or hyperparameters.max_length, turn on "
+            "local.gradient_checkpointing, or train on a 4-bit base (quantization '4bit')")
+
+
+@dataclass(frozen=True)
+class Failure:
+    """What the job record says about an exception: a stable code and a message a user can act on."""
+
+    code: str
+    message: str
+
+
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    oom = getattr(torch, "OutOfMemoryError", None) if torch is not None else None
+    if oom is not None and isinstance(exc, oom):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
+
+
+def _oom(exc: BaseException) -> Failure:
+    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return Failure("out_of_memory", f"out of memory while training ({first[:300]}): {OOM_HINT}")
+
+
+def _missing_model(exc: BaseException) -> bool:
+    text = str(exc)
+    return isinstance(exc, OSError | ValueError) and (
+        "is not a local folder" in text or "not a valid model identifier" in text
+        or "Repo id must" in text or "does not appear to have a file named config.json" in text
+        or type(exc).__name__ in ("RepositoryNotFoundError", "HFValidationError", "GatedRepoError")
+    )
+
+
+def _bitsandbytes(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "bitsandbytes" in text and isinstance(exc, ImportError | RuntimeError | OSError | ValueError)
+
+
+def _chat_template(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return isinstance(exc, ValueError) and ("chat template" in text or "chat_template" in text)
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:500] if text else type(exc).__name__
+
+
+def _field(exc: BaseException) -> str | None:
+    value = getattr(exc, "field", None)
+    return value if isinstance(value, str) else None
+
+
+# Anytune's own errors are already worded for the user: keep the message, give a stable code.
+# Specific causes first, then by class.
+_ANYTUNE_CAUSES: tuple[tuple[Callable[[BaseException], bool], str], ...] = (
+    (lambda e: _field(e) == "base_model" and any(
+        w in str(e) for w in ("does not exist", "no config.json", "cannot load")), "model_not_found"),
+    (lambda e: _field(e) == "local.chat_template" or "chat template" in str(e), "no_chat_template"),
+    (lambda e: "bitsandbytes" in str(e), "bitsandbytes_unavailable"),
+)
+_ANYTUNE_CODES: tuple[tuple[type[AnytuneError], str], ...] = (
+    (MissingDependencyError, "missing_dependency"),
+    (DataValidationError, "invalid_data"),
+    (NotSupportedError, "not_supported"),
+    (ModelNotAvailableError, "model_not_found"),
+    (ConfigError, "invalid_config"),
+    (JobNotFoundError, "not_found"),
+)
+
+# Everything else, first match wins (a table, not a ladder).
+_RULES: tuple[tuple[Callable[[BaseException], bool], Callable[[BaseException], Failure]], ...] = (
+    (_is_oom, _oom),
+    (_bitsandbytes, lambda e: Failure(
+        "bitsandbytes_unavailable",
+        f"4-bit/8-bit quantization needs a working bitsandbytes ({_short(e)}); install it with "
+        'pip install "anytune[local]", or train without quantization')),
+    (_missing_model, lambda e: Failure(
+        "model_not_found",
+        f"base model not found: not a local model folder (config.json, weights, tokenizer) and not a model "
+        f"id that could be fetched from the Hugging Face Hub ({_short(e)})")),
+    (_chat_template, lambda e: Failure(
+        "no_chat_template",
+        f"the tokenizer has no chat template ({_short(e)}); pass one with local.chat_template, or use a "
+        "chat/instruct model")),
+)
+
+
+def classify(exc: BaseException) -> Failure:
+    """The failure record for ``exc`` (pure; tested table-driven)."""
+    code = getattr(exc, "code", None)
+    if isinstance(exc, AnytuneError):
+        if _is_oom(exc.__cause__ or exc):
+            return _oom(exc.__cause__ or exc)
+        given = code if isinstance(code, str) and code else None
+        found = next((c for matches, c in _ANYTUNE_CAUSES if matches(exc)), None) or next(
+            (c for cls, c in _ANYTUNE_CODES if isinstance(exc, cls)), "worker_error")
+        return Failure(given or found, str(exc))
+    for matches, failure in _RULES:
+        if matches(exc):
+            return failure(exc)
+    return Failure("worker_error", f"training failed: {type(exc).__name__}: {_short(exc)} (see worker.log)")
+
+
+class _Signals:
+    """First SIGTERM/SIGINT: ask the trainer to stop at the next step boundary. Second: stop now."""
+
+    def __init__(self, run: RunDir) -> None:
+        self.run = run
+        self.count = 0
+
+    def install(self) -> None:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self)
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        with contextlib.suppress(OSError):
+            self.run.cancel_file.touch()
+        if self.count > 1:
+            raise KeyboardInterrupt(f"signal {signum} received twice")
+        print(f"anytune worker: signal {signum}: stopping at the next step boundary", file=sys.stderr, flush=True)
+
+
+def _rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def _under_launcher() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _finish_unfinished(run: RunDir) -> None:
+    """The trainer returned without a terminal status: never leave the job looking alive."""
+    status = JobStatus(run.status().get("status", JobStatus.QUEUED.value))
+    if status.is_terminal:
+        return
+    if run.result() is not None:
+        run.set_status(JobStatus.SUCCEEDED, raw="succeeded", message="job succeeded")
+    elif run.cancel_requested():
+        run.set_status(JobStatus.CANCELLED, raw="cancelled", message="job cancelled")
+    else:
+        message = "the trainer stopped without a result (see worker.log)"
+        run.set_status(JobStatus.FAILED, raw="worker_error", message=message,
+                       error={"message": message, "code": "worker_error"})
+
+
+def _fail(run: RunDir, exc: BaseException) -> None:
+    traceback.print_exception(exc, file=sys.stderr)
+    sys.stderr.flush()
+    if JobStatus(run.status().get("status", JobStatus.QUEUED.value)).is_terminal:
+        return  # the trainer (or another rank) already wrote the final word
+    if isinstance(exc, KeyboardInterrupt):
+        run.set_status(JobStatus.CANCELLED, raw="cancelled", message="job cancelled (stopped at once)")
+        return
+    failure = classify(exc)
+    prefix = f"rank {_rank()}: " if _under_launcher() else ""
+    run.set_status(JobStatus.FAILED, raw=failure.code, message=f"job failed: {prefix}{failure.message}",
+                   error={"message": prefix + failure.message, "code": failure.code})
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one job's training in this process. Returns the exit status (0 unless it failed)."""
+    parser = argparse.ArgumentParser(prog="python -m anytune.local_backend.worker",
+                                     description="Run a local anytune job (started by the local provider).")
+    parser.add_argument("run_dir", type=Path, help="the job's run directory")
+    parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    args = parser.parse_args(argv)
+    run = RunDir(args.run_dir)
+    if not run.exists():
+        print(f"anytune worker: {args.run_dir} is not a run directory (no spec.json)", file=sys.stderr)
+        return 2
+    _Signals(run).install()
+    if not _under_launcher():
+        run.write_pid(os.getpid())
+    print(f"anytune worker: pid {os.getpid()}, rank {_rank()}, run {run.path}"
+          f"{', resuming' if args.resume else ''}", file=sys.stderr, flush=True)
+    try:
+        from anytune.local_backend.train import run_training
+
+        run_training(run, resume=args.resume)
+    except BaseException as exc:
+        _fail(run, exc)
+        return 1
+    if _rank() == 0:
+        _finish_unfinished(run)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

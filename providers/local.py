@@ -1,0 +1,458 @@
+"""The ``local`` provider: LoRA/QLoRA fine-tuning on this machine's GPU or CPU, as a detached job.
+
+``submit`` writes a run directory (:class:`~anytune.local_backend.rundir.RunDir`) and starts a
+worker process (``python -m anytune.local_backend.worker RUN_DIR``) in its own session, so the job
+outlives the caller.  Everything after that goes through the run directory: ``get``, ``events``,
+``metrics``, ``checkpoints`` and ``result`` read it, ``cancel`` drops a cancel marker there (and
+signals the worker), from any process.  A worker that died (SIGKILL, a machine restart) shows as
+``failed`` with code ``worker_died``; ``resume`` starts a new worker that continues from the last
+complete checkpoint.
+
+This module imports neither torch nor transformers: the registry reads its capabilities without
+the ``local`` extra installed, and only the worker process loads the ML stack.
+
+    job = FineTuneJob.create(provider="local", base_model="Qwen/Qwen2.5-0.5B-Instruct",
+                             training_file="train.jsonl", lora={"r": 16})
+    job.wait()
+"""
+
+from __future__ import annotations
+
+import builtins
+import contextlib
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, ClassVar
+
+from anytune._capabilities import Capabilities
+from anytune._provider import (
+    IDEMPOTENCY_TAG,
+    PlannedRequest,
+    Provider,
+    ProviderSettings,
+    SubmitPlan,
+    planned_upload,
+)
+from anytune._spec import JobSpec, LocalOptions, Method, Quantization
+from anytune._types import (
+    Checkpoint,
+    Event,
+    FineTunedModel,
+    JobError,
+    JobRecord,
+    JobStatus,
+    MetricPoint,
+    format_ref,
+)
+from anytune.errors import InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.local_backend.rundir import CHECKPOINT_PREFIX, RunDir, pid_alive, write_json_atomic
+
+NAME = "local"
+JOB_PREFIX = "run-"
+WORKER_MODULE = "anytune.local_backend.worker"
+#: A run whose worker pid is not recorded yet counts as starting for this long after creation.
+LAUNCH_GRACE_S = 60.0
+#: Figures of result.json that go to ``FineTunedModel.extra`` and ``JobRecord.output``.
+FIGURES = ("train_seconds", "peak_rss_mib", "peak_gpu_mib", "final_train_loss", "final_valid_loss",
+           "base_valid_loss", "steps", "tokens_per_second", "merged_path", "device")
+
+
+class LocalSettings(ProviderSettings):
+    """Settings of the ``local`` provider (profile ``settings``, ``ANYTUNE_LOCAL_*``, arguments).
+
+    Attributes:
+        runs_dir: where run directories go (default ``ANYTUNE_HOME/runs``).
+        python: the interpreter that runs the worker (default: the current one). It needs
+            ``anytune[local]`` installed.
+    """
+
+    runs_dir: Path | None = None
+    python: str | None = None
+
+
+def _parse_time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+
+
+def resolve_device(requested: str) -> str:
+    """The device ``auto`` means on this machine (imports torch only to answer ``auto``)."""
+    if requested != "auto":
+        return requested
+    if importlib.util.find_spec("torch") is None:
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        return "mps"
+    return "cpu"
+
+
+def worker_command(python: str, run_path: Path, *, num_devices: int = 1, resume: bool = False) -> list[str]:
+    """The command line that runs a job's worker (under ``torch.distributed.run`` for several devices)."""
+    tail = ["-m", WORKER_MODULE, str(run_path), *(["--resume"] if resume else [])]
+    if num_devices > 1:
+        # --standalone: a single-node rendezvous on a free port, so two jobs never collide.
+        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_devices), *tail]
+    return [python, *tail]
+
+
+def _cmdline(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return None  # not Linux, or gone: the pid check alone decides
+
+
+# Workers started by this process: kept so they are reaped (no zombies, no ResourceWarning).
+_children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+def _reap() -> None:
+    for pid, proc in builtins.list(_children.items()):
+        if proc.poll() is not None:
+            del _children[pid]
+
+
+class LocalProvider(Provider):
+    """See the module docstring."""
+
+    name: ClassVar[str] = NAME
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=frozenset({Method.SFT, Method.DPO}),
+        lora=True,
+        quantization=frozenset(Quantization),
+        data_formats=frozenset({"chat", "prompt_completion", "preference"}),
+        sections=frozenset({"local"}),
+        pause=False,
+        # One example is a legitimate (over)fit test on your own machine; nothing is billed.
+        min_examples=1,
+        notes="transformers + peft (+ bitsandbytes for 4bit/8bit) on this machine; runs under ANYTUNE_HOME/runs",
+        extra={"devices": ["auto", "cpu", "cuda", "mps"], "resume": True},
+    )
+    Settings: ClassVar[type[ProviderSettings]] = LocalSettings
+    poll_interval: ClassVar[float] = 0.5
+
+    @property
+    def _settings(self) -> LocalSettings:
+        assert isinstance(self.settings, LocalSettings)
+        return self.settings
+
+    @property
+    def runs_dir(self) -> Path:
+        return self._settings.runs_dir or self.home / "runs"
+
+    @property
+    def python(self) -> str:
+        return self._settings.python or sys.executable
+
+    # -- run directories ------------------------------------------------------------------------
+    @staticmethod
+    def job_id_for(idempotency_key: str) -> str:
+        """The run id for a submit key: a retried submit finds the run the first one made."""
+        return JOB_PREFIX + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+
+    def _run(self, job_id: str) -> RunDir:
+        if not job_id.startswith(JOB_PREFIX) or "/" in job_id or os.sep in job_id or job_id in (".", ".."):
+            raise JobNotFoundError(format_ref(self.name, job_id), "not a local run id (run-...)")
+        run = RunDir(self.runs_dir / job_id)
+        if not run.exists():
+            raise JobNotFoundError(format_ref(self.name, job_id), f"no run directory under {self.runs_dir}")
+        return run
+
+    @staticmethod
+    def _localised(spec: JobSpec) -> JobSpec:
+        """The spec with every local path made absolute: the worker runs in the run directory."""
+        update: dict[str, Any] = {"training_file": spec.training_file.expanduser().resolve()}
+        if spec.validation_file is not None:
+            update["validation_file"] = spec.validation_file.expanduser().resolve()
+        base = Path(spec.base_model).expanduser()
+        if base.exists():
+            update["base_model"] = str(base.resolve())
+        if spec.local is not None and spec.local.output_dir is not None:
+            update["local"] = spec.local.model_copy(update={"output_dir": spec.local.output_dir.expanduser().resolve()})
+        return spec.model_copy(update=update)
+
+    # -- process ----------------------------------------------------------------------------------
+    def _worker_alive(self, run: RunDir, state: dict[str, Any]) -> bool:
+        _reap()
+        pid = run.pid()
+        if pid is None:
+            # submit writes the pid right after the launch; before that the run is starting.
+            created = _parse_time(run.meta().get("created_at"))
+            age = (datetime.now(timezone.utc) - created).total_seconds() if created else LAUNCH_GRACE_S
+            return state.get("status") == JobStatus.QUEUED.value and age < LAUNCH_GRACE_S
+        if not pid_alive(pid):
+            return False
+        # A recycled pid (after a reboot) belongs to some other program: its command line says so.
+        cmdline = _cmdline(pid)
+        return cmdline is None or run.id in cmdline
+
+    def _launch(self, run: RunDir, spec: JobSpec, *, resume: bool) -> int:
+        options = spec.local or LocalOptions()
+        command = worker_command(self.python, run.path, num_devices=options.num_devices, resume=resume)
+        env = dict(os.environ)
+        env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
+        env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        write_json_atomic(run.path / "launch.json", {"command": command, "python": self.python, "resume": resume,
+                                                     "launched_at": datetime.now(timezone.utc).isoformat()})
+        with open(run.log_file, "ab") as log:
+            try:
+                proc = subprocess.Popen(
+                    command, cwd=run.path, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                )
+            except OSError as exc:
+                message = f"could not start the worker ({command[0]}): {exc}"
+                run.set_status(JobStatus.FAILED, raw="launch_failed", message=message,
+                               error={"message": message, "code": "launch_failed"})
+                raise ProviderError(message, provider=self.name) from exc
+        _children[proc.pid] = proc
+        # The worker rewrites this with its own pid; writing it now closes the window in which a
+        # reader would see a run with no live process.
+        run.write_pid(proc.pid)
+        return proc.pid
+
+    # -- records ----------------------------------------------------------------------------------
+    def _settle(self, run: RunDir, status: JobStatus) -> None:
+        """Give a worker that just wrote a terminal status a moment to append its status event, so
+        that ``stream()``, which stops at a terminal record, never misses the final event."""
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            try:
+                with open(run.events_file, "rb") as f:
+                    f.seek(0, os.SEEK_END)
+                    f.seek(max(0, f.tell() - 4096))
+                    tail = f.read()
+            except FileNotFoundError:
+                tail = b""
+            if f'"status":"{status.value}"'.encode() in tail or not run.worker_alive():
+                return
+            time.sleep(0.02)
+
+    def _record(self, run: RunDir) -> JobRecord:
+        state = run.status()
+        meta = run.meta()
+        status = JobStatus(state.get("status", JobStatus.QUEUED.value))
+        raw_status = str(state.get("raw_status") or status.value)
+        error = self._error(state.get("error"), status)
+        if not status.is_terminal and not self._worker_alive(run, state):
+            # The worker may have finished between the two reads: look once more.
+            state = run.status()
+            status = JobStatus(state.get("status", JobStatus.QUEUED.value))
+            raw_status = str(state.get("raw_status") or status.value)
+            error = self._error(state.get("error"), status)
+            if not status.is_terminal:
+                status, raw_status, error = self._dead(run)
+        elif status.is_terminal:
+            self._settle(run, status)
+        result = (run.result() or {}) if status is JobStatus.SUCCEEDED else {}
+        output: dict[str, Any] = {"run_dir": str(run.path), "log_file": str(run.log_file)}
+        for key in FIGURES:
+            if result.get(key) is not None:
+                output[key] = result[key]
+            elif state.get(key) is not None:
+                output[key] = state[key]
+        if result.get("adapter_path"):
+            output["adapter_path"] = result["adapter_path"]
+        spec = meta.get("spec", {})
+        trained = result.get("train_tokens", state.get("trained_tokens", state.get("train_tokens",
+                                                                                    state.get("tokens_seen"))))
+        return JobRecord(
+            provider=self.name,
+            id=run.id,
+            status=status,
+            raw_status=raw_status,
+            base_model=spec.get("base_model"),
+            fine_tuned_model=output.get("adapter_path") if status is JobStatus.SUCCEEDED else None,
+            created_at=_parse_time(meta.get("created_at")),
+            started_at=_parse_time(state.get("started_at")),
+            finished_at=_parse_time(state.get("finished_at")) if status.is_terminal else None,
+            updated_at=_parse_time(state.get("updated_at")) or datetime.now(timezone.utc),
+            error=error,
+            step=_int(state.get("step")),
+            total_steps=_int(state.get("total_steps")),
+            trained_tokens=_int(trained),
+            output=output,
+            raw={**state, "metadata": {IDEMPOTENCY_TAG: meta.get("idempotency_key")}},
+        )
+
+    @staticmethod
+    def _error(value: Any, status: JobStatus) -> JobError | None:
+        if status is not JobStatus.FAILED or value is None:
+            return None
+        if isinstance(value, dict):
+            return JobError(message=str(value.get("message") or "the worker failed"), code=value.get("code"),
+                            param=value.get("param"))
+        return JobError(message=str(value))
+
+    def _dead(self, run: RunDir) -> tuple[JobStatus, str, JobError | None]:
+        """What a run whose worker is gone without a terminal status reports."""
+        ref = format_ref(self.name, run.id)
+        if run.cancel_requested():
+            # Killed by the cancel signal before it could install its handler.
+            return JobStatus.CANCELLED, "cancelled", None
+        last = run.last_checkpoint()
+        where = (f"continues from the last checkpoint ({last.name})" if last is not None
+                 else "starts it again (no checkpoint was saved yet)")
+        pid = run.pid()
+        message = (f"the worker process{f' (pid {pid})' if pid else ''} exited without finishing "
+                   f"(killed, crashed or the machine restarted; its log: {run.log_file}). "
+                   f"`anytune jobs resume {ref}` {where}.")
+        return JobStatus.FAILED, "worker_died", JobError(message=message, code="worker_died")
+
+    # -- the contract ---------------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> None:
+        if spec.quantization is not Quantization.NONE and importlib.util.find_spec("bitsandbytes") is None:
+            raise NotSupportedError(
+                f"{spec.quantization.value} quantization needs bitsandbytes, which is not installed "
+                '(pip install "anytune[local]"; on macOS use quantization "none")',
+                field="quantization", provider=self.name,
+            )
+
+    def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        spec = self._localised(spec)
+        uploads = [planned_upload(spec.training_file, "training")]
+        if spec.validation_file is not None:
+            uploads.append(planned_upload(spec.validation_file, "validation"))
+        options = spec.local or LocalOptions()
+        run_path = self.runs_dir / self.job_id_for(idempotency_key)
+        body = {
+            "run_dir": str(run_path),
+            "command": worker_command(self.python, run_path, num_devices=options.num_devices),
+            "device": resolve_device(options.device),
+            "num_devices": options.num_devices,
+            "spec": spec.model_dump(mode="json", exclude_none=True),
+        }
+        notes = [
+            "nothing is created before submit: the run directory and the worker process come then",
+            "the worker runs detached; follow it with `anytune jobs wait REF` from any shell",
+        ]
+        return SubmitPlan(provider=self.name, uploads=uploads,
+                          requests=[PlannedRequest(operation="local.start_worker", body=body)], notes=notes)
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        job_id = self.job_id_for(idempotency_key)
+        run = RunDir(self.runs_dir / job_id)
+        if run.exists():
+            return self._record(run)
+        spec = self._localised(spec)
+        run.create(spec, idempotency_key=idempotency_key)
+        self._launch(run, spec, resume=False)
+        return self._record(run)
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._record(self._run(job_id))
+
+    def cancel(self, job_id: str) -> JobRecord:
+        run = self._run(job_id)
+        state = run.status()
+        if JobStatus(state.get("status", JobStatus.QUEUED.value)).is_terminal:
+            return self._record(run)
+        if self._worker_alive(run, state):
+            # The worker stops at the next step boundary, saves a checkpoint and writes `cancelled`.
+            # Under torch.distributed.run the pid is the launcher's: the marker alone reaches every rank.
+            spec = run.spec()
+            if spec.local is not None and spec.local.num_devices > 1:
+                run.cancel_file.touch()
+            else:
+                run.request_cancel()
+        else:
+            run.cancel_file.touch()
+            # Nobody runs it (the worker died): the job ends here; `resume` can still pick it up.
+            run.set_status(JobStatus.CANCELLED, raw="cancelled", message="job cancelled (no worker was running)")
+        return self._record(run)
+
+    def resume(self, job_id: str) -> JobRecord:
+        """Start a new worker that continues from the last complete checkpoint.
+
+        Raises:
+            InvalidRequestError: the worker is still running, or the job already succeeded.
+        """
+        run = self._run(job_id)
+        state = run.status()
+        ref = format_ref(self.name, job_id)
+        if state.get("status") == JobStatus.SUCCEEDED.value:
+            raise InvalidRequestError(f"job {ref} already succeeded; there is nothing to resume", provider=self.name)
+        if self._worker_alive(run, state):
+            raise InvalidRequestError(
+                f"job {ref} is still running (pid {run.pid()}); cancel it first or wait for it", provider=self.name)
+        with contextlib.suppress(FileNotFoundError):
+            run.cancel_file.unlink()
+        last = run.last_checkpoint()
+        message = f"resuming from {last.name}" if last is not None else "restarting (no checkpoint to resume from)"
+        run.set_status(JobStatus.QUEUED, raw="resuming", message=message, error=None)
+        self._launch(run, run.spec(), resume=last is not None)
+        return self._record(run)
+
+    def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
+        return self._run(job_id).events(after)
+
+    def list(self, limit: int = 20) -> builtins.list[JobRecord]:
+        if not self.runs_dir.is_dir():
+            return []
+        runs = [RunDir(p) for p in self.runs_dir.iterdir() if p.name.startswith(JOB_PREFIX)]
+        runs = [r for r in runs if r.exists()]
+        runs.sort(key=lambda r: r.spec_file.stat().st_mtime, reverse=True)
+        return [self._record(r) for r in runs[:limit]]
+
+    def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
+        return self._run(job_id).metrics()
+
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
+        run = self._run(job_id)
+        points = run.metrics()
+        out: builtins.list[Checkpoint] = []
+        for folder in run.checkpoint_dirs():
+            step = int(folder.name[len(CHECKPOINT_PREFIX):])
+            at = [p for p in points if p.step <= step]
+            try:
+                created = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
+            except FileNotFoundError:
+                continue  # rotated away while we looked
+            out.append(Checkpoint(step=step, id=f"{job_id}:{folder.name}", path=str(folder),
+                                  metrics=at[-1] if at else None, created_at=created))
+        return out
+
+    def result(self, record: JobRecord) -> FineTunedModel:
+        run = self._run(record.id)
+        data = run.result()
+        if data is None:
+            raise ProviderError(f"job {record.ref} succeeded but wrote no result.json in {run.path}",
+                                provider=self.name)
+        points = run.metrics()
+        final = points[-1] if points else None
+        if final is not None and final.valid_loss is None and data.get("final_valid_loss") is not None:
+            final = final.model_copy(update={"valid_loss": float(data["final_valid_loss"])})
+        extra = {k: v for k, v in data.items() if k not in ("adapter_path", "train_tokens")}
+        extra["run_dir"] = str(run.path)
+        return FineTunedModel(
+            provider=self.name,
+            job_ref=record.ref,
+            base_model=record.base_model,
+            adapter_path=str(data.get("adapter_path") or run.adapter_dir),
+            checkpoints=tuple(self.checkpoints(record.id)),
+            final_metrics=final,
+            trained_tokens=_int(data.get("train_tokens")),
+            extra=extra,
+        )
+
+
+def _int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
