@@ -108,8 +108,10 @@ def _prepare(
     )
     the_store = store or _store_for(config)
     impl = _provider_for(config, the_store)
-    check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
+    # The provider's own rules first: they can say what the service takes instead (e.g. OpenAI's
+    # learning_rate_multiplier for an absolute learning rate); the generic capability table second.
     impl.validate(built)
+    check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
     _check_files_exist(built)
     if validate_data:
         _check_files(built, impl)
