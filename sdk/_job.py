@@ -19,11 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from anytune import _registry
 from anytune._capabilities import check_spec
 from anytune._config import ResolvedConfig, resolve
 from anytune._polling import Follower, PollPolicy
 from anytune._provider import Provider, SubmitPlan, _to_thread
+from anytune._secrets import is_secret_name
 from anytune._spec import JobSpec, Method
 from anytune._specfile import build_spec
 from anytune._store import JobStore, StoredJob
@@ -60,6 +63,7 @@ class _Prepared:
     spec: JobSpec
     provider: Provider
     store: JobStore
+    settings: dict[str, Any]
 
 
 def _check_files(spec: JobSpec, provider: Provider) -> None:
@@ -115,7 +119,9 @@ def _prepare(
     _check_files_exist(built)
     if validate_data:
         _check_files(built, impl)
-    return _Prepared(config, built, impl, the_store)
+    # Explicit settings are kept with the job (secrets left out) so another process can re-attach.
+    kept = {k: v for k, v in (settings or {}).items() if not is_secret_name(k) and not isinstance(v, SecretStr)}
+    return _Prepared(config, built, impl, the_store, kept)
 
 
 def _new_key() -> str:
@@ -124,7 +130,8 @@ def _new_key() -> str:
 
 def _submit_locally_recorded(prep: _Prepared, key: str) -> None:
     prep.store.begin_submit(
-        provider=prep.config.provider, profile=prep.config.profile, spec=prep.spec.to_json_dict(), key=key
+        provider=prep.config.provider, profile=prep.config.profile, spec=prep.spec.to_json_dict(), key=key,
+        settings=prep.settings,
     )
 
 
@@ -141,15 +148,16 @@ def _attach_config(
         provider_name, job_id = parse_ref(ref)
     except ValueError as exc:
         raise ConfigError(str(exc), field="ref") from exc
-    if profile is None:
-        # Re-use the profile the job was created with (endpoint, account...) when it still exists.
-        row = JobStore(_home() / "jobs.db").get(ref)
-        if row is not None and row.profile is not None:
+    row = JobStore(_home() / "jobs.db").get(ref)
+    if row is not None:
+        # Re-use what the job was created with (endpoint, workspace...); explicit arguments win.
+        settings = {**row.settings, **(settings or {})}
+        if profile is None and row.profile is not None:
             try:
                 config = resolve(provider=provider_name, profile=row.profile, settings=settings)
                 return config, _store_for(config), job_id
             except ConfigError:
-                pass
+                pass  # the profile is gone or changed: fall back to the environment
     config = resolve(provider=provider_name, profile=profile, settings=settings)
     return config, _store_for(config), job_id
 

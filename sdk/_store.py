@@ -31,6 +31,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     provider        TEXT NOT NULL,
     job_id          TEXT,
     profile         TEXT,
+    settings        TEXT,
     spec            TEXT NOT NULL,
     status          TEXT NOT NULL,
     raw_status      TEXT,
@@ -65,6 +66,7 @@ class StoredJob(BaseModel):
     provider: str
     job_id: str | None
     profile: str | None
+    settings: dict[str, Any]
     spec: dict[str, Any]
     status: str
     raw_status: str | None
@@ -87,6 +89,9 @@ class JobStore:
         path.parent.mkdir(parents=True, exist_ok=True)
         # executescript manages its own transaction; IF NOT EXISTS makes racing creators harmless.
         self._conn().executescript(_SCHEMA)
+        columns = {row["name"] for row in self._conn().execute("PRAGMA table_info(jobs)")}
+        if "settings" not in columns:  # stores written before settings were kept
+            self._conn().execute("ALTER TABLE jobs ADD COLUMN settings TEXT")
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.path)!r})"
@@ -120,14 +125,26 @@ class JobStore:
             self._local.conn = None
 
     # -- submission ---------------------------------------------------------------------------
-    def begin_submit(self, *, provider: str, profile: str | None, spec: dict[str, Any], key: str) -> None:
-        """Record that a job is about to be submitted under idempotency ``key``."""
+    def begin_submit(
+        self,
+        *,
+        provider: str,
+        profile: str | None,
+        spec: dict[str, Any],
+        key: str,
+        settings: dict[str, Any] | None = None,
+    ) -> None:
+        """Record that a job is about to be submitted under idempotency ``key``.
+
+        ``settings`` are the explicit, non-secret provider settings it was created with, so that
+        ``FineTuneJob.get(ref)`` in another process reaches the same endpoint or workspace.
+        """
         now = utcnow().isoformat()
         with self._tx() as db:
             db.execute(
-                "INSERT INTO jobs (idempotency_key, provider, profile, spec, status, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, provider, profile, _dumps(spec), SUBMITTING, now, now),
+                "INSERT INTO jobs (idempotency_key, provider, profile, settings, spec, status, created_at,"
+                " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (key, provider, profile, _dumps(settings or {}), _dumps(spec), SUBMITTING, now, now),
             )
 
     def complete_submit(self, key: str, record: JobRecord) -> None:
@@ -215,6 +232,7 @@ def _row(row: sqlite3.Row) -> StoredJob:
         provider=row["provider"],
         job_id=row["job_id"],
         profile=row["profile"],
+        settings=orjson.loads(row["settings"]) if row["settings"] else {},
         spec=orjson.loads(row["spec"]),
         status=row["status"],
         raw_status=row["raw_status"],

@@ -315,6 +315,21 @@ def test_reattach_and_wait_from_another_process(chat_jsonl: Path) -> None:
     assert row.ref == job.ref and row.status == "succeeded"
 
 
+def test_reattach_uses_the_settings_the_job_was_created_with(chat_jsonl: Path) -> None:
+    """A job created with explicit settings is followed from another process without repeating them."""
+    job = FineTuneJob.create(provider="fake", settings={"fine_tuned_prefix": "custom", "speed": 2.0},
+                             base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0.3})
+    proc = run_python(
+        "from anytune import FineTuneJob\n"
+        f"job = FineTuneJob.get({job.ref!r})\n"
+        "print(job.wait(timeout=30).fine_tuned_model)\n"
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip().startswith("custom:tiny:")
+    (row,) = FineTuneJob.list()
+    assert row.settings == {"fine_tuned_prefix": "custom", "speed": 2.0}
+
+
 def test_cancel_from_another_process(chat_jsonl: Path) -> None:
     job = create(chat_jsonl, fake={"seconds": 120})
     proc = run_python(
