@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import logging
-import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,28 +19,6 @@ from anytune.errors import ConfigError, MissingDependencyError
 Messages = Sequence[Mapping[str, Any]]
 Prompt = str | Messages
 
-
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """No progress bars, info logs or deprecation notices from the ML stack while loading."""
-    from transformers.utils import logging as _hf_logging
-
-    hf_logging: Any = _hf_logging  # its functions are untyped
-    bnb = logging.getLogger("bitsandbytes")  # warns about optional CPU kernels when peft imports it
-    bnb_level = bnb.level
-    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
-    bnb.setLevel(logging.ERROR)
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)
-            yield
-    finally:
-        bnb.setLevel(bnb_level)
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _require() -> None:
@@ -124,7 +100,9 @@ def load(adapter_path: str | Path | None = None, *, base_model: str | None = Non
         ConfigError: neither an adapter nor a base model to load.
     """
     _require()
-    with _quiet():
+    from anytune.local_backend.model import quiet_transformers
+
+    with quiet_transformers():
         return _load(adapter_path, base_model=base_model, hub_repo=hub_repo, revision=revision, device=device)
 
 

@@ -235,21 +235,23 @@ def resolve_model_source(name: str) -> str:
 
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
-    """Silence transformers' progress bars and info logs in the worker's log."""
+    """No progress bars, info logs or deprecation notices from the ML stack while it loads or saves
+    (the worker's log and the demo's output are for our users, not for those libraries' authors)."""
     from transformers.utils import logging as _hf_logging
 
-    hf_logging: Any = _hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    level = hf_logging.get_verbosity()
+    hf_logging: Any = _hf_logging  # its functions are untyped
+    bnb = logging.getLogger("bitsandbytes")  # warns about optional CPU kernels when peft imports it
+    bnb_level = bnb.level
+    bars, level = hf_logging.is_progress_bar_enabled(), hf_logging.get_verbosity()
+    bnb.setLevel(logging.ERROR)
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
     try:
         with warnings.catch_warnings():
-            # Deprecation notices raised inside transformers/peft are for their authors, not our users.
             warnings.simplefilter("ignore", FutureWarning)
             yield
     finally:
+        bnb.setLevel(bnb_level)
         hf_logging.set_verbosity(level)
         if bars:
             hf_logging.enable_progress_bar()

@@ -181,6 +181,9 @@ def build_tiny_model(
             model.get_output_embeddings().weight.normal_(0.0, hidden_size**-0.5)
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = eos_id
-    model.save_pretrained(out)
+    from anytune.local_backend.model import quiet_transformers
+
+    with quiet_transformers():  # a one-shard save of a tiny model needs no progress bar
+        model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
