@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
+import torch.nn.functional as F
 
 from anytune._spec import JobSpec, LoraConfig, Quantization
 from anytune.errors import ConfigError, MissingDependencyError, NotSupportedError
@@ -435,12 +436,12 @@ def load_for_training(spec: JobSpec, device: torch.device, *, max_length: int) -
     peft: Any = _peft
 
     if quantized:
-        # Casts norms and the head to fp32 for stable training; checkpointing is decided by the trainer.
-        with quiet_transformers():
-            model = peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
+        _prepare_kbit(model)  # checkpointing is decided by the trainer
     lora = spec.lora or LoraConfig()
     with quiet_transformers():
         pmodel = peft.get_peft_model(model, build_peft_config(lora))
+    if bf16 and not quantized and not lora.use_dora:
+        _keep_lora_inputs_16bit(pmodel)
     return LoadedModel(
         model=pmodel,
         tokenizer=tokenizer,
@@ -450,6 +451,40 @@ def load_for_training(spec: JobSpec, device: torch.device, *, max_length: int) -
         source=source,
         quantized=quantized,
     )
+
+
+def _keep_lora_inputs_16bit(model: Any) -> None:
+    """Let LoRA layers take their bf16 input as it is instead of copying it to float32 first.
+
+    peft keeps adapter weights in float32 and, by default, casts each LoRA layer's input to that
+    dtype before the dropout and ``lora_A``; under bf16 autocast, ``lora_A`` then casts it straight
+    back to bf16 for its matmul. The float32 detour changes no result (dropout scales in float32
+    internally either way) but costs a copy of every adapted layer's input, twice its memory for
+    the dropout mask and the saved activation, and the casts back in the backward pass. This only
+    applies where the trainer runs the model under autocast (unquantized bf16 training; peft's
+    4-bit layers already skip the cast under autocast).
+    """
+    for module in model.modules():
+        if hasattr(module, "cast_input_dtype_enabled"):
+            module.cast_input_dtype_enabled = False
+
+
+def _prepare_kbit(model: Any) -> None:
+    """Freeze a quantized base and keep its small 16-bit parameters (norms, biases) in float32.
+
+    What ``peft.prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)`` does,
+    except for the input embeddings and the LM head, which stay in the compute dtype: under bf16
+    autocast the head's matmul runs in bf16 whatever its weight's dtype, so a float32 copy would
+    only double their memory (about 4 GB more for a Llama-3-8B-sized vocabulary) and cost a cast
+    of the whole head at every step.
+    """
+    big = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
+           if m is not None and hasattr(m, "weight")}
+    for param in model.parameters():
+        param.requires_grad_(False)
+        if (param.dtype in (torch.float16, torch.bfloat16) and type(param).__name__ != "Params4bit"
+                and id(param) not in big):
+            param.data = param.data.float()
 
 
 def activation_bytes_per_token(model: Any, *, dtype_bytes: int) -> int:
@@ -464,10 +499,13 @@ def activation_bytes_per_token(model: Any, *, dtype_bytes: int) -> int:
 # -- the forward the trainer uses ------------------------------------------------------------------
 
 
+def _head_transforms(config: Any) -> tuple[Any, Any, Any]:
+    return (getattr(config, "final_logit_softcapping", None), getattr(config, "logit_scale", None),
+            getattr(config, "logits_scaling", None))
+
+
 def _head_postprocess(config: Any) -> Any:
-    softcap = getattr(config, "final_logit_softcapping", None)
-    scale = getattr(config, "logit_scale", None)
-    divide = getattr(config, "logits_scaling", None)
+    softcap, scale, divide = _head_transforms(config)
 
     def post(logits: torch.Tensor) -> torch.Tensor:
         if scale is not None:
@@ -481,12 +519,63 @@ def _head_postprocess(config: Any) -> Any:
     return post
 
 
+HEAD_CHUNK_BYTES = 256 << 20
+"""Float32 logits materialised at a time by the fused head loss (a few hundred rows of a big vocabulary)."""
+
+
+class _HeadCrossEntropy(torch.autograd.Function):
+    """Summed cross-entropy of ``hidden @ weight.T`` against ``targets``, never holding all the logits.
+
+    The logits of a chunk of rows are computed, reduced to their loss and arg-max, and turned at once
+    into that chunk's gradient with respect to ``hidden`` (``(softmax - onehot) @ weight``), which is
+    all the backward pass needs: the head is frozen and the loss is a sum, so the gradient is that
+    tensor times the incoming scalar. Same arithmetic as ``F.cross_entropy(hidden @ weight.T,
+    reduction="sum")`` and its backward (matmuls in ``dtype``, softmax in float32), without the
+    (targets x vocabulary) float32 logits, their softmax and their gradient alive together: for a
+    128k vocabulary that is about 1.5 GB per thousand targets.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype,
+        want_grad: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = max(64, HEAD_CHUNK_BYTES // (4 * weight.shape[0]) // 64 * 64)
+        w = weight if weight.dtype == dtype else weight.to(dtype)
+        loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        correct = torch.zeros((), dtype=torch.int64, device=hidden.device)
+        grad = torch.empty(hidden.shape, dtype=dtype, device=hidden.device) if want_grad else None
+        with torch.autocast(hidden.device.type, enabled=False):
+            for a in range(0, hidden.shape[0], rows):
+                t = targets[a:a + rows, None]
+                logits = (hidden[a:a + rows].to(dtype) @ w.t()).float()
+                lse = torch.logsumexp(logits, dim=-1, keepdim=True)
+                loss += (lse - logits.gather(1, t)).sum()
+                correct += (logits.argmax(-1) == t[:, 0]).sum()
+                if grad is not None:
+                    probs = logits.sub_(lse).exp_()  # in place: softmax
+                    probs.scatter_add_(1, t, torch.full_like(t, -1, dtype=probs.dtype))
+                    torch.mm(probs.to(dtype), w, out=grad[a:a + rows])
+        ctx.hidden_dtype = hidden.dtype
+        ctx.save_for_backward(grad if grad is not None else torch.empty(0))
+        ctx.mark_non_differentiable(correct)
+        return loss, correct
+
+    @staticmethod
+    def backward(ctx: Any, grad_loss: torch.Tensor, _grad_correct: torch.Tensor) -> tuple[Any, ...]:
+        (grad,) = ctx.saved_tensors
+        return (grad * grad_loss.to(grad.dtype)).to(ctx.hidden_dtype), None, None, None, None
+
+
 class LossHead(torch.nn.Module):
     """Runs the decoder to hidden states and the LM head only where a label exists.
 
     Big vocabularies make the head and its softmax the largest cost of a small model; computing them
     at every position (as ``model(...).logits`` does) wastes most of it. This module is what DDP
-    wraps, so gradient synchronisation sees every forward.
+    wraps, so gradient synchronisation sees every forward. ``forward(mb, loss=True)`` goes one step
+    further for supervised training: it returns the summed cross-entropy and the number of correct
+    arg-max predictions, computed chunk by chunk (:class:`_HeadCrossEntropy`), so the logits of the
+    whole step never exist at once.
     """
 
     def __init__(self, peft_model: Any) -> None:
@@ -500,8 +589,41 @@ class LossHead(torch.nn.Module):
         base = self.peft_model.get_base_model()
         return base.get_decoder(), base.get_output_embeddings()
 
-    def forward(self, mb: MicroBatch) -> torch.Tensor:
-        """Logits (float32) at ``mb.pred_index``, one row per target."""
+    def forward(self, mb: MicroBatch, loss: bool = False) -> Any:
+        """Logits (float32) at ``mb.pred_index``, one row per target.
+
+        With ``loss=True``: ``(summed cross-entropy against mb.targets, correct arg-max count)``
+        instead, through the fused head where the head allows it (a frozen plain linear layer and no
+        logit transform), else from the logits.
+        """
+        if loss and not self.generic:
+            fused = self._fused_loss(mb)
+            if fused is not None:
+                return fused
+        logits = self._logits(mb)
+        if not loss:
+            return logits
+        return (F.cross_entropy(logits, mb.targets, reduction="sum"),
+                (logits.detach().argmax(-1) == mb.targets).sum())
+
+    def _fused_loss(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
+        base = self.peft_model.get_base_model()
+        head = base.get_output_embeddings()
+        plain = (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
+                 and all(v is None for v in _head_transforms(base.config)))
+        if not plain:
+            return None
+        hidden = self._hidden(mb)
+        picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.pred_index)
+        device = picked.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
+        want_grad = torch.is_grad_enabled() and picked.requires_grad
+        out: tuple[torch.Tensor, torch.Tensor] = _HeadCrossEntropy.apply(  # type: ignore[no-untyped-call]
+            picked, head.weight, mb.targets, dtype, want_grad)
+        return out
+
+    def _run(self, mb: MicroBatch, *, full: bool) -> torch.Tensor:
+        """The decoder's last hidden states, or (``full``) the whole model's logits, for ``mb``."""
         extra: dict[str, Any] = {}
         if mb.cu_seqlens is not None:
             extra["anytune_cu_seqlens"] = mb.cu_seqlens
@@ -510,16 +632,24 @@ class LossHead(torch.nn.Module):
                 extra["anytune_cu_tensor"] = torch.tensor(mb.cu_seqlens, dtype=torch.int32, device=mb.input_ids.device)
         token = _SKIP_MASK.set(mb.cu_seqlens is not None)
         try:
-            if self.generic:
-                out = self.peft_model(input_ids=mb.input_ids, position_ids=mb.position_ids,
-                                      attention_mask=mb.attention_mask, use_cache=False, **extra)
-                logits = out.logits.reshape(-1, out.logits.shape[-1]).index_select(0, mb.pred_index)
-                return logits.float()  # type: ignore[no-any-return]
-            decoder, head = self._parts()
-            hidden = decoder(input_ids=mb.input_ids, position_ids=mb.position_ids, attention_mask=mb.attention_mask,
-                             use_cache=False, **extra).last_hidden_state
+            if full:
+                return self.peft_model(input_ids=mb.input_ids, position_ids=mb.position_ids,  # type: ignore[no-any-return]
+                                       attention_mask=mb.attention_mask, use_cache=False, **extra).logits
+            decoder = self.peft_model.get_base_model().get_decoder()
+            return decoder(input_ids=mb.input_ids, position_ids=mb.position_ids,  # type: ignore[no-any-return]
+                           attention_mask=mb.attention_mask, use_cache=False, **extra).last_hidden_state
         finally:
             _SKIP_MASK.reset(token)
+
+    def _hidden(self, mb: MicroBatch) -> torch.Tensor:
+        return self._run(mb, full=False)
+
+    def _logits(self, mb: MicroBatch) -> torch.Tensor:
+        if self.generic:
+            logits = self._run(mb, full=True)
+            return logits.reshape(-1, logits.shape[-1]).index_select(0, mb.pred_index).float()
+        _, head = self._parts()
+        hidden = self._run(mb, full=False)
         picked = hidden.reshape(-1, hidden.shape[-1]).index_select(0, mb.pred_index)
         return self._post(head(picked)).float()  # type: ignore[no-any-return]
 

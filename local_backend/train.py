@@ -48,6 +48,7 @@ from anytune._types import Checkpoint, JobStatus, MetricPoint
 from anytune.errors import ConfigError
 from anytune.local_backend import data as D
 from anytune.local_backend.model import (
+    HEAD_CHUNK_BYTES,
     LoadedModel,
     LossHead,
     activation_bytes_per_token,
@@ -333,8 +334,12 @@ class _Trainer:
         elem = 2 if self.lm.autocast_dtype is not None else 4
         per_token = activation_bytes_per_token(self.lm.model.get_base_model(), dtype_bytes=elem)
         vocab = int(getattr(self.lm.model.get_base_model().config, "vocab_size", 32000))
-        per_token += 3 * 4 * vocab  # fp32 logits, their gradient and softmax at label positions
+        # DPO keeps fp32 logits, their softmax and gradient at label positions; SFT's fused head holds
+        # one chunk of them at a time (taken off the budget) and a hidden-sized gradient per target.
+        head = 3 * 4 * vocab if self.dpo else 0
+        per_token += head
         budget = int(_available_bytes(self.device) * (0.6 if self.device.type == "cuda" else 0.4))
+        budget -= 0 if self.dpo else 3 * HEAD_CHUNK_BYTES
         largest = self._largest_step_tokens()
         wanted = self.local.gradient_checkpointing
         if wanted is None:
@@ -342,7 +347,7 @@ class _Trainer:
         if wanted:
             self.lm.enable_gradient_checkpointing()
             layers = int(getattr(self.lm.model.get_base_model().config, "num_hidden_layers", 12))
-            per_token = per_token // max(layers, 1) * 2 + 3 * 4 * vocab
+            per_token = (per_token - head) // max(layers, 1) * 2 + head
         self.max_tokens = max(self.plan.max_length * (2 if self.dpo else 1), min(budget // max(per_token, 1), 1 << 17))
 
     def _largest_step_tokens(self) -> int:
@@ -415,9 +420,10 @@ class _Trainer:
             mine = self.valid_data.examples[self.dist.rank::self.dist.world]
             for chunk, mb in self._batches(mine):
                 with self.autocast():
-                    logits = self.head(mb)
+                    out = self.head(mb, loss=not self.dpo)
                 if self.dpo:
                     assert self.ref_valid is not None
+                    logits = out
                     losses, c, r = self._dpo_terms(mb, logits, self._ref_rows(chunk, self.ref_valid, self.valid_data))
                     loss += float(losses.sum())
                     weight += len(chunk)
@@ -425,9 +431,10 @@ class _Trainer:
                     margin_sum += float((c - r).sum())
                     chosen_sum += float(c.sum())
                 else:
-                    loss += float(F.cross_entropy(logits, mb.targets, reduction="sum"))
+                    total, hits = out
+                    loss += float(total)
                     weight += mb.num_targets
-                    correct += float((logits.argmax(-1) == mb.targets).sum())
+                    correct += float(hits)
                     targets += mb.num_targets
         loss, weight, correct, targets, acc, margin_sum = self.dist.sum(
             [loss, weight, correct, targets, acc, margin_sum], self.device)
@@ -458,9 +465,10 @@ class _Trainer:
             ctx = contextlib.nullcontext() if sync else self.module.no_sync()  # type: ignore[operator]
             with ctx:
                 with self.autocast():
-                    logits = self.module(mb)
+                    out = self.module(mb, loss=not self.dpo)
                 if self.dpo:
                     assert self.ref_train is not None
+                    logits = out
                     losses, c, r = self._dpo_terms(mb, logits, self._ref_rows(chunk, self.ref_train, self.train_data))
                     total = losses.sum()
                     window.add("rewards/chosen", c.sum() * scale)
@@ -469,8 +477,9 @@ class _Trainer:
                     window.add("rewards/margin", (c - r).sum() * scale)
                     window.weight += len(chunk) * scale
                 else:
-                    total = F.cross_entropy(logits, mb.targets, reduction="sum")
-                    window.add("correct", (logits.detach().argmax(-1) == mb.targets).sum() * scale)
+                    # Summed cross-entropy and arg-max hits, through the fused head (no full logits).
+                    total, correct = out
+                    window.add("correct", correct * scale)
                     window.targets += mb.num_targets * scale
                     window.weight += mb.num_targets * scale
                 window.add("loss", total * scale)
