@@ -58,6 +58,7 @@ from anytune._provider import (
     ProviderSettings,
     SubmitPlan,
 )
+from anytune._retry import parse_retry_after
 from anytune._secrets import RedactingFilter, install_log_filter, redact, register_secret
 from anytune._spec import AzureOptions, JobSpec, Method, Quantization
 from anytune._store import JobStore
@@ -389,18 +390,6 @@ _STATUS_RULES: Mapping[int, type[ProviderError]] = {
 _MISSING_SCOPE = ("resourcegroupnotfound", "subscriptionnotfound", "workspacenotfound", "invalidsubscriptionid")
 
 
-def _retry_after(headers: Mapping[str, str] | None) -> float | None:
-    if not headers:
-        return None
-    for key in ("retry-after-ms", "x-ms-retry-after-ms", "retry-after"):
-        value = next((v for k, v in headers.items() if k.lower() == key), None)
-        if value is None:
-            continue
-        with contextlib.suppress(ValueError):
-            return float(value) / (1000.0 if key.endswith("ms") else 1.0)
-    return None
-
-
 def _describe(exc: BaseException) -> tuple[int | None, str, str, Mapping[str, str] | None, str | None]:
     """(status, code, message, headers, request id) of an azure-core/azure-ai-ml exception."""
     status = getattr(exc, "status_code", None)
@@ -446,7 +435,7 @@ def map_error(exc: BaseException, *, action: str, workspace: Workspace | None = 
         detail += ". Accept the model's marketplace terms with accept_marketplace_terms=true"
     kwargs: dict[str, Any] = {"provider": NAME, "status_code": status, "request_id": request_id}
     if cls is RateLimitError:
-        return RateLimitError(detail, retry_after=_retry_after(headers), **kwargs)
+        return RateLimitError(detail, retry_after=parse_retry_after(headers), **kwargs)
     return cls(detail, **kwargs)
 
 

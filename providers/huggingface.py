@@ -73,7 +73,7 @@ from anytune._provider import (
     SubmitPlan,
     file_digest,
 )
-from anytune._retry import RetryPolicy, is_retryable_status, parse_retry_after, retry_call
+from anytune._retry import RetryPolicy, is_retryable_status, retry_after_of, retry_call
 from anytune._secrets import install_log_filter, redact, register_secret
 from anytune._spec import HFOptions, JobSpec, LocalOptions, Method, Quantization
 from anytune._store import JobStore
@@ -715,12 +715,6 @@ def is_ambiguous(exc: BaseException) -> bool:
         return not isinstance(exc, httpx2.ConnectError)
     status = _status_of(exc)
     return status is not None and (status == 408 or status >= 500)
-
-
-def retry_after_of(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    return parse_retry_after(headers) if headers is not None else None
 
 
 def translate_error(exc: BaseException, *, provider: str, what: str, job_ref: str | None = None,

@@ -66,7 +66,7 @@ from anytune._provider import (
     ProviderSettings,
     SubmitPlan,
 )
-from anytune._retry import RetryPolicy, is_retryable_status, parse_retry_after, retry_call
+from anytune._retry import RetryPolicy, is_retryable_status, retry_after_of, retry_call
 from anytune._secrets import install_log_filter, redact, register_secret
 from anytune._spec import JobSpec, Method, Quantization
 from anytune._store import JobStore
@@ -807,12 +807,6 @@ def is_ambiguous(exc: BaseException) -> bool:
     if isinstance(exc, openai.APIConnectionError):
         return True
     return isinstance(exc, openai.APIStatusError) and (exc.status_code == 408 or exc.status_code >= 500)
-
-
-def retry_after_of(exc: BaseException) -> float | None:
-    response = getattr(exc, "response", None)
-    headers = getattr(response, "headers", None)
-    return parse_retry_after(headers) if headers is not None else None
 
 
 def _redacted_body(body: Any) -> Any:

@@ -71,7 +71,7 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: Callable[[], fl
     if not headers:
         return None
     lowered = {str(k).lower(): str(v) for k, v in headers.items()}
-    for name, divisor in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+    for name, divisor in (("retry-after-ms", 1000.0), ("x-ms-retry-after-ms", 1000.0), ("retry-after", 1.0)):
         raw = lowered.get(name)
         if raw is None:
             continue
@@ -91,6 +91,13 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: Callable[[], fl
     if when.tzinfo is None:  # RFC 7231 dates are GMT; parsedate gives naive for "-0000"
         return None
     return max(0.0, when.timestamp() - now())
+
+
+def retry_after_of(exc: BaseException) -> float | None:
+    """The server's Retry-After hint carried by an SDK exception's ``response``, if any."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    return parse_retry_after(headers) if headers is not None else None
 
 
 @dataclass(frozen=True)

@@ -162,3 +162,15 @@ def test_never_sleeps_past_the_deadline() -> None:
         run(fn, RetryPolicy(max_attempts=50, deadline=10.0, max_backoff=30.0), rec)
     assert rec.sleeps == [4.0, 4.0]  # a third wait would end at 12 s, past the 10 s deadline
     assert rec.now <= 10.0
+
+
+def test_azure_ms_header_and_exception_hint() -> None:
+    from types import SimpleNamespace
+
+    from anytune._retry import parse_retry_after, retry_after_of
+
+    assert parse_retry_after({"x-ms-retry-after-ms": "1500"}) == 1.5
+    exc = RuntimeError("throttled")
+    exc.response = SimpleNamespace(headers={"Retry-After": "7"})  # type: ignore[attr-defined]
+    assert retry_after_of(exc) == 7.0
+    assert retry_after_of(RuntimeError("no response")) is None
