@@ -43,9 +43,19 @@ def main() -> None:
         print(f"{name:<42} {value * 1000:7.1f} ms")
     ratio = net["anytune"] / net["pydantic"] if net["pydantic"] else float("nan")
     print(f"{'anytune / pydantic':<42} {ratio:7.2f}x")
-    print(json.dumps({"bench": "import", "runs": args.runs, "python_startup_s": round(base, 4),
-                      "import_s": {k: round(v, 4) for k, v in net.items()}, "anytune_over_pydantic": round(ratio, 2),
-                      "goal_s": 0.2, "meets_goal": net["anytune"] < 0.2}))
+    print(
+        json.dumps(
+            {
+                "bench": "import",
+                "runs": args.runs,
+                "python_startup_s": round(base, 4),
+                "import_s": {k: round(v, 4) for k, v in net.items()},
+                "anytune_over_pydantic": round(ratio, 2),
+                "goal_s": 0.2,
+                "meets_goal": net["anytune"] < 0.2,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -68,19 +68,55 @@ H100_BF16_PEAK = 989e12
 
 SHAPES: dict[str, dict[str, Any]] = {
     # seconds: checks the bench itself
-    "smoke": {"arch": "llama", "hidden_size": 128, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-              "intermediate_size": 384, "vocab_size": 4096, "tie": False, "rope_theta": 10000.0,
-              "max_position_embeddings": 2048},
+    "smoke": {
+        "arch": "llama",
+        "hidden_size": 128,
+        "num_layers": 2,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "intermediate_size": 384,
+        "vocab_size": 4096,
+        "tie": False,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 2048,
+    },
     # ~34M parameters: minutes on two CPU cores. A 32k vocabulary like Llama-2's: the LM head matters.
-    "tiny": {"arch": "llama", "hidden_size": 384, "num_layers": 6, "num_heads": 6, "num_kv_heads": 2,
-             "intermediate_size": 1024, "vocab_size": 32000, "tie": False, "rope_theta": 10000.0,
-             "max_position_embeddings": 2048},
-    "qwen0.5b": {"arch": "qwen2", "hidden_size": 896, "num_layers": 24, "num_heads": 14, "num_kv_heads": 2,
-                 "intermediate_size": 4864, "vocab_size": 151936, "tie": True, "rope_theta": 1000000.0,
-                 "max_position_embeddings": 32768},
-    "llama8b": {"arch": "llama", "hidden_size": 4096, "num_layers": 32, "num_heads": 32, "num_kv_heads": 8,
-                "intermediate_size": 14336, "vocab_size": 128256, "tie": False, "rope_theta": 500000.0,
-                "max_position_embeddings": 8192},
+    "tiny": {
+        "arch": "llama",
+        "hidden_size": 384,
+        "num_layers": 6,
+        "num_heads": 6,
+        "num_kv_heads": 2,
+        "intermediate_size": 1024,
+        "vocab_size": 32000,
+        "tie": False,
+        "rope_theta": 10000.0,
+        "max_position_embeddings": 2048,
+    },
+    "qwen0.5b": {
+        "arch": "qwen2",
+        "hidden_size": 896,
+        "num_layers": 24,
+        "num_heads": 14,
+        "num_kv_heads": 2,
+        "intermediate_size": 4864,
+        "vocab_size": 151936,
+        "tie": True,
+        "rope_theta": 1000000.0,
+        "max_position_embeddings": 32768,
+    },
+    "llama8b": {
+        "arch": "llama",
+        "hidden_size": 4096,
+        "num_layers": 32,
+        "num_heads": 32,
+        "num_kv_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        "tie": False,
+        "rope_theta": 500000.0,
+        "max_position_embeddings": 8192,
+    },
 }
 
 # ChatML (as anytune's tiny models and Qwen use it) with the generation markers TRL needs for
@@ -157,11 +193,18 @@ def _model_config(shape: dict[str, Any], eos_id: int, bos_id: int) -> Any:
     from transformers import LlamaConfig, Qwen2Config
 
     common = {
-        "vocab_size": shape["vocab_size"], "hidden_size": shape["hidden_size"],
-        "intermediate_size": shape["intermediate_size"], "num_hidden_layers": shape["num_layers"],
-        "num_attention_heads": shape["num_heads"], "num_key_value_heads": shape["num_kv_heads"],
-        "max_position_embeddings": shape["max_position_embeddings"], "bos_token_id": bos_id,
-        "eos_token_id": eos_id, "pad_token_id": eos_id, "rms_norm_eps": 1e-6, "rope_theta": shape["rope_theta"],
+        "vocab_size": shape["vocab_size"],
+        "hidden_size": shape["hidden_size"],
+        "intermediate_size": shape["intermediate_size"],
+        "num_hidden_layers": shape["num_layers"],
+        "num_attention_heads": shape["num_heads"],
+        "num_key_value_heads": shape["num_kv_heads"],
+        "max_position_embeddings": shape["max_position_embeddings"],
+        "bos_token_id": bos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": eos_id,
+        "rms_norm_eps": 1e-6,
+        "rope_theta": shape["rope_theta"],
         "tie_word_embeddings": shape["tie"],
     }
     if shape["arch"] == "qwen2":
@@ -182,8 +225,16 @@ def build_fixture(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     pool = _conversations(int(args.examples * 1.5) + 64, args.seed)
     texts = [m["content"] for c in pool for m in c["messages"]]
     # A throwaway 1-layer model gives the tokenizer files (BPE trained on the fixture's text).
-    build_tiny_model(model_dir, hidden_size=64, num_layers=1, num_heads=2, num_kv_heads=1, texts=texts,
-                     vocab_size=min(SHAPES[args.model]["vocab_size"], 32000), seed=args.seed)
+    build_tiny_model(
+        model_dir,
+        hidden_size=64,
+        num_layers=1,
+        num_heads=2,
+        num_kv_heads=1,
+        texts=texts,
+        vocab_size=min(SHAPES[args.model]["vocab_size"], 32000),
+        seed=args.seed,
+    )
     for f in model_dir.glob("*.safetensors"):
         f.unlink()
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -204,8 +255,9 @@ def build_fixture(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     mismatched = 0
     for conv in examples[:64]:
         enc = D.encode_conversation(tokenizer, conv["messages"])
-        out = tokenizer.apply_chat_template(conv["messages"], tokenize=True, return_dict=True,
-                                            return_assistant_tokens_mask=True)
+        out = tokenizer.apply_chat_template(
+            conv["messages"], tokenize=True, return_dict=True, return_assistant_tokens_mask=True
+        )
         mask = np.asarray(out["assistant_masks"], dtype=bool)
         mismatched += int(list(out["input_ids"]) != enc.input_ids.tolist() or not np.array_equal(mask, enc.learn))
     with (folder / "train.jsonl").open("w", encoding="utf-8") as f:
@@ -225,12 +277,18 @@ def build_fixture(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     rows = len(D.pack_best_fit(lengths, args.max_length))
     lengths_arr = np.asarray(lengths, dtype=np.float64)
     stats = {
-        "examples": len(examples), "tokens": int(lengths_arr.sum()), "targets": int(sum(targets)),
-        "mean_len": round(float(lengths_arr.mean()), 1), "median_len": float(np.median(lengths_arr)),
-        "p90_len": float(np.percentile(lengths_arr, 90)), "max_len": int(lengths_arr.max()),
+        "examples": len(examples),
+        "tokens": int(lengths_arr.sum()),
+        "targets": int(sum(targets)),
+        "mean_len": round(float(lengths_arr.mean()), 1),
+        "median_len": float(np.median(lengths_arr)),
+        "p90_len": float(np.percentile(lengths_arr, 90)),
+        "max_len": int(lengths_arr.max()),
         "multi_turn": sum(sum(m["role"] == "assistant" for m in c["messages"]) > 1 for c in examples),
-        "packed_rows": rows, "trl_rows_per_step": max(1, round(args.batch_size * rows / len(examples))),
-        "mask_mismatches": mismatched, "attn_pairs": float(sum(n * (n + 1) / 2 for n in lengths)),
+        "packed_rows": rows,
+        "trl_rows_per_step": max(1, round(args.batch_size * rows / len(examples))),
+        "mask_mismatches": mismatched,
+        "attn_pairs": float(sum(n * (n + 1) / 2 for n in lengths)),
     }
     (folder / "fixture.json").write_text(json.dumps(stats))
     return stats
@@ -277,16 +335,25 @@ def _random_4bit(config: Any, device: Any, dtype: Any) -> Any:
         for name, child in list(parent.named_children()):
             if not isinstance(child, torch.nn.Linear) or child is head:
                 continue
-            layer = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
-                                      compute_dtype=dtype, compress_statistics=True, quant_type="nf4",
-                                      quant_storage=storage, device="meta")
+            layer = bnb.nn.Linear4bit(
+                child.in_features,
+                child.out_features,
+                bias=child.bias is not None,
+                compute_dtype=dtype,
+                compress_statistics=True,
+                quant_type="nf4",
+                quant_storage=storage,
+                device="meta",
+            )
             w = torch.empty(child.out_features, child.in_features, dtype=dtype, device=device).normal_(0.0, 0.02)
-            layer.weight = bnb.nn.Params4bit(w, requires_grad=False, compress_statistics=True, quant_type="nf4",
-                                             quant_storage=storage, module=layer).to(device)
+            layer.weight = bnb.nn.Params4bit(
+                w, requires_grad=False, compress_statistics=True, quant_type="nf4", quant_storage=storage, module=layer
+            ).to(device)
             del w
             if child.bias is not None:
-                layer.bias = torch.nn.Parameter(torch.zeros(child.out_features, dtype=dtype, device=device),
-                                                requires_grad=False)
+                layer.bias = torch.nn.Parameter(
+                    torch.zeros(child.out_features, dtype=dtype, device=device), requires_grad=False
+                )
             setattr(parent, name, layer)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
@@ -349,14 +416,27 @@ def run_anytune(fixture: Path, args: argparse.Namespace, stats: dict[str, Any]) 
 
     _install_random_loader(torch.device(args.device), args.seed)
     steps = args.warmup + args.steps
-    spec = JobSpec.model_validate({
-        "base_model": str(fixture / "model"), "training_file": str(fixture / "train.jsonl"),
-        "lora": {**LORA, "target_modules": "all-linear"},
-        "quantization": "4bit" if args.quant == "4bit" else "none",
-        "hyperparameters": {"batch_size": args.batch_size, "max_length": args.max_length, "max_steps": steps,
-                            "learning_rate": LEARNING_RATE, "warmup_steps": 0, "seed": args.seed},
-        "local": {"device": args.device, "logging_steps": args.warmup, "gradient_checkpointing": _checkpointing(args)},
-    })
+    spec = JobSpec.model_validate(
+        {
+            "base_model": str(fixture / "model"),
+            "training_file": str(fixture / "train.jsonl"),
+            "lora": {**LORA, "target_modules": "all-linear"},
+            "quantization": "4bit" if args.quant == "4bit" else "none",
+            "hyperparameters": {
+                "batch_size": args.batch_size,
+                "max_length": args.max_length,
+                "max_steps": steps,
+                "learning_rate": LEARNING_RATE,
+                "warmup_steps": 0,
+                "seed": args.seed,
+            },
+            "local": {
+                "device": args.device,
+                "logging_steps": args.warmup,
+                "gradient_checkpointing": _checkpointing(args),
+            },
+        }
+    )
     run = RunDir(Path(tempfile.mkdtemp(prefix="anytune-bench-")) / "run")
     run.create(spec, idempotency_key="bench")
     try:
@@ -369,12 +449,18 @@ def run_anytune(fixture: Path, args: argparse.Namespace, stats: dict[str, Any]) 
     tokens = result["train_tokens"] - first["tokens_seen"]
     seconds = result["train_seconds"] - warm_seconds
     return {
-        "tokens": tokens, "seconds": round(seconds, 3), "steps": result["steps"] - args.warmup,
-        "examples_per_step": float(args.batch_size), "final_loss": result["final_train_loss"],
-        "peak_rss_mib": result["peak_rss_mib"], "peak_gpu_mib": result.get("peak_gpu_mib"),
-        "layout": result["layout"], "gradient_checkpointing": result["gradient_checkpointing"],
-        "result_fields": sorted(k for k in ("train_tokens", "train_seconds", "peak_rss_mib", "peak_gpu_mib")
-                                if k in result),
+        "tokens": tokens,
+        "seconds": round(seconds, 3),
+        "steps": result["steps"] - args.warmup,
+        "examples_per_step": float(args.batch_size),
+        "final_loss": result["final_train_loss"],
+        "peak_rss_mib": result["peak_rss_mib"],
+        "peak_gpu_mib": result.get("peak_gpu_mib"),
+        "layout": result["layout"],
+        "gradient_checkpointing": result["gradient_checkpointing"],
+        "result_fields": sorted(
+            k for k in ("train_tokens", "train_seconds", "peak_rss_mib", "peak_gpu_mib") if k in result
+        ),
     }
 
 
@@ -401,13 +487,21 @@ def run_trl(fixture: Path, args: argparse.Namespace, stats: dict[str, Any], *, p
         if quant4:
             from transformers import BitsAndBytesConfig
 
-            extra = {"device_map": {"": args.device}, "quantization_config": BitsAndBytesConfig(
-                load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                bnb_4bit_compute_dtype=dtype, bnb_4bit_quant_storage=dtype if cuda else torch.uint8)}
+            extra = {
+                "device_map": {"": args.device},
+                "quantization_config": BitsAndBytesConfig(
+                    load_in_4bit=True,
+                    bnb_4bit_quant_type="nf4",
+                    bnb_4bit_use_double_quant=True,
+                    bnb_4bit_compute_dtype=dtype,
+                    bnb_4bit_quant_storage=dtype if cuda else torch.uint8,
+                ),
+            }
         model = AutoModelForCausalLM.from_pretrained(fixture / "model", dtype=dtype, **extra)
     else:  # the GPU shapes: the same random model anytune's run builds
-        model = random_model(AutoConfig.from_pretrained(fixture / "model"), torch.device(args.device), dtype,
-                             quant4=quant4)
+        model = random_model(
+            AutoConfig.from_pretrained(fixture / "model"), torch.device(args.device), dtype, quant4=quant4
+        )
     model.config.use_cache = False
     examples = [json.loads(line) for line in (fixture / "train.jsonl").read_text().splitlines() if line.strip()]
     dataset = Dataset.from_list(examples)
@@ -415,16 +509,39 @@ def run_trl(fixture: Path, args: argparse.Namespace, stats: dict[str, Any], *, p
     steps = args.warmup + args.steps
     out_dir = tempfile.mkdtemp(prefix="trl-bench-")
     config = SFTConfig(
-        output_dir=out_dir, max_steps=steps, per_device_train_batch_size=rows, gradient_accumulation_steps=1,
-        learning_rate=LEARNING_RATE, lr_scheduler_type="linear", warmup_steps=0, weight_decay=0.0,
-        max_grad_norm=1.0, optim="adamw_torch_fused", seed=args.seed, data_seed=args.seed,
-        bf16=cuda, fp16=False, use_cpu=not cuda, gradient_checkpointing=_checkpointing(args),
-        max_length=args.max_length, packing=packing, assistant_only_loss=True,
-        logging_steps=args.warmup, save_strategy="no", report_to="none", disable_tqdm=True,
+        output_dir=out_dir,
+        max_steps=steps,
+        per_device_train_batch_size=rows,
+        gradient_accumulation_steps=1,
+        learning_rate=LEARNING_RATE,
+        lr_scheduler_type="linear",
+        warmup_steps=0,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch_fused",
+        seed=args.seed,
+        data_seed=args.seed,
+        bf16=cuda,
+        fp16=False,
+        use_cpu=not cuda,
+        gradient_checkpointing=_checkpointing(args),
+        max_length=args.max_length,
+        packing=packing,
+        assistant_only_loss=True,
+        logging_steps=args.warmup,
+        save_strategy="no",
+        report_to="none",
+        disable_tqdm=True,
         dataloader_num_workers=0,
     )
-    peft_config = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], lora_dropout=LORA["dropout"],
-                             target_modules="all-linear", bias="none", task_type="CAUSAL_LM")
+    peft_config = LoraConfig(
+        r=LORA["r"],
+        lora_alpha=LORA["alpha"],
+        lora_dropout=LORA["dropout"],
+        target_modules="all-linear",
+        bias="none",
+        task_type="CAUSAL_LM",
+    )
 
     marks: list[float] = []
 
@@ -434,8 +551,14 @@ def run_trl(fixture: Path, args: argparse.Namespace, stats: dict[str, Any], *, p
                 torch.cuda.synchronize()
             marks.append(time.perf_counter())
 
-    trainer = SFTTrainer(model=model, args=config, train_dataset=dataset, processing_class=tokenizer,
-                         peft_config=peft_config, callbacks=[Timer()])
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=[Timer()],
+    )
     counts: list[tuple[int, int]] = []
     collate = trainer.data_collator
 
@@ -447,14 +570,18 @@ def run_trl(fixture: Path, args: argparse.Namespace, stats: dict[str, Any], *, p
 
     trainer.data_collator = counting
     trainer.train()
-    timed = counts[args.warmup:steps]
+    timed = counts[args.warmup : steps]
     examples_per_row = len(examples) / len(trainer.train_dataset)
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     shutil.rmtree(out_dir, ignore_errors=True)
     return {
-        "tokens": sum(c[0] for c in timed), "seconds": round(marks[steps - 1] - marks[args.warmup - 1], 3),
-        "steps": len(timed), "examples_per_step": round(sum(c[1] for c in timed) / len(timed) * examples_per_row, 2),
-        "rows_per_step": rows, "final_loss": losses[-1] if losses else None, "peak_rss_mib": _peak_rss_mib(),
+        "tokens": sum(c[0] for c in timed),
+        "seconds": round(marks[steps - 1] - marks[args.warmup - 1], 3),
+        "steps": len(timed),
+        "examples_per_step": round(sum(c[1] for c in timed) / len(timed) * examples_per_row, 2),
+        "rows_per_step": rows,
+        "final_loss": losses[-1] if losses else None,
+        "peak_rss_mib": _peak_rss_mib(),
         "peak_gpu_mib": round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
         "gradient_checkpointing": config.gradient_checkpointing,
     }
@@ -485,7 +612,7 @@ def _spawn(name: str, fixture: Path, args: argparse.Namespace, log: Path) -> dic
     text = log.read_text(errors="replace")
     for line in text.splitlines()[::-1]:
         if line.startswith(RESULT_TAG):
-            res: dict[str, Any] = json.loads(line[len(RESULT_TAG):])
+            res: dict[str, Any] = json.loads(line[len(RESULT_TAG) :])
             res["wall_s"] = round(time.perf_counter() - started, 1)
             return res
     print(f"  {name} failed (exit {proc.returncode}); last lines of {log}:", file=sys.stderr)
@@ -516,8 +643,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--examples", type=int, default=512)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto",
-                        help="auto: off, except on for QLoRA (both trainers alike)")
+    parser.add_argument(
+        "--gradient-checkpointing",
+        choices=["auto", "on", "off"],
+        default="auto",
+        help="auto: off, except on for QLoRA (both trainers alike)",
+    )
     parser.add_argument("--workdir", type=Path, default=None, help="keep the fixture and logs here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--fixture", type=Path, help=argparse.SUPPRESS)
@@ -533,11 +664,14 @@ def main(argv: list[str] | None = None) -> int:
     fixture = work / f"fixture-{args.model}"
     t0 = time.perf_counter()
     stats = build_fixture(fixture, args)
-    print(f"fixture: {args.model} ({args.device}, quant {args.quant}), {stats['examples']} conversations, "
-          f"{stats['multi_turn']} multi-turn, tokens/conv mean {stats['mean_len']} median {stats['median_len']} "
-          f"p90 {stats['p90_len']} max {stats['max_len']}; TRL assistant mask == anytune labels on 64 samples: "
-          f"{'yes' if stats['mask_mismatches'] == 0 else 'NO (' + str(stats['mask_mismatches']) + ' differ)'}; "
-          f"built in {time.perf_counter() - t0:.0f}s", flush=True)
+    print(
+        f"fixture: {args.model} ({args.device}, quant {args.quant}), {stats['examples']} conversations, "
+        f"{stats['multi_turn']} multi-turn, tokens/conv mean {stats['mean_len']} median {stats['median_len']} "
+        f"p90 {stats['p90_len']} max {stats['max_len']}; TRL assistant mask == anytune labels on 64 samples: "
+        f"{'yes' if stats['mask_mismatches'] == 0 else 'NO (' + str(stats['mask_mismatches']) + ' differ)'}; "
+        f"built in {time.perf_counter() - t0:.0f}s",
+        flush=True,
+    )
     results: dict[str, dict[str, Any]] = {}
     for name in [r.strip() for r in args.runs.split(",") if r.strip()]:
         print(f"running {name} ...", flush=True)
@@ -564,13 +698,40 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     trl = {k: v for k, v in results.items() if k.startswith("trl")}
     summary: dict[str, Any] = {
-        "bench": "local_vs_trl", "device": args.device, "model": args.model, "quant": args.quant,
-        "params_m": round((n_params + SHAPES[args.model]["vocab_size"] * SHAPES[args.model]["hidden_size"]
-                           * (0 if SHAPES[args.model]["tie"] else 1)) / 1e6, 1),
-        "batch_size": args.batch_size, "max_length": args.max_length, "timed_steps": args.steps,
-        "warmup_steps": args.warmup, "cpu_threads": os.cpu_count(),
-        "runs": {k: {f: v.get(f) for f in ("tokens_per_s", "examples_per_step", "peak_rss_mib", "peak_gpu_mib",
-                                          "mfu", "final_loss", "gradient_checkpointing")} for k, v in results.items()},
+        "bench": "local_vs_trl",
+        "device": args.device,
+        "model": args.model,
+        "quant": args.quant,
+        "params_m": round(
+            (
+                n_params
+                + SHAPES[args.model]["vocab_size"]
+                * SHAPES[args.model]["hidden_size"]
+                * (0 if SHAPES[args.model]["tie"] else 1)
+            )
+            / 1e6,
+            1,
+        ),
+        "batch_size": args.batch_size,
+        "max_length": args.max_length,
+        "timed_steps": args.steps,
+        "warmup_steps": args.warmup,
+        "cpu_threads": os.cpu_count(),
+        "runs": {
+            k: {
+                f: v.get(f)
+                for f in (
+                    "tokens_per_s",
+                    "examples_per_step",
+                    "peak_rss_mib",
+                    "peak_gpu_mib",
+                    "mfu",
+                    "final_loss",
+                    "gradient_checkpointing",
+                )
+            }
+            for k, v in results.items()
+        },
     }
     any_res = results.get("anytune")
     if any_res and trl:
@@ -578,13 +739,22 @@ def main(argv: list[str] | None = None) -> int:
         speedup = any_res["tokens_per_s"] / trl[best]["tokens_per_s"]
         mem_ratio = any_res[mem_key] / trl[best][mem_key]
         goal = 1.3 if gpu else 1.5
-        summary.update({"best_trl": best, "speedup": round(speedup, 3), "memory_key": mem_key,
-                        "memory_ratio": round(mem_ratio, 3),
-                        "memory_ratio_vs_lowest_trl": round(any_res[mem_key] / min(v[mem_key] for v in trl.values()),
-                                                            3),
-                        "goal_speedup": goal, "speed_goal_met": speedup >= goal, "memory_goal_met": mem_ratio <= 1.0})
-        print(f"\nanytune / {best} (the faster TRL run): {speedup:.2f}x tokens/s (goal {goal}x), "
-              f"{mem_ratio:.2f}x {mem_key}")
+        summary.update(
+            {
+                "best_trl": best,
+                "speedup": round(speedup, 3),
+                "memory_key": mem_key,
+                "memory_ratio": round(mem_ratio, 3),
+                "memory_ratio_vs_lowest_trl": round(any_res[mem_key] / min(v[mem_key] for v in trl.values()), 3),
+                "goal_speedup": goal,
+                "speed_goal_met": speedup >= goal,
+                "memory_goal_met": mem_ratio <= 1.0,
+            }
+        )
+        print(
+            f"\nanytune / {best} (the faster TRL run): {speedup:.2f}x tokens/s (goal {goal}x), "
+            f"{mem_ratio:.2f}x {mem_key}"
+        )
         if gpu and args.model == "llama8b" and args.quant == "none":
             summary["mfu_goal_met"] = any_res.get("mfu", 0.0) >= 0.45
         if gpu and args.model == "llama8b" and args.quant == "4bit":

@@ -354,8 +354,11 @@ def load_dataset(
         if problem:
             raise DataValidationError(f"{where}: {p.name} {problem}")
         if fmt == "unknown":
-            expected = "'messages' (chat) or 'prompt'/'completion'" if method == "sft" else (
-                "'input', 'preferred_output' and 'non_preferred_output'")
+            expected = (
+                "'messages' (chat) or 'prompt'/'completion'"
+                if method == "sft"
+                else ("'input', 'preferred_output' and 'non_preferred_output'")
+            )
             raise DataValidationError(f"{where}: unrecognised example; expected {expected}")
         pending.append((ln, _items(obj, fmt, where)))
         if len(pending) >= chunk:

@@ -61,8 +61,16 @@ def _traceback() -> None:
 class PrintingRunDir(RunDir):
     """A run directory that also prints each event on stdout: the job's log is its only channel."""
 
-    def emit(self, kind: str, message: str, *, status: JobStatus | None = None, level: str = "info",
-             metric: MetricPoint | None = None, checkpoint: Checkpoint | None = None) -> None:
+    def emit(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: JobStatus | None = None,
+        level: str = "info",
+        metric: MetricPoint | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
         super().emit(kind, message, status=status, level=level, metric=metric, checkpoint=checkpoint)
         if status is JobStatus.QUEUED:
             return  # the run directory's own bookkeeping: the job is running by now
@@ -77,8 +85,10 @@ class PrintingRunDir(RunDir):
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m anytune.local_backend.hf_job",
-                                     description="Train an anytune job on Hugging Face Jobs and push the adapter.")
+    parser = argparse.ArgumentParser(
+        prog="python -m anytune.local_backend.hf_job",
+        description="Train an anytune job on Hugging Face Jobs and push the adapter.",
+    )
     parser.add_argument("--dataset-repo", required=True, help="dataset repo holding the data files")
     parser.add_argument("--train", required=True, help="training file's path in the dataset repo")
     parser.add_argument("--valid", help="validation file's path in the dataset repo")
@@ -98,37 +108,41 @@ def _download(repo: str, path: str, folder: Path) -> Path:
 
 
 def _model_card(spec: JobSpec, result: dict[str, Any], dataset_repo: str) -> str:
-    losses = [f"- {k.replace('_', ' ')}: {result[k]:.4f}" for k in ("base_valid_loss", "final_valid_loss",
-                                                                      "final_train_loss")
-              if isinstance(result.get(k), int | float)]
-    return "\n".join([
-        "---",
-        f"base_model: {spec.base_model}",
-        "library_name: peft",
-        "pipeline_tag: text-generation",
-        "tags:",
-        "- anytune",
-        "- lora",
-        f"- {spec.method.value}",
-        "---",
-        "",
-        f"# LoRA adapter for {spec.base_model}",
-        "",
-        f"Trained with [anytune](https://example.invalid/anytune) on Hugging Face Jobs ({spec.method.value}, "
-        f"{result.get('steps')} steps, {result.get('train_tokens')} training tokens); data in `{dataset_repo}`.",
-        "",
-        *losses,
-        "",
-        "Files: the PEFT adapter and tokenizer, `anytune_spec.json` (the job spec), `metrics.jsonl` (one point "
-        "per logging step), `anytune_result.json` (what the trainer reports).",
-        "",
-        "```python",
-        "from peft import AutoPeftModelForCausalLM",
-        "",
-        "model = AutoPeftModelForCausalLM.from_pretrained(\"<this repo>\")",
-        "```",
-        "",
-    ])
+    losses = [
+        f"- {k.replace('_', ' ')}: {result[k]:.4f}"
+        for k in ("base_valid_loss", "final_valid_loss", "final_train_loss")
+        if isinstance(result.get(k), int | float)
+    ]
+    return "\n".join(
+        [
+            "---",
+            f"base_model: {spec.base_model}",
+            "library_name: peft",
+            "pipeline_tag: text-generation",
+            "tags:",
+            "- anytune",
+            "- lora",
+            f"- {spec.method.value}",
+            "---",
+            "",
+            f"# LoRA adapter for {spec.base_model}",
+            "",
+            f"Trained with [anytune](https://example.invalid/anytune) on Hugging Face Jobs ({spec.method.value}, "
+            f"{result.get('steps')} steps, {result.get('train_tokens')} training tokens); data in `{dataset_repo}`.",
+            "",
+            *losses,
+            "",
+            "Files: the PEFT adapter and tokenizer, `anytune_spec.json` (the job spec), `metrics.jsonl` (one point "
+            "per logging step), `anytune_result.json` (what the trainer reports).",
+            "",
+            "```python",
+            "from peft import AutoPeftModelForCausalLM",
+            "",
+            'model = AutoPeftModelForCausalLM.from_pretrained("<this repo>")',
+            "```",
+            "",
+        ]
+    )
 
 
 def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str, Any]) -> str:
@@ -154,8 +168,12 @@ def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str
     files["anytune_result.json"] = json.dumps(public, indent=1, default=str).encode()
     files["README.md"] = _model_card(spec, result, args.dataset_repo).encode()
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source) for name, source in files.items()]
-    info = api.create_commit(args.output_repo, operations, repo_type="model",
-                             commit_message=f"anytune: {spec.method.value} LoRA adapter for {spec.base_model}")
+    info = api.create_commit(
+        args.output_repo,
+        operations,
+        repo_type="model",
+        commit_message=f"anytune: {spec.method.value} LoRA adapter for {spec.base_model}",
+    )
     return str(info.oid)
 
 
@@ -205,11 +223,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         revision = _push(run, args, spec, result)
     except Exception as exc:
         _traceback()
-        return _fail(f"training finished but pushing to {args.output_repo} failed: {type(exc).__name__}: {exc}",
-                     "push_failed")
+        return _fail(
+            f"training finished but pushing to {args.output_repo} failed: {type(exc).__name__}: {exc}", "push_failed"
+        )
     public = {k: v for k, v in result.items() if not k.endswith("_path")}
-    _say(RESULT_PREFIX + json.dumps({"hub_repo": args.output_repo, "revision": revision, "result": public},
-                                    default=str))
+    _say(
+        RESULT_PREFIX + json.dumps({"hub_repo": args.output_repo, "revision": revision, "result": public}, default=str)
+    )
     return 0
 
 

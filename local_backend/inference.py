@@ -20,7 +20,6 @@ Messages = Sequence[Mapping[str, Any]]
 Prompt = str | Messages
 
 
-
 def _require() -> None:
     import importlib.util
 
@@ -69,8 +68,9 @@ class LoadedModel:
     base_model: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    def generate(self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0,
-                 adapter: bool = True, **kwargs: Any) -> str:
+    def generate(
+        self, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0, adapter: bool = True, **kwargs: Any
+    ) -> str:
         """Answer ``prompt`` (a string, or chat messages) and return the new text.
 
         Args:
@@ -80,12 +80,17 @@ class LoadedModel:
             adapter: ``False`` answers with the base model alone (the adapter switched off).
             kwargs: passed to ``model.generate``.
         """
-        return generate(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
-                        adapter=adapter, **kwargs)
+        return generate(self, prompt, max_new_tokens=max_new_tokens, temperature=temperature, adapter=adapter, **kwargs)
 
 
-def load(adapter_path: str | Path | None = None, *, base_model: str | None = None, hub_repo: str | None = None,
-         revision: str | None = None, device: str | None = None) -> LoadedModel:
+def load(
+    adapter_path: str | Path | None = None,
+    *,
+    base_model: str | None = None,
+    hub_repo: str | None = None,
+    revision: str | None = None,
+    device: str | None = None,
+) -> LoadedModel:
     """Load ``base_model`` (default: the one the adapter records) and apply the adapter.
 
     Args:
@@ -106,8 +111,14 @@ def load(adapter_path: str | Path | None = None, *, base_model: str | None = Non
         return _load(adapter_path, base_model=base_model, hub_repo=hub_repo, revision=revision, device=device)
 
 
-def _load(adapter_path: str | Path | None, *, base_model: str | None, hub_repo: str | None, revision: str | None,
-          device: str | None) -> LoadedModel:
+def _load(
+    adapter_path: str | Path | None,
+    *,
+    base_model: str | None,
+    hub_repo: str | None,
+    revision: str | None,
+    device: str | None,
+) -> LoadedModel:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -117,24 +128,40 @@ def _load(adapter_path: str | Path | None, *, base_model: str | None, hub_repo: 
         raise ConfigError("nothing to load: give an adapter path or a Hub repository", field="adapter_path")
     base = base_model or (adapter_base(adapter_path) if adapter_path is not None else None)
     if base is None:
-        raise ConfigError(f"the adapter at {source} does not record its base model: pass base_model=",
-                          field="base_model")
+        raise ConfigError(
+            f"the adapter at {source} does not record its base model: pass base_model=", field="base_model"
+        )
     where = pick_device(device)
     dtype = torch.bfloat16 if where == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     # The local backend saves the tokenizer (chat template included) next to the adapter.
     tok_source = source if adapter_path is not None and (Path(source) / "tokenizer_config.json").is_file() else base
     tokenizer = AutoTokenizer.from_pretrained(tok_source)
-    peft_model = PeftModel.from_pretrained(model, source, revision=revision) if revision else \
-        PeftModel.from_pretrained(model, source)
+    peft_model = (
+        PeftModel.from_pretrained(model, source, revision=revision)
+        if revision
+        else PeftModel.from_pretrained(model, source)
+    )
     peft_model.to(where)
     peft_model.eval()
-    return LoadedModel(model=peft_model, tokenizer=tokenizer, device=where,
-                       adapter_path=str(adapter_path) if adapter_path is not None else None, base_model=base)
+    return LoadedModel(
+        model=peft_model,
+        tokenizer=tokenizer,
+        device=where,
+        adapter_path=str(adapter_path) if adapter_path is not None else None,
+        base_model=base,
+    )
 
 
-def generate(loaded: LoadedModel, prompt: Prompt, *, max_new_tokens: int = 64, temperature: float = 0.0,
-             adapter: bool = True, **kwargs: Any) -> str:
+def generate(
+    loaded: LoadedModel,
+    prompt: Prompt,
+    *,
+    max_new_tokens: int = 64,
+    temperature: float = 0.0,
+    adapter: bool = True,
+    **kwargs: Any,
+) -> str:
     """See :meth:`LoadedModel.generate`."""
     import torch
 
@@ -146,14 +173,16 @@ def generate(loaded: LoadedModel, prompt: Prompt, *, max_new_tokens: int = 64, t
         # No template: the plain concatenation of the contents is the only honest prompt.
         text = "\n".join(str(m.get("content") or "") for m in messages) + "\n"
     inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(loaded.device)
-    options: dict[str, Any] = {"max_new_tokens": max_new_tokens, "do_sample": temperature > 0,
-                               "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None
-                               else tokenizer.eos_token_id}
+    options: dict[str, Any] = {
+        "max_new_tokens": max_new_tokens,
+        "do_sample": temperature > 0,
+        "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id,
+    }
     if temperature > 0:
         options["temperature"] = temperature
     options.update(kwargs)
     switch = contextlib.nullcontext() if adapter else loaded.model.disable_adapter()
     with torch.inference_mode(), switch:
         output = loaded.model.generate(**inputs, **options)
-    new = output[0, inputs["input_ids"].shape[1]:]
+    new = output[0, inputs["input_ids"].shape[1] :]
     return str(tokenizer.decode(new, skip_special_tokens=True)).strip()

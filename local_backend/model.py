@@ -113,8 +113,9 @@ def _varlen_attention(
     else:
         out = torch.cat(
             [
-                sdpa(query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, scale=scaling,
-                     is_causal=True)
+                sdpa(
+                    query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], dropout_p=dropout, scale=scaling, is_causal=True
+                )
                 for a, b in itertools.pairwise(cu)
             ],
             dim=2,
@@ -276,14 +277,16 @@ def load_tokenizer(base_model: str, chat_template: str | None = None) -> Any:
     if not getattr(tokenizer, "is_fast", False):
         raise ConfigError(
             f"the tokenizer of {base_model!r} is not a fast (Rust) tokenizer; exact assistant-only labels need "
-            "character offsets, which only fast tokenizers give", field="base_model",
+            "character offsets, which only fast tokenizers give",
+            field="base_model",
         )
     if chat_template is not None:
         tokenizer.chat_template = chat_template
     if not tokenizer.chat_template:
         raise ConfigError(
             f"the tokenizer of {base_model!r} has no chat template; give one in local.chat_template "
-            "(a Jinja template or a file holding one)", field="local.chat_template",
+            "(a Jinja template or a file holding one)",
+            field="local.chat_template",
         )
     return tokenizer
 
@@ -314,7 +317,9 @@ def check_bitsandbytes(quantization: Quantization, device: torch.device) -> None
         raise NotSupportedError(
             f"bitsandbytes {getattr(bnb, '__version__', '?')} cannot run {quantization.value} layers on "
             f"{device.type} here ({type(exc).__name__}: {exc}); train without quantization or on a device "
-            "bitsandbytes supports", field="quantization", provider="local",
+            "bitsandbytes supports",
+            field="quantization",
+            provider="local",
         ) from exc
 
 
@@ -326,7 +331,8 @@ def _check_cpu_4bit_shapes(model: Any, name: str) -> None:
             raise NotSupportedError(
                 f"{name!r} has a layer ({layer_name}, {module.out_features} outputs) that bitsandbytes cannot run in "
                 "4-bit on CPU (it needs output sizes divisible by 32); train without quantization or on a GPU",
-                field="quantization", provider="local",
+                field="quantization",
+                provider="local",
             )
 
 
@@ -406,8 +412,11 @@ def load_for_training(spec: JobSpec, device: torch.device, *, max_length: int) -
     quantized = spec.quantization is not Quantization.NONE
     if spec.quantization is Quantization.INT4:
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute, bnb_4bit_quant_storage=compute if bf16 else torch.uint8,
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+            bnb_4bit_quant_storage=compute if bf16 else torch.uint8,
         )
     elif spec.quantization is Quantization.INT8:
         kwargs["quantization_config"] = BitsAndBytesConfig(load_in_8bit=True)
@@ -418,8 +427,11 @@ def load_for_training(spec: JobSpec, device: torch.device, *, max_length: int) -
             model: Any = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as exc:
         hub = source == spec.base_model
-        where = ("not a local folder, and not found on the Hugging Face Hub (or no network)" if hub
-                 else "the folder could not be loaded")
+        where = (
+            "not a local folder, and not found on the Hugging Face Hub (or no network)"
+            if hub
+            else "the folder could not be loaded"
+        )
         raise ConfigError(f"cannot load base model {spec.base_model!r}: {where}: {exc}", field="base_model") from exc
     if not quantized:
         model.to(device)
@@ -478,12 +490,18 @@ def _prepare_kbit(model: Any) -> None:
     only double their memory (about 4 GB more for a Llama-3-8B-sized vocabulary) and cost a cast
     of the whole head at every step.
     """
-    big = {id(m.weight) for m in (model.get_input_embeddings(), model.get_output_embeddings())
-           if m is not None and hasattr(m, "weight")}
+    big = {
+        id(m.weight)
+        for m in (model.get_input_embeddings(), model.get_output_embeddings())
+        if m is not None and hasattr(m, "weight")
+    }
     for param in model.parameters():
         param.requires_grad_(False)
-        if (param.dtype in (torch.float16, torch.bfloat16) and type(param).__name__ != "Params4bit"
-                and id(param) not in big):
+        if (
+            param.dtype in (torch.float16, torch.bfloat16)
+            and type(param).__name__ != "Params4bit"
+            and id(param) not in big
+        ):
             param.data = param.data.float()
 
 
@@ -500,8 +518,11 @@ def activation_bytes_per_token(model: Any, *, dtype_bytes: int) -> int:
 
 
 def _head_transforms(config: Any) -> tuple[Any, Any, Any]:
-    return (getattr(config, "final_logit_softcapping", None), getattr(config, "logit_scale", None),
-            getattr(config, "logits_scaling", None))
+    return (
+        getattr(config, "final_logit_softcapping", None),
+        getattr(config, "logit_scale", None),
+        getattr(config, "logits_scaling", None),
+    )
 
 
 def _head_postprocess(config: Any) -> Any:
@@ -537,7 +558,11 @@ class _HeadCrossEntropy(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype,
+        ctx: Any,
+        hidden: torch.Tensor,
+        weight: torch.Tensor,
+        targets: torch.Tensor,
+        dtype: torch.dtype,
         want_grad: bool,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         rows = max(64, HEAD_CHUNK_BYTES // (4 * weight.shape[0]) // 64 * 64)
@@ -547,15 +572,15 @@ class _HeadCrossEntropy(torch.autograd.Function):
         grad = torch.empty(hidden.shape, dtype=dtype, device=hidden.device) if want_grad else None
         with torch.autocast(hidden.device.type, enabled=False):
             for a in range(0, hidden.shape[0], rows):
-                t = targets[a:a + rows, None]
-                logits = (hidden[a:a + rows].to(dtype) @ w.t()).float()
+                t = targets[a : a + rows, None]
+                logits = (hidden[a : a + rows].to(dtype) @ w.t()).float()
                 lse = torch.logsumexp(logits, dim=-1, keepdim=True)
                 loss += (lse - logits.gather(1, t)).sum()
                 correct += (logits.argmax(-1) == t[:, 0]).sum()
                 if grad is not None:
                     probs = logits.sub_(lse).exp_()  # in place: softmax
                     probs.scatter_add_(1, t, torch.full_like(t, -1, dtype=probs.dtype))
-                    torch.mm(probs.to(dtype), w, out=grad[a:a + rows])
+                    torch.mm(probs.to(dtype), w, out=grad[a : a + rows])
         ctx.hidden_dtype = hidden.dtype
         ctx.save_for_backward(grad if grad is not None else torch.empty(0))
         ctx.mark_non_differentiable(correct)
@@ -603,14 +628,17 @@ class LossHead(torch.nn.Module):
         logits = self._logits(mb)
         if not loss:
             return logits
-        return (F.cross_entropy(logits, mb.targets, reduction="sum"),
-                (logits.detach().argmax(-1) == mb.targets).sum())
+        return (F.cross_entropy(logits, mb.targets, reduction="sum"), (logits.detach().argmax(-1) == mb.targets).sum())
 
     def _fused_loss(self, mb: MicroBatch) -> tuple[torch.Tensor, torch.Tensor] | None:
         base = self.peft_model.get_base_model()
         head = base.get_output_embeddings()
-        plain = (type(head) is torch.nn.Linear and head.bias is None and not head.weight.requires_grad
-                 and all(v is None for v in _head_transforms(base.config)))
+        plain = (
+            type(head) is torch.nn.Linear
+            and head.bias is None
+            and not head.weight.requires_grad
+            and all(v is None for v in _head_transforms(base.config))
+        )
         if not plain:
             return None
         hidden = self._hidden(mb)
@@ -619,7 +647,8 @@ class LossHead(torch.nn.Module):
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else head.weight.dtype
         want_grad = torch.is_grad_enabled() and picked.requires_grad
         out: tuple[torch.Tensor, torch.Tensor] = _HeadCrossEntropy.apply(  # type: ignore[no-untyped-call]
-            picked, head.weight, mb.targets, dtype, want_grad)
+            picked, head.weight, mb.targets, dtype, want_grad
+        )
         return out
 
     def _run(self, mb: MicroBatch, *, full: bool) -> torch.Tensor:
@@ -633,11 +662,21 @@ class LossHead(torch.nn.Module):
         token = _SKIP_MASK.set(mb.cu_seqlens is not None)
         try:
             if full:
-                return self.peft_model(input_ids=mb.input_ids, position_ids=mb.position_ids,  # type: ignore[no-any-return]
-                                       attention_mask=mb.attention_mask, use_cache=False, **extra).logits
+                return self.peft_model(
+                    input_ids=mb.input_ids,
+                    position_ids=mb.position_ids,  # type: ignore[no-any-return]
+                    attention_mask=mb.attention_mask,
+                    use_cache=False,
+                    **extra,
+                ).logits
             decoder = self.peft_model.get_base_model().get_decoder()
-            return decoder(input_ids=mb.input_ids, position_ids=mb.position_ids,  # type: ignore[no-any-return]
-                           attention_mask=mb.attention_mask, use_cache=False, **extra).last_hidden_state
+            return decoder(
+                input_ids=mb.input_ids,
+                position_ids=mb.position_ids,  # type: ignore[no-any-return]
+                attention_mask=mb.attention_mask,
+                use_cache=False,
+                **extra,
+            ).last_hidden_state
         finally:
             _SKIP_MASK.reset(token)
 

@@ -154,8 +154,10 @@ class RunDir:
     def create(self, spec: JobSpec, *, idempotency_key: str) -> None:
         self.path.mkdir(parents=True, exist_ok=True)
         self.checkpoints_dir.mkdir(exist_ok=True)
-        write_json_atomic(self.spec_file, {"spec": spec.model_dump(mode="json"), "idempotency_key": idempotency_key,
-                                           "created_at": _now()})
+        write_json_atomic(
+            self.spec_file,
+            {"spec": spec.model_dump(mode="json"), "idempotency_key": idempotency_key, "created_at": _now()},
+        )
         self.set_status(JobStatus.QUEUED, raw="queued", message="job queued")
 
     def spec(self) -> JobSpec:
@@ -173,8 +175,9 @@ class RunDir:
         except FileNotFoundError:
             return {"status": JobStatus.QUEUED.value, "raw_status": "queued"}
 
-    def set_status(self, status: JobStatus, *, raw: str | None = None, message: str | None = None,
-                   **fields: Any) -> None:
+    def set_status(
+        self, status: JobStatus, *, raw: str | None = None, message: str | None = None, **fields: Any
+    ) -> None:
         """Replace status.json (merging ``fields`` into it) and log a status event when it changes."""
         current = self.status() if self.status_file.exists() else {}
         changed = current.get("status") != status.value or current.get("raw_status") != (raw or status.value)
@@ -194,14 +197,28 @@ class RunDir:
         write_json_atomic(self.status_file, data)
 
     # -- events and metrics -----------------------------------------------------------------
-    def emit(self, kind: str, message: str, *, status: JobStatus | None = None, level: str = "info",
-             metric: MetricPoint | None = None, checkpoint: Checkpoint | None = None) -> None:
-        _append_line(self.events_file, {
-            "kind": kind, "time": _now(), "message": message, "level": level,
-            "status": status.value if status else None,
-            "metric": metric.model_dump(mode="json") if metric else None,
-            "checkpoint": checkpoint.model_dump(mode="json") if checkpoint else None,
-        })
+    def emit(
+        self,
+        kind: str,
+        message: str,
+        *,
+        status: JobStatus | None = None,
+        level: str = "info",
+        metric: MetricPoint | None = None,
+        checkpoint: Checkpoint | None = None,
+    ) -> None:
+        _append_line(
+            self.events_file,
+            {
+                "kind": kind,
+                "time": _now(),
+                "message": message,
+                "level": level,
+                "status": status.value if status else None,
+                "metric": metric.model_dump(mode="json") if metric else None,
+                "checkpoint": checkpoint.model_dump(mode="json") if checkpoint else None,
+            },
+        )
 
     def log_metric(self, point: MetricPoint) -> None:
         _append_line(self.metrics_file, point.model_dump(mode="json"))
@@ -253,9 +270,12 @@ class RunDir:
         """Complete checkpoints, oldest first (a checkpoint is complete once renamed into place)."""
         if not self.checkpoints_dir.is_dir():
             return []
-        found = [p for p in self.checkpoints_dir.iterdir()
-                 if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX):].isdigit()]
-        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+        found = [
+            p
+            for p in self.checkpoints_dir.iterdir()
+            if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX) and p.name[len(CHECKPOINT_PREFIX) :].isdigit()
+        ]
+        return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX) :]))
 
     def last_checkpoint(self) -> Path | None:
         dirs = self.checkpoint_dirs()

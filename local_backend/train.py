@@ -122,10 +122,18 @@ def make_plan(spec: JobSpec, num_examples: int, max_length: int) -> TrainingPlan
         warmup = round((hp.warmup_ratio if hp.warmup_ratio is not None else DEFAULT_WARMUP_RATIO) * total)
     lr = hp.learning_rate or DEFAULT_LEARNING_RATE * (hp.learning_rate_multiplier or 1.0)
     return TrainingPlan(
-        method=spec.method.value, epochs=math.ceil(total / per_epoch), batch_size=batch, learning_rate=lr,
-        max_length=max_length, seed=hp.seed if hp.seed is not None else DEFAULT_SEED,
-        beta=hp.beta or DEFAULT_BETA, steps_per_epoch=per_epoch, total_steps=total,
-        warmup_steps=min(warmup, total), logging_steps=local.logging_steps, eval_steps=local.eval_steps,
+        method=spec.method.value,
+        epochs=math.ceil(total / per_epoch),
+        batch_size=batch,
+        learning_rate=lr,
+        max_length=max_length,
+        seed=hp.seed if hp.seed is not None else DEFAULT_SEED,
+        beta=hp.beta or DEFAULT_BETA,
+        steps_per_epoch=per_epoch,
+        total_steps=total,
+        warmup_steps=min(warmup, total),
+        logging_steps=local.logging_steps,
+        eval_steps=local.eval_steps,
         save_steps=local.save_steps,
     )
 
@@ -274,12 +282,25 @@ class _Trainer:
         template = D.resolve_chat_template(self.local.chat_template)
         tokenizer = load_tokenizer(spec.base_model, template)
         max_length = spec.hyperparameters.max_length or self._default_max_length()
-        self.train_data = D.load_dataset(spec.training_file, tokenizer, method=method, max_length=max_length,
-                                         truncation=self.local.truncation, chat_template=template)
+        self.train_data = D.load_dataset(
+            spec.training_file,
+            tokenizer,
+            method=method,
+            max_length=max_length,
+            truncation=self.local.truncation,
+            chat_template=template,
+        )
         self.valid_data = (
-            D.load_dataset(spec.validation_file, tokenizer, method=method, max_length=max_length,
-                           truncation=self.local.truncation, chat_template=template)
-            if spec.validation_file is not None else None
+            D.load_dataset(
+                spec.validation_file,
+                tokenizer,
+                method=method,
+                max_length=max_length,
+                truncation=self.local.truncation,
+                chat_template=template,
+            )
+            if spec.validation_file is not None
+            else None
         )
         for d in (self.train_data, self.valid_data):
             for note in d.notes if d else ():
@@ -296,8 +317,9 @@ class _Trainer:
         self.pad_id = int(self.lm.tokenizer.pad_token_id if self.lm.tokenizer.pad_token_id is not None else 0)
         self.head = LossHead(self.lm.model)
         self._decide_memory()
-        first = D.collate(self.train_data.examples[0].seqs, self.lm.layout, pad_id=self.pad_id,
-                          row_capacity=max_length).to(self.device)
+        first = D.collate(
+            self.train_data.examples[0].seqs, self.lm.layout, pad_id=self.pad_id, row_capacity=max_length
+        ).to(self.device)
         with self.autocast():
             self.head.self_check(first)
         self.module: torch.nn.Module = self.head
@@ -311,7 +333,8 @@ class _Trainer:
         fused = self.device.type in ("cuda", "cpu")
         self.optimizer = torch.optim.AdamW(params, lr=self.plan.learning_rate, weight_decay=0.0, fused=fused)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(self.plan.warmup_steps, self.plan.total_steps))
+            self.optimizer, _lr_lambda(self.plan.warmup_steps, self.plan.total_steps)
+        )
         self._indexes: dict[int, dict[int, int]] = {}
         self.ref_train: torch.Tensor | None = None
         self.ref_valid: torch.Tensor | None = None
@@ -357,7 +380,7 @@ class _Trainer:
         for epoch in range(min(plan.epochs, 2)):
             order = D.epoch_order(n, plan.seed, epoch)
             for k in range(plan.steps_per_epoch):
-                largest = max(largest, sum(lengths[i] for i in order[k * plan.batch_size:(k + 1) * plan.batch_size]))
+                largest = max(largest, sum(lengths[i] for i in order[k * plan.batch_size : (k + 1) * plan.batch_size]))
         return math.ceil(largest / self.dist.world)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -369,20 +392,23 @@ class _Trainer:
     def _batches(self, examples: Sequence[D.Example]) -> Iterator[tuple[list[D.Example], D.MicroBatch]]:
         for chunk in D.split_micro_batches(examples, self.max_tokens):
             seqs = [s for ex in chunk for s in ex.seqs]
-            yield chunk, D.collate(seqs, self.lm.layout, pad_id=self.pad_id,
-                                   row_capacity=self.plan.max_length).to(self.device)
+            yield (
+                chunk,
+                D.collate(seqs, self.lm.layout, pad_id=self.pad_id, row_capacity=self.plan.max_length).to(self.device),
+            )
 
     def _seq_logps(self, mb: D.MicroBatch, logits: torch.Tensor) -> torch.Tensor:
         token_logp = -F.cross_entropy(logits, mb.targets, reduction="none")
         return torch.zeros(mb.num_seqs, dtype=token_logp.dtype, device=token_logp.device).index_add_(
-            0, mb.target_seq, token_logp)
+            0, mb.target_seq, token_logp
+        )
 
     @torch.no_grad()
     def reference_logps(self, data: D.TokenizedData) -> torch.Tensor:
         """Sequence log-probs of every (chosen, rejected) pair under the base model, computed once."""
         out = torch.zeros(len(data), 2, dtype=torch.float32)
         index = {id(ex): i for i, ex in enumerate(data.examples)}
-        mine = data.examples[self.dist.rank::self.dist.world]
+        mine = data.examples[self.dist.rank :: self.dist.world]
         with eval_mode(self.head), self.lm.model.disable_adapter():
             for chunk, mb in self._batches(mine):
                 with self.autocast():
@@ -417,7 +443,7 @@ class _Trainer:
             return None
         loss = weight = correct = targets = chosen_sum = margin_sum = acc = 0.0
         with eval_mode(self.head):
-            mine = self.valid_data.examples[self.dist.rank::self.dist.world]
+            mine = self.valid_data.examples[self.dist.rank :: self.dist.world]
             for chunk, mb in self._batches(mine):
                 with self.autocast():
                     out = self.head(mb, loss=not self.dpo)
@@ -437,7 +463,8 @@ class _Trainer:
                     correct += float(hits)
                     targets += mb.num_targets
         loss, weight, correct, targets, acc, margin_sum = self.dist.sum(
-            [loss, weight, correct, targets, acc, margin_sum], self.device)
+            [loss, weight, correct, targets, acc, margin_sum], self.device
+        )
         out = {"loss": loss / max(weight, 1.0)}
         if self.dpo:
             out["rewards/accuracy"] = acc / max(weight, 1.0)
@@ -455,7 +482,7 @@ class _Trainer:
             denominator = float(len(examples))
         else:
             denominator = float(sum(s.num_targets for ex in examples for s in ex.seqs))
-        mine = examples[self.dist.rank::self.dist.world]
+        mine = examples[self.dist.rank :: self.dist.world]
         scale = 1.0
         if not mine:  # fewer examples than ranks: take part in the gradient exchange with a zero loss
             mine, scale = examples[:1], 0.0
@@ -506,9 +533,15 @@ class _Trainer:
             torch.save(rngs, tmp / "rng.pt")
             write_json_atomic(tmp / "state.json", state)
             path = self.run.commit_checkpoint(tmp, done)
-            self.run.emit("checkpoint", f"checkpoint at step {done}", checkpoint=Checkpoint(
-                step=done, path=str(path), metrics=state.get("last_point") and MetricPoint.model_validate(
-                    state["last_point"])))
+            self.run.emit(
+                "checkpoint",
+                f"checkpoint at step {done}",
+                checkpoint=Checkpoint(
+                    step=done,
+                    path=str(path),
+                    metrics=state.get("last_point") and MetricPoint.model_validate(state["last_point"]),
+                ),
+            )
         self.dist.barrier()
         return path
 
@@ -518,8 +551,10 @@ class _Trainer:
 
         state: dict[str, Any] = json.loads((path / "state.json").read_text())
         if state.get("train_fingerprint") != self.train_data.fingerprint():
-            raise ConfigError(f"cannot resume from {path}: the training data or its tokenization changed since "
-                              "the checkpoint", field="training_file")
+            raise ConfigError(
+                f"cannot resume from {path}: the training data or its tokenization changed since the checkpoint",
+                field="training_file",
+            )
         plan = self.plan
         for key in ("total_steps", "batch_size", "seed", "steps_per_epoch"):
             if state.get(key) != getattr(plan, key):
@@ -566,8 +601,11 @@ class _Trainer:
                 self.status("evaluating", "measuring the base model's validation loss")
                 result = self.evaluate()
                 base_valid = result["loss"] if result else None
-        self.status("training", f"training {plan.total_steps} steps ({plan.epochs} epoch(s), batch {plan.batch_size},"
-                    f" {len(self.train_data)} examples) on {self.device.type}, layout {self.lm.layout}")
+        self.status(
+            "training",
+            f"training {plan.total_steps} steps ({plan.epochs} epoch(s), batch {plan.batch_size},"
+            f" {len(self.train_data)} examples) on {self.device.type}, layout {self.lm.layout}",
+        )
         window = _Window()
         self.head.train()
         last_update = 0.0
@@ -575,11 +613,18 @@ class _Trainer:
 
         def state_dict() -> dict[str, Any]:
             return {
-                "step": done, "tokens_seen": tokens_seen, "train_seconds": train_seconds,
-                "base_valid_loss": base_valid, "last_valid": last_valid,
-                "train_fingerprint": self.train_data.fingerprint(), "total_steps": plan.total_steps,
-                "batch_size": plan.batch_size, "seed": plan.seed, "steps_per_epoch": plan.steps_per_epoch,
-                "world_size": dist.world, "last_point": last_point.model_dump(mode="json") if last_point else None,
+                "step": done,
+                "tokens_seen": tokens_seen,
+                "train_seconds": train_seconds,
+                "base_valid_loss": base_valid,
+                "last_valid": last_valid,
+                "train_fingerprint": self.train_data.fingerprint(),
+                "total_steps": plan.total_steps,
+                "batch_size": plan.batch_size,
+                "seed": plan.seed,
+                "steps_per_epoch": plan.steps_per_epoch,
+                "world_size": dist.world,
+                "last_point": last_point.model_dump(mode="json") if last_point else None,
             }
 
         while done < plan.total_steps:
@@ -588,8 +633,11 @@ class _Trainer:
                 if done > 0 and dist.broadcast(last is None or last.name != f"{CHECKPOINT_PREFIX}{done}"):
                     self.save_checkpoint(done, state_dict())
                 if dist.main:
-                    run.set_status(JobStatus.CANCELLED, raw="cancelled",
-                                   message=f"cancelled at step {done} of {plan.total_steps}; checkpoint kept")
+                    run.set_status(
+                        JobStatus.CANCELLED,
+                        raw="cancelled",
+                        message=f"cancelled at step {done} of {plan.total_steps}; checkpoint kept",
+                    )
                 return {"status": "cancelled", "steps": done, "total_steps": plan.total_steps}
             lr = float(self.scheduler.get_last_lr()[0])
             self.train_step(done, window)
@@ -624,13 +672,15 @@ class _Trainer:
         flag = float(self.run.cancel_requested()) if self.dist.main else 0.0
         return self.dist.sum([flag], self.device)[0] > 0
 
-    def _log_point(self, done: int, w: _Window, lr: float, valid: dict[str, float] | None,
-                   tokens_seen: int) -> tuple[MetricPoint, int]:
+    def _log_point(
+        self, done: int, w: _Window, lr: float, valid: dict[str, float] | None, tokens_seen: int
+    ) -> tuple[MetricPoint, int]:
         sums = w.host()
         loss, correct = sums.pop("loss", 0.0), sums.pop("correct", 0.0)
         keys = sorted(sums)
-        figures = self.dist.sum([loss, w.weight, correct, w.targets, float(w.tokens), *(sums[k] for k in keys)],
-                                self.device)
+        figures = self.dist.sum(
+            [loss, w.weight, correct, w.targets, float(w.tokens), *(sums[k] for k in keys)], self.device
+        )
         loss, weight, correct, targets, tokens = figures[:5]
         tokens_seen += int(tokens)
         extra = {k: v / max(weight, 1.0) for k, v in zip(keys, figures[5:], strict=True)}
@@ -653,8 +703,15 @@ class _Trainer:
             self.run.log_metric(point)
         return point, tokens_seen
 
-    def finish(self, done: int, tokens_seen: int, train_seconds: float, base_valid: float | None,
-               last_valid: dict[str, float] | None, last_point: MetricPoint | None) -> dict[str, Any]:
+    def finish(
+        self,
+        done: int,
+        tokens_seen: int,
+        train_seconds: float,
+        base_valid: float | None,
+        last_valid: dict[str, float] | None,
+        last_point: MetricPoint | None,
+    ) -> dict[str, Any]:
         run, dist = self.run, self.dist
         result: dict[str, Any] = {}
         if dist.main:
@@ -698,8 +755,13 @@ class _Trainer:
             run.write_result(result)
             before = f"{base_valid:.4f} -> " if base_valid is not None else ""
             after = f"; validation loss {before}{last_valid['loss']:.4f}" if last_valid else ""
-            run.set_status(JobStatus.SUCCEEDED, raw="succeeded", message=f"finished {done} steps{after}",
-                           step=done, total_steps=self.plan.total_steps)
+            run.set_status(
+                JobStatus.SUCCEEDED,
+                raw="succeeded",
+                message=f"finished {done} steps{after}",
+                step=done,
+                total_steps=self.plan.total_steps,
+            )
         dist.barrier()
         return result
 

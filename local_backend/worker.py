@@ -37,8 +37,10 @@ from anytune.errors import (
 )
 from anytune.local_backend.rundir import RunDir
 
-OOM_HINT = ("lower hyperparameters.batch_size or hyperparameters.max_length, turn on "
-            "local.gradient_checkpointing, or train on a 4-bit base (quantization '4bit')")
+OOM_HINT = (
+    "lower hyperparameters.batch_size or hyperparameters.max_length, turn on "
+    "local.gradient_checkpointing, or train on a 4-bit base (quantization '4bit')"
+)
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ def _oom(exc: BaseException) -> Failure:
 def _missing_model(exc: BaseException) -> bool:
     text = str(exc)
     return isinstance(exc, OSError | ValueError) and (
-        "is not a local folder" in text or "not a valid model identifier" in text
-        or "Repo id must" in text or "does not appear to have a file named config.json" in text
+        "is not a local folder" in text
+        or "not a valid model identifier" in text
+        or "Repo id must" in text
+        or "does not appear to have a file named config.json" in text
         or type(exc).__name__ in ("RepositoryNotFoundError", "HFValidationError", "GatedRepoError")
     )
 
@@ -97,8 +101,12 @@ def _field(exc: BaseException) -> str | None:
 # Anytune's own errors are already worded for the user: keep the message, give a stable code.
 # Specific causes first, then by class.
 _ANYTUNE_CAUSES: tuple[tuple[Callable[[BaseException], bool], str], ...] = (
-    (lambda e: _field(e) == "base_model" and any(
-        w in str(e) for w in ("does not exist", "no config.json", "cannot load")), "model_not_found"),
+    (
+        lambda e: (
+            _field(e) == "base_model" and any(w in str(e) for w in ("does not exist", "no config.json", "cannot load"))
+        ),
+        "model_not_found",
+    ),
     (lambda e: _field(e) == "local.chat_template" or "chat template" in str(e), "no_chat_template"),
     (lambda e: "bitsandbytes" in str(e), "bitsandbytes_unavailable"),
 )
@@ -114,18 +122,30 @@ _ANYTUNE_CODES: tuple[tuple[type[AnytuneError], str], ...] = (
 # Everything else, first match wins (a table, not a ladder).
 _RULES: tuple[tuple[Callable[[BaseException], bool], Callable[[BaseException], Failure]], ...] = (
     (_is_oom, _oom),
-    (_bitsandbytes, lambda e: Failure(
-        "bitsandbytes_unavailable",
-        f"4-bit/8-bit quantization needs a working bitsandbytes ({_short(e)}); install it with "
-        'pip install "anytune[local]", or train without quantization')),
-    (_missing_model, lambda e: Failure(
-        "model_not_found",
-        f"base model not found: not a local model folder (config.json, weights, tokenizer) and not a model "
-        f"id that could be fetched from the Hugging Face Hub ({_short(e)})")),
-    (_chat_template, lambda e: Failure(
-        "no_chat_template",
-        f"the tokenizer has no chat template ({_short(e)}); pass one with local.chat_template, or use a "
-        "chat/instruct model")),
+    (
+        _bitsandbytes,
+        lambda e: Failure(
+            "bitsandbytes_unavailable",
+            f"4-bit/8-bit quantization needs a working bitsandbytes ({_short(e)}); install it with "
+            'pip install "anytune[local]", or train without quantization',
+        ),
+    ),
+    (
+        _missing_model,
+        lambda e: Failure(
+            "model_not_found",
+            f"base model not found: not a local model folder (config.json, weights, tokenizer) and not a model "
+            f"id that could be fetched from the Hugging Face Hub ({_short(e)})",
+        ),
+    ),
+    (
+        _chat_template,
+        lambda e: Failure(
+            "no_chat_template",
+            f"the tokenizer has no chat template ({_short(e)}); pass one with local.chat_template, or use a "
+            "chat/instruct model",
+        ),
+    ),
 )
 
 
@@ -137,7 +157,8 @@ def classify(exc: BaseException) -> Failure:
             return _oom(exc.__cause__ or exc)
         given = code if isinstance(code, str) and code else None
         found = next((c for matches, c in _ANYTUNE_CAUSES if matches(exc)), None) or next(
-            (c for cls, c in _ANYTUNE_CODES if isinstance(exc, cls)), "worker_error")
+            (c for cls, c in _ANYTUNE_CODES if isinstance(exc, cls)), "worker_error"
+        )
         return Failure(given or found, str(exc))
     for matches, failure in _RULES:
         if matches(exc):
@@ -184,8 +205,9 @@ def _finish_unfinished(run: RunDir) -> None:
         run.set_status(JobStatus.CANCELLED, raw="cancelled", message="job cancelled")
     else:
         message = "the trainer stopped without a result (see worker.log)"
-        run.set_status(JobStatus.FAILED, raw="worker_error", message=message,
-                       error={"message": message, "code": "worker_error"})
+        run.set_status(
+            JobStatus.FAILED, raw="worker_error", message=message, error={"message": message, "code": "worker_error"}
+        )
 
 
 def _fail(run: RunDir, exc: BaseException) -> None:
@@ -198,14 +220,20 @@ def _fail(run: RunDir, exc: BaseException) -> None:
         return
     failure = classify(exc)
     prefix = f"rank {_rank()}: " if _under_launcher() else ""
-    run.set_status(JobStatus.FAILED, raw=failure.code, message=f"job failed: {prefix}{failure.message}",
-                   error={"message": prefix + failure.message, "code": failure.code})
+    run.set_status(
+        JobStatus.FAILED,
+        raw=failure.code,
+        message=f"job failed: {prefix}{failure.message}",
+        error={"message": prefix + failure.message, "code": failure.code},
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job's training in this process. Returns the exit status (0 unless it failed)."""
-    parser = argparse.ArgumentParser(prog="python -m anytune.local_backend.worker",
-                                     description="Run a local anytune job (started by the local provider).")
+    parser = argparse.ArgumentParser(
+        prog="python -m anytune.local_backend.worker",
+        description="Run a local anytune job (started by the local provider).",
+    )
     parser.add_argument("run_dir", type=Path, help="the job's run directory")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     args = parser.parse_args(argv)
@@ -216,8 +244,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     _Signals(run).install()
     if not _under_launcher():
         run.write_pid(os.getpid())
-    print(f"anytune worker: pid {os.getpid()}, rank {_rank()}, run {run.path}"
-          f"{', resuming' if args.resume else ''}", file=sys.stderr, flush=True)
+    print(
+        f"anytune worker: pid {os.getpid()}, rank {_rank()}, run {run.path}{', resuming' if args.resume else ''}",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         from anytune.local_backend.train import run_training
 

@@ -163,14 +163,16 @@ def map_hyperparameters(spec: JobSpec, deployment: Deployment) -> dict[str, str]
             alt = " (managed compute takes it)" if key in HYPERPARAMETERS["managed"] else ""
             raise NotSupportedError(
                 f"{deployment} fine-tuning on Azure ML does not take {key}{alt}",
-                field=f"hyperparameters.{key}", provider=NAME,
+                field=f"hyperparameters.{key}",
+                provider=NAME,
             )
         out[table[key]] = _value(value)
     if spec.lora is not None:
         if deployment == "serverless":
             raise NotSupportedError(
                 "serverless fine-tuning chooses its own adapter; set azure.deployment='managed' to set LoRA",
-                field="lora", provider=NAME,
+                field="lora",
+                provider=NAME,
             )
         out.update(
             apply_lora="true",
@@ -229,7 +231,9 @@ class ModelRef:
 _REGISTRY_ID = re.compile(
     r"^azureml://registries/(?P<registry>[^/]+)/models/(?P<name>[^/]+)(?:/(?:versions/(?P<version>[^/]+)|labels/latest))?/?$"
 )
-_WORKSPACE_ID = re.compile(r"^(?:azureml://locations/[^/]+/workspaces/[^/]+|/subscriptions/.+)/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$")
+_WORKSPACE_ID = re.compile(
+    r"^(?:azureml://locations/[^/]+/workspaces/[^/]+|/subscriptions/.+)/models/(?P<name>[^/]+)/versions/(?P<version>[^/]+)$"
+)
 
 
 def parse_model(base_model: str, *, registry: str, version: str | None = None) -> ModelRef:
@@ -265,8 +269,9 @@ _MESSAGE_KEYS = ("role", "content", "name", "tool_calls", "tool_call_id")
 def _chat_line(obj: dict[str, Any]) -> dict[str, Any]:
     if "messages" in obj:
         return {"messages": [{k: m[k] for k in _MESSAGE_KEYS if k in m} for m in obj["messages"]]}
-    return {"messages": [{"role": "user", "content": obj["prompt"]},
-                         {"role": "assistant", "content": obj["completion"]}]}
+    return {
+        "messages": [{"role": "user", "content": obj["prompt"]}, {"role": "assistant", "content": obj["completion"]}]
+    }
 
 
 def _text(content: Any) -> str:
@@ -322,8 +327,10 @@ class Workspace:
 
     @property
     def arm_id(self) -> str:
-        return (f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
-                f"/providers/Microsoft.MachineLearningServices/workspaces/{self.name}")
+        return (
+            f"/subscriptions/{self.subscription_id}/resourceGroups/{self.resource_group}"
+            f"/providers/Microsoft.MachineLearningServices/workspaces/{self.name}"
+        )
 
     @property
     def scope(self) -> str:
@@ -331,8 +338,11 @@ class Workspace:
         return f"{self.subscription_id}/{self.resource_group}/{self.name}".lower()
 
 
-_SCOPE = re.compile(r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
-                    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)", re.I)
+_SCOPE = re.compile(
+    r"/subscriptions/(?P<sub>[^/]+)/resourceGroups/(?P<rg>[^/]+)/providers/"
+    r"Microsoft\.MachineLearningServices/workspaces/(?P<ws>[^/]+)",
+    re.I,
+)
 
 
 def find_workspace_config(start: Path) -> Path | None:
@@ -411,7 +421,8 @@ def map_error(exc: BaseException, *, action: str, workspace: Workspace | None = 
     if "ClientAuthenticationError" in names or "CredentialUnavailableError" in names:
         return AuthenticationError(
             f"{action}: Azure sign-in failed ({kind}): {exc}. Sign in with `az login`, or set the "
-            "'identity' setting to the credential you use", provider=NAME,
+            "'identity' setting to the credential you use",
+            provider=NAME,
             status_code=getattr(exc, "status_code", None),
         )
     status, code, message, headers, request_id = _describe(exc)
@@ -419,7 +430,8 @@ def map_error(exc: BaseException, *, action: str, workspace: Workspace | None = 
     if workspace is not None and status == 404 and any(c in text for c in _MISSING_SCOPE):
         return ConfigError(
             f"workspace {workspace.name!r} (resource group {workspace.resource_group!r}, subscription "
-            f"{workspace.subscription_id!r}) was not found: {message}", field="settings.workspace",
+            f"{workspace.subscription_id!r}) was not found: {message}",
+            field="settings.workspace",
         )
     if status is None and names & {"ServiceRequestError", "ServiceResponseError", "RequestException"}:
         # No answer: connection refused or dropped, or a timeout.
@@ -445,8 +457,9 @@ def _is_azure(exc: BaseException) -> bool:
 
 # -- settings ----------------------------------------------------------------------------------
 
-Identity = Literal["default", "cli", "managed", "environment", "workload", "interactive", "device_code",
-                   "developer_cli", "powershell"]
+Identity = Literal[
+    "default", "cli", "managed", "environment", "workload", "interactive", "device_code", "developer_cli", "powershell"
+]
 
 #: ``identity`` setting -> azure-identity credential class.
 CREDENTIALS: Mapping[str, str] = {
@@ -495,6 +508,7 @@ class AzureMLSettings(ProviderSettings):
 
 # -- the provider ------------------------------------------------------------------------------
 
+
 @dataclass
 class _Submission:
     """Everything ``submit`` sends, resolved from the spec (no network)."""
@@ -539,7 +553,7 @@ class AzureMLProvider(Provider):
         sections=frozenset({"azure"}),
         min_examples=10,
         notes="serverless (MaaS, marketplace models with opt-in) or managed compute (MaaP); "
-              "LoRA and most hyperparameters on managed only",
+        "LoRA and most hyperparameters on managed only",
         extra={"deployments": ["serverless", "managed"], "tasks": sorted(_TASKS)},
     )
     Settings: ClassVar[type[ProviderSettings]] = AzureMLSettings
@@ -578,7 +592,8 @@ class AzureMLProvider(Provider):
         """
         s, env = self._settings, self._env
         values = {
-            "subscription_id": s.subscription_id or env.get("AZUREML_ARM_SUBSCRIPTION")
+            "subscription_id": s.subscription_id
+            or env.get("AZUREML_ARM_SUBSCRIPTION")
             or env.get("AZURE_SUBSCRIPTION_ID"),
             "resource_group": s.resource_group or env.get("AZUREML_ARM_RESOURCEGROUP"),
             "workspace_name": s.workspace or env.get("AZUREML_ARM_WORKSPACE_NAME"),
@@ -594,15 +609,17 @@ class AzureMLProvider(Provider):
         if missing:
             if not required:
                 return None
-            names = {"subscription_id": "subscription_id", "resource_group": "resource_group",
-                     "workspace_name": "workspace"}
+            names = {
+                "subscription_id": "subscription_id",
+                "resource_group": "resource_group",
+                "workspace_name": "workspace",
+            }
             raise ConfigError(
                 f"no Azure ML workspace: set {', '.join(names[m] for m in missing)} (settings, "
                 f"ANYTUNE_AZUREML_* variables) or put the workspace config.json in the project",
                 field=f"settings.{names[missing[0]]}",
             )
-        return Workspace(str(values["subscription_id"]), str(values["resource_group"]),
-                         str(values["workspace_name"]))
+        return Workspace(str(values["subscription_id"]), str(values["resource_group"]), str(values["workspace_name"]))
 
     def _options(self, spec: JobSpec) -> AzureOptions:
         return spec.azure or AzureOptions()
@@ -627,23 +644,33 @@ class AzureMLProvider(Provider):
         opts, s = self._options(spec), self._settings
         deployment = self._deployment(spec)
         if opts.training_type is not None:
-            raise NotSupportedError("training_type belongs to Azure OpenAI", field="azure.training_type",
-                                    provider=NAME, alternatives=["azure-openai"])
+            raise NotSupportedError(
+                "training_type belongs to Azure OpenAI",
+                field="azure.training_type",
+                provider=NAME,
+                alternatives=["azure-openai"],
+            )
         if opts.instance_count is not None:
-            raise NotSupportedError("fine-tuning jobs choose their node count", field="azure.instance_count",
-                                    provider=NAME)
+            raise NotSupportedError(
+                "fine-tuning jobs choose their node count", field="azure.instance_count", provider=NAME
+            )
         if deployment == "serverless":
             for option in _MANAGED_ONLY_OPTIONS:
                 if getattr(opts, option) is not None:
                     raise NotSupportedError(
                         f"serverless fine-tuning runs on Microsoft-managed compute; {option} needs "
-                        "azure.deployment='managed'", field=f"azure.{option}", provider=NAME,
+                        "azure.deployment='managed'",
+                        field=f"azure.{option}",
+                        provider=NAME,
                     )
         else:
             compute, types = self._target(spec)
             if not compute and not types:
-                raise ConfigError("managed fine-tuning needs a compute cluster (azure.compute) or an "
-                                  "instance type (azure.instance_type)", field="azure.compute")
+                raise ConfigError(
+                    "managed fine-tuning needs a compute cluster (azure.compute) or an "
+                    "instance type (azure.instance_type)",
+                    field="azure.compute",
+                )
             if compute and types:
                 raise ConfigError("give a compute cluster or instance types, not both", field="azure.compute")
         map_hyperparameters(spec, deployment)
@@ -674,11 +701,19 @@ class AzureMLProvider(Provider):
             compute=compute,
             instance_types=types,
             job_tier=tier,
-            tags={**spec.tags, IDEMPOTENCY_TAG: key, "anytune.base_model": spec.base_model[:256],
-                  "anytune.deployment": deployment},
-            accept_marketplace_terms=bool(opts.accept_marketplace_terms if opts.accept_marketplace_terms
-                                          is not None else s.accept_marketplace_terms),
-            needs_marketplace=deployment == "serverless" and model.registry is not None
+            tags={
+                **spec.tags,
+                IDEMPOTENCY_TAG: key,
+                "anytune.base_model": spec.base_model[:256],
+                "anytune.deployment": deployment,
+            },
+            accept_marketplace_terms=bool(
+                opts.accept_marketplace_terms
+                if opts.accept_marketplace_terms is not None
+                else s.accept_marketplace_terms
+            ),
+            needs_marketplace=deployment == "serverless"
+            and model.registry is not None
             and model.registry not in FIRST_PARTY_REGISTRIES,
         )
 
@@ -690,8 +725,9 @@ class AzureMLProvider(Provider):
         base = sub.workspace.arm_id if sub.workspace else "<workspace>"
         return f"{base}/computes/{sub.compute.removeprefix('azureml:')}"
 
-    def _job_entity(self, sub: _Submission, model_uri: str, training: str, validation: str | None,
-                    compute_id: str | None) -> Any:
+    def _job_entity(
+        self, sub: _Submission, model_uri: str, training: str, validation: str | None, compute_id: str | None
+    ) -> Any:
         from azure.ai.ml.finetuning import create_finetuning_job
 
         # azure-ai-ml 1.35's create_finetuning_job fails (UnboundLocalError) without validation data:
@@ -727,28 +763,38 @@ class AzureMLProvider(Provider):
             uploads.append(PlannedUpload(path=str(path), purpose=purpose, bytes=size, sha256=digest))
             ids[purpose] = f"azureml:{data_asset_name(self._settings.data_prefix, digest)}:1"
         requests: list[PlannedRequest] = []
-        notes = [f"deployment: {sub.deployment}; task: {sub.task}; job name: {sub.name}"
-                 + (" (KEYHASH: from the idempotency key assigned at submit)" if "KEYHASH" in sub.name else ""),
-                 f"data go to the workspace's default datastore as uri_file assets ({', '.join(ids.values())}); "
-                 "content already uploaded is reused"]
+        notes = [
+            f"deployment: {sub.deployment}; task: {sub.task}; job name: {sub.name}"
+            + (" (KEYHASH: from the idempotency key assigned at submit)" if "KEYHASH" in sub.name else ""),
+            f"data go to the workspace's default datastore as uri_file assets ({', '.join(ids.values())}); "
+            "content already uploaded is reused",
+        ]
         if sub.workspace is None:
             notes.append("no workspace configured yet: submit needs subscription_id, resource_group and workspace")
         if sub.model.version is None and sub.model.asset_id is None:
-            notes.append(f"the latest version of {sub.model.name!r} in registry {sub.model.registry!r} is "
-                         "looked up at submit")
+            notes.append(
+                f"the latest version of {sub.model.name!r} in registry {sub.model.registry!r} is looked up at submit"
+            )
         if sub.needs_marketplace:
-            consent = "created first (accept_marketplace_terms is set)" if sub.accept_marketplace_terms else \
-                "required: set accept_marketplace_terms=true, or subscribe in Azure AI Foundry"
+            consent = (
+                "created first (accept_marketplace_terms is set)"
+                if sub.accept_marketplace_terms
+                else "required: set accept_marketplace_terms=true, or subscribe in Azure AI Foundry"
+            )
             notes.append(f"marketplace subscription for {sub.model.marketplace_id}: {consent}")
-            requests.append(PlannedRequest(
-                operation="MLClient.marketplace_subscriptions.begin_create_or_update",
-                body={"name": _subscription_name(sub.model.name), "properties": {"modelId": sub.model.marketplace_id}},
-            ))
+            requests.append(
+                PlannedRequest(
+                    operation="MLClient.marketplace_subscriptions.begin_create_or_update",
+                    body={
+                        "name": _subscription_name(sub.model.name),
+                        "properties": {"modelId": sub.model.marketplace_id},
+                    },
+                )
+            )
         if sub.compute:
             notes.append(f"compute cluster {sub.compute!r} must exist in the workspace")
         with self._boundary("build the fine-tuning job"):
-            entity = self._job_entity(sub, sub.model.uri, ids["training"], ids.get("validation"),
-                                      self._compute_id(sub))
+            entity = self._job_entity(sub, sub.model.uri, ids["training"], ids.get("validation"), self._compute_id(sub))
         requests.append(PlannedRequest(operation="MLClient.jobs.create_or_update", body=_rest_body(entity)))
         return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
 
@@ -765,8 +811,14 @@ class AzureMLProvider(Provider):
         cls = getattr(azure.identity, CREDENTIALS[s.identity])
         kwargs: dict[str, Any] = {}
         if s.identity == "default":
-            kwargs = {k: v for k, v in {"managed_identity_client_id": s.managed_identity_client_id,
-                                        "interactive_browser_tenant_id": s.tenant_id}.items() if v}
+            kwargs = {
+                k: v
+                for k, v in {
+                    "managed_identity_client_id": s.managed_identity_client_id,
+                    "interactive_browser_tenant_id": s.tenant_id,
+                }.items()
+                if v
+            }
         elif s.identity == "managed" and s.managed_identity_client_id:
             kwargs = {"client_id": s.managed_identity_client_id}
         elif s.tenant_id and s.identity in ("cli", "interactive", "device_code", "developer_cli", "powershell"):
@@ -780,8 +832,11 @@ class AzureMLProvider(Provider):
         s = self._settings
         kwargs: dict[str, Any] = {
             "retry_policy": _read_retry_policy(
-                sleep=self._sleep, retry_total=s.retry_total, retry_backoff_factor=s.retry_backoff,
-                retry_backoff_max=s.retry_backoff_max, timeout=s.timeout,
+                sleep=self._sleep,
+                retry_total=s.retry_total,
+                retry_backoff_factor=s.retry_backoff,
+                retry_backoff_max=s.retry_backoff_max,
+                timeout=s.timeout,
             ),
             "enable_telemetry": False,
             "show_progress": False,
@@ -799,8 +854,9 @@ class AzureMLProvider(Provider):
 
             ws = self.workspace()
             assert ws is not None
-            client = MLClient(self._credential(), ws.subscription_id, ws.resource_group, ws.name,
-                              **self._client_kwargs())
+            client = MLClient(
+                self._credential(), ws.subscription_id, ws.resource_group, ws.name, **self._client_kwargs()
+            )
             self._clients["workspace"] = client
         return client
 
@@ -839,7 +895,8 @@ class AzureMLProvider(Provider):
             def missing() -> AnytuneError:
                 return ConfigError(
                     f"workspace {ws.name!r} was not found in resource group {ws.resource_group!r} of "
-                    f"subscription {ws.subscription_id!r}", field="settings.workspace",
+                    f"subscription {ws.subscription_id!r}",
+                    field="settings.workspace",
                 )
 
             with self._boundary(f"open workspace {ws.name!r}", not_found=missing):
@@ -881,8 +938,9 @@ class AzureMLProvider(Provider):
     def _find_job(self, name: str) -> Any:
         return self._or_none(f"look up job {name}", lambda: self._ml().jobs.get(name))
 
-    def _create(self, sub: _Submission, model_uri: str, training: str, validation: str | None,
-                compute_id: str | None) -> Any:
+    def _create(
+        self, sub: _Submission, model_uri: str, training: str, validation: str | None, compute_id: str | None
+    ) -> Any:
         """Create the job; after an ambiguous failure look the name up before sending it again."""
         attempts = self._settings.create_attempts
         for attempt in range(attempts):
@@ -899,8 +957,11 @@ class AzureMLProvider(Provider):
                     return found
                 if isinstance(exc, InvalidRequestError) or attempt == attempts - 1:
                     raise
-                delay = exc.retry_after if isinstance(exc, RateLimitError) and exc.retry_after else \
-                    min(self._settings.retry_backoff_max, self._settings.retry_backoff * 2 ** attempt)
+                delay = (
+                    exc.retry_after
+                    if isinstance(exc, RateLimitError) and exc.retry_after
+                    else min(self._settings.retry_backoff_max, self._settings.retry_backoff * 2**attempt)
+                )
                 self._sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -914,13 +975,18 @@ class AzureMLProvider(Provider):
             which = f"version {model.version}" if model.version else "any version"
             return ModelNotAvailableError(
                 f"model {model.name!r} ({which}) is not in registry {model.registry!r}; check the name in "
-                "the Azure AI model catalog, or pass its full asset id", provider=NAME, status_code=404,
+                "the Azure AI model catalog, or pass its full asset id",
+                provider=NAME,
+                status_code=404,
             )
 
         client = self._registry_client(model.registry)
         with self._boundary(f"look up model {model.name!r}", not_found=invalid):
-            entity = (client.models.get(model.name, version=model.version) if model.version
-                      else client.models.get(model.name, label="latest"))
+            entity = (
+                client.models.get(model.name, version=model.version)
+                if model.version
+                else client.models.get(model.name, label="latest")
+            )
         tasks = str((getattr(entity, "properties", None) or {}).get("finetuning-tasks", "") or "")
         wanted = {"chat-completion": "chat-completion", "text-completion": "text-generation"}[sub.task]
         listed = [t.strip().lower() for t in tasks.split(",") if t.strip()]
@@ -945,7 +1011,8 @@ class AzureMLProvider(Provider):
                 f"model {sub.model.marketplace_id} is billed through Azure Marketplace and this workspace "
                 f"has no active subscription to it{state}. Review its terms, then set "
                 "accept_marketplace_terms=true (setting or azure section) to subscribe, or subscribe in Azure "
-                "AI Foundry", provider=NAME,
+                "AI Foundry",
+                provider=NAME,
             )
         with self._boundary(f"subscribe to {sub.model.marketplace_id}"):
             ml.marketplace_subscriptions.begin_create_or_update(
@@ -977,8 +1044,11 @@ class AzureMLProvider(Provider):
             with contextlib.suppress(Exception):
                 known = sorted(str(c.name) for c in ml.compute.list())
             listing = f" Clusters in this workspace: {', '.join(known)}." if known else ""
-            return ConfigError(f"compute cluster {name!r} does not exist in workspace {ml.workspace_name!r}."
-                               f"{listing} Create it, or use azure.instance_type instead", field="azure.compute")
+            return ConfigError(
+                f"compute cluster {name!r} does not exist in workspace {ml.workspace_name!r}."
+                f"{listing} Create it, or use azure.instance_type instead",
+                field="azure.compute",
+            )
 
         with self._boundary(f"look up compute {name!r}", not_found=missing):
             compute = ml.compute.get(name)
@@ -1034,8 +1104,14 @@ class AzureMLProvider(Provider):
         from azure.ai.ml.constants import AssetTypes
         from azure.ai.ml.entities import Data
 
-        data = Data(name=name, version="1", type=AssetTypes.URI_FILE, path=uri,
-                    description=f"anytune upload of {source.name}", tags={"anytune.sha256": digest})
+        data = Data(
+            name=name,
+            version="1",
+            type=AssetTypes.URI_FILE,
+            path=uri,
+            description=f"anytune upload of {source.name}",
+            tags={"anytune.sha256": digest},
+        )
         try:
             with self._boundary(f"register data asset {name}"):
                 return self._ml().data.create_or_update(data)
@@ -1056,8 +1132,10 @@ class AzureMLProvider(Provider):
         account = str(store.account_name)
         container = str(getattr(store, "container_name", "") or "")
         if not container:
-            raise InvalidRequestError(f"default datastore {store.name!r} is not a blob container; "
-                                      "anytune uploads to blob datastores only", provider=NAME)
+            raise InvalidRequestError(
+                f"default datastore {store.name!r} is not a blob container; anytune uploads to blob datastores only",
+                provider=NAME,
+            )
         endpoint = getattr(store, "endpoint", None) or "core.windows.net"
         protocol = getattr(store, "protocol", None) or "https"
         creds = getattr(store, "credentials", None)
@@ -1127,9 +1205,15 @@ class AzureMLProvider(Provider):
         error = None
         if status is JobStatus.FAILED:
             detail = (run.get("error") or {}).get("error") or {}
-            error = JobError(message=redact(str(detail.get("message") or "the job failed (no detail from "
-                                                "the service; see the job in Azure ML studio)")),
-                             code=detail.get("code"))
+            error = JobError(
+                message=redact(
+                    str(
+                        detail.get("message")
+                        or "the job failed (no detail from the service; see the job in Azure ML studio)"
+                    )
+                ),
+                code=detail.get("code"),
+            )
         elif status is JobStatus.CANCELLED:
             error = JobError(message="the job was canceled", code="Canceled")
         tags = dict(getattr(job, "tags", None) or {})
@@ -1173,8 +1257,12 @@ class AzureMLProvider(Provider):
 
             api = self._api_base()
             kwargs = self._client_kwargs()
-            policies = [HeadersPolicy(), UserAgentPolicy("anytune"), kwargs["retry_policy"],
-                        BearerTokenCredentialPolicy(self._credential(), ARM_SCOPE)]
+            policies = [
+                HeadersPolicy(),
+                UserAgentPolicy("anytune"),
+                kwargs["retry_policy"],
+                BearerTokenCredentialPolicy(self._credential(), ARM_SCOPE),
+            ]
             extra = {"transport": kwargs["transport"]} if "transport" in kwargs else {}
             client = PipelineClient(api, policies=policies, **extra)
             self._clients["data_plane"] = client
@@ -1190,8 +1278,7 @@ class AzureMLProvider(Provider):
             info["api"] = (api or url.rsplit("/discovery", 1)[0]).rstrip("/")
         return str(info["api"])
 
-    def _get_json(self, url: str, *, absolute: bool = False, method: str = "GET",
-                  body: Any = None) -> dict[str, Any]:
+    def _get_json(self, url: str, *, absolute: bool = False, method: str = "GET", body: Any = None) -> dict[str, Any]:
         from azure.core.rest import HttpRequest
 
         client = self._clients.get("data_plane") if not absolute else None
@@ -1202,9 +1289,11 @@ class AzureMLProvider(Provider):
 
             kwargs = self._client_kwargs()
             extra = {"transport": kwargs["transport"]} if "transport" in kwargs else {}
-            client = PipelineClient(url, policies=[kwargs["retry_policy"],
-                                                   BearerTokenCredentialPolicy(self._credential(), ARM_SCOPE)],
-                                    **extra)
+            client = PipelineClient(
+                url,
+                policies=[kwargs["retry_policy"], BearerTokenCredentialPolicy(self._credential(), ARM_SCOPE)],
+                **extra,
+            )
         with self._boundary(f"{method} {url.split('?')[0]}"):
             request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
             response = client.send_request(request)
@@ -1242,10 +1331,14 @@ class AzureMLProvider(Provider):
         experiment = (root.get("info") or {}).get("experiment_id")
         if experiment:
             with contextlib.suppress(ServiceUnavailableError, InvalidRequestError, RateLimitError):
-                found = self._mlflow("runs/search", body={
-                    "experiment_ids": [experiment], "max_results": 100,
-                    "filter": f"tags.mlflow.rootRunId = '{job_id}'",
-                })
+                found = self._mlflow(
+                    "runs/search",
+                    body={
+                        "experiment_ids": [experiment],
+                        "max_results": 100,
+                        "filter": f"tags.mlflow.rootRunId = '{job_id}'",
+                    },
+                )
                 runs += [r for r in found.get("runs") or [] if (r.get("info") or {}).get("run_id") != job_id]
         points: dict[int, dict[str, Any]] = {}
         for run in runs:
@@ -1303,8 +1396,15 @@ class AzureMLProvider(Provider):
                 text = redact(str(warning.get("message") if isinstance(warning, dict) else warning))
                 if text and text not in known:
                     known.add(text)
-                    logs.append(Event(id=f"{len(current) + len(logs) + 1:08d}", kind="log", time=utcnow(),
-                                      message=text, level="warning"))
+                    logs.append(
+                        Event(
+                            id=f"{len(current) + len(logs) + 1:08d}",
+                            kind="log",
+                            time=utcnow(),
+                            message=text,
+                            level="warning",
+                        )
+                    )
             current = [*current, *logs]
             last = next((e for e in reversed(current) if e.kind == "status"), None)
             if last is not None and (last.raw or {}).get("status") == record.raw_status:
@@ -1312,12 +1412,27 @@ class AzureMLProvider(Provider):
             message = f"{record.raw_status}"
             if record.error is not None and record.status is JobStatus.FAILED:
                 message += f": {record.error.message}"
-            when = (record.finished_at if record.status.is_terminal else None) or (
-                record.started_at if record.status is JobStatus.RUNNING and last is not None
-                and last.status is not JobStatus.RUNNING else None) or utcnow()
-            return [*logs, Event(id=f"{len(current) + 1:08d}", kind="status", time=when, status=record.status,
-                                 message=message, level="error" if record.status is JobStatus.FAILED else "info",
-                                 raw={"status": record.raw_status})]
+            when = (
+                (record.finished_at if record.status.is_terminal else None)
+                or (
+                    record.started_at
+                    if record.status is JobStatus.RUNNING and last is not None and last.status is not JobStatus.RUNNING
+                    else None
+                )
+                or utcnow()
+            )
+            return [
+                *logs,
+                Event(
+                    id=f"{len(current) + 1:08d}",
+                    kind="status",
+                    time=when,
+                    status=record.status,
+                    message=message,
+                    level="error" if record.status is JobStatus.FAILED else "info",
+                    raw={"status": record.raw_status},
+                ),
+            ]
 
         self._append(record.id, make)
 
@@ -1328,11 +1443,20 @@ class AzureMLProvider(Provider):
             for point in points:
                 if point.step in seen:
                     continue
-                bits = [f"{k} {v:.4g}" for k, v in (("train_loss", point.train_loss),
-                                                     ("valid_loss", point.valid_loss)) if v is not None]
-                out.append(Event(id=f"{len(current) + len(out) + 1:08d}", kind="metric",
-                                 time=point.time or utcnow(), metric=point,
-                                 message=f"step {point.step}" + (": " + ", ".join(bits) if bits else "")))
+                bits = [
+                    f"{k} {v:.4g}"
+                    for k, v in (("train_loss", point.train_loss), ("valid_loss", point.valid_loss))
+                    if v is not None
+                ]
+                out.append(
+                    Event(
+                        id=f"{len(current) + len(out) + 1:08d}",
+                        kind="metric",
+                        time=point.time or utcnow(),
+                        metric=point,
+                        message=f"step {point.step}" + (": " + ", ".join(bits) if bits else ""),
+                    )
+                )
             return out
 
         if points:
@@ -1366,20 +1490,23 @@ class AzureMLProvider(Provider):
         version = str(model.version)
         info = self._info()
         location, ws_id = info.get("location"), info.get("workspace_id")
-        ws_model_uri = (f"azureml://locations/{location}/workspaces/{ws_id}/models/{output}/versions/{version}"
-                        if location and ws_id else str(model.id))
+        ws_model_uri = (
+            f"azureml://locations/{location}/workspaces/{ws_id}/models/{output}/versions/{version}"
+            if location and ws_id
+            else str(model.id)
+        )
         serverless = (record.raw.get("tags") or {}).get("anytune.deployment", "serverless") == "serverless"
         deploy = {
             "serverless_endpoint": {
                 "model_id": ws_model_uri,
                 "python": f"ml_client.serverless_endpoints.begin_create_or_update(ServerlessEndpoint("
-                          f"name='{_slug(output, 40)}', model_id='{ws_model_uri}')).result()",
+                f"name='{_slug(output, 40)}', model_id='{ws_model_uri}')).result()",
             },
             "managed_online_endpoint": {
                 "model": str(model.id),
                 "python": f"ml_client.online_deployments.begin_create_or_update(ManagedOnlineDeployment("
-                          f"name='default', endpoint_name='<endpoint>', model='{model.id}', "
-                          "instance_type='<GPU SKU>', instance_count=1)).result()",
+                f"name='default', endpoint_name='<endpoint>', model='{model.id}', "
+                "instance_type='<GPU SKU>', instance_count=1)).result()",
             },
             "recommended": "serverless_endpoint" if serverless else "managed_online_endpoint",
         }
@@ -1392,8 +1519,13 @@ class AzureMLProvider(Provider):
             base_model=record.base_model,
             model_id=f"azureml:{output}:{version}",
             final_metrics=points[-1] if points else None,
-            extra={"name": output, "version": version, "asset_id": str(model.id),
-                   "workspace_model_uri": ws_model_uri, "deploy": deploy},
+            extra={
+                "name": output,
+                "version": version,
+                "asset_id": str(model.id),
+                "workspace_model_uri": ws_model_uri,
+                "deploy": deploy,
+            },
         )
 
 

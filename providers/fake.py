@@ -73,8 +73,9 @@ def timeline(options: FakeOptions) -> list[FakeStep]:
             )
         )
     if options.scenario == "fail":
-        steps.append(FakeStep(at=0.95 * total, status="failed", error="training diverged: loss is NaN",
-                              message="job failed"))
+        steps.append(
+            FakeStep(at=0.95 * total, status="failed", error="training diverged: loss is NaN", message="job failed")
+        )
     else:
         steps.append(FakeStep(at=total, status="succeeded", message="job succeeded"))
     return steps
@@ -148,9 +149,7 @@ class FakeProvider(Provider):
         cut = (cancelled - state["created_at"]) * self._settings.speed if cancelled is not None else None
         steps = [FakeStep.model_validate(s) for s in state["timeline"]]
         out = [(i, s) for i, s in enumerate(steps) if s.at <= elapsed and (cut is None or s.at <= cut)]
-        if cut is not None and elapsed >= cut and not any(
-            JobStatus(s.status).is_terminal for _, s in out
-        ):
+        if cut is not None and elapsed >= cut and not any(JobStatus(s.status).is_terminal for _, s in out):
             out.append((len(steps), FakeStep(at=cut, status="cancelled", message="job cancelled")))
         # Nothing happens after a terminal step.
         for k, (_, s) in enumerate(out):
@@ -165,17 +164,18 @@ class FakeProvider(Provider):
             when = _ts(state["created_at"] + step.at / self._settings.speed)
             eid = f"{index:06d}"
             if step.step is not None and (step.train_loss is not None or step.valid_loss is not None):
-                point = MetricPoint(step=step.step, train_loss=step.train_loss, valid_loss=step.valid_loss,
-                                    time=when)
-                events.append(Event(id=eid, kind="metric", time=when, metric=point,
-                                    message=step.message or f"step {step.step}"))
+                point = MetricPoint(step=step.step, train_loss=step.train_loss, valid_loss=step.valid_loss, time=when)
+                events.append(
+                    Event(id=eid, kind="metric", time=when, metric=point, message=step.message or f"step {step.step}")
+                )
             elif step.status != prev:
                 level = "error" if step.status == "failed" else "info"
                 text = step.message or step.status
                 if step.error:
                     text = f"{text}: {step.error}"
-                events.append(Event(id=eid, kind="status", time=when, status=JobStatus(step.status),
-                                    message=text, level=level))
+                events.append(
+                    Event(id=eid, kind="status", time=when, status=JobStatus(step.status), message=text, level=level)
+                )
             elif step.message:
                 events.append(Event(id=eid, kind="log", time=when, message=step.message))
             prev = step.status
@@ -198,7 +198,8 @@ class FakeProvider(Provider):
             raw_status=last.status,
             base_model=state["base_model"],
             fine_tuned_model=f"{self._settings.fine_tuned_prefix}:{state['base_model']}:{suffix}:{state['id']}"
-            if succeeded else None,
+            if succeeded
+            else None,
             created_at=_ts(state["created_at"]),
             started_at=_ts(state["created_at"] + running[0] / self._settings.speed) if running else None,
             finished_at=_ts(state["created_at"] + last.at / self._settings.speed) if status.is_terminal else None,
@@ -223,8 +224,9 @@ class FakeProvider(Provider):
             "metadata": {**spec.tags, IDEMPOTENCY_TAG: idempotency_key},
             "timeline": [s.model_dump(exclude_none=True) for s in timeline(options)],
         }
-        return SubmitPlan(provider=self.name, uploads=uploads,
-                          requests=[PlannedRequest(operation="fake.create_job", body=body)])
+        return SubmitPlan(
+            provider=self.name, uploads=uploads, requests=[PlannedRequest(operation="fake.create_job", body=body)]
+        )
 
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
         # The id derives from the idempotency key: a retried submit finds the same job.
@@ -272,8 +274,13 @@ class FakeProvider(Provider):
     def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
         # One checkpoint per scripted step that reported a validation loss.
         return [
-            Checkpoint(step=e.metric.step, id=f"{job_id}:ckpt-{e.metric.step}", metrics=e.metric,
-                       model=f"{job_id}:ckpt-step-{e.metric.step}", created_at=e.time)
+            Checkpoint(
+                step=e.metric.step,
+                id=f"{job_id}:ckpt-{e.metric.step}",
+                metrics=e.metric,
+                model=f"{job_id}:ckpt-step-{e.metric.step}",
+                created_at=e.time,
+            )
             for e in self.events(job_id)
             if e.metric is not None and e.metric.valid_loss is not None
         ]

@@ -259,8 +259,9 @@ def _qualified(repo: str, namespace: str) -> str:
 def _check_repo_id(value: str, field: str) -> None:
     parts = value.split("/")
     if len(parts) > 2 or not all(_REPO_PART.match(p) for p in parts):
-        raise ConfigError(f"{value!r} is not a Hub repo id (NAME or NAMESPACE/NAME: letters, digits, '-', '_', '.')",
-                          field=field)
+        raise ConfigError(
+            f"{value!r} is not a Hub repo id (NAME or NAMESPACE/NAME: letters, digits, '-', '_', '.')", field=field
+        )
 
 
 def default_output_repo(spec: JobSpec, namespace: str, key: str) -> str:
@@ -305,8 +306,11 @@ def package_files() -> dict[str, Path]:
     for prefix, root in roots.items():
         for path in sorted(root.rglob("*")):
             rel = path.relative_to(root)
-            if (path.is_file() and path.suffix in _WHEEL_SUFFIXES
-                    and not any(p == "__pycache__" or p.startswith(".") for p in rel.parts)):
+            if (
+                path.is_file()
+                and path.suffix in _WHEEL_SUFFIXES
+                and not any(p == "__pycache__" or p.startswith(".") for p in rel.parts)
+            ):
                 files[f"{prefix}/{rel.as_posix()}"] = path
     return files
 
@@ -317,8 +321,10 @@ def _wheel_metadata(version: str) -> str:
     try:
         installed = metadata.metadata("anytune")
     except metadata.PackageNotFoundError as exc:
-        raise ConfigError("anytune is not installed as a distribution (pip install -e . or pip install anytune): "
-                          "the Hugging Face job installs a wheel built from its metadata") from exc
+        raise ConfigError(
+            "anytune is not installed as a distribution (pip install -e . or pip install anytune): "
+            "the Hugging Face job installs a wheel built from its metadata"
+        ) from exc
     lines = ["Metadata-Version: 2.1", "Name: anytune", f"Version: {version}"]
     lines += [f"Requires-Python: {v}" for v in installed.get_all("Requires-Python") or []]
     lines += [f"Provides-Extra: {e}" for e in installed.get_all("Provides-Extra") or []]
@@ -338,8 +344,9 @@ def build_wheel() -> tuple[str, bytes]:
     dist_info = f"anytune-{version}.dist-info"
     entries: list[tuple[str, bytes]] = [(name, path.read_bytes()) for name, path in sorted(package_files().items())]
     entries.append((f"{dist_info}/METADATA", _wheel_metadata(__version__).encode()))
-    entries.append((f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: anytune\nRoot-Is-Purelib: true\n"
-                                          b"Tag: py3-none-any\n"))
+    entries.append(
+        (f"{dist_info}/WHEEL", b"Wheel-Version: 1.0\nGenerator: anytune\nRoot-Is-Purelib: true\nTag: py3-none-any\n")
+    )
     record = []
     for name, data in entries:
         digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
@@ -391,14 +398,22 @@ def job_requirements(overrides: Sequence[str] = ()) -> list[str]:
 def job_spec_json(spec: JobSpec) -> str:
     """The spec the job trains with: what the user set, without the local file paths (the job
     downloads the files) and without the ``hf`` section (it concerns the submitter only)."""
-    data = spec.model_dump(mode="json", exclude_none=True, exclude_defaults=True,
-                           exclude={"training_file", "validation_file", "hf"})
+    data = spec.model_dump(
+        mode="json", exclude_none=True, exclude_defaults=True, exclude={"training_file", "validation_file", "hf"}
+    )
     data["base_model"] = spec.base_model
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
-def job_command(spec: JobSpec, files: JobFiles, *, output_repo: str, private: bool, python: str = "3.12",
-                requirements: Sequence[str] = ()) -> list[str]:
+def job_command(
+    spec: JobSpec,
+    files: JobFiles,
+    *,
+    output_repo: str,
+    private: bool,
+    python: str = "3.12",
+    requirements: Sequence[str] = (),
+) -> list[str]:
     """The job's command: bootstrap (fetch the wheel), then the trainer with pinned dependencies."""
     entry = ["--dataset-repo", files.dataset_repo, "--train", files.train]
     if files.valid is not None:
@@ -408,15 +423,29 @@ def job_command(spec: JobSpec, files: JobFiles, *, output_repo: str, private: bo
     for requirement in job_requirements(requirements):
         trainer += ["--with", requirement]
     trainer += ["python", "-m", ENTRY_MODULE, *entry]
-    return ["uv", "run", "--no-project", "--python", python, "--with", HUB_CLIENT,
-            "python", "-c", BOOTSTRAP, files.dataset_repo, files.wheel, "--", *trainer]
+    return [
+        "uv",
+        "run",
+        "--no-project",
+        "--python",
+        python,
+        "--with",
+        HUB_CLIENT,
+        "python",
+        "-c",
+        BOOTSTRAP,
+        files.dataset_repo,
+        files.wheel,
+        "--",
+        *trainer,
+    ]
 
 
 def entry_args(command: Sequence[str]) -> list[str]:
     """The arguments of ``python -m anytune.local_backend.hf_job`` inside a job command."""
     for i in range(len(command) - 1):
         if command[i] == "-m" and command[i + 1] == ENTRY_MODULE:
-            return list(command[i + 2:])
+            return list(command[i + 2 :])
     return []
 
 
@@ -426,8 +455,16 @@ def job_labels(spec: JobSpec, key: str) -> dict[str, str]:
     return labels
 
 
-def build_job_request(spec: JobSpec, key: str, files: JobFiles, *, namespace: str, output_repo: str,
-                      settings: HuggingFaceSettings, endpoint: str) -> dict[str, Any]:
+def build_job_request(
+    spec: JobSpec,
+    key: str,
+    files: JobFiles,
+    *,
+    namespace: str,
+    output_repo: str,
+    settings: HuggingFaceSettings,
+    endpoint: str,
+) -> dict[str, Any]:
     """The keyword arguments of ``HfApi.run_job`` except ``secrets`` (added at submit time only)."""
     options = spec.hf or HFOptions()
     env = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "UV_NO_PROGRESS": "1"}
@@ -435,8 +472,14 @@ def build_job_request(spec: JobSpec, key: str, files: JobFiles, *, namespace: st
         env["HF_ENDPOINT"] = endpoint
     return {
         "image": settings.image,
-        "command": job_command(spec, files, output_repo=output_repo, private=options.private,
-                               python=settings.python, requirements=settings.requirements),
+        "command": job_command(
+            spec,
+            files,
+            output_repo=output_repo,
+            private=options.private,
+            python=settings.python,
+            requirements=settings.requirements,
+        ),
         "env": env,
         "flavor": options.flavor,
         "timeout": options.timeout,
@@ -458,10 +501,10 @@ def parse_line(line: str) -> tuple[LineKind, Any]:
     """
     try:
         if line.startswith(METRIC_PREFIX):
-            return "metric", MetricPoint.model_validate_json(line[len(METRIC_PREFIX):])
+            return "metric", MetricPoint.model_validate_json(line[len(METRIC_PREFIX) :])
         for prefix, kind in ((RESULT_PREFIX, "result"), (ERROR_PREFIX, "error")):
             if line.startswith(prefix):
-                payload = json.loads(line[len(prefix):])
+                payload = json.loads(line[len(prefix) :])
                 if isinstance(payload, dict):
                     return ("result" if kind == "result" else "error"), payload
     except (ValueError, ValidationError):
@@ -568,12 +611,28 @@ def job_events(view: JobView, lines: Sequence[str]) -> list[Event]:
     status = map_stage(view.stage)
     t = view.created_at or _EPOCH
     flavor = f" on {view.flavor}" if view.flavor else ""
-    events = [Event(id=_eid(0), kind="status", time=t, status=JobStatus.QUEUED, message=f"job scheduled{flavor}",
-                    raw={"stage": "SCHEDULING"})]
+    events = [
+        Event(
+            id=_eid(0),
+            kind="status",
+            time=t,
+            status=JobStatus.QUEUED,
+            message=f"job scheduled{flavor}",
+            raw={"stage": "SCHEDULING"},
+        )
+    ]
     if view.started_at is not None or lines or status is JobStatus.RUNNING:
         t = max(t, view.started_at or t)
-        events.append(Event(id=_eid(1), kind="status", time=t, status=JobStatus.RUNNING, message="job running",
-                            raw={"stage": "RUNNING"}))
+        events.append(
+            Event(
+                id=_eid(1),
+                kind="status",
+                time=t,
+                status=JobStatus.RUNNING,
+                message="job running",
+                raw={"stage": "RUNNING"},
+            )
+        )
     result: dict[str, Any] | None = None
     for i, line in enumerate(lines):
         kind, payload = parse_line(line)
@@ -592,9 +651,17 @@ def job_events(view: JobView, lines: Sequence[str]) -> list[Event]:
         level = "error" if kind == "error" else _line_level(line)
         events.append(Event(id=_eid(i + 2), kind="log", time=t, message=text, level=level))
     if status.is_terminal:
-        events.append(Event(id=TERMINAL_EVENT_ID, kind="status", time=max(t, view.finished_at or t), status=status,
-                            message=_final_message(view, status, result, lines),
-                            level="error" if status is JobStatus.FAILED else "info", raw={"stage": view.stage}))
+        events.append(
+            Event(
+                id=TERMINAL_EVENT_ID,
+                kind="status",
+                time=max(t, view.finished_at or t),
+                status=status,
+                message=_final_message(view, status, result, lines),
+                level="error" if status is JobStatus.FAILED else "info",
+                raw={"stage": view.stage},
+            )
+        )
     return events
 
 
@@ -620,13 +687,18 @@ def _last(lines: Sequence[str], kind: LineKind) -> Any:
 def _job_error(view: JobView, lines: Sequence[str], tail: int) -> JobError | None:
     status = map_stage(view.stage)
     if status is JobStatus.CANCELLED:
-        return JobError(message="the job was deleted" if view.stage.upper() == "DELETED" else "the job was cancelled",
-                        code=view.stage.lower())
+        return JobError(
+            message="the job was deleted" if view.stage.upper() == "DELETED" else "the job was cancelled",
+            code=view.stage.lower(),
+        )
     if status is not JobStatus.FAILED:
         return None
     trainer = _last(lines, "error")
-    message = (str(trainer.get("message")) if trainer else None) or redact(view.message or "") or (
-        "the job ended with an error")
+    message = (
+        (str(trainer.get("message")) if trainer else None)
+        or redact(view.message or "")
+        or ("the job ended with an error")
+    )
     code = str(trainer.get("code")) if trainer and trainer.get("code") else "job_error"
     shown = [line for line in lines if parse_line(line)[0] != "metric"][-tail:] if tail else []
     if shown:
@@ -634,16 +706,21 @@ def _job_error(view: JobView, lines: Sequence[str], tail: int) -> JobError | Non
     return JobError(message=message, code=code)
 
 
-def record_from_view(provider: str, view: JobView, lines: Sequence[str] | None = None, *,
-                     error_log_lines: int = 20) -> JobRecord:
+def record_from_view(
+    provider: str, view: JobView, lines: Sequence[str] | None = None, *, error_log_lines: int = 20
+) -> JobRecord:
     """The uniform record of a job (pure); ``lines``, when read, add progress, result and error."""
     status = map_stage(view.stage)
     log = list(lines or [])
     result = _last(log, "result") if log else None
     points = [p for kind, p in map(parse_line, log) if kind == "metric"]
     trained = result.get("result", {}).get("train_tokens") if isinstance(result, dict) else None
-    output: dict[str, Any] = {"hub_repo": view.output_repo, "url": view.url, "flavor": view.flavor,
-                              "dataset_repo": view.arg("--dataset-repo")}
+    output: dict[str, Any] = {
+        "hub_repo": view.output_repo,
+        "url": view.url,
+        "flavor": view.flavor,
+        "dataset_repo": view.arg("--dataset-repo"),
+    }
     if result:
         output["revision"] = result.get("revision")
     return JobRecord(
@@ -717,8 +794,15 @@ def is_ambiguous(exc: BaseException) -> bool:
     return status is not None and (status == 408 or status >= 500)
 
 
-def translate_error(exc: BaseException, *, provider: str, what: str, job_ref: str | None = None,
-                    flavor: str | None = None, base_model: str | None = None) -> AnytuneError | None:
+def translate_error(
+    exc: BaseException,
+    *,
+    provider: str,
+    what: str,
+    job_ref: str | None = None,
+    flavor: str | None = None,
+    base_model: str | None = None,
+) -> AnytuneError | None:
     """The anytune error for a huggingface_hub or httpx2 exception, or None for anything else.
 
     The status code picks the family; the server's message refines it (no payment method or quota
@@ -732,8 +816,9 @@ def translate_error(exc: BaseException, *, provider: str, what: str, job_ref: st
     if httpx2 is not None and isinstance(exc, httpx2.TimeoutException):
         return ServiceUnavailableError(f"{what}: the Hub did not answer in time (after retries)", provider=provider)
     if httpx2 is not None and isinstance(exc, httpx2.TransportError):
-        return ServiceUnavailableError(f"{what}: connection to the Hub failed: {type(exc).__name__} (after retries)",
-                                       provider=provider)
+        return ServiceUnavailableError(
+            f"{what}: connection to the Hub failed: {type(exc).__name__} (after retries)", provider=provider
+        )
     if errors is None:
         return None
     if isinstance(exc, errors.HFValidationError):
@@ -747,28 +832,36 @@ def translate_error(exc: BaseException, *, provider: str, what: str, job_ref: st
     common: dict[str, Any] = {"provider": provider, "status_code": status or None, "request_id": exc.request_id}
     if base_model is not None and isinstance(exc, errors.GatedRepoError):
         return ModelNotAvailableError(
-            f"{what}: {base_model} is gated: accept its conditions on the Hub with this account first", **common)
+            f"{what}: {base_model} is gated: accept its conditions on the Hub with this account first", **common
+        )
     if base_model is not None and isinstance(exc, errors.RepositoryNotFoundError):
-        return ModelNotAvailableError(f"{what}: base model {base_model!r} not found on the Hub (or not visible to "
-                                      "this token)", **common)
+        return ModelNotAvailableError(
+            f"{what}: base model {base_model!r} not found on the Hub (or not visible to this token)", **common
+        )
     if status == 401:
         return AuthenticationError(f"{what}: the Hub rejected the token ({message}): {login}", **common)
     if status == 402 or (status in (400, 403, 429) and _QUOTA_TEXT.search(message)):
         return QuotaExceededError(
             f"{what}: {message}. Hugging Face Jobs need a payment method or credits on the account that runs "
-            "them (https://huggingface.co/settings/billing)", **common)
+            "them (https://huggingface.co/settings/billing)",
+            **common,
+        )
     if status == 429:
         return RateLimitError(f"{what}: throttled: {message}", retry_after=retry_after_of(exc), **common)
     if status == 403:
-        return PermissionDeniedError(f"{what}: permission denied: {message} (does the token have write access "
-                                     "to this namespace?)", **common)
+        return PermissionDeniedError(
+            f"{what}: permission denied: {message} (does the token have write access to this namespace?)", **common
+        )
     if status == 404 and job_ref is not None:
         return JobNotFoundError(job_ref, message)
     if status >= 500 or status == 408:
         return ServiceUnavailableError(f"{what}: the Hub failed: {message} (after retries)", **common)
     if flavor is not None and status in (400, 422) and _FLAVOR_TEXT.search(message):
-        return InvalidRequestError(f"{what}: hf.flavor {flavor!r} was refused ({message}). Known flavors: "
-                                   f"{', '.join(known_flavors()) or 'see `hf jobs hardware`'}", **common)
+        return InvalidRequestError(
+            f"{what}: hf.flavor {flavor!r} was refused ({message}). Known flavors: "
+            f"{', '.join(known_flavors()) or 'see `hf jobs hardware`'}",
+            **common,
+        )
     return InvalidRequestError(f"{what}: {message}", **common)
 
 
@@ -844,7 +937,9 @@ class HuggingFaceProvider(Provider):
         if not token:
             raise AuthenticationError(
                 "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or set the profile's token "
-                f"(ANYTUNE_HUGGINGFACE_TOKEN){f' or {s.token_env}' if s.token_env else ''}", provider=self.name)
+                f"(ANYTUNE_HUGGINGFACE_TOKEN){f' or {s.token_env}' if s.token_env else ''}",
+                provider=self.name,
+            )
         # Found outside configuration: make sure no message, log line or stored record shows it.
         register_secret(token)
         return token
@@ -861,8 +956,9 @@ class HuggingFaceProvider(Provider):
                 install_log_filter(logging.getLogger("huggingface_hub"))
                 with self._boundary("reading the Hugging Face token"):
                     self._token = self._resolve_token()
-                self._api_obj = huggingface_hub.HfApi(endpoint=self.endpoint, token=self._token,
-                                                      library_name="anytune", library_version=__version__)
+                self._api_obj = huggingface_hub.HfApi(
+                    endpoint=self.endpoint, token=self._token, library_name="anytune", library_version=__version__
+                )
             return self._api_obj
 
     @property
@@ -871,22 +967,35 @@ class HuggingFaceProvider(Provider):
         return RetryPolicy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
 
     def _retrying(self, what: str, fn: Callable[[], T]) -> T:
-        return retry_call(fn, policy=self._policy, retry_on=is_transient, retry_after=retry_after_of,
-                          sleep=self._hooks.sleep, clock=self._hooks.clock, rand=self._hooks.rand,
-                          what=f"{self.name}: {what}")
+        return retry_call(
+            fn,
+            policy=self._policy,
+            retry_on=is_transient,
+            retry_after=retry_after_of,
+            sleep=self._hooks.sleep,
+            clock=self._hooks.clock,
+            rand=self._hooks.rand,
+            what=f"{self.name}: {what}",
+        )
 
     @contextmanager
-    def _boundary(self, what: str, *, job_id: str | None = None, flavor: str | None = None,
-                  base_model: str | None = None) -> Iterator[None]:
+    def _boundary(
+        self, what: str, *, job_id: str | None = None, flavor: str | None = None, base_model: str | None = None
+    ) -> Iterator[None]:
         """The one place where huggingface_hub and httpx2 exceptions become anytune errors."""
         try:
             yield
         except AnytuneError:
             raise
         except Exception as exc:
-            mapped = translate_error(exc, provider=self.name, what=what,
-                                     job_ref=f"{self.name}:{job_id}" if job_id else None,
-                                     flavor=flavor, base_model=base_model)
+            mapped = translate_error(
+                exc,
+                provider=self.name,
+                what=what,
+                job_ref=f"{self.name}:{job_id}" if job_id else None,
+                flavor=flavor,
+                base_model=base_model,
+            )
             if mapped is None:
                 raise
             raise mapped from exc
@@ -917,7 +1026,11 @@ class HuggingFaceProvider(Provider):
         if spec.base_model.startswith((".", "/", "~")) or path.exists():
             raise NotSupportedError(
                 "a Hugging Face job downloads its base model from the Hub: give a Hub model id (upload a local "
-                "model first with `hf upload`)", field="base_model", provider=self.name, alternatives=["local"])
+                "model first with `hf upload`)",
+                field="base_model",
+                provider=self.name,
+                alternatives=["local"],
+            )
         local = spec.local or LocalOptions()
         for field, bad, why in (
             ("local.device", local.device == "mps", "a job runs on CUDA or CPU hardware"),
@@ -930,8 +1043,11 @@ class HuggingFaceProvider(Provider):
         options = spec.hf or HFOptions()
         if not _TIMEOUT.match(options.timeout):
             raise ConfigError(f"{options.timeout!r} is not a duration such as 90m, 2h or 3600", field="hf.timeout")
-        for field, value in (("hf.namespace", options.namespace), ("hf.dataset_repo", options.dataset_repo),
-                             ("hf.output_repo", options.output_repo)):
+        for field, value in (
+            ("hf.namespace", options.namespace),
+            ("hf.dataset_repo", options.dataset_repo),
+            ("hf.output_repo", options.output_repo),
+        ):
             if value is not None:
                 _check_repo_id(value, field)
         if options.namespace is not None and "/" in options.namespace:
@@ -948,8 +1064,11 @@ class HuggingFaceProvider(Provider):
                 paths[purpose] = data_path(digest)
         filename, wheel = build_wheel()
         digest = hashlib.sha256(wheel).hexdigest()
-        uploads.append(PlannedUpload(path=f"{filename} (built from the running anytune)", purpose="trainer",
-                                     bytes=len(wheel), sha256=digest))
+        uploads.append(
+            PlannedUpload(
+                path=f"{filename} (built from the running anytune)", purpose="trainer", bytes=len(wheel), sha256=digest
+            )
+        )
         paths["trainer"] = wheel_path(filename, digest)
         return uploads, paths, (filename, wheel)
 
@@ -960,25 +1079,37 @@ class HuggingFaceProvider(Provider):
         dataset_repo = default_dataset_repo(spec, namespace)
         output_repo = default_output_repo(spec, namespace, idempotency_key)
         files = JobFiles(dataset_repo, paths["training"], paths.get("validation"), paths["trainer"])
-        request = build_job_request(spec, idempotency_key, files, namespace=namespace, output_repo=output_repo,
-                                    settings=self._s, endpoint=self.endpoint)
+        request = build_job_request(
+            spec,
+            idempotency_key,
+            files,
+            namespace=namespace,
+            output_repo=output_repo,
+            settings=self._s,
+            endpoint=self.endpoint,
+        )
         request["secrets"] = ["HF_TOKEN"]  # by name: the value is your token, sent only as a job secret
         return SubmitPlan(
             provider=self.name,
             uploads=uploads,
             requests=[
-                PlannedRequest(operation=f"GET {self.endpoint}/api/jobs/{namespace}?label={LABEL_KEY}=...",
-                               body={"labels": {LABEL_KEY: _sanitize(idempotency_key)}}),
+                PlannedRequest(
+                    operation=f"GET {self.endpoint}/api/jobs/{namespace}?label={LABEL_KEY}=...",
+                    body={"labels": {LABEL_KEY: _sanitize(idempotency_key)}},
+                ),
                 PlannedRequest(operation="HfApi.auth_check", body={"repo_id": spec.base_model, "repo_type": "model"}),
-                PlannedRequest(operation="HfApi.create_repo",
-                               body={"repo_id": dataset_repo, "repo_type": "dataset", "private": True,
-                                     "exist_ok": True}),
-                PlannedRequest(operation="HfApi.create_commit",
-                               body={"repo_id": dataset_repo, "repo_type": "dataset",
-                                     "files": sorted(paths.values())}),
-                PlannedRequest(operation="HfApi.create_repo",
-                               body={"repo_id": output_repo, "repo_type": "model", "private": options.private,
-                                     "exist_ok": True}),
+                PlannedRequest(
+                    operation="HfApi.create_repo",
+                    body={"repo_id": dataset_repo, "repo_type": "dataset", "private": True, "exist_ok": True},
+                ),
+                PlannedRequest(
+                    operation="HfApi.create_commit",
+                    body={"repo_id": dataset_repo, "repo_type": "dataset", "files": sorted(paths.values())},
+                ),
+                PlannedRequest(
+                    operation="HfApi.create_repo",
+                    body={"repo_id": output_repo, "repo_type": "model", "private": options.private, "exist_ok": True},
+                ),
                 PlannedRequest(operation="HfApi.run_job", body=request),
             ],
             notes=[
@@ -1004,8 +1135,11 @@ class HuggingFaceProvider(Provider):
 
     def _check_base_model(self, api: HfApi, spec: JobSpec) -> None:
         # Fail before paying for hardware: a missing or gated model would only fail inside the job.
-        self._call("checking the base model", lambda: api.auth_check(spec.base_model, repo_type="model"),
-                   base_model=spec.base_model)
+        self._call(
+            "checking the base model",
+            lambda: api.auth_check(spec.base_model, repo_type="model"),
+            base_model=spec.base_model,
+        )
 
     def _upload_inputs(self, api: HfApi, spec: JobSpec, namespace: str) -> JobFiles:
         from huggingface_hub import CommitOperationAdd
@@ -1013,8 +1147,9 @@ class HuggingFaceProvider(Provider):
         repo = default_dataset_repo(spec, namespace)
         uploads, paths, (_, wheel) = self._planned(spec)
         scope = f"{self.endpoint}|{repo}"
-        self._call("creating the dataset repo",
-                   lambda: api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True))
+        self._call(
+            "creating the dataset repo", lambda: api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True)
+        )
         sources: dict[str, Path | bytes] = {}
         for item in uploads:
             path_in_repo = paths[item.purpose]
@@ -1022,13 +1157,19 @@ class HuggingFaceProvider(Provider):
                 continue
             sources[path_in_repo] = wheel if item.purpose == "trainer" else Path(item.path)
         if sources:
+
             def commit() -> Any:
                 # Fresh operations per attempt: huggingface_hub marks them used. The preupload step
                 # compares each file's hash with the repo's and leaves identical content out.
-                operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src)
-                              for p, src in sorted(sources.items())]
-                return api.create_commit(repo, operations, repo_type="dataset",
-                                         commit_message=f"anytune: {len(operations)} job input file(s)")
+                operations = [
+                    CommitOperationAdd(path_in_repo=p, path_or_fileobj=src) for p, src in sorted(sources.items())
+                ]
+                return api.create_commit(
+                    repo,
+                    operations,
+                    repo_type="dataset",
+                    commit_message=f"anytune: {len(operations)} job input file(s)",
+                )
 
             self._call("uploading the dataset and trainer", commit)
             if self.store is not None:
@@ -1055,10 +1196,16 @@ class HuggingFaceProvider(Provider):
                     ambiguous = is_ambiguous(exc)
                     wait = policy.delay(attempt - 1, hint=retry_after_of(exc), rand=self._hooks.rand())
                     if not (ambiguous or is_transient(exc)) or policy.gives_up(
-                            attempt, self._hooks.clock() - start, wait):
+                        attempt, self._hooks.clock() - start, wait
+                    ):
                         raise
-                    logger.info("%s: creating the job failed (%s); retry %d in %.2f s", self.name,
-                                type(exc).__name__, attempt, wait)
+                    logger.info(
+                        "%s: creating the job failed (%s); retry %d in %.2f s",
+                        self.name,
+                        type(exc).__name__,
+                        attempt,
+                        wait,
+                    )
                     self._hooks.sleep(wait)
                     if ambiguous:
                         found = self._find_job(api, namespace, key)
@@ -1076,10 +1223,19 @@ class HuggingFaceProvider(Provider):
         files = self._upload_inputs(api, spec, namespace)
         options = spec.hf or HFOptions()
         output_repo = default_output_repo(spec, namespace, idempotency_key)
-        self._call("creating the output model repo",
-                   lambda: api.create_repo(output_repo, repo_type="model", private=options.private, exist_ok=True))
-        request = build_job_request(spec, idempotency_key, files, namespace=namespace, output_repo=output_repo,
-                                    settings=self._s, endpoint=self.endpoint)
+        self._call(
+            "creating the output model repo",
+            lambda: api.create_repo(output_repo, repo_type="model", private=options.private, exist_ok=True),
+        )
+        request = build_job_request(
+            spec,
+            idempotency_key,
+            files,
+            namespace=namespace,
+            output_repo=output_repo,
+            settings=self._s,
+            endpoint=self.endpoint,
+        )
         return self._record(self._create_job(api, request, idempotency_key, options.flavor))
 
     # -- reads ----------------------------------------------------------------------------------
@@ -1089,8 +1245,7 @@ class HuggingFaceProvider(Provider):
     def _view(self, job_id: str) -> JobView:
         namespace, bare = self._split(job_id)
         api = self._api()
-        info = self._call("reading the job", lambda: api.inspect_job(job_id=bare, namespace=namespace),
-                          job_id=job_id)
+        info = self._call("reading the job", lambda: api.inspect_job(job_id=bare, namespace=namespace), job_id=job_id)
         return view_from_info(info, namespace)
 
     def _lines(self, view: JobView) -> list[str]:
@@ -1104,8 +1259,7 @@ class HuggingFaceProvider(Provider):
 
         def replay() -> list[str]:
             # A job may print anything, the token included: nothing read leaves here unredacted.
-            return [redact(line) for line in api.fetch_job_logs(job_id=view.id, namespace=view.namespace,
-                                                                 follow=False)]
+            return [redact(line) for line in api.fetch_job_logs(job_id=view.id, namespace=view.namespace, follow=False)]
 
         lines: list[str] = []
         # A completed job always ends its log with the result line: a replay without it was cut short.
@@ -1154,8 +1308,9 @@ class HuggingFaceProvider(Provider):
             return self._record(view)
         api = self._api()
         # Cancelling twice is harmless, so the request is retried like a read.
-        self._call("cancelling the job", lambda: api.cancel_job(job_id=view.id, namespace=view.namespace),
-                   job_id=job_id)
+        self._call(
+            "cancelling the job", lambda: api.cancel_job(job_id=view.id, namespace=view.namespace), job_id=job_id
+        )
         return self._record(self._view(job_id))
 
     def list(self, limit: int = 20) -> builtins.list[JobRecord]:
@@ -1176,7 +1331,9 @@ class HuggingFaceProvider(Provider):
         if not isinstance(pushed, dict) or not pushed.get("hub_repo"):
             raise ProviderError(
                 f"job {record.ref} completed but its log holds no {RESULT_PREFIX.strip()} line (the adapter repo "
-                f"and revision); see {view.url or 'the job page'}", provider=self.name)
+                f"and revision); see {view.url or 'the job page'}",
+                provider=self.name,
+            )
         points = {p.step: p for kind, p in map(parse_line, lines) if kind == "metric"}
         reported = pushed.get("result")
         outcome: dict[str, Any] = reported if isinstance(reported, dict) else {}

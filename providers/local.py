@@ -60,8 +60,18 @@ WORKER_MODULE = "anytune.local_backend.worker"
 #: A run whose worker pid is not recorded yet counts as starting for this long after creation.
 LAUNCH_GRACE_S = 60.0
 #: Figures of result.json that go to ``FineTunedModel.extra`` and ``JobRecord.output``.
-FIGURES = ("train_seconds", "peak_rss_mib", "peak_gpu_mib", "final_train_loss", "final_valid_loss",
-           "base_valid_loss", "steps", "tokens_per_second", "merged_path", "device")
+FIGURES = (
+    "train_seconds",
+    "peak_rss_mib",
+    "peak_gpu_mib",
+    "final_train_loss",
+    "final_valid_loss",
+    "base_valid_loss",
+    "steps",
+    "tokens_per_second",
+    "merged_path",
+    "device",
+)
 
 
 class LocalSettings(ProviderSettings):
@@ -210,18 +220,35 @@ class LocalProvider(Provider):
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
-        write_json_atomic(run.path / "launch.json", {"command": command, "python": self.python, "resume": resume,
-                                                     "launched_at": datetime.now(timezone.utc).isoformat()})
+        write_json_atomic(
+            run.path / "launch.json",
+            {
+                "command": command,
+                "python": self.python,
+                "resume": resume,
+                "launched_at": datetime.now(timezone.utc).isoformat(),
+            },
+        )
         with open(run.log_file, "ab") as log:
             try:
                 proc = subprocess.Popen(
-                    command, cwd=run.path, env=env, stdin=subprocess.DEVNULL, stdout=log,
-                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                    command,
+                    cwd=run.path,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    close_fds=True,
                 )
             except OSError as exc:
                 message = f"could not start the worker ({command[0]}): {exc}"
-                run.set_status(JobStatus.FAILED, raw="launch_failed", message=message,
-                               error={"message": message, "code": "launch_failed"})
+                run.set_status(
+                    JobStatus.FAILED,
+                    raw="launch_failed",
+                    message=message,
+                    error={"message": message, "code": "launch_failed"},
+                )
                 raise ProviderError(message, provider=self.name) from exc
         _children[proc.pid] = proc
         # The worker rewrites this with its own pid; writing it now closes the window in which a
@@ -272,8 +299,9 @@ class LocalProvider(Provider):
         if result.get("adapter_path"):
             output["adapter_path"] = result["adapter_path"]
         spec = meta.get("spec", {})
-        trained = result.get("train_tokens", state.get("trained_tokens", state.get("train_tokens",
-                                                                                    state.get("tokens_seen"))))
+        trained = result.get(
+            "train_tokens", state.get("trained_tokens", state.get("train_tokens", state.get("tokens_seen")))
+        )
         return JobRecord(
             provider=self.name,
             id=run.id,
@@ -298,8 +326,11 @@ class LocalProvider(Provider):
         if status is not JobStatus.FAILED or value is None:
             return None
         if isinstance(value, dict):
-            return JobError(message=str(value.get("message") or "the worker failed"), code=value.get("code"),
-                            param=value.get("param"))
+            return JobError(
+                message=str(value.get("message") or "the worker failed"),
+                code=value.get("code"),
+                param=value.get("param"),
+            )
         return JobError(message=str(value))
 
     def _dead(self, run: RunDir) -> tuple[JobStatus, str, JobError | None]:
@@ -309,12 +340,17 @@ class LocalProvider(Provider):
             # Killed by the cancel signal before it could install its handler.
             return JobStatus.CANCELLED, "cancelled", None
         last = run.last_checkpoint()
-        where = (f"continues from the last checkpoint ({last.name})" if last is not None
-                 else "starts it again (no checkpoint was saved yet)")
+        where = (
+            f"continues from the last checkpoint ({last.name})"
+            if last is not None
+            else "starts it again (no checkpoint was saved yet)"
+        )
         pid = run.pid()
-        message = (f"the worker process{f' (pid {pid})' if pid else ''} exited without finishing "
-                   f"(killed, crashed or the machine restarted; its log: {run.log_file}). "
-                   f"`anytune jobs resume {ref}` {where}.")
+        message = (
+            f"the worker process{f' (pid {pid})' if pid else ''} exited without finishing "
+            f"(killed, crashed or the machine restarted; its log: {run.log_file}). "
+            f"`anytune jobs resume {ref}` {where}."
+        )
         return JobStatus.FAILED, "worker_died", JobError(message=message, code="worker_died")
 
     # -- the contract ---------------------------------------------------------------------------
@@ -323,7 +359,8 @@ class LocalProvider(Provider):
             raise NotSupportedError(
                 f"{spec.quantization.value} quantization needs bitsandbytes, which is not installed "
                 '(pip install "anytune[local]"; on macOS use quantization "none")',
-                field="quantization", provider=self.name,
+                field="quantization",
+                provider=self.name,
             )
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
@@ -344,8 +381,12 @@ class LocalProvider(Provider):
             "nothing is created before submit: the run directory and the worker process come then",
             "the worker runs detached; follow it with `anytune jobs wait REF` from any shell",
         ]
-        return SubmitPlan(provider=self.name, uploads=uploads,
-                          requests=[PlannedRequest(operation="local.start_worker", body=body)], notes=notes)
+        return SubmitPlan(
+            provider=self.name,
+            uploads=uploads,
+            requests=[PlannedRequest(operation="local.start_worker", body=body)],
+            notes=notes,
+        )
 
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
         job_id = self.job_id_for(idempotency_key)
@@ -392,7 +433,8 @@ class LocalProvider(Provider):
             raise InvalidRequestError(f"job {ref} already succeeded; there is nothing to resume", provider=self.name)
         if self._worker_alive(run, state):
             raise InvalidRequestError(
-                f"job {ref} is still running (pid {run.pid()}); cancel it first or wait for it", provider=self.name)
+                f"job {ref} is still running (pid {run.pid()}); cancel it first or wait for it", provider=self.name
+            )
         with contextlib.suppress(FileNotFoundError):
             run.cancel_file.unlink()
         last = run.last_checkpoint()
@@ -420,22 +462,30 @@ class LocalProvider(Provider):
         points = run.metrics()
         out: builtins.list[Checkpoint] = []
         for folder in run.checkpoint_dirs():
-            step = int(folder.name[len(CHECKPOINT_PREFIX):])
+            step = int(folder.name[len(CHECKPOINT_PREFIX) :])
             at = [p for p in points if p.step <= step]
             try:
                 created = datetime.fromtimestamp(folder.stat().st_mtime, tz=timezone.utc)
             except FileNotFoundError:
                 continue  # rotated away while we looked
-            out.append(Checkpoint(step=step, id=f"{job_id}:{folder.name}", path=str(folder),
-                                  metrics=at[-1] if at else None, created_at=created))
+            out.append(
+                Checkpoint(
+                    step=step,
+                    id=f"{job_id}:{folder.name}",
+                    path=str(folder),
+                    metrics=at[-1] if at else None,
+                    created_at=created,
+                )
+            )
         return out
 
     def result(self, record: JobRecord) -> FineTunedModel:
         run = self._run(record.id)
         data = run.result()
         if data is None:
-            raise ProviderError(f"job {record.ref} succeeded but wrote no result.json in {run.path}",
-                                provider=self.name)
+            raise ProviderError(
+                f"job {record.ref} succeeded but wrote no result.json in {run.path}", provider=self.name
+            )
         points = run.metrics()
         final = points[-1] if points else None
         if final is not None and final.valid_loss is None and data.get("final_valid_loss") is not None:

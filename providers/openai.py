@@ -180,7 +180,11 @@ def map_status(raw: str | None, table: Mapping[str, JobStatus]) -> JobStatus:
 
 
 _LEVELS: Mapping[str, Literal["debug", "info", "warning", "error"]] = {
-    "debug": "debug", "info": "info", "warn": "warning", "warning": "warning", "error": "error",
+    "debug": "debug",
+    "info": "info",
+    "warn": "warning",
+    "warning": "warning",
+    "error": "error",
 }
 
 # (pattern, kind, status) for the messages both services write on state changes; first match wins.
@@ -348,12 +352,14 @@ def spec_problems(spec: JobSpec, flavour: Literal["openai", "azure"]) -> list[tu
     out: list[tuple[str, str, tuple[str, ...]]] = []
     hp = spec.hyperparameters
     if hp.learning_rate is not None:
-        out.append((
-            "hyperparameters.learning_rate",
-            f"{service} does not take an absolute learning rate; set learning_rate_multiplier "
-            "(a factor on the service's own default) instead",
-            _ALTERNATIVES_FOR_ADAPTERS,
-        ))
+        out.append(
+            (
+                "hyperparameters.learning_rate",
+                f"{service} does not take an absolute learning rate; set learning_rate_multiplier "
+                "(a factor on the service's own default) instead",
+                _ALTERNATIVES_FOR_ADAPTERS,
+            )
+        )
     for name in ("warmup_ratio", "warmup_steps", "max_steps", "max_length"):
         if getattr(hp, name) is not None:
             out.append((f"hyperparameters.{name}", f"{service} does not take {name}", _ALTERNATIVES_FOR_ADAPTERS))
@@ -363,20 +369,39 @@ def spec_problems(spec: JobSpec, flavour: Literal["openai", "azure"]) -> list[tu
             bounds = f"({low:g}, {high:g}]" if name == "beta" else f"{low:g} to {high:g}"
             out.append((f"hyperparameters.{name}", f"{service} accepts {name} in {bounds}, not {value}", ()))
     if spec.lora is not None:
-        out.append((
-            "lora",
-            f"{service} does not take LoRA settings: the service chooses how the model is adapted",
-            _ALTERNATIVES_FOR_ADAPTERS,
-        ))
+        out.append(
+            (
+                "lora",
+                f"{service} does not take LoRA settings: the service chooses how the model is adapted",
+                _ALTERNATIVES_FOR_ADAPTERS,
+            )
+        )
     if spec.quantization is not Quantization.NONE:
-        out.append(("quantization", f"{service} trains on its own hardware and takes no quantization setting",
-                    _ALTERNATIVES_FOR_ADAPTERS))
+        out.append(
+            (
+                "quantization",
+                f"{service} trains on its own hardware and takes no quantization setting",
+                _ALTERNATIVES_FOR_ADAPTERS,
+            )
+        )
     if len(spec.tags) > 15:
-        out.append(("tags", f"{service} metadata holds 16 entries and anytune uses one for its idempotency "
-                            "tag: give at most 15 tags", ()))
+        out.append(
+            (
+                "tags",
+                f"{service} metadata holds 16 entries and anytune uses one for its idempotency "
+                "tag: give at most 15 tags",
+                (),
+            )
+        )
     if spec.openai is not None and spec.openai.reinforcement is not None and spec.method is not Method.SFT:
-        out.append(("openai.reinforcement", "openai.reinforcement makes the method 'reinforcement'; "
-                                            f"it cannot be combined with method {spec.method.value!r}", ()))
+        out.append(
+            (
+                "openai.reinforcement",
+                "openai.reinforcement makes the method 'reinforcement'; "
+                f"it cannot be combined with method {spec.method.value!r}",
+                (),
+            )
+        )
     suffix = spec.suffix
     if flavour == "azure":
         if suffix is not None and not re.fullmatch(r"[A-Za-z0-9_-]{1,40}", suffix):
@@ -384,8 +409,14 @@ def spec_problems(spec: JobSpec, flavour: Literal["openai", "azure"]) -> list[tu
         if spec.azure is not None:
             for name in ("deployment", "compute", "instance_type", "instance_count", "experiment_name"):
                 if getattr(spec.azure, name) is not None:
-                    out.append((f"azure.{name}", f"azure.{name} applies to Azure Machine Learning, not to "
-                                                  "Azure OpenAI (only azure.training_type does)", ("azureml",)))
+                    out.append(
+                        (
+                            f"azure.{name}",
+                            f"azure.{name} applies to Azure Machine Learning, not to "
+                            "Azure OpenAI (only azure.training_type does)",
+                            ("azureml",),
+                        )
+                    )
     return out
 
 
@@ -442,8 +473,17 @@ def build_create_body(
 
 
 _SDK_CREATE_ARGS = frozenset(
-    {"model", "training_file", "validation_file", "method", "suffix", "seed", "metadata", "integrations",
-     "hyperparameters"}
+    {
+        "model",
+        "training_file",
+        "validation_file",
+        "method",
+        "suffix",
+        "seed",
+        "metadata",
+        "integrations",
+        "hyperparameters",
+    }
 )
 
 
@@ -587,8 +627,15 @@ def event_from_api(raw: Mapping[str, Any]) -> Event:
     if status is JobStatus.FAILED or (level == "error" and kind == "log" and "fail" in message.lower()):
         kind, status = "status", JobStatus.FAILED
     return Event(
-        id=str(event_id), kind=kind, time=when, message=message, level=level or "info", status=status, metric=metric,
-        checkpoint=checkpoint, raw=dict(raw),
+        id=str(event_id),
+        kind=kind,
+        time=when,
+        message=message,
+        level=level or "info",
+        status=status,
+        metric=metric,
+        checkpoint=checkpoint,
+        raw=dict(raw),
     )
 
 
@@ -597,10 +644,14 @@ def checkpoint_from_api(raw: Mapping[str, Any]) -> Checkpoint:
     step = int(_num(raw.get("step_number")) or 0)
     given = raw.get("metrics")
     metrics: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
-    point = metric_from_data({**{k: v for k, v in metrics.items() if k != "step"}, "step": step},
-                             time=_ts(raw.get("created_at")))
+    point = metric_from_data(
+        {**{k: v for k, v in metrics.items() if k != "step"}, "step": step}, time=_ts(raw.get("created_at"))
+    )
     return Checkpoint(
-        step=step, id=raw.get("id"), model=raw.get("fine_tuned_model_checkpoint"), metrics=point,
+        step=step,
+        id=raw.get("id"),
+        model=raw.get("fine_tuned_model_checkpoint"),
+        metrics=point,
         created_at=_ts(raw.get("created_at")),
     )
 
@@ -619,8 +670,18 @@ def record_from_job(provider: str, job: Mapping[str, Any], table: Mapping[str, J
     trained = _num(job.get("trained_tokens"))
     output = {
         k: job[k]
-        for k in ("training_file", "validation_file", "result_files", "hyperparameters", "method", "seed",
-                  "estimated_finish", "organization_id", "trainingType", "user_provided_suffix")
+        for k in (
+            "training_file",
+            "validation_file",
+            "result_files",
+            "hyperparameters",
+            "method",
+            "seed",
+            "estimated_finish",
+            "organization_id",
+            "trainingType",
+            "user_provided_suffix",
+        )
         if job.get(k) is not None
     }
     return JobRecord(
@@ -746,19 +807,30 @@ class FileSlice(io.RawIOBase):
 
 # -- errors -----------------------------------------------------------------------------------------
 
-_QUOTA_CODES = frozenset({"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded", "quotaexceeded",
-                          "billing_not_active"})
+_QUOTA_CODES = frozenset(
+    {"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded", "quotaexceeded", "billing_not_active"}
+)
 # Text only as a fallback for services that send no code.  Azure's throttling message links to a
 # "quotaincrease" page, so a bare "quota" must not count: throttling is retried, quota is not.
 _QUOTA_TEXT = re.compile(
     r"insufficient[ _]quota|exceeded your current quota|check your plan and billing|billing hard limit|"
-    r"quota (is |has been )?exceeded|maximum number of (active|running|concurrent)", re.I
+    r"quota (is |has been )?exceeded|maximum number of (active|running|concurrent)",
+    re.I,
 )
-_MODEL_CODES = frozenset({"model_not_available", "invalid_model", "model_not_found", "unsupported_model",
-                          "modelnotavailable", "invalidmodel"})
+_MODEL_CODES = frozenset(
+    {
+        "model_not_available",
+        "invalid_model",
+        "model_not_found",
+        "unsupported_model",
+        "modelnotavailable",
+        "invalidmodel",
+    }
+)
 _MODEL_TEXT = re.compile(
     r"not available for fine-?tuning|does not support fine-?tuning|cannot be fine-?tuned|"
-    r"model .{0,80}(not (available|supported|found)|does not exist)|unsupported model", re.I
+    r"model .{0,80}(not (available|supported|found)|does not exist)|unsupported model",
+    re.I,
 )
 
 
@@ -831,8 +903,10 @@ def _scrub(exc: BaseException) -> None:
 
 def _wind_down_message(service_message: str) -> str:
     if "scope" in service_message.lower():
-        return (f"the API key may not create fine-tuning jobs ({service_message}); use a key with the "
-                "fine-tuning write permission")
+        return (
+            f"the API key may not create fine-tuning jobs ({service_message}); use a key with the "
+            "fine-tuning write permission"
+        )
     return (
         "OpenAI refused to create the fine-tuning job for this organisation "
         f"({service_message or 'permission denied'}). OpenAI is winding down self-serve fine-tuning: "
@@ -843,7 +917,12 @@ def _wind_down_message(service_message: str) -> str:
 
 
 def translate_error(
-    exc: BaseException, *, provider: str, flavour: str, what: str, job_id: str | None = None,
+    exc: BaseException,
+    *,
+    provider: str,
+    flavour: str,
+    what: str,
+    job_id: str | None = None,
     creating: bool = False,
 ) -> AnytuneError | None:
     """The anytune error for an SDK (or azure-identity) exception, or None for anything else.
@@ -858,7 +937,8 @@ def translate_error(
         if "Authentication" in type(exc).__name__ or "Credential" in type(exc).__name__:
             return AuthenticationError(
                 f"{what}: Entra ID sign-in failed ({exc}). Sign in (`az login`, managed identity) or set "
-                "AZURE_OPENAI_API_KEY / settings.api_key", provider=provider,
+                "AZURE_OPENAI_API_KEY / settings.api_key",
+                provider=provider,
             )
         return ProviderError(f"{what}: {type(exc).__name__}: {exc}", provider=provider)
     if openai is None or not isinstance(exc, openai.OpenAIError):
@@ -875,7 +955,10 @@ def translate_error(
     code, _kind, message, param = _error_fields(exc)
     message = message or f"HTTP {status}"
     common: dict[str, Any] = {
-        "provider": provider, "status_code": status, "request_id": exc.request_id, "body": _redacted_body(exc.body),
+        "provider": provider,
+        "status_code": status,
+        "request_id": exc.request_id,
+        "body": _redacted_body(exc.body),
     }
     if status == 401:
         return AuthenticationError(f"{what}: credentials rejected: {message}", **common)
@@ -988,8 +1071,14 @@ class _OpenAIAdapter(Provider):
     def _retrying(self, what: str, fn: Callable[[], T]) -> T:
         """``fn`` under the read retry policy; SDK exceptions pass through untranslated."""
         return retry_call(
-            fn, policy=self._policy, retry_on=is_transient, retry_after=retry_after_of,
-            sleep=self._hooks.sleep, clock=self._hooks.clock, rand=self._hooks.rand, what=f"{self.name}: {what}",
+            fn,
+            policy=self._policy,
+            retry_on=is_transient,
+            retry_after=retry_after_of,
+            sleep=self._hooks.sleep,
+            clock=self._hooks.clock,
+            rand=self._hooks.rand,
+            what=f"{self.name}: {what}",
         )
 
     @contextmanager
@@ -1000,8 +1089,9 @@ class _OpenAIAdapter(Provider):
         except AnytuneError:
             raise
         except Exception as exc:
-            mapped = translate_error(exc, provider=self.name, flavour=self.flavour, what=what, job_id=job_id,
-                                     creating=creating)
+            mapped = translate_error(
+                exc, provider=self.name, flavour=self.flavour, what=what, job_id=job_id, creating=creating
+            )
             if mapped is None:
                 raise
             _scrub(exc)
@@ -1030,20 +1120,43 @@ class _OpenAIAdapter(Provider):
     def _planned_upload_requests(self, path: Path, digest: FileDigest) -> list[PlannedRequest]:
         s = self._s
         if digest.size <= s.upload_threshold_bytes:
-            return [PlannedRequest(operation=f"POST {self._url('/files')}", body={
-                "purpose": "fine-tune", "file": path.name, "bytes": digest.size, "sha256": digest.sha256,
-            })]
+            return [
+                PlannedRequest(
+                    operation=f"POST {self._url('/files')}",
+                    body={
+                        "purpose": "fine-tune",
+                        "file": path.name,
+                        "bytes": digest.size,
+                        "sha256": digest.sha256,
+                    },
+                )
+            ]
         parts = len(part_ranges(digest.size, s.upload_part_bytes))
         return [
-            PlannedRequest(operation=f"POST {self._url('/uploads')}", body={
-                "filename": path.name, "purpose": "fine-tune", "bytes": digest.size, "mime_type": "text/jsonl",
-            }),
-            PlannedRequest(operation=f"POST {self._url('/uploads/<upload id>/parts')}", body={
-                "parts": parts, "part_bytes": s.upload_part_bytes, "concurrency": s.upload_concurrency,
-            }),
-            PlannedRequest(operation=f"POST {self._url('/uploads/<upload id>/complete')}", body={
-                "part_ids": f"<{parts} part ids, in file order>", "md5": digest.md5,
-            }),
+            PlannedRequest(
+                operation=f"POST {self._url('/uploads')}",
+                body={
+                    "filename": path.name,
+                    "purpose": "fine-tune",
+                    "bytes": digest.size,
+                    "mime_type": "text/jsonl",
+                },
+            ),
+            PlannedRequest(
+                operation=f"POST {self._url('/uploads/<upload id>/parts')}",
+                body={
+                    "parts": parts,
+                    "part_bytes": s.upload_part_bytes,
+                    "concurrency": s.upload_concurrency,
+                },
+            ),
+            PlannedRequest(
+                operation=f"POST {self._url('/uploads/<upload id>/complete')}",
+                body={
+                    "part_ids": f"<{parts} part ids, in file order>",
+                    "md5": digest.md5,
+                },
+            ),
         ]
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
@@ -1062,10 +1175,16 @@ class _OpenAIAdapter(Provider):
             digest = file_digests(path)
             uploads.append(PlannedUpload(path=str(path), purpose="fine-tune", bytes=digest.size, sha256=digest.sha256))
             if self._needs_chat_conversion(spec, path):
-                notes.append(f"{path}: prompt/completion examples are converted to chat format before upload "
-                             "(size and digest above are of the original)")
-                requests.append(PlannedRequest(operation=f"POST {self._url('/files')}",
-                                               body={"purpose": "fine-tune", "file": f"{path.stem}.chat.jsonl"}))
+                notes.append(
+                    f"{path}: prompt/completion examples are converted to chat format before upload "
+                    "(size and digest above are of the original)"
+                )
+                requests.append(
+                    PlannedRequest(
+                        operation=f"POST {self._url('/files')}",
+                        body={"purpose": "fine-tune", "file": f"{path.stem}.chat.jsonl"},
+                    )
+                )
                 ids[role] = f"<file id of {path.stem}.chat.jsonl>"
                 continue
             reused = self.store.find_upload(self.name, self._config.scope, digest.sha256) if self.store else None
@@ -1075,11 +1194,18 @@ class _OpenAIAdapter(Provider):
             else:
                 requests.extend(self._planned_upload_requests(path, digest))
                 ids[role] = f"<file id of {path.name}>"
-        body = build_create_body(spec, training_file=ids["training_file"], validation_file=ids.get("validation_file"),
-                                 idempotency_key=idempotency_key, flavour=self.flavour)
+        body = build_create_body(
+            spec,
+            training_file=ids["training_file"],
+            validation_file=ids.get("validation_file"),
+            idempotency_key=idempotency_key,
+            flavour=self.flavour,
+        )
         requests.append(PlannedRequest(operation=f"POST {self._url('/fine_tuning/jobs')}", body=body))
-        notes.append(f"the job carries metadata[{IDEMPOTENCY_TAG!r}]; after an ambiguous failure the adapter "
-                     "looks it up before creating again, so one submit makes at most one job")
+        notes.append(
+            f"the job carries metadata[{IDEMPOTENCY_TAG!r}]; after an ambiguous failure the adapter "
+            "looks it up before creating again, so one submit makes at most one job"
+        )
         return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
 
     # -- uploads --------------------------------------------------------------------------------
@@ -1137,8 +1263,9 @@ class _OpenAIAdapter(Provider):
         def send() -> Any:
             # A fresh handle per attempt: httpx streams it, so memory does not grow with the file.
             with path.open("rb") as handle:
-                return client.files.create(file=(path.name, handle, "application/jsonl"), purpose="fine-tune",
-                                           timeout=self._s.upload_timeout)
+                return client.files.create(
+                    file=(path.name, handle, "application/jsonl"), purpose="fine-tune", timeout=self._s.upload_timeout
+                )
 
         return str(_as_dict(self._retrying(f"uploading {path.name}", send))["id"])
 
@@ -1146,8 +1273,14 @@ class _OpenAIAdapter(Provider):
         """Uploads API: create, parts in parallel from disk, complete with ordered ids and md5."""
         client = self._client()
         s = self._s
-        upload = _as_dict(self._retrying(f"starting the upload of {path.name}", lambda: client.uploads.create(
-            bytes=digest.size, filename=path.name, mime_type="text/jsonl", purpose="fine-tune")))
+        upload = _as_dict(
+            self._retrying(
+                f"starting the upload of {path.name}",
+                lambda: client.uploads.create(
+                    bytes=digest.size, filename=path.name, mime_type="text/jsonl", purpose="fine-tune"
+                ),
+            )
+        )
         upload_id = str(upload["id"])
         started = _num(upload.get("created_at"))
         ranges = part_ranges(digest.size, s.upload_part_bytes)
@@ -1196,8 +1329,12 @@ class _OpenAIAdapter(Provider):
             done = _as_dict(self._retrying(f"completing the upload of {path.name}", attempt))
         except Exception as exc:
             module = _openai_module()
-            if not (ambiguous and module is not None and isinstance(exc, module.APIStatusError)
-                    and exc.status_code in (400, 409)):
+            if not (
+                ambiguous
+                and module is not None
+                and isinstance(exc, module.APIStatusError)
+                and exc.status_code in (400, 409)
+            ):
                 raise
             # An earlier attempt completed the upload but its answer was lost; there is no GET for
             # uploads, so find the file it produced.
@@ -1207,14 +1344,16 @@ class _OpenAIAdapter(Provider):
             return found
         file_obj = done.get("file") if isinstance(done.get("file"), Mapping) else None
         if not file_obj or not file_obj.get("id"):
-            raise InvalidRequestError(f"completing the upload of {path.name}: the service returned no file",
-                                      provider=self.name)
+            raise InvalidRequestError(
+                f"completing the upload of {path.name}: the service returned no file", provider=self.name
+            )
         return str(file_obj["id"])
 
     def _find_completed_file(self, filename: str, size: int, since: float | None) -> str | None:
         client = self._client()
-        page = self._retrying("looking up the uploaded file",
-                              lambda: client.files.list(purpose="fine-tune", limit=100, order="desc"))
+        page = self._retrying(
+            "looking up the uploaded file", lambda: client.files.list(purpose="fine-tune", limit=100, order="desc")
+        )
         for item in (_as_dict(f) for f in page.data):
             created = _num(item.get("created_at")) or 0.0
             if item.get("filename") == filename and item.get("bytes") == size and (since is None or created >= since):
@@ -1237,13 +1376,15 @@ class _OpenAIAdapter(Provider):
             status = str(info.get("status") or "")
             if status in ("error", "failed"):
                 detail = info.get("status_details") or "no details"
-                raise InvalidRequestError(f"{path.name}: the service could not import the file: {detail}",
-                                          provider=self.name)
+                raise InvalidRequestError(
+                    f"{path.name}: the service could not import the file: {detail}", provider=self.name
+                )
             if status not in ("pending", "running"):
                 return
             if self._hooks.clock() >= deadline:
-                raise ServiceUnavailableError(f"{path.name}: still being imported after "
-                                              f"{self._s.file_processing_timeout:g} s", provider=self.name)
+                raise ServiceUnavailableError(
+                    f"{path.name}: still being imported after {self._s.file_processing_timeout:g} s", provider=self.name
+                )
             self._hooks.sleep(min(30.0, 1.0 * 1.5**polls))
             polls += 1
 
@@ -1257,8 +1398,9 @@ class _OpenAIAdapter(Provider):
             kwargs: dict[str, Any] = {"limit": 100, "metadata": {IDEMPOTENCY_TAG: key}}
             if after is not None:
                 kwargs["after"] = after
-            page = self._call("looking up the job by its idempotency tag",
-                              functools.partial(client.fine_tuning.jobs.list, **kwargs))
+            page = self._call(
+                "looking up the job by its idempotency tag", functools.partial(client.fine_tuning.jobs.list, **kwargs)
+            )
             jobs = [_as_dict(j) for j in page.data]
             for job in jobs:
                 metadata = job.get("metadata")
@@ -1307,17 +1449,24 @@ class _OpenAIAdapter(Provider):
         training = self._upload(self._data_file(spec, Path(spec.training_file)), "training")
         validation = (
             self._upload(self._data_file(spec, Path(spec.validation_file)), "validation")
-            if spec.validation_file is not None else None
+            if spec.validation_file is not None
+            else None
         )
-        body = build_create_body(spec, training_file=training, validation_file=validation,
-                                 idempotency_key=idempotency_key, flavour=self.flavour)
+        body = build_create_body(
+            spec,
+            training_file=training,
+            validation_file=validation,
+            idempotency_key=idempotency_key,
+            flavour=self.flavour,
+        )
         return self._create_job(body, idempotency_key)
 
     # -- tracking ------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
         client = self._client()
-        return self._record(self._call("reading the job", lambda: client.fine_tuning.jobs.retrieve(job_id),
-                                       job_id=job_id))
+        return self._record(
+            self._call("reading the job", lambda: client.fine_tuning.jobs.retrieve(job_id), job_id=job_id)
+        )
 
     def list(self, limit: int = 20) -> builtins.list[JobRecord]:
         client = self._client()
@@ -1380,8 +1529,9 @@ class _OpenAIAdapter(Provider):
         client = self._client()
         points: builtins.list[MetricPoint] = []
         for file_id in record.output.get("result_files") or []:
-            content = self._call("downloading the result file",
-                                 functools.partial(lambda f: client.files.content(f).read(), str(file_id)))
+            content = self._call(
+                "downloading the result file", functools.partial(lambda f: client.files.content(f).read(), str(file_id))
+            )
             points.extend(parse_result_csv(decode_result_file(content)))
         return points
 
@@ -1424,18 +1574,25 @@ class _OpenAIAdapter(Provider):
 
     def cancel(self, job_id: str) -> JobRecord:
         client = self._client()
-        return self._control("cancelling", job_id, lambda: client.fine_tuning.jobs.cancel(job_id),
-                             lambda r: r.done)
+        return self._control("cancelling", job_id, lambda: client.fine_tuning.jobs.cancel(job_id), lambda r: r.done)
 
     def pause(self, job_id: str) -> JobRecord:
         client = self._client()
-        return self._control("pausing", job_id, lambda: client.fine_tuning.jobs.pause(job_id),
-                             lambda r: r.status is JobStatus.PAUSED or r.done)
+        return self._control(
+            "pausing",
+            job_id,
+            lambda: client.fine_tuning.jobs.pause(job_id),
+            lambda r: r.status is JobStatus.PAUSED or r.done,
+        )
 
     def resume(self, job_id: str) -> JobRecord:
         client = self._client()
-        return self._control("resuming", job_id, lambda: client.fine_tuning.jobs.resume(job_id),
-                             lambda r: r.status is not JobStatus.PAUSED)
+        return self._control(
+            "resuming",
+            job_id,
+            lambda: client.fine_tuning.jobs.resume(job_id),
+            lambda r: r.status is not JobStatus.PAUSED,
+        )
 
 
 class OpenAIProvider(_OpenAIAdapter):
@@ -1450,7 +1607,7 @@ class OpenAIProvider(_OpenAIAdapter):
         sections=frozenset({"openai"}),
         max_file_bytes=8 * 1024**3,  # the Uploads API limit
         notes="hosted; supervised, DPO and reinforcement (openai.reinforcement); epochs, batch size, "
-              "learning-rate multiplier, seed; W&B via openai.wandb",
+        "learning-rate multiplier, seed; W&B via openai.wandb",
     )
 
     def _resolve(self, env: Mapping[str, str]) -> ClientConfig:
@@ -1467,8 +1624,13 @@ class OpenAIProvider(_OpenAIAdapter):
                 f"no OpenAI API key: set {cfg.key_source}, or settings api_key / api_key_env", field="settings.api_key"
             )
         client: OpenAI = openai.OpenAI(
-            api_key=cfg.api_key, base_url=cfg.base_url, organization=cfg.organization, project=cfg.project,
-            max_retries=0, timeout=timeout, http_client=http_client,
+            api_key=cfg.api_key,
+            base_url=cfg.base_url,
+            organization=cfg.organization,
+            project=cfg.project,
+            max_retries=0,
+            timeout=timeout,
+            http_client=http_client,
         )
         return client
 
@@ -1485,7 +1647,7 @@ class AzureOpenAIProvider(_OpenAIAdapter):
         **_COMMON_CAPS,
         sections=frozenset({"openai", "azure"}),
         notes="hosted on your Azure subscription; azure.training_type standard/globalstandard/developer; "
-              "API key or Entra ID",
+        "API key or Entra ID",
     )
 
     def _resolve(self, env: Mapping[str, str]) -> ClientConfig:
@@ -1510,18 +1672,25 @@ class AzureOpenAIProvider(_OpenAIAdapter):
     def _build_client(self, openai: Any, http_client: httpx2.Client | None, timeout: Any) -> OpenAI:
         cfg = self._config
         if not cfg.base_url:
-            raise ConfigError("no Azure OpenAI endpoint: set AZURE_OPENAI_ENDPOINT or settings endpoint",
-                              field="settings.endpoint")
+            raise ConfigError(
+                "no Azure OpenAI endpoint: set AZURE_OPENAI_ENDPOINT or settings endpoint", field="settings.endpoint"
+            )
         if not cfg.api_key and not cfg.entra:
-            raise ConfigError(f"no Azure OpenAI API key: set {cfg.key_source} or settings api_key, "
-                              "or use auth = 'entra'", field="settings.api_key")
+            raise ConfigError(
+                f"no Azure OpenAI API key: set {cfg.key_source} or settings api_key, or use auth = 'entra'",
+                field="settings.api_key",
+            )
         credentials: dict[str, Any] = (
             {"api_key": cfg.api_key} if cfg.api_key else {"azure_ad_token_provider": self._token_provider()}
         )
         try:
             client: OpenAI = openai.AzureOpenAI(
-                azure_endpoint=cfg.base_url, api_version=cfg.api_version, max_retries=0, timeout=timeout,
-                http_client=http_client, **credentials,
+                azure_endpoint=cfg.base_url,
+                api_version=cfg.api_version,
+                max_retries=0,
+                timeout=timeout,
+                http_client=http_client,
+                **credentials,
             )
         except (ValueError, openai.OpenAIError) as exc:
             raise ConfigError(f"cannot build the Azure OpenAI client: {exc}", field="settings") from exc

@@ -30,8 +30,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="gpt-4o-mini-2024-07-18", help="a base model your region can fine-tune")
     parser.add_argument("--training-type", choices=["standard", "globalstandard", "developer"], default=None)
-    parser.add_argument("--auth", choices=["auto", "key", "entra"], default="auto",
-                        help="auto: the API key when one is set, Entra ID otherwise")
+    parser.add_argument(
+        "--auth",
+        choices=["auto", "key", "entra"],
+        default="auto",
+        help="auto: the API key when one is set, Entra ID otherwise",
+    )
     parser.add_argument("--epochs", type=int, default=2)
     parser.add_argument("--pause-after-steps", type=int, default=None)
     parser.add_argument("--dry-run", action="store_true", help="print the requests instead of sending them")

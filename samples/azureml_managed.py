@@ -34,8 +34,11 @@ def workspace_client(model: FineTunedModel) -> Any:
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
 
-    scope = re.match(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
-                     r"Microsoft.MachineLearningServices/workspaces/([^/]+)/", model.extra["asset_id"])
+    scope = re.match(
+        r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
+        r"Microsoft.MachineLearningServices/workspaces/([^/]+)/",
+        model.extra["asset_id"],
+    )
     assert scope, model.extra["asset_id"]
     return MLClient(DefaultAzureCredential(), *scope.groups())
 
@@ -50,15 +53,29 @@ def deploy_managed(model: FineTunedModel, instance_type: str) -> None:
     name = re.sub(r"[^a-z0-9-]", "-", model.extra["name"].lower())[:28].strip("-") + "-ep"
     print(f"creating managed online endpoint {name} on {instance_type} (10-20 minutes)...")
     endpoint = ml.begin_create_or_update(ManagedOnlineEndpoint(name=name, auth_mode="key")).result()
-    ml.online_deployments.begin_create_or_update(ManagedOnlineDeployment(
-        name="default", endpoint_name=name, model=model.extra["asset_id"], instance_type=instance_type,
-        instance_count=1, request_settings=OnlineRequestSettings(request_timeout_ms=90_000),
-    )).result()
+    ml.online_deployments.begin_create_or_update(
+        ManagedOnlineDeployment(
+            name="default",
+            endpoint_name=name,
+            model=model.extra["asset_id"],
+            instance_type=instance_type,
+            instance_count=1,
+            request_settings=OnlineRequestSettings(request_timeout_ms=90_000),
+        )
+    ).result()
     endpoint.traffic = {"default": 100}
     ml.begin_create_or_update(endpoint).result()
     request = HERE / ".request.json"
-    request.write_text(json.dumps({"input_data": {"input_string": [{"role": "user", "content": "What is 21 plus 21?"}],
-                                                  "parameters": {"max_new_tokens": 64}}}))
+    request.write_text(
+        json.dumps(
+            {
+                "input_data": {
+                    "input_string": [{"role": "user", "content": "What is 21 plus 21?"}],
+                    "parameters": {"max_new_tokens": 64},
+                }
+            }
+        )
+    )
     print("reply:", ml.online_endpoints.invoke(endpoint_name=name, request_file=str(request)))
     request.unlink()
     print(f"delete it when done: ml_client.online_endpoints.begin_delete({name!r})")
@@ -79,12 +96,22 @@ def main() -> int:
     parser.add_argument("--resume", metavar="REF", help="follow an existing job instead of creating one")
     parser.add_argument("--deploy", metavar="INSTANCE_TYPE", help="deploy the result on this VM size")
     args = parser.parse_args()
-    given = {"subscription_id": args.subscription_id, "resource_group": args.resource_group,
-             "workspace": args.workspace, "registry": args.registry, "deployment": "managed"}
+    given = {
+        "subscription_id": args.subscription_id,
+        "resource_group": args.resource_group,
+        "workspace": args.workspace,
+        "registry": args.registry,
+        "deployment": "managed",
+    }
     settings = {k: v for k, v in given.items() if v is not None}
 
-    azure = {"deployment": "managed", "task": "chat-completion", "compute": args.compute,
-             "instance_type": args.instance_type, "job_tier": args.job_tier}
+    azure = {
+        "deployment": "managed",
+        "task": "chat-completion",
+        "compute": args.compute,
+        "instance_type": args.instance_type,
+        "job_tier": args.job_tier,
+    }
     job_fields: dict[str, Any] = {
         "base_model": args.model,
         "training_file": HERE / "data" / "train.jsonl",

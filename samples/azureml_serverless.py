@@ -36,16 +36,24 @@ def workspace_client(model: FineTunedModel) -> Any:
     from azure.ai.ml import MLClient
     from azure.identity import DefaultAzureCredential
 
-    scope = re.match(r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
-                     r"Microsoft.MachineLearningServices/workspaces/([^/]+)/", model.extra["asset_id"])
+    scope = re.match(
+        r"/subscriptions/([^/]+)/resourceGroups/([^/]+)/providers/"
+        r"Microsoft.MachineLearningServices/workspaces/([^/]+)/",
+        model.extra["asset_id"],
+    )
     assert scope, model.extra["asset_id"]
     return MLClient(DefaultAzureCredential(), *scope.groups())
 
 
 def settings_from(args: argparse.Namespace) -> dict[str, Any]:
-    given = {"subscription_id": args.subscription_id, "resource_group": args.resource_group,
-             "workspace": args.workspace, "registry": args.registry, "deployment": "serverless",
-             "accept_marketplace_terms": args.accept_marketplace_terms}
+    given = {
+        "subscription_id": args.subscription_id,
+        "resource_group": args.resource_group,
+        "workspace": args.workspace,
+        "registry": args.registry,
+        "deployment": "serverless",
+        "accept_marketplace_terms": args.accept_marketplace_terms,
+    }
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -58,7 +66,8 @@ def deploy_serverless(model: FineTunedModel, endpoint_name: str) -> None:
     model_id = model.extra["deploy"]["serverless_endpoint"]["model_id"]
     print(f"creating serverless endpoint {endpoint_name} for {model_id} (a few minutes)...")
     endpoint = ml.serverless_endpoints.begin_create_or_update(
-        ServerlessEndpoint(name=endpoint_name, model_id=model_id)).result()
+        ServerlessEndpoint(name=endpoint_name, model_id=model_id)
+    ).result()
     key = ml.serverless_endpoints.get_keys(endpoint_name).primary_key
     reply = requests.post(
         f"{endpoint.scoring_uri}/v1/chat/completions",
@@ -78,13 +87,22 @@ def main() -> int:
     parser.add_argument("--workspace")
     parser.add_argument("--model", default="Phi-4-mini-instruct", help="model name, name:version or asset id")
     parser.add_argument("--registry", help="registry of the model (default: azureml)")
-    parser.add_argument("--accept-marketplace-terms", action="store_true", default=None,
-                        help="subscribe to the model's Azure Marketplace offer if it needs one")
+    parser.add_argument(
+        "--accept-marketplace-terms",
+        action="store_true",
+        default=None,
+        help="subscribe to the model's Azure Marketplace offer if it needs one",
+    )
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--dry-run", action="store_true")
     parser.add_argument("--resume", metavar="REF", help="follow an existing job instead of creating one")
-    parser.add_argument("--deploy", metavar="ENDPOINT", nargs="?", const="anytune-ft",
-                        help="deploy the result to a serverless endpoint (default name: anytune-ft)")
+    parser.add_argument(
+        "--deploy",
+        metavar="ENDPOINT",
+        nargs="?",
+        const="anytune-ft",
+        help="deploy the result to a serverless endpoint (default name: anytune-ft)",
+    )
     args = parser.parse_args()
     settings = settings_from(args)
 

@@ -44,8 +44,13 @@ def main() -> int:
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
         "quantization": "4bit" if args.qlora else "none",
         "tags": {"sample": "huggingface_jobs"},
-        "hf": {"flavor": args.flavor, "timeout": args.timeout, "namespace": args.namespace,
-               "output_repo": args.output_repo, "private": True},
+        "hf": {
+            "flavor": args.flavor,
+            "timeout": args.timeout,
+            "namespace": args.namespace,
+            "output_repo": args.output_repo,
+            "private": True,
+        },
     }
     if args.dry_run:
         plan = FineTuneJob.plan(spec, provider="huggingface")

@@ -15,8 +15,18 @@ from anytune._spec import JobSpec, LoraConfig, Method, Quantization
 from anytune.errors import NotSupportedError
 
 ALL_HYPERPARAMETERS: frozenset[str] = frozenset(
-    ("epochs", "batch_size", "learning_rate", "learning_rate_multiplier", "warmup_ratio",
-     "warmup_steps", "max_steps", "max_length", "seed", "beta")
+    (
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "learning_rate_multiplier",
+        "warmup_ratio",
+        "warmup_steps",
+        "max_steps",
+        "max_length",
+        "seed",
+        "beta",
+    )
 )
 ALL_LORA_FIELDS: frozenset[str] = frozenset(LoraConfig.model_fields)
 

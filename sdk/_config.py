@@ -297,4 +297,3 @@ def resolve(
         sources=sources,
         profiles=profiles,
     )
-

@@ -44,7 +44,6 @@ from anytune.errors import ConfigError, JobFailedError
 OnEvent = Callable[[Event], object]
 
 
-
 def _store_for(config: ResolvedConfig | None) -> JobStore:
     from anytune._config import anytune_home
 
@@ -130,7 +129,10 @@ def _new_key() -> str:
 
 def _submit_locally_recorded(prep: _Prepared, key: str) -> None:
     prep.store.begin_submit(
-        provider=prep.config.provider, profile=prep.config.profile, spec=prep.spec.to_json_dict(), key=key,
+        provider=prep.config.provider,
+        profile=prep.config.profile,
+        spec=prep.spec.to_json_dict(),
+        key=key,
         settings=prep.settings,
     )
 
@@ -267,8 +269,15 @@ class FineTuneJob(_Handle):
             ConfigError, NotSupportedError, DataValidationError: before anything is sent.
             ProviderError: the service refused.
         """
-        prep = _prepare(spec, fields, provider=provider, profile=profile, settings=settings,
-                        validate_data=validate_data, store=store)
+        prep = _prepare(
+            spec,
+            fields,
+            provider=provider,
+            profile=profile,
+            settings=settings,
+            validate_data=validate_data,
+            store=store,
+        )
         key = _new_key()
         _submit_locally_recorded(prep, key)
         try:
@@ -292,14 +301,13 @@ class FineTuneJob(_Handle):
     ) -> SubmitPlan:
         """Dry run: validate everything and return the provider-native requests ``create`` would
         send (uploads by file, size and sha256). No network call, nothing recorded."""
-        prep = _prepare(spec, fields, provider=provider, profile=profile, settings=settings,
-                        validate_data=validate_data, store=None)
+        prep = _prepare(
+            spec, fields, provider=provider, profile=profile, settings=settings, validate_data=validate_data, store=None
+        )
         return prep.provider.plan(prep.spec, idempotency_key="<assigned at submit>")
 
     @classmethod
-    def get(
-        cls, ref: str, *, profile: str | None = None, settings: Mapping[str, Any] | None = None
-    ) -> FineTuneJob:
+    def get(cls, ref: str, *, profile: str | None = None, settings: Mapping[str, Any] | None = None) -> FineTuneJob:
         """Re-attach to a job by reference (``openai:ftjob-...``, ``fake:fakejob-...``).
 
         Raises:
@@ -444,8 +452,14 @@ class AsyncFineTuneJob(_Handle):
     ) -> AsyncFineTuneJob:
         """See :meth:`FineTuneJob.create`."""
         prep = await _to_thread(
-            _prepare, spec, fields, provider=provider, profile=profile, settings=settings,
-            validate_data=validate_data, store=store,
+            _prepare,
+            spec,
+            fields,
+            provider=provider,
+            profile=profile,
+            settings=settings,
+            validate_data=validate_data,
+            store=store,
         )
         key = _new_key()
         await _to_thread(_submit_locally_recorded, prep, key)

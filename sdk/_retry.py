@@ -178,8 +178,11 @@ def retry_call(
     def before_sleep(state: tenacity.RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome is not None else None
         logger.info(
-            "%s failed (%s); retry %d in %.2f s", what, type(exc).__name__ if exc else "?",
-            state.attempt_number, state.upcoming_sleep,
+            "%s failed (%s); retry %d in %.2f s",
+            what,
+            type(exc).__name__ if exc else "?",
+            state.attempt_number,
+            state.upcoming_sleep,
         )
 
     retrying = tenacity.Retrying(

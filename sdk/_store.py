@@ -152,8 +152,15 @@ class JobStore:
             db.execute(
                 "UPDATE jobs SET ref=?, job_id=?, status=?, raw_status=?, record=?, submit_error=NULL,"
                 " updated_at=? WHERE idempotency_key=?",
-                (record.ref, record.id, record.status.value, record.raw_status,
-                 _dumps(record.model_dump(mode="json")), utcnow().isoformat(), key),
+                (
+                    record.ref,
+                    record.id,
+                    record.status.value,
+                    record.raw_status,
+                    _dumps(record.model_dump(mode="json")),
+                    utcnow().isoformat(),
+                    key,
+                ),
             )
 
     def fail_submit(self, key: str, error: str) -> None:
@@ -177,8 +184,19 @@ class JobStore:
                 db.execute(
                     "INSERT INTO jobs (idempotency_key, ref, provider, job_id, profile, spec, status,"
                     " raw_status, record, created_at, updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                    (f"external:{record.ref}", record.ref, record.provider, record.id, profile, "{}",
-                     record.status.value, record.raw_status, payload, now, now),
+                    (
+                        f"external:{record.ref}",
+                        record.ref,
+                        record.provider,
+                        record.id,
+                        profile,
+                        "{}",
+                        record.status.value,
+                        record.raw_status,
+                        payload,
+                        now,
+                        now,
+                    ),
                 )
 
     def get(self, ref: str) -> StoredJob | None:
@@ -204,10 +222,14 @@ class JobStore:
 
     # -- uploads (content-addressed reuse) ----------------------------------------------------
     def find_upload(self, provider: str, scope: str, sha256: str) -> str | None:
-        row = self._conn().execute(
-            "SELECT remote_id FROM uploads WHERE provider=? AND scope=? AND sha256=?",
-            (provider, scope, sha256),
-        ).fetchone()
+        row = (
+            self._conn()
+            .execute(
+                "SELECT remote_id FROM uploads WHERE provider=? AND scope=? AND sha256=?",
+                (provider, scope, sha256),
+            )
+            .fetchone()
+        )
         return str(row["remote_id"]) if row else None
 
     def record_upload(self, provider: str, scope: str, sha256: str, remote_id: str, size: int) -> None:
@@ -219,9 +241,7 @@ class JobStore:
 
     def forget_upload(self, provider: str, scope: str, sha256: str) -> None:
         with self._tx() as db:
-            db.execute(
-                "DELETE FROM uploads WHERE provider=? AND scope=? AND sha256=?", (provider, scope, sha256)
-            )
+            db.execute("DELETE FROM uploads WHERE provider=? AND scope=? AND sha256=?", (provider, scope, sha256))
 
 
 def _row(row: sqlite3.Row) -> StoredJob:

@@ -36,9 +36,7 @@ class JobStatus(str, enum.Enum):
         return self.value
 
 
-TERMINAL_STATUSES: frozenset[JobStatus] = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
-)
+TERMINAL_STATUSES: frozenset[JobStatus] = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
 class _Model(BaseModel):
@@ -179,19 +177,31 @@ class FineTunedModel(_Model):
                 f"this result has no adapter weights to load here; {target} is served by {self.provider}: "
                 f"call it through the {self.provider} API (for OpenAI-compatible services, chat completions "
                 f"with model={self.model_id!r})",
-                field="load", provider=self.provider,
+                field="load",
+                provider=self.provider,
             )
         from anytune.local_backend import inference
 
         # The base the adapter records wins over ``base_model`` (what the job was given).
         recorded = inference.adapter_base(self.adapter_path) if self.adapter_path is not None else None
-        loaded = inference.load(self.adapter_path, base_model=base_model or recorded or self.base_model,
-                                hub_repo=self.hub_repo, revision=self.revision, device=device)
+        loaded = inference.load(
+            self.adapter_path,
+            base_model=base_model or recorded or self.base_model,
+            hub_repo=self.hub_repo,
+            revision=self.revision,
+            device=device,
+        )
         self._loaded = loaded
         return loaded
 
-    def generate(self, prompt: str | Sequence[Mapping[str, Any]], *, max_new_tokens: int = 64,
-                 temperature: float = 0.0, **kwargs: Any) -> str:
+    def generate(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        **kwargs: Any,
+    ) -> str:
         """Answer ``prompt`` (a user message, or chat messages) with the fine-tuned model.
 
         Loads the model on first use (see :meth:`load`). Greedy decoding unless ``temperature > 0``.

@@ -119,9 +119,7 @@ class NotSupportedError(UsageError):
         alternatives: providers that can do it.
     """
 
-    def __init__(
-        self, message: str, *, field: str, provider: str, alternatives: Sequence[str] = ()
-    ) -> None:
+    def __init__(self, message: str, *, field: str, provider: str, alternatives: Sequence[str] = ()) -> None:
         self.field = field
         self.provider = provider
         self.alternatives = list(alternatives)

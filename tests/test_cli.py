@@ -21,25 +21,57 @@ def home() -> Path:
 
 
 def create(capsys: pytest.CaptureFixture[str], *extra: str) -> str:
-    result = run_cli(capsys, "jobs", "create", "--provider", "fake", "--base-model", "tiny",
-                     "--training-file", TRAIN, *extra)
+    result = run_cli(
+        capsys, "jobs", "create", "--provider", "fake", "--base-model", "tiny", "--training-file", TRAIN, *extra
+    )
     assert result.code == 0, result.err
     return result.out.strip()
 
 
 def test_create_from_flags_records_the_spec(capsys: pytest.CaptureFixture[str]) -> None:
-    ref = create(capsys, "--validation-file", VALID, "--epochs", "2", "--batch-size", "4",
-                 "--learning-rate", "0.0002", "--max-steps", "50", "--max-length", "256",
-                 "--lora-r", "8", "--lora-alpha", "16", "--lora-dropout", "0.1",
-                 "--lora-target-modules", "q_proj,v_proj", "--quantization", "4bit",
-                 "--suffix", "bot", "--tag", "team=nlp", "--method", "sft")
+    ref = create(
+        capsys,
+        "--validation-file",
+        VALID,
+        "--epochs",
+        "2",
+        "--batch-size",
+        "4",
+        "--learning-rate",
+        "0.0002",
+        "--max-steps",
+        "50",
+        "--max-length",
+        "256",
+        "--lora-r",
+        "8",
+        "--lora-alpha",
+        "16",
+        "--lora-dropout",
+        "0.1",
+        "--lora-target-modules",
+        "q_proj,v_proj",
+        "--quantization",
+        "4bit",
+        "--suffix",
+        "bot",
+        "--tag",
+        "team=nlp",
+        "--method",
+        "sft",
+    )
     assert ref.startswith("fake:fakejob-")
     listed = run_cli(capsys, "jobs", "list", "--json")
     (row,) = json.loads(listed.out)
     assert row["ref"] == ref
     spec = row["spec"]
-    assert spec["hyperparameters"] == {"epochs": 2, "batch_size": 4, "learning_rate": 0.0002,
-                                       "max_steps": 50, "max_length": 256}
+    assert spec["hyperparameters"] == {
+        "epochs": 2,
+        "batch_size": 4,
+        "learning_rate": 0.0002,
+        "max_steps": 50,
+        "max_length": 256,
+    }
     assert spec["lora"] == {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]}
     assert spec["quantization"] == "4bit"
     assert spec["suffix"] == "bot"
@@ -47,8 +79,19 @@ def test_create_from_flags_records_the_spec(capsys: pytest.CaptureFixture[str]) 
 
 
 def test_create_wait_json_reports_success(capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_cli(capsys, "jobs", "create", "--provider", "fake", "--base-model", "tiny",
-                     "--training-file", TRAIN, "--wait", "--json")
+    result = run_cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "fake",
+        "--base-model",
+        "tiny",
+        "--training-file",
+        TRAIN,
+        "--wait",
+        "--json",
+    )
     assert result.code == 0, result.err
     record = json.loads(result.out)
     assert record["status"] == "succeeded"

@@ -152,9 +152,7 @@ def test_unknown_provider_is_a_config_error() -> None:
 # -- settings precedence ------------------------------------------------------------------------
 
 
-def test_settings_precedence_argument_env_profile_default(
-    project_file: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_settings_precedence_argument_env_profile_default(project_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert speed(resolve(provider="fake")) == 1.0  # default
     assert speed(resolve(profile="dev")) == 2.0  # profile
     monkeypatch.setenv("ANYTUNE_FAKE_SPEED", "5")
@@ -168,8 +166,7 @@ def test_settings_precedence_argument_env_profile_default(
 
 def test_settings_env_var_reaches_the_job(chat_jsonl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANYTUNE_FAKE_FINE_TUNED_PREFIX", "envco")
-    job = FineTuneJob.create(provider="fake", base_model="tiny", training_file=chat_jsonl,
-                             fake={"seconds": 0.1})
+    job = FineTuneJob.create(provider="fake", base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0.1})
     assert job.wait().status is JobStatus.SUCCEEDED
     assert job.result().model_id is not None and job.result().model_id.startswith("envco:")
 
@@ -183,8 +180,7 @@ def test_explicit_provider_ignores_the_default_profile(user_file: Path) -> None:
 
 
 def test_profile_spec_defaults_merge_under_arguments(project_file: Path, chat_jsonl: Path) -> None:
-    plan = FineTuneJob.plan(provider="dev", training_file=chat_jsonl,
-                            hyperparameters={"epochs": 5})
+    plan = FineTuneJob.plan(provider="dev", training_file=chat_jsonl, hyperparameters={"epochs": 5})
     body = plan.requests[0].body
     assert body["base_model"] == "tiny"  # from the profile
     assert body["suffix"] == "dev"
@@ -206,8 +202,7 @@ def test_anytune_base_model(chat_jsonl: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_profile_job_is_recorded_with_its_profile(project_file: Path, chat_jsonl: Path) -> None:
-    job = FineTuneJob.create(profile="dev", training_file=chat_jsonl,
-                             fake={"seconds": 0.1})
+    job = FineTuneJob.create(profile="dev", training_file=chat_jsonl, fake={"seconds": 0.1})
     (row,) = FineTuneJob.list()
     assert row.profile == "dev" and row.ref == job.ref
     assert row.spec["hyperparameters"] == {"epochs": 2, "batch_size": 4}
@@ -244,9 +239,7 @@ def test_unknown_key_names_the_field(config_dir: Path, text: str, field: str) ->
     assert str(path) in str(info.value)
 
 
-def test_bad_setting_names_field_and_source(
-    project_file: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_bad_setting_names_field_and_source(project_file: Path, workdir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ANYTUNE_FAKE_SPEED", "-1")
     with pytest.raises(ConfigError) as info:
         resolve(provider="fake")

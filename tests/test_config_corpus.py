@@ -77,8 +77,15 @@ def test_bad_profile_fails_cleanly(
 ) -> None:
     monkeypatch.setenv("ANYTUNE_CONFIG", str(corpus / "profiles" / name))
     result = run_cli(
-        capsys, "jobs", "create", "--profile", "dev", "--base-model", "tiny",
-        "--training-file", str(corpus / "train.jsonl"),
+        capsys,
+        "jobs",
+        "create",
+        "--profile",
+        "dev",
+        "--base-model",
+        "tiny",
+        "--training-file",
+        str(corpus / "train.jsonl"),
     )
     assert result.code == 2, result.err
     assert "Traceback" not in result.err

@@ -33,8 +33,18 @@ def _where(name: str) -> str:
 
 @pytest.mark.parametrize("name", ERRORS)
 def test_jobs_create_refuses_bad_data(name: str, capsys: pytest.CaptureFixture[str]) -> None:
-    result = run_cli(capsys, "jobs", "create", "--provider", "fake", "--base-model", "tiny",
-                     "--training-file", str(CORPUS / name), *_flags(name))
+    result = run_cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "fake",
+        "--base-model",
+        "tiny",
+        "--training-file",
+        str(CORPUS / name),
+        *_flags(name),
+    )
     assert result.code == 3, result.err
     assert "Traceback" not in result.err
     assert result.err.startswith("invalid data: ")

@@ -32,8 +32,7 @@ def test_all_lists_exactly_the_public_names() -> None:
     # A fresh interpreter: in this one, other tests import submodules (anytune.providers...) that
     # Python then sets as attributes of the package.
     code = "import anytune, json; print(json.dumps(sorted(vars(anytune))))"
-    names = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                      check=True).stdout)
+    names = json.loads(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     public = {n for n in names if not n.startswith("_") or n in PUBLIC_DUNDERS}
     assert set(anytune.__all__) == public
 
@@ -51,8 +50,11 @@ def test_every_error_is_exported_and_in_the_tree() -> None:
         error = getattr(errors, name)
         assert getattr(anytune, name) is error
         assert issubclass(error, anytune.AnytuneError)
-    public_errors = {n for n in anytune.__all__ if isinstance(getattr(anytune, n), type)
-                     and issubclass(getattr(anytune, n), BaseException)}
+    public_errors = {
+        n
+        for n in anytune.__all__
+        if isinstance(getattr(anytune, n), type) and issubclass(getattr(anytune, n), BaseException)
+    }
     assert public_errors == set(errors.__all__)
 
 

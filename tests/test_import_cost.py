@@ -8,8 +8,21 @@ import sys
 
 import pytest
 
-HEAVY = ("torch", "transformers", "peft", "openai", "huggingface_hub", "bpe_openai", "tokenizers",
-         "tiktoken", "bitsandbytes", "accelerate", "httpx", "httpx2", "requests")
+HEAVY = (
+    "torch",
+    "transformers",
+    "peft",
+    "openai",
+    "huggingface_hub",
+    "bpe_openai",
+    "tokenizers",
+    "tiktoken",
+    "bitsandbytes",
+    "accelerate",
+    "httpx",
+    "httpx2",
+    "requests",
+)
 LIGHT_BUT_AVOIDABLE = ("typer", "rich", "asyncio", "yaml", "tenacity", "filelock", "platformdirs")
 
 

@@ -25,9 +25,7 @@ from tests.conftest import FakeClock
 
 async def acreate(training_file: Path, **fields: object) -> AsyncFineTuneJob:
     fields.setdefault("fake", {"seconds": 0.1})
-    return await AsyncFineTuneJob.create(
-        provider="fake", base_model="tiny", training_file=training_file, **fields
-    )
+    return await AsyncFineTuneJob.create(provider="fake", base_model="tiny", training_file=training_file, **fields)
 
 
 def test_create_stream_result(chat_jsonl: Path) -> None:
@@ -90,8 +88,7 @@ def test_cancel(chat_jsonl: Path) -> None:
 
 
 def test_get_reattaches_to_a_sync_job(chat_jsonl: Path) -> None:
-    job = FineTuneJob.create(provider="fake", base_model="tiny", training_file=chat_jsonl,
-                             fake={"seconds": 0.1})
+    job = FineTuneJob.create(provider="fake", base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0.1})
 
     async def main() -> JobStatus:
         again = await AsyncFineTuneJob.get(job.ref)
@@ -101,9 +98,7 @@ def test_get_reattaches_to_a_sync_job(chat_jsonl: Path) -> None:
     assert asyncio.run(main()) is JobStatus.SUCCEEDED
 
 
-def test_stream_resume_and_timeout_on_a_fake_clock(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_stream_resume_and_timeout_on_a_fake_clock(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     provider = FakeProvider(FakeSettings(), home=anytune_home, clock=clock)
     steps = [
         FakeStep(at=0, status="running"),

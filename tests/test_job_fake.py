@@ -32,9 +32,7 @@ FAST = {"seconds": 0.1}
 
 def create(training_file: Path, **fields: object) -> FineTuneJob:
     fields.setdefault("fake", FAST)
-    return FineTuneJob.create(
-        provider="fake", base_model="tiny", training_file=training_file, **fields
-    )
+    return FineTuneJob.create(provider="fake", base_model="tiny", training_file=training_file, **fields)
 
 
 def scripted(
@@ -91,9 +89,7 @@ def test_succeeding_job_goes_through_every_state_in_order(chat_jsonl: Path) -> N
 
     assert record.status is JobStatus.SUCCEEDED
     assert job.done() and job.status() is JobStatus.SUCCEEDED
-    assert status_sequence(seen) == [
-        JobStatus.VALIDATING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED
-    ]
+    assert status_sequence(seen) == [JobStatus.VALIDATING, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED]
     assert [e.metric.step for e in seen if e.metric is not None] == [1, 2, 3, 4, 5]
     assert seen[-1].kind == "status" and seen[-1].status is JobStatus.SUCCEEDED
     assert_ordered_unique(seen)
@@ -151,9 +147,7 @@ def test_failed_job_wait_returns_record_and_result_raises(chat_jsonl: Path) -> N
     assert "diverged" in str(info.value) and job.ref in str(info.value)
 
 
-def test_scripted_timeline_is_followed_step_by_step(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_scripted_timeline_is_followed_step_by_step(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     job = scripted(anytune_home, chat_jsonl, clock, TIMELINE)
     assert job.status() is JobStatus.QUEUED
 
@@ -177,9 +171,7 @@ def test_scripted_timeline_is_followed_step_by_step(
         job.result()
 
 
-def test_cancel_mid_run_stops_the_job_and_its_events(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_cancel_mid_run_stops_the_job_and_its_events(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     job = scripted(anytune_home, chat_jsonl, clock, TIMELINE)
     clock.advance(2.5)
 
@@ -199,9 +191,7 @@ def test_cancel_mid_run_stops_the_job_and_its_events(
     assert info.value.record.status is JobStatus.CANCELLED
 
 
-def test_cancel_after_the_end_keeps_the_outcome(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_cancel_after_the_end_keeps_the_outcome(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     job = scripted(anytune_home, chat_jsonl, clock, TIMELINE)
     job.wait()
     assert job.cancel().status is JobStatus.FAILED
@@ -214,9 +204,7 @@ def test_cancel_in_real_time(chat_jsonl: Path) -> None:
     assert status_sequence(job.events())[-1] is JobStatus.CANCELLED
 
 
-def test_wait_timeout_raises_and_job_keeps_running(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_wait_timeout_raises_and_job_keeps_running(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     steps = [FakeStep(at=0, status="running"), FakeStep(at=10, status="succeeded")]
     job = scripted(anytune_home, chat_jsonl, clock, steps)
 
@@ -239,9 +227,7 @@ def test_result_timeout(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) 
         job.result(timeout=1)
 
 
-def test_polling_backs_off_while_nothing_happens(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_polling_backs_off_while_nothing_happens(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     steps = [FakeStep(at=0, status="running"), FakeStep(at=60, status="succeeded")]
     job = scripted(anytune_home, chat_jsonl, clock, steps)
     job.wait()
@@ -263,9 +249,7 @@ def test_stream_resumes_after_an_event(anytune_home: Path, chat_jsonl: Path, clo
     assert list(job.stream(after=everything[-1].id)) == []
 
 
-def test_stream_in_two_sessions_has_no_gap_or_duplicate(
-    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
-) -> None:
+def test_stream_in_two_sessions_has_no_gap_or_duplicate(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:
     job = scripted(anytune_home, chat_jsonl, clock, TIMELINE)
     first: list[Event] = []
     with pytest.raises(WaitTimeoutError):
@@ -317,8 +301,13 @@ def test_reattach_and_wait_from_another_process(chat_jsonl: Path) -> None:
 
 def test_reattach_uses_the_settings_the_job_was_created_with(chat_jsonl: Path) -> None:
     """A job created with explicit settings is followed from another process without repeating them."""
-    job = FineTuneJob.create(provider="fake", settings={"fine_tuned_prefix": "custom", "speed": 2.0},
-                             base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0.3})
+    job = FineTuneJob.create(
+        provider="fake",
+        settings={"fine_tuned_prefix": "custom", "speed": 2.0},
+        base_model="tiny",
+        training_file=chat_jsonl,
+        fake={"seconds": 0.3},
+    )
     proc = run_python(
         "from anytune import FineTuneJob\n"
         f"job = FineTuneJob.get({job.ref!r})\n"
@@ -332,9 +321,7 @@ def test_reattach_uses_the_settings_the_job_was_created_with(chat_jsonl: Path) -
 
 def test_cancel_from_another_process(chat_jsonl: Path) -> None:
     job = create(chat_jsonl, fake={"seconds": 120})
-    proc = run_python(
-        f"from anytune import FineTuneJob\nprint(FineTuneJob.get({job.ref!r}).cancel().status.value)\n"
-    )
+    proc = run_python(f"from anytune import FineTuneJob\nprint(FineTuneJob.get({job.ref!r}).cancel().status.value)\n")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "cancelled"
     assert job.wait(timeout=30).status is JobStatus.CANCELLED
@@ -352,9 +339,7 @@ def test_submit_with_the_same_key_returns_the_same_job(anytune_home: Path, chat_
 
     assert first.id == second.id != other.id
     assert first.created_at == second.created_at
-    assert sorted(p.name for p in (anytune_home / "fake").iterdir()) == sorted(
-        [f"{first.id}.json", f"{other.id}.json"]
-    )
+    assert sorted(p.name for p in (anytune_home / "fake").iterdir()) == sorted([f"{first.id}.json", f"{other.id}.json"])
     assert {r.id for r in provider.list()} == {first.id, other.id}
 
 
@@ -365,9 +350,13 @@ def test_each_create_is_a_new_job(chat_jsonl: Path) -> None:
 
 
 def test_plan_has_no_side_effect(anytune_home: Path, chat_jsonl: Path, valid_jsonl: Path) -> None:
-    plan = FineTuneJob.plan(provider="fake", base_model="tiny", training_file=chat_jsonl,
-                            validation_file=valid_jsonl,
-                            hyperparameters={"epochs": 2})
+    plan = FineTuneJob.plan(
+        provider="fake",
+        base_model="tiny",
+        training_file=chat_jsonl,
+        validation_file=valid_jsonl,
+        hyperparameters={"epochs": 2},
+    )
     assert plan.provider == "fake"
     assert [u.purpose for u in plan.uploads] == ["training", "validation"]
     assert plan.uploads[0].bytes == chat_jsonl.stat().st_size and len(plan.uploads[0].sha256) == 64

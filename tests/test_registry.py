@@ -32,16 +32,17 @@ from anytune.providers.fake import FakeProvider
 class NoLoraProvider(FakeProvider):
     name: ClassVar[str] = "nolora"
     capabilities: ClassVar[Capabilities] = Capabilities(
-        methods=frozenset({Method.SFT}), hyperparameters=frozenset({"epochs", "batch_size"}),
-        lora=False, suffix=False, min_examples=1,
+        methods=frozenset({Method.SFT}),
+        hyperparameters=frozenset({"epochs", "batch_size"}),
+        lora=False,
+        suffix=False,
+        min_examples=1,
     )
 
 
 class LoraProvider(FakeProvider):
     name: ClassVar[str] = "withlora"
-    capabilities: ClassVar[Capabilities] = Capabilities(
-        methods=frozenset({Method.SFT}), lora=True, min_examples=1
-    )
+    capabilities: ClassVar[Capabilities] = Capabilities(methods=frozenset({Method.SFT}), lora=True, min_examples=1)
 
 
 @pytest.fixture
@@ -104,8 +105,11 @@ def test_registered_subclass_keeps_its_own_name(submits: list[Any], chat_jsonl: 
 
 
 def test_missing_required_module_names_the_extra(chat_jsonl: Path, anytune_home: Path) -> None:
-    register(ProviderEntry("needs-sdk", "anytune.providers.fake:FakeProvider", extra="acme",
-                           requires=("anytune_test_missing_sdk",)))
+    register(
+        ProviderEntry(
+            "needs-sdk", "anytune.providers.fake:FakeProvider", extra="acme", requires=("anytune_test_missing_sdk",)
+        )
+    )
     entry = _registry.entries()["needs-sdk"]
     assert entry.missing() == ["anytune_test_missing_sdk"] and not entry.installed
 
@@ -150,7 +154,7 @@ def test_listing_capabilities_survives_a_broken_provider(site_dir: Path) -> None
 # -- entry points -----------------------------------------------------------------------------
 
 
-ACME_MODULE = '''
+ACME_MODULE = """
 from typing import ClassVar
 
 from anytune.providers.fake import FakeProvider
@@ -158,7 +162,7 @@ from anytune.providers.fake import FakeProvider
 
 class AcmeProvider(FakeProvider):
     name: ClassVar[str] = "acme"
-'''
+"""
 
 
 def test_third_party_provider_from_an_entry_point(
@@ -176,8 +180,7 @@ def test_third_party_provider_from_an_entry_point(
     assert entry.target == "acme_anytune:AcmeProvider"
     assert "entry point" in entry.origin
 
-    job = FineTuneJob.create(provider="acme", base_model="tiny", training_file=chat_jsonl,
-                             fake={"seconds": 0.1})
+    job = FineTuneJob.create(provider="acme", base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0.1})
     assert job.ref.startswith("acme:")
     assert job.wait().status is JobStatus.SUCCEEDED
     assert type(job._provider).__name__ == "AcmeProvider"
@@ -240,6 +243,13 @@ def test_plan_checks_capabilities_too(submits: list[Any], chat_jsonl: Path) -> N
 
 
 def test_fake_provider_accepts_lora_and_dpo(chat_jsonl: Path) -> None:
-    plan = FineTuneJob.plan(provider="fake", base_model="tiny", training_file=chat_jsonl, method="dpo",
-                            lora={"r": 4}, quantization="4bit", validate_data=False)
+    plan = FineTuneJob.plan(
+        provider="fake",
+        base_model="tiny",
+        training_file=chat_jsonl,
+        method="dpo",
+        lora={"r": 4},
+        quantization="4bit",
+        validate_data=False,
+    )
     assert plan.requests[0].body["method"] == "dpo"

@@ -59,8 +59,20 @@ def test_package_is_type_clean(tmp_path: Path) -> None:
     (tree / "local_backend").symlink_to(ROOT / "local_backend")
     env = {k: v for k, v in os.environ.items() if k != "MYPYPATH"}
     run = subprocess.run(
-        [sys.executable, "-m", "mypy", "--config-file", str(ROOT / "pyproject.toml"),
-         "--cache-dir", str(tmp_path / ".mypy_cache"), "-p", "anytune"],
-        cwd=tmp_path, capture_output=True, text=True, env=env,
+        [
+            sys.executable,
+            "-m",
+            "mypy",
+            "--config-file",
+            str(ROOT / "pyproject.toml"),
+            "--cache-dir",
+            str(tmp_path / ".mypy_cache"),
+            "-p",
+            "anytune",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     assert run.returncode == 0, run.stdout + run.stderr

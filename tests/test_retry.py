@@ -13,14 +13,27 @@ NOW = 1_700_000_000.0
 
 
 def http_date(seconds_from_now: float) -> str:
-    return format_datetime(datetime.fromtimestamp(NOW, tz=timezone.utc) + timedelta(seconds=seconds_from_now),
-                           usegmt=True)
+    return format_datetime(
+        datetime.fromtimestamp(NOW, tz=timezone.utc) + timedelta(seconds=seconds_from_now), usegmt=True
+    )
 
 
 @pytest.mark.parametrize(
     ("code", "retry"),
-    [(200, False), (400, False), (401, False), (404, False), (408, True), (409, False), (429, True),
-     (500, True), (502, True), (503, True), (504, True), (599, True)],
+    [
+        (200, False),
+        (400, False),
+        (401, False),
+        (404, False),
+        (408, True),
+        (409, False),
+        (429, True),
+        (500, True),
+        (502, True),
+        (503, True),
+        (504, True),
+        (599, True),
+    ],
 )
 def test_retryable_statuses(code: int, retry: bool) -> None:
     assert is_retryable_status(code) is retry

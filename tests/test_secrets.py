@@ -71,14 +71,17 @@ def assert_hidden(secret: str, *haystacks: object) -> None:
         assert secret not in text, f"secret leaked into: {text[:300]}"
 
 
-def test_settings_secret_never_leaks(
-    logs: pytest.LogCaptureFixture, chat_jsonl: Path, anytune_home: Path
-) -> None:
+def test_settings_secret_never_leaks(logs: pytest.LogCaptureFixture, chat_jsonl: Path, anytune_home: Path) -> None:
     token = opaque("token")
     settings = {"api_key": KEY, "access_token": token}
-    job = FineTuneJob.create(provider="keyed", settings=settings, base_model="tiny",
-                             training_file=chat_jsonl,
-                             tags={"note": f"pasted {token}"}, fake={"seconds": 0.1})
+    job = FineTuneJob.create(
+        provider="keyed",
+        settings=settings,
+        base_model="tiny",
+        training_file=chat_jsonl,
+        tags={"note": f"pasted {token}"},
+        fake={"seconds": 0.1},
+    )
     logging.getLogger("anytune").info("direct key=%s token=%s", KEY, token)
     logging.getLogger("anytune.providers.keyed").debug("child key=%s token=%s", KEY, token)
     record = job.wait()
@@ -94,9 +97,18 @@ def test_settings_secret_never_leaks(
         assert_hidden(
             secret,
             logs.text,
-            repr(job), str(job), repr(again),
-            repr(job._provider), str(job._provider), repr(job._provider.settings), str(job._provider.settings),
-            repr(config), config.show(), repr(record), repr(model), job.events(),
+            repr(job),
+            str(job),
+            repr(again),
+            repr(job._provider),
+            str(job._provider),
+            repr(job._provider.settings),
+            str(job._provider.settings),
+            repr(config),
+            config.show(),
+            repr(record),
+            repr(model),
+            job.events(),
             FineTuneJob.list(),
             files_under(anytune_home),  # job store (with its WAL files) and fake state files
         )
@@ -113,15 +125,13 @@ def test_env_secret_never_leaks(
     monkeypatch.setenv("ANYTUNE_KEYED_ACCESS_TOKEN", token)
     config = resolve(provider="keyed")
     assert config.sources["settings.api_key"] == "ANYTUNE_KEYED_API_KEY"
-    job = FineTuneJob.create(provider="keyed", base_model="tiny", training_file=chat_jsonl,
-                             fake={"seconds": 0.1})
+    job = FineTuneJob.create(provider="keyed", base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0.1})
     job.wait()
     logging.getLogger("anytune.config").warning("resolved %s", config.settings.access_token)  # type: ignore[attr-defined]
     JobStore(anytune_home / "jobs.db").close()
 
     for secret in (KEY, token):
-        assert_hidden(secret, logs.text, repr(config), config.show(), repr(job._provider),
-                      files_under(anytune_home))
+        assert_hidden(secret, logs.text, repr(config), config.show(), repr(job._provider), files_under(anytune_home))
     assert "resolved ***" in logs.text
 
 
@@ -145,8 +155,14 @@ def test_error_messages_are_redacted() -> None:
         ProviderError(f"request with {KEY} refused", provider="openai"),
         AuthenticationError(f"invalid token {token}", provider="hf", status_code=401),
         ConfigError(f"bad value {token}", field="settings.api_key"),
-        JobFailedError(JobRecord(provider="fake", id="fakejob-1", status=JobStatus.FAILED,
-                                 error=JobError(message=f"auth failed for {KEY}"))),
+        JobFailedError(
+            JobRecord(
+                provider="fake",
+                id="fakejob-1",
+                status=JobStatus.FAILED,
+                error=JobError(message=f"auth failed for {KEY}"),
+            )
+        ),
     ]
     for error in errors:
         assert_hidden(KEY, str(error), repr(error), error.args)

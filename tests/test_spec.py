@@ -40,8 +40,14 @@ def test_minimal_spec_defaults() -> None:
 
 
 def test_spec_round_trips_through_json() -> None:
-    s = spec(method="dpo", hyperparameters={"epochs": 2, "beta": 0.1}, lora={"r": 8},
-             quantization="4bit", tags={"team": "nlp"}, fake={"scenario": "fail"})
+    s = spec(
+        method="dpo",
+        hyperparameters={"epochs": 2, "beta": 0.1},
+        lora={"r": 8},
+        quantization="4bit",
+        tags={"team": "nlp"},
+        fake={"scenario": "fail"},
+    )
     assert JobSpec.model_validate(s.to_json_dict()) == s
     assert s.section_names() == ["fake"]
 
@@ -148,8 +154,11 @@ def test_spec_is_immutable() -> None:
     [
         ({"epochs": 3}, "epochs", "unknown field"),
         ({"hyperparameters": {"epoch": 3}}, "hyperparameters.epoch", "unknown field"),
-        ({"hyperparameters": {"learning_rate": 1e-4, "learning_rate_multiplier": 2}}, "hyperparameters",
-         "learning_rate or learning_rate_multiplier"),
+        (
+            {"hyperparameters": {"learning_rate": 1e-4, "learning_rate_multiplier": 2}},
+            "hyperparameters",
+            "learning_rate or learning_rate_multiplier",
+        ),
         ({"suffix": "bad suffix!"}, "suffix", "suffix"),
         ({"quantization": "4bit"}, None, "lora"),
         ({"lora": {"target_modules": ""}}, "lora.target_modules", "at least one module"),
@@ -173,14 +182,14 @@ def test_missing_base_model_is_named(chat_jsonl: Path) -> None:
 
 def test_argument_source_is_named(chat_jsonl: Path) -> None:
     with pytest.raises(ConfigError) as info:
-        FineTuneJob.create({"base_model": "m", "training_file": str(chat_jsonl)}, provider="fake",
-                           hyperparameters={"epochs": 0})
+        FineTuneJob.create(
+            {"base_model": "m", "training_file": str(chat_jsonl)}, provider="fake", hyperparameters={"epochs": 0}
+        )
     assert info.value.source == "argument"
     assert "hyperparameters.epochs" in str(info.value)
 
 
 def test_spec_object_and_keyword_overrides(chat_jsonl: Path) -> None:
-    base = JobSpec(base_model="tiny", training_file=chat_jsonl, hyperparameters=Hyperparameters(epochs=2,
-                   batch_size=8))
+    base = JobSpec(base_model="tiny", training_file=chat_jsonl, hyperparameters=Hyperparameters(epochs=2, batch_size=8))
     plan = FineTuneJob.plan(base, provider="fake", hyperparameters={"epochs": 4})
     assert plan.requests[0].body["hyperparameters"] == {"epochs": 4, "batch_size": 8}

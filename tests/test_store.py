@@ -17,9 +17,7 @@ SECRET = "sk-test-PLANTED0123456789abcdef"
 
 def create(training_file: Path, **fields: object) -> FineTuneJob:
     fields.setdefault("fake", {"seconds": 0.1})
-    return FineTuneJob.create(
-        provider="fake", base_model="tiny", training_file=training_file, **fields
-    )
+    return FineTuneJob.create(provider="fake", base_model="tiny", training_file=training_file, **fields)
 
 
 def record(job_id: str, status: JobStatus = JobStatus.RUNNING, provider: str = "fake") -> JobRecord:
@@ -98,9 +96,7 @@ def test_save_adds_jobs_created_elsewhere_and_updates_known_ones(tmp_path: Path)
     assert row.status == "succeeded"
 
 
-def test_failed_submit_is_recorded(
-    anytune_home: Path, chat_jsonl: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_failed_submit_is_recorded(anytune_home: Path, chat_jsonl: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     def refuse(self: FakeProvider, spec: object, *, idempotency_key: str) -> JobRecord:
         raise ServiceUnavailableError("upstream timed out", provider="fake", status_code=503)
 

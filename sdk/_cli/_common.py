@@ -21,9 +21,7 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.
 ProviderOpt = Annotated[
     str | None, typer.Option("--provider", "-p", help="Provider name, or a profile name.", show_default=False)
 ]
-ProfileOpt = Annotated[
-    str | None, typer.Option("--profile", help="Profile from anytune.toml.", show_default=False)
-]
+ProfileOpt = Annotated[str | None, typer.Option("--profile", help="Profile from anytune.toml.", show_default=False)]
 
 
 def to_jsonable(value: Any) -> Any:

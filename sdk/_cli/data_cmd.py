@@ -42,8 +42,14 @@ def validate(
         raise ConfigError(f"expected 'sft' or 'dpo', got {method!r}", field="method", source="--method")
     if not file.is_file():
         raise ConfigError(f"file not found: {file}", field="FILE")
-    rules = DatasetRules(provider=provider, model=model, method=method,
-                         max_tokens_per_example=max_tokens, min_examples=min_examples, epochs=epochs)
+    rules = DatasetRules(
+        provider=provider,
+        model=model,
+        method=method,
+        max_tokens_per_example=max_tokens,
+        min_examples=min_examples,
+        epochs=epochs,
+    )
     report = validate_file(file, rules, max_issues=max_issues)
     if json:
         print_json(report.model_dump(mode="json") | {"ok": report.ok})
@@ -75,14 +81,19 @@ def _summary(report: object) -> None:
         t = report.tokens
         exact = "" if report.tokens_exact else " (approximate)"
         table.add_row("tokenizer", report.tokenizer + exact)
-        table.add_row("tokens", f"{t.total:,} total; per example min {t.min:,} / mean {t.mean:,.0f} / "
-                                f"p50 {t.p50:,} / p90 {t.p90:,} / p99 {t.p99:,} / max {t.max:,}")
+        table.add_row(
+            "tokens",
+            f"{t.total:,} total; per example min {t.min:,} / mean {t.mean:,.0f} / "
+            f"p50 {t.p50:,} / p90 {t.p90:,} / p99 {t.p99:,} / max {t.max:,}",
+        )
     if report.billed_tokens_estimate is not None:
         table.add_row("billed tokens", f"~{report.billed_tokens_estimate:,} over {report.epochs_estimate} epochs")
     if report.cost is not None:
         c = report.cost
-        table.add_row("estimated cost", f"${c.usd:,.2f} ({c.provider} {c.model}, "
-                                        f"${c.usd_per_million:g}/1M tokens, prices as of {c.price_as_of})")
+        table.add_row(
+            "estimated cost",
+            f"${c.usd:,.2f} ({c.provider} {c.model}, ${c.usd_per_million:g}/1M tokens, prices as of {c.price_as_of})",
+        )
     out.print(table)
 
 

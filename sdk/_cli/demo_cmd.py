@@ -34,12 +34,22 @@ TINY_SHAPE: dict[str, Any] = {"hidden_size": 256, "num_layers": 4, "num_heads": 
 
 # Random weights want a higher learning rate and more passes than a pretrained model (measured on two
 # CPU cores: validation loss 6.9 -> 2.3 in 120 steps, answers in the data's style; 5e-3 wobbles).
-TINY_HYPERPARAMETERS: dict[str, Any] = {"epochs": 6, "batch_size": 8, "learning_rate": 3e-3, "max_length": 256,
-                                        "seed": 0}
+TINY_HYPERPARAMETERS: dict[str, Any] = {
+    "epochs": 6,
+    "batch_size": 8,
+    "learning_rate": 3e-3,
+    "max_length": 256,
+    "seed": 0,
+}
 #: ``--fast`` (tests): one epoch at a higher rate, about 20% lower validation loss in 20 steps.
 FAST_HYPERPARAMETERS: dict[str, Any] = {"epochs": 1, "learning_rate": 5e-3, "max_length": 128}
-REAL_HYPERPARAMETERS: dict[str, Any] = {"epochs": 2, "batch_size": 8, "learning_rate": 2e-4, "max_length": 512,
-                                        "seed": 0}
+REAL_HYPERPARAMETERS: dict[str, Any] = {
+    "epochs": 2,
+    "batch_size": 8,
+    "learning_rate": 2e-4,
+    "max_length": 512,
+    "seed": 0,
+}
 
 
 def demo_data() -> tuple[Path, Path]:
@@ -93,9 +103,14 @@ def _follow(job: FineTuneJob, *, quiet: bool) -> None:
     """Stream the job's events into a progress bar with the live loss."""
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-               TextColumn("loss [bold]{task.fields[loss]}[/]  valid [bold]{task.fields[valid]}[/]"),
-               TimeElapsedColumn())
+    columns = (
+        SpinnerColumn(),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss [bold]{task.fields[loss]}[/]  valid [bold]{task.fields[valid]}[/]"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=err, transient=False, disable=quiet) as progress:
         task = progress.add_task("starting the worker", total=None, loss="-", valid="-")
         for event in job.stream():
@@ -108,9 +123,11 @@ def _follow(job: FineTuneJob, *, quiet: bool) -> None:
                     fields["valid"] = f"{event.metric.valid_loss:.3f}"
             # While running, the worker's own phase: loading, evaluating, training, saving.
             description = {JobStatus.QUEUED: "starting", JobStatus.RUNNING: record.raw_status or "training"}.get(
-                record.status, record.status.value)
-            progress.update(task, description=description, total=record.total_steps,
-                            completed=record.step or 0, **fields)
+                record.status, record.status.value
+            )
+            progress.update(
+                task, description=description, total=record.total_steps, completed=record.step or 0, **fields
+            )
             if event.kind == "status" and quiet is False and event.level in ("warning", "error"):
                 progress.console.print(f"[yellow]{event.message}[/]")
 
@@ -127,13 +144,15 @@ def _samples(result: FineTunedModel, valid: Path, count: int, max_new_tokens: in
         if last_user is None:
             continue
         prompt = messages[: last_user + 1]
-        expected = next((str(m.get("content")) for m in messages[last_user + 1:] if m.get("role") == "assistant"), "")
-        samples.append({
-            "prompt": str(prompt[-1].get("content")),
-            "expected": expected,
-            "base": loaded.generate(prompt, max_new_tokens=max_new_tokens, adapter=False),
-            "fine_tuned": loaded.generate(prompt, max_new_tokens=max_new_tokens),
-        })
+        expected = next((str(m.get("content")) for m in messages[last_user + 1 :] if m.get("role") == "assistant"), "")
+        samples.append(
+            {
+                "prompt": str(prompt[-1].get("content")),
+                "expected": expected,
+                "base": loaded.generate(prompt, max_new_tokens=max_new_tokens, adapter=False),
+                "fine_tuned": loaded.generate(prompt, max_new_tokens=max_new_tokens),
+            }
+        )
     return samples
 
 
@@ -168,8 +187,10 @@ def demo(
     if tiny:
         folder = home / "tiny-model"
         if not quiet:
-            err.print("[bold]anytune demo[/]: building a smoke-size model and tokenizer on the spot "
-                      "(random weights, nothing downloaded)...")
+            err.print(
+                "[bold]anytune demo[/]: building a smoke-size model and tokenizer on the spot "
+                "(random weights, nothing downloaded)..."
+            )
         model_dir = _build_tiny(folder, train)
         model = str(model_dir)
         params = parameter_count(model_dir)
@@ -197,8 +218,10 @@ def demo(
         tags={"anytune-demo": "1"},
     )
     if not quiet:
-        err.print(f"  job [bold]{job.ref}[/] started in a detached worker "
-                  f"(follow it from another shell: anytune jobs wait {job.ref})")
+        err.print(
+            f"  job [bold]{job.ref}[/] started in a detached worker "
+            f"(follow it from another shell: anytune jobs wait {job.ref})"
+        )
     _follow(job, quiet=quiet)
     record = job.record
     if record.status is not JobStatus.SUCCEEDED:
@@ -211,21 +234,41 @@ def demo(
     answers = _samples(result, valid, samples, max_new_tokens=24)
     wall = time.monotonic() - started
     if json:
-        print_json({"job": record.ref, "base_model": model, "smoke_size_model": tiny,
-                    "base_valid_loss": base_loss, "fine_tuned_valid_loss": final_loss,
-                    "adapter_path": result.adapter_path, "samples": answers, "wall_seconds": round(wall, 1),
-                    "result": result.model_dump(mode="json")})
+        print_json(
+            {
+                "job": record.ref,
+                "base_model": model,
+                "smoke_size_model": tiny,
+                "base_valid_loss": base_loss,
+                "fine_tuned_valid_loss": final_loss,
+                "adapter_path": result.adapter_path,
+                "samples": answers,
+                "wall_seconds": round(wall, 1),
+                "result": result.model_dump(mode="json"),
+            }
+        )
         return
     _report(result, model, tiny, base_loss, final_loss, answers, wall)
 
 
-def _report(result: FineTunedModel, model: str, tiny: bool, base_loss: float | None, final_loss: float | None,
-            answers: list[dict[str, str]], wall: float) -> None:
+def _report(
+    result: FineTunedModel,
+    model: str,
+    tiny: bool,
+    base_loss: float | None,
+    final_loss: float | None,
+    answers: list[dict[str, str]],
+    wall: float,
+) -> None:
     table = Table(show_header=False, box=None, pad_edge=False)
     table.add_column(style="bold")
     table.add_column()
-    table.add_row("validation loss", f"base {base_loss:.3f} -> fine-tuned {final_loss:.3f}"
-                  if base_loss is not None and final_loss is not None else str(final_loss))
+    table.add_row(
+        "validation loss",
+        f"base {base_loss:.3f} -> fine-tuned {final_loss:.3f}"
+        if base_loss is not None and final_loss is not None
+        else str(final_loss),
+    )
     if base_loss is not None and final_loss is not None and base_loss > 0:
         table.add_row("", f"{(1 - final_loss / base_loss) * 100:.0f}% lower")
     seconds = result.extra.get("train_seconds")
@@ -240,8 +283,12 @@ def _report(result: FineTunedModel, model: str, tiny: bool, base_loss: float | N
         sample_table = Table("prompt", "expected", "base model", "fine-tuned", title="sample answers (validation)")
         for row in answers:
             # Text cells: model output is data, never rich markup.
-            sample_table.add_row(Text(row["prompt"]), Text(row["expected"]), Text(_printable(row["base"])),
-                                 Text(_printable(row["fine_tuned"])))
+            sample_table.add_row(
+                Text(row["prompt"]),
+                Text(row["expected"]),
+                Text(_printable(row["base"])),
+                Text(_printable(row["fine_tuned"])),
+            )
         out.print(sample_table)
     if tiny:
         out.print(
@@ -249,6 +296,8 @@ def _report(result: FineTunedModel, model: str, tiny: bool, base_loss: float | N
             "its answers only echo the style of the data. The same job on a real model is one flag away:\n"
             f"  [bold]anytune demo --base-model {REAL_MODEL}[/]  (downloads it from the Hugging Face Hub)"
         )
-    out.print(f"Load the adapter in Python: [bold]FineTuneJob.get({result.job_ref!r}).result().generate('Hi')[/]"
-              f" or plain peft: PeftModel.from_pretrained(base, {str(result.adapter_path)!r}).")
+    out.print(
+        f"Load the adapter in Python: [bold]FineTuneJob.get({result.job_ref!r}).result().generate('Hi')[/]"
+        f" or plain peft: PeftModel.from_pretrained(base, {str(result.adapter_path)!r})."
+    )
     out.print(f"Loss curve: [bold]anytune jobs metrics {result.job_ref} --plot loss.png[/]")

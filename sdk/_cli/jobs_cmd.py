@@ -117,9 +117,14 @@ def create(
         for key in FILE_KEYS:
             spec.pop(key, None)
     hyper = {
-        "epochs": epochs, "batch_size": batch_size, "learning_rate": learning_rate,
-        "learning_rate_multiplier": learning_rate_multiplier, "warmup_ratio": warmup_ratio,
-        "max_steps": max_steps, "max_length": max_length, "seed": seed,
+        "epochs": epochs,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "learning_rate_multiplier": learning_rate_multiplier,
+        "warmup_ratio": warmup_ratio,
+        "max_steps": max_steps,
+        "max_length": max_length,
+        "seed": seed,
     }
     fields: dict[str, Any] = {
         "base_model": base_model,
@@ -133,8 +138,12 @@ def create(
         "tags": _tags(tag),
     }
     fields = {k: v for k, v in fields.items() if v is not None}
-    common: dict[str, Any] = {"provider": provider, "profile": profile, "settings": settings,
-                              "validate_data": not no_validate}
+    common: dict[str, Any] = {
+        "provider": provider,
+        "profile": profile,
+        "settings": settings,
+        "validate_data": not no_validate,
+    }
     if dry_run:
         print_json(FineTuneJob.plan(spec, **common, **fields))
         return
@@ -288,8 +297,12 @@ def metrics(
         return
     table = Table("step", "epoch", "train loss", "valid loss", "token acc", "lr", "tokens")
     for p in points:
-        table.add_row(*(("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)) for v in (
-            p.step, p.epoch, p.train_loss, p.valid_loss, p.token_accuracy, p.learning_rate, p.tokens_seen)))
+        table.add_row(
+            *(
+                ("-" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v))
+                for v in (p.step, p.epoch, p.train_loss, p.valid_loss, p.token_accuracy, p.learning_rate, p.tokens_seen)
+            )
+        )
     out.print(table)
 
 

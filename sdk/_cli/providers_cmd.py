@@ -19,15 +19,17 @@ def providers(json: JsonOpt = False) -> None:
             caps: dict[str, Any] | None = _registry.provider_class(entry).capabilities.summary()
         except Exception as exc:
             caps, missing = None, [*missing, f"(cannot load: {exc})"]
-        rows.append({
-            "name": name,
-            "installed": not missing,
-            "missing": missing,
-            "install": f'pip install "anytune[{entry.extra}]"' if entry.extra and missing else None,
-            "origin": entry.origin,
-            "summary": entry.summary,
-            "capabilities": caps,
-        })
+        rows.append(
+            {
+                "name": name,
+                "installed": not missing,
+                "missing": missing,
+                "install": f'pip install "anytune[{entry.extra}]"' if entry.extra and missing else None,
+                "origin": entry.origin,
+                "summary": entry.summary,
+                "capabilities": caps,
+            }
+        )
     if json:
         print_json(rows)
         return
@@ -35,6 +37,12 @@ def providers(json: JsonOpt = False) -> None:
     for row in rows:
         caps = row["capabilities"] or {}
         installed = "[green]yes[/]" if row["installed"] else f"[red]no[/] {row['install'] or ''}"
-        table.add_row(row["name"], installed, ", ".join(caps.get("methods", [])),
-                      "yes" if caps.get("lora") else "no", ", ".join(caps.get("quantization", [])), row["summary"])
+        table.add_row(
+            row["name"],
+            installed,
+            ", ".join(caps.get("methods", [])),
+            "yes" if caps.get("lora") else "no",
+            ", ".join(caps.get("quantization", [])),
+            row["summary"],
+        )
     out.print(table)

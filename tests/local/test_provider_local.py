@@ -54,8 +54,15 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from anytune.local_backend.tiny import build_tiny_model
 
     texts = [m["content"] for i in range(40) for m in chat_example(i)["messages"]]
-    return build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, num_layers=2,
-                            num_heads=4, num_kv_heads=2, vocab_size=512, texts=texts)
+    return build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "model",
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        vocab_size=512,
+        texts=texts,
+    )
 
 
 @pytest.fixture
@@ -68,18 +75,33 @@ def valid_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "valid.jsonl", [chat_example(100 + i) for i in range(4)])
 
 
-def create(model: Path | str, train: Path, valid: Path | None = None, *, steps: int | None = 6,
-           epochs: int | None = None, save_steps: int = 3, **fields: Any) -> FineTuneJob:
+def create(
+    model: Path | str,
+    train: Path,
+    valid: Path | None = None,
+    *,
+    steps: int | None = 6,
+    epochs: int | None = None,
+    save_steps: int = 3,
+    **fields: Any,
+) -> FineTuneJob:
     hyper: dict[str, Any] = {"batch_size": 4, "learning_rate": 1e-2, "max_length": 64, "seed": 0}
     if steps is not None:
         hyper["max_steps"] = steps
     if epochs is not None:
         hyper["epochs"] = epochs
     fields.setdefault("lora", {"r": 4, "alpha": 8, "dropout": 0.0})
-    fields.setdefault("local", {"device": "cpu", "logging_steps": 1, "eval_steps": save_steps,
-                                "save_steps": save_steps})
-    return FineTuneJob.create(provider="local", base_model=str(model), training_file=train,
-                              validation_file=valid, hyperparameters=hyper, **fields)
+    fields.setdefault(
+        "local", {"device": "cpu", "logging_steps": 1, "eval_steps": save_steps, "save_steps": save_steps}
+    )
+    return FineTuneJob.create(
+        provider="local",
+        base_model=str(model),
+        training_file=train,
+        validation_file=valid,
+        hyperparameters=hyper,
+        **fields,
+    )
 
 
 def poll(condition: Callable[[], bool], timeout: float = WAIT, every: float = 0.05) -> None:
@@ -163,9 +185,7 @@ def test_create_returns_at_once_and_the_worker_completes_the_job(
     assert again.id == job.id and len(LocalProvider().list()) == 1
 
 
-def test_get_wait_stream_and_cancel_from_other_processes(
-    tiny_model: Path, train_file: Path, valid_file: Path
-) -> None:
+def test_get_wait_stream_and_cancel_from_other_processes(tiny_model: Path, train_file: Path, valid_file: Path) -> None:
     job = create(tiny_model, train_file, valid_file, steps=2000, save_steps=2)
     run = run_of(job)
     poll(lambda: (job.refresh().step or 0) >= 3 or job.record.done)
@@ -173,18 +193,26 @@ def test_get_wait_stream_and_cancel_from_other_processes(
 
     # One process streams the events, another cancels, a third waits for the end.
     stream_proc = subprocess.Popen(
-        [sys.executable, "-c",
-         "from anytune import FineTuneJob\n"
-         f"job = FineTuneJob.get({job.ref!r})\n"
-         "kinds = [e.kind for e in job.stream(timeout=120)]\n"
-         "print('final', job.record.status.value, 'metric' in kinds, 'status' in kinds)\n"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ),
+        [
+            sys.executable,
+            "-c",
+            "from anytune import FineTuneJob\n"
+            f"job = FineTuneJob.get({job.ref!r})\n"
+            "kinds = [e.kind for e in job.stream(timeout=120)]\n"
+            "print('final', job.record.status.value, 'metric' in kinds, 'status' in kinds)\n",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
     )
     cancel = run_python(f"from anytune import FineTuneJob\nprint(FineTuneJob.get({job.ref!r}).cancel().status.value)")
     assert cancel.returncode == 0, cancel.stderr
     waited = run_python(
         f"from anytune import FineTuneJob\nr = FineTuneJob.get({job.ref!r}).wait(timeout=120)\n"
-        "print(r.status.value, r.step)", timeout=WAIT)
+        "print(r.status.value, r.step)",
+        timeout=WAIT,
+    )
     assert waited.returncode == 0, waited.stderr
     status, step = waited.stdout.split()
     assert status == "cancelled", log_of(job)
@@ -291,7 +319,8 @@ def test_4bit_where_bitsandbytes_cannot_run_fails_with_a_clear_error(
     shadow = tmp_path / "shadow"
     (shadow / "bitsandbytes").mkdir(parents=True)
     (shadow / "bitsandbytes" / "__init__.py").write_text(
-        "raise ImportError('bitsandbytes: no usable backend on this machine (simulated by the test)')\n")
+        "raise ImportError('bitsandbytes: no usable backend on this machine (simulated by the test)')\n"
+    )
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(shadow), os.environ.get("PYTHONPATH")])))
     code, message = _failure(create(tiny_model, train_file, quantization="4bit"))
     assert "bitsandbytes" in message
@@ -304,8 +333,20 @@ def test_4bit_where_bitsandbytes_cannot_run_fails_with_a_clear_error(
 def test_dry_run_creates_nothing(
     tiny_model: Path, train_file: Path, capsys: pytest.CaptureFixture[str], anytune_home: Path
 ) -> None:
-    result = run_cli(capsys, "jobs", "create", "--provider", "local", "--base-model", str(tiny_model),
-                     "--training-file", str(train_file), "--lora-r", "4", "--dry-run")
+    result = run_cli(
+        capsys,
+        "jobs",
+        "create",
+        "--provider",
+        "local",
+        "--base-model",
+        str(tiny_model),
+        "--training-file",
+        str(train_file),
+        "--lora-r",
+        "4",
+        "--dry-run",
+    )
     assert result.code == 0, result.err
     plan = json.loads(result.out)
     assert plan["provider"] == "local"
@@ -318,16 +359,22 @@ def test_dry_run_creates_nothing(
 
 
 def test_worker_command_uses_torch_distributed_for_several_devices(tmp_path: Path) -> None:
-    assert worker_command("py", tmp_path, resume=True) == ["py", "-m", "anytune.local_backend.worker",
-                                                         str(tmp_path), "--resume"]
+    assert worker_command("py", tmp_path, resume=True) == [
+        "py",
+        "-m",
+        "anytune.local_backend.worker",
+        str(tmp_path),
+        "--resume",
+    ]
     multi = worker_command("py", tmp_path, num_devices=2)
     assert multi[:6] == ["py", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     assert multi[6:] == ["-m", "anytune.local_backend.worker", str(tmp_path)]
     assert resolve_device("cuda") == "cuda"
 
 
-def _fake_run(provider: LocalProvider, spec: JobSpec, status: JobStatus, *, pid: int | None = None,
-              key: str = "k") -> RunDir:
+def _fake_run(
+    provider: LocalProvider, spec: JobSpec, status: JobStatus, *, pid: int | None = None, key: str = "k"
+) -> RunDir:
     run = RunDir(provider.runs_dir / provider.job_id_for(key))
     run.create(spec, idempotency_key=key)
     if status is not JobStatus.QUEUED:
@@ -432,21 +479,35 @@ def test_hosted_results_cannot_be_loaded_here() -> None:
 @pytest.mark.parametrize(
     ("make", "code", "words"),
     [
-        (lambda: __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
-         "out_of_memory", "batch_size"),
-        (lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"),
-         "out_of_memory", "4bit"),
+        (
+            lambda: __import__("torch").OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB"),
+            "out_of_memory",
+            "batch_size",
+        ),
+        (
+            lambda: RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 GB"),
+            "out_of_memory",
+            "4bit",
+        ),
         (lambda: ImportError("bitsandbytes: no usable backend"), "bitsandbytes_unavailable", "quantization"),
-        (lambda: OSError("/x/y is not a local folder and is not a valid model identifier"), "model_not_found",
-         "/x/y"),
-        (lambda: ValueError("Cannot use chat template functions because tokenizer.chat_template is not set"),
-         "no_chat_template", "local.chat_template"),
+        (lambda: OSError("/x/y is not a local folder and is not a valid model identifier"), "model_not_found", "/x/y"),
+        (
+            lambda: ValueError("Cannot use chat template functions because tokenizer.chat_template is not set"),
+            "no_chat_template",
+            "local.chat_template",
+        ),
         (lambda: NotSupportedError("nope", field="quantization", provider="local"), "not_supported", "nope"),
         (lambda: ConfigError("base model path '/m' does not exist", field="base_model"), "model_not_found", "/m"),
-        (lambda: ConfigError("the tokenizer of 'm' has no chat template", field="local.chat_template"),
-         "no_chat_template", "chat template"),
-        (lambda: MissingDependencyError("bitsandbytes", "local", "quantization='4bit'"), "bitsandbytes_unavailable",
-         "anytune[local]"),
+        (
+            lambda: ConfigError("the tokenizer of 'm' has no chat template", field="local.chat_template"),
+            "no_chat_template",
+            "chat template",
+        ),
+        (
+            lambda: MissingDependencyError("bitsandbytes", "local", "quantization='4bit'"),
+            "bitsandbytes_unavailable",
+            "anytune[local]",
+        ),
         (lambda: ConfigError("bad", field="hyperparameters"), "invalid_config", "bad"),
         (lambda: KeyError("boom"), "worker_error", "KeyError"),
     ],
@@ -464,6 +525,7 @@ def test_capabilities_load_without_torch() -> None:
         "import sys\nfrom anytune import _registry\n"
         "caps = _registry.provider_class(_registry.entry('local')).capabilities\n"
         "assert caps.lora and 'dpo' in {m.value for m in caps.methods}\n"
-        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft')))")
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'transformers', 'peft')))"
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -43,8 +43,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 def _spec(model_dir: Path, train: Path, valid: Path | None = None, **extra: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {
-        "base_model": str(model_dir), "training_file": str(train), "lora": {"r": 8},
-        "hyperparameters": dict(FAST), "local": {"logging_steps": 1, "device": "cpu"},
+        "base_model": str(model_dir),
+        "training_file": str(train),
+        "lora": {"r": 8},
+        "hyperparameters": dict(FAST),
+        "local": {"logging_steps": 1, "device": "cpu"},
     }
     if valid is not None:
         spec["validation_file"] = str(valid)
@@ -67,8 +70,9 @@ def test_sft_learns_and_the_adapter_reloads_with_plain_peft(
 
     from anytune.local_backend.train import _Dist, _Trainer
 
-    run = H.make_run(tmp_path, **_spec(model_dir, data["train"], data["valid"],
-                                       hyperparameters={"epochs": 4}, local={"merge": True}))
+    run = H.make_run(
+        tmp_path, **_spec(model_dir, data["train"], data["valid"], hyperparameters={"epochs": 4}, local={"merge": True})
+    )
     trainer = _Trainer(run, run.spec(), _Dist())
     trainer.setup()
     result = trainer.train(resume=False)
@@ -87,8 +91,13 @@ def test_sft_learns_and_the_adapter_reloads_with_plain_peft(
     kinds = [e.kind for e in run.events()]
     assert kinds.count("checkpoint") == 3 and "metric" in kinds
     assert json.loads(run.result_file.read_text())["adapter_path"] == str(run.adapter_dir)
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "anytune_spec.json",
-                 "metrics.jsonl"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "anytune_spec.json",
+        "metrics.jsonl",
+    ):
         assert (run.adapter_dir / name).is_file(), name
 
     tokenizer = AutoTokenizer.from_pretrained(run.adapter_dir)
@@ -106,8 +115,9 @@ def test_sft_learns_and_the_adapter_reloads_with_plain_peft(
 def test_qlora_4bit_trains_on_cpu(tmp_path: Path, model_dir: Path, data: dict[str, Path]) -> None:
     from anytune.local_backend.train import run_training
 
-    run = H.make_run(tmp_path, **_spec(model_dir, data["train"], data["valid"], quantization="4bit",
-                                       hyperparameters={"epochs": 3}))
+    run = H.make_run(
+        tmp_path, **_spec(model_dir, data["train"], data["valid"], quantization="4bit", hyperparameters={"epochs": 3})
+    )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         result = run_training(run)
@@ -122,8 +132,10 @@ def test_qlora_4bit_trains_on_cpu(tmp_path: Path, model_dir: Path, data: dict[st
 def test_dpo_widens_the_preference_margin(tmp_path: Path, model_dir: Path, data: dict[str, Path]) -> None:
     from anytune.local_backend.train import run_training
 
-    run = H.make_run(tmp_path, **_spec(model_dir, data["pref"], data["pref_valid"], method="dpo",
-                                       hyperparameters={"epochs": 4, "beta": 0.1}))
+    run = H.make_run(
+        tmp_path,
+        **_spec(model_dir, data["pref"], data["pref_valid"], method="dpo", hyperparameters={"epochs": 4, "beta": 0.1}),
+    )
     result = run_training(run)
     points = H.metrics(run)
     assert result["method"] == "dpo" and result["steps"] == 8
@@ -144,8 +156,13 @@ def test_resume_after_cancel_matches_an_uninterrupted_run(
     from anytune.local_backend.train import run_training
 
     # Logging every 3 steps and saving every 2: a checkpoint falls inside a logging window.
-    spec = _spec(model_dir, data["train"], hyperparameters={"epochs": 3}, lora={"r": 8, "dropout": 0.1},
-                 local={"save_steps": 2, "logging_steps": 3})
+    spec = _spec(
+        model_dir,
+        data["train"],
+        hyperparameters={"epochs": 3},
+        lora={"r": 8, "dropout": 0.1},
+        local={"save_steps": 2, "logging_steps": 3},
+    )
     whole = run_training(H.make_run(tmp_path, "whole", **spec))
     assert whole["steps"] == 9
 
@@ -218,8 +235,11 @@ def test_tokenizer_without_chat_template_is_named(tmp_path: Path, model_dir: Pat
     # Giving one makes it work.
     template = tmp_path / "chatml.jinja"
     template.write_text(CHATML_TEMPLATE)
-    run = H.make_run(tmp_path, "with-template", **_spec(plain, data["train"], hyperparameters={"max_steps": 1},
-                                                       local={"chat_template": str(template)}))
+    run = H.make_run(
+        tmp_path,
+        "with-template",
+        **_spec(plain, data["train"], hyperparameters={"max_steps": 1}, local={"chat_template": str(template)}),
+    )
     assert run_training(run)["steps"] == 1
 
 
@@ -237,9 +257,21 @@ def test_two_process_ddp_with_gloo(tmp_path: Path, model_dir: Path, data: dict[s
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
     env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-         "-m", "anytune.local_backend.train", str(run.path)],
-        capture_output=True, text=True, timeout=300, env=env,
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "anytune.local_backend.train",
+            str(run.path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = run.result()

@@ -100,10 +100,15 @@ def test_prompt_completion_and_preference_files(tmp_path: Path, tokenizer: Any) 
 def test_truncate_and_drop_are_counted(tmp_path: Path, tokenizer: Any) -> None:
     from anytune.local_backend.data import load_dataset
 
-    long = {"messages": [{"role": "user", "content": "What is 7 plus 7?"},
-                         {"role": "assistant", "content": "7 plus 7 is 14. " * 30}]}
-    only_prompt_fits = {"messages": [{"role": "user", "content": "What is 8 plus 8? " * 60},
-                                     {"role": "assistant", "content": "16."}]}
+    long = {
+        "messages": [
+            {"role": "user", "content": "What is 7 plus 7?"},
+            {"role": "assistant", "content": "7 plus 7 is 14. " * 30},
+        ]
+    }
+    only_prompt_fits = {
+        "messages": [{"role": "user", "content": "What is 8 plus 8? " * 60}, {"role": "assistant", "content": "16."}]
+    }
     path = write_jsonl(tmp_path / "mixed.jsonl", [H.chat_example(i) for i in range(3)] + [long, only_prompt_fits])
     cut = load_dataset(path, tokenizer, method="sft", max_length=96, truncation="truncate")
     assert (cut.truncated, cut.dropped, cut.empty, len(cut)) == (2, 0, 1, 4)
@@ -225,8 +230,9 @@ def test_layouts_give_the_same_logits_as_separate_forwards(model_dir: Path, toke
     owner = mb.target_seq.tolist()
     order = sorted(range(len(owner)), key=lambda k: (owner[k], k))
     torch.testing.assert_close(got[order], expected, atol=2e-5, rtol=1e-4)
-    assert torch.equal(mb.targets[order], torch.cat([torch.from_numpy(s.input_ids[s.learn].astype(np.int64))
-                                                     for s in seqs]))
+    assert torch.equal(
+        mb.targets[order], torch.cat([torch.from_numpy(s.input_ids[s.learn].astype(np.int64)) for s in seqs])
+    )
 
 
 # -- the tiny model -------------------------------------------------------------------------------

@@ -13,14 +13,22 @@ from tests.conftest import chat_example, write_jsonl
 
 def texts() -> list[str]:
     return [m["content"] for i in range(60) for m in chat_example(i)["messages"]] + [
-        "I am not sure about that.", "Maybe it is something else."]
+        "I am not sure about that.",
+        "Maybe it is something else.",
+    ]
 
 
 def build(path: Path, **shape: Any) -> Path:
     from anytune.local_backend.tiny import build_tiny_model
 
-    options: dict[str, Any] = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2,
-                               "vocab_size": 512, "texts": texts()}
+    options: dict[str, Any] = {
+        "hidden_size": 64,
+        "num_layers": 2,
+        "num_heads": 4,
+        "num_kv_heads": 2,
+        "vocab_size": 512,
+        "texts": texts(),
+    }
     return build_tiny_model(path, **(options | shape))
 
 

@@ -54,17 +54,25 @@ def _b64(data: dict[str, Any]) -> str:
 
 # A decodable (unsigned) JWT, as azure-identity hands out, and a SAS signature: tests assert that
 # neither ever reaches logs, errors, events or the job store.
-TOKEN = ".".join((_b64({"typ": "JWT", "alg": "RS256"}),
-                  _b64({"aud": "https://management.azure.com", "tid": TENANT, "oid": "user-object-id"}),
-                  "c2lnbmF0dXJlLW5vdC1yZWFsLWJ1dC1sb25nLWVub3VnaA"))
+TOKEN = ".".join(
+    (
+        _b64({"typ": "JWT", "alg": "RS256"}),
+        _b64({"aud": "https://management.azure.com", "tid": TENANT, "oid": "user-object-id"}),
+        "c2lnbmF0dXJlLW5vdC1yZWFsLWJ1dC1sb25nLWVub3VnaA",
+    )
+)
 SAS = "sv=2021-10-04&ss=b&srt=sco&sp=rwlc&se=2030-01-01T00%3A00%3A00Z&sig=S3cr3tSasSignatureValue0123456789abcdef"
 
-WS_PATH = (f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices"
-           f"/workspaces/{WS}")
+WS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
 
 HAPPY = (
-    (0, "NotStarted"), (5, "Starting"), (10, "Preparing"), (20, "Queued"),
-    (30, "Running"), (90, "Finalizing"), (100, "Completed"),
+    (0, "NotStarted"),
+    (5, "Starting"),
+    (10, "Preparing"),
+    (20, "Queued"),
+    (30, "Running"),
+    (90, "Finalizing"),
+    (100, "Completed"),
 )
 FAILING = ((0, "NotStarted"), (10, "Queued"), (30, "Running"), (50, "Failed"))
 
@@ -113,18 +121,25 @@ class _Adapter(BaseAdapter):
         super().__init__()
         self.fake = fake
 
-    def send(self, request: requests.PreparedRequest, stream: bool = False, timeout: Any = None,
-             verify: Any = True, cert: Any = None, proxies: Any = None) -> requests.Response:
+    def send(
+        self,
+        request: requests.PreparedRequest,
+        stream: bool = False,
+        timeout: Any = None,
+        verify: Any = True,
+        cert: Any = None,
+        proxies: Any = None,
+    ) -> requests.Response:
         status, headers, payload = self.fake.handle(request)
-        data = payload if isinstance(payload, bytes) else (json.dumps(payload).encode() if payload is not None
-                                                           else b"")
+        data = payload if isinstance(payload, bytes) else (json.dumps(payload).encode() if payload is not None else b"")
         response = requests.Response()
         response.status_code = status
         response.url = request.url or ""
         response.request = request
         response.reason = {200: "OK", 201: "Created", 202: "Accepted", 204: "No Content"}.get(status, "Error")
-        response.headers.update({"Content-Type": "application/json; charset=utf-8",
-                                 "x-ms-request-id": str(uuid.uuid4()), **headers})
+        response.headers.update(
+            {"Content-Type": "application/json; charset=utf-8", "x-ms-request-id": str(uuid.uuid4()), **headers}
+        )
         response.raw = io.BytesIO(data)
         response._content = data
         return response
@@ -208,22 +223,24 @@ class FakeAzureML:
         return FakeTransport(self)
 
     def add_registry_model(self, registry: str, name: str, version: str, *, tasks: str) -> None:
-        self.registry_models.setdefault((registry, name), []).append({
-            "id": f"azureml://registries/{registry}/models/{name}/versions/{version}",
-            "name": version,
-            "type": "Microsoft.MachineLearningServices/registries/models/versions",
-            "properties": {
-                "description": f"{name} foundation model",
-                "modelType": "mlflow_model",
-                "modelUri": f"azureml://registries/{registry}/models/{name}/versions/{version}",
-                "flavors": {"transformers": {"data": {"task": "chat-completion"}}},
-                "properties": {"finetuning-tasks": tasks, "finetune-recommended-sku": "Standard_NC24ads_A100_v4"},
-                "tags": {"task": "chat-completion"},
-                "isAnonymous": False,
-                "isArchived": False,
-            },
-            "systemData": {"createdAt": "2025-01-01T00:00:00Z", "createdBy": "azureml"},
-        })
+        self.registry_models.setdefault((registry, name), []).append(
+            {
+                "id": f"azureml://registries/{registry}/models/{name}/versions/{version}",
+                "name": version,
+                "type": "Microsoft.MachineLearningServices/registries/models/versions",
+                "properties": {
+                    "description": f"{name} foundation model",
+                    "modelType": "mlflow_model",
+                    "modelUri": f"azureml://registries/{registry}/models/{name}/versions/{version}",
+                    "flavors": {"transformers": {"data": {"task": "chat-completion"}}},
+                    "properties": {"finetuning-tasks": tasks, "finetune-recommended-sku": "Standard_NC24ads_A100_v4"},
+                    "tags": {"task": "chat-completion"},
+                    "isAnonymous": False,
+                    "isArchived": False,
+                },
+                "systemData": {"createdAt": "2025-01-01T00:00:00Z", "createdBy": "azureml"},
+            }
+        )
 
     def add_compute(self, name: str, vm_size: str = "STANDARD_NC24ADS_A100_V4") -> None:
         self.computes[name] = {
@@ -235,15 +252,26 @@ class FakeAzureML:
                 "computeType": "AmlCompute",
                 "provisioningState": "Succeeded",
                 "computeLocation": LOCATION,
-                "properties": {"vmSize": vm_size, "vmPriority": "Dedicated",
-                               "scaleSettings": {"maxNodeCount": 2, "minNodeCount": 0,
-                                                 "nodeIdleTimeBeforeScaleDown": "PT120S"}},
+                "properties": {
+                    "vmSize": vm_size,
+                    "vmPriority": "Dedicated",
+                    "scaleSettings": {"maxNodeCount": 2, "minNodeCount": 0, "nodeIdleTimeBeforeScaleDown": "PT120S"},
+                },
             },
         }
 
-    def fail(self, method: str, pattern: str, *, times: int = 1, status: int | None = None,
-             headers: dict[str, str] | None = None, body: Any = None,
-             exception: type[BaseException] | None = None, after: bool = False) -> None:
+    def fail(
+        self,
+        method: str,
+        pattern: str,
+        *,
+        times: int = 1,
+        status: int | None = None,
+        headers: dict[str, str] | None = None,
+        body: Any = None,
+        exception: type[BaseException] | None = None,
+        after: bool = False,
+    ) -> None:
         """Script a fault for the next ``times`` requests matching ``method`` and ``pattern``."""
         self.faults.append(Fault(method, re.compile(pattern), times, status, headers or {}, body, exception, after))
 
@@ -256,11 +284,11 @@ class FakeAzureML:
         url = request.url or ""
         parts = urlsplit(url)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
-        rec = Recorded(request.method or "GET", url, unquote(parts.path), query, dict(request.headers),
-                       _body(request))
+        rec = Recorded(request.method or "GET", url, unquote(parts.path), query, dict(request.headers), _body(request))
         self.requests.append(rec)
-        fault = next((f for f in self.faults if f.times > 0 and f.method == rec.method
-                      and f.pattern.search(rec.path)), None)
+        fault = next(
+            (f for f in self.faults if f.times > 0 and f.method == rec.method and f.pattern.search(rec.path)), None
+        )
         if fault is not None and not fault.after:
             fault.times -= 1
             return self._fault(fault)
@@ -274,9 +302,16 @@ class FakeAzureML:
         if fault.exception is not None:
             raise fault.exception("injected fault")
         status = fault.status or 500
-        body = fault.body if fault.body is not None else {
-            "error": {"code": {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "InternalServerError"),
-                      "message": f"injected {status}"}}
+        body = (
+            fault.body
+            if fault.body is not None
+            else {
+                "error": {
+                    "code": {429: "TooManyRequests", 503: "ServiceUnavailable"}.get(status, "InternalServerError"),
+                    "message": f"injected {status}",
+                }
+            }
+        )
         return status, fault.headers, body
 
     def _route(self, rec: Recorded, host: str) -> tuple[int, dict[str, str], Any]:
@@ -291,17 +326,35 @@ class FakeAzureML:
             return self._arm(rec)
         if rec.path.startswith("/registrymanagement/v1.0/registries/"):
             registry = rec.path.split("/")[4]
-            return 200, {}, {
-                "registryName": registry, "primaryRegion": LOCATION, "regions": [LOCATION],
-                "subscriptionId": "reg-sub-0000", "resourceGroup": f"registry-{registry}",
-                "primaryRegionResourceProviderUri": f"https://cert-{LOCATION}.experiments.azureml.net/",
-                "registryFqdns": {LOCATION: {"primary": f"{LOCATION}.api.azureml.ms"}},
-            }
+            return (
+                200,
+                {},
+                {
+                    "registryName": registry,
+                    "primaryRegion": LOCATION,
+                    "regions": [LOCATION],
+                    "subscriptionId": "reg-sub-0000",
+                    "resourceGroup": f"registry-{registry}",
+                    "primaryRegionResourceProviderUri": f"https://cert-{LOCATION}.experiments.azureml.net/",
+                    "registryFqdns": {LOCATION: {"primary": f"{LOCATION}.api.azureml.ms"}},
+                },
+            )
         if "/registries/" in rec.path and "/models/" in rec.path:
             return self._registry_model(rec)
         if rec.path == "/discovery":
-            return 200, {}, {"api": API, "catalog": API, "experimentation": API, "history": API,
-                             "modelmanagement": API, "pipelines": API, "studiometadata": API}
+            return (
+                200,
+                {},
+                {
+                    "api": API,
+                    "catalog": API,
+                    "experimentation": API,
+                    "history": API,
+                    "modelmanagement": API,
+                    "pipelines": API,
+                    "studiometadata": API,
+                },
+            )
         if rec.path.startswith("/history/v1.0" + WS_PATH + "/runs/"):
             return self._run(rec.path.rsplit("/", 1)[-1])
         if rec.path.startswith("/mlflow/v1.0" + WS_PATH + "/api/2.0/mlflow/"):
@@ -312,10 +365,13 @@ class FakeAzureML:
     def _arm(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
         path = rec.path
         if not path.startswith(WS_PATH) or not self.workspace_exists:
-            return _error(404, "ResourceNotFound",
-                          f"The Resource 'Microsoft.MachineLearningServices/workspaces/{WS}' under resource "
-                          f"group '{RG}' was not found.")
-        rest = path[len(WS_PATH):]
+            return _error(
+                404,
+                "ResourceNotFound",
+                f"The Resource 'Microsoft.MachineLearningServices/workspaces/{WS}' under resource "
+                f"group '{RG}' was not found.",
+            )
+        rest = path[len(WS_PATH) :]
         if rest == "":
             return 200, {}, self._workspace()
         m = re.fullmatch(r"/jobs/([^/]+)(/cancel)?", rest)
@@ -350,14 +406,20 @@ class FakeAzureML:
 
     def _workspace(self) -> dict[str, Any]:
         return {
-            "id": WS_PATH, "name": WS, "type": "Microsoft.MachineLearningServices/workspaces",
-            "location": LOCATION, "kind": "Default", "identity": {"type": "SystemAssigned"},
+            "id": WS_PATH,
+            "name": WS,
+            "type": "Microsoft.MachineLearningServices/workspaces",
+            "location": LOCATION,
+            "kind": "Default",
+            "identity": {"type": "SystemAssigned"},
             "sku": {"name": "Basic", "tier": "Basic"},
             "properties": {
-                "friendlyName": WS, "workspaceId": WS_GUID, "provisioningState": "Succeeded",
+                "friendlyName": WS,
+                "workspaceId": WS_GUID,
+                "provisioningState": "Succeeded",
                 "discoveryUrl": f"{API}/discovery",
                 "storageAccount": f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.Storage/"
-                                  f"storageAccounts/{ACCOUNT}",
+                f"storageAccounts/{ACCOUNT}",
                 "publicNetworkAccess": "Enabled",
             },
             "systemData": {"createdAt": "2025-01-01T00:00:00Z", "createdBy": "someone@example.com"},
@@ -365,11 +427,20 @@ class FakeAzureML:
 
     def _datastore(self) -> dict[str, Any]:
         return {
-            "id": f"{WS_PATH}/datastores/workspaceblobstore", "name": "workspaceblobstore",
+            "id": f"{WS_PATH}/datastores/workspaceblobstore",
+            "name": "workspaceblobstore",
             "type": "Microsoft.MachineLearningServices/workspaces/datastores",
-            "properties": {"datastoreType": "AzureBlob", "accountName": ACCOUNT, "containerName": CONTAINER,
-                           "endpoint": "core.windows.net", "protocol": "https", "isDefault": True,
-                           "credentials": {"credentialsType": "AccountKey"}, "tags": {}, "properties": {}},
+            "properties": {
+                "datastoreType": "AzureBlob",
+                "accountName": ACCOUNT,
+                "containerName": CONTAINER,
+                "endpoint": "core.windows.net",
+                "protocol": "https",
+                "isDefault": True,
+                "credentials": {"credentialsType": "AccountKey"},
+                "tags": {},
+                "properties": {},
+            },
         }
 
     def _data(self, rec: Recorded, name: str, version: str) -> tuple[int, dict[str, str], Any]:
@@ -378,7 +449,8 @@ class FakeAzureML:
             body = rec.body if isinstance(rec.body, dict) else {}
             created = key not in self.data
             self.data[key] = {
-                "id": f"{WS_PATH}/data/{name}/versions/{version}", "name": version,
+                "id": f"{WS_PATH}/data/{name}/versions/{version}",
+                "name": version,
                 "type": "Microsoft.MachineLearningServices/workspaces/data/versions",
                 "properties": {**body.get("properties", {}), "isArchived": False},
                 "systemData": {"createdAt": _iso(self.clock()), "createdBy": "anytune-test"},
@@ -394,13 +466,20 @@ class FakeAzureML:
             return (200, {}, {"value": []}) if version is None else _error(404, "UserError", "model not found")
 
         def view(v: str) -> dict[str, Any]:
-            return {"id": f"{WS_PATH}/models/{name}/versions/{v}", "name": v,
-                    "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
-                    "properties": {"modelType": "mlflow_model", "isArchived": False,
-                                   "flavors": {"transformers": {"data": {"task": "chat-completion"}}},
-                                   "modelUri": "azureml://jobs/x/outputs/registered_model", "tags": {},
-                                   "properties": {}},
-                    "systemData": {"createdAt": _iso(self.clock())}}
+            return {
+                "id": f"{WS_PATH}/models/{name}/versions/{v}",
+                "name": v,
+                "type": "Microsoft.MachineLearningServices/workspaces/models/versions",
+                "properties": {
+                    "modelType": "mlflow_model",
+                    "isArchived": False,
+                    "flavors": {"transformers": {"data": {"task": "chat-completion"}}},
+                    "modelUri": "azureml://jobs/x/outputs/registered_model",
+                    "tags": {},
+                    "properties": {},
+                },
+                "systemData": {"createdAt": _iso(self.clock())},
+            }
 
         if version is None:
             return 200, {}, {"value": [view(versions[-1])]}
@@ -409,8 +488,11 @@ class FakeAzureML:
     def _marketplace(self, rec: Recorded, name: str) -> tuple[int, dict[str, str], Any]:
         if rec.method == "PUT":
             model_id = rec.body["properties"]["modelId"]
-            self.marketplace[name] = {"modelId": model_id, "status": "PendingFulfillmentStart",
-                                      "polls": self.marketplace_pending_polls}
+            self.marketplace[name] = {
+                "modelId": model_id,
+                "status": "PendingFulfillmentStart",
+                "polls": self.marketplace_pending_polls,
+            }
             return 201, {}, self._marketplace_view(name)
         if name not in self.marketplace:
             return _error(404, "ResourceNotFound", f"Marketplace subscription {name} not found")
@@ -424,12 +506,19 @@ class FakeAzureML:
     def _marketplace_view(self, name: str) -> dict[str, Any]:
         entry = self.marketplace[name]
         return {
-            "id": f"{WS_PATH}/marketplaceSubscriptions/{name}", "name": name,
+            "id": f"{WS_PATH}/marketplaceSubscriptions/{name}",
+            "name": name,
             "type": "Microsoft.MachineLearningServices/workspaces/marketplaceSubscriptions",
-            "properties": {"modelId": entry["modelId"], "marketplaceSubscriptionStatus": entry["status"],
-                           "provisioningState": "Succeeded",
-                           "marketplacePlan": {"publisherId": "metagenai", "offerId": "meta-llama-3-8b-offer",
-                                               "planId": "meta-llama-3-8b-instruct"}},
+            "properties": {
+                "modelId": entry["modelId"],
+                "marketplaceSubscriptionStatus": entry["status"],
+                "provisioningState": "Succeeded",
+                "marketplacePlan": {
+                    "publisherId": "metagenai",
+                    "offerId": "meta-llama-3-8b-offer",
+                    "planId": "meta-llama-3-8b-instruct",
+                },
+            },
         }
 
     # -- jobs -------------------------------------------------------------------------------
@@ -463,15 +552,23 @@ class FakeAzureML:
         props = body["properties"]
         props["status"] = self._status(name)
         props.setdefault("services", {})["Studio"] = {
-            "endpoint": f"https://ml.azure.com/runs/{name}?wsid={WS_PATH}", "jobServiceType": "Studio"}
+            "endpoint": f"https://ml.azure.com/runs/{name}?wsid={WS_PATH}",
+            "jobServiceType": "Studio",
+        }
         outputs = props.get("outputs") or {}
         if "registered_model" in outputs:
             outputs["registered_model"].setdefault("mode", "ReadWriteMount")
-        return {"id": f"{WS_PATH}/jobs/{name}", "name": name,
-                "type": "Microsoft.MachineLearningServices/workspaces/jobs",
-                "properties": props,
-                "systemData": {"createdAt": _iso(job["created"]), "createdBy": "someone@example.com",
-                               "createdByType": "User"}}
+        return {
+            "id": f"{WS_PATH}/jobs/{name}",
+            "name": name,
+            "type": "Microsoft.MachineLearningServices/workspaces/jobs",
+            "properties": props,
+            "systemData": {
+                "createdAt": _iso(job["created"]),
+                "createdBy": "someone@example.com",
+                "createdByType": "User",
+            },
+        }
 
     def _job(self, rec: Recorded, name: str, *, cancel: bool) -> tuple[int, dict[str, str], Any]:
         if cancel:
@@ -486,7 +583,7 @@ class FakeAzureML:
             if name in self.jobs:
                 return _error(400, "UserError", f"A job with name {name} already exists and cannot be updated")
             self.jobs[name] = {"body": rec.body, "created": self.clock()}
-            outputs = (rec.body["properties"].get("outputs") or {})
+            outputs = rec.body["properties"].get("outputs") or {}
             registered = outputs.get("registered_model", {}).get("assetName")
             if registered:
                 self.workspace_models.setdefault(registered, [])
@@ -494,8 +591,11 @@ class FakeAzureML:
         if name not in self.jobs:
             return _error(404, "UserError", f"Job {name} not found in workspace {WS}")
         if self._status(name) == "Completed":
-            registered = (self.jobs[name]["body"]["properties"].get("outputs") or {}).get(
-                "registered_model", {}).get("assetName")
+            registered = (
+                (self.jobs[name]["body"]["properties"].get("outputs") or {})
+                .get("registered_model", {})
+                .get("assetName")
+            )
             if registered and not self.workspace_models.get(registered):
                 self.workspace_models[registered] = ["1"]
         return 200, {}, self._job_view(name)
@@ -510,10 +610,14 @@ class FakeAzureML:
             return _error(404, "UserError", f"Run {name} not found")
         status = self._status(name)
         started, ended = self._times(name)
-        run: dict[str, Any] = {"runId": name, "status": status, "experimentId": "exp-1",
-                               "createdUtc": _iso(self.jobs[name]["created"]),
-                               "startTimeUtc": _iso(started) if started else None,
-                               "endTimeUtc": _iso(ended) if ended else None}
+        run: dict[str, Any] = {
+            "runId": name,
+            "status": status,
+            "experimentId": "exp-1",
+            "createdUtc": _iso(self.jobs[name]["created"]),
+            "startTimeUtc": _iso(started) if started else None,
+            "endTimeUtc": _iso(ended) if ended else None,
+        }
         if status == "Failed":
             run["error"] = {"error": dict(self.failure), "time": _iso(ended or self.clock())}
         if started is not None and self.run_warnings:
@@ -527,33 +631,53 @@ class FakeAzureML:
             return []
         now = min(self.clock(), ended) if ended else self.clock()
         steps = min(self.metric_steps, int((now - started) // 10))
-        return [(k, round(2.0 * 0.8 ** k, 6), started + 10 * k) for k in range(1, steps + 1)]
+        return [(k, round(2.0 * 0.8**k, 6), started + 10 * k) for k in range(1, steps + 1)]
 
     def _mlflow(self, rec: Recorded, op: str) -> tuple[int, dict[str, str], Any]:
         if op == "runs/get":
             run_id = rec.query.get("run_id", "")
             if run_id not in self.jobs:
                 return 404, {}, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run {run_id} not found"}
-            return 200, {}, {"run": {"info": {"run_id": run_id, "experiment_id": "exp-1"},
-                                     "data": {"metrics": [], "tags": []}}}
+            return (
+                200,
+                {},
+                {"run": {"info": {"run_id": run_id, "experiment_id": "exp-1"}, "data": {"metrics": [], "tags": []}}},
+            )
         if op == "runs/search":
             match = re.search(r"'([^']+)'", rec.body.get("filter", ""))
             root = match.group(1) if match else ""
             if root not in self.jobs:
                 return 200, {}, {"runs": []}
             points = self._points(root)
-            metrics = [{"key": k, "value": v, "step": points[-1][0], "timestamp": 0}
-                       for k, v in (("loss", points[-1][1]), ("learning_rate", 2e-4))] if points else []
-            return 200, {}, {"runs": [{"info": {"run_id": f"{root}_finetune", "experiment_id": "exp-1"},
-                                       "data": {"metrics": metrics,
-                                                "tags": [{"key": "mlflow.rootRunId", "value": root}]}}]}
+            metrics = (
+                [
+                    {"key": k, "value": v, "step": points[-1][0], "timestamp": 0}
+                    for k, v in (("loss", points[-1][1]), ("learning_rate", 2e-4))
+                ]
+                if points
+                else []
+            )
+            return (
+                200,
+                {},
+                {
+                    "runs": [
+                        {
+                            "info": {"run_id": f"{root}_finetune", "experiment_id": "exp-1"},
+                            "data": {"metrics": metrics, "tags": [{"key": "mlflow.rootRunId", "value": root}]},
+                        }
+                    ]
+                },
+            )
         if op == "metrics/get-history":
             run_id, key = rec.query.get("run_id", ""), rec.query.get("metric_key", "")
             root = run_id.removesuffix("_finetune")
             if root not in self.jobs:
                 return 200, {}, {"metrics": []}
-            out = [{"key": key, "value": loss if key == "loss" else 2e-4, "step": step,
-                    "timestamp": int(at * 1000)} for step, loss, at in self._points(root)]
+            out = [
+                {"key": key, "value": loss if key == "loss" else 2e-4, "step": step, "timestamp": int(at * 1000)}
+                for step, loss, at in self._points(root)
+            ]
             return 200, {}, {"metrics": out}
         return 404, {}, {"error_code": "ENDPOINT_NOT_FOUND", "message": op}
 
@@ -574,10 +698,17 @@ class FakeAzureML:
         if rec.method == "PUT":
             data = rec.body if isinstance(rec.body, bytes) else json.dumps(rec.body).encode()
             self.blobs[rec.path] = data
-            return 201, {"ETag": '"0x8DC"', "Last-Modified": "Mon, 01 Jan 2025 00:00:00 GMT",
-                         "x-ms-request-server-encrypted": "true", "x-ms-version": "2025-01-05"}, b""
+            return (
+                201,
+                {
+                    "ETag": '"0x8DC"',
+                    "Last-Modified": "Mon, 01 Jan 2025 00:00:00 GMT",
+                    "x-ms-request-server-encrypted": "true",
+                    "x-ms-version": "2025-01-05",
+                },
+                b"",
+            )
         return _error(404, "BlobNotFound", "The specified blob does not exist.")
 
     def uploads(self) -> list[Recorded]:
         return [r for r in self.requests if ".blob.core.windows.net" in r.url and r.method == "PUT"]
-

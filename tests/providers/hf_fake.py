@@ -132,8 +132,15 @@ class FakeHub:
     def now(self) -> datetime:
         return datetime.fromtimestamp(self.clock(), tz=timezone.utc)
 
-    def add_repo(self, kind: str, repo_id: str, files: dict[str, bytes] | None = None, *, private: bool = False,
-                 gated: bool = False) -> Repo:
+    def add_repo(
+        self,
+        kind: str,
+        repo_id: str,
+        files: dict[str, bytes] | None = None,
+        *,
+        private: bool = False,
+        gated: bool = False,
+    ) -> Repo:
         repo = Repo(kind, repo_id, private, dict(files or {}), gated=gated)
         if files:
             repo.commits.append(hashlib.sha1(repr(sorted(files)).encode()).hexdigest())
@@ -176,12 +183,19 @@ class FakeHub:
         body = request.read()
         url = urlsplit(str(request.url))
         path = unquote(url.path)
-        record = Recorded(request.method, str(request.url), path, parse_qsl(url.query),
-                          {k.lower(): v for k, v in request.headers.items()}, body)
+        record = Recorded(
+            request.method,
+            str(request.url),
+            path,
+            parse_qsl(url.query),
+            {k.lower(): v for k, v in request.headers.items()},
+            body,
+        )
         with self._lock:
             self.requests.append(record)
-            fault = next((f for f in self.faults if f.times > 0 and f.method == request.method
-                          and f.pattern.search(path)), None)
+            fault = next(
+                (f for f in self.faults if f.times > 0 and f.method == request.method and f.pattern.search(path)), None
+            )
             if fault is not None:
                 fault.times -= 1
                 if fault.after:
@@ -195,8 +209,9 @@ class FakeHub:
                     full = self._route(record)
                     events = full.content.split(b"\n\n")
                     kept = [e + b"\n\n" for e in events[: fault.drop_after] if e]
-                    return httpx2.Response(200, headers={"Content-Type": "text/event-stream"},
-                                           stream=_DroppedStream(kept))
+                    return httpx2.Response(
+                        200, headers={"Content-Type": "text/event-stream"}, stream=_DroppedStream(kept)
+                    )
             return self._route(record)
 
     # -- routing ---------------------------------------------------------------------------------
@@ -212,8 +227,16 @@ class FakeHub:
         if user is None:
             return _error(401, "Invalid credentials in Authorization header")
         if m == "GET" and p == "/api/whoami-v2":
-            return httpx2.Response(200, json={"type": "user", "name": user, "fullname": "Alice",
-                                              "orgs": [{"name": "acme"}], "auth": {"type": "access_token"}})
+            return httpx2.Response(
+                200,
+                json={
+                    "type": "user",
+                    "name": user,
+                    "fullname": "Alice",
+                    "orgs": [{"name": "acme"}],
+                    "auth": {"type": "access_token"},
+                },
+            )
         if m == "POST" and p == "/api/repos/create":
             return self._create_repo(r, user)
         if m == "POST" and p == "/api/validate-yaml":
@@ -270,9 +293,15 @@ class FakeHub:
         repo = self._repo(kind, repo_id)
         if repo is None:
             return _error(404, "Repository not found", "RepoNotFound")
-        files = [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
-                  "oid": git_oid(repo.files[f["path"]]) if f["path"] in repo.files else None}
-                 for f in r.json()["files"]]
+        files = [
+            {
+                "path": f["path"],
+                "uploadMode": "regular",
+                "shouldIgnore": False,
+                "oid": git_oid(repo.files[f["path"]]) if f["path"] in repo.files else None,
+            }
+            for f in r.json()["files"]
+        ]
         return httpx2.Response(200, json={"files": files, "commitOid": repo.head})
 
     def _commit(self, kind: str, repo_id: str, r: Recorded) -> httpx2.Response:
@@ -288,15 +317,29 @@ class FakeHub:
         oid = hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{sorted(repo.files)}".encode()).hexdigest()
         repo.commits.append(oid)
         prefix = "datasets/" if kind == "dataset" else ""
-        return httpx2.Response(200, json={"commitUrl": f"https://huggingface.co/{prefix}{repo_id}/commit/{oid}",
-                                          "commitOid": oid, "success": True})
+        return httpx2.Response(
+            200,
+            json={
+                "commitUrl": f"https://huggingface.co/{prefix}{repo_id}/commit/{oid}",
+                "commitOid": oid,
+                "success": True,
+            },
+        )
 
     def _repo_info(self, kind: str, repo_id: str) -> httpx2.Response:
         repo = self._repo(kind, repo_id)
         if repo is None:
             return _error(404, "Repository not found", "RepoNotFound")
-        return httpx2.Response(200, json={"id": repo_id, "sha": repo.head, "private": repo.private, "tags": [],
-                                          "siblings": [{"rfilename": f} for f in sorted(repo.files)]})
+        return httpx2.Response(
+            200,
+            json={
+                "id": repo_id,
+                "sha": repo.head,
+                "private": repo.private,
+                "tags": [],
+                "siblings": [{"rfilename": f} for f in sorted(repo.files)],
+            },
+        )
 
     def _resolve(self, kind: str, repo_id: str, path: str, method: str) -> httpx2.Response:
         repo = self._repo(kind, repo_id)
@@ -305,8 +348,12 @@ class FakeHub:
         if path not in repo.files:
             return _error(404, "Entry not found", "EntryNotFound")
         data = repo.files[path]
-        headers = {"X-Repo-Commit": repo.head, "X-Linked-Etag": f'"{git_oid(data)}"',
-                   "X-Linked-Size": str(len(data)), "ETag": f'"{git_oid(data)}"'}
+        headers = {
+            "X-Repo-Commit": repo.head,
+            "X-Linked-Etag": f'"{git_oid(data)}"',
+            "X-Linked-Size": str(len(data)),
+            "ETag": f'"{git_oid(data)}"',
+        }
         return httpx2.Response(200, content=b"" if method == "HEAD" else data, headers=headers)
 
     # -- jobs ------------------------------------------------------------------------------------
@@ -349,8 +396,11 @@ class FakeHub:
 
     def _list_jobs(self, namespace: str, r: Recorded) -> httpx2.Response:
         wanted = [v.split("=", 1) for k, v in r.query if k == "label"]
-        jobs = [j for j in self.jobs.values() if j.namespace == namespace
-                and all((j.body.get("labels") or {}).get(k) == v for k, v in wanted)]
+        jobs = [
+            j
+            for j in self.jobs.values()
+            if j.namespace == namespace and all((j.body.get("labels") or {}).get(k) == v for k, v in wanted)
+        ]
         return httpx2.Response(200, json=[self._job_json(j) for j in jobs])
 
     def _logs(self, job: Job) -> httpx2.Response:
@@ -372,8 +422,9 @@ class FakeHub:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(length) if length else b""
                 host = f"http://127.0.0.1:{self.server.server_address[1]}"
-                request = httpx2.Request(self.command, host + self.path, headers=dict(self.headers.items()),
-                                         content=body)
+                request = httpx2.Request(
+                    self.command, host + self.path, headers=dict(self.headers.items()), content=body
+                )
                 response = fake.handle(request)
                 data = response.read()
                 self.send_response(response.status_code)

@@ -134,7 +134,11 @@ class FakeOpenAIService:
     """
 
     def __init__(
-        self, root: Path, flavour: Flavour = "openai", *, api_key: str = "sk-fake-key-0123456789abcdefgh",
+        self,
+        root: Path,
+        flavour: Flavour = "openai",
+        *,
+        api_key: str = "sk-fake-key-0123456789abcdefgh",
         steps: int = 6,
     ) -> None:
         self.root = root
@@ -175,8 +179,11 @@ class FakeOpenAIService:
         self._chaos = kinds
 
     def requests(self, method: str | None = None, path: str | None = None) -> list[Request]:
-        return [r for r in self.log if (method is None or r.method == method)
-                and (path is None or re.fullmatch(path, r.path))]
+        return [
+            r
+            for r in self.log
+            if (method is None or r.method == method) and (path is None or re.fullmatch(path, r.path))
+        ]
 
     # -- helpers -------------------------------------------------------------------------------
     def _id(self, prefix: str) -> str:
@@ -202,8 +209,16 @@ class FakeOpenAIService:
             self._check(name, instance)
         return instance
 
-    def _error(self, status: int, message: str, *, code: str | None = None, param: str | None = None,
-               kind: str = "invalid_request_error", headers: dict[str, str] | None = None) -> _Reply:
+    def _error(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        param: str | None = None,
+        kind: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
+    ) -> _Reply:
         if self.flavour == "azure":
             return _Reply(status, {"error": {"code": code or str(status), "message": message}}, headers)
         return _Reply(status, {"error": {"message": message, "type": kind, "param": param, "code": code}}, headers)
@@ -212,9 +227,13 @@ class FakeOpenAIService:
     def handle(self, request: httpx2.Request) -> httpx2.Response:
         prefix = "/openai" if self.flavour == "azure" else "/v1"
         raw_path = request.url.path
-        path = raw_path[len(prefix):] if raw_path.startswith(prefix) else raw_path
-        query = dict(parse_qsl(request.url.query.decode() if isinstance(request.url.query, bytes)
-                               else str(request.url.query), keep_blank_values=True))
+        path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else raw_path
+        query = dict(
+            parse_qsl(
+                request.url.query.decode() if isinstance(request.url.query, bytes) else str(request.url.query),
+                keep_blank_values=True,
+            )
+        )
         headers = {k.lower(): v for k, v in request.headers.items()}
         method = request.method.upper()
         fault = self._fault_for(method, path, query, headers)
@@ -223,8 +242,9 @@ class FakeOpenAIService:
             raise _transport_error(fault.kind, request)
         injected = None
         if fault is not None and fault.kind.startswith("status"):
-            body = fault.body or {"error": {"message": f"injected {fault.status}", "type": "server_error",
-                                            "param": None, "code": None}}
+            body = fault.body or {
+                "error": {"message": f"injected {fault.status}", "type": "server_error", "param": None, "code": None}
+            }
             injected = httpx2.Response(fault.status, json=body, headers=fault.headers)
             if fault.kind == "status":  # refused before acting
                 request.read()
@@ -262,15 +282,19 @@ class FakeOpenAIService:
         if self.flavour == "azure":
             if headers.get("api-key") == self.api_key or (self.entra_token and token == self.entra_token):
                 return
-            raise self._error(401, "Access denied due to invalid subscription key or wrong API endpoint.",
-                              code="401")
+            raise self._error(401, "Access denied due to invalid subscription key or wrong API endpoint.", code="401")
         if token == self.api_key:
             return
-        raise self._error(401, f"Incorrect API key provided: {token}. You can find your API key at "
-                               "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+        raise self._error(
+            401,
+            f"Incorrect API key provided: {token}. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        )
 
-    def _serve(self, request: httpx2.Request, method: str, path: str, query: dict[str, str],
-               headers: dict[str, str]) -> httpx2.Response:
+    def _serve(
+        self, request: httpx2.Request, method: str, path: str, query: dict[str, str], headers: dict[str, str]
+    ) -> httpx2.Response:
         multipart = headers.get("content-type", "").startswith("multipart/form-data")
         req = Request(method, path, query, headers, url=str(request.url))
         if multipart:
@@ -316,14 +340,14 @@ class FakeOpenAIService:
                     at = buffer.find(delimiter + b"\r\n")
                     if at < 0:
                         break
-                    buffer = buffer[at + len(delimiter) + 2:]
+                    buffer = buffer[at + len(delimiter) + 2 :]
                     state = "headers"
                 elif state == "headers":
                     at = buffer.find(b"\r\n\r\n")
                     if at < 0:
                         break
                     head = buffer[:at].decode()
-                    buffer = buffer[at + 4:]
+                    buffer = buffer[at + 4 :]
                     found = re.search(r'name="([^"]*)"', head)
                     name = found.group(1) if found else ""
                     if "filename=" in head:
@@ -347,7 +371,7 @@ class FakeOpenAIService:
                         sink.close()
                     else:
                         fields[name] = value.decode()
-                    buffer = buffer[at + len(delimiter):]
+                    buffer = buffer[at + len(delimiter) :]
                     state = "after"
                 else:  # after a delimiter: "--" ends the body, CRLF starts the next part
                     if len(buffer) < 2:
@@ -376,8 +400,15 @@ class FakeOpenAIService:
     def _new_file(self, filename: str, path: Path, purpose: str) -> dict[str, Any]:
         file_id = self._id("file-")
         status = "pending" if self.flavour == "azure" and purpose == "fine-tune" else "processed"
-        obj = {"id": file_id, "object": "file", "bytes": path.stat().st_size, "created_at": self._tick(),
-               "filename": filename, "purpose": purpose, "status": status}
+        obj = {
+            "id": file_id,
+            "object": "file",
+            "bytes": path.stat().st_size,
+            "created_at": self._tick(),
+            "filename": filename,
+            "purpose": purpose,
+            "status": status,
+        }
         self.files[file_id] = obj
         self.file_paths[file_id] = path
         return obj
@@ -388,8 +419,14 @@ class FakeOpenAIService:
         return self.files[file_id]
 
     def create_file(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
-        if uploaded is None or req.fields.get("purpose") not in ("fine-tune", "batch", "assistants", "vision",
-                                                               "user_data", "evals"):
+        if uploaded is None or req.fields.get("purpose") not in (
+            "fine-tune",
+            "batch",
+            "assistants",
+            "vision",
+            "user_data",
+            "evals",
+        ):
             self.violations.append(f"POST /files without file or valid purpose: {req.fields}")
             raise self._error(400, "file and purpose are required")
         obj = self._new_file(req.fields.get("__filename__") or "upload.jsonl", uploaded, req.fields["purpose"])
@@ -407,8 +444,13 @@ class FakeOpenAIService:
         items.sort(key=lambda f: f["created_at"], reverse=req.query.get("order", "desc") == "desc")
         limit = int(req.query.get("limit", 10000))
         data = items[:limit]
-        body = {"object": "list", "data": data, "first_id": data[0]["id"] if data else "",
-                "last_id": data[-1]["id"] if data else "", "has_more": len(items) > limit}
+        body = {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else "",
+            "last_id": data[-1]["id"] if data else "",
+            "has_more": len(items) > limit,
+        }
         return 200, self._answer("ListFilesResponse", body)
 
     def delete_file(self, req: Request, uploaded: Path | None, file_id: str) -> tuple[int, Any]:
@@ -425,9 +467,16 @@ class FakeOpenAIService:
         self._check("CreateUploadRequest", req.json)
         upload_id = self._id("upload_")
         now = self._tick()
-        obj = {"id": upload_id, "object": "upload", "bytes": req.json["bytes"], "created_at": now,
-               "filename": req.json["filename"], "purpose": req.json["purpose"], "status": "pending",
-               "expires_at": now + 3600}
+        obj = {
+            "id": upload_id,
+            "object": "upload",
+            "bytes": req.json["bytes"],
+            "created_at": now,
+            "filename": req.json["filename"],
+            "purpose": req.json["purpose"],
+            "status": "pending",
+            "expires_at": now + 3600,
+        }
         self.uploads[upload_id] = obj
         self.upload_parts[upload_id] = {}
         return 200, self._answer("Upload", dict(obj))
@@ -482,16 +531,30 @@ class FakeOpenAIService:
     # -- jobs ------------------------------------------------------------------------------------
     def _job(self, job_id: str) -> _Job:
         if job_id not in self.jobs:
-            raise self._error(404, f"Could not find fine-tune job: {job_id}", param="fine_tuning_job_id",
-                              code="fine_tune_not_found" if self.flavour == "openai" else "notFound")
+            raise self._error(
+                404,
+                f"Could not find fine-tune job: {job_id}",
+                param="fine_tuning_job_id",
+                code="fine_tune_not_found" if self.flavour == "openai" else "notFound",
+            )
         return self.jobs[job_id]
 
-    def _event(self, job: _Job, message: str, *, level: str = "info", kind: str = "message",
-               data: dict[str, Any] | None = None) -> None:
+    def _event(
+        self, job: _Job, message: str, *, level: str = "info", kind: str = "message", data: dict[str, Any] | None = None
+    ) -> None:
         if data is None:
             data = {} if self.flavour == "openai" else None  # Azure sends null
-        job.events.append({"object": "fine_tuning.job.event", "id": self._id("ftevent-"), "created_at": self._tick(),
-                           "level": level, "message": message, "type": kind, "data": data})
+        job.events.append(
+            {
+                "object": "fine_tuning.job.event",
+                "id": self._id("ftevent-"),
+                "created_at": self._tick(),
+                "level": level,
+                "message": message,
+                "type": kind,
+                "data": data,
+            }
+        )
 
     def _status(self, name: str) -> str:
         if self.flavour == "azure":
@@ -502,14 +565,25 @@ class FakeOpenAIService:
         body = req.json
         self._check("CreateFineTuningJobRequest", body)
         if self.refuse_fine_tuning:
-            raise self._error(403, "You are not allowed to create fine-tuning jobs: fine-tuning is not available "
-                                   "to this organization.", kind="invalid_request_error")
+            raise self._error(
+                403,
+                "You are not allowed to create fine-tuning jobs: fine-tuning is not available to this organization.",
+                kind="invalid_request_error",
+            )
         if self.quota_exhausted:
-            raise self._error(429, "You exceeded your current quota, please check your plan and billing details.",
-                              code="insufficient_quota", kind="insufficient_quota")
+            raise self._error(
+                429,
+                "You exceeded your current quota, please check your plan and billing details.",
+                code="insufficient_quota",
+                kind="insufficient_quota",
+            )
         if body["model"] in self.unavailable_models:
-            raise self._error(400, f"Model {body['model']} is not available for fine-tuning or does not exist.",
-                              param="model", code="model_not_available")
+            raise self._error(
+                400,
+                f"Model {body['model']} is not available for fine-tuning or does not exist.",
+                param="model",
+                code="model_not_available",
+            )
         for role in ("training_file", "validation_file"):
             file_id = body.get(role)
             if file_id is None:
@@ -518,29 +592,52 @@ class FakeOpenAIService:
             if obj is None or obj["purpose"] != "fine-tune":
                 raise self._error(400, f"invalid {role}: {file_id}", param=role, code="invalid_file")
             if obj["status"] == "pending":
-                raise self._error(400, f"{role} {file_id} is not ready: it is still being imported", param=role,
-                                  code="fileNotReady")
+                raise self._error(
+                    400, f"{role} {file_id} is not ready: it is still being imported", param=role, code="fileNotReady"
+                )
         metadata = body.get("metadata") or {}
         method = body.get("method") or {"type": "supervised"}
         kind = method["type"]
         hyper = dict((method.get(kind) or {}).get("hyperparameters") or {})
         job_id = self._id("ftjob-")
         obj: dict[str, Any] = {
-            "object": "fine_tuning.job", "id": job_id, "model": body["model"], "created_at": self._tick(),
-            "finished_at": None, "fine_tuned_model": None, "organization_id": "org-fake",
-            "result_files": [], "status": self._status("validating_files"),
-            "validation_file": body.get("validation_file"), "training_file": body["training_file"],
-            "hyperparameters": {name: hyper.get(name, "auto")
-                                for name in ("n_epochs", "batch_size", "learning_rate_multiplier")},
-            "trained_tokens": None, "error": None, "seed": body.get("seed", 42), "estimated_finish": None,
-            "integrations": body.get("integrations") or [], "metadata": metadata or None, "method": method,
+            "object": "fine_tuning.job",
+            "id": job_id,
+            "model": body["model"],
+            "created_at": self._tick(),
+            "finished_at": None,
+            "fine_tuned_model": None,
+            "organization_id": "org-fake",
+            "result_files": [],
+            "status": self._status("validating_files"),
+            "validation_file": body.get("validation_file"),
+            "training_file": body["training_file"],
+            "hyperparameters": {
+                name: hyper.get(name, "auto") for name in ("n_epochs", "batch_size", "learning_rate_multiplier")
+            },
+            "trained_tokens": None,
+            "error": None,
+            "seed": body.get("seed", 42),
+            "estimated_finish": None,
+            "integrations": body.get("integrations") or [],
+            "metadata": metadata or None,
+            "method": method,
         }
         if self.flavour == "azure":
-            obj.update({"organization_id": None, "seed": body.get("seed"), "integrations": body.get("integrations"),
-                        "hyperparameters": {"n_epochs": hyper.get("n_epochs"), "batch_size": hyper.get("batch_size"),
-                                            "learning_rate_multiplier": hyper.get("learning_rate_multiplier")},
-                        "trainingType": body.get("trainingType", "standard"),
-                        "user_provided_suffix": body.get("suffix")})
+            obj.update(
+                {
+                    "organization_id": None,
+                    "seed": body.get("seed"),
+                    "integrations": body.get("integrations"),
+                    "hyperparameters": {
+                        "n_epochs": hyper.get("n_epochs"),
+                        "batch_size": hyper.get("batch_size"),
+                        "learning_rate_multiplier": hyper.get("learning_rate_multiplier"),
+                    },
+                    "trainingType": body.get("trainingType", "standard"),
+                    "user_provided_suffix": body.get("suffix"),
+                }
+            )
         job = _Job(obj, self._script(metadata.get("scenario", "succeed"), body))
         self.jobs[job_id] = job
         self._event(job, f"Validating training file: {body['training_file']}")
@@ -555,14 +652,24 @@ class FakeOpenAIService:
             def apply(job: _Job) -> None:
                 job.obj["status"] = self._status(name)
                 self._event(job, message, level=level)
+
             return apply
 
-        script.append(status("queued", "Files validated, moving job to queued state"
-                             if self.flavour == "openai" else "Job enqueued. Waiting for jobs ahead to complete."))
+        script.append(
+            status(
+                "queued",
+                "Files validated, moving job to queued state"
+                if self.flavour == "openai"
+                else "Job enqueued. Waiting for jobs ahead to complete.",
+            )
+        )
         script.append(status("running", "Fine-tuning job started"))
         warn = "warning" if self.flavour == "azure" else "warn"
-        script.append(lambda job: self._event(job, "Training file contains 2 examples over the token limit; "
-                                                   "they will be truncated.", level=warn))
+        script.append(
+            lambda job: self._event(
+                job, "Training file contains 2 examples over the token limit; they will be truncated.", level=warn
+            )
+        )
         for step in range(1, steps + 1):
             if fail_at is not None and step > fail_at:
                 break
@@ -581,39 +688,54 @@ class FakeOpenAIService:
 
     def _metric_step(self, step: int, total: int) -> Callable[[_Job], None]:
         def apply(job: _Job) -> None:
-            data: dict[str, Any] = {"step": step, "train_loss": self._loss(step),
-                                    "train_mean_token_accuracy": round(0.5 + step / (4 * total), 4),
-                                    "total_steps": total}
+            data: dict[str, Any] = {
+                "step": step,
+                "train_loss": self._loss(step),
+                "train_mean_token_accuracy": round(0.5 + step / (4 * total), 4),
+                "total_steps": total,
+            }
             if step % 2 == 0:
                 data["valid_loss"] = round(self._loss(step) * 1.1, 4)
                 data["valid_mean_token_accuracy"] = round(0.45 + step / (4 * total), 4)
             message = f"Step {step}/{total}: training loss={data['train_loss']:.4f}"
             self._event(job, message, kind="metrics", data=data)
+
         return apply
 
     def _checkpoint_step(self, step: int) -> Callable[[_Job], None]:
         def apply(job: _Job) -> None:
             model = f"ft:{job.obj['model']}:org-fake::{job.obj['id'][-8:]}:ckpt-step-{step}"
             checkpoint = {
-                "object": "fine_tuning.job.checkpoint", "id": self._id("ftckpt_"), "created_at": self._tick(),
-                "fine_tuned_model_checkpoint": model, "fine_tuning_job_id": job.obj["id"], "step_number": step,
-                "metrics": {"step": float(step), "train_loss": self._loss(step),
-                            "valid_loss": round(self._loss(step) * 1.1, 4),
-                            "full_valid_loss": round(self._loss(step) * 1.05, 4),
-                            "full_valid_mean_token_accuracy": 0.9},
+                "object": "fine_tuning.job.checkpoint",
+                "id": self._id("ftckpt_"),
+                "created_at": self._tick(),
+                "fine_tuned_model_checkpoint": model,
+                "fine_tuning_job_id": job.obj["id"],
+                "step_number": step,
+                "metrics": {
+                    "step": float(step),
+                    "train_loss": self._loss(step),
+                    "valid_loss": round(self._loss(step) * 1.1, 4),
+                    "full_valid_loss": round(self._loss(step) * 1.05, 4),
+                    "full_valid_mean_token_accuracy": 0.9,
+                },
             }
             job.checkpoints.append(checkpoint)
             self._event(job, f"Checkpoint created at step {step}")
+
         return apply
 
     def _fail_step(self) -> Callable[[_Job], None]:
         def apply(job: _Job) -> None:
             job.obj["status"] = "failed"
             job.obj["finished_at"] = self._tick()
-            job.obj["error"] = {"code": "invalid_training_file",
-                                "message": "The job failed due to an invalid training file: line 3 has no "
-                                           "assistant message.", "param": "training_file"}
+            job.obj["error"] = {
+                "code": "invalid_training_file",
+                "message": "The job failed due to an invalid training file: line 3 has no assistant message.",
+                "param": "training_file",
+            }
             self._event(job, "Job failed due to an invalid training file.", level="error")
+
         return apply
 
     def _succeed_step(self, body: dict[str, Any]) -> Callable[[_Job], None]:
@@ -627,8 +749,10 @@ class FakeOpenAIService:
             for step in range(1, self.steps + 1):
                 valid = f"{round(self._loss(step) * 1.1, 4)}" if step % 2 == 0 else ""
                 full = f"{round(self._loss(step) * 1.05, 4)}" if step == self.steps else ""
-                rows.append(f"{step},{self._loss(step)},{round(0.5 + step / (4 * self.steps), 4)},{valid},"
-                            f"{'0.8' if valid else ''},{full}")
+                rows.append(
+                    f"{step},{self._loss(step)},{round(0.5 + step / (4 * self.steps), 4)},{valid},"
+                    f"{'0.8' if valid else ''},{full}"
+                )
             content = ("\n".join(rows) + "\n").encode()
             if self.flavour == "azure":
                 content = base64.b64encode(content)
@@ -637,9 +761,17 @@ class FakeOpenAIService:
             result = self._new_file("step_metrics.csv", target, "fine-tune-results")
             result["status"] = "processed"
             self._event(job, f"New fine-tuned model created: {model}")
-            job.obj.update({"status": "succeeded", "fine_tuned_model": model, "finished_at": self._tick(),
-                            "trained_tokens": 1234 * self.steps, "result_files": [result["id"]]})
+            job.obj.update(
+                {
+                    "status": "succeeded",
+                    "fine_tuned_model": model,
+                    "finished_at": self._tick(),
+                    "trained_tokens": 1234 * self.steps,
+                    "result_files": [result["id"]],
+                }
+            )
             self._event(job, "The job has successfully completed")
+
         return apply
 
     def _advance(self, job: _Job) -> None:
@@ -689,7 +821,7 @@ class FakeOpenAIService:
             ids = [item["id"] for item in newest_first]
             start = ids.index(after) + 1 if after in ids else len(ids)
         limit = int(req.query.get("limit", default))
-        return newest_first[start:start + limit], start + limit < len(newest_first)
+        return newest_first[start : start + limit], start + limit < len(newest_first)
 
     def list_events(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
         job = self._job(job_id)
@@ -700,8 +832,13 @@ class FakeOpenAIService:
     def list_checkpoints(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
         job = self._job(job_id)
         page, more = self._page(list(reversed(job.checkpoints)), req, default=10)
-        body = {"object": "list", "data": json.loads(json.dumps(page)), "has_more": more,
-                "first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None}
+        body = {
+            "object": "list",
+            "data": json.loads(json.dumps(page)),
+            "has_more": more,
+            "first_id": page[0]["id"] if page else None,
+            "last_id": page[-1]["id"] if page else None,
+        }
         return 200, self._answer("ListFineTuningJobCheckpointsResponse", body)
 
     def cancel_job(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:

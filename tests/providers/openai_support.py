@@ -41,7 +41,7 @@ def install(
     monkeypatch.setattr(adapter.HOOKS, "http_client", service.client)
     monkeypatch.setattr(adapter.HOOKS, "sleep", sleeps)
     monkeypatch.setattr(adapter.HOOKS, "rand", lambda: 0.0)
-    monkeypatch.setattr(adapter.HOOKS, "azure_token_provider", lambda: (lambda: ENTRA_TOKEN))
+    monkeypatch.setattr(adapter.HOOKS, "azure_token_provider", lambda: lambda: ENTRA_TOKEN)
     # The job handle polls at the provider's interval with time.sleep: no waiting against a fake.
     monkeypatch.setattr(adapter._OpenAIAdapter, "poll_interval", 0.0)
     return service, sleeps

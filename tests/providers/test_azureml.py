@@ -65,8 +65,14 @@ _WIRING: dict[str, Any] = {}
 
 class WiredProvider(AzureMLProvider):
     def __init__(self, settings: Any = None, *, store: JobStore | None = None, home: Path | None = None) -> None:
-        super().__init__(settings, store=store, home=home, credential=_WIRING["credential"],
-                         transport=_WIRING["fake"].transport(), sleep=_WIRING["clock"].sleep)
+        super().__init__(
+            settings,
+            store=store,
+            home=home,
+            credential=_WIRING["credential"],
+            transport=_WIRING["fake"].transport(),
+            sleep=_WIRING["clock"].sleep,
+        )
 
 
 @pytest.fixture
@@ -82,8 +88,9 @@ def credential(clock: FakeClock) -> FakeCredential:
 @pytest.fixture(autouse=True)
 def wired(fake: FakeAzureML, clock: FakeClock, credential: FakeCredential) -> None:
     _WIRING.update(fake=fake, clock=clock, credential=credential)
-    register(ProviderEntry("azureml", f"{__name__}:WiredProvider", extra="azure",
-                           requires=("azure.ai.ml", "azure.identity")))
+    register(
+        ProviderEntry("azureml", f"{__name__}:WiredProvider", extra="azure", requires=("azure.ai.ml", "azure.identity"))
+    )
 
 
 @pytest.fixture
@@ -109,8 +116,9 @@ def valid(tmp_path: Path) -> Path:
 
 
 def spec(train: Path, valid: Path | None = None, **fields: Any) -> JobSpec:
-    return JobSpec.model_validate({"base_model": "Phi-3-mini-4k-instruct", "training_file": train,
-                                   "validation_file": valid, **fields})
+    return JobSpec.model_validate(
+        {"base_model": "Phi-3-mini-4k-instruct", "training_file": train, "validation_file": valid, **fields}
+    )
 
 
 def handle(job: FineTuneJob, clock: FakeClock, store: JobStore | None = None) -> FineTuneJob:
@@ -127,12 +135,18 @@ def job_body(fake: FakeAzureML) -> dict[str, Any]:
 # -- the full lifecycle ------------------------------------------------------------------------
 
 
-def test_serverless_job_end_to_end(fake: FakeAzureML, clock: FakeClock, train: Path, valid: Path,
-                                   store: JobStore) -> None:
+def test_serverless_job_end_to_end(
+    fake: FakeAzureML, clock: FakeClock, train: Path, valid: Path, store: JobStore
+) -> None:
     created = FineTuneJob.create(
-        provider="azureml", settings=SETTINGS, base_model="Phi-3-mini-4k-instruct",
-        training_file=train, validation_file=valid, suffix="support",
-        hyperparameters={"epochs": 3, "learning_rate": 2e-4, "batch_size": 8}, tags={"team": "nlp"},
+        provider="azureml",
+        settings=SETTINGS,
+        base_model="Phi-3-mini-4k-instruct",
+        training_file=train,
+        validation_file=valid,
+        suffix="support",
+        hyperparameters={"epochs": 3, "learning_rate": 2e-4, "batch_size": 8},
+        tags={"team": "nlp"},
     )
     assert created.ref.startswith("azureml:anytune-")
     assert created.record.status is JobStatus.QUEUED and created.record.raw_status == "NotStarted"
@@ -149,13 +163,20 @@ def test_serverless_job_end_to_end(fake: FakeAzureML, clock: FakeClock, train: P
     assert details["model"] == {"jobInputType": "mlflow_model", "uri": PHI}
     train_asset = fake.calls("PUT", r"/data/[^/]+/versions/1$")[0]
     valid_asset = fake.calls("PUT", r"/data/[^/]+/versions/1$")[1]
-    assert details["trainingData"] == {"jobInputType": "uri_file",
-                                       "uri": train_asset.path.removesuffix("/versions/1") + "/versions/1"}
+    assert details["trainingData"] == {
+        "jobInputType": "uri_file",
+        "uri": train_asset.path.removesuffix("/versions/1") + "/versions/1",
+    }
     assert details["validationData"]["uri"].endswith(valid_asset.path.split("/data/")[1])
-    assert details["hyperParameters"] == {"num_train_epochs": "3", "learning_rate": "0.0002",
-                                          "per_device_train_batch_size": "8"}
-    assert props["outputs"]["registered_model"] == {"jobOutputType": "mlflow_model",
-                                                    "assetName": f"Phi-3-mini-4k-instruct-support-{created.id[8:16]}"}
+    assert details["hyperParameters"] == {
+        "num_train_epochs": "3",
+        "learning_rate": "0.0002",
+        "per_device_train_batch_size": "8",
+    }
+    assert props["outputs"]["registered_model"] == {
+        "jobOutputType": "mlflow_model",
+        "assetName": f"Phi-3-mini-4k-instruct-support-{created.id[8:16]}",
+    }
     assert "computeId" not in props and "resources" not in props and "queueSettings" not in props
     assert props["experimentName"] == "anytune"
     assert props["tags"]["team"] == "nlp"
@@ -167,7 +188,9 @@ def test_serverless_job_end_to_end(fake: FakeAzureML, clock: FakeClock, train: P
     lines = [json.loads(x) for x in blob.body.splitlines()]
     assert len(lines) == 12 and "weight" not in lines[0]["messages"][2]
     assert train_asset.body["properties"]["dataType"] == "uri_file"
-    assert train_asset.body["properties"]["dataUri"].startswith("azureml://datastores/workspaceblobstore/paths/anytune/")
+    assert train_asset.body["properties"]["dataUri"].startswith(
+        "azureml://datastores/workspaceblobstore/paths/anytune/"
+    )
     assert train_asset.body["properties"]["tags"]["anytune.sha256"] in blob.path
 
     job = handle(created, clock, store)
@@ -198,18 +221,29 @@ def test_serverless_job_end_to_end(fake: FakeAzureML, clock: FakeClock, train: P
 
 def test_managed_job_on_a_cluster(fake: FakeAzureML, provider: AzureMLProvider, train: Path) -> None:
     fake.add_compute("gpu-cluster")
-    record = provider.submit(spec(
-        train, azure={"deployment": "managed", "compute": "gpu-cluster", "job_tier": "spot"},
-        hyperparameters={"epochs": 1, "max_length": 1024, "seed": 7, "warmup_steps": 10},
-        lora={"r": 8, "alpha": 16, "dropout": 0.1}, output_name="my-model",
-    ), idempotency_key="managed-1")
+    record = provider.submit(
+        spec(
+            train,
+            azure={"deployment": "managed", "compute": "gpu-cluster", "job_tier": "spot"},
+            hyperparameters={"epochs": 1, "max_length": 1024, "seed": 7, "warmup_steps": 10},
+            lora={"r": 8, "alpha": 16, "dropout": 0.1},
+            output_name="my-model",
+        ),
+        idempotency_key="managed-1",
+    )
     props = job_body(fake)["properties"]
     assert props["computeId"] == f"{WS_PATH}/computes/gpu-cluster"
     assert props["queueSettings"] == {"jobTier": "Spot"}
     assert "resources" not in props
     assert props["fineTuningDetails"]["hyperParameters"] == {
-        "num_train_epochs": "1", "max_seq_length": "1024", "seed": "7", "warmup_steps": "10",
-        "apply_lora": "true", "lora_r": "8", "lora_alpha": "16", "lora_dropout": "0.1",
+        "num_train_epochs": "1",
+        "max_seq_length": "1024",
+        "seed": "7",
+        "warmup_steps": "10",
+        "apply_lora": "true",
+        "lora_r": "8",
+        "lora_alpha": "16",
+        "lora_dropout": "0.1",
     }
     assert props["outputs"]["registered_model"]["assetName"] == "my-model"
     assert "validationData" not in props["fineTuningDetails"]
@@ -217,23 +251,26 @@ def test_managed_job_on_a_cluster(fake: FakeAzureML, provider: AzureMLProvider, 
     # The cluster was checked before anything was uploaded.
     order = [r.path for r in fake.requests]
     assert order.index(f"{WS_PATH}/computes/gpu-cluster") < next(
-        i for i, r in enumerate(fake.requests) if ".blob." in r.url)
+        i for i, r in enumerate(fake.requests) if ".blob." in r.url
+    )
 
 
 def test_managed_job_on_instance_types(fake: FakeAzureML, provider: AzureMLProvider, train: Path) -> None:
-    provider.submit(spec(train, azure={"deployment": "managed", "instance_type": "Standard_NC24ads_A100_v4"}),
-                    idempotency_key="managed-2")
+    provider.submit(
+        spec(train, azure={"deployment": "managed", "instance_type": "Standard_NC24ads_A100_v4"}),
+        idempotency_key="managed-2",
+    )
     props = job_body(fake)["properties"]
     assert props["resources"] == {"instanceTypes": ["Standard_NC24ads_A100_v4"]}
     assert "computeId" not in props
 
 
-def test_missing_cluster_is_a_clear_error_before_any_upload(fake: FakeAzureML, provider: AzureMLProvider,
-                                                             train: Path) -> None:
+def test_missing_cluster_is_a_clear_error_before_any_upload(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path
+) -> None:
     fake.add_compute("cpu-small")
     with pytest.raises(ConfigError, match=r"compute cluster 'gpu-cluster' does not exist.*cpu-small") as err:
-        provider.submit(spec(train, azure={"deployment": "managed", "compute": "gpu-cluster"}),
-                        idempotency_key="k")
+        provider.submit(spec(train, azure={"deployment": "managed", "compute": "gpu-cluster"}), idempotency_key="k")
     assert err.value.field == "azure.compute"
     assert not fake.uploads() and not fake.created_jobs()
 
@@ -242,8 +279,7 @@ def test_text_completion_task_converts_chat_data(fake: FakeAzureML, provider: Az
     provider.submit(spec(train, azure={"task": "text-completion"}), idempotency_key="tc")
     assert job_body(fake)["properties"]["fineTuningDetails"]["taskType"] == "textCompletion"
     first = json.loads(fake.uploads()[0].body.splitlines()[0])
-    assert first == {"prompt": "You answer in one short sentence.\n\nWhat is 0 plus 0?",
-                     "completion": "0 plus 0 is 0."}
+    assert first == {"prompt": "You answer in one short sentence.\n\nWhat is 0 plus 0?", "completion": "0 plus 0 is 0."}
 
 
 # -- marketplace -------------------------------------------------------------------------------
@@ -260,8 +296,9 @@ def test_marketplace_model_needs_the_opt_in(fake: FakeAzureML, provider: AzureML
 def test_marketplace_subscription_is_created_first_with_the_opt_in(
     fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock
 ) -> None:
-    provider.submit(spec(train, **LLAMA, azure={"registry": "azureml-meta", "accept_marketplace_terms": True}),
-                    idempotency_key="m2")
+    provider.submit(
+        spec(train, **LLAMA, azure={"registry": "azureml-meta", "accept_marketplace_terms": True}), idempotency_key="m2"
+    )
     [sub] = fake.calls("PUT", "/marketplaceSubscriptions/")
     assert sub.path.endswith("/marketplaceSubscriptions/Meta-Llama-3-8B-Instruct")
     assert sub.body == {"properties": {"modelId": "azureml://registries/azureml-meta/models/Meta-Llama-3-8B-Instruct"}}
@@ -272,8 +309,7 @@ def test_marketplace_subscription_is_created_first_with_the_opt_in(
     assert details["model"]["uri"] == "azureml://registries/azureml-meta/models/Meta-Llama-3-8B-Instruct/versions/9"
 
 
-def test_an_active_subscription_is_reused(fake: FakeAzureML, train: Path, store: JobStore,
-                                          anytune_home: Path) -> None:
+def test_an_active_subscription_is_reused(fake: FakeAzureML, train: Path, store: JobStore, anytune_home: Path) -> None:
     fake.marketplace["Meta-Llama-3-8B-Instruct"] = {"modelId": "x", "status": "Subscribed", "polls": 0}
     provider = WiredProvider(AzureMLSettings(**SETTINGS, registry="azureml-meta"), store=store, home=anytune_home)
     provider.submit(spec(train, **LLAMA), idempotency_key="m3")
@@ -284,8 +320,9 @@ def test_an_active_subscription_is_reused(fake: FakeAzureML, train: Path, store:
 # -- uploads and idempotency -------------------------------------------------------------------
 
 
-def test_same_content_is_uploaded_once(fake: FakeAzureML, provider: AzureMLProvider, train: Path,
-                                       anytune_home: Path) -> None:
+def test_same_content_is_uploaded_once(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, anytune_home: Path
+) -> None:
     first = provider.submit(spec(train), idempotency_key="a")
     second = provider.submit(spec(train), idempotency_key="b")
     assert first.id != second.id and len(fake.jobs) == 2
@@ -293,8 +330,7 @@ def test_same_content_is_uploaded_once(fake: FakeAzureML, provider: AzureMLProvi
     bodies = [b.body["properties"]["fineTuningDetails"]["trainingData"]["uri"] for b in fake.created_jobs()]
     assert bodies[0] == bodies[1]
     # Another machine (empty job store) finds the content-addressed asset in the workspace.
-    other = WiredProvider(AzureMLSettings(**SETTINGS), store=JobStore(anytune_home / "other.db"),
-                          home=anytune_home)
+    other = WiredProvider(AzureMLSettings(**SETTINGS), store=JobStore(anytune_home / "other.db"), home=anytune_home)
     other.submit(spec(train), idempotency_key="c")
     assert len(fake.uploads()) == 1 and len(fake.calls("PUT", r"/data/")) == 1
 
@@ -328,16 +364,18 @@ def test_create_that_failed_before_taking_effect_is_sent_again_after_a_lookup(
     assert clock.sleeps
 
 
-def test_create_throttled_honours_retry_after(fake: FakeAzureML, provider: AzureMLProvider, train: Path,
-                                              clock: FakeClock) -> None:
+def test_create_throttled_honours_retry_after(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock
+) -> None:
     fake.fail("PUT", JOB_PUT, status=429, headers={"Retry-After": "7"})
     provider.submit(spec(train), idempotency_key="throttled")
     assert 7.0 in clock.sleeps
     assert len(fake.jobs) == 1
 
 
-def test_create_that_keeps_failing_gives_up_without_a_job(fake: FakeAzureML, provider: AzureMLProvider,
-                                                         train: Path) -> None:
+def test_create_that_keeps_failing_gives_up_without_a_job(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path
+) -> None:
     fake.fail("PUT", JOB_PUT, status=500, times=10)
     with pytest.raises(ServiceUnavailableError) as err:
         provider.submit(spec(train), idempotency_key="down")
@@ -355,8 +393,14 @@ def test_create_that_keeps_failing_gives_up_without_a_job(fake: FakeAzureML, pro
     ],
     ids=["429-retry-after", "503", "connection-error", "read-timeout"],
 )
-def test_reads_are_retried(fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock,
-                           fault: dict[str, Any], expected_sleeps: list[float] | None) -> None:
+def test_reads_are_retried(
+    fake: FakeAzureML,
+    provider: AzureMLProvider,
+    train: Path,
+    clock: FakeClock,
+    fault: dict[str, Any],
+    expected_sleeps: list[float] | None,
+) -> None:
     record = provider.submit(spec(train), idempotency_key="reads")
     clock.sleeps.clear()
     before = len(fake.calls("GET", rf"/jobs/{record.id}$"))
@@ -387,8 +431,12 @@ def test_reads_give_up_with_a_provider_error(fake: FakeAzureML, provider: AzureM
 
 def test_failed_job_carries_the_service_error(fake: FakeAzureML, clock: FakeClock, train: Path) -> None:
     fake.default_script = FAILING
-    job = handle(FineTuneJob.create(provider="azureml", settings=SETTINGS, base_model="Phi-3-mini-4k-instruct",
-                                    training_file=train), clock)
+    job = handle(
+        FineTuneJob.create(
+            provider="azureml", settings=SETTINGS, base_model="Phi-3-mini-4k-instruct", training_file=train
+        ),
+        clock,
+    )
     final = job.wait()
     assert final.status is JobStatus.FAILED and final.raw_status == "Failed"
     assert final.error is not None and "CUDA out of memory" in final.error.message
@@ -427,20 +475,32 @@ class _RefusingCredential:
         raise CredentialUnavailableError("DefaultAzureCredential failed to retrieve a token")
 
 
-def test_sign_in_failure_is_an_authentication_error(train: Path, store: JobStore, anytune_home: Path,
-                                                    fake: FakeAzureML) -> None:
-    provider = AzureMLProvider(AzureMLSettings(**SETTINGS), store=store, home=anytune_home,
-                               credential=_RefusingCredential(), transport=fake.transport())
+def test_sign_in_failure_is_an_authentication_error(
+    train: Path, store: JobStore, anytune_home: Path, fake: FakeAzureML
+) -> None:
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=store,
+        home=anytune_home,
+        credential=_RefusingCredential(),
+        transport=fake.transport(),
+    )
     with pytest.raises(AuthenticationError, match="az login"):
         provider.submit(spec(train), idempotency_key="k")
 
 
-def test_rejected_token_is_an_authentication_error(train: Path, store: JobStore, anytune_home: Path,
-                                                   fake: FakeAzureML, clock: FakeClock) -> None:
+def test_rejected_token_is_an_authentication_error(
+    train: Path, store: JobStore, anytune_home: Path, fake: FakeAzureML, clock: FakeClock
+) -> None:
     stale = "eyJ" + "x" * 30 + ".eyJ" + "y" * 30 + ".zzzzzzzzzzzzzz"
-    provider = AzureMLProvider(AzureMLSettings(**SETTINGS), store=store, home=anytune_home,
-                               credential=FakeCredential(clock, token=stale), transport=fake.transport(),
-                               sleep=clock.sleep)
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=store,
+        home=anytune_home,
+        credential=FakeCredential(clock, token=stale),
+        transport=fake.transport(),
+        sleep=clock.sleep,
+    )
     with pytest.raises(AuthenticationError) as err:
         provider.get("anytune-0123")
     assert err.value.status_code == 401
@@ -453,8 +513,12 @@ def test_missing_workspace_is_a_config_error(fake: FakeAzureML, provider: AzureM
 
 
 def test_quota_error_on_create(fake: FakeAzureML, provider: AzureMLProvider, train: Path) -> None:
-    fake.fail("PUT", JOB_PUT, status=400, body={"error": {
-        "code": "QuotaExceeded", "message": "Not enough quota for Standard_NC24ads_A100_v4 in eastus"}})
+    fake.fail(
+        "PUT",
+        JOB_PUT,
+        status=400,
+        body={"error": {"code": "QuotaExceeded", "message": "Not enough quota for Standard_NC24ads_A100_v4 in eastus"}},
+    )
     with pytest.raises(QuotaExceededError, match="Not enough quota"):
         provider.submit(spec(train), idempotency_key="quota")
     assert not fake.jobs
@@ -464,8 +528,7 @@ def test_quota_error_on_create(fake: FakeAzureML, provider: AzureMLProvider, tra
     ("base_model", "match"),
     [("No-Such-Model", "not in registry 'azureml'"), ("bert-base-uncased", "cannot be fine-tuned for chat-completion")],
 )
-def test_invalid_model(fake: FakeAzureML, provider: AzureMLProvider, train: Path, base_model: str,
-                       match: str) -> None:
+def test_invalid_model(fake: FakeAzureML, provider: AzureMLProvider, train: Path, base_model: str, match: str) -> None:
     with pytest.raises(ModelNotAvailableError, match=match):
         provider.submit(spec(train, base_model=base_model), idempotency_key="model")
     assert not fake.uploads()
@@ -480,17 +543,34 @@ def test_unknown_job_is_not_found(provider: AzureMLProvider) -> None:
 
 
 def test_tokens_and_sas_never_reach_logs_errors_events_or_the_store(
-    fake: FakeAzureML, clock: FakeClock, train: Path, valid: Path, caplog: pytest.LogCaptureFixture,
+    fake: FakeAzureML,
+    clock: FakeClock,
+    train: Path,
+    valid: Path,
+    caplog: pytest.LogCaptureFixture,
     anytune_home: Path,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sig = SAS.split("sig=")[1]
-    job = handle(FineTuneJob.create(provider="azureml", settings=SETTINGS, base_model="Phi-3-mini-4k-instruct",
-                                    training_file=train, validation_file=valid), clock)
+    job = handle(
+        FineTuneJob.create(
+            provider="azureml",
+            settings=SETTINGS,
+            base_model="Phi-3-mini-4k-instruct",
+            training_file=train,
+            validation_file=valid,
+        ),
+        clock,
+    )
     job.wait()
     job.result()
-    fake.fail("GET", r"/jobs/", status=500, times=50, body={"error": {"code": "Internal", "message":
-              f"upstream said Bearer {TOKEN} and sig={sig}"}})
+    fake.fail(
+        "GET",
+        r"/jobs/",
+        status=500,
+        times=50,
+        body={"error": {"code": "Internal", "message": f"upstream said Bearer {TOKEN} and sig={sig}"}},
+    )
     with pytest.raises(AnytuneError) as err:
         job.refresh()
     assert fake.uploads()[0].url.count(sig) == 1  # the SAS did reach the storage account
@@ -506,9 +586,9 @@ def test_tokens_and_sas_never_reach_logs_errors_events_or_the_store(
 # -- events, listing, re-attaching -------------------------------------------------------------
 
 
-def test_events_resume_after_a_cursor_with_stable_ids(fake: FakeAzureML, provider: AzureMLProvider, train: Path,
-                                                      clock: FakeClock, store: JobStore,
-                                                      anytune_home: Path) -> None:
+def test_events_resume_after_a_cursor_with_stable_ids(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock, store: JobStore, anytune_home: Path
+) -> None:
     fake.run_warnings = ["Validation data not given: 10% of the training data is held out"]
     record = provider.submit(spec(train), idempotency_key="events")
     for _ in range(12):
@@ -534,10 +614,17 @@ def test_list_and_reattach(fake: FakeAzureML, provider: AzureMLProvider, train: 
     assert job.id == record.id and job.record.status is JobStatus.QUEUED
 
 
-def test_plan_sends_nothing_and_matches_what_submit_sends(fake: FakeAzureML, train: Path, valid: Path,
-                                                          provider: AzureMLProvider) -> None:
-    plan = FineTuneJob.plan(provider="azureml", settings=SETTINGS, base_model=PHI, training_file=train,
-                            validation_file=valid, hyperparameters={"epochs": 2})
+def test_plan_sends_nothing_and_matches_what_submit_sends(
+    fake: FakeAzureML, train: Path, valid: Path, provider: AzureMLProvider
+) -> None:
+    plan = FineTuneJob.plan(
+        provider="azureml",
+        settings=SETTINGS,
+        base_model=PHI,
+        training_file=train,
+        validation_file=valid,
+        hyperparameters={"epochs": 2},
+    )
     assert not fake.requests
     assert [u.purpose for u in plan.uploads] == ["training", "validation"]
     planned = plan.requests[-1].body["properties"]

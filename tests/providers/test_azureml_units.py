@@ -95,15 +95,24 @@ def _spec(**fields: Any) -> JobSpec:
 def test_serverless_hyperparameters() -> None:
     spec = _spec(hyperparameters={"epochs": 2, "batch_size": 4, "learning_rate": 1e-5})
     assert map_hyperparameters(spec, "serverless") == {
-        "num_train_epochs": "2", "per_device_train_batch_size": "4", "learning_rate": "1e-05"}
+        "num_train_epochs": "2",
+        "per_device_train_batch_size": "4",
+        "learning_rate": "1e-05",
+    }
 
 
 def test_managed_hyperparameters_and_lora() -> None:
-    spec = _spec(hyperparameters={"max_steps": 100, "max_length": 2048, "seed": 1, "warmup_steps": 5},
-                 lora={"r": 32})
+    spec = _spec(hyperparameters={"max_steps": 100, "max_length": 2048, "seed": 1, "warmup_steps": 5}, lora={"r": 32})
     assert map_hyperparameters(spec, "managed") == {
-        "max_steps": "100", "max_seq_length": "2048", "seed": "1", "warmup_steps": "5",
-        "apply_lora": "true", "lora_r": "32", "lora_alpha": "64", "lora_dropout": "0.05"}
+        "max_steps": "100",
+        "max_seq_length": "2048",
+        "seed": "1",
+        "warmup_steps": "5",
+        "apply_lora": "true",
+        "lora_r": "32",
+        "lora_alpha": "64",
+        "lora_dropout": "0.05",
+    }
 
 
 @pytest.mark.parametrize(
@@ -131,11 +140,17 @@ def test_names_are_deterministic() -> None:
         ("Phi-3-mini-4k-instruct", ModelRef("azureml", "Phi-3-mini-4k-instruct")),
         ("Phi-3-mini-4k-instruct:7", ModelRef("azureml", "Phi-3-mini-4k-instruct", "7")),
         ("Phi-3-mini-4k-instruct@latest", ModelRef("azureml", "Phi-3-mini-4k-instruct")),
-        ("azureml://registries/azureml-meta/models/Llama-2-7b/versions/3",
-         ModelRef("azureml-meta", "Llama-2-7b", "3", "azureml://registries/azureml-meta/models/Llama-2-7b/versions/3")),
+        (
+            "azureml://registries/azureml-meta/models/Llama-2-7b/versions/3",
+            ModelRef(
+                "azureml-meta", "Llama-2-7b", "3", "azureml://registries/azureml-meta/models/Llama-2-7b/versions/3"
+            ),
+        ),
         ("azureml://registries/azureml-meta/models/Llama-2-7b/labels/latest", ModelRef("azureml-meta", "Llama-2-7b")),
-        ("azureml://locations/eastus/workspaces/abc/models/mine/versions/2",
-         ModelRef(None, "mine", "2", "azureml://locations/eastus/workspaces/abc/models/mine/versions/2")),
+        (
+            "azureml://locations/eastus/workspaces/abc/models/mine/versions/2",
+            ModelRef(None, "mine", "2", "azureml://locations/eastus/workspaces/abc/models/mine/versions/2"),
+        ),
     ],
 )
 def test_parse_model(text: str, expected: ModelRef) -> None:
@@ -164,12 +179,19 @@ def test_chat_conversion_keeps_only_what_the_service_reads(tmp_path: Path) -> No
 
 
 def test_text_completion_conversion(tmp_path: Path) -> None:
-    multi = {"messages": [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"},
-                          {"role": "user", "content": [{"type": "text", "text": "c"}]},
-                          {"role": "assistant", "content": "d"}]}
+    multi = {
+        "messages": [
+            {"role": "user", "content": "a"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": [{"type": "text", "text": "c"}]},
+            {"role": "assistant", "content": "d"},
+        ]
+    }
     src = write_jsonl(tmp_path / "a.jsonl", [multi, {"prompt": "p", "completion": "q"}])
     assert [json.loads(x) for x in converted_lines(src, "text-completion")] == [
-        {"prompt": "a\n\nb\n\nc", "completion": "d"}, {"prompt": "p", "completion": "q"}]
+        {"prompt": "a\n\nb\n\nc", "completion": "d"},
+        {"prompt": "p", "completion": "q"},
+    ]
 
 
 # -- workspace ---------------------------------------------------------------------------------
@@ -192,8 +214,11 @@ def test_workspace_from_settings_then_azureml_variables_then_config_json(workdir
 
 def test_workspace_config_with_an_arm_scope(tmp_path: Path) -> None:
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"Scope": "/subscriptions/s/resourceGroups/r/providers/"
-                                         "Microsoft.MachineLearningServices/workspaces/w"}))
+    path.write_text(
+        json.dumps(
+            {"Scope": "/subscriptions/s/resourceGroups/r/providers/Microsoft.MachineLearningServices/workspaces/w"}
+        )
+    )
     assert read_workspace_config(path) == {"subscription_id": "s", "resource_group": "r", "workspace_name": "w"}
     assert _provider(config_path=path).workspace() == Workspace("s", "r", "w")
 
@@ -208,9 +233,14 @@ def test_missing_workspace_names_what_to_set(workdir: Path) -> None:
 
 
 def test_settings_from_anytune_azureml_variables(config_dir: Path) -> None:
-    env = {"ANYTUNE_AZUREML_SUBSCRIPTION_ID": "s", "ANYTUNE_AZUREML_RESOURCE_GROUP": "r",
-           "ANYTUNE_AZUREML_WORKSPACE": "w", "ANYTUNE_AZUREML_DEPLOYMENT": "managed",
-           "ANYTUNE_AZUREML_INSTANCE_TYPES": '["Standard_NC24ads_A100_v4"]', "ANYTUNE_CONFIG_DIR": str(config_dir)}
+    env = {
+        "ANYTUNE_AZUREML_SUBSCRIPTION_ID": "s",
+        "ANYTUNE_AZUREML_RESOURCE_GROUP": "r",
+        "ANYTUNE_AZUREML_WORKSPACE": "w",
+        "ANYTUNE_AZUREML_DEPLOYMENT": "managed",
+        "ANYTUNE_AZUREML_INSTANCE_TYPES": '["Standard_NC24ads_A100_v4"]',
+        "ANYTUNE_CONFIG_DIR": str(config_dir),
+    }
     settings = resolve(provider="azureml", env=env).settings
     assert isinstance(settings, AzureMLSettings)
     assert (settings.subscription_id, settings.workspace, settings.deployment) == ("s", "w", "managed")
@@ -218,7 +248,8 @@ def test_settings_from_anytune_azureml_variables(config_dir: Path) -> None:
 
 
 def test_profile_settings(workdir: Path) -> None:
-    (workdir / "anytune.toml").write_text(textwrap.dedent("""
+    (workdir / "anytune.toml").write_text(
+        textwrap.dedent("""
         [profiles.aml]
         provider = "azureml"
         spec = { base_model = "Meta-Llama-3-8B-Instruct" }
@@ -230,7 +261,8 @@ def test_profile_settings(workdir: Path) -> None:
         identity = "cli"
         registry = "azureml-meta"
         accept_marketplace_terms = true
-    """))
+    """)
+    )
     config = resolve(provider="aml")
     assert config.provider == "azureml" and config.spec_defaults["base_model"] == "Meta-Llama-3-8B-Instruct"
     assert config.show()["settings"]["identity"] == "cli"  # not a secret, not masked
@@ -251,8 +283,9 @@ def test_profile_settings(workdir: Path) -> None:
         ({"deployment": "managed", "compute": "c", "instance_type": "t"}, ConfigError, "azure.compute"),
     ],
 )
-def test_validate_refuses_what_the_deployment_cannot_do(azure: dict[str, Any], error: type[Exception],
-                                                        field: str) -> None:
+def test_validate_refuses_what_the_deployment_cannot_do(
+    azure: dict[str, Any], error: type[Exception], field: str
+) -> None:
     with pytest.raises(error) as err:
         _provider().validate(_spec(azure=azure))
     assert err.value.field == field  # type: ignore[attr-defined]
@@ -266,7 +299,8 @@ def test_validate_accepts_settings_defaults_for_managed() -> None:
 def test_plan_needs_no_workspace_and_notes_the_marketplace(tmp_path: Path, workdir: Path) -> None:
     train = write_jsonl(tmp_path / "t.jsonl", [chat_example(i) for i in range(10)])
     plan = _provider(registry="azureml-meta").plan(
-        JobSpec(base_model="Meta-Llama-3-8B-Instruct", training_file=train), idempotency_key="k")
+        JobSpec(base_model="Meta-Llama-3-8B-Instruct", training_file=train), idempotency_key="k"
+    )
     ops = [r.operation for r in plan.requests]
     assert ops == ["MLClient.marketplace_subscriptions.begin_create_or_update", "MLClient.jobs.create_or_update"]
     assert any("accept_marketplace_terms" in n for n in plan.notes)
@@ -303,8 +337,9 @@ def _http_error(status: int, code: str = "", message: str = "boom", headers: dic
 )
 def test_http_errors_map_by_code_then_status(status: int, code: str, message: str, expected: type) -> None:
     pytest.importorskip("azure.core")
-    mapped = map_error(_http_error(status, code, message, {"Retry-After": "4", "x-ms-request-id": "rid"}),
-                       action="do it")
+    mapped = map_error(
+        _http_error(status, code, message, {"Retry-After": "4", "x-ms-request-id": "rid"}), action="do it"
+    )
     assert type(mapped) is expected
     assert "do it" in mapped.message and message in mapped.message
     if expected is RateLimitError:
@@ -318,8 +353,11 @@ def test_transport_and_credential_errors_map() -> None:
 
     assert isinstance(map_error(ServiceResponseTimeoutError("read timed out"), action="x"), ServiceUnavailableError)
     assert isinstance(map_error(CredentialUnavailableError("no credential"), action="x"), AuthenticationError)
-    missing = map_error(_http_error(404, "ResourceGroupNotFound", "Resource group 'r' could not be found."),
-                        action="x", workspace=Workspace("s", "r", "w"))
+    missing = map_error(
+        _http_error(404, "ResourceGroupNotFound", "Resource group 'r' could not be found."),
+        action="x",
+        workspace=Workspace("s", "r", "w"),
+    )
     assert isinstance(missing, ConfigError) and missing.field == "settings.workspace"
 
 
@@ -336,7 +374,9 @@ sys.meta_path.insert(0, Block())
 
 
 def test_capabilities_and_plan_shape_need_no_azure_sdk() -> None:
-    proc = run_python(BLOCK_AZURE + textwrap.dedent("""
+    proc = run_python(
+        BLOCK_AZURE
+        + textwrap.dedent("""
         from anytune import _registry
         from anytune.errors import MissingDependencyError
         from anytune.providers.azureml import AzureMLProvider
@@ -348,6 +388,7 @@ def test_capabilities_and_plan_shape_need_no_azure_sdk() -> None:
         except MissingDependencyError as exc:
             print(exc)
         assert not [m for m in sys.modules if m.startswith("azure")]
-    """))
+    """)
+    )
     assert proc.returncode == 0, proc.stderr
     assert 'pip install "anytune[azure]"' in proc.stdout

@@ -88,18 +88,29 @@ def metric_line(step: int, loss: float) -> str:
 
 
 def result_line(repo: str, revision: str = "abc123") -> str:
-    return hf.RESULT_PREFIX + json.dumps({"hub_repo": repo, "revision": revision,
-                                          "result": {"train_tokens": 1234, "steps": 4}})
+    return hf.RESULT_PREFIX + json.dumps(
+        {"hub_repo": repo, "revision": revision, "result": {"train_tokens": 1234, "steps": 4}}
+    )
 
 
 # -- pure parts ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("stage", "status"), [
-    ("SCHEDULING", S.QUEUED), ("RUNNING", S.RUNNING), ("UPDATING", S.RUNNING), ("COMPLETED", S.SUCCEEDED),
-    ("CANCELED", S.CANCELLED), ("ERROR", S.FAILED), ("DELETED", S.CANCELLED), ("running", S.RUNNING),
-    ("SOMETHING_NEW", S.RUNNING), (None, S.RUNNING),
-])
+@pytest.mark.parametrize(
+    ("stage", "status"),
+    [
+        ("SCHEDULING", S.QUEUED),
+        ("RUNNING", S.RUNNING),
+        ("UPDATING", S.RUNNING),
+        ("COMPLETED", S.SUCCEEDED),
+        ("CANCELED", S.CANCELLED),
+        ("ERROR", S.FAILED),
+        ("DELETED", S.CANCELLED),
+        ("running", S.RUNNING),
+        ("SOMETHING_NEW", S.RUNNING),
+        (None, S.RUNNING),
+    ],
+)
 def test_stage_table(stage: str | None, status: JobStatus) -> None:
     assert map_stage(stage) is status
 
@@ -116,18 +127,30 @@ def test_log_lines_are_parsed_and_odd_ones_stay_text() -> None:
     assert kind == "metric" and point.step == 3 and point.train_loss == 1.5
     assert parse_line(result_line("alice/x"))[0] == "result"
     assert parse_line(hf.ERROR_PREFIX + '{"message": "boom", "code": "oom"}') == (
-        "error", {"message": "boom", "code": "oom"})
-    for odd in (hf.METRIC_PREFIX + "{not json", hf.METRIC_PREFIX + '{"no_step": 1}', hf.RESULT_PREFIX + "[1]",
-                "plain text"):
+        "error",
+        {"message": "boom", "code": "oom"},
+    )
+    for odd in (
+        hf.METRIC_PREFIX + "{not json",
+        hf.METRIC_PREFIX + '{"no_step": 1}',
+        hf.RESULT_PREFIX + "[1]",
+        "plain text",
+    ):
         assert parse_line(odd) == ("log", odd)
 
 
 def view(stage: str, lines_started: bool = True) -> JobView:
     t0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
-    return JobView(id="j1", namespace="alice", stage=stage, created_at=t0,
-                   started_at=t0 if lines_started else None, finished_at=None, flavor="a10g-small",
-                   command=["python", "-m", hf.ENTRY_MODULE, "--output-repo", "alice/out", "--spec",
-                            '{"base_model": "m/b"}'])
+    return JobView(
+        id="j1",
+        namespace="alice",
+        stage=stage,
+        created_at=t0,
+        started_at=t0 if lines_started else None,
+        finished_at=None,
+        flavor="a10g-small",
+        command=["python", "-m", hf.ENTRY_MODULE, "--output-repo", "alice/out", "--spec", '{"base_model": "m/b"}'],
+    )
 
 
 def test_event_ids_are_stable_and_ordered_around_the_log() -> None:
@@ -145,8 +168,11 @@ def test_event_ids_are_stable_and_ordered_around_the_log() -> None:
 
 
 def test_record_of_a_failed_job_carries_the_trainer_error_and_last_lines() -> None:
-    lines = [*(f"line {i}" for i in range(30)), metric_line(1, 2.0),
-             hf.ERROR_PREFIX + '{"message": "CUDA out of memory", "code": "out_of_memory"}']
+    lines = [
+        *(f"line {i}" for i in range(30)),
+        metric_line(1, 2.0),
+        hf.ERROR_PREFIX + '{"message": "CUDA out of memory", "code": "out_of_memory"}',
+    ]
     record = record_from_view("huggingface", view("ERROR"), lines, error_log_lines=5)
     assert record.status is S.FAILED and record.id == "alice/j1" and record.base_model == "m/b"
     assert record.error is not None and record.error.code == "out_of_memory"
@@ -174,14 +200,20 @@ def test_wheel_is_deterministic_installable_and_complete() -> None:
     assert name.startswith("anytune-") and name.endswith("-py3-none-any.whl")
     archive = zipfile.ZipFile(io.BytesIO(data))
     names = set(archive.namelist())
-    for module in ("anytune/__init__.py", "anytune/_job.py", "anytune/py.typed", "anytune/providers/huggingface.py",
-                   "anytune/local_backend/hf_job.py", "anytune/local_backend/train.py",
-                   "anytune/local_backend/rundir.py"):
+    for module in (
+        "anytune/__init__.py",
+        "anytune/_job.py",
+        "anytune/py.typed",
+        "anytune/providers/huggingface.py",
+        "anytune/local_backend/hf_job.py",
+        "anytune/local_backend/train.py",
+        "anytune/local_backend/rundir.py",
+    ):
         assert module in names, module
     assert not any("__pycache__" in n for n in names)
     dist = name.split("-py3")[0].replace("anytune-", "anytune-") + ".dist-info"
     metadata = archive.read(f"{dist}/METADATA").decode()
-    assert "Provides-Extra: local" in metadata and "extra == \"local\"" in metadata
+    assert "Provides-Extra: local" in metadata and 'extra == "local"' in metadata
     record = archive.read(f"{dist}/RECORD").decode().splitlines()
     import base64
 
@@ -204,8 +236,14 @@ def test_job_requirements_are_pinned_and_overridable() -> None:
 
 
 def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train: Path, valid: Path) -> None:
-    plan = FineTuneJob.plan(provider="huggingface", base_model=BASE_MODEL, training_file=train,
-                            validation_file=valid, lora={"r": 8}, hf={"flavor": "l4x1", "namespace": "acme"})
+    plan = FineTuneJob.plan(
+        provider="huggingface",
+        base_model=BASE_MODEL,
+        training_file=train,
+        validation_file=valid,
+        lora={"r": 8},
+        hf={"flavor": "l4x1", "namespace": "acme"},
+    )
     assert hub.requests == []
     assert [u.purpose for u in plan.uploads] == ["training", "validation", "trainer"]
     assert plan.uploads[0].sha256 == hashlib.sha256(train.read_bytes()).hexdigest()
@@ -224,8 +262,9 @@ def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train
 # -- submit ---------------------------------------------------------------------------------------------
 
 
-def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(hub: FakeHub, train: Path, valid: Path,
-                                                                     anytune_home: Path) -> None:
+def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(
+    hub: FakeHub, train: Path, valid: Path, anytune_home: Path
+) -> None:
     job = create(train, valid, hf={"flavor": "t4-small", "timeout": "90m"}, tags={"team": "nlp"})
     assert job.ref.startswith(f"huggingface:{USER}/")
     assert job.status() is S.QUEUED
@@ -249,8 +288,11 @@ def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(hub: FakeHu
     args = hf.entry_args(command)
     assert args[args.index("--train") + 1] == train_path and args[args.index("--valid") + 1] == valid_path
     assert args[args.index("--dataset-repo") + 1] == f"{USER}/anytune-datasets"
-    assert json.loads(args[args.index("--spec") + 1]) == {"base_model": BASE_MODEL, "lora": {"r": 8},
-                                                          "tags": {"team": "nlp"}}
+    assert json.loads(args[args.index("--spec") + 1]) == {
+        "base_model": BASE_MODEL,
+        "lora": {"r": 8},
+        "tags": {"team": "nlp"},
+    }
     assert "--private" in args
     output = args[args.index("--output-repo") + 1]
     assert hub.repos[("model", output)].private
@@ -258,8 +300,9 @@ def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(hub: FakeHu
     assert "anytune[local] @ @ANYTUNE_WHEEL@" in command and "torch==2.13.0" in command
 
 
-def test_same_content_is_not_uploaded_twice(hub: FakeHub, train: Path, valid: Path, anytune_home: Path,
-                                            monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_same_content_is_not_uploaded_twice(
+    hub: FakeHub, train: Path, valid: Path, anytune_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     create(train, valid)
     commits = hub.calls("POST", r"/commit/")
     assert len(commits) == 1 and len(commits[0].body.splitlines()) == 4  # header + train + valid + wheel
@@ -294,8 +337,14 @@ def test_lifecycle_events_metrics_and_result(hub: FakeHub, train: Path, valid: P
     output = job.record.output["hub_repo"]
     seen: list[Any] = []
     hub.start(jid)
-    hub.log(jid, "[anytune] installing the trainer: anytune-0.1.0-py3-none-any.whl", "Resolved 60 packages",
-            "[anytune] training 4 steps", metric_line(1, 2.0), metric_line(2, 1.5))
+    hub.log(
+        jid,
+        "[anytune] installing the trainer: anytune-0.1.0-py3-none-any.whl",
+        "Resolved 60 packages",
+        "[anytune] training 4 steps",
+        metric_line(1, 2.0),
+        metric_line(2, 1.5),
+    )
     first = job.events()
     assert [e.kind for e in first] == ["status", "status", "log", "log", "log", "metric", "metric"]
     hub.log(jid, metric_line(3, 1.2), metric_line(4, 1.0), result_line(output, "rev42"))
@@ -338,8 +387,9 @@ def test_log_stream_dropped_midway_loses_and_repeats_nothing(hub: FakeHub, train
     assert [e.kind for e in streamed] == ["log", "status"] and streamed[-1].status is S.SUCCEEDED
 
 
-def test_a_completed_job_whose_log_replay_was_cut_is_read_again(hub: FakeHub, train: Path,
-                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_completed_job_whose_log_replay_was_cut_is_read_again(
+    hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     job = create(train)
     jid = bare(job)
     hub.start(jid)
@@ -365,9 +415,13 @@ def test_failed_job_reports_the_trainer_error_and_last_log_lines(hub: FakeHub, t
     job = create(train)
     jid = bare(job)
     hub.start(jid)
-    hub.log(jid, "Traceback (most recent call last):", '  File "train.py", line 1',
-            "torch.OutOfMemoryError: CUDA out of memory",
-            hf.ERROR_PREFIX + json.dumps({"message": "OutOfMemoryError: CUDA out of memory", "code": "oom"}))
+    hub.log(
+        jid,
+        "Traceback (most recent call last):",
+        '  File "train.py", line 1',
+        "torch.OutOfMemoryError: CUDA out of memory",
+        hf.ERROR_PREFIX + json.dumps({"message": "OutOfMemoryError: CUDA out of memory", "code": "oom"}),
+    )
     hub.finish(jid, "ERROR", "Job failed with exit code: 1")
     record = job.wait()
     assert record.status is S.FAILED and record.raw_status == "ERROR"
@@ -438,14 +492,17 @@ def test_persistent_5xx_becomes_service_unavailable(hub: FakeHub, train: Path) -
     assert err.value.status_code == 502
 
 
-@pytest.mark.parametrize("fault", [
-    {"status": 500, "after": True},
-    {"exception": httpx2.ReadError, "after": True},
-    {"exception": httpx2.RemoteProtocolError, "after": True},
-    {"status": 503},
-    {"status": 429, "headers": {"Retry-After": "3"}},
-    {"exception": httpx2.ConnectError},
-])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"status": 500, "after": True},
+        {"exception": httpx2.ReadError, "after": True},
+        {"exception": httpx2.RemoteProtocolError, "after": True},
+        {"status": 503},
+        {"status": 429, "headers": {"Retry-After": "3"}},
+        {"exception": httpx2.ConnectError},
+    ],
+)
 def test_create_faults_never_make_two_jobs(hub: FakeHub, train: Path, fault: dict[str, Any]) -> None:
     hub.fail("POST", r"^/api/jobs/alice$", **fault)
     job = create(train)
@@ -492,8 +549,9 @@ def test_unknown_flavor_names_the_field_and_the_known_flavors(hub: FakeHub, trai
 
 
 @pytest.mark.parametrize(("model", "gated"), [("nobody/missing", False), ("meta/gated", True)])
-def test_missing_or_gated_base_model_fails_before_any_upload(hub: FakeHub, train: Path, model: str,
-                                                             gated: bool) -> None:
+def test_missing_or_gated_base_model_fails_before_any_upload(
+    hub: FakeHub, train: Path, model: str, gated: bool
+) -> None:
     if gated:
         hub.add_repo("model", model, {"config.json": b"{}"}, gated=True)
     with pytest.raises(ModelNotAvailableError) as err:
@@ -554,7 +612,10 @@ def test_hf_endpoint_is_honoured(hub: FakeHub, train: Path, monkeypatch: pytest.
 
 
 def test_token_never_reaches_logs_errors_events_store_or_job_env(
-    hub: FakeHub, train: Path, anytune_home: Path, caplog: pytest.LogCaptureFixture,
+    hub: FakeHub,
+    train: Path,
+    anytune_home: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=503)
@@ -566,8 +627,13 @@ def test_token_never_reaches_logs_errors_events_store_or_job_env(
     record = job.wait()
     with pytest.raises(JobFailedError) as err:
         job.result()
-    texts = [caplog.text, str(err.value), repr(err.value), record.model_dump_json(),
-             *(e.model_dump_json() for e in job.events())]
+    texts = [
+        caplog.text,
+        str(err.value),
+        repr(err.value),
+        record.model_dump_json(),
+        *(e.model_dump_json() for e in job.events()),
+    ]
     store_bytes = b"".join(p.read_bytes() for p in anytune_home.glob("jobs.db*"))
     body = hub.job_creates[-1].json()
     assert all(TOKEN not in t for t in texts)
@@ -595,8 +661,13 @@ def test_sample_dry_run_is_offline(tmp_path: Path) -> None:
 
     sample = Path(__file__).resolve().parents[2] / "samples" / "huggingface_jobs.py"
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANYTUNE_HOME": str(tmp_path)}
-    proc = subprocess.run([sys.executable, str(sample), "--dry-run", "--namespace", "acme", "--flavor", "l4x1"],
-                          capture_output=True, text=True, timeout=120, env=env)
+    proc = subprocess.run(
+        [sys.executable, str(sample), "--dry-run", "--namespace", "acme", "--flavor", "l4x1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     job = next(r["body"] for r in plan["requests"] if r["operation"] == "HfApi.run_job")

@@ -66,19 +66,35 @@ def hub(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock) -> It
 
 
 def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
-    hub: FakeHub, tmp_path: Path, tmp_path_factory: pytest.TempPathFactory,
+    hub: FakeHub,
+    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     from anytune.local_backend.tiny import build_tiny_model
 
     texts = [m["content"] for i in range(40) for m in chat_example(i)["messages"]]
-    model = build_tiny_model(tmp_path_factory.mktemp("tiny") / "model", hidden_size=64, num_layers=2, num_heads=4,
-                             num_kv_heads=2, vocab_size=512, texts=texts)
+    model = build_tiny_model(
+        tmp_path_factory.mktemp("tiny") / "model",
+        hidden_size=64,
+        num_layers=2,
+        num_heads=4,
+        num_kv_heads=2,
+        vocab_size=512,
+        texts=texts,
+    )
     hub.add_repo("model", BASE, {p.name: p.read_bytes() for p in model.iterdir() if p.is_file()})
     train = write_jsonl(tmp_path / "train.jsonl", [chat_example(i) for i in range(16)])
     valid = write_jsonl(tmp_path / "valid.jsonl", [chat_example(100 + i) for i in range(4)])
-    job = FineTuneJob.create(provider="huggingface", base_model=BASE, training_file=train, validation_file=valid,
-                             lora={"r": 4}, hyperparameters={"max_steps": 4, "batch_size": 4, "seed": 1},
-                             local={"logging_steps": 1}, hf={"flavor": "cpu-basic"})
+    job = FineTuneJob.create(
+        provider="huggingface",
+        base_model=BASE,
+        training_file=train,
+        validation_file=valid,
+        lora={"r": 4},
+        hyperparameters={"max_steps": 4, "batch_size": 4, "seed": 1},
+        local={"logging_steps": 1},
+        hf={"flavor": "cpu-basic"},
+    )
     sent = hub.job_creates[-1].json()
     output_repo = job.record.output["hub_repo"]
 
@@ -114,11 +130,18 @@ def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
     assert TOKEN not in proc.stdout + proc.stderr
     metrics = [line for line in lines if line.startswith(hf.METRIC_PREFIX)]
     assert len(metrics) == 4
-    pushed = json.loads(next(line for line in lines if line.startswith(hf.RESULT_PREFIX))[len(hf.RESULT_PREFIX):])
+    pushed = json.loads(next(line for line in lines if line.startswith(hf.RESULT_PREFIX))[len(hf.RESULT_PREFIX) :])
     repo = hub.repos[("model", output_repo)]
     assert repo.private and pushed["hub_repo"] == output_repo and pushed["revision"] == repo.head
-    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "anytune_spec.json",
-                 "metrics.jsonl", "anytune_result.json", "README.md"):
+    for name in (
+        "adapter_config.json",
+        "adapter_model.safetensors",
+        "tokenizer.json",
+        "anytune_spec.json",
+        "metrics.jsonl",
+        "anytune_result.json",
+        "README.md",
+    ):
         assert name in repo.files, name
     spec = json.loads(repo.files["anytune_spec.json"])
     assert spec["base_model"] == BASE and spec["training_file"].startswith("hf://datasets/alice/anytune-datasets/")

@@ -39,8 +39,9 @@ def train(tmp_path: Path) -> Path:
 
 def run_to_end(service: FakeOpenAIService, flavour: Flavour, train: Path, **options: object) -> FineTuneJob:
     """Create, follow to the end, fetch the result; check the invariants every fault test shares."""
-    job = FineTuneJob.create(provider=provider_name(flavour), settings=settings(flavour, **options),
-                             base_model=MODEL, training_file=train)
+    job = FineTuneJob.create(
+        provider=provider_name(flavour), settings=settings(flavour, **options), base_model=MODEL, training_file=train
+    )
     seen = []
     record = job.wait(on_event=seen.append)
     assert record.status is S.SUCCEEDED
@@ -53,8 +54,9 @@ def run_to_end(service: FakeOpenAIService, flavour: Flavour, train: Path, **opti
     return job
 
 
-def test_429_with_retry_after_is_honoured(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                          train: Path) -> None:
+def test_429_with_retry_after_is_honoured(
+    flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, sleeps = install(monkeypatch, tmp_path, flavour)
     service.inject("GET", JOB, Fault("status", 429, headers={"retry-after": "7"}))
     service.inject("GET", EVENTS, Fault("status", 429, headers={"retry-after-ms": "1500"}))
@@ -85,13 +87,22 @@ def test_5xx_bursts(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path:
 
 @pytest.mark.parametrize(
     "fault",
-    [Fault("timeout"), Fault("timeout_after"), Fault("drop"), Fault("drop_after"), Fault("connect"),
-     Fault("status", 503), Fault("status_after", 500), Fault("status", 429, headers={"retry-after": "2"}),
-     Fault("status", 408)],
+    [
+        Fault("timeout"),
+        Fault("timeout_after"),
+        Fault("drop"),
+        Fault("drop_after"),
+        Fault("connect"),
+        Fault("status", 503),
+        Fault("status_after", 500),
+        Fault("status", 429, headers={"retry-after": "2"}),
+        Fault("status", 408),
+    ],
     ids=lambda f: f"{f.kind}-{f.status}" if f.kind.startswith("status") else f.kind,
 )
-def test_create_is_never_duplicated(flavour: Flavour, fault: Fault, monkeypatch: pytest.MonkeyPatch,
-                                    tmp_path: Path, train: Path) -> None:
+def test_create_is_never_duplicated(
+    flavour: Flavour, fault: Fault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, _ = install(monkeypatch, tmp_path, flavour)
     service.inject("POST", "/fine_tuning/jobs", fault)
     job = run_to_end(service, flavour, train)
@@ -105,8 +116,9 @@ def test_create_is_never_duplicated(flavour: Flavour, fault: Fault, monkeypatch:
     assert service.jobs[job.id].obj["metadata"][IDEMPOTENCY_TAG] == stored.idempotency_key
 
 
-def test_the_last_attempt_is_looked_up_too(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                           train: Path) -> None:
+def test_the_last_attempt_is_looked_up_too(
+    flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, _ = install(monkeypatch, tmp_path, flavour)
     # Attempt 1 fails before the server acts; attempt 2 creates the job but its answer is lost and
     # no attempt is left: the adapter looks the tag up once more instead of reporting a failure.
@@ -115,13 +127,15 @@ def test_the_last_attempt_is_looked_up_too(flavour: Flavour, monkeypatch: pytest
     assert len(service.requests("POST", "/fine_tuning/jobs")) == 1
 
 
-def test_a_create_that_keeps_failing_is_reported_and_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                              train: Path) -> None:
+def test_a_create_that_keeps_failing_is_reported_and_recorded(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, sleeps = install(monkeypatch, tmp_path, "openai")
     service.inject("POST", "/fine_tuning/jobs", *[Fault("status", 503)] * 3)
     with pytest.raises(ServiceUnavailableError) as info:
-        FineTuneJob.create(provider="openai", settings=settings("openai", max_attempts=3), base_model=MODEL,
-                           training_file=train)
+        FineTuneJob.create(
+            provider="openai", settings=settings("openai", max_attempts=3), base_model=MODEL, training_file=train
+        )
     assert not type(info.value).__module__.startswith("openai")
     assert type(info.value.__cause__).__module__.startswith("openai")  # chained, for debugging
     assert info.value.status_code == 503 and service.jobs == {}
@@ -130,11 +144,13 @@ def test_a_create_that_keeps_failing_is_reported_and_recorded(monkeypatch: pytes
     assert stored.status == "submit_failed" and "ServiceUnavailableError" in (stored.submit_error or "")
 
 
-def test_reads_that_keep_failing_raise_a_service_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                       train: Path) -> None:
+def test_reads_that_keep_failing_raise_a_service_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, _ = install(monkeypatch, tmp_path, "openai")
-    job = FineTuneJob.create(provider="openai", settings=settings("openai", max_attempts=2), base_model=MODEL,
-                             training_file=train)
+    job = FineTuneJob.create(
+        provider="openai", settings=settings("openai", max_attempts=2), base_model=MODEL, training_file=train
+    )
     service.inject("GET", JOB, Fault("timeout"), Fault("drop"))
     with pytest.raises(ServiceUnavailableError):
         job.refresh()
@@ -142,8 +158,9 @@ def test_reads_that_keep_failing_raise_a_service_error(monkeypatch: pytest.Monke
 
 
 @pytest.mark.parametrize("uploads_api", [False, True], ids=["files-api", "uploads-api"])
-def test_every_call_fails_once(flavour: Flavour, uploads_api: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                               train: Path) -> None:
+def test_every_call_fails_once(
+    flavour: Flavour, uploads_api: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, sleeps = install(monkeypatch, tmp_path, flavour)
     service.chaos()
     options: dict[str, object] = {"max_attempts": 4}
@@ -159,8 +176,14 @@ def test_every_call_fails_once(flavour: Flavour, uploads_api: bool, monkeypatch:
     assert 1.0 in sleeps and 0.25 in sleeps  # Retry-After and retry-after-ms from the throttled answers
 
 
-def test_planted_secrets_stay_secret(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                     train: Path, anytune_home: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_planted_secrets_stay_secret(
+    flavour: Flavour,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    train: Path,
+    anytune_home: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     planted = "plantedSecretValue4f9a2c7e1b"  # no well-known key shape: only registration can mask it
     service, _ = install(monkeypatch, tmp_path, flavour)
     service.api_key = planted

@@ -77,8 +77,12 @@ def create(
     flavour: Flavour, training_file: Path, *, options: dict[str, Any] | None = None, **fields: Any
 ) -> FineTuneJob:
     fields.setdefault("base_model", MODEL)
-    return FineTuneJob.create(provider=provider_name(flavour), settings=settings(flavour, **(options or {})),
-                              training_file=training_file, **fields)
+    return FineTuneJob.create(
+        provider=provider_name(flavour),
+        settings=settings(flavour, **(options or {})),
+        training_file=training_file,
+        **fields,
+    )
 
 
 def statuses(events: list[Event]) -> list[JobStatus | None]:
@@ -103,8 +107,15 @@ def created_body(service: FakeOpenAIService) -> dict[str, Any]:
 
 def test_full_lifecycle(flavour: Flavour, service: FakeOpenAIService, train: Path, valid: Path) -> None:
     extra: dict[str, Any] = {"azure": {"training_type": "globalstandard"}} if flavour == "azure" else {}
-    job = create(flavour, train, validation_file=valid, suffix="demo", tags={"team": "nlp"},
-                 hyperparameters={"epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5, "seed": 7}, **extra)
+    job = create(
+        flavour,
+        train,
+        validation_file=valid,
+        suffix="demo",
+        tags={"team": "nlp"},
+        hyperparameters={"epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5, "seed": 7},
+        **extra,
+    )
 
     assert job.ref == f"{provider_name(flavour)}:{job.id}" and job.id in service.jobs
     assert job.record.status is S.VALIDATING
@@ -112,8 +123,10 @@ def test_full_lifecycle(flavour: Flavour, service: FakeOpenAIService, train: Pat
     body = created_body(service)
     stored = FineTuneJob.list()[0]
     assert body["metadata"] == {"team": "nlp", IDEMPOTENCY_TAG: stored.idempotency_key}
-    assert body["method"] == {"type": "supervised", "supervised": {"hyperparameters": {
-        "n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}}}
+    assert body["method"] == {
+        "type": "supervised",
+        "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 4, "learning_rate_multiplier": 0.5}},
+    }
     assert (body["suffix"], body["seed"], body["model"]) == ("demo", 7, MODEL)
     assert {body["training_file"], body["validation_file"]} <= set(service.files)
     if flavour == "azure":
@@ -157,8 +170,12 @@ def test_full_lifecycle(flavour: Flavour, service: FakeOpenAIService, train: Pat
 
 def test_azure_with_entra_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
     service, _ = install(monkeypatch, tmp_path, "azure")
-    job = FineTuneJob.create(provider="azure-openai", base_model=MODEL, training_file=train,
-                             settings={"endpoint": AZURE_ENDPOINT, "auth": "entra"})
+    job = FineTuneJob.create(
+        provider="azure-openai",
+        base_model=MODEL,
+        training_file=train,
+        settings={"endpoint": AZURE_ENDPOINT, "auth": "entra"},
+    )
     assert job.wait().status is S.SUCCEEDED
     assert all(r.headers.get("authorization") == f"Bearer {ENTRA_TOKEN}" for r in service.log)
     assert not any("api-key" in r.headers for r in service.log)
@@ -270,8 +287,9 @@ def test_checkpoints_in_step_order(flavour: Flavour, service: FakeOpenAIService,
 # -- uploads ----------------------------------------------------------------------------------------------
 
 
-def test_the_same_content_is_uploaded_once(flavour: Flavour, service: FakeOpenAIService, train: Path,
-                                           valid: Path, tmp_path: Path) -> None:
+def test_the_same_content_is_uploaded_once(
+    flavour: Flavour, service: FakeOpenAIService, train: Path, valid: Path, tmp_path: Path
+) -> None:
     create(flavour, train, validation_file=valid)
     copy = tmp_path / "elsewhere.jsonl"
     copy.write_bytes(train.read_bytes())  # same content, other name: still the same upload
@@ -302,7 +320,10 @@ def test_large_file_goes_through_the_uploads_api_with_bounded_memory(
     tracemalloc.start()
     try:
         job = FineTuneJob.create(
-            provider="openai", base_model=MODEL, training_file=path, validate_data=False,
+            provider="openai",
+            base_model=MODEL,
+            training_file=path,
+            validate_data=False,
             settings=settings("openai", upload_threshold_bytes=part, upload_part_bytes=part, upload_concurrency=4),
         )
         _, peak = tracemalloc.get_traced_memory()
@@ -340,17 +361,27 @@ def test_plan_lists_uploads_and_the_exact_body_without_network(
     fields: dict[str, Any] = {"validation_file": valid, "hyperparameters": {"epochs": 2}, "suffix": "plan"}
     options = {"upload_threshold_bytes": 1000, "upload_part_bytes": 1024}
 
-    plan = FineTuneJob.plan(provider=provider_name(flavour), settings=settings(flavour, **options),
-                            base_model=MODEL, training_file=train, **fields)
+    plan = FineTuneJob.plan(
+        provider=provider_name(flavour),
+        settings=settings(flavour, **options),
+        base_model=MODEL,
+        training_file=train,
+        **fields,
+    )
 
     assert service.log == []  # nothing was sent
     assert [(u.path, u.bytes, u.sha256) for u in plan.uploads] == [
-        (str(p), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (train, valid)]
+        (str(p), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (train, valid)
+    ]
     operations = [r.operation.split("?")[0] for r in plan.requests]
     root = f"{AZURE_ENDPOINT}/openai" if flavour == "azure" else "https://api.openai.test/v1"
-    assert operations == [f"POST {root}/uploads", f"POST {root}/uploads/<upload id>/parts",
-                          f"POST {root}/uploads/<upload id>/complete", f"POST {root}/files",
-                          f"POST {root}/fine_tuning/jobs"]
+    assert operations == [
+        f"POST {root}/uploads",
+        f"POST {root}/uploads/<upload id>/parts",
+        f"POST {root}/uploads/<upload id>/complete",
+        f"POST {root}/files",
+        f"POST {root}/fine_tuning/jobs",
+    ]
     parts = plan.requests[1].body["parts"]
     assert parts == -(-train.stat().st_size // 1024)
     assert plan.requests[2].body["md5"] == hashlib.md5(train.read_bytes()).hexdigest()
@@ -367,8 +398,9 @@ def test_plan_lists_uploads_and_the_exact_body_without_network(
 
 def test_plan_shows_reuse(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
     create(flavour, train)
-    plan = FineTuneJob.plan(provider=provider_name(flavour), settings=settings(flavour), base_model=MODEL,
-                            training_file=train)
+    plan = FineTuneJob.plan(
+        provider=provider_name(flavour), settings=settings(flavour), base_model=MODEL, training_file=train
+    )
     file_id = created_body(service)["training_file"]
     assert plan.requests[-1].body["training_file"] == file_id
     assert any(file_id in note for note in plan.notes)
@@ -400,8 +432,9 @@ def test_azure_standard_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
     assert all(r.headers.get("api-key") == AZURE_KEY for r in service.log)
 
 
-def test_a_named_key_variable_from_a_profile(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path,
-                                             workdir: Path) -> None:
+def test_a_named_key_variable_from_a_profile(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path, workdir: Path
+) -> None:
     install(monkeypatch, tmp_path, "openai")
     (workdir / "anytune.toml").write_text(
         '[profiles.team]\nprovider = "openai"\n'
@@ -414,8 +447,9 @@ def test_a_named_key_variable_from_a_profile(monkeypatch: pytest.MonkeyPatch, tm
     assert FineTuneJob.list()[0].profile == "team"
 
 
-def test_missing_key_fails_before_anything_is_sent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
-                                                   train: Path) -> None:
+def test_missing_key_fails_before_anything_is_sent(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
+) -> None:
     service, _ = install(monkeypatch, tmp_path, "openai")
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
         FineTuneJob.create(provider="openai", base_model=MODEL, training_file=train)
@@ -423,8 +457,9 @@ def test_missing_key_fails_before_anything_is_sent(monkeypatch: pytest.MonkeyPat
     assert FineTuneJob.list()[0].status == "submit_failed"
 
 
-def test_unsupported_fields_fail_before_anything_is_sent(flavour: Flavour, service: FakeOpenAIService,
-                                                          train: Path) -> None:
+def test_unsupported_fields_fail_before_anything_is_sent(
+    flavour: Flavour, service: FakeOpenAIService, train: Path
+) -> None:
     with pytest.raises(NotSupportedError) as info:
         create(flavour, train, hyperparameters={"learning_rate": 1e-4})
     assert info.value.field == "hyperparameters.learning_rate"
@@ -475,12 +510,14 @@ def test_unknown_job(flavour: Flavour, service: FakeOpenAIService) -> None:
     assert info.value.ref == f"{provider_name(flavour)}:ftjob-nope"
 
 
-@pytest.mark.parametrize(("script", "provider"), [("openai_quickstart.py", "openai"),
-                                                  ("azure_openai.py", "azure-openai")])
+@pytest.mark.parametrize(
+    ("script", "provider"), [("openai_quickstart.py", "openai"), ("azure_openai.py", "azure-openai")]
+)
 def test_samples_dry_run_offline(script: str, provider: str) -> None:
     sample = Path(__file__).resolve().parents[2] / "samples" / script
-    proc = subprocess.run([sys.executable, str(sample), "--dry-run"], capture_output=True, text=True, timeout=120,
-                          env=dict(os.environ))
+    proc = subprocess.run(
+        [sys.executable, str(sample), "--dry-run"], capture_output=True, text=True, timeout=120, env=dict(os.environ)
+    )
     assert proc.returncode == 0, proc.stderr
     plan = json.loads(proc.stdout)
     assert plan["provider"] == provider
@@ -490,8 +527,9 @@ def test_samples_dry_run_offline(script: str, provider: str) -> None:
 
 def test_async_handle(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
     async def scenario() -> tuple[JobStatus, str | None, int]:
-        job = await AsyncFineTuneJob.create(provider=provider_name(flavour), settings=settings(flavour),
-                                            base_model=MODEL, training_file=train)
+        job = await AsyncFineTuneJob.create(
+            provider=provider_name(flavour), settings=settings(flavour), base_model=MODEL, training_file=train
+        )
         record = await job.wait()
         model = await job.result()
         return record.status, model.model_id, len(await job.events())

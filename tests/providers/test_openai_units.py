@@ -62,8 +62,15 @@ S = JobStatus
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("validating_files", S.VALIDATING), ("queued", S.QUEUED), ("running", S.RUNNING), ("paused", S.PAUSED),
-     ("succeeded", S.SUCCEEDED), ("failed", S.FAILED), ("cancelled", S.CANCELLED)],
+    [
+        ("validating_files", S.VALIDATING),
+        ("queued", S.QUEUED),
+        ("running", S.RUNNING),
+        ("paused", S.PAUSED),
+        ("succeeded", S.SUCCEEDED),
+        ("failed", S.FAILED),
+        ("cancelled", S.CANCELLED),
+    ],
 )
 def test_openai_status_table(raw: str, expected: JobStatus) -> None:
     assert map_status(raw, OPENAI_STATUS) is expected
@@ -71,10 +78,21 @@ def test_openai_status_table(raw: str, expected: JobStatus) -> None:
 
 @pytest.mark.parametrize(
     ("raw", "expected"),
-    [("created", S.VALIDATING), ("pending", S.QUEUED), ("running", S.RUNNING), ("pausing", S.PAUSED),
-     ("paused", S.PAUSED), ("resuming", S.RUNNING), ("succeeded", S.SUCCEEDED), ("failed", S.FAILED),
-     ("cancelled", S.CANCELLED), ("canceled", S.CANCELLED), ("validating_files", S.VALIDATING),
-     ("queued", S.QUEUED), ("Succeeded", S.SUCCEEDED)],
+    [
+        ("created", S.VALIDATING),
+        ("pending", S.QUEUED),
+        ("running", S.RUNNING),
+        ("pausing", S.PAUSED),
+        ("paused", S.PAUSED),
+        ("resuming", S.RUNNING),
+        ("succeeded", S.SUCCEEDED),
+        ("failed", S.FAILED),
+        ("cancelled", S.CANCELLED),
+        ("canceled", S.CANCELLED),
+        ("validating_files", S.VALIDATING),
+        ("queued", S.QUEUED),
+        ("Succeeded", S.SUCCEEDED),
+    ],
 )
 def test_azure_status_table(raw: str, expected: JobStatus) -> None:
     assert map_status(raw, AZURE_STATUS) is expected
@@ -92,10 +110,22 @@ def test_an_unknown_status_keeps_the_job_followed(raw: str | None) -> None:
 
 
 def test_record_from_azure_job_with_nulls() -> None:
-    job = {"id": "ftjob-1", "object": "fine_tuning.job", "status": "pending", "model": "gpt-4o-mini",
-           "created_at": 1_700_000_000, "finished_at": None, "fine_tuned_model": None, "error": {},
-           "trained_tokens": None, "seed": None, "hyperparameters": {"n_epochs": None}, "result_files": None,
-           "organization_id": None, "trainingType": "globalstandard"}
+    job = {
+        "id": "ftjob-1",
+        "object": "fine_tuning.job",
+        "status": "pending",
+        "model": "gpt-4o-mini",
+        "created_at": 1_700_000_000,
+        "finished_at": None,
+        "fine_tuned_model": None,
+        "error": {},
+        "trained_tokens": None,
+        "seed": None,
+        "hyperparameters": {"n_epochs": None},
+        "result_files": None,
+        "organization_id": None,
+        "trainingType": "globalstandard",
+    }
     record = record_from_job("azure-openai", job, AZURE_STATUS)
     assert record.status is S.QUEUED and record.raw_status == "pending"
     assert record.error is None and record.trained_tokens is None and record.finished_at is None
@@ -104,12 +134,19 @@ def test_record_from_azure_job_with_nulls() -> None:
 
 
 def test_record_carries_the_failure() -> None:
-    job = {"id": "ftjob-2", "status": "failed", "model": "m",
-           "error": {"code": "invalid_training_file", "message": "bad line 3", "param": "training_file"}}
+    job = {
+        "id": "ftjob-2",
+        "status": "failed",
+        "model": "m",
+        "error": {"code": "invalid_training_file", "message": "bad line 3", "param": "training_file"},
+    }
     record = record_from_job("openai", job, OPENAI_STATUS)
     assert record.error is not None
     assert (record.error.code, record.error.message, record.error.param) == (
-        "invalid_training_file", "bad line 3", "training_file")
+        "invalid_training_file",
+        "bad line 3",
+        "training_file",
+    )
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -122,19 +159,27 @@ def spec(**fields: Any) -> JobSpec:
 
 
 def body_of(s: JobSpec, flavour: str = "openai", validation: str | None = "file-v") -> dict[str, Any]:
-    return build_create_body(s, training_file="file-t", validation_file=validation, idempotency_key="key-1",
-                             flavour=flavour)  # type: ignore[arg-type]
+    return build_create_body(
+        s, training_file="file-t", validation_file=validation, idempotency_key="key-1", flavour=flavour
+    )  # type: ignore[arg-type]
 
 
 def test_supervised_body_maps_hyperparameters_under_the_method() -> None:
-    body = body_of(spec(hyperparameters={"epochs": 3, "batch_size": 8, "learning_rate_multiplier": 0.5, "seed": 7},
-                        suffix="demo", tags={"team": "nlp"}))
+    body = body_of(
+        spec(
+            hyperparameters={"epochs": 3, "batch_size": 8, "learning_rate_multiplier": 0.5, "seed": 7},
+            suffix="demo",
+            tags={"team": "nlp"},
+        )
+    )
     assert body == {
         "model": "gpt-4o-mini-2024-07-18",
         "training_file": "file-t",
         "validation_file": "file-v",
-        "method": {"type": "supervised", "supervised": {"hyperparameters": {
-            "n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 0.5}}},
+        "method": {
+            "type": "supervised",
+            "supervised": {"hyperparameters": {"n_epochs": 3, "batch_size": 8, "learning_rate_multiplier": 0.5}},
+        },
         "suffix": "demo",
         "seed": 7,
         "metadata": {"team": "nlp", IDEMPOTENCY_TAG: "key-1"},
@@ -144,8 +189,12 @@ def test_supervised_body_maps_hyperparameters_under_the_method() -> None:
 
 def test_defaults_leave_choices_to_the_service() -> None:
     body = body_of(spec(), validation=None)
-    assert body == {"model": "gpt-4o-mini-2024-07-18", "training_file": "file-t",
-                    "method": {"type": "supervised"}, "metadata": {IDEMPOTENCY_TAG: "key-1"}}
+    assert body == {
+        "model": "gpt-4o-mini-2024-07-18",
+        "training_file": "file-t",
+        "method": {"type": "supervised"},
+        "metadata": {IDEMPOTENCY_TAG: "key-1"},
+    }
     assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
 
 
@@ -156,12 +205,23 @@ def test_dpo_body_carries_beta() -> None:
 
 
 def test_reinforcement_is_passed_through_with_mapped_hyperparameters() -> None:
-    grader = {"type": "string_check", "name": "exact", "input": "{{sample.output_text}}",
-              "reference": "{{item.answer}}", "operation": "eq"}
-    body = body_of(spec(hyperparameters={"epochs": 2},
-                        openai={"reinforcement": {"grader": grader, "hyperparameters": {"reasoning_effort": "low"}}}))
-    assert body["method"] == {"type": "reinforcement", "reinforcement": {
-        "grader": grader, "hyperparameters": {"n_epochs": 2, "reasoning_effort": "low"}}}
+    grader = {
+        "type": "string_check",
+        "name": "exact",
+        "input": "{{sample.output_text}}",
+        "reference": "{{item.answer}}",
+        "operation": "eq",
+    }
+    body = body_of(
+        spec(
+            hyperparameters={"epochs": 2},
+            openai={"reinforcement": {"grader": grader, "hyperparameters": {"reasoning_effort": "low"}}},
+        )
+    )
+    assert body["method"] == {
+        "type": "reinforcement",
+        "reinforcement": {"grader": grader, "hyperparameters": {"n_epochs": 2, "reasoning_effort": "low"}},
+    }
     assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
 
 
@@ -169,7 +229,8 @@ def test_wandb_integration() -> None:
     body = body_of(spec(openai={"wandb": {"project": "ft", "entity": "me", "tags": ["a"]}}))
     assert body["integrations"] == [{"type": "wandb", "wandb": {"project": "ft", "entity": "me", "tags": ["a"]}}]
     assert body_of(spec(openai={"wandb": {"project": "ft"}}))["integrations"] == [
-        {"type": "wandb", "wandb": {"project": "ft"}}]
+        {"type": "wandb", "wandb": {"project": "ft"}}
+    ]
     assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
 
 
@@ -212,20 +273,30 @@ def test_validate_names_the_field_and_the_alternatives() -> None:
 
 @pytest.mark.parametrize(
     ("fields", "field"),
-    [({"hyperparameters": {"epochs": 51}}, "hyperparameters.epochs"),
-     ({"hyperparameters": {"batch_size": 512}}, "hyperparameters.batch_size"),
-     ({"method": "dpo", "hyperparameters": {"beta": 3.0}}, "hyperparameters.beta"),
-     ({"hyperparameters": {"max_steps": 10}}, "hyperparameters.max_steps"),
-     ({"tags": {f"t{i}": "x" for i in range(16)}}, "tags"),
-     ({"method": "dpo", "openai": {"reinforcement": {"grader": {}}}}, "openai.reinforcement")],
+    [
+        ({"hyperparameters": {"epochs": 51}}, "hyperparameters.epochs"),
+        ({"hyperparameters": {"batch_size": 512}}, "hyperparameters.batch_size"),
+        ({"method": "dpo", "hyperparameters": {"beta": 3.0}}, "hyperparameters.beta"),
+        ({"hyperparameters": {"max_steps": 10}}, "hyperparameters.max_steps"),
+        ({"tags": {f"t{i}": "x" for i in range(16)}}, "tags"),
+        ({"method": "dpo", "openai": {"reinforcement": {"grader": {}}}}, "openai.reinforcement"),
+    ],
 )
 def test_service_limits(fields: dict[str, Any], field: str) -> None:
     assert field in problems(spec(**fields))
 
 
 def test_a_spec_the_service_takes_has_no_problem() -> None:
-    assert problems(spec(method="dpo", suffix="my.model", hyperparameters={"epochs": 50, "batch_size": 256,
-                                                                        "beta": 2.0, "seed": 1})) == {}
+    assert (
+        problems(
+            spec(
+                method="dpo",
+                suffix="my.model",
+                hyperparameters={"epochs": 50, "batch_size": 256, "beta": 2.0, "seed": 1},
+            )
+        )
+        == {}
+    )
 
 
 @pytest.mark.parametrize("suffix", ["has.dot", "x" * 41])
@@ -244,8 +315,15 @@ def test_azure_ml_options_are_not_azure_openai_options() -> None:
 
 
 @pytest.mark.parametrize(
-    ("level", "expected"), [("info", "info"), ("warn", "warning"), ("warning", "warning"), ("error", "error"),
-                            (None, "info"), ("LOUD", "info")],
+    ("level", "expected"),
+    [
+        ("info", "info"),
+        ("warn", "warning"),
+        ("warning", "warning"),
+        ("error", "error"),
+        (None, "info"),
+        ("LOUD", "info"),
+    ],
 )
 def test_event_levels(level: str | None, expected: str) -> None:
     event = event_from_api({"id": "ev1", "created_at": 1, "level": level, "message": "hello", "data": None})
@@ -254,16 +332,18 @@ def test_event_levels(level: str | None, expected: str) -> None:
 
 @pytest.mark.parametrize(
     ("message", "kind", "status"),
-    [("Validating training file: file-abc", "status", S.VALIDATING),
-     ("Files validated, moving job to queued state", "status", S.QUEUED),
-     ("Job enqueued. Waiting for jobs ahead to complete.", "status", S.QUEUED),
-     ("Fine-tuning job started", "status", S.RUNNING),
-     ("The job has successfully completed", "status", S.SUCCEEDED),
-     ("Fine-tuning job cancelled", "status", S.CANCELLED),
-     ("Job paused", "status", S.PAUSED),
-     ("Job failed due to an invalid training file.", "status", S.FAILED),
-     ("Checkpoint created at step 30", "checkpoint", None),
-     ("New fine-tuned model created: ft:x", "log", None)],
+    [
+        ("Validating training file: file-abc", "status", S.VALIDATING),
+        ("Files validated, moving job to queued state", "status", S.QUEUED),
+        ("Job enqueued. Waiting for jobs ahead to complete.", "status", S.QUEUED),
+        ("Fine-tuning job started", "status", S.RUNNING),
+        ("The job has successfully completed", "status", S.SUCCEEDED),
+        ("Fine-tuning job cancelled", "status", S.CANCELLED),
+        ("Job paused", "status", S.PAUSED),
+        ("Job failed due to an invalid training file.", "status", S.FAILED),
+        ("Checkpoint created at step 30", "checkpoint", None),
+        ("New fine-tuned model created: ft:x", "log", None),
+    ],
 )
 def test_event_messages(message: str, kind: str, status: JobStatus | None) -> None:
     event = event_from_api({"id": "e", "created_at": 5, "level": "info", "message": message, "type": "message"})
@@ -273,15 +353,33 @@ def test_event_messages(message: str, kind: str, status: JobStatus | None) -> No
 
 
 def test_metric_events() -> None:
-    event = event_from_api({
-        "id": "e", "created_at": 1_700_000_000, "level": "info", "type": "metrics", "message": "Step 4/10",
-        "data": {"step": 4, "train_loss": 1.25, "train_mean_token_accuracy": 0.6, "valid_loss": 1.5,
-                 "valid_mean_token_accuracy": 0.55, "total_steps": 10, "full_valid_loss": 1.4},
-    })
+    event = event_from_api(
+        {
+            "id": "e",
+            "created_at": 1_700_000_000,
+            "level": "info",
+            "type": "metrics",
+            "message": "Step 4/10",
+            "data": {
+                "step": 4,
+                "train_loss": 1.25,
+                "train_mean_token_accuracy": 0.6,
+                "valid_loss": 1.5,
+                "valid_mean_token_accuracy": 0.55,
+                "total_steps": 10,
+                "full_valid_loss": 1.4,
+            },
+        }
+    )
     assert event.kind == "metric" and event.metric is not None
     point = event.metric
     assert (point.step, point.train_loss, point.token_accuracy, point.valid_loss, point.valid_token_accuracy) == (
-        4, 1.25, 0.6, 1.5, 0.55)
+        4,
+        1.25,
+        0.6,
+        1.5,
+        0.55,
+    )
     assert point.extra == {"full_valid_loss": 1.4} and point.time == event.time
 
 
@@ -353,11 +451,20 @@ def test_file_slice_reads_a_window_and_rewinds(tmp_path: Path) -> None:
 
 
 def test_openai_settings_win_over_the_sdk_variables() -> None:
-    env = {"OPENAI_API_KEY": "sk-env", "OPENAI_BASE_URL": "https://proxy.test/v1/", "OPENAI_ORG_ID": "org-env",
-           "OPENAI_PROJECT_ID": "proj-env"}
+    env = {
+        "OPENAI_API_KEY": "sk-env",
+        "OPENAI_BASE_URL": "https://proxy.test/v1/",
+        "OPENAI_ORG_ID": "org-env",
+        "OPENAI_PROJECT_ID": "proj-env",
+    }
     cfg = openai_client_config(OpenAISettings(), env)
     assert (cfg.api_key, cfg.key_source, cfg.base_url, cfg.organization, cfg.project) == (
-        "sk-env", "OPENAI_API_KEY", "https://proxy.test/v1", "org-env", "proj-env")
+        "sk-env",
+        "OPENAI_API_KEY",
+        "https://proxy.test/v1",
+        "org-env",
+        "proj-env",
+    )
     cfg = openai_client_config(OpenAISettings(api_key="sk-set", organization="org-set"), env)  # type: ignore[arg-type]
     assert (cfg.api_key, cfg.organization) == ("sk-set", "org-set")
     cfg = openai_client_config(OpenAISettings(api_key_env="TEAM_KEY"), {"TEAM_KEY": "sk-team"})
@@ -366,11 +473,18 @@ def test_openai_settings_win_over_the_sdk_variables() -> None:
 
 
 def test_azure_settings_and_variables() -> None:
-    env = {"AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/", "AZURE_OPENAI_API_KEY": "k" * 32,
-           "OPENAI_API_VERSION": "2024-10-21"}
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com/",
+        "AZURE_OPENAI_API_KEY": "k" * 32,
+        "OPENAI_API_VERSION": "2024-10-21",
+    }
     cfg = azure_client_config(AzureOpenAISettings(), env)
     assert (cfg.base_url, cfg.api_key, cfg.api_version, cfg.entra) == (
-        "https://res.openai.azure.com", "k" * 32, "2024-10-21", False)
+        "https://res.openai.azure.com",
+        "k" * 32,
+        "2024-10-21",
+        False,
+    )
     cfg = azure_client_config(AzureOpenAISettings(api_version="2025-04-01-preview"), env)
     assert cfg.api_version == "2025-04-01-preview"
     cfg = azure_client_config(AzureOpenAISettings(endpoint="https://e.test"), {})
@@ -386,10 +500,20 @@ def test_azure_settings_and_variables() -> None:
 
 def status_error(status: int, body: dict[str, Any] | None, headers: dict[str, str] | None = None) -> Exception:
     request = httpx2.Request("POST", "https://api.openai.test/v1/fine_tuning/jobs")
-    response = httpx2.Response(status, json={"error": body} if body is not None else {}, request=request,
-                               headers={"x-request-id": "req_123", **(headers or {})})
-    classes = {400: openai.BadRequestError, 401: openai.AuthenticationError, 403: openai.PermissionDeniedError,
-               404: openai.NotFoundError, 409: openai.ConflictError, 429: openai.RateLimitError}
+    response = httpx2.Response(
+        status,
+        json={"error": body} if body is not None else {},
+        request=request,
+        headers={"x-request-id": "req_123", **(headers or {})},
+    )
+    classes = {
+        400: openai.BadRequestError,
+        401: openai.AuthenticationError,
+        403: openai.PermissionDeniedError,
+        404: openai.NotFoundError,
+        409: openai.ConflictError,
+        429: openai.RateLimitError,
+    }
     cls = classes.get(status, openai.InternalServerError if status >= 500 else openai.APIStatusError)
     return cls(f"Error code: {status}", response=response, body=body)
 
@@ -409,8 +533,9 @@ def test_auth_error() -> None:
 
 
 def test_openai_refusing_fine_tuning_points_elsewhere() -> None:
-    exc = status_error(403, {"message": "You are not allowed to create fine-tuning jobs.",
-                             "type": "invalid_request_error"})
+    exc = status_error(
+        403, {"message": "You are not allowed to create fine-tuning jobs.", "type": "invalid_request_error"}
+    )
     err = translated(exc, creating=True)
     assert isinstance(err, PermissionDeniedError)
     assert "winding down self-serve fine-tuning" in str(err)
@@ -422,24 +547,39 @@ def test_openai_refusing_fine_tuning_points_elsewhere() -> None:
 
 
 def test_quota_is_not_throttling() -> None:
-    quota = translated(status_error(429, {"message": "You exceeded your current quota", "code": "insufficient_quota",
-                                          "type": "insufficient_quota"}))
+    quota = translated(
+        status_error(
+            429,
+            {"message": "You exceeded your current quota", "code": "insufficient_quota", "type": "insufficient_quota"},
+        )
+    )
     assert isinstance(quota, QuotaExceededError)
     assert not adapter.is_transient(status_error(429, {"code": "insufficient_quota", "message": "q"}))
-    throttled_exc = status_error(429, {"message": "Requests have exceeded call rate limit. Go to "
-                                                  "https://aka.ms/oai/quotaincrease", "code": "429"},
-                                 {"retry-after": "12"})
+    throttled_exc = status_error(
+        429,
+        {"message": "Requests have exceeded call rate limit. Go to https://aka.ms/oai/quotaincrease", "code": "429"},
+        {"retry-after": "12"},
+    )
     throttled = translated(throttled_exc)
     assert isinstance(throttled, RateLimitError) and throttled.retry_after == 12.0
     assert adapter.is_transient(throttled_exc)
 
 
 def test_model_and_file_errors() -> None:
-    model = translated(status_error(400, {"message": "Model gpt-9 is not available for fine-tuning", "param": "model",
-                                          "code": "model_not_available"}))
+    model = translated(
+        status_error(
+            400,
+            {
+                "message": "Model gpt-9 is not available for fine-tuning",
+                "param": "model",
+                "code": "model_not_available",
+            },
+        )
+    )
     assert isinstance(model, ModelNotAvailableError)
-    bad_file = translated(status_error(400, {"message": "Invalid file format", "param": "training_file",
-                                             "code": "invalid_file_format"}))
+    bad_file = translated(
+        status_error(400, {"message": "Invalid file format", "param": "training_file", "code": "invalid_file_format"})
+    )
     assert isinstance(bad_file, InvalidRequestError) and "training_file" in str(bad_file)
 
 
@@ -468,8 +608,9 @@ def test_transport_errors() -> None:
 def test_entra_failures_become_authentication_errors() -> None:
     from azure.core.exceptions import ClientAuthenticationError
 
-    err = translated(ClientAuthenticationError("DefaultAzureCredential failed"), flavour="azure",
-                     provider="azure-openai")
+    err = translated(
+        ClientAuthenticationError("DefaultAzureCredential failed"), flavour="azure", provider="azure-openai"
+    )
     assert isinstance(err, AuthenticationError) and "az login" in str(err)
 
 
