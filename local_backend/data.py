@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from anytune._data.formats import example_format, prompt_completion_messages
 from anytune.errors import ConfigError, DataValidationError
 
 if TYPE_CHECKING:
@@ -150,16 +151,6 @@ def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             if not isinstance(obj, dict):
                 raise DataValidationError(f"{path}:{ln}: each line must be a JSON object")
             yield ln, obj
-
-
-def _line_format(obj: Mapping[str, Any]) -> str:
-    if "messages" in obj:
-        return "chat"
-    if "preferred_output" in obj or "non_preferred_output" in obj:
-        return "preference"
-    if "prompt" in obj and "completion" in obj:
-        return "prompt_completion"
-    return "unknown"
 
 
 _WRONG_FORMAT = {
@@ -349,7 +340,7 @@ def load_dataset(
 
     for ln, obj in _iter_jsonl(p):
         where = f"{p}:{ln}"
-        fmt = _line_format(obj)
+        fmt = example_format(obj)
         problem = _WRONG_FORMAT.get((method, fmt))
         if problem:
             raise DataValidationError(f"{where}: {p.name} {problem}")
@@ -380,8 +371,7 @@ def _items(obj: Mapping[str, Any], fmt: str, where: str) -> list[tuple[list[dict
         prompt, completion = obj.get("prompt"), obj.get("completion")
         if not isinstance(prompt, str) or not isinstance(completion, str):
             raise DataValidationError(f"{where}: prompt and completion must be strings")
-        msgs = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
-        return [(msgs, [False, True], None, where)]
+        return [(prompt_completion_messages(prompt, completion), [False, True], None, where)]
     if fmt == "chat":
         raw = obj.get("messages")
         if not isinstance(raw, list) or not raw:
@@ -593,7 +583,7 @@ def check_format(path: str | Path, method: Method) -> None:
     """Fail fast, before the model loads, when a file's first example is of the wrong format."""
     p = Path(path)
     for ln, obj in _iter_jsonl(p):
-        problem = _WRONG_FORMAT.get((method, _line_format(obj)))
+        problem = _WRONG_FORMAT.get((method, example_format(obj)))
         if problem:
             raise DataValidationError(f"{p}:{ln}: {p.name} {problem}")
         return

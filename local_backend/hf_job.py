@@ -38,14 +38,14 @@ from typing import Any
 from anytune._secrets import redact, register_secret
 from anytune._spec import JobSpec
 from anytune._types import Checkpoint, JobStatus, MetricPoint
-from anytune.local_backend.rundir import RunDir
-from anytune.providers.huggingface import (
+from anytune.local_backend.joblog import (
     ERROR_PREFIX,
     LOG_ERROR_PREFIX,
     METRIC_PREFIX,
     RESULT_PREFIX,
     WARNING_PREFIX,
 )
+from anytune.local_backend.rundir import RunDir
 
 __all__ = ["PrintingRunDir", "main"]
 

@@ -12,9 +12,13 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from anytune.errors import ConfigError, MissingDependencyError
+from anytune.local_backend.devices import device_kind
+
+if TYPE_CHECKING:
+    from anytune._types import FineTunedModel
 
 Messages = Sequence[Mapping[str, Any]]
 Prompt = str | Messages
@@ -37,17 +41,6 @@ def adapter_base(adapter: str | Path) -> str | None:
         return None
     base = data.get("base_model_name_or_path")
     return str(base) if base else None
-
-
-def pick_device(device: str | None) -> str:
-    if device not in (None, "auto"):
-        return str(device)
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    return "mps" if mps is not None and mps.is_available() else "cpu"
 
 
 def as_messages(prompt: Prompt) -> list[dict[str, Any]]:
@@ -131,7 +124,7 @@ def _load(
         raise ConfigError(
             f"the adapter at {source} does not record its base model: pass base_model=", field="base_model"
         )
-    where = pick_device(device)
+    where = device_kind(device)
     dtype = torch.bfloat16 if where == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     # The local backend saves the tokenizer (chat template included) next to the adapter.
@@ -150,6 +143,19 @@ def _load(
         device=where,
         adapter_path=str(adapter_path) if adapter_path is not None else None,
         base_model=base,
+    )
+
+
+def load_result(model: FineTunedModel, *, device: str | None = None, base_model: str | None = None) -> LoadedModel:
+    """What :meth:`anytune.FineTunedModel.load` calls (see ``anytune._types.ADAPTER_LOADER``)."""
+    # The base the adapter records wins over ``base_model`` (what the job was given).
+    recorded = adapter_base(model.adapter_path) if model.adapter_path is not None else None
+    return load(
+        model.adapter_path,
+        base_model=base_model or recorded or model.base_model,
+        hub_repo=model.hub_repo,
+        revision=model.revision,
+        device=device,
     )
 
 

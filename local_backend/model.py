@@ -36,6 +36,7 @@ import torch.nn.functional as F
 
 from anytune._spec import JobSpec, LoraConfig, Quantization
 from anytune.errors import ConfigError, MissingDependencyError, NotSupportedError
+from anytune.local_backend.devices import device_kind
 
 if TYPE_CHECKING:
     from anytune.local_backend.data import Layout, MicroBatch
@@ -191,13 +192,7 @@ def resolve_device(requested: str = "auto", *, local_rank: int = 0) -> torch.dev
     Raises:
         NotSupportedError: the requested device is not available on this machine.
     """
-    if requested == "auto":
-        if torch.cuda.is_available():
-            requested = "cuda"
-        elif getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            requested = "mps"
-        else:
-            requested = "cpu"
+    requested = device_kind(requested)
     if requested == "cuda":
         if not torch.cuda.is_available():
             raise NotSupportedError("no CUDA device is available here", field="local.device", provider="local")

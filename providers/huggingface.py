@@ -61,7 +61,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr
 
 from anytune._capabilities import Capabilities
 from anytune._provider import (
@@ -92,6 +92,15 @@ from anytune.errors import (
     QuotaExceededError,
     RateLimitError,
     ServiceUnavailableError,
+)
+from anytune.local_backend.joblog import (
+    ERROR_PREFIX,
+    LOG_ERROR_PREFIX,
+    METRIC_PREFIX,
+    RESULT_PREFIX,
+    WARNING_PREFIX,
+    LineKind,
+    parse_line,
 )
 
 if TYPE_CHECKING:
@@ -150,11 +159,6 @@ DATA_DIR = "anytune/data"
 WHEEL_DIR = "anytune/wheels"
 
 # The line protocol between the job (anytune.local_backend.hf_job writes) and this adapter (reads).
-METRIC_PREFIX = "ANYTUNE_METRIC "
-RESULT_PREFIX = "ANYTUNE_RESULT "
-ERROR_PREFIX = "ANYTUNE_ERROR "
-WARNING_PREFIX = "[anytune] WARNING: "
-LOG_ERROR_PREFIX = "[anytune] ERROR: "
 
 #: The bootstrap: fetch the wheel from the dataset repo (authenticated by the HF_TOKEN secret), then
 #: become the training stage with the wheel's file URL in its requirement. Short on purpose: it is
@@ -490,26 +494,6 @@ def build_job_request(
 
 
 # -- the job's log (pure) ---------------------------------------------------------------------------
-
-LineKind = Literal["metric", "result", "error", "log"]
-
-
-def parse_line(line: str) -> tuple[LineKind, Any]:
-    """What one log line says: a metric point, the pushed result, the trainer's error, or text.
-
-    A line that looks like one of ours but does not parse stays text.
-    """
-    try:
-        if line.startswith(METRIC_PREFIX):
-            return "metric", MetricPoint.model_validate_json(line[len(METRIC_PREFIX) :])
-        for prefix, kind in ((RESULT_PREFIX, "result"), (ERROR_PREFIX, "error")):
-            if line.startswith(prefix):
-                payload = json.loads(line[len(prefix) :])
-                if isinstance(payload, dict):
-                    return ("result" if kind == "result" else "error"), payload
-    except (ValueError, ValidationError):
-        pass
-    return "log", line
 
 
 @dataclass(frozen=True)

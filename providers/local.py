@@ -41,6 +41,7 @@ from anytune._provider import (
     planned_upload,
 )
 from anytune._spec import JobSpec, LocalOptions, Method, Quantization
+from anytune._timestamps import parse_timestamp
 from anytune._types import (
     Checkpoint,
     Event,
@@ -52,6 +53,7 @@ from anytune._types import (
     format_ref,
 )
 from anytune.errors import InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.local_backend.devices import device_kind
 from anytune.local_backend.rundir import CHECKPOINT_PREFIX, RunDir, pid_alive, write_json_atomic
 
 NAME = "local"
@@ -87,30 +89,13 @@ class LocalSettings(ProviderSettings):
     python: str | None = None
 
 
-def _parse_time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+def _parse_iso(value: Any) -> datetime | None:
+    return parse_timestamp(value) if isinstance(value, str) else None
 
 
 def resolve_device(requested: str) -> str:
     """The device ``auto`` means on this machine (imports torch only to answer ``auto``)."""
-    if requested != "auto":
-        return requested
-    if importlib.util.find_spec("torch") is None:
-        return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
-        return "cuda"
-    mps = getattr(torch.backends, "mps", None)
-    if mps is not None and mps.is_available():
-        return "mps"
-    return "cpu"
+    return device_kind(requested)
 
 
 def worker_command(python: str, run_path: Path, *, num_devices: int = 1, resume: bool = False) -> list[str]:
@@ -205,7 +190,7 @@ class LocalProvider(Provider):
         pid = run.pid()
         if pid is None:
             # submit writes the pid right after the launch; before that the run is starting.
-            created = _parse_time(run.meta().get("created_at"))
+            created = _parse_iso(run.meta().get("created_at"))
             age = (datetime.now(timezone.utc) - created).total_seconds() if created else LAUNCH_GRACE_S
             return state.get("status") == JobStatus.QUEUED.value and age < LAUNCH_GRACE_S
         if not pid_alive(pid):
@@ -309,10 +294,10 @@ class LocalProvider(Provider):
             raw_status=raw_status,
             base_model=spec.get("base_model"),
             fine_tuned_model=output.get("adapter_path") if status is JobStatus.SUCCEEDED else None,
-            created_at=_parse_time(meta.get("created_at")),
-            started_at=_parse_time(state.get("started_at")),
-            finished_at=_parse_time(state.get("finished_at")) if status.is_terminal else None,
-            updated_at=_parse_time(state.get("updated_at")) or datetime.now(timezone.utc),
+            created_at=_parse_iso(meta.get("created_at")),
+            started_at=_parse_iso(state.get("started_at")),
+            finished_at=_parse_iso(state.get("finished_at")) if status.is_terminal else None,
+            updated_at=_parse_iso(state.get("updated_at")) or datetime.now(timezone.utc),
             error=error,
             step=_int(state.get("step")),
             total_steps=_int(state.get("total_steps")),

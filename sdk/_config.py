@@ -34,11 +34,12 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from anytune._compat import tomllib
+from anytune._home import anytune_home
 from anytune._secrets import is_secret_name, mask, register_secret
 from anytune.errors import ConfigError
 
 if TYPE_CHECKING:
-    from anytune._provider import ProviderSettings
+    from anytune._provider import Provider, ProviderSettings
 
 CONFIG_FILENAME = "anytune.toml"
 
@@ -57,16 +58,6 @@ class ConfigFile(BaseModel):
 
     default_profile: str | None = None
     profiles: dict[str, Profile] = {}
-
-
-def anytune_home(env: Mapping[str, str] | None = None) -> Path:
-    """Where anytune keeps its job store and run directories."""
-    env = os.environ if env is None else env
-    if env.get("ANYTUNE_HOME"):
-        return Path(env["ANYTUNE_HOME"]).expanduser()
-    import platformdirs
-
-    return platformdirs.user_data_path("anytune", appauthor=False)
 
 
 def user_config_file(env: Mapping[str, str] | None = None) -> Path:
@@ -173,35 +164,13 @@ def _env_value(raw: str) -> Any:
     return raw
 
 
-def resolve(
-    *,
-    provider: str | None = None,
-    profile: str | None = None,
-    settings: Mapping[str, Any] | None = None,
-    env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
-) -> ResolvedConfig:
-    """Resolve provider, settings and spec defaults.
-
-    Args:
-        provider: a provider name, or the name of a profile.
-        profile: a profile name (wins over ``ANYTUNE_PROFILE`` and ``default_profile``).
-        settings: provider settings given explicitly; they win over everything else.
-        env: environment to read (default ``os.environ``).
-        cwd: where to look for the project ``anytune.toml`` (default: the working directory).
-
-    Raises:
-        ConfigError: bad file, unknown profile, no provider, or settings the provider rejects.
-        UnknownProviderError: the provider is not registered.
-    """
-    from anytune import _registry
-
-    env = os.environ if env is None else env
-    sources: dict[str, str] = {}
+def _read_profiles(
+    env: Mapping[str, str], cwd: Path | None, sources: dict[str, str]
+) -> tuple[list[Path], dict[str, Profile], tuple[str, str] | None]:
+    """Profiles of the user file, then the project file (the project's override the user's)."""
     files: list[Path] = []
     profiles: dict[str, Profile] = {}
     default_profile: tuple[str, str] | None = None
-    # User file first, project file second: the project's profiles override the user's.
     for path in (user_config_file(env), project_config_file(cwd, env)):
         if path is None or not path.is_file():
             continue
@@ -212,8 +181,18 @@ def resolve(
             sources[f"profile:{name}"] = str(path)
         if cfg.default_profile:
             default_profile = (cfg.default_profile, str(path))
+    return files, profiles, default_profile
 
-    # Which profile: argument > provider-argument naming a profile > env > file default.
+
+def _choose_profile(
+    profile: str | None,
+    provider: str | None,
+    env: Mapping[str, str],
+    profiles: Mapping[str, Profile],
+    default_profile: tuple[str, str] | None,
+    sources: dict[str, str],
+) -> tuple[str | None, str | None]:
+    """(profile, provider): argument > provider-argument naming a profile > env > file default."""
     chosen: str | None = None
     if profile is not None:
         chosen, sources["profile"] = profile, "argument"
@@ -224,38 +203,50 @@ def resolve(
         chosen, sources["profile"] = env["ANYTUNE_PROFILE"], "ANYTUNE_PROFILE"
     elif default_profile and provider is None:
         chosen, sources["profile"] = default_profile[0], f"default_profile in {default_profile[1]}"
-    prof: Profile | None = None
-    if chosen is not None:
-        if chosen not in profiles:
-            import difflib
+    if chosen is not None and chosen not in profiles:
+        import difflib
 
-            close = difflib.get_close_matches(chosen, list(profiles), n=1)
-            hint = f" Did you mean {close[0]!r}?" if close else ""
-            known = ", ".join(sorted(profiles)) or "none defined"
-            raise ConfigError(
-                f"unknown profile {chosen!r}.{hint} Profiles: {known}.",
-                field="profile",
-                source=sources["profile"],
-            )
-        prof = profiles[chosen]
-
-    # Which provider: argument > env > profile.
-    if provider is not None:
-        name, sources["provider"] = provider, "argument"
-    elif env.get("ANYTUNE_PROVIDER"):
-        name, sources["provider"] = env["ANYTUNE_PROVIDER"], "ANYTUNE_PROVIDER"
-    elif prof is not None:
-        name, sources["provider"] = prof.provider, f"profile {chosen!r}"
-    else:
+        close = difflib.get_close_matches(chosen, list(profiles), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        known = ", ".join(sorted(profiles)) or "none defined"
         raise ConfigError(
-            "no provider chosen: pass provider=..., set ANYTUNE_PROVIDER or ANYTUNE_PROFILE, "
-            f"or add a profile to {CONFIG_FILENAME}",
-            field="provider",
+            f"unknown profile {chosen!r}.{hint} Profiles: {known}.",
+            field="profile",
+            source=sources["profile"],
         )
-    row = _registry.entry(name)
-    cls = _registry.provider_class(row)
+    return chosen, provider
 
-    # Settings: defaults < profile (when it is for this provider) < env < argument.
+
+def _choose_provider(
+    provider: str | None, env: Mapping[str, str], prof: Profile | None, chosen: str | None, sources: dict[str, str]
+) -> str:
+    """Which provider: argument > env > profile."""
+    if provider is not None:
+        sources["provider"] = "argument"
+        return provider
+    if env.get("ANYTUNE_PROVIDER"):
+        sources["provider"] = "ANYTUNE_PROVIDER"
+        return env["ANYTUNE_PROVIDER"]
+    if prof is not None:
+        sources["provider"] = f"profile {chosen!r}"
+        return prof.provider
+    raise ConfigError(
+        "no provider chosen: pass provider=..., set ANYTUNE_PROVIDER or ANYTUNE_PROFILE, "
+        f"or add a profile to {CONFIG_FILENAME}",
+        field="provider",
+    )
+
+
+def _typed_settings(
+    cls: type[Provider[Any]],
+    name: str,
+    prof: Profile | None,
+    chosen: str | None,
+    settings: Mapping[str, Any] | None,
+    env: Mapping[str, str],
+    sources: dict[str, str],
+) -> ProviderSettings:
+    """Settings: defaults < profile (when it is for this provider) < env < argument; secrets registered."""
     merged: dict[str, Any] = {}
     if prof is not None and prof.provider == name:
         merged.update(prof.settings)
@@ -280,6 +271,43 @@ def resolve(
             register_secret(value.get_secret_value())
         elif is_secret_name(key) and isinstance(value, str):
             register_secret(value)
+    return typed
+
+
+def resolve(
+    *,
+    provider: str | None = None,
+    profile: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+    provider_class: type[Provider[Any]] | None = None,
+) -> ResolvedConfig:
+    """Resolve provider, settings and spec defaults.
+
+    Args:
+        provider: a provider name, or the name of a profile.
+        profile: a profile name (wins over ``ANYTUNE_PROFILE`` and ``default_profile``).
+        settings: provider settings given explicitly; they win over everything else.
+        env: environment to read (default ``os.environ``).
+        cwd: where to look for the project ``anytune.toml`` (default: the working directory).
+        provider_class: the provider's class when the caller already has it (an instance passed
+            to ``FineTuneJob``); otherwise the registry finds it by name.
+
+    Raises:
+        ConfigError: bad file, unknown profile, no provider, or settings the provider rejects.
+        UnknownProviderError: the provider is not registered.
+    """
+    from anytune import _registry
+
+    env = os.environ if env is None else env
+    sources: dict[str, str] = {}
+    files, profiles, default_profile = _read_profiles(env, cwd, sources)
+    chosen, provider = _choose_profile(profile, provider, env, profiles, default_profile, sources)
+    prof = profiles[chosen] if chosen is not None else None
+    name = _choose_provider(provider, env, prof, chosen, sources)
+    cls = provider_class if provider_class is not None else _registry.provider_class(_registry.entry(name))
+    typed = _typed_settings(cls, name, prof, chosen, settings, env, sources)
 
     spec_defaults: dict[str, Any] = dict(prof.spec) if prof is not None and prof.provider == name else {}
     if env.get("ANYTUNE_BASE_MODEL"):

@@ -45,27 +45,44 @@ OnEvent = Callable[[Event], object]
 
 
 def _store_for(config: ResolvedConfig | None) -> JobStore:
-    from anytune._config import anytune_home
+    from anytune._home import anytune_home
 
     home = config.home if config is not None else anytune_home()
     return JobStore(home / "jobs.db")
 
 
-def _provider_for(config: ResolvedConfig, store: JobStore) -> Provider:
+#: ``provider=`` takes a name (or profile name), or a provider instance built by the caller with
+#: its own collaborators (HTTP client, credential, clock): the one seam for injecting them.
+ProviderArg = str | Provider[Any] | None
+
+
+def _provider_for(config: ResolvedConfig, store: JobStore, given: ProviderArg = None) -> Provider[Any]:
+    if isinstance(given, Provider):
+        if given.store is None:
+            given.store = store
+        return given
     cls = _registry.load(config.provider)
     return cls(config.settings, store=store, home=config.home)
+
+
+def _resolve_for(provider: ProviderArg, profile: str | None, settings: Mapping[str, Any] | None) -> ResolvedConfig:
+    if isinstance(provider, Provider):
+        if settings:
+            raise ConfigError("settings= configures a provider by name; an instance brings its own", field="settings")
+        return resolve(provider=provider.name, profile=profile, provider_class=type(provider))
+    return resolve(provider=provider, profile=profile, settings=settings)
 
 
 @dataclass(frozen=True)
 class _Prepared:
     config: ResolvedConfig
     spec: JobSpec
-    provider: Provider
+    provider: Provider[Any]
     store: JobStore
     settings: dict[str, Any]
 
 
-def _check_files(spec: JobSpec, provider: Provider) -> None:
+def _check_files(spec: JobSpec, provider: Provider[Any]) -> None:
     """Every data check, before anything is uploaded or created."""
     from anytune._data.validate import DatasetRules, check_dataset
 
@@ -96,13 +113,13 @@ def _prepare(
     spec: JobSpec | Mapping[str, Any] | None,
     fields: Mapping[str, Any],
     *,
-    provider: str | None,
+    provider: ProviderArg,
     profile: str | None,
     settings: Mapping[str, Any] | None,
     validate_data: bool,
     store: JobStore | None,
 ) -> _Prepared:
-    config = resolve(provider=provider, profile=profile, settings=settings)
+    config = _resolve_for(provider, profile, settings)
     given: Mapping[str, Any] = spec.model_dump(exclude_unset=True) if isinstance(spec, JobSpec) else spec or {}
     built = build_spec(
         (f"profile {config.profile!r}" if config.profile else "defaults", config.spec_defaults),
@@ -110,7 +127,7 @@ def _prepare(
         ("argument", fields),
     )
     the_store = store or _store_for(config)
-    impl = _provider_for(config, the_store)
+    impl = _provider_for(config, the_store, provider)
     # The provider's own rules first: they can say what the service takes instead (e.g. OpenAI's
     # learning_rate_multiplier for an absolute learning rate); the generic capability table second.
     impl.validate(built)
@@ -144,12 +161,17 @@ def _outcome(record: JobRecord) -> None:
 
 
 def _attach_config(
-    ref: str, profile: str | None, settings: Mapping[str, Any] | None
+    ref: str, profile: str | None, settings: Mapping[str, Any] | None, given: Provider[Any] | None = None
 ) -> tuple[ResolvedConfig, JobStore, str]:
     try:
         provider_name, job_id = parse_ref(ref)
     except ValueError as exc:
         raise ConfigError(str(exc), field="ref") from exc
+    if given is not None:
+        if given.name != provider_name:
+            raise ConfigError(f"{ref} is a {provider_name!r} job, not one of {given.name!r}", field="provider")
+        config = _resolve_for(given, profile, settings)
+        return config, _store_for(config), job_id
     row = JobStore(_home() / "jobs.db").get(ref)
     if row is not None:
         # Re-use what the job was created with (endpoint, workspace...); explicit arguments win.
@@ -165,7 +187,7 @@ def _attach_config(
 
 
 def _home() -> Path:
-    from anytune._config import anytune_home
+    from anytune._home import anytune_home
 
     return anytune_home()
 
@@ -176,7 +198,7 @@ class _Handle:
     def __init__(
         self,
         record: JobRecord,
-        provider: Provider,
+        provider: Provider[Any],
         *,
         store: JobStore | None,
         clock: Callable[[], float],
@@ -230,7 +252,7 @@ class FineTuneJob(_Handle):
     def __init__(
         self,
         record: JobRecord,
-        provider: Provider,
+        provider: Provider[Any],
         *,
         store: JobStore | None = None,
         sleep: Callable[[float], None] = time.sleep,
@@ -246,7 +268,7 @@ class FineTuneJob(_Handle):
         cls,
         spec: JobSpec | Mapping[str, Any] | None = None,
         *,
-        provider: str | None = None,
+        provider: ProviderArg = None,
         profile: str | None = None,
         settings: Mapping[str, Any] | None = None,
         validate_data: bool = True,
@@ -293,7 +315,7 @@ class FineTuneJob(_Handle):
         cls,
         spec: JobSpec | Mapping[str, Any] | None = None,
         *,
-        provider: str | None = None,
+        provider: ProviderArg = None,
         profile: str | None = None,
         settings: Mapping[str, Any] | None = None,
         validate_data: bool = True,
@@ -307,14 +329,27 @@ class FineTuneJob(_Handle):
         return prep.provider.plan(prep.spec, idempotency_key="<assigned at submit>")
 
     @classmethod
-    def get(cls, ref: str, *, profile: str | None = None, settings: Mapping[str, Any] | None = None) -> FineTuneJob:
+    def get(
+        cls,
+        ref: str,
+        *,
+        profile: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        provider: Provider[Any] | None = None,
+    ) -> FineTuneJob:
         """Re-attach to a job by reference (``openai:ftjob-...``, ``fake:fakejob-...``).
+
+        Args:
+            ref: ``provider:id``.
+            profile: a profile from ``anytune.toml``.
+            settings: provider settings that override those the job was created with.
+            provider: a provider instance to use instead of one built from configuration.
 
         Raises:
             JobNotFoundError: neither the provider nor the store knows it.
         """
-        config, store, job_id = _attach_config(ref, profile, settings)
-        impl = _provider_for(config, store)
+        config, store, job_id = _attach_config(ref, profile, settings, provider)
+        impl = _provider_for(config, store, provider)
         record = impl.get(job_id)
         store.save(record, profile=config.profile)
         return cls(record, impl, store=store)
@@ -426,7 +461,7 @@ class AsyncFineTuneJob(_Handle):
     def __init__(
         self,
         record: JobRecord,
-        provider: Provider,
+        provider: Provider[Any],
         *,
         store: JobStore | None = None,
         sleep: Callable[[float], Awaitable[object]] | None = None,
@@ -443,7 +478,7 @@ class AsyncFineTuneJob(_Handle):
         cls,
         spec: JobSpec | Mapping[str, Any] | None = None,
         *,
-        provider: str | None = None,
+        provider: ProviderArg = None,
         profile: str | None = None,
         settings: Mapping[str, Any] | None = None,
         validate_data: bool = True,
@@ -473,11 +508,16 @@ class AsyncFineTuneJob(_Handle):
 
     @classmethod
     async def get(
-        cls, ref: str, *, profile: str | None = None, settings: Mapping[str, Any] | None = None
+        cls,
+        ref: str,
+        *,
+        profile: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        provider: Provider[Any] | None = None,
     ) -> AsyncFineTuneJob:
         """See :meth:`FineTuneJob.get`."""
-        config, store, job_id = await _to_thread(_attach_config, ref, profile, settings)
-        impl = _provider_for(config, store)
+        config, store, job_id = await _to_thread(_attach_config, ref, profile, settings, provider)
+        impl = _provider_for(config, store, provider)
         record = await impl.aget(job_id)
         await _to_thread(store.save, record, profile=config.profile)
         return cls(record, impl, store=store)

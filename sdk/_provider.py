@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import abc
 import builtins
-import hashlib
+import random
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from anytune._capabilities import Capabilities
+from anytune._files import file_digest
 from anytune._secrets import is_secret_name, mask
 from anytune._spec import JobSpec
-from anytune._store import JobStore
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, MetricPoint
 
 T = TypeVar("T")
@@ -77,27 +78,46 @@ class SubmitPlan(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
-def file_digest(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:
-    """Size and sha256 of a file, read in chunks so memory stays flat."""
-    h = hashlib.sha256()
-    size = 0
-    with path.open("rb") as f:
-        while block := f.read(chunk):
-            size += len(block)
-            h.update(block)
-    return size, h.hexdigest()
-
-
 def planned_upload(path: Path, purpose: str) -> PlannedUpload:
     size, digest = file_digest(path)
     return PlannedUpload(path=str(path), purpose=purpose, bytes=size, sha256=digest)
 
 
-class Provider(abc.ABC):
+class UploadCache(Protocol):
+    """Where a provider remembers what it uploaded, so the same content is not sent twice.
+
+    ``scope`` is the account the upload belongs to (endpoint, workspace, namespace), ``sha256``
+    the content. anytune's :class:`~anytune.JobStore` is one; a provider needs nothing else of it.
+    """
+
+    def find_upload(self, provider: str, scope: str, sha256: str) -> str | None: ...
+
+    def record_upload(self, provider: str, scope: str, sha256: str, remote_id: str, size: int) -> None: ...
+
+    def forget_upload(self, provider: str, scope: str, sha256: str) -> None: ...
+
+
+SettingsT = TypeVar("SettingsT", bound=ProviderSettings)
+
+
+class Provider(abc.ABC, Generic[SettingsT]):
     """One fine-tuning service behind the uniform API.
 
     Subclasses set ``name``, ``capabilities`` and ``Settings``, and implement the abstract methods.
     Constructing a provider must not touch the network: clients are made on first use.
+
+    Collaborators come in through the constructor, never through module globals: ``store`` (an
+    upload cache), ``home``, and the time sources ``sleep``, ``clock`` and ``rand`` that retries
+    and waits use. Subclasses add their service's own (an HTTP client or transport, a
+    credential) as further keyword arguments.
+
+    Args:
+        settings: the typed settings (default: ``Settings()``).
+        store: where uploads are remembered (default: none, every upload is sent).
+        home: anytune's home directory (default: ``ANYTUNE_HOME``).
+        sleep: how retries and waits sleep (inject a recorder in tests).
+        clock: a monotonic clock for deadlines.
+        rand: the jitter source in [0, 1).
     """
 
     name: ClassVar[str]
@@ -108,24 +128,30 @@ class Provider(abc.ABC):
 
     def __init__(
         self,
-        settings: ProviderSettings | None = None,
+        settings: SettingsT | None = None,
         *,
-        store: JobStore | None = None,
+        store: UploadCache | None = None,
         home: Path | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        rand: Callable[[], float] | None = None,
     ) -> None:
-        from anytune._config import anytune_home
+        from anytune._home import anytune_home
 
-        self.settings = settings if settings is not None else self.Settings()
+        self.settings: SettingsT = settings if settings is not None else cast(SettingsT, self.Settings())
         self.store = store
         #: anytune's home directory (``ANYTUNE_HOME``): run directories, caches.
         self.home = home if home is not None else anytune_home()
+        self.sleep: Callable[[float], None] = sleep if sleep is not None else time.sleep
+        self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
+        self.rand: Callable[[], float] = rand if rand is not None else random.random
 
     def __repr__(self) -> str:
         # Settings reprs mask SecretStr fields; never show more than that.
         return f"{type(self).__name__}({self.settings!r})"
 
     # -- the contract -------------------------------------------------------------------------
-    def validate(self, spec: JobSpec) -> None:  # noqa: B027 - optional hook, default accepts
+    def validate(self, spec: JobSpec) -> None:
         """Provider-specific checks beyond :class:`Capabilities` (pure; raise ``NotSupportedError``)."""
 
     @abc.abstractmethod

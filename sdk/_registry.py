@@ -13,7 +13,7 @@ import importlib
 import importlib.util
 import threading
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from anytune.errors import MissingDependencyError, UnknownProviderError
 
@@ -153,7 +153,7 @@ def entry(name: str) -> ProviderEntry:
         raise UnknownProviderError(name, close, list(table)) from None
 
 
-def load(name: str) -> type[Provider]:
+def load(name: str) -> type[Provider[Any]]:
     """Import and return the provider class registered as ``name``.
 
     Raises:
@@ -167,7 +167,7 @@ def load(name: str) -> type[Provider]:
     return provider_class(row)
 
 
-def provider_class(row: ProviderEntry) -> type[Provider]:
+def provider_class(row: ProviderEntry) -> type[Provider[Any]]:
     """Import the provider class without checking its extra (provider modules import SDKs lazily)."""
     name = row.name
     module_name, _, attr = row.target.partition(":")
@@ -177,7 +177,7 @@ def provider_class(row: ProviderEntry) -> type[Provider]:
         if exc.name and module_name.startswith(exc.name):
             raise  # the provider module itself is missing: a packaging bug, not a user mistake
         raise MissingDependencyError(exc.name or "?", row.extra or name, f"the {name!r} provider") from exc
-    cls: type[Provider] = getattr(module, attr)
+    cls: type[Provider[Any]] = getattr(module, attr)
     return cls
 
 

@@ -3,14 +3,30 @@
 from __future__ import annotations
 
 import enum
+import importlib
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
-if TYPE_CHECKING:
-    from anytune.local_backend.inference import LoadedModel
+#: The one hook between the uniform types and the code that loads weights: ``module:function``
+#: taking ``(model: FineTunedModel, *, device, base_model)`` and returning a :class:`LoadedModel`.
+#: A dotted path imported on first use, so these types never import the trainer (or torch).
+ADAPTER_LOADER = "anytune.local_backend.inference:load_result"
+
+
+class LoadedModel(Protocol):
+    """What :meth:`FineTunedModel.load` returns: a model that answers prompts."""
+
+    def generate(
+        self,
+        prompt: str | Sequence[Mapping[str, Any]],
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        **kwargs: Any,
+    ) -> str: ...
 
 
 def utcnow() -> datetime:
@@ -180,17 +196,9 @@ class FineTunedModel(_Model):
                 field="load",
                 provider=self.provider,
             )
-        from anytune.local_backend import inference
-
-        # The base the adapter records wins over ``base_model`` (what the job was given).
-        recorded = inference.adapter_base(self.adapter_path) if self.adapter_path is not None else None
-        loaded = inference.load(
-            self.adapter_path,
-            base_model=base_model or recorded or self.base_model,
-            hub_repo=self.hub_repo,
-            revision=self.revision,
-            device=device,
-        )
+        module, _, name = ADAPTER_LOADER.partition(":")
+        loader = getattr(importlib.import_module(module), name)
+        loaded: LoadedModel = loader(self, device=device, base_model=base_model)
         self._loaded = loaded
         return loaded
 

@@ -21,10 +21,9 @@ import typer
 from rich.table import Table
 from rich.text import Text
 
+from anytune import FineTunedModel, FineTuneJob, JobStatus
 from anytune._cli._common import JsonOpt, err, out, print_json
-from anytune._config import anytune_home
-from anytune._job import FineTuneJob
-from anytune._types import FineTunedModel, JobStatus
+from anytune._home import anytune_home
 from anytune.errors import JobFailedError, MissingDependencyError
 
 REAL_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"

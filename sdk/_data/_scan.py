@@ -19,6 +19,8 @@ from typing import Any, Final
 
 import orjson
 
+from anytune._data.formats import example_format
+
 # (line, field, code, message, severity); line is chunk-local until the parent shifts it.
 IssueTuple = tuple[int | None, str | None, str, str, str]
 Emit = Callable[[IssueTuple], None]
@@ -207,11 +209,9 @@ class Scanner:
 
     def _example(self, obj: dict[str, Any], ln: int, method: str) -> tuple[str, int | None]:
         """Check one example; return its format and token count (None when it cannot be counted)."""
+        fmt = example_format(obj, loose=True)
         if method == "dpo":
-            if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
-                return "preference", self._preference(obj, ln)
-            if "messages" in obj or "prompt" in obj or "completion" in obj:
-                fmt = "chat" if "messages" in obj else "prompt_completion"
+            if fmt in ("chat", "prompt_completion"):
                 self.issue(
                     ln,
                     None,
@@ -221,13 +221,11 @@ class Scanner:
                 )
                 return fmt, None
             return "preference", self._preference(obj, ln)
-        if "messages" in obj:
-            return "chat", self._chat(obj, ln)
-        if "prompt" in obj or "completion" in obj:
-            return "prompt_completion", self._prompt_completion(obj, ln)
-        if "input" in obj or "preferred_output" in obj or "non_preferred_output" in obj:
+        if fmt == "prompt_completion":
+            return fmt, self._prompt_completion(obj, ln)
+        if fmt == "preference":
             self.issue(ln, None, "wrong_format", "preference (DPO) example in an SFT dataset: use method='dpo'")
-            return "preference", self._preference(obj, ln)
+            return fmt, self._preference(obj, ln)
         return "chat", self._chat(obj, ln)
 
     # -- chat ------------------------------------------------------------------------------------

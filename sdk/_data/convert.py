@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from anytune._data.formats import prompt_completion_messages
 from anytune.errors import DataValidationError
 
 __all__ = ["convert_prompt_completion"]
@@ -65,7 +66,6 @@ def convert_prompt_completion(
     src_name, dst_name = os.fspath(src), os.fspath(dst)
     if system is not None and (not system or system.isspace()):
         raise DataValidationError("convert_prompt_completion: system message is empty")
-    head = [{"role": "system", "content": system}] if system is not None else []
     issues: list[ValidationIssue] = []
     bad = 0
     written = 0
@@ -93,11 +93,7 @@ def convert_prompt_completion(
                 if bad:
                     continue  # keep scanning to report every bad line, but stop writing
                 example: dict[str, Any] = {
-                    "messages": [
-                        *head,
-                        {"role": "user", "content": obj["prompt"]},
-                        {"role": "assistant", "content": obj["completion"]},
-                    ]
+                    "messages": prompt_completion_messages(obj["prompt"], obj["completion"], system=system)
                 }
                 if "metadata" in obj:
                     example["metadata"] = obj["metadata"]

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from anytune._data import _scan
+from anytune._data.formats import DatasetFormat
 from anytune._data.pricing import (
     CostEstimate,
     billed_tokens,
@@ -41,7 +42,6 @@ __all__ = [
 ]
 
 Severity = Literal["error", "warning"]
-DatasetFormat = Literal["chat", "prompt_completion", "preference", "unknown"]
 _FORMATS: dict[str, DatasetFormat] = {
     "chat": "chat",
     "prompt_completion": "prompt_completion",

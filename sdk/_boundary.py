@@ -1,0 +1,102 @@
+"""Where a provider's SDK exceptions become anytune errors: one status table, one boundary.
+
+Every adapter translates at its boundary with :func:`boundary`, passing its own ``translate``
+function. That function usually starts from :func:`error_class_for_status` (the HTTP status picks
+the family) and refines it with what only its service says (quota versus throttling in a 429 body,
+"model not available" codes, a missing workspace). The boundary then scrubs the SDK exception, and
+everything chained below it, before chaining it as ``__cause__``: a printed traceback shows the
+whole chain, and services echo rejected keys back in their error messages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+from anytune._secrets import redact
+from anytune.errors import (
+    AnytuneError,
+    AuthenticationError,
+    InvalidRequestError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
+
+__all__ = ["STATUS_ERRORS", "Translate", "boundary", "error_class_for_status", "scrub_exception"]
+
+#: HTTP status -> the error family it means on every service; adapters refine from the body.
+STATUS_ERRORS: Mapping[int, type[ProviderError]] = {
+    400: InvalidRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: InvalidRequestError,
+    408: ServiceUnavailableError,
+    409: InvalidRequestError,
+    413: InvalidRequestError,
+    422: InvalidRequestError,
+    429: RateLimitError,
+}
+
+#: An adapter's translation: the anytune error for a foreign exception, or None to let it pass.
+Translate = Callable[[Exception], AnytuneError | None]
+
+
+def error_class_for_status(status: int | None) -> type[ProviderError]:
+    """The error family of an HTTP status: the table, else 5xx -> unavailable, other 4xx -> invalid."""
+    if status is None:
+        return ProviderError
+    found = STATUS_ERRORS.get(status)
+    if found is not None:
+        return found
+    return ServiceUnavailableError if status >= 500 else InvalidRequestError
+
+
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_redacted(v) for v in value)
+    return value
+
+
+def scrub_exception(exc: BaseException) -> None:
+    """Redact an exception and every exception chained below it, in place.
+
+    Covers ``args`` and the attributes SDKs keep their server's words in (``message``, ``body``,
+    ``reason``); an attribute an SDK makes read-only holds nothing of ours and is left.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        current.args = tuple(_redacted(a) for a in current.args)
+        for name in ("message", "body", "reason"):
+            value = getattr(current, name, None)
+            if isinstance(value, str | Mapping | list):
+                with contextlib.suppress(AttributeError, TypeError):
+                    setattr(current, name, _redacted(value))
+        current = current.__cause__ or current.__context__
+
+
+@contextlib.contextmanager
+def boundary(translate: Translate) -> Iterator[None]:
+    """Translate foreign exceptions raised inside the block, raising ``from`` the scrubbed original.
+
+    anytune errors pass unchanged; an exception ``translate`` does not recognise (returns None)
+    passes too, so programming errors are never disguised as service failures.
+    """
+    try:
+        yield
+    except AnytuneError:
+        raise
+    except Exception as exc:
+        mapped = translate(exc)
+        if mapped is None:
+            raise
+        scrub_exception(exc)
+        raise mapped from exc
