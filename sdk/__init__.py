@@ -25,6 +25,8 @@ from anytune._provider import (
 )
 from anytune._registry import ProviderEntry, register
 from anytune._spec import (
+    AzureMLOptions,
+    AzureOpenAIOptions,
     AzureOptions,
     FakeOptions,
     FakeStep,
@@ -76,6 +78,8 @@ __all__ = [
     "AnytuneError",
     "AsyncFineTuneJob",
     "AuthenticationError",
+    "AzureMLOptions",
+    "AzureOpenAIOptions",
     "AzureOptions",
     "Capabilities",
     "Checkpoint",

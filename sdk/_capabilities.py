@@ -31,8 +31,41 @@ ALL_HYPERPARAMETERS: frozenset[str] = frozenset(
 ALL_LORA_FIELDS: frozenset[str] = frozenset(LoraConfig.model_fields)
 
 
+class Range(BaseModel):
+    """The values a service accepts for one number: ``low``..``high``, each end closed unless marked open."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+
+    def __contains__(self, value: object) -> bool:
+        if not isinstance(value, int | float):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return not (self.high is not None and (value >= self.high if self.high_open else value > self.high))
+
+    def describe(self) -> str:
+        if self.low is not None and self.high is not None:
+            if self.low_open or self.high_open:
+                return f"{'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+            return f"{self.low:g} to {self.high:g}"
+        if self.low is not None:
+            return f"{'above' if self.low_open else 'at least'} {self.low:g}"
+        return f"{'below' if self.high_open else 'at most'} {self.high:g}" if self.high is not None else "any value"
+
+
 class Capabilities(BaseModel):
-    """Declared by every provider class; pure data, readable without the provider's SDK."""
+    """Declared by every provider class; pure data, readable without the provider's SDK.
+
+    Besides what a provider can do, the table says how to tell a user it cannot: ``ranges`` bound
+    numeric hyperparameters (``{"epochs": Range(low=1, high=50)}``), and ``hints`` replace the
+    generic refusal of a field with what the service takes instead (``{"hyperparameters.learning_rate":
+    "set learning_rate_multiplier"}``). An adapter's ``validate`` keeps only rules that are not data.
+    """
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
@@ -48,6 +81,10 @@ class Capabilities(BaseModel):
     min_examples: int = 10
     max_file_bytes: int | None = None
     notes: str = ""
+    ranges: dict[str, Range] = Field(default_factory=dict)
+    hints: dict[str, str] = Field(default_factory=dict)
+    #: The service's name in messages ("OpenAI"); defaults to the provider's name.
+    service: str | None = None
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -63,29 +100,44 @@ class Capabilities(BaseModel):
         }
 
 
-def _problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
-    """Every (field, reason) the provider cannot honour, in spec order."""
+def _why(caps: Capabilities, field: str, default: str) -> str:
+    return caps.hints.get(field, default)
+
+
+def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
+    """Every (field, reason) the provider cannot honour, in spec order (pure)."""
     out: list[tuple[str, str]] = []
     if spec.method not in caps.methods:
-        out.append(("method", f"method {spec.method.value!r} is not offered"))
+        out.append(("method", _why(caps, "method", f"method {spec.method.value!r} is not offered")))
     hp = spec.hyperparameters.model_dump(exclude_none=True)
-    for name in hp:
+    for name, value in hp.items():
+        field = f"hyperparameters.{name}"
         if name not in caps.hyperparameters:
-            out.append((f"hyperparameters.{name}", f"{name} cannot be set"))
+            out.append((field, _why(caps, field, f"{name} cannot be set")))
+        elif name in caps.ranges and value not in caps.ranges[name]:
+            bounds = caps.ranges[name].describe()
+            out.append((field, f"{caps.service or 'the service'} accepts {name} in {bounds}, not {value}"))
     if spec.lora is not None:
         if not caps.lora:
-            out.append(("lora", "LoRA settings are not accepted; the service chooses its own adapter"))
+            out.append(
+                ("lora", _why(caps, "lora", "LoRA settings are not accepted; the service chooses its own adapter"))
+            )
         else:
             for name in spec.lora.model_dump(exclude_defaults=True):
                 if name not in caps.lora_fields:
                     out.append((f"lora.{name}", f"lora.{name} cannot be set"))
     if spec.quantization not in caps.quantization:
-        out.append(("quantization", f"quantization {spec.quantization.value!r} is not available"))
+        out.append(
+            (
+                "quantization",
+                _why(caps, "quantization", f"quantization {spec.quantization.value!r} is not available"),
+            )
+        )
     if spec.suffix is not None and not caps.suffix:
-        out.append(("suffix", "a model name suffix cannot be set"))
+        out.append(("suffix", _why(caps, "suffix", "a model name suffix cannot be set")))
     for section in spec.section_names():
         if section not in caps.sections:
-            out.append((section, f"the {section!r} options section is not read"))
+            out.append((section, _why(caps, section, f"the {section!r} options section is not read")))
     return out
 
 
@@ -106,15 +158,15 @@ def check_spec(
     Raises:
         NotSupportedError: naming the field; its message lists every further problem too.
     """
-    problems = _problems(spec, caps)
-    if not problems:
+    found = problems(spec, caps)
+    if not found:
         return
-    field, reason = problems[0]
-    if len(problems) > 1:
-        reason += "; also " + "; ".join(f"{f}: {r}" for f, r in problems[1:])
+    field, reason = found[0]
+    if len(found) > 1:
+        reason += "; also " + "; ".join(f"{f}: {r}" for f, r in found[1:])
     alternatives = [
         name
         for name, other in sorted((others or {}).items())
-        if name not in (provider, "fake") and not any(f == field for f, _ in _problems(spec, other))
+        if name not in (provider, "fake") and not any(f == field for f, _ in problems(spec, other))
     ]
     raise NotSupportedError(reason, field=field, provider=provider, alternatives=alternatives)

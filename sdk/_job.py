@@ -130,6 +130,7 @@ def _prepare(
     impl = _provider_for(config, the_store, provider)
     # The provider's own rules first: they can say what the service takes instead (e.g. OpenAI's
     # learning_rate_multiplier for an absolute learning rate); the generic capability table second.
+    impl.options(built)
     impl.validate(built)
     check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
     _check_files_exist(built)

@@ -125,6 +125,9 @@ class Provider(abc.ABC, Generic[SettingsT]):
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     #: Seconds between polls the provider suggests when the service gives no hint.
     poll_interval: ClassVar[float] = 5.0
+    #: The typed options section of a provider outside anytune: ``JobSpec.options[name]`` is
+    #: validated against it (list ``name`` in ``capabilities.sections`` too).
+    Options: ClassVar[type[BaseModel] | None] = None
 
     def __init__(
         self,
@@ -149,6 +152,26 @@ class Provider(abc.ABC, Generic[SettingsT]):
     def __repr__(self) -> str:
         # Settings reprs mask SecretStr fields; never show more than that.
         return f"{type(self).__name__}({self.settings!r})"
+
+    def options(self, spec: JobSpec) -> Any:
+        """This provider's ``options`` section, validated against :attr:`Options` (None when unset).
+
+        Raises:
+            ConfigError: naming the field of the section that is wrong.
+        """
+        raw = spec.options.get(self.name)
+        if raw is None or self.Options is None:
+            return None
+        from pydantic import ValidationError
+
+        from anytune.errors import ConfigError
+
+        try:
+            return self.Options.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            where = ".".join(str(p) for p in ("options", self.name, *err["loc"]))
+            raise ConfigError(f"{where}: {err['msg']}", field=where) from None
 
     # -- the contract -------------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> None:

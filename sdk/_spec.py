@@ -106,7 +106,11 @@ class OpenAIOptions(_Section):
 
 
 class AzureOptions(_Section):
-    """Options for Azure OpenAI and Azure Machine Learning."""
+    """Options for Azure OpenAI and Azure Machine Learning together: the older combined section.
+
+    Still read by both providers; new specs use ``azure_openai`` and ``azureml``, which hold only
+    what each service understands. A spec gives the combined section or its provider's own, not both.
+    """
 
     training_type: Literal["standard", "globalstandard", "developer"] | None = None
     deployment: Literal["serverless", "managed"] | None = None
@@ -115,6 +119,29 @@ class AzureOptions(_Section):
     instance_count: int | None = Field(None, ge=1)
     experiment_name: str | None = None
     # Azure Machine Learning only:
+    registry: str | None = Field(None, description="registry of the base model, e.g. azureml-meta")
+    model_version: str | None = Field(None, description="base model version (default: latest)")
+    task: Literal["chat-completion", "text-completion"] | None = None
+    job_tier: Literal["spot", "basic", "standard", "premium"] | None = None
+    accept_marketplace_terms: bool | None = Field(
+        None, description="subscribe to the model's Azure Marketplace offer when it needs one"
+    )
+
+
+class AzureOpenAIOptions(_Section):
+    """Options only Azure OpenAI understands (section ``azure_openai``)."""
+
+    training_type: Literal["standard", "globalstandard", "developer"] | None = None
+
+
+class AzureMLOptions(_Section):
+    """Options only Azure Machine Learning understands (section ``azureml``)."""
+
+    deployment: Literal["serverless", "managed"] | None = None
+    compute: str | None = None
+    instance_type: str | None = None
+    instance_count: int | None = Field(None, ge=1)
+    experiment_name: str | None = None
     registry: str | None = Field(None, description="registry of the base model, e.g. azureml-meta")
     model_version: str | None = Field(None, description="base model version (default: latest)")
     task: Literal["chat-completion", "text-completion"] | None = None
@@ -188,8 +215,10 @@ _SUFFIX = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 class JobSpec(BaseModel):
     """Everything a provider needs to run one fine-tuning job.
 
-    Provider-only options live in the typed sections ``openai``, ``azure``, ``hf``, ``local`` and
-    ``fake``; a provider refuses a section it does not read (see ``Capabilities.sections``).
+    Provider-only options live in typed sections: ``openai``, ``azure_openai``, ``azureml``
+    (``azure`` is the older combined Azure section), ``hf``, ``local`` and ``fake``; a provider
+    outside anytune reads ``options[<its name>]``, validated against its ``Options`` model. A
+    provider refuses a section it does not read (see ``Capabilities.sections``).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
@@ -206,10 +235,15 @@ class JobSpec(BaseModel):
     tags: dict[str, str] = Field(default_factory=dict)
 
     openai: OpenAIOptions | None = None
+    azure_openai: AzureOpenAIOptions | None = None
+    azureml: AzureMLOptions | None = None
     azure: AzureOptions | None = None
     hf: HFOptions | None = None
     local: LocalOptions | None = None
     fake: FakeOptions | None = None
+    options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="sections of providers outside anytune, by provider name"
+    )
 
     @field_validator("suffix")
     @classmethod
@@ -238,9 +272,17 @@ class JobSpec(BaseModel):
             raise ValueError("hyperparameters.beta only applies to method 'dpo'")
         return self
 
+    @model_validator(mode="after")
+    def _one_azure_section(self) -> JobSpec:
+        if self.azure is not None:
+            for name in ("azure_openai", "azureml"):
+                if getattr(self, name) is not None:
+                    raise ValueError(f"give {name} or the older combined azure section, not both")
+        return self
+
     def section_names(self) -> list[str]:
-        """Provider sections the spec sets."""
-        return [s for s in SECTIONS if getattr(self, s) is not None]
+        """Provider sections the spec sets (built-in ones, then ``options`` keys)."""
+        return [s for s in SECTIONS if getattr(self, s) is not None] + sorted(self.options)
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready dict holding only what the user set (what the job store keeps)."""
@@ -250,4 +292,4 @@ class JobSpec(BaseModel):
         }
 
 
-SECTIONS: tuple[str, ...] = ("openai", "azure", "hf", "local", "fake")
+SECTIONS: tuple[str, ...] = ("openai", "azure_openai", "azureml", "azure", "hf", "local", "fake")
