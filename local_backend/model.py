@@ -657,21 +657,23 @@ class LossHead(torch.nn.Module):
         token = _SKIP_MASK.set(mb.cu_seqlens is not None)
         try:
             if full:
-                return self.peft_model(
+                logits: torch.Tensor = self.peft_model(
                     input_ids=mb.input_ids,
-                    position_ids=mb.position_ids,  # type: ignore[no-any-return]
+                    position_ids=mb.position_ids,
                     attention_mask=mb.attention_mask,
                     use_cache=False,
                     **extra,
                 ).logits
+                return logits
             decoder = self.peft_model.get_base_model().get_decoder()
-            return decoder(
+            hidden: torch.Tensor = decoder(
                 input_ids=mb.input_ids,
-                position_ids=mb.position_ids,  # type: ignore[no-any-return]
+                position_ids=mb.position_ids,
                 attention_mask=mb.attention_mask,
                 use_cache=False,
                 **extra,
             ).last_hidden_state
+            return hidden
         finally:
             _SKIP_MASK.reset(token)
 

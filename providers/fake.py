@@ -31,11 +31,11 @@ from anytune._provider import (
     Provider,
     ProviderSettings,
     SubmitPlan,
+    UploadCache,
     planned_upload,
 )
 from anytune._secrets import redact
 from anytune._spec import FakeOptions, FakeStep, JobSpec, Method, Quantization
-from anytune._store import JobStore
 from anytune._types import Checkpoint, Event, JobError, JobRecord, JobStatus, MetricPoint
 from anytune.errors import JobNotFoundError
 
@@ -85,7 +85,7 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
 
-class FakeProvider(Provider):
+class FakeProvider(Provider[FakeSettings]):
     """See the module docstring."""
 
     name: ClassVar[str] = NAME
@@ -104,20 +104,16 @@ class FakeProvider(Provider):
 
     def __init__(
         self,
-        settings: ProviderSettings | None = None,
+        settings: FakeSettings | None = None,
         *,
-        store: JobStore | None = None,
+        store: UploadCache | None = None,
         home: Path | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        super().__init__(settings, store=store, home=home)
-        self.clock = clock
+        # Wall-clock time, not monotonic: a fake job's timeline is shared by every process that
+        # reads its state file, and its timestamps are shown as dates.
+        super().__init__(settings, store=store, home=home, clock=clock)
         self.dir = self.home / "fake"
-
-    @property
-    def _settings(self) -> FakeSettings:
-        assert isinstance(self.settings, FakeSettings)
-        return self.settings
 
     # -- state file -----------------------------------------------------------------------------
     def _path(self, job_id: str) -> Path:
@@ -144,9 +140,9 @@ class FakeProvider(Provider):
 
     # -- timeline evaluation (pure given state and now) -----------------------------------------
     def _visible(self, state: dict[str, Any], now: float) -> list[tuple[int, FakeStep]]:
-        elapsed = (now - state["created_at"]) * self._settings.speed
+        elapsed = (now - state["created_at"]) * self.settings.speed
         cancelled = state.get("cancelled_at")
-        cut = (cancelled - state["created_at"]) * self._settings.speed if cancelled is not None else None
+        cut = (cancelled - state["created_at"]) * self.settings.speed if cancelled is not None else None
         steps = [FakeStep.model_validate(s) for s in state["timeline"]]
         out = [(i, s) for i, s in enumerate(steps) if s.at <= elapsed and (cut is None or s.at <= cut)]
         if cut is not None and elapsed >= cut and not any(JobStatus(s.status).is_terminal for _, s in out):
@@ -161,7 +157,7 @@ class FakeProvider(Provider):
         events: list[Event] = []
         prev: str | None = None
         for index, step in self._visible(state, self.clock()):
-            when = _ts(state["created_at"] + step.at / self._settings.speed)
+            when = _ts(state["created_at"] + step.at / self.settings.speed)
             eid = f"{index:06d}"
             if step.step is not None and (step.train_loss is not None or step.valid_loss is not None):
                 point = MetricPoint(step=step.step, train_loss=step.train_loss, valid_loss=step.valid_loss, time=when)
@@ -197,12 +193,12 @@ class FakeProvider(Provider):
             status=status,
             raw_status=last.status,
             base_model=state["base_model"],
-            fine_tuned_model=f"{self._settings.fine_tuned_prefix}:{state['base_model']}:{suffix}:{state['id']}"
+            fine_tuned_model=f"{self.settings.fine_tuned_prefix}:{state['base_model']}:{suffix}:{state['id']}"
             if succeeded
             else None,
             created_at=_ts(state["created_at"]),
-            started_at=_ts(state["created_at"] + running[0] / self._settings.speed) if running else None,
-            finished_at=_ts(state["created_at"] + last.at / self._settings.speed) if status.is_terminal else None,
+            started_at=_ts(state["created_at"] + running[0] / self.settings.speed) if running else None,
+            finished_at=_ts(state["created_at"] + last.at / self.settings.speed) if status.is_terminal else None,
             error=error,
             step=max(steps_done) if steps_done else None,
             total_steps=max(total) if total else None,

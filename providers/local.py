@@ -125,7 +125,7 @@ def _reap() -> None:
             del _children[pid]
 
 
-class LocalProvider(Provider):
+class LocalProvider(Provider[LocalSettings]):
     """See the module docstring."""
 
     name: ClassVar[str] = NAME
@@ -145,17 +145,12 @@ class LocalProvider(Provider):
     poll_interval: ClassVar[float] = 0.5
 
     @property
-    def _settings(self) -> LocalSettings:
-        assert isinstance(self.settings, LocalSettings)
-        return self.settings
-
-    @property
     def runs_dir(self) -> Path:
-        return self._settings.runs_dir or self.home / "runs"
+        return self.settings.runs_dir or self.home / "runs"
 
     @property
     def python(self) -> str:
-        return self._settings.python or sys.executable
+        return self.settings.python or sys.executable
 
     # -- run directories ------------------------------------------------------------------------
     @staticmethod

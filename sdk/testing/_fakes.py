@@ -1,0 +1,70 @@
+"""Small fakes for testing providers: a clock that moves when slept on, scripted faults."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
+
+__all__ = ["FakeClock", "FaultScript"]
+
+T = TypeVar("T")
+
+
+class FakeClock:
+    """A monotonic clock that advances only when :meth:`sleep` is called.
+
+    Pass ``clock=fake.clock, sleep=fake.sleep`` to a provider; ``sleeps`` records every wait, so a
+    test can assert that a server's Retry-After was honoured.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = start
+        self.sleeps: list[float] = []
+        self._lock = threading.Lock()
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        with self._lock:
+            self.sleeps.append(seconds)
+            self.now += max(0.0, seconds)
+
+
+class FaultScript(Generic[T]):
+    """Make a call fail as scripted, then behave.
+
+    ``FaultScript(create, [ConnectionError(), None])`` raises the first exception on the first
+    call, runs ``create`` on the second and every later call (``None`` in the script means "run the
+    call"). ``calls`` counts the attempts, ``ran`` the calls that reached ``create``; for a
+    fault that happens *after* the service acted (the answer lost on the way back), use
+    :meth:`after`.
+    """
+
+    def __init__(self, call: Callable[..., T], faults: Iterable[BaseException | None]) -> None:
+        self._call = call
+        self._faults = list(faults)
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.ran = 0
+        self._late: set[int] = set()
+
+    def after(self, *attempts: int) -> FaultScript[T]:
+        """Mark attempts (1-based) whose fault is raised after ``call`` ran: the service acted."""
+        self._late.update(attempts)
+        return self
+
+    def __call__(self, *args: object, **kwargs: object) -> T:
+        with self._lock:
+            self.calls += 1
+            attempt = self.calls
+            fault = self._faults[attempt - 1] if attempt <= len(self._faults) else None
+        if fault is not None and attempt not in self._late:
+            raise fault
+        result = self._call(*args, **kwargs)
+        with self._lock:
+            self.ran += 1
+        if fault is not None:
+            raise fault
+        return result
