@@ -229,6 +229,18 @@ def _available_bytes(device: torch.device) -> int:
 
 
 @dataclass
+class _Progress:
+    """Where training stands: what a checkpoint restores and the final result reports."""
+
+    done: int = 0
+    tokens_seen: int = 0
+    train_seconds: float = 0.0
+    base_valid: float | None = None
+    last_valid: dict[str, float] | None = None
+    last_point: MetricPoint | None = None
+
+
+@dataclass
 class _Window:
     """Figures accumulated between two logged points.
 
@@ -572,16 +584,12 @@ class _Trainer:
         return state
 
     # -- the run --
-    def train(self, resume: bool) -> dict[str, Any]:
-        plan, run, dist = self.plan, self.run, self.dist
+    def _begin(self, resume: bool) -> _Progress:
+        """Seeds, DPO reference log-probabilities, then the last checkpoint's progress or a fresh start."""
+        plan, run = self.plan, self.run
         torch.manual_seed(plan.seed)
         random.seed(plan.seed)
-        done = 0
-        tokens_seen = 0
-        train_seconds = 0.0
-        base_valid: float | None = None
-        last_valid: dict[str, float] | None = None
-        last_point: MetricPoint | None = None
+        progress = _Progress()
         checkpoint = run.last_checkpoint() if resume else None
         if self.dpo:
             self.status("reference", "computing reference log-probabilities")
@@ -589,18 +597,55 @@ class _Trainer:
             self.ref_valid = self.reference_logps(self.valid_data) if self.valid_data else None
         if checkpoint is not None:
             state = self.load_checkpoint(checkpoint)
-            done, tokens_seen = int(state["step"]), int(state["tokens_seen"])
-            train_seconds = float(state["train_seconds"])
-            base_valid = state.get("base_valid_loss")
-            last_valid = state.get("last_valid")
-            self.log(f"resumed from checkpoint at step {done} of {plan.total_steps}")
+            progress.done, progress.tokens_seen = int(state["step"]), int(state["tokens_seen"])
+            progress.train_seconds = float(state["train_seconds"])
+            progress.base_valid = state.get("base_valid_loss")
+            progress.last_valid = state.get("last_valid")
+            self.log(f"resumed from checkpoint at step {progress.done} of {plan.total_steps}")
         else:
             if resume:
                 self.log("no complete checkpoint to resume from: starting from the first step", level="warning")
             if self.valid_data is not None:
                 self.status("evaluating", "measuring the base model's validation loss")
                 result = self.evaluate()
-                base_valid = result["loss"] if result else None
+                progress.base_valid = result["loss"] if result else None
+        return progress
+
+    def _state_dict(self, p: _Progress) -> dict[str, Any]:
+        """What a checkpoint records besides the weights, to resume exactly."""
+        plan = self.plan
+        return {
+            "step": p.done,
+            "tokens_seen": p.tokens_seen,
+            "train_seconds": p.train_seconds,
+            "base_valid_loss": p.base_valid,
+            "last_valid": p.last_valid,
+            "train_fingerprint": self.train_data.fingerprint(),
+            "total_steps": plan.total_steps,
+            "batch_size": plan.batch_size,
+            "seed": plan.seed,
+            "steps_per_epoch": plan.steps_per_epoch,
+            "world_size": self.dist.world,
+            "last_point": p.last_point.model_dump(mode="json") if p.last_point else None,
+        }
+
+    def _stop_cancelled(self, p: _Progress) -> dict[str, Any]:
+        """Keep a checkpoint of the last step (unless one exists) and record the cancellation."""
+        run, dist, total = self.run, self.dist, self.plan.total_steps
+        last = run.last_checkpoint() if dist.main else None
+        if p.done > 0 and dist.broadcast(last is None or last.name != f"{CHECKPOINT_PREFIX}{p.done}"):
+            self.save_checkpoint(p.done, self._state_dict(p))
+        if dist.main:
+            run.set_status(
+                JobStatus.CANCELLED,
+                raw="cancelled",
+                message=f"cancelled at step {p.done} of {total}; checkpoint kept",
+            )
+        return {"status": "cancelled", "steps": p.done, "total_steps": total}
+
+    def train(self, resume: bool) -> dict[str, Any]:
+        plan, run, dist = self.plan, self.run, self.dist
+        p = self._begin(resume)
         self.status(
             "training",
             f"training {plan.total_steps} steps ({plan.epochs} epoch(s), batch {plan.batch_size},"
@@ -610,63 +655,37 @@ class _Trainer:
         self.head.train()
         last_update = 0.0
         mark = time.perf_counter()
-
-        def state_dict() -> dict[str, Any]:
-            return {
-                "step": done,
-                "tokens_seen": tokens_seen,
-                "train_seconds": train_seconds,
-                "base_valid_loss": base_valid,
-                "last_valid": last_valid,
-                "train_fingerprint": self.train_data.fingerprint(),
-                "total_steps": plan.total_steps,
-                "batch_size": plan.batch_size,
-                "seed": plan.seed,
-                "steps_per_epoch": plan.steps_per_epoch,
-                "world_size": dist.world,
-                "last_point": last_point.model_dump(mode="json") if last_point else None,
-            }
-
-        while done < plan.total_steps:
+        while p.done < plan.total_steps:
             if self._cancel_requested():
-                last = run.last_checkpoint() if dist.main else None
-                if done > 0 and dist.broadcast(last is None or last.name != f"{CHECKPOINT_PREFIX}{done}"):
-                    self.save_checkpoint(done, state_dict())
-                if dist.main:
-                    run.set_status(
-                        JobStatus.CANCELLED,
-                        raw="cancelled",
-                        message=f"cancelled at step {done} of {plan.total_steps}; checkpoint kept",
-                    )
-                return {"status": "cancelled", "steps": done, "total_steps": plan.total_steps}
+                return self._stop_cancelled(p)
             lr = float(self.scheduler.get_last_lr()[0])
-            self.train_step(done, window)
-            done += 1
-            eval_now = plan.eval_due(done)
-            save_now = plan.save_due(done)
+            self.train_step(p.done, window)
+            p.done += 1
+            eval_now = plan.eval_due(p.done)
+            save_now = plan.save_due(p.done)
             # A checkpoint also closes the logging window, so its figures (tokens seen) are complete.
-            log_now = done % plan.logging_steps == 0 or eval_now or save_now or done == plan.total_steps
+            log_now = p.done % plan.logging_steps == 0 or eval_now or save_now or p.done == plan.total_steps
             if log_now or save_now:
                 # Only here does the host wait for the device: the time until now was training.
                 if self.device.type == "cuda":
                     torch.cuda.synchronize(self.device)
                 elapsed = time.perf_counter() - mark
                 window.seconds += elapsed
-                train_seconds += elapsed
+                p.train_seconds += elapsed
             if log_now:
                 valid = self.evaluate() if eval_now else None
                 if valid is not None:
-                    last_valid = valid
-                last_point, tokens_seen = self._log_point(done, window, lr, valid, tokens_seen)
+                    p.last_valid = valid
+                p.last_point, p.tokens_seen = self._log_point(p.done, window, lr, valid, p.tokens_seen)
                 window = _Window()
             if dist.main and (log_now or save_now or time.monotonic() - last_update >= STATUS_INTERVAL):
-                run.update(step=done, total_steps=plan.total_steps)
+                run.update(step=p.done, total_steps=plan.total_steps)
                 last_update = time.monotonic()
             if save_now:
-                self.save_checkpoint(done, state_dict())
+                self.save_checkpoint(p.done, self._state_dict(p))
             if log_now or save_now:
                 mark = time.perf_counter()
-        return self.finish(done, tokens_seen, train_seconds, base_valid, last_valid, last_point)
+        return self.finish(p.done, p.tokens_seen, p.train_seconds, p.base_valid, p.last_valid, p.last_point)
 
     def _cancel_requested(self) -> bool:
         flag = float(self.run.cancel_requested()) if self.dist.main else 0.0

@@ -521,46 +521,48 @@ class Scanner:
             for k in obj:
                 if k not in DPO_KEYS:
                     self.issue(ln, str(k), "unknown_key", f"unknown key {k!r} in DPO example")
-        n = PRIMING_TOKENS
-        countable = True
-        inp = obj.get("input", _MISSING)
+        counts = [self._dpo_input(obj.get("input", _MISSING), ln)]
+        counts += [
+            self._dpo_output(obj.get(key, _MISSING), key, ln) for key in ("preferred_output", "non_preferred_output")
+        ]
+        return None if None in counts else PRIMING_TOKENS + sum(c for c in counts if c is not None)
+
+    def _dpo_input(self, inp: Any, ln: int) -> int | None:
+        """Tokens of a DPO example's ``input`` (None: it cannot be counted; the issue is recorded)."""
         if type(inp) is not dict:
             what = "missing" if inp is _MISSING else f"a {_type_name(inp)}, not an object with messages"
             self.issue(ln, "input", "missing_dpo_field", f"input is {what}")
-            countable = False
-        else:
-            if not inp.keys() <= DPO_INPUT_KEYS:
-                for k in inp:
-                    if k not in DPO_INPUT_KEYS:
-                        self.issue(ln, f"input.{k}", "unknown_key", f"unknown key {k!r} in input")
-            n += self._tools(inp, ln, "input.")
-            msgs = inp.get("messages", _MISSING)
-            if type(msgs) is not list:
-                if msgs is _MISSING or msgs is None:
-                    self.issue(ln, "input.messages", "missing_messages", "input has no messages")
-                else:
-                    self.issue(ln, "input.messages", "messages_not_list", "input.messages must be an array")
-                countable = False
-            elif not msgs:
-                self.issue(ln, "input.messages", "missing_messages", "input.messages is empty")
-                countable = False
+            return None
+        if not inp.keys() <= DPO_INPUT_KEYS:
+            for k in inp:
+                if k not in DPO_INPUT_KEYS:
+                    self.issue(ln, f"input.{k}", "unknown_key", f"unknown key {k!r} in input")
+        n = self._tools(inp, ln, "input.")
+        msgs = inp.get("messages", _MISSING)
+        if type(msgs) is not list:
+            if msgs is _MISSING or msgs is None:
+                self.issue(ln, "input.messages", "missing_messages", "input has no messages")
             else:
-                n += self._messages(msgs, ln, "input.messages")[0]
-        for key in ("preferred_output", "non_preferred_output"):
-            out = obj.get(key, _MISSING)
-            if out is _MISSING or out is None or (type(out) is list and not out):
-                self.issue(ln, key, "missing_dpo_field", f"{key} is missing or empty")
-                countable = False
-                continue
-            if type(out) is not list:
-                self.issue(ln, key, "bad_dpo_output", f"{key} must be an array of assistant messages")
-                countable = False
-                continue
-            for j, m in enumerate(out):
-                if type(m) is dict and m.get("role") != "assistant":
-                    self.issue(ln, f"{key}[{j}].role", "wrong_role", f"{key} messages must have role assistant")
-            n += self._messages(out, ln, key)[0]
-        return n if countable else None
+                self.issue(ln, "input.messages", "messages_not_list", "input.messages must be an array")
+            return None
+        if not msgs:
+            self.issue(ln, "input.messages", "missing_messages", "input.messages is empty")
+            return None
+        return n + self._messages(msgs, ln, "input.messages")[0]
+
+    def _dpo_output(self, out: Any, key: str, ln: int) -> int | None:
+        """Tokens of a preferred or non-preferred output (None: it cannot be counted)."""
+        if out is _MISSING or out is None or (type(out) is list and not out):
+            self.issue(ln, key, "missing_dpo_field", f"{key} is missing or empty")
+            return None
+        if type(out) is not list:
+            self.issue(ln, key, "bad_dpo_output", f"{key} must be an array of assistant messages")
+            return None
+        for j, m in enumerate(out):
+            if type(m) is dict and m.get("role") != "assistant":
+                self.issue(ln, f"{key}[{j}].role", "wrong_role", f"{key} messages must have role assistant")
+        count: int = self._messages(out, ln, key)[0]
+        return count
 
 
 # --- byte ranges ----------------------------------------------------------------------------------
