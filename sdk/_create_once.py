@@ -51,7 +51,8 @@ def create_once(
         lookup: finds what an earlier attempt created under the same key (None: surely absent);
             it raises when it cannot tell.
         is_ambiguous: whether a failed create may have happened anyway.
-        retry_on: whether a failure is worth another attempt (429 before any work, 5xx...).
+        retry_on: whether a failure (of the create or of the lookup) is worth another attempt;
+            an ambiguous failure that is not worth one (a 409 conflict) is still looked up once.
         policy: attempts, back-off and deadline.
         retry_after: the server's wait hint carried by a failure.
         sleep, clock, rand: injectable for tests.
@@ -64,11 +65,17 @@ def create_once(
         The last failure (untranslated; the adapter's boundary translates), or the lookup's.
     """
     unknown = False  # an earlier attempt may have created it
+    lookup_failed = False  # the last attempt ended in the lookup, not the create
 
     def attempt() -> T:
-        nonlocal unknown
+        nonlocal unknown, lookup_failed
+        lookup_failed = False
         if unknown:
-            found = lookup()
+            try:
+                found = lookup()
+            except BaseException:
+                lookup_failed = True
+                raise
             if found is not None:
                 logger.info("%s: an earlier attempt went through; using it", what)
                 return found
@@ -79,14 +86,11 @@ def create_once(
             unknown = is_ambiguous(exc)
             raise
 
-    def worth_retrying(exc: BaseException) -> bool:
-        return retry_on(exc) or is_ambiguous(exc)
-
     try:
         return retry_call(
             attempt,
             policy=policy,
-            retry_on=worth_retrying,
+            retry_on=retry_on,
             retry_after=retry_after,
             sleep=sleep,
             clock=clock,
@@ -94,8 +98,8 @@ def create_once(
             what=what,
         )
     except Exception:
-        if unknown:
-            # The last attempt may have gone through: look once more before reporting a failure.
+        if unknown and not lookup_failed:
+            # The last create may have gone through: look once more before reporting a failure.
             found = lookup()
             if found is not None:
                 return found
