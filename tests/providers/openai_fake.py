@@ -320,81 +320,13 @@ class FakeOpenAIService:
 
     def _read_multipart(self, request: httpx2.Request, content_type: str) -> tuple[dict[str, str], Path | None]:
         """Parse a multipart body as it streams: text fields in memory, the file field to disk."""
-        boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
-        delimiter = b"\r\n--" + boundary
-        fields: dict[str, str] = {}
-        file_path: Path | None = None
-        buffer = b"\r\n"  # so the first delimiter looks like every other one
-        state = "preamble"
-        name = ""
-        sink: Any = None
-        value = bytearray()
+        reader = _MultipartReader(content_type, self._temp, self.violations)
         chunks: Iterator[bytes] = iter(request.stream)  # type: ignore[call-overload]
-        finished = False
-        while not finished:
-            chunk = next(chunks, None)
-            if chunk is not None:
-                buffer += chunk
-            while True:
-                if state == "preamble":
-                    at = buffer.find(delimiter + b"\r\n")
-                    if at < 0:
-                        break
-                    buffer = buffer[at + len(delimiter) + 2 :]
-                    state = "headers"
-                elif state == "headers":
-                    at = buffer.find(b"\r\n\r\n")
-                    if at < 0:
-                        break
-                    head = buffer[:at].decode()
-                    buffer = buffer[at + 4 :]
-                    found = re.search(r'name="([^"]*)"', head)
-                    name = found.group(1) if found else ""
-                    if "filename=" in head:
-                        given = re.search(r'filename="([^"]*)"', head)
-                        fields["__filename__"] = given.group(1) if given else ""
-                        file_path = self._temp("part-")
-                        sink = file_path.open("wb")  # closed when its part ends
-                    else:
-                        sink, value = None, bytearray()
-                    state = "data"
-                elif state == "data":  # emit everything but a possible partial delimiter at the end
-                    at = buffer.find(delimiter)
-                    if at < 0:
-                        keep = len(delimiter) + 4
-                        if len(buffer) > keep:
-                            self._emit(sink, value, buffer[:-keep])
-                            buffer = buffer[-keep:]
-                        break
-                    self._emit(sink, value, buffer[:at])
-                    if sink is not None:
-                        sink.close()
-                    else:
-                        fields[name] = value.decode()
-                    buffer = buffer[at + len(delimiter) :]
-                    state = "after"
-                else:  # after a delimiter: "--" ends the body, CRLF starts the next part
-                    if len(buffer) < 2:
-                        break
-                    if buffer.startswith(b"--"):
-                        finished = True
-                        break
-                    if not buffer.startswith(b"\r\n"):
-                        self.violations.append("malformed multipart body")
-                        finished = True
-                        break
-                    buffer = buffer[2:]
-                    state = "headers"
-            if chunk is None:
+        for chunk in chunks:
+            reader.feed(chunk)
+            if reader.finished:
                 break
-        return fields, file_path
-
-    @staticmethod
-    def _emit(sink: Any, value: bytearray, data: bytes) -> None:
-        if sink is not None:
-            sink.write(data)
-        else:
-            value.extend(data)
+        return reader.fields, reader.file_path
 
     # -- files -----------------------------------------------------------------------------------
     def _new_file(self, filename: str, path: Path, purpose: str) -> dict[str, Any]:
@@ -879,6 +811,104 @@ class FakeOpenAIService:
 
     def content(self, file_id: str) -> bytes:
         return self.file_paths[file_id].read_bytes()
+
+
+class _MultipartReader:
+    """A streaming multipart/form-data parser: a state machine with one step per state.
+
+    Each step consumes what it can from the buffer and says whether it made progress; when none
+    can, the reader waits for the next chunk.  Text fields stay in memory, the file field goes to
+    a temporary file as it arrives.
+    """
+
+    def __init__(self, content_type: str, temp: Callable[[str], Path], violations: list[str]) -> None:
+        boundary = content_type.split("boundary=", 1)[1].strip().strip('"').encode()
+        self.delimiter = b"\r\n--" + boundary
+        self.temp, self.violations = temp, violations
+        self.fields: dict[str, str] = {}
+        self.file_path: Path | None = None
+        self.finished = False
+        self.buffer = b"\r\n"  # so the first delimiter looks like every other one
+        self.state = "preamble"
+        self.name = ""
+        self.sink: Any = None
+        self.value = bytearray()
+
+    def feed(self, chunk: bytes) -> None:
+        self.buffer += chunk
+        while not self.finished and self._STEPS[self.state](self):
+            pass
+
+    def _preamble(self) -> bool:
+        at = self.buffer.find(self.delimiter + b"\r\n")
+        if at < 0:
+            return False
+        self.buffer = self.buffer[at + len(self.delimiter) + 2 :]
+        self.state = "headers"
+        return True
+
+    def _headers(self) -> bool:
+        at = self.buffer.find(b"\r\n\r\n")
+        if at < 0:
+            return False
+        head = self.buffer[:at].decode()
+        self.buffer = self.buffer[at + 4 :]
+        found = re.search(r'name="([^"]*)"', head)
+        self.name = found.group(1) if found else ""
+        if "filename=" in head:
+            given = re.search(r'filename="([^"]*)"', head)
+            self.fields["__filename__"] = given.group(1) if given else ""
+            self.file_path = self.temp("part-")
+            self.sink = self.file_path.open("wb")  # closed when its part ends
+        else:
+            self.sink, self.value = None, bytearray()
+        self.state = "data"
+        return True
+
+    def _data(self) -> bool:
+        """Emit everything but a possible partial delimiter at the end."""
+        at = self.buffer.find(self.delimiter)
+        if at < 0:
+            keep = len(self.delimiter) + 4
+            if len(self.buffer) > keep:
+                self._emit(self.buffer[:-keep])
+                self.buffer = self.buffer[-keep:]
+            return False
+        self._emit(self.buffer[:at])
+        if self.sink is not None:
+            self.sink.close()
+        else:
+            self.fields[self.name] = self.value.decode()
+        self.buffer = self.buffer[at + len(self.delimiter) :]
+        self.state = "after"
+        return True
+
+    def _after(self) -> bool:
+        """After a delimiter: "--" ends the body, CRLF starts the next part."""
+        if len(self.buffer) < 2:
+            return False
+        if self.buffer.startswith(b"--"):
+            self.finished = True
+        elif not self.buffer.startswith(b"\r\n"):
+            self.violations.append("malformed multipart body")
+            self.finished = True
+        else:
+            self.buffer = self.buffer[2:]
+            self.state = "headers"
+        return not self.finished
+
+    def _emit(self, data: bytes) -> None:
+        if self.sink is not None:
+            self.sink.write(data)
+        else:
+            self.value.extend(data)
+
+    _STEPS: ClassVar[dict[str, Callable[[_MultipartReader], bool]]] = {
+        "preamble": _preamble,
+        "headers": _headers,
+        "data": _data,
+        "after": _after,
+    }
 
 
 _Handler = Callable[..., tuple[int, Any]]

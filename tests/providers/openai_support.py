@@ -1,14 +1,24 @@
-"""Helpers shared by the OpenAI / Azure OpenAI adapter tests: wiring the fake service into the
-adapter's hooks, settings for each flavour, and a sleep recorder."""
+"""Helpers shared by the OpenAI / Azure OpenAI adapter tests: providers wired to the fake service
+(its HTTP client, recorded sleeps, no jitter, an Entra ID token), settings for each flavour, and
+a sleep recorder.
+
+Tests build a provider with :meth:`Rig.provider` and pass it to ``FineTuneJob.create(provider=...)``
+or ``FineTuneJob.get(ref, provider=...)``.  Where a test must go by name (a profile, the CLI),
+:func:`register_by_name` points the registry row at a subclass that wires itself to the fake.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
-from anytune.providers import openai as adapter
+from anytune import _registry
+from anytune._registry import ProviderEntry
+from anytune.providers.openai import AzureOpenAIProvider, OpenAIProvider
 from tests.conftest import chat_example, write_jsonl
 from tests.providers.openai_fake import FakeOpenAIService, Flavour
 
@@ -29,22 +39,72 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-def install(
-    monkeypatch: pytest.MonkeyPatch, root: Path, flavour: Flavour = "openai", **options: Any
-) -> tuple[FakeOpenAIService, Sleeps]:
-    """A fake service wired into the adapter: its http client, recorded sleeps, no jitter, no poll wait."""
+# The job handle polls at the provider's interval with time.sleep: no waiting against a fake.
+class QuickOpenAIProvider(OpenAIProvider):
+    poll_interval: ClassVar[float] = 0.0
+
+
+class QuickAzureOpenAIProvider(AzureOpenAIProvider):
+    poll_interval: ClassVar[float] = 0.0
+
+
+@dataclass
+class Rig:
+    """A fake service, and what a provider needs to talk to it."""
+
+    service: FakeOpenAIService
+    sleeps: Sleeps
+
+    @property
+    def flavour(self) -> Flavour:
+        return self.service.flavour
+
+    def collaborators(self) -> dict[str, Any]:
+        """The fake's HTTP client, the sleep recorder, no jitter, and (Azure) an Entra ID token."""
+        wiring: dict[str, Any] = {"http_client": self.service.client(), "sleep": self.sleeps, "rand": lambda: 0.0}
+        if self.flavour == "azure":
+            wiring["azure_token_provider"] = lambda: ENTRA_TOKEN
+        return wiring
+
+    def provider(self, given: Mapping[str, Any] | None = None, **extra: Any) -> OpenAIProvider | AzureOpenAIProvider:
+        """A provider wired to the fake, with settings ``given`` as they are, else ``settings(flavour, **extra)``."""
+        values = dict(given) if given is not None else settings(self.flavour, **extra)
+        if self.flavour == "azure":
+            return QuickAzureOpenAIProvider(
+                QuickAzureOpenAIProvider.Settings.model_validate(values), **self.collaborators()
+            )
+        return QuickOpenAIProvider(QuickOpenAIProvider.Settings.model_validate(values), **self.collaborators())
+
+
+def make_rig(root: Path, flavour: Flavour = "openai", **options: Any) -> Rig:
+    """A fake service (``options`` go to it) and the wiring for providers that talk to it."""
     folder = root / f"fake-{flavour}"
     folder.mkdir(parents=True, exist_ok=True)
     service = FakeOpenAIService(folder, flavour, api_key=AZURE_KEY if flavour == "azure" else OPENAI_KEY, **options)
     service.entra_token = ENTRA_TOKEN
-    sleeps = Sleeps()
-    monkeypatch.setattr(adapter.HOOKS, "http_client", service.client)
-    monkeypatch.setattr(adapter.HOOKS, "sleep", sleeps)
-    monkeypatch.setattr(adapter.HOOKS, "rand", lambda: 0.0)
-    monkeypatch.setattr(adapter.HOOKS, "azure_token_provider", lambda: lambda: ENTRA_TOKEN)
-    # The job handle polls at the provider's interval with time.sleep: no waiting against a fake.
-    monkeypatch.setattr(adapter._OpenAIAdapter, "poll_interval", 0.0)
-    return service, sleeps
+    return Rig(service, Sleeps())
+
+
+class RegisteredOpenAIProvider(QuickOpenAIProvider):
+    """What ``provider="openai"`` builds after :func:`register_by_name`: wired to the class's rig."""
+
+    rig: ClassVar[Rig | None] = None
+
+    def __init__(self, settings: Any = None, **kwargs: Any) -> None:
+        assert self.rig is not None, "register_by_name() first"
+        super().__init__(settings, **{**self.rig.collaborators(), **kwargs})
+
+
+def register_by_name(monkeypatch: pytest.MonkeyPatch, rig: Rig) -> None:
+    """Make ``provider="openai"`` (and profiles naming it) build providers wired to ``rig``.
+
+    The registration ends with the test (conftest isolates the registry).
+    """
+    assert rig.flavour == "openai", "only the openai flavour is registered by name"
+    monkeypatch.setattr(RegisteredOpenAIProvider, "rig", rig)
+    _registry.register(
+        ProviderEntry("openai", f"{__name__}:RegisteredOpenAIProvider", extra="openai", requires=("openai",))
+    )
 
 
 def provider_name(flavour: Flavour) -> str:

@@ -13,12 +13,12 @@ import pytest
 
 from anytune import FineTuneJob, JobStatus, JobStore, ServiceUnavailableError
 from anytune._provider import IDEMPOTENCY_TAG
-from tests.providers.openai_fake import CHAOS_KINDS, FakeOpenAIService, Fault, Flavour
+from tests.providers.openai_fake import CHAOS_KINDS, Fault, Flavour
 from tests.providers.openai_support import (
     MODEL,
+    Rig,
     chat_file,
-    install,
-    provider_name,
+    make_rig,
     settings,
 )
 
@@ -37,11 +37,10 @@ def train(tmp_path: Path) -> Path:
     return chat_file(tmp_path / "train.jsonl", n=30)
 
 
-def run_to_end(service: FakeOpenAIService, flavour: Flavour, train: Path, **options: object) -> FineTuneJob:
+def run_to_end(rig: Rig, train: Path, **options: object) -> FineTuneJob:
     """Create, follow to the end, fetch the result; check the invariants every fault test shares."""
-    job = FineTuneJob.create(
-        provider=provider_name(flavour), settings=settings(flavour, **options), base_model=MODEL, training_file=train
-    )
+    service = rig.service
+    job = FineTuneJob.create(provider=rig.provider(**options), base_model=MODEL, training_file=train)
     seen = []
     record = job.wait(on_event=seen.append)
     assert record.status is S.SUCCEEDED
@@ -54,33 +53,34 @@ def run_to_end(service: FakeOpenAIService, flavour: Flavour, train: Path, **opti
     return job
 
 
-def test_429_with_retry_after_is_honoured(
-    flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, flavour)
+def test_429_with_retry_after_is_honoured(flavour: Flavour, tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, flavour)
+    service, sleeps = rig.service, rig.sleeps
     service.inject("GET", JOB, Fault("status", 429, headers={"retry-after": "7"}))
     service.inject("GET", EVENTS, Fault("status", 429, headers={"retry-after-ms": "1500"}))
-    run_to_end(service, flavour, train)
+    run_to_end(rig, train)
     assert 7.0 in sleeps and 1.5 in sleeps
     assert service.faults_fired == 2
 
 
-def test_retry_after_beyond_the_cap_is_capped(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, "openai")
+def test_retry_after_beyond_the_cap_is_capped(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service, sleeps = rig.service, rig.sleeps
     service.inject("GET", JOB, Fault("status", 429, headers={"retry-after": "3600"}))
-    run_to_end(service, "openai", train, max_backoff=20.0)
+    run_to_end(rig, train, max_backoff=20.0)
     assert max(sleeps) == 20.0
 
 
-def test_5xx_bursts(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, flavour)
+def test_5xx_bursts(flavour: Flavour, tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, flavour)
+    service, sleeps = rig.service, rig.sleeps
     burst = (Fault("status", 500), Fault("status", 502), Fault("status", 503), Fault("status", 503))
     service.inject("GET", JOB, *burst)
     service.inject("GET", EVENTS, *burst)
     service.inject("POST", "/files", Fault("status", 503), Fault("status", 502))
     service.inject("GET", r"/fine_tuning/jobs/[^/]+/checkpoints", Fault("status", 500))
     service.inject("GET", r"/files/[^/]+/content", Fault("status", 503))
-    run_to_end(service, flavour, train)
+    run_to_end(rig, train)
     assert service.faults_fired == 12
     assert {0.5, 1.0, 2.0, 4.0} <= set(sleeps)  # exponential back-off (jitter is zeroed in tests)
 
@@ -100,12 +100,11 @@ def test_5xx_bursts(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path:
     ],
     ids=lambda f: f"{f.kind}-{f.status}" if f.kind.startswith("status") else f.kind,
 )
-def test_create_is_never_duplicated(
-    flavour: Flavour, fault: Fault, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, _ = install(monkeypatch, tmp_path, flavour)
+def test_create_is_never_duplicated(flavour: Flavour, fault: Fault, tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, flavour)
+    service = rig.service
     service.inject("POST", "/fine_tuning/jobs", fault)
-    job = run_to_end(service, flavour, train)
+    job = run_to_end(rig, train)
     # The log holds requests the server acted on: one create, whether the first attempt was refused
     # before acting (and retried) or acted with its answer lost (and found by the lookup).
     assert len(service.requests("POST", "/fine_tuning/jobs")) == 1
@@ -116,26 +115,22 @@ def test_create_is_never_duplicated(
     assert service.jobs[job.id].obj["metadata"][IDEMPOTENCY_TAG] == stored.idempotency_key
 
 
-def test_the_last_attempt_is_looked_up_too(
-    flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, _ = install(monkeypatch, tmp_path, flavour)
+def test_the_last_attempt_is_looked_up_too(flavour: Flavour, tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, flavour)
+    service = rig.service
     # Attempt 1 fails before the server acts; attempt 2 creates the job but its answer is lost and
     # no attempt is left: the adapter looks the tag up once more instead of reporting a failure.
     service.inject("POST", "/fine_tuning/jobs", Fault("timeout"), Fault("timeout_after"))
-    run_to_end(service, flavour, train, max_attempts=2)
+    run_to_end(rig, train, max_attempts=2)
     assert len(service.requests("POST", "/fine_tuning/jobs")) == 1
 
 
-def test_a_create_that_keeps_failing_is_reported_and_recorded(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, "openai")
+def test_a_create_that_keeps_failing_is_reported_and_recorded(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service, sleeps = rig.service, rig.sleeps
     service.inject("POST", "/fine_tuning/jobs", *[Fault("status", 503)] * 3)
     with pytest.raises(ServiceUnavailableError) as info:
-        FineTuneJob.create(
-            provider="openai", settings=settings("openai", max_attempts=3), base_model=MODEL, training_file=train
-        )
+        FineTuneJob.create(provider=rig.provider(max_attempts=3), base_model=MODEL, training_file=train)
     assert not type(info.value).__module__.startswith("openai")
     assert type(info.value.__cause__).__module__.startswith("openai")  # chained, for debugging
     assert info.value.status_code == 503 and service.jobs == {}
@@ -144,13 +139,10 @@ def test_a_create_that_keeps_failing_is_reported_and_recorded(
     assert stored.status == "submit_failed" and "ServiceUnavailableError" in (stored.submit_error or "")
 
 
-def test_reads_that_keep_failing_raise_a_service_error(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, _ = install(monkeypatch, tmp_path, "openai")
-    job = FineTuneJob.create(
-        provider="openai", settings=settings("openai", max_attempts=2), base_model=MODEL, training_file=train
-    )
+def test_reads_that_keep_failing_raise_a_service_error(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service = rig.service
+    job = FineTuneJob.create(provider=rig.provider(max_attempts=2), base_model=MODEL, training_file=train)
     service.inject("GET", JOB, Fault("timeout"), Fault("drop"))
     with pytest.raises(ServiceUnavailableError):
         job.refresh()
@@ -158,15 +150,14 @@ def test_reads_that_keep_failing_raise_a_service_error(
 
 
 @pytest.mark.parametrize("uploads_api", [False, True], ids=["files-api", "uploads-api"])
-def test_every_call_fails_once(
-    flavour: Flavour, uploads_api: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, flavour)
+def test_every_call_fails_once(flavour: Flavour, uploads_api: bool, tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, flavour)
+    service, sleeps = rig.service, rig.sleeps
     service.chaos()
     options: dict[str, object] = {"max_attempts": 4}
     if uploads_api:
         options.update(upload_threshold_bytes=1024, upload_part_bytes=1024, upload_concurrency=3)
-    run_to_end(service, flavour, train, **options)
+    run_to_end(rig, train, **options)
     assert service.faults_fired >= len(CHAOS_KINDS)
     assert len(service.requests("POST", "/fine_tuning/jobs")) == 1
     if uploads_api:
@@ -185,7 +176,8 @@ def test_planted_secrets_stay_secret(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     planted = "plantedSecretValue4f9a2c7e1b"  # no well-known key shape: only registration can mask it
-    service, _ = install(monkeypatch, tmp_path, flavour)
+    rig = make_rig(tmp_path, flavour)
+    service = rig.service
     service.api_key = planted
     variable = "AZURE_OPENAI_API_KEY" if flavour == "azure" else "OPENAI_API_KEY"
     monkeypatch.setenv(variable, planted)
@@ -194,7 +186,7 @@ def test_planted_secrets_stay_secret(
     caplog.set_level(logging.DEBUG)
     service.chaos()  # retries log too
 
-    job = FineTuneJob.create(provider=provider_name(flavour), settings=base, base_model=MODEL, training_file=train)
+    job = FineTuneJob.create(provider=rig.provider(base), base_model=MODEL, training_file=train)
     job.wait()
     job.result()
     service.api_key = "rotated-key-the-client-does-not-have"

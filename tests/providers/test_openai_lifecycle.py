@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +42,12 @@ from tests.providers.openai_support import (
     ENTRA_TOKEN,
     MODEL,
     OPENAI_KEY,
+    Rig,
     chat_file,
-    install,
+    make_rig,
     preference_file,
     provider_name,
-    settings,
+    register_by_name,
 )
 
 S = JobStatus
@@ -57,10 +59,15 @@ def flavour(request: pytest.FixtureRequest) -> Flavour:
 
 
 @pytest.fixture
-def service(flavour: Flavour, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> FakeOpenAIService:
-    fake, _ = install(monkeypatch, tmp_path, flavour)
-    yield fake
-    assert fake.violations == []  # every request and answer matched the published schemas
+def rig(flavour: Flavour, tmp_path: Path) -> Iterator[Rig]:
+    wired = make_rig(tmp_path, flavour)
+    yield wired
+    assert wired.service.violations == []  # every request and answer matched the published schemas
+
+
+@pytest.fixture
+def service(rig: Rig) -> FakeOpenAIService:
+    return rig.service
 
 
 @pytest.fixture
@@ -73,16 +80,9 @@ def valid(tmp_path: Path) -> Path:
     return chat_file(tmp_path / "valid.jsonl", n=4, offset=100)
 
 
-def create(
-    flavour: Flavour, training_file: Path, *, options: dict[str, Any] | None = None, **fields: Any
-) -> FineTuneJob:
+def create(rig: Rig, training_file: Path, *, options: dict[str, Any] | None = None, **fields: Any) -> FineTuneJob:
     fields.setdefault("base_model", MODEL)
-    return FineTuneJob.create(
-        provider=provider_name(flavour),
-        settings=settings(flavour, **(options or {})),
-        training_file=training_file,
-        **fields,
-    )
+    return FineTuneJob.create(provider=rig.provider(**(options or {})), training_file=training_file, **fields)
 
 
 def statuses(events: list[Event]) -> list[JobStatus | None]:
@@ -105,10 +105,10 @@ def created_body(service: FakeOpenAIService) -> dict[str, Any]:
 # -- the whole life of a job ---------------------------------------------------------------------------
 
 
-def test_full_lifecycle(flavour: Flavour, service: FakeOpenAIService, train: Path, valid: Path) -> None:
+def test_full_lifecycle(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path, valid: Path) -> None:
     extra: dict[str, Any] = {"azure": {"training_type": "globalstandard"}} if flavour == "azure" else {}
     job = create(
-        flavour,
+        rig,
         train,
         validation_file=valid,
         suffix="demo",
@@ -164,17 +164,17 @@ def test_full_lifecycle(flavour: Flavour, service: FakeOpenAIService, train: Pat
     assert [m.train_loss for m in metrics] == sorted((m.train_loss for m in metrics), reverse=True)
 
     assert FineTuneJob.list()[0].status == "succeeded"
-    again = FineTuneJob.get(job.ref, settings=settings(flavour))  # re-attach, as another process would
+    again = FineTuneJob.get(job.ref, provider=rig.provider())  # re-attach, as another process would
     assert again.record.status is S.SUCCEEDED and again.result().model_id == model.model_id
 
 
-def test_azure_with_entra_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, _ = install(monkeypatch, tmp_path, "azure")
+def test_azure_with_entra_id(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "azure")
+    service = rig.service
     job = FineTuneJob.create(
-        provider="azure-openai",
+        provider=rig.provider({"endpoint": AZURE_ENDPOINT, "auth": "entra"}),
         base_model=MODEL,
         training_file=train,
-        settings={"endpoint": AZURE_ENDPOINT, "auth": "entra"},
     )
     assert job.wait().status is S.SUCCEEDED
     assert all(r.headers.get("authorization") == f"Bearer {ENTRA_TOKEN}" for r in service.log)
@@ -183,9 +183,9 @@ def test_azure_with_entra_id(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, tr
     assert service.violations == []
 
 
-def test_dpo(flavour: Flavour, service: FakeOpenAIService, tmp_path: Path) -> None:
+def test_dpo(flavour: Flavour, rig: Rig, service: FakeOpenAIService, tmp_path: Path) -> None:
     prefs = preference_file(tmp_path / "prefs.jsonl")
-    job = create(flavour, prefs, method="dpo", hyperparameters={"epochs": 2, "beta": 0.2})
+    job = create(rig, prefs, method="dpo", hyperparameters={"epochs": 2, "beta": 0.2})
     assert created_body(service)["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "beta": 0.2}}}
     uploaded = service.content(created_body(service)["training_file"]).decode().splitlines()
     assert json.loads(uploaded[0])["preferred_output"]  # sent as it is: the service's own format
@@ -193,8 +193,8 @@ def test_dpo(flavour: Flavour, service: FakeOpenAIService, tmp_path: Path) -> No
     assert job.result().model_id
 
 
-def test_pause_and_resume(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
-    job = create(flavour, train)
+def test_pause_and_resume(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
+    job = create(rig, train)
     poll_until(job, S.RUNNING)
 
     paused = job.pause()
@@ -215,8 +215,8 @@ def test_pause_and_resume(flavour: Flavour, service: FakeOpenAIService, train: P
     assert [m.step for m in job.metrics()] == [1, 2, 3, 4, 5, 6]
 
 
-def test_cancel(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
-    job = create(flavour, train)
+def test_cancel(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
+    job = create(rig, train)
     poll_until(job, S.RUNNING)
 
     record = job.cancel()
@@ -230,14 +230,16 @@ def test_cancel(flavour: Flavour, service: FakeOpenAIService, train: Path) -> No
     assert info.value.record.status is S.CANCELLED
 
 
-def test_cancel_after_the_end_keeps_the_outcome(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
-    job = create(flavour, train)
+def test_cancel_after_the_end_keeps_the_outcome(
+    flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path
+) -> None:
+    job = create(rig, train)
     assert job.wait().status is S.SUCCEEDED
     assert job.cancel().status is S.SUCCEEDED
 
 
-def test_failure_carries_the_service_error(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
-    job = create(flavour, train, tags={"scenario": "fail"})
+def test_failure_carries_the_service_error(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
+    job = create(rig, train, tags={"scenario": "fail"})
     seen: list[Event] = []
 
     record = job.wait(on_event=seen.append)
@@ -251,18 +253,18 @@ def test_failure_carries_the_service_error(flavour: Flavour, service: FakeOpenAI
         job.result()
 
 
-def test_events_are_paged_and_resumed_without_gaps(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path, flavour: Flavour
-) -> None:
-    service, _ = install(monkeypatch, tmp_path, flavour, steps=14)
-    job = create(flavour, train, options={"events_page_size": 3})
+def test_events_are_paged_and_resumed_without_gaps(tmp_path: Path, train: Path, flavour: Flavour) -> None:
+    rig = make_rig(tmp_path, flavour, steps=14)
+    service = rig.service
+    job = create(rig, train, options={"events_page_size": 3})
     first: list[Event] = []
     for _ in range(9):  # part of the run, as one session saw it
         job.refresh()
         first.extend(e for e in job.events(after=first[-1].id if first else None))
     requests_before = len(service.requests("GET", r"/fine_tuning/jobs/[^/]+/events"))
 
-    second = FineTuneJob.get(job.ref, settings=settings(flavour))  # another session resumes from the cursor
+    # Another session resumes from the cursor, with the settings the job was created with.
+    second = FineTuneJob.get(job.ref, provider=rig.provider(events_page_size=3))
     rest = list(second.stream(after=first[-1].id))
 
     everything = [e["id"] for e in service.job_events(job.id)]
@@ -275,8 +277,8 @@ def test_events_are_paged_and_resumed_without_gaps(
     assert job.events(after=everything[-1]) == []
 
 
-def test_checkpoints_in_step_order(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
-    job = create(flavour, train)
+def test_checkpoints_in_step_order(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
+    job = create(rig, train)
     job.wait()
     checkpoints = job.checkpoints()
     assert [c.step for c in checkpoints] == [3, 6]
@@ -288,27 +290,26 @@ def test_checkpoints_in_step_order(flavour: Flavour, service: FakeOpenAIService,
 
 
 def test_the_same_content_is_uploaded_once(
-    flavour: Flavour, service: FakeOpenAIService, train: Path, valid: Path, tmp_path: Path
+    flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path, valid: Path, tmp_path: Path
 ) -> None:
-    create(flavour, train, validation_file=valid)
+    create(rig, train, validation_file=valid)
     copy = tmp_path / "elsewhere.jsonl"
     copy.write_bytes(train.read_bytes())  # same content, other name: still the same upload
 
-    create(flavour, copy, validation_file=valid)
+    create(rig, copy, validation_file=valid)
 
     assert len(service.requests("POST", "/files")) == 2
     [first, second] = [r.json for r in service.requests("POST", "/fine_tuning/jobs")]
     assert (first["training_file"], first["validation_file"]) == (second["training_file"], second["validation_file"])
 
     del service.files[first["training_file"]]  # removed on the service: uploaded again
-    create(flavour, train, validation_file=valid)
+    create(rig, train, validation_file=valid)
     assert len(service.requests("POST", "/files")) == 3
 
 
-def test_large_file_goes_through_the_uploads_api_with_bounded_memory(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    service, _ = install(monkeypatch, tmp_path, "openai")
+def test_large_file_goes_through_the_uploads_api_with_bounded_memory(tmp_path: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service = rig.service
     path = tmp_path / "big.jsonl"
     line = (json.dumps(chat_example(7)) + "\n").encode()
     with path.open("wb") as f:
@@ -316,16 +317,11 @@ def test_large_file_goes_through_the_uploads_api_with_bounded_memory(
             f.write(line)
     size = path.stat().st_size
     part = 1 << 20
+    provider = rig.provider(upload_threshold_bytes=part, upload_part_bytes=part, upload_concurrency=4)
 
     tracemalloc.start()
     try:
-        job = FineTuneJob.create(
-            provider="openai",
-            base_model=MODEL,
-            training_file=path,
-            validate_data=False,
-            settings=settings("openai", upload_threshold_bytes=part, upload_part_bytes=part, upload_concurrency=4),
-        )
+        job = FineTuneJob.create(provider=provider, base_model=MODEL, training_file=path, validate_data=False)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -344,10 +340,12 @@ def test_large_file_goes_through_the_uploads_api_with_bounded_memory(
     assert service.violations == []
 
 
-def test_prompt_completion_is_converted_to_chat(flavour: Flavour, service: FakeOpenAIService, tmp_path: Path) -> None:
+def test_prompt_completion_is_converted_to_chat(
+    flavour: Flavour, rig: Rig, service: FakeOpenAIService, tmp_path: Path
+) -> None:
     rows = [{"prompt": f"What is {i} plus {i}?", "completion": f"{2 * i}."} for i in range(12)]
     source = write_jsonl(tmp_path / "pc.jsonl", rows)
-    create(flavour, source)
+    create(rig, source)
     uploaded = service.content(created_body(service)["training_file"]).decode().splitlines()
     assert json.loads(uploaded[0])["messages"][-1] == {"role": "assistant", "content": "0."}
 
@@ -356,18 +354,12 @@ def test_prompt_completion_is_converted_to_chat(flavour: Flavour, service: FakeO
 
 
 def test_plan_lists_uploads_and_the_exact_body_without_network(
-    flavour: Flavour, service: FakeOpenAIService, train: Path, valid: Path
+    flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path, valid: Path
 ) -> None:
     fields: dict[str, Any] = {"validation_file": valid, "hyperparameters": {"epochs": 2}, "suffix": "plan"}
     options = {"upload_threshold_bytes": 1000, "upload_part_bytes": 1024}
 
-    plan = FineTuneJob.plan(
-        provider=provider_name(flavour),
-        settings=settings(flavour, **options),
-        base_model=MODEL,
-        training_file=train,
-        **fields,
-    )
+    plan = FineTuneJob.plan(provider=rig.provider(**options), base_model=MODEL, training_file=train, **fields)
 
     assert service.log == []  # nothing was sent
     assert [(u.path, u.bytes, u.sha256) for u in plan.uploads] == [
@@ -387,7 +379,7 @@ def test_plan_lists_uploads_and_the_exact_body_without_network(
     assert plan.requests[2].body["md5"] == hashlib.md5(train.read_bytes()).hexdigest()
     planned = plan.requests[-1].body
 
-    create(flavour, train, options=options, **fields)
+    create(rig, train, options=options, **fields)
 
     sent = created_body(service)
     assert planned["training_file"] == "<file id of train.jsonl>"
@@ -396,11 +388,9 @@ def test_plan_lists_uploads_and_the_exact_body_without_network(
     assert {**planned, **files, "metadata": sent["metadata"]} == sent
 
 
-def test_plan_shows_reuse(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
-    create(flavour, train)
-    plan = FineTuneJob.plan(
-        provider=provider_name(flavour), settings=settings(flavour), base_model=MODEL, training_file=train
-    )
+def test_plan_shows_reuse(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
+    create(rig, train)
+    plan = FineTuneJob.plan(provider=rig.provider(), base_model=MODEL, training_file=train)
     file_id = created_body(service)["training_file"]
     assert plan.requests[-1].body["training_file"] == file_id
     assert any(file_id in note for note in plan.notes)
@@ -411,22 +401,24 @@ def test_plan_shows_reuse(flavour: Flavour, service: FakeOpenAIService, train: P
 
 
 def test_openai_standard_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, _ = install(monkeypatch, tmp_path, "openai")
+    rig = make_rig(tmp_path, "openai")
+    service = rig.service
     monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
     monkeypatch.setenv("OPENAI_BASE_URL", "https://gateway.example.test/v1")
     monkeypatch.setenv("OPENAI_ORG_ID", "org-from-env")
-    job = FineTuneJob.create(provider="openai", base_model=MODEL, training_file=train)
+    job = FineTuneJob.create(provider=rig.provider({}), base_model=MODEL, training_file=train)
     assert job.wait().status is S.SUCCEEDED
     assert all(r.url.startswith("https://gateway.example.test/v1/") for r in service.log)
     assert all(r.headers.get("openai-organization") == "org-from-env" for r in service.log)
 
 
 def test_azure_standard_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, _ = install(monkeypatch, tmp_path, "azure")
+    rig = make_rig(tmp_path, "azure")
+    service = rig.service
     monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", AZURE_ENDPOINT)
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", AZURE_KEY)
     monkeypatch.setenv("OPENAI_API_VERSION", "2024-10-21")
-    job = FineTuneJob.create(provider="azure-openai", base_model=MODEL, training_file=train)
+    job = FineTuneJob.create(provider=rig.provider({}), base_model=MODEL, training_file=train)
     assert job.wait().status is S.SUCCEEDED
     assert {r.query["api-version"] for r in service.log} == {"2024-10-21"}
     assert all(r.headers.get("api-key") == AZURE_KEY for r in service.log)
@@ -435,7 +427,7 @@ def test_azure_standard_variables(monkeypatch: pytest.MonkeyPatch, tmp_path: Pat
 def test_a_named_key_variable_from_a_profile(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path, workdir: Path
 ) -> None:
-    install(monkeypatch, tmp_path, "openai")
+    register_by_name(monkeypatch, make_rig(tmp_path, "openai"))  # a profile names the provider
     (workdir / "anytune.toml").write_text(
         '[profiles.team]\nprovider = "openai"\n'
         f'settings = {{ api_key_env = "TEAM_OPENAI_KEY", base_url = "https://api.openai.test/v1" }}\n'
@@ -447,24 +439,23 @@ def test_a_named_key_variable_from_a_profile(
     assert FineTuneJob.list()[0].profile == "team"
 
 
-def test_missing_key_fails_before_anything_is_sent(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path
-) -> None:
-    service, _ = install(monkeypatch, tmp_path, "openai")
+def test_missing_key_fails_before_anything_is_sent(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service = rig.service
     with pytest.raises(ConfigError, match="OPENAI_API_KEY"):
-        FineTuneJob.create(provider="openai", base_model=MODEL, training_file=train)
+        FineTuneJob.create(provider=rig.provider({}), base_model=MODEL, training_file=train)
     assert service.log == []
     assert FineTuneJob.list()[0].status == "submit_failed"
 
 
 def test_unsupported_fields_fail_before_anything_is_sent(
-    flavour: Flavour, service: FakeOpenAIService, train: Path
+    flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path
 ) -> None:
     with pytest.raises(NotSupportedError) as info:
-        create(flavour, train, hyperparameters={"learning_rate": 1e-4})
+        create(rig, train, hyperparameters={"learning_rate": 1e-4})
     assert info.value.field == "hyperparameters.learning_rate"
     with pytest.raises(NotSupportedError) as lora:
-        create(flavour, train, lora={"r": 8})
+        create(rig, train, lora={"r": 8})
     assert lora.value.field == "lora" and "LoRA" in str(lora.value)
     assert service.log == []
 
@@ -472,41 +463,43 @@ def test_unsupported_fields_fail_before_anything_is_sent(
 # -- errors -------------------------------------------------------------------------------------------------
 
 
-def test_wrong_key(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
+def test_wrong_key(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
     service.api_key = "the-key-the-service-expects-0000"
     with pytest.raises(AuthenticationError) as info:
-        create(flavour, train)
+        create(rig, train)
     assert info.value.status_code == 401
     assert (AZURE_KEY if flavour == "azure" else OPENAI_KEY) not in str(info.value)
 
 
-def test_openai_refusing_fine_tuning(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, "openai")
+def test_openai_refusing_fine_tuning(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service, sleeps = rig.service, rig.sleeps
     service.refuse_fine_tuning = True
     with pytest.raises(PermissionDeniedError) as info:
-        create("openai", train)
+        create(rig, train)
     message = str(info.value)
     assert "winding down" in message and "azure-openai" in message and "'local'" in message
     assert sleeps == [] and service.jobs == {}
 
 
-def test_model_not_available(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
+def test_model_not_available(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
     service.unavailable_models.add("gpt-4o-2024-05-13")
     with pytest.raises(ModelNotAvailableError):
-        create(flavour, train, base_model="gpt-4o-2024-05-13")
+        create(rig, train, base_model="gpt-4o-2024-05-13")
 
 
-def test_quota_is_not_retried(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, train: Path) -> None:
-    service, sleeps = install(monkeypatch, tmp_path, "openai")
+def test_quota_is_not_retried(tmp_path: Path, train: Path) -> None:
+    rig = make_rig(tmp_path, "openai")
+    service, sleeps = rig.service, rig.sleeps
     service.quota_exhausted = True
     with pytest.raises(QuotaExceededError, match="quota"):
-        create("openai", train)
+        create(rig, train)
     assert sleeps == [] and len(service.requests("POST", "/fine_tuning/jobs")) == 1
 
 
-def test_unknown_job(flavour: Flavour, service: FakeOpenAIService) -> None:
+def test_unknown_job(flavour: Flavour, rig: Rig, service: FakeOpenAIService) -> None:
     with pytest.raises(JobNotFoundError) as info:
-        FineTuneJob.get(f"{provider_name(flavour)}:ftjob-nope", settings=settings(flavour))
+        FineTuneJob.get(f"{provider_name(flavour)}:ftjob-nope", provider=rig.provider())
     assert info.value.ref == f"{provider_name(flavour)}:ftjob-nope"
 
 
@@ -525,11 +518,9 @@ def test_samples_dry_run_offline(script: str, provider: str) -> None:
     assert "/fine_tuning/jobs" in plan["requests"][-1]["operation"]
 
 
-def test_async_handle(flavour: Flavour, service: FakeOpenAIService, train: Path) -> None:
+def test_async_handle(flavour: Flavour, rig: Rig, service: FakeOpenAIService, train: Path) -> None:
     async def scenario() -> tuple[JobStatus, str | None, int]:
-        job = await AsyncFineTuneJob.create(
-            provider=provider_name(flavour), settings=settings(flavour), base_model=MODEL, training_file=train
-        )
+        job = await AsyncFineTuneJob.create(provider=rig.provider(), base_model=MODEL, training_file=train)
         record = await job.wait()
         model = await job.result()
         return record.status, model.model_id, len(await job.events())

@@ -12,6 +12,7 @@ from typing import Any
 import httpx2
 import openai
 import pytest
+from pydantic import SecretStr
 
 from anytune import (
     AuthenticationError,
@@ -52,6 +53,7 @@ from anytune.providers.openai import (
     spec_problems,
     translate_error,
 )
+from anytune.providers.openai.mapping import split_body
 from tests.conftest import run_python
 from tests.providers.openai_fake import _Schemas
 
@@ -238,8 +240,14 @@ def test_azure_training_type_goes_in_the_body() -> None:
     body = body_of(spec(azure={"training_type": "globalstandard"}), flavour="azure")
     assert body["trainingType"] == "globalstandard"
     assert "trainingType" not in body_of(spec(azure={"training_type": "globalstandard"}), flavour="openai")
-    known, extra = adapter._split_body(body)
+    known, extra = split_body(body)
     assert extra == {"trainingType": "globalstandard"} and "trainingType" not in known
+
+
+def test_azure_openai_section_carries_the_training_type() -> None:
+    body = body_of(spec(azure_openai={"training_type": "developer"}), flavour="azure")
+    assert body["trainingType"] == "developer"
+    assert problems(spec(azure_openai={"training_type": "developer"}), "azure") == {}
 
 
 # -- spec checks ---------------------------------------------------------------------------------
@@ -309,6 +317,18 @@ def test_azure_suffix_rules(suffix: str) -> None:
 def test_azure_ml_options_are_not_azure_openai_options() -> None:
     found = problems(spec(azure={"training_type": "developer", "compute": "gpu-cluster"}), "azure")
     assert list(found) == ["azure.compute"] and found["azure.compute"][1] == ("azureml",)
+
+
+def test_the_capability_tables_word_the_refusals() -> None:
+    from anytune._capabilities import problems as table_problems
+
+    found = dict(
+        table_problems(spec(hyperparameters={"learning_rate": 1e-4, "epochs": 60}), OpenAIProvider.capabilities)
+    )
+    assert "learning_rate_multiplier" in found["hyperparameters.learning_rate"]
+    assert found["hyperparameters.epochs"] == "OpenAI accepts epochs in 1 to 50, not 60"
+    azure = dict(table_problems(spec(lora={"r": 8}), AzureOpenAIProvider.capabilities))
+    assert azure["lora"].startswith("Azure OpenAI does not take LoRA settings")
 
 
 # -- events, checkpoints, metrics ---------------------------------------------------------------------
@@ -495,6 +515,27 @@ def test_azure_settings_and_variables() -> None:
     assert not cfg.entra and cfg.api_key is None  # refused when the client is built
 
 
+def test_collaborators_come_in_through_the_constructor() -> None:
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, json={"object": "list", "data": [], "has_more": False})
+
+    client = httpx2.Client(transport=httpx2.MockTransport(handler))
+    key = SecretStr("sk-unit-0123456789abcdef")
+    plain = OpenAIProvider(OpenAISettings(api_key=key, base_url="https://x.test/v1"), http_client=client)
+    assert plain.list() == []
+    azure = AzureOpenAIProvider(
+        AzureOpenAISettings(endpoint="https://res.openai.azure.test", auth="entra"),
+        http_client=client,
+        azure_token_provider=lambda: "entra-token-from-the-caller",
+    )
+    assert azure.list() == []
+    assert [r.url.host for r in seen] == ["x.test", "res.openai.azure.test"]
+    assert seen[1].headers["authorization"] == "Bearer entra-token-from-the-caller"
+
+
 # -- error translation -------------------------------------------------------------------------------
 
 
@@ -633,7 +674,7 @@ def test_capabilities_are_readable_without_importing_the_sdk() -> None:
     caps, loaded = json.loads(proc.stdout.strip().splitlines()[-1])
     assert loaded == []
     assert caps["openai"]["pause"] and caps["openai"]["lora"] is False
-    assert caps["azure-openai"]["sections"] == ["azure", "openai"]
+    assert caps["azure-openai"]["sections"] == ["azure", "azure_openai", "openai"]
 
 
 def test_registry_rows() -> None:

@@ -1,0 +1,527 @@
+"""The adapter both services share, and the two providers: :class:`OpenAIProvider` and
+:class:`AzureOpenAIProvider` say only who and where (settings, URLs, how the client is built).
+
+Reliability, and why:
+
+* The SDK's own retries are off (``max_retries=0``) on every client: a create must never be
+  repeated blindly, and one policy (:mod:`anytune._retry`) with an injectable sleep is easier to
+  reason about and to test than two stacked ones.
+* Reads retry on 408/429/5xx and connection errors, honouring ``Retry-After``, within a deadline.
+* A create carries ``metadata["anytune.idempotency_key"]`` and goes through
+  :func:`anytune._create_once.create_once`: after an ambiguous failure (timeout, dropped
+  connection, 408, 5xx) the job may exist anyway, so the adapter lists jobs with that metadata
+  filter before trying again; the tag is checked on our side too, for services that ignore the
+  filter.
+* Events come newest first in pages; ``events(after=...)`` pages back until it meets the cursor and
+  returns what is newer, oldest first, so polls and reconnects neither lose nor repeat an event.
+"""
+
+from __future__ import annotations
+
+import abc
+import builtins
+import functools
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+
+from anytune._boundary import boundary
+from anytune._capabilities import Capabilities
+from anytune._create_once import create_once
+from anytune._files import FileDigest, file_digests
+from anytune._provider import (
+    IDEMPOTENCY_TAG,
+    PlannedRequest,
+    PlannedUpload,
+    Provider,
+    ProviderSettings,
+    SubmitPlan,
+    UploadCache,
+)
+from anytune._retry import RetryPolicy, retry_after_of, retry_call
+from anytune._secrets import register_secret
+from anytune._spec import JobSpec
+from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, JobStatus, MetricPoint
+from anytune.errors import InvalidRequestError, NotSupportedError
+
+from .capabilities import AZURE_OPENAI_CAPABILITIES, OPENAI_CAPABILITIES, spec_problems
+from .clients import (
+    AzureOpenAISettings,
+    ClientConfig,
+    FamilySettings,
+    OpenAISettings,
+    azure_client,
+    azure_client_config,
+    client_timeout,
+    import_openai,
+    openai_client,
+    openai_client_config,
+)
+from .errors import is_ambiguous, is_transient, translate_error
+from .mapping import (
+    as_dict,
+    build_create_body,
+    checkpoint_from_api,
+    decode_result_file,
+    event_from_api,
+    merge_points,
+    parse_result_csv,
+    record_from_job,
+    split_body,
+    to_number,
+)
+from .status import AZURE_STATUS, OPENAI_STATUS
+from .uploads import Uploader, chat_data_file, needs_chat_conversion, planned_upload_requests
+
+if TYPE_CHECKING:
+    import httpx2
+    from openai import OpenAI
+
+__all__ = ["AzureOpenAIProvider", "OpenAIProvider"]
+
+T = TypeVar("T")
+FamilyT = TypeVar("FamilyT", bound=FamilySettings)
+logger = logging.getLogger("anytune.providers.openai")
+
+_LOOKUP_MAX_PAGES = 10
+
+
+class _OpenAIAdapter(Provider[FamilyT]):
+    """Everything the two services share; subclasses say who and where (client, URLs, quirks).
+
+    Args:
+        settings, store, home, sleep, clock, rand: as for every :class:`~anytune._provider.Provider`.
+        http_client: the ``httpx2.Client`` the SDK sends through (a proxy, a test transport);
+            default: the SDK's own.
+    """
+
+    flavour: ClassVar[Literal["openai", "azure"]]
+    status_table: ClassVar[Mapping[str, JobStatus]]
+    #: The anytune extra that installs the SDK.
+    sdk_extra: ClassVar[str]
+    #: Azure imports uploaded files asynchronously; a job created on a file still importing fails.
+    wait_for_file_processing: ClassVar[bool] = False
+    poll_interval: ClassVar[float] = 10.0
+
+    def __init__(
+        self,
+        settings: FamilyT | None = None,
+        *,
+        store: UploadCache | None = None,
+        home: Path | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        rand: Callable[[], float] | None = None,
+        http_client: httpx2.Client | None = None,
+    ) -> None:
+        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand)
+        self._http_client = http_client
+        self._config = self._resolve(os.environ)
+        # Keys found in the environment were never seen by configuration: register them here so
+        # that no message, log line or stored record can show them.
+        register_secret(self._config.api_key)
+        self._lock = threading.Lock()
+        self._client_obj: OpenAI | None = None
+
+    # -- who and where (subclasses) -------------------------------------------------------------
+    @abc.abstractmethod
+    def _resolve(self, env: Mapping[str, str]) -> ClientConfig: ...
+
+    @abc.abstractmethod
+    def _build_client(self, openai: Any, timeout: Any) -> OpenAI: ...
+
+    @abc.abstractmethod
+    def _url(self, path: str) -> str:
+        """The full URL of an API path, for plans and messages."""
+
+    # -- plumbing ------------------------------------------------------------------------------
+    def _client(self) -> OpenAI:
+        with self._lock:
+            if self._client_obj is None:
+                openai = import_openai(self.name, self.sdk_extra)
+                self._client_obj = self._build_client(openai, client_timeout(self.settings))
+            return self._client_obj
+
+    @property
+    def _policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
+
+    def _retrying(self, what: str, fn: Callable[[], T]) -> T:
+        """``fn`` under the read retry policy; SDK exceptions pass through untranslated."""
+        return retry_call(
+            fn,
+            policy=self._policy,
+            retry_on=is_transient,
+            retry_after=retry_after_of,
+            sleep=self.sleep,
+            clock=self.clock,
+            rand=self.rand,
+            what=f"{self.name}: {what}",
+        )
+
+    def _boundary(
+        self, what: str, *, job_id: str | None = None, creating: bool = False
+    ) -> AbstractContextManager[None]:
+        """Where SDK exceptions become anytune errors (raised ``from`` the scrubbed original)."""
+        return boundary(
+            functools.partial(
+                translate_error, provider=self.name, flavour=self.flavour, what=what, job_id=job_id, creating=creating
+            )
+        )
+
+    def _call(self, what: str, fn: Callable[[], T], *, job_id: str | None = None) -> T:
+        with self._boundary(what, job_id=job_id):
+            return self._retrying(what, fn)
+
+    def _record(self, job: Any) -> JobRecord:
+        return record_from_job(self.name, as_dict(job), self.status_table)
+
+    # -- validation and plan --------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> None:
+        """What the service refuses, in its own words: the capability table's hints and ranges, and
+        the rules that are not data (metadata room, reinforcement, Azure's suffix rules)."""
+        problems = spec_problems(spec, self.flavour)
+        if problems:
+            field_name, reason, alternatives = problems[0]
+            if len(problems) > 1:
+                reason += "; also " + "; ".join(f"{f}: {r}" for f, r, _ in problems[1:])
+            raise NotSupportedError(reason, field=field_name, provider=self.name, alternatives=alternatives)
+
+    def _planned_file(
+        self, spec: JobSpec, path: Path, digest: FileDigest, requests: list[PlannedRequest], notes: list[str]
+    ) -> str:
+        """Plan the upload of one file (or its reuse); return the file id the body will carry."""
+        if needs_chat_conversion(spec, path):
+            notes.append(
+                f"{path}: prompt/completion examples are converted to chat format before upload "
+                "(size and digest above are of the original)"
+            )
+            requests.append(
+                PlannedRequest(
+                    operation=f"POST {self._url('/files')}",
+                    body={"purpose": "fine-tune", "file": f"{path.stem}.chat.jsonl"},
+                )
+            )
+            return f"<file id of {path.stem}.chat.jsonl>"
+        reused = self.store.find_upload(self.name, self._config.scope, digest.sha256) if self.store else None
+        if reused:
+            notes.append(f"{path} was uploaded before as {reused}: reused if it still exists")
+            return reused
+        requests.extend(planned_upload_requests(path, digest, self.settings, self._url))
+        return f"<file id of {path.name}>"
+
+    def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        """Uploads (file, size, sha256; Files or Uploads API, parts) and the exact create body.
+
+        No network: the upload cache is read to show which files would be reused.
+        """
+        uploads: list[PlannedUpload] = []
+        requests: list[PlannedRequest] = []
+        notes: list[str] = []
+        ids: dict[str, str] = {}
+        for role, given in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
+            if given is None:
+                continue
+            path = Path(given)
+            digest = file_digests(path)
+            uploads.append(PlannedUpload(path=str(path), purpose="fine-tune", bytes=digest.size, sha256=digest.sha256))
+            ids[role] = self._planned_file(spec, path, digest, requests, notes)
+        body = build_create_body(
+            spec,
+            training_file=ids["training_file"],
+            validation_file=ids.get("validation_file"),
+            idempotency_key=idempotency_key,
+            flavour=self.flavour,
+        )
+        requests.append(PlannedRequest(operation=f"POST {self._url('/fine_tuning/jobs')}", body=body))
+        notes.append(
+            f"the job carries metadata[{IDEMPOTENCY_TAG!r}]; after an ambiguous failure the adapter "
+            "looks it up before creating again, so one submit makes at most one job"
+        )
+        return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
+
+    # -- uploads --------------------------------------------------------------------------------
+    def _upload(self, spec: JobSpec, given: Path, role: str) -> str:
+        """Upload ``given`` (or its chat conversion) once per account and content; its file id."""
+        path = chat_data_file(spec, given, self.home / "cache" / "openai")
+        with self._boundary(f"uploading {path.name}"):
+            uploader = Uploader(
+                provider=self.name,
+                client=self._client(),
+                settings=self.settings,
+                scope=self._config.scope,
+                store=self.store,
+                retrying=self._retrying,
+                wait_for_processing=self.wait_for_file_processing,
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+            return uploader.upload(path, role)
+
+    # -- create ------------------------------------------------------------------------------------
+    def _find_job(self, key: str) -> JobRecord | None:
+        """The job carrying idempotency ``key``, if one was created (checked on our side too)."""
+        client = self._client()
+        cutoff = time.time() - self.settings.lookup_window
+        after: str | None = None
+        for _ in range(_LOOKUP_MAX_PAGES):
+            kwargs: dict[str, Any] = {"limit": 100, "metadata": {IDEMPOTENCY_TAG: key}}
+            if after is not None:
+                kwargs["after"] = after
+            page = self._call(
+                "looking up the job by its idempotency tag", functools.partial(client.fine_tuning.jobs.list, **kwargs)
+            )
+            jobs = [as_dict(j) for j in page.data]
+            for job in jobs:
+                metadata = job.get("metadata")
+                if isinstance(metadata, Mapping) and metadata.get(IDEMPOTENCY_TAG) == key:
+                    return self._record(job)
+            oldest = to_number(jobs[-1].get("created_at")) if jobs else None
+            if not jobs or page.has_more is False or (oldest is not None and oldest < cutoff):
+                return None
+            after = str(jobs[-1]["id"])
+        return None
+
+    def _create_job(self, body: Mapping[str, Any], key: str) -> JobRecord:
+        """Create the job at most once for ``key``, whatever the network does."""
+        client = self._client()
+        known, extra = split_body(body)
+
+        def create() -> JobRecord:
+            return self._record(client.fine_tuning.jobs.create(**known, extra_body=extra or None))
+
+        with self._boundary("creating the fine-tuning job", creating=True):
+            return create_once(
+                create,
+                lambda: self._find_job(key),
+                is_ambiguous=is_ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after_of,
+                sleep=self.sleep,
+                clock=self.clock,
+                rand=self.rand,
+                what=f"{self.name}: creating the fine-tuning job",
+            )
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        """Upload (or reuse) the files and create the job, at most once for ``idempotency_key``."""
+        existing = self._find_job(idempotency_key)  # a retried submit, from any process
+        if existing is not None:
+            return existing
+        training = self._upload(spec, Path(spec.training_file), "training")
+        validation = (
+            self._upload(spec, Path(spec.validation_file), "validation") if spec.validation_file is not None else None
+        )
+        body = build_create_body(
+            spec,
+            training_file=training,
+            validation_file=validation,
+            idempotency_key=idempotency_key,
+            flavour=self.flavour,
+        )
+        return self._create_job(body, idempotency_key)
+
+    # -- tracking ------------------------------------------------------------------------------------
+    def get(self, job_id: str) -> JobRecord:
+        client = self._client()
+        return self._record(
+            self._call("reading the job", lambda: client.fine_tuning.jobs.retrieve(job_id), job_id=job_id)
+        )
+
+    def list(self, limit: int = 20) -> builtins.list[JobRecord]:
+        client = self._client()
+        page = self._call("listing jobs", lambda: client.fine_tuning.jobs.list(limit=limit))
+        return [self._record(j) for j in page.data][:limit]
+
+    def _raw_events_after(self, job_id: str, after: str | None) -> builtins.list[dict[str, Any]]:
+        """Events newer than ``after`` (all when None or not found), newest first, no repeats."""
+        client = self._client()
+        size = self.settings.events_page_size
+        newer: builtins.list[dict[str, Any]] = []
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": size}
+            if cursor is not None:
+                kwargs["after"] = cursor
+            fetch = functools.partial(client.fine_tuning.jobs.list_events, job_id, **kwargs)
+            page = self._call("listing events", fetch, job_id=job_id)
+            items = [as_dict(e) for e in page.data]
+            for item in items:
+                event_id = str(item.get("id") or "")
+                if after is not None and event_id == after:
+                    return newer
+                if event_id and event_id in seen:
+                    continue
+                seen.add(event_id)
+                newer.append(item)
+            more = page.has_more if page.has_more is not None else len(items) >= size
+            if not items or not more:
+                return newer
+            cursor = str(items[-1].get("id"))
+
+    def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
+        """Events oldest first, strictly after event ``after``: the service pages newest first, so
+        this pages back until it meets ``after`` and returns what it passed, reversed."""
+        raw = self._raw_events_after(job_id, after)
+        return iter([event_from_api(item) for item in reversed(raw)])
+
+    def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
+        client = self._client()
+        found: dict[int, Checkpoint] = {}
+        cursor: str | None = None
+        while True:
+            kwargs: dict[str, Any] = {"limit": 100}
+            if cursor is not None:
+                kwargs["after"] = cursor
+            fetch = functools.partial(client.fine_tuning.jobs.checkpoints.list, job_id, **kwargs)
+            page = self._call("listing checkpoints", fetch, job_id=job_id)
+            items = [as_dict(c) for c in page.data]
+            for item in items:
+                checkpoint = checkpoint_from_api(item)
+                found[checkpoint.step] = checkpoint
+            if not items or page.has_more is False or (page.has_more is None and len(items) < 100):
+                break
+            cursor = str(items[-1].get("id"))
+        return [found[s] for s in sorted(found)]
+
+    def _result_points(self, record: JobRecord) -> builtins.list[MetricPoint]:
+        client = self._client()
+        points: builtins.list[MetricPoint] = []
+        for file_id in record.output.get("result_files") or []:
+            content = self._call(
+                "downloading the result file", functools.partial(lambda f: client.files.content(f).read(), str(file_id))
+            )
+            points.extend(parse_result_csv(decode_result_file(content)))
+        return points
+
+    def _metrics(self, record: JobRecord, checkpoints: Sequence[Checkpoint]) -> builtins.list[MetricPoint]:
+        from_events = [e.metric for e in self.events(record.id) if e.metric is not None]
+        from_checkpoints = [c.metrics for c in checkpoints if c.metrics is not None]
+        return merge_points(from_events, from_checkpoints, self._result_points(record))
+
+    def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
+        """Metric events, checkpoint metrics and the result-file CSV, merged by step."""
+        return self._metrics(self.get(job_id), self.checkpoints(job_id))
+
+    def result(self, record: JobRecord) -> FineTunedModel:
+        checkpoints = self.checkpoints(record.id)
+        points = self._metrics(record, checkpoints)
+        return FineTunedModel(
+            provider=record.provider,
+            job_ref=record.ref,
+            base_model=record.base_model,
+            model_id=record.fine_tuned_model,
+            checkpoints=tuple(checkpoints),
+            final_metrics=points[-1] if points else None,
+            trained_tokens=record.trained_tokens,
+            extra={"result_files": list(record.output.get("result_files") or [])},
+        )
+
+    # -- control -----------------------------------------------------------------------------------
+    def _control(
+        self, verb: str, job_id: str, call: Callable[[], Any], settled: Callable[[JobRecord], bool]
+    ) -> JobRecord:
+        """cancel/pause/resume: retried like reads; a refusal because the job is already where we
+        asked (an earlier attempt went through, or it ended) returns the job as it is."""
+        try:
+            return self._record(self._call(f"{verb} the job", call, job_id=job_id))
+        except InvalidRequestError:
+            record = self.get(job_id)
+            if settled(record):
+                return record
+            raise
+
+    def cancel(self, job_id: str) -> JobRecord:
+        client = self._client()
+        return self._control("cancelling", job_id, lambda: client.fine_tuning.jobs.cancel(job_id), lambda r: r.done)
+
+    def pause(self, job_id: str) -> JobRecord:
+        client = self._client()
+        return self._control(
+            "pausing",
+            job_id,
+            lambda: client.fine_tuning.jobs.pause(job_id),
+            lambda r: r.status is JobStatus.PAUSED or r.done,
+        )
+
+    def resume(self, job_id: str) -> JobRecord:
+        client = self._client()
+        return self._control(
+            "resuming",
+            job_id,
+            lambda: client.fine_tuning.jobs.resume(job_id),
+            lambda r: r.status is not JobStatus.PAUSED,
+        )
+
+
+class OpenAIProvider(_OpenAIAdapter[OpenAISettings]):
+    """OpenAI's fine-tuning API (``api.openai.com`` or any ``base_url`` speaking it)."""
+
+    name: ClassVar[str] = "openai"
+    flavour: ClassVar[Literal["openai", "azure"]] = "openai"
+    sdk_extra: ClassVar[str] = "openai"
+    status_table: ClassVar[Mapping[str, JobStatus]] = OPENAI_STATUS
+    Settings: ClassVar[type[ProviderSettings]] = OpenAISettings
+    capabilities: ClassVar[Capabilities] = OPENAI_CAPABILITIES
+
+    def _resolve(self, env: Mapping[str, str]) -> ClientConfig:
+        return openai_client_config(self.settings, env)
+
+    def _url(self, path: str) -> str:
+        return f"{self._config.base_url}{path}"
+
+    def _build_client(self, openai: Any, timeout: Any) -> OpenAI:
+        return openai_client(openai, self._config, http_client=self._http_client, timeout=timeout)
+
+
+class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
+    """Azure OpenAI's fine-tuning API: the same shapes on ``{endpoint}/openai/...?api-version=``.
+
+    Args:
+        azure_token_provider: returns an Entra ID bearer token; replaces azure-identity's
+            ``DefaultAzureCredential`` when Entra ID is used (no API key).
+        settings, store, home, sleep, clock, rand, http_client: as for :class:`OpenAIProvider`.
+    """
+
+    name: ClassVar[str] = "azure-openai"
+    flavour: ClassVar[Literal["openai", "azure"]] = "azure"
+    sdk_extra: ClassVar[str] = "azure"
+    status_table: ClassVar[Mapping[str, JobStatus]] = AZURE_STATUS
+    wait_for_file_processing: ClassVar[bool] = True
+    Settings: ClassVar[type[ProviderSettings]] = AzureOpenAISettings
+    capabilities: ClassVar[Capabilities] = AZURE_OPENAI_CAPABILITIES
+
+    def __init__(
+        self,
+        settings: AzureOpenAISettings | None = None,
+        *,
+        store: UploadCache | None = None,
+        home: Path | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        rand: Callable[[], float] | None = None,
+        http_client: httpx2.Client | None = None,
+        azure_token_provider: Callable[[], str] | None = None,
+    ) -> None:
+        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand, http_client=http_client)
+        self._token_provider = azure_token_provider
+
+    def _resolve(self, env: Mapping[str, str]) -> ClientConfig:
+        return azure_client_config(self.settings, env)
+
+    def _url(self, path: str) -> str:
+        endpoint = self._config.base_url or "<AZURE_OPENAI_ENDPOINT>"
+        return f"{endpoint}/openai{path}?api-version={self._config.api_version}"
+
+    def _build_client(self, openai: Any, timeout: Any) -> OpenAI:
+        return azure_client(
+            openai, self._config, http_client=self._http_client, timeout=timeout, token_provider=self._token_provider
+        )
