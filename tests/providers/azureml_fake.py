@@ -213,6 +213,7 @@ class FakeAzureML:
         self.registry_models: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.workspace_models: dict[str, list[str]] = {}
         self.metric_steps = 4
+        self.cancel_seconds = 5.0  # how long a job stays CancelRequested
         self.run_warnings: list[str] = []
         self.add_registry_model("azureml", "Phi-3-mini-4k-instruct", "7", tasks="chat-completion,text-generation")
         self.add_registry_model("azureml-meta", "Meta-Llama-3-8B-Instruct", "9", tasks="chat-completion")
@@ -526,7 +527,7 @@ class FakeAzureML:
         job = self.jobs[name]
         elapsed = self.clock() - job["created"]
         if job.get("cancel_at") is not None:
-            return "CancelRequested" if self.clock() - job["cancel_at"] < 5 else "Canceled"
+            return "CancelRequested" if self.clock() - job["cancel_at"] < self.cancel_seconds else "Canceled"
         status = "NotStarted"
         for at, value in self.scripts.get(name, self.default_script):
             if elapsed >= at:
@@ -543,7 +544,7 @@ class FakeAzureML:
             end_at = next(at for at, s in script if s == status)
             return started, job["created"] + end_at
         if status == "Canceled":
-            return started, job["cancel_at"] + 5
+            return started, job["cancel_at"] + self.cancel_seconds
         return started, None
 
     def _job_view(self, name: str) -> dict[str, Any]:

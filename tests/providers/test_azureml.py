@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,6 @@ pytest.importorskip("azure.identity")
 import requests
 
 from anytune import FineTuneJob, JobStatus
-from anytune._registry import ProviderEntry, register
 from anytune._spec import JobSpec
 from anytune._store import JobStore
 from anytune.errors import (
@@ -41,6 +41,7 @@ from anytune.errors import (
     ServiceUnavailableError,
 )
 from anytune.providers.azureml import AzureMLProvider, AzureMLSettings, data_asset_name, job_name
+from anytune.testing import ProviderContract
 from tests.conftest import FakeClock, chat_example, write_jsonl
 from tests.providers.azureml_fake import (
     FAILING,
@@ -58,21 +59,9 @@ SETTINGS = {"subscription_id": SUB, "resource_group": RG, "workspace": WS}
 PHI = "azureml://registries/azureml/models/Phi-3-mini-4k-instruct/versions/7"
 JOB_PUT = r"/jobs/[^/]+$"
 
-# The SDK's pipelines and the provider both sleep through the fake clock: FineTuneJob.create builds
-# its provider from the registry, so this module registers a subclass wired to the test's fake.
-_WIRING: dict[str, Any] = {}
-
-
-class WiredProvider(AzureMLProvider):
-    def __init__(self, settings: Any = None, *, store: JobStore | None = None, home: Path | None = None) -> None:
-        super().__init__(
-            settings,
-            store=store,
-            home=home,
-            credential=_WIRING["credential"],
-            transport=_WIRING["fake"].transport(),
-            sleep=_WIRING["clock"].sleep,
-        )
+#: Builds a provider wired to the test's fake: ``make(registry=...)`` adds settings, ``make(store=...)``
+#: replaces the job store.
+MakeProvider = Callable[..., AzureMLProvider]
 
 
 @pytest.fixture
@@ -85,22 +74,34 @@ def credential(clock: FakeClock) -> FakeCredential:
     return FakeCredential(clock)
 
 
-@pytest.fixture(autouse=True)
-def wired(fake: FakeAzureML, clock: FakeClock, credential: FakeCredential) -> None:
-    _WIRING.update(fake=fake, clock=clock, credential=credential)
-    register(
-        ProviderEntry("azureml", f"{__name__}:WiredProvider", extra="azure", requires=("azure.ai.ml", "azure.identity"))
-    )
-
-
 @pytest.fixture
 def store(anytune_home: Path) -> JobStore:
     return JobStore(anytune_home / "jobs.db")
 
 
 @pytest.fixture
-def provider(store: JobStore, anytune_home: Path) -> AzureMLProvider:
-    return WiredProvider(AzureMLSettings(**SETTINGS), store=store, home=anytune_home)
+def make(
+    fake: FakeAzureML, clock: FakeClock, credential: FakeCredential, store: JobStore, anytune_home: Path
+) -> MakeProvider:
+    """The SDK's pipelines and the provider both sleep through the fake clock and send to the fake."""
+
+    def build(*, store: JobStore = store, **settings: Any) -> AzureMLProvider:
+        return AzureMLProvider(
+            AzureMLSettings(**SETTINGS, **settings),
+            store=store,
+            home=anytune_home,
+            credential=credential,
+            transport=fake.transport(),
+            sleep=clock.sleep,
+            clock=clock,
+        )
+
+    return build
+
+
+@pytest.fixture
+def provider(make: MakeProvider) -> AzureMLProvider:
+    return make()
 
 
 @pytest.fixture
@@ -136,11 +137,10 @@ def job_body(fake: FakeAzureML) -> dict[str, Any]:
 
 
 def test_serverless_job_end_to_end(
-    fake: FakeAzureML, clock: FakeClock, train: Path, valid: Path, store: JobStore
+    fake: FakeAzureML, clock: FakeClock, train: Path, valid: Path, store: JobStore, provider: AzureMLProvider
 ) -> None:
     created = FineTuneJob.create(
-        provider="azureml",
-        settings=SETTINGS,
+        provider=provider,
         base_model="Phi-3-mini-4k-instruct",
         training_file=train,
         validation_file=valid,
@@ -265,6 +265,17 @@ def test_managed_job_on_instance_types(fake: FakeAzureML, provider: AzureMLProvi
     assert "computeId" not in props
 
 
+def test_the_azureml_section_works_like_the_older_azure_one(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path
+) -> None:
+    options = {"deployment": "managed", "instance_type": "Standard_NC24ads_A100_v4", "job_tier": "basic"}
+    provider.submit(spec(train, azureml=options), idempotency_key="section")
+    props = job_body(fake)["properties"]
+    assert props["resources"] == {"instanceTypes": ["Standard_NC24ads_A100_v4"]}
+    assert props["queueSettings"] == {"jobTier": "Basic"}
+    assert props["tags"]["anytune.deployment"] == "managed"
+
+
 def test_missing_cluster_is_a_clear_error_before_any_upload(
     fake: FakeAzureML, provider: AzureMLProvider, train: Path
 ) -> None:
@@ -309,9 +320,9 @@ def test_marketplace_subscription_is_created_first_with_the_opt_in(
     assert details["model"]["uri"] == "azureml://registries/azureml-meta/models/Meta-Llama-3-8B-Instruct/versions/9"
 
 
-def test_an_active_subscription_is_reused(fake: FakeAzureML, train: Path, store: JobStore, anytune_home: Path) -> None:
+def test_an_active_subscription_is_reused(fake: FakeAzureML, train: Path, make: MakeProvider) -> None:
     fake.marketplace["Meta-Llama-3-8B-Instruct"] = {"modelId": "x", "status": "Subscribed", "polls": 0}
-    provider = WiredProvider(AzureMLSettings(**SETTINGS, registry="azureml-meta"), store=store, home=anytune_home)
+    provider = make(registry="azureml-meta")
     provider.submit(spec(train, **LLAMA), idempotency_key="m3")
     assert not fake.calls("PUT", "/marketplaceSubscriptions/")
     assert len(fake.created_jobs()) == 1
@@ -321,7 +332,7 @@ def test_an_active_subscription_is_reused(fake: FakeAzureML, train: Path, store:
 
 
 def test_same_content_is_uploaded_once(
-    fake: FakeAzureML, provider: AzureMLProvider, train: Path, anytune_home: Path
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, anytune_home: Path, make: MakeProvider
 ) -> None:
     first = provider.submit(spec(train), idempotency_key="a")
     second = provider.submit(spec(train), idempotency_key="b")
@@ -330,7 +341,7 @@ def test_same_content_is_uploaded_once(
     bodies = [b.body["properties"]["fineTuningDetails"]["trainingData"]["uri"] for b in fake.created_jobs()]
     assert bodies[0] == bodies[1]
     # Another machine (empty job store) finds the content-addressed asset in the workspace.
-    other = WiredProvider(AzureMLSettings(**SETTINGS), store=JobStore(anytune_home / "other.db"), home=anytune_home)
+    other = make(store=JobStore(anytune_home / "other.db"))
     other.submit(spec(train), idempotency_key="c")
     assert len(fake.uploads()) == 1 and len(fake.calls("PUT", r"/data/")) == 1
 
@@ -429,12 +440,12 @@ def test_reads_give_up_with_a_provider_error(fake: FakeAzureML, provider: AzureM
 # -- failure and cancellation ------------------------------------------------------------------
 
 
-def test_failed_job_carries_the_service_error(fake: FakeAzureML, clock: FakeClock, train: Path) -> None:
+def test_failed_job_carries_the_service_error(
+    fake: FakeAzureML, clock: FakeClock, train: Path, provider: AzureMLProvider
+) -> None:
     fake.default_script = FAILING
     job = handle(
-        FineTuneJob.create(
-            provider="azureml", settings=SETTINGS, base_model="Phi-3-mini-4k-instruct", training_file=train
-        ),
+        FineTuneJob.create(provider=provider, base_model="Phi-3-mini-4k-instruct", training_file=train),
         clock,
     )
     final = job.wait()
@@ -549,13 +560,13 @@ def test_tokens_and_sas_never_reach_logs_errors_events_or_the_store(
     valid: Path,
     caplog: pytest.LogCaptureFixture,
     anytune_home: Path,
+    provider: AzureMLProvider,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sig = SAS.split("sig=")[1]
     job = handle(
         FineTuneJob.create(
-            provider="azureml",
-            settings=SETTINGS,
+            provider=provider,
             base_model="Phi-3-mini-4k-instruct",
             training_file=train,
             validation_file=valid,
@@ -587,7 +598,7 @@ def test_tokens_and_sas_never_reach_logs_errors_events_or_the_store(
 
 
 def test_events_resume_after_a_cursor_with_stable_ids(
-    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock, store: JobStore, anytune_home: Path
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock, make: MakeProvider
 ) -> None:
     fake.run_warnings = ["Validation data not given: 10% of the training data is held out"]
     record = provider.submit(spec(train), idempotency_key="events")
@@ -603,14 +614,14 @@ def test_events_resume_after_a_cursor_with_stable_ids(
     middle = ids[len(ids) // 2]
     assert [e.id for e in provider.events(record.id, after=middle)] == [i for i in ids if i > middle]
     # Another process (a new provider over the same home) sees the same ids.
-    other = WiredProvider(AzureMLSettings(**SETTINGS), store=store, home=anytune_home)
+    other = make()
     assert [e.id for e in other.events(record.id)] == ids
 
 
-def test_list_and_reattach(fake: FakeAzureML, provider: AzureMLProvider, train: Path) -> None:
+def test_list_and_reattach(fake: FakeAzureML, provider: AzureMLProvider, train: Path, make: MakeProvider) -> None:
     record = provider.submit(spec(train), idempotency_key="listed")
     assert [r.id for r in provider.list()] == [record.id]
-    job = FineTuneJob.get(record.ref, settings=SETTINGS)
+    job = FineTuneJob.get(record.ref, provider=make())
     assert job.id == record.id and job.record.status is JobStatus.QUEUED
 
 
@@ -618,8 +629,7 @@ def test_plan_sends_nothing_and_matches_what_submit_sends(
     fake: FakeAzureML, train: Path, valid: Path, provider: AzureMLProvider
 ) -> None:
     plan = FineTuneJob.plan(
-        provider="azureml",
-        settings=SETTINGS,
+        provider=provider,
         base_model=PHI,
         training_file=train,
         validation_file=valid,
@@ -648,3 +658,20 @@ def test_an_unavailable_metrics_store_does_not_stop_the_event_stream(
     events = list(provider.events(record.id))
     assert [e.raw["status"] for e in events if e.kind == "status"] == ["NotStarted", "Running"]
     assert not [e for e in events if e.kind == "metric"]
+
+
+# -- the contract suite ------------------------------------------------------------------------
+
+
+class TestAzureMLContract(ProviderContract):
+    """anytune's provider contract, on the fake workspace; jobs run through a short script."""
+
+    @pytest.fixture
+    def provider(self, make: MakeProvider, fake: FakeAzureML) -> AzureMLProvider:
+        fake.default_script = ((0, "NotStarted"), (0.2, "Running"), (0.4, "Completed"))
+        fake.cancel_seconds = 0.2
+        return make()
+
+    @pytest.fixture
+    def spec(self, train: Path) -> JobSpec:
+        return JobSpec(base_model="Phi-3-mini-4k-instruct", training_file=train)

@@ -14,8 +14,9 @@ from typing import Any
 import pytest
 
 from anytune import JobStatus
+from anytune._capabilities import problems
 from anytune._config import resolve
-from anytune._spec import JobSpec
+from anytune._spec import AzureMLOptions, AzureOptions, JobSpec
 from anytune.errors import (
     AuthenticationError,
     ConfigError,
@@ -36,6 +37,7 @@ from anytune.providers.azureml import (
     converted_lines,
     data_asset_name,
     job_name,
+    legacy_options,
     map_error,
     map_hyperparameters,
     map_status,
@@ -294,6 +296,38 @@ def test_validate_refuses_what_the_deployment_cannot_do(
 def test_validate_accepts_settings_defaults_for_managed() -> None:
     _provider(deployment="managed", compute="gpu").validate(_spec(lora={"r": 4}))
     _provider(deployment="managed", instance_types=("A", "B")).validate(_spec())
+
+
+@pytest.mark.parametrize(
+    ("azureml", "error", "field"),
+    [
+        ({"compute": "gpu"}, NotSupportedError, "azureml.compute"),
+        ({"deployment": "managed", "instance_count": 2, "compute": "c"}, NotSupportedError, "azureml.instance_count"),
+        ({"deployment": "managed"}, ConfigError, "azureml.compute"),
+    ],
+)
+def test_the_azureml_section_is_read_and_named(azureml: dict[str, Any], error: type[Exception], field: str) -> None:
+    with pytest.raises(error) as err:
+        _provider().validate(_spec(azureml=azureml))
+    assert err.value.field == field  # type: ignore[attr-defined]
+    _provider().validate(_spec(azureml={"deployment": "managed", "compute": "gpu"}, lora={"r": 4}))
+
+
+def test_the_older_azure_section_becomes_azureml_options() -> None:
+    assert legacy_options(AzureOptions(deployment="managed", compute="c", registry="r")) == AzureMLOptions(
+        deployment="managed", compute="c", registry="r"
+    )
+    with pytest.raises(NotSupportedError) as err:
+        legacy_options(AzureOptions(training_type="standard"))
+    assert err.value.field == "azure.training_type" and err.value.alternatives == ["azure-openai"]
+
+
+def test_capabilities_read_both_azure_sections_and_refuse_azure_openai_options() -> None:
+    caps = AzureMLProvider.capabilities
+    assert {"azure", "azureml"} <= caps.sections
+    found = dict(problems(_spec(azure_openai={"training_type": "standard"}), caps))
+    assert list(found) == ["azure_openai"] and "Azure OpenAI" in found["azure_openai"]
+    assert problems(_spec(azureml={"deployment": "managed"}), caps) == []
 
 
 def test_plan_needs_no_workspace_and_notes_the_marketplace(tmp_path: Path, workdir: Path) -> None:

@@ -1,0 +1,145 @@
+"""The workspace's tracking data plane: run history (times, errors, warnings) and MLflow metrics.
+
+Azure ML serves both behind the workspace's API host, found through its discovery URL; requests go
+through plain azure-core pipelines with the workspace's credential, transport and read retry
+policy.  Metric points are folded from the MLflow metric histories of the job's run and its child
+runs into one :class:`~anytune.MetricPoint` per step.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from anytune._boundary import boundary
+from anytune._timestamps import parse_timestamp
+from anytune._types import JobStatus, MetricPoint
+from anytune.errors import (
+    InvalidRequestError,
+    PermissionDeniedError,
+    ProviderError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
+from anytune.providers.azureml.workspace import Connection
+
+#: MLflow metric key -> MetricPoint field (anything else goes to ``extra``).
+METRIC_KEYS: Mapping[str, str] = {
+    "loss": "train_loss",
+    "train_loss": "train_loss",
+    "train/loss": "train_loss",
+    "eval_loss": "valid_loss",
+    "validation_loss": "valid_loss",
+    "eval/loss": "valid_loss",
+    "epoch": "epoch",
+    "train/epoch": "epoch",
+    "learning_rate": "learning_rate",
+    "train/learning_rate": "learning_rate",
+    "train_token_accuracy": "token_accuracy",
+    "eval_token_accuracy": "valid_token_accuracy",
+    "num_input_tokens_seen": "tokens_seen",
+}
+
+#: Failures after which run details or metrics are simply not there yet (the job is still what
+#: the jobs API says it is).
+_UNREADABLE = (ServiceUnavailableError, InvalidRequestError, RateLimitError, PermissionDeniedError)
+
+
+def add_history(points: dict[int, dict[str, Any]], key: str, history: Iterable[Mapping[str, Any]]) -> None:
+    """Fold one metric's MLflow history into ``points`` (step -> MetricPoint fields; pure)."""
+    field = METRIC_KEYS.get(key.lower())
+    for m in history:
+        step = int(m.get("step") or 0)
+        row = points.setdefault(step, {"step": step, "extra": {}})
+        value = float(m["value"])
+        if field is None:
+            row["extra"][key] = value
+        else:
+            row[field] = int(value) if field == "tokens_seen" else value
+        if m.get("timestamp"):
+            row["time"] = parse_timestamp(int(m["timestamp"]), unit="ms")
+
+
+class RunHistory:
+    """Run details and metrics of a workspace's jobs (a job's name is its run id)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self._client: Any = None
+
+    def api_base(self) -> str:
+        """The workspace's API host, from its discovery URL (else the region's default host)."""
+        info = self.conn.info()
+        if "api" not in info:
+            url = info.get("discovery_url") or f"https://{info.get('location') or 'eastus'}.api.azureml.ms/discovery"
+            api = None
+            with contextlib.suppress(ProviderError):
+                # Discovery runs before the data plane's base URL is known: a client of its own.
+                api = self._send(self.conn.pipeline(url), url).get("api")
+            info["api"] = (api or url.rsplit("/discovery", 1)[0]).rstrip("/")
+        return str(info["api"])
+
+    def _data_plane(self) -> Any:
+        if self._client is None:
+            self._client = self.conn.pipeline(self.api_base())
+        return self._client
+
+    def _send(self, client: Any, url: str, *, method: str = "GET", body: Any = None) -> dict[str, Any]:
+        from azure.core.rest import HttpRequest
+
+        with boundary(self.conn.errors(f"{method} {url.split('?')[0]}")):
+            request = HttpRequest(method, url, json=body) if body is not None else HttpRequest(method, url)
+            response = client.send_request(request)
+            response.raise_for_status()
+            data = response.json() if response.content else {}
+        return data if isinstance(data, dict) else {}
+
+    def _get(self, path: str, *, body: Any = None) -> dict[str, Any]:
+        client = self._data_plane()
+        url = f"{self.api_base()}/{path}"
+        return self._send(client, url, method="POST" if body is not None else "GET", body=body)
+
+    def run(self, run_id: str, status: JobStatus) -> dict[str, Any]:
+        """Run history's view of the job (start/end times, error, warnings); empty when unreadable."""
+        if status is JobStatus.QUEUED:
+            return {}
+        try:
+            return self._get(f"history/v1.0{self.conn.require_workspace().arm_id}/runs/{run_id}")
+        except _UNREADABLE:
+            return {}
+
+    def _mlflow(self, path: str, *, body: Any = None) -> dict[str, Any]:
+        return self._get(f"mlflow/v1.0{self.conn.require_workspace().arm_id}/api/2.0/mlflow/{path}", body=body)
+
+    def _runs(self, job_id: str) -> list[dict[str, Any]]:
+        """The job's run and its child runs (the fine-tuning steps log under a child)."""
+        try:
+            root = self._mlflow(f"runs/get?run_id={job_id}").get("run") or {}
+        except _UNREADABLE:
+            return []
+        runs = [root]
+        experiment = (root.get("info") or {}).get("experiment_id")
+        if experiment:
+            with contextlib.suppress(ServiceUnavailableError, InvalidRequestError, RateLimitError):
+                found = self._mlflow(
+                    "runs/search",
+                    body={
+                        "experiment_ids": [experiment],
+                        "max_results": 100,
+                        "filter": f"tags.mlflow.rootRunId = '{job_id}'",
+                    },
+                )
+                runs += [r for r in found.get("runs") or [] if (r.get("info") or {}).get("run_id") != job_id]
+        return runs
+
+    def metrics(self, job_id: str) -> list[MetricPoint]:
+        """Metric points from the MLflow metrics of the job's run and its child runs, by step."""
+        points: dict[int, dict[str, Any]] = {}
+        for run in self._runs(job_id):
+            run_id = (run.get("info") or {}).get("run_id")
+            keys = {m.get("key") for m in (run.get("data") or {}).get("metrics") or []}
+            for key in sorted(k for k in keys if isinstance(k, str)):
+                history = self._mlflow(f"metrics/get-history?run_id={run_id}&metric_key={key}")
+                add_history(points, key, history.get("metrics") or [])
+        return [MetricPoint(**points[s]) for s in sorted(points)]
