@@ -8,7 +8,8 @@ given to the child as ``HF_ENDPOINT``.  Answers follow the shapes huggingface_hu
 error conventions (``X-Error-Code``, ``X-Error-Message``, ``{"error": ...}`` bodies).
 
 Jobs do not run by themselves: a test moves them with :meth:`start`, :meth:`log` and :meth:`finish`.
-Faults (:meth:`fail`) answer a status, raise a transport error, or drop a log stream midway.
+Faults (:meth:`fail`) answer a status, raise a transport error, drop a log stream midway, or end a
+log replay early without an error.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ class Fault:
     exception: type[Exception] | None = None
     after: bool = False  # apply the request first, then fail: the caller cannot know it worked
     drop_after: int | None = None  # a 200 stream cut after this many SSE events
+    end_after: int | None = None  # a 200 answer that ends cleanly, early, after this many SSE events
 
 
 class _DroppedStream(httpx2.SyncByteStream):
@@ -101,6 +103,10 @@ class _DroppedStream(httpx2.SyncByteStream):
     def __iter__(self) -> Iterator[bytes]:
         yield from self.chunks
         raise httpx2.RemoteProtocolError("peer closed connection without sending complete message body")
+
+
+#: A route: the request, the authenticated user, the path's match.
+Handler = Callable[["Recorded", str, "re.Match[str]"], httpx2.Response]
 
 
 def _iso(when: datetime) -> str:
@@ -197,76 +203,98 @@ class FakeHub:
                 (f for f in self.faults if f.times > 0 and f.method == request.method and f.pattern.search(path)), None
             )
             if fault is not None:
-                fault.times -= 1
-                if fault.after:
-                    self._route(record)
-                if fault.exception is not None:
-                    raise fault.exception("fault injected by the test")
-                if fault.status is not None:
-                    payload = fault.body if fault.body is not None else {"error": f"HTTP {fault.status}"}
-                    return httpx2.Response(fault.status, json=payload, headers=fault.headers)
-                if fault.drop_after is not None:
-                    full = self._route(record)
-                    events = full.content.split(b"\n\n")
-                    kept = [e + b"\n\n" for e in events[: fault.drop_after] if e]
-                    return httpx2.Response(
-                        200, headers={"Content-Type": "text/event-stream"}, stream=_DroppedStream(kept)
-                    )
+                answer = self._apply(fault, record)
+                if answer is not None:
+                    return answer
             return self._route(record)
+
+    def _apply(self, fault: Fault, record: Recorded) -> httpx2.Response | None:
+        """What an injected fault answers (None: the request goes on to its route)."""
+        fault.times -= 1
+        if fault.after:
+            self._route(record)
+        if fault.exception is not None:
+            raise fault.exception("fault injected by the test")
+        if fault.status is not None:
+            payload = fault.body if fault.body is not None else {"error": f"HTTP {fault.status}"}
+            return httpx2.Response(fault.status, json=payload, headers=fault.headers)
+        if fault.drop_after is not None or fault.end_after is not None:
+            return self._cut_short(record, fault)
+        return None
+
+    def _cut_short(self, record: Recorded, fault: Fault) -> httpx2.Response:
+        """The routed answer's first SSE events: then a dropped connection, or a clean early end."""
+        events = [e + b"\n\n" for e in self._route(record).content.split(b"\n\n") if e]
+        headers = {"Content-Type": "text/event-stream"}
+        if fault.drop_after is not None:
+            return httpx2.Response(200, headers=headers, stream=_DroppedStream(events[: fault.drop_after]))
+        return httpx2.Response(200, headers=headers, content=b"".join(events[: fault.end_after]))
 
     # -- routing ---------------------------------------------------------------------------------
     def _user(self, record: Recorded) -> str | None:
         auth = record.headers.get("authorization", "")
         return self.tokens.get(auth.removeprefix("Bearer ").strip()) if auth.startswith("Bearer ") else None
 
+    def _routes(self) -> list[tuple[str | None, str, Handler]]:
+        """(method or None for any, path regex, handler), tried in order; the path must match whole."""
+        repo = r"/api/(model|dataset)s"
+        return [
+            ("GET", r"/api/whoami-v2", self._whoami),
+            ("POST", r"/api/repos/create", lambda r, user, m: self._create_repo(r, user)),
+            ("POST", r"/api/validate-yaml", lambda r, user, m: httpx2.Response(200, json={})),
+            (None, rf"{repo}/(.+?)/auth-check", lambda r, user, m: self._auth_check(m[1], m[2], user)),
+            (None, rf"{repo}/(.+?)/preupload/([^/]+)", lambda r, user, m: self._preupload(m[1], m[2], r)),
+            (None, rf"{repo}/(.+?)/commit/([^/]+)", lambda r, user, m: self._commit(m[1], m[2], r)),
+            (None, rf"{repo}/([^/]+/[^/]+)(?:/revision/([^/]+))?", lambda r, user, m: self._repo_info(m[1], m[2])),
+            (
+                None,
+                rf"{repo}/([^/]+/[^/]+)/tree/.*",
+                lambda r, user, m: _error(404, "Entry not found", "EntryNotFound"),
+            ),
+            (
+                None,
+                r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)",
+                lambda r, user, m: self._resolve("dataset" if m[1] else "model", m[2], m[4], r.method),
+            ),
+            ("POST", r"/api/jobs/([^/]+)", lambda r, user, m: self._create_job(m[1], r, user)),
+            (None, r"/api/jobs/([^/]+)", lambda r, user, m: self._list_jobs(m[1], r)),
+            (None, r"/api/jobs/([^/]+)/([^/]+)(/logs|/cancel)?", self._job_route),
+        ]
+
     def _route(self, r: Recorded) -> httpx2.Response:
-        m, p = r.method, r.path
-        if p == "/api/agent-harnesses":
+        if r.path == "/api/agent-harnesses":
             return httpx2.Response(200, json={"standardEnvVars": [], "harnesses": {}})
         user = self._user(r)
         if user is None:
             return _error(401, "Invalid credentials in Authorization header")
-        if m == "GET" and p == "/api/whoami-v2":
-            return httpx2.Response(
-                200,
-                json={
-                    "type": "user",
-                    "name": user,
-                    "fullname": "Alice",
-                    "orgs": [{"name": "acme"}],
-                    "auth": {"type": "access_token"},
-                },
-            )
-        if m == "POST" and p == "/api/repos/create":
-            return self._create_repo(r, user)
-        if m == "POST" and p == "/api/validate-yaml":
+        for method, pattern, handler in self._routes():
+            if method in (None, r.method) and (found := re.fullmatch(pattern, r.path)) is not None:
+                return handler(r, user, found)
+        return _error(404, f"no route for {r.method} {r.path}")
+
+    def _whoami(self, r: Recorded, user: str, m: re.Match[str]) -> httpx2.Response:
+        return httpx2.Response(
+            200,
+            json={
+                "type": "user",
+                "name": user,
+                "fullname": "Alice",
+                "orgs": [{"name": "acme"}],
+                "auth": {"type": "access_token"},
+            },
+        )
+
+    def _job_route(self, r: Recorded, user: str, m: re.Match[str]) -> httpx2.Response:
+        job = self.jobs.get(m[2])
+        if job is None or job.namespace != m[1]:
+            return _error(404, "Job not found")
+        if m[3] == "/logs":
+            return self._logs(job)
+        if m[3] == "/cancel" and r.method == "POST":
+            if job.stage not in ("COMPLETED", "ERROR", "CANCELED", "DELETED"):
+                self.finish(job.id, "CANCELED")
             return httpx2.Response(200, json={})
-        if (found := re.fullmatch(r"/api/(model|dataset)s/(.+?)/auth-check", p)) is not None:
-            return self._auth_check(found.group(1), found.group(2), user)
-        if (found := re.fullmatch(r"/api/(model|dataset)s/(.+?)/preupload/([^/]+)", p)) is not None:
-            return self._preupload(found.group(1), found.group(2), r)
-        if (found := re.fullmatch(r"/api/(model|dataset)s/(.+?)/commit/([^/]+)", p)) is not None:
-            return self._commit(found.group(1), found.group(2), r)
-        if (found := re.fullmatch(r"/api/(model|dataset)s/([^/]+/[^/]+)(?:/revision/([^/]+))?", p)) is not None:
-            return self._repo_info(found.group(1), found.group(2))
-        if (found := re.fullmatch(r"/api/(model|dataset)s/([^/]+/[^/]+)/tree/.*", p)) is not None:
-            return _error(404, "Entry not found", "EntryNotFound")
-        if (found := re.fullmatch(r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)", p)) is not None:
-            return self._resolve("dataset" if found.group(1) else "model", found.group(2), found.group(4), m)
-        if (found := re.fullmatch(r"/api/jobs/([^/]+)", p)) is not None:
-            return self._create_job(found.group(1), r, user) if m == "POST" else self._list_jobs(found.group(1), r)
-        if (found := re.fullmatch(r"/api/jobs/([^/]+)/([^/]+)(/logs|/cancel)?", p)) is not None:
-            job = self.jobs.get(found.group(2))
-            if job is None or job.namespace != found.group(1):
-                return _error(404, "Job not found")
-            if found.group(3) == "/logs":
-                return self._logs(job)
-            if found.group(3) == "/cancel" and m == "POST":
-                if job.stage not in ("COMPLETED", "ERROR", "CANCELED", "DELETED"):
-                    self.finish(job.id, "CANCELED")
-                return httpx2.Response(200, json={})
-            return httpx2.Response(200, json=self._job_json(job))
-        return _error(404, f"no route for {m} {p}")
+        return httpx2.Response(200, json=self._job_json(job))
 
     def _create_repo(self, r: Recorded, user: str) -> httpx2.Response:
         body = r.json()

@@ -1,46 +1,74 @@
-"""Wiring shared by the Hugging Face tests: the fake Hub behind the real client, an isolated HF home."""
+"""Wiring shared by the Hugging Face tests: the fake Hub behind the real client, an isolated HF home.
+
+A test builds its providers with :func:`provider`: the fake's client factory, the fake clock's
+sleep and clock, and no jitter come in through the constructor, and the provider instance goes to
+``FineTuneJob.create(provider=...)`` / ``FineTuneJob.get(ref, provider=...)``.
+"""
 
 from __future__ import annotations
 
-import types
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from anytune._config import resolve
+from anytune.providers.huggingface import HuggingFaceProvider, HuggingFaceSettings
 from tests.conftest import FakeClock
 from tests.providers.hf_fake import TOKEN, FakeHub
 
 BASE_MODEL = "Qwen/Qwen2.5-0.5B-Instruct"
 
 
-def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock) -> Iterator[FakeHub]:
-    """Send every huggingface_hub request of this process to a :class:`FakeHub`; sleep on ``clock``.
+def provider(hub: FakeHub, settings: HuggingFaceSettings | None = None) -> HuggingFaceProvider:
+    """A provider talking to ``hub``, its retries sleeping on the hub's clock, without jitter.
 
-    Also points huggingface_hub's token file and registry cache at ``tmp_path`` so that neither the
-    developer's login nor their cache can change a result, and sets ``HF_TOKEN``.
+    Without ``settings``, they are resolved from the environment and profiles, as
+    ``FineTuneJob.create(provider="huggingface")`` resolves them (``ANYTUNE_HUGGINGFACE_TOKEN``...).
+    """
+    if settings is None:
+        resolved = resolve(provider="huggingface").settings
+        assert isinstance(resolved, HuggingFaceSettings)
+        settings = resolved
+    clock = hub.clock
+    assert isinstance(clock, FakeClock), "install() gives the hub a FakeClock"
+    return HuggingFaceProvider(
+        settings, sleep=clock.sleep, clock=clock, rand=lambda: 0.0, http_client_factory=hub.client
+    )
+
+
+@contextlib.contextmanager
+def _isolate_huggingface_hub(monkeypatch: pytest.MonkeyPatch, home: Path) -> Iterator[None]:
+    """The one place these tests reach past huggingface_hub's public API, and why.
+
+    * ``HF_TOKEN_PATH`` and ``AGENT_HARNESSES_PATH`` are computed from ``HF_HOME`` when
+      huggingface_hub is imported, so setting those variables now changes nothing: the module
+      constants are pointed at ``home`` instead, so that neither the developer's login nor their
+      cache can change a result, and the tests never write into them.
+    * The provider installs its client factory with the public ``set_client_factory``, which is
+      process-wide; huggingface_hub offers no public way to read the previous factory, so the
+      default one (``utils._http.default_client_factory``) is put back by name afterwards, so no
+      later test talks to this test's fake.
     """
     import huggingface_hub
     from huggingface_hub import constants
-    from huggingface_hub.utils import _detect_agent, _http
+    from huggingface_hub.utils._http import default_client_factory
 
-    from anytune.providers import huggingface as hf
+    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
+    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / ".agent_harnesses.json"))
+    try:
+        yield
+    finally:
+        huggingface_hub.set_client_factory(default_client_factory)
 
+
+def install(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: FakeClock) -> Iterator[FakeHub]:
+    """A :class:`FakeHub` (with the base model) for :func:`provider`, an isolated HF home, ``HF_TOKEN`` set."""
     hub = FakeHub(clock)
     hub.add_repo("model", BASE_MODEL, {"config.json": b"{}"})
     home = tmp_path / "hf-home"
     home.mkdir(exist_ok=True)
-    monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
-    monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / ".agent_harnesses.json"))
-    monkeypatch.setattr(_detect_agent, "_registry", None)
-    # huggingface_hub's own back-off (preupload, pagination) sleeps on the fake clock too.
-    monkeypatch.setattr(_http, "time", types.SimpleNamespace(sleep=clock.sleep, time=clock, monotonic=clock))
-    monkeypatch.setattr(hf.HOOKS, "sleep", clock.sleep)
-    monkeypatch.setattr(hf.HOOKS, "clock", clock)
-    monkeypatch.setattr(hf.HOOKS, "rand", lambda: 0.0)
     monkeypatch.setenv("HF_TOKEN", TOKEN)
-    huggingface_hub.set_client_factory(hub.client)
-    try:
+    with _isolate_huggingface_hub(monkeypatch, home):
         yield hub
-    finally:
-        huggingface_hub.set_client_factory(_http.default_client_factory)

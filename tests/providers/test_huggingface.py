@@ -13,6 +13,8 @@ import hashlib
 import io
 import json
 import logging
+import pkgutil
+import traceback
 import zipfile
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -25,6 +27,9 @@ pytest.importorskip("huggingface_hub")
 
 import httpx2
 
+import anytune
+import anytune.local_backend
+import anytune.providers
 from anytune import FineTuneJob, JobSpec, JobStatus
 from anytune._store import JobStore
 from anytune.errors import (
@@ -43,7 +48,6 @@ from anytune.providers import huggingface as hf
 from anytune.providers.huggingface import (
     DEFAULT_IMAGE,
     LABEL_KEY,
-    HuggingFaceProvider,
     JobView,
     job_events,
     map_stage,
@@ -52,7 +56,7 @@ from anytune.providers.huggingface import (
 )
 from tests.conftest import FakeClock, chat_example, run_python, write_jsonl
 from tests.providers.hf_fake import TOKEN, USER, FakeHub, Job
-from tests.providers.hf_support import BASE_MODEL, install
+from tests.providers.hf_support import BASE_MODEL, install, provider
 
 S = JobStatus
 
@@ -72,10 +76,10 @@ def valid(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "valid.jsonl", [chat_example(100 + i) for i in range(4)])
 
 
-def create(train: Path, valid: Path | None = None, **fields: Any) -> FineTuneJob:
+def create(hub: FakeHub, train: Path, valid: Path | None = None, **fields: Any) -> FineTuneJob:
     fields.setdefault("base_model", BASE_MODEL)
     fields.setdefault("lora", {"r": 8})
-    return FineTuneJob.create(provider="huggingface", training_file=train, validation_file=valid, **fields)
+    return FineTuneJob.create(provider=provider(hub), training_file=train, validation_file=valid, **fields)
 
 
 def bare(job: FineTuneJob) -> str:
@@ -204,13 +208,23 @@ def test_wheel_is_deterministic_installable_and_complete() -> None:
         "anytune/__init__.py",
         "anytune/_job.py",
         "anytune/py.typed",
-        "anytune/providers/huggingface.py",
+        "anytune/providers/huggingface/__init__.py",
+        "anytune/providers/huggingface/adapter.py",
+        "anytune/_boundary.py",
+        "anytune/_create_once.py",
+        "anytune/local_backend/joblog.py",
+        "anytune/local_backend/devices.py",
         "anytune/local_backend/hf_job.py",
         "anytune/local_backend/train.py",
         "anytune/local_backend/rundir.py",
     ):
         assert module in names, module
     assert not any("__pycache__" in n for n in names)
+    # Every module of every package, subpackages included (the job imports from the wheel only).
+    for package in (anytune, anytune.providers, anytune.local_backend):
+        for info in pkgutil.walk_packages(package.__path__, f"{package.__name__}."):
+            module = info.name.replace(".", "/") + ("/__init__.py" if info.ispkg else ".py")
+            assert module in names, module
     dist = name.split("-py3")[0].replace("anytune-", "anytune-") + ".dist-info"
     metadata = archive.read(f"{dist}/METADATA").decode()
     assert "Provides-Extra: local" in metadata and 'extra == "local"' in metadata
@@ -237,7 +251,7 @@ def test_job_requirements_are_pinned_and_overridable() -> None:
 
 def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train: Path, valid: Path) -> None:
     plan = FineTuneJob.plan(
-        provider="huggingface",
+        provider=provider(hub),
         base_model=BASE_MODEL,
         training_file=train,
         validation_file=valid,
@@ -265,7 +279,7 @@ def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train
 def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(
     hub: FakeHub, train: Path, valid: Path, anytune_home: Path
 ) -> None:
-    job = create(train, valid, hf={"flavor": "t4-small", "timeout": "90m"}, tags={"team": "nlp"})
+    job = create(hub, train, valid, hf={"flavor": "t4-small", "timeout": "90m"}, tags={"team": "nlp"})
     assert job.ref.startswith(f"huggingface:{USER}/")
     assert job.status() is S.QUEUED
     data = hub.repos[("dataset", f"{USER}/anytune-datasets")]
@@ -303,26 +317,26 @@ def test_submit_uploads_the_dataset_privately_and_sends_the_job_spec(
 def test_same_content_is_not_uploaded_twice(
     hub: FakeHub, train: Path, valid: Path, anytune_home: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    create(train, valid)
+    create(hub, train, valid)
     commits = hub.calls("POST", r"/commit/")
     assert len(commits) == 1 and len(commits[0].body.splitlines()) == 4  # header + train + valid + wheel
-    create(train, valid)  # the job store remembers: no preupload, no commit
+    create(hub, train, valid)  # the job store remembers: no preupload, no commit
     assert len(hub.calls("POST", r"/commit/")) == 1
     # Another machine (empty job store): the Hub's hashes show the content is there already.
     monkeypatch.setenv("ANYTUNE_HOME", str(tmp_path / "other-home"))
     before = len(hub.requests)
-    create(train, valid)
+    create(hub, train, valid)
     assert len(hub.calls("POST", r"/commit/")) == 1
     assert any(r.path.endswith("/preupload/main") for r in hub.requests[before:])
     assert len(hub.jobs) == 3
 
 
 def test_a_retried_submit_finds_the_job_by_its_label(hub: FakeHub, train: Path) -> None:
-    provider = HuggingFaceProvider()
+    hf_provider = provider(hub)
     spec = JobSpec(base_model=BASE_MODEL, training_file=train, lora={"r": 8})
-    first = provider.submit(spec, idempotency_key="key-1")
+    first = hf_provider.submit(spec, idempotency_key="key-1")
     uploads = len(hub.calls("POST", r"/commit/"))
-    again = provider.submit(spec, idempotency_key="key-1")
+    again = hf_provider.submit(spec, idempotency_key="key-1")
     assert again.id == first.id and len(hub.jobs) == 1
     assert len(hub.calls("POST", r"/commit/")) == uploads
     assert hub.calls("GET", r"^/api/jobs/alice$")[-1].query == [("label", f"{LABEL_KEY}=key-1")]
@@ -332,7 +346,7 @@ def test_a_retried_submit_finds_the_job_by_its_label(hub: FakeHub, train: Path) 
 
 
 def test_lifecycle_events_metrics_and_result(hub: FakeHub, train: Path, valid: Path, clock: FakeClock) -> None:
-    job = create(train, valid)
+    job = create(hub, train, valid)
     jid = bare(job)
     output = job.record.output["hub_repo"]
     seen: list[Any] = []
@@ -361,12 +375,12 @@ def test_lifecycle_events_metrics_and_result(hub: FakeHub, train: Path, valid: P
     assert (result.hub_repo, result.revision, result.trained_tokens) == (output, "rev42", 1234)
     assert result.final_metrics is not None and result.final_metrics.train_loss == 1.0
     # From another process: the reference is enough.
-    again = FineTuneJob.get(job.ref)
+    again = FineTuneJob.get(job.ref, provider=provider(hub))
     assert again.status() is S.SUCCEEDED and again.result().revision == "rev42"
 
 
 def test_log_stream_dropped_midway_loses_and_repeats_nothing(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     jid = bare(job)
     hub.start(jid)
     hub.log(jid, *(f"line {i}" for i in range(10)))
@@ -383,36 +397,25 @@ def test_log_stream_dropped_midway_loses_and_repeats_nothing(hub: FakeHub, train
     assert [e.message for e in more] == [f"line {i}" for i in range(10, 15)]
     hub.finish(jid, "COMPLETED")
     hub.log(jid, result_line("alice/x"))
-    streamed = list(FineTuneJob.get(job.ref).stream(after=more[-1].id))
+    streamed = list(FineTuneJob.get(job.ref, provider=provider(hub)).stream(after=more[-1].id))
     assert [e.kind for e in streamed] == ["log", "status"] and streamed[-1].status is S.SUCCEEDED
 
 
-def test_a_completed_job_whose_log_replay_was_cut_is_read_again(
-    hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    job = create(train)
+def test_a_completed_job_whose_log_replay_was_cut_is_read_again(hub: FakeHub, train: Path) -> None:
+    job = create(hub, train)
     jid = bare(job)
     hub.start(jid)
     hub.log(jid, "a", "b", result_line("alice/out", "r1"))
     hub.finish(jid)
-    full = hub._logs
-    replays: list[int] = []
-
-    def cut_first(j: Job) -> httpx2.Response:
-        # The server ends the first replay cleanly but early: no error, just lines missing.
-        replays.append(1)
-        answer = full(j)
-        if len(replays) == 1:
-            return httpx2.Response(200, content=b"\n\n".join(answer.content.split(b"\n\n")[:2]) + b"\n\n")
-        return answer
-
-    monkeypatch.setattr(hub, "_logs", cut_first)
+    # The server ends the first replay cleanly but early: no error, just lines missing.
+    hub.fail("GET", r"/logs$", end_after=2)
     assert job.result().revision == "r1"
+    replays = hub.calls("GET", r"/logs$")
     assert len(replays) == 2
 
 
 def test_failed_job_reports_the_trainer_error_and_last_log_lines(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     jid = bare(job)
     hub.start(jid)
     hub.log(
@@ -435,7 +438,7 @@ def test_failed_job_reports_the_trainer_error_and_last_log_lines(hub: FakeHub, t
 
 
 def test_job_that_fails_before_running_carries_the_hub_message(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     hub.finish(bare(job), "ERROR", "Timeout exceeded while pulling the image")
     record = job.wait()
     assert record.status is S.FAILED and record.error is not None
@@ -444,7 +447,7 @@ def test_job_that_fails_before_running_carries_the_hub_message(hub: FakeHub, tra
 
 
 def test_cancel(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     hub.start(bare(job))
     record = job.cancel()
     assert record.status is S.CANCELLED and record.raw_status == "CANCELED"
@@ -456,27 +459,27 @@ def test_cancel(hub: FakeHub, train: Path) -> None:
 
 
 def test_deleted_job_is_terminal(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     hub.finish(bare(job), "DELETED")
     record = job.wait()
     assert record.status is S.CANCELLED and record.error is not None and "deleted" in record.error.message
 
 
 def test_list_shows_anytune_jobs_newest_first(hub: FakeHub, train: Path, clock: FakeClock) -> None:
-    provider = HuggingFaceProvider()
+    hf_provider = provider(hub)
     spec = JobSpec(base_model=BASE_MODEL, training_file=train)
-    first = provider.submit(spec, idempotency_key="k1")
+    first = hf_provider.submit(spec, idempotency_key="k1")
     clock.advance(60)
-    second = provider.submit(spec, idempotency_key="k2")
+    second = hf_provider.submit(spec, idempotency_key="k2")
     hub.jobs["foreign"] = Job("foreign", USER, {"flavor": "cpu-basic", "labels": {}}, {}, hub.now())
-    assert [r.id for r in provider.list()] == [second.id, first.id]
+    assert [r.id for r in hf_provider.list()] == [second.id, first.id]
 
 
 # -- faults -------------------------------------------------------------------------------------------
 
 
 def test_reads_retry_429_and_5xx_honouring_retry_after(hub: FakeHub, train: Path, clock: FakeClock) -> None:
-    job = create(train)
+    job = create(hub, train)
     hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=429, headers={"Retry-After": "7"})
     hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=503)
     hub.fail("GET", r"^/api/jobs/alice/[^/]+$", exception=httpx2.ConnectError)
@@ -485,7 +488,7 @@ def test_reads_retry_429_and_5xx_honouring_retry_after(hub: FakeHub, train: Path
 
 
 def test_persistent_5xx_becomes_service_unavailable(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=502, times=100)
     with pytest.raises(ServiceUnavailableError) as err:
         job.refresh()
@@ -505,7 +508,7 @@ def test_persistent_5xx_becomes_service_unavailable(hub: FakeHub, train: Path) -
 )
 def test_create_faults_never_make_two_jobs(hub: FakeHub, train: Path, fault: dict[str, Any]) -> None:
     hub.fail("POST", r"^/api/jobs/alice$", **fault)
-    job = create(train)
+    job = create(hub, train)
     assert len(hub.jobs) == 1 and bare(job) in hub.jobs
     assert len(hub.job_creates) == (1 if fault.get("after") else 2)
 
@@ -521,7 +524,7 @@ def _no_hub_exception_escapes(exc: BaseException) -> None:
 def test_bad_token_is_an_authentication_error(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_TOKEN", "hf_WrongTokenWrongTokenWrongToken12")
     with pytest.raises(AuthenticationError) as err:
-        create(train)
+        create(hub, train)
     _no_hub_exception_escapes(err.value)
     assert "hf auth login" in str(err.value) and "WrongToken" not in str(err.value)
 
@@ -529,21 +532,21 @@ def test_bad_token_is_an_authentication_error(hub: FakeHub, train: Path, monkeyp
 def test_no_token_at_all(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HF_TOKEN")
     with pytest.raises(AuthenticationError, match="HF_TOKEN"):
-        create(train)
+        create(hub, train)
     assert hub.requests == []
 
 
 def test_no_payment_method_is_a_quota_error(hub: FakeHub, train: Path) -> None:
     hub.payment_method = False
     with pytest.raises(QuotaExceededError) as err:
-        create(train)
+        create(hub, train)
     assert "payment method" in str(err.value) and err.value.status_code == 402
     assert len(hub.job_creates) == 1
 
 
 def test_unknown_flavor_names_the_field_and_the_known_flavors(hub: FakeHub, train: Path) -> None:
     with pytest.raises(InvalidRequestError) as err:
-        create(train, hf={"flavor": "a10g-huge"})
+        create(hub, train, hf={"flavor": "a10g-huge"})
     assert "hf.flavor 'a10g-huge'" in str(err.value) and "a10g-small" in str(err.value)
     _no_hub_exception_escapes(err.value)
 
@@ -555,27 +558,27 @@ def test_missing_or_gated_base_model_fails_before_any_upload(
     if gated:
         hub.add_repo("model", model, {"config.json": b"{}"}, gated=True)
     with pytest.raises(ModelNotAvailableError) as err:
-        create(train, base_model=model)
+        create(hub, train, base_model=model)
     assert model in str(err.value) and ("gated" in str(err.value)) is gated
     assert hub.calls("POST", r"/commit/") == [] and hub.job_creates == []
 
 
 def test_unknown_job_is_job_not_found(hub: FakeHub) -> None:
     with pytest.raises(JobNotFoundError):
-        FineTuneJob.get("huggingface:alice/doesnotexist")
+        FineTuneJob.get("huggingface:alice/doesnotexist", provider=provider(hub))
     with pytest.raises(JobNotFoundError):
-        FineTuneJob.get("huggingface:a/b/c")
+        FineTuneJob.get("huggingface:a/b/c", provider=provider(hub))
 
 
 def test_spec_checks_before_anything_is_sent(hub: FakeHub, train: Path, tmp_path: Path) -> None:
     with pytest.raises(NotSupportedError, match="base_model"):
-        create(train, base_model=str(tmp_path))
+        create(hub, train, base_model=str(tmp_path))
     with pytest.raises(NotSupportedError, match=r"local\.device"):
-        create(train, local={"device": "mps"})
+        create(hub, train, local={"device": "mps"})
     with pytest.raises(ConfigError, match=r"hf\.timeout"):
-        create(train, hf={"timeout": "two hours"})
+        create(hub, train, hf={"timeout": "two hours"})
     with pytest.raises(ConfigError, match=r"hf\.output_repo"):
-        create(train, hf={"output_repo": "a/b/c"})
+        create(hub, train, hf={"output_repo": "a/b/c"})
     assert hub.requests == []
 
 
@@ -598,14 +601,14 @@ def test_token_sources(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatc
     else:
         monkeypatch.delenv("HF_TOKEN")
         Path(constants.HF_TOKEN_PATH).write_text("hf_OtherTokenOtherTokenOtherToken9\n")
-    job = create(train)
+    job = create(hub, train)
     assert _auth_headers(hub) == {"Bearer hf_OtherTokenOtherTokenOtherToken9"}
     assert hub.jobs[bare(job)].secrets == {"HF_TOKEN": "hf_OtherTokenOtherTokenOtherToken9"}
 
 
 def test_hf_endpoint_is_honoured(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("HF_ENDPOINT", "https://hub.internal.example")
-    create(train)
+    create(hub, train)
     hosts = {r.url.split("/")[2] for r in hub.requests if r.path != "/api/agent-harnesses"}
     assert hosts == {"hub.internal.example"}
     assert hub.job_creates[-1].json()["environment"]["HF_ENDPOINT"] == "https://hub.internal.example"
@@ -619,7 +622,7 @@ def test_token_never_reaches_logs_errors_events_store_or_job_env(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     hub.fail("GET", r"^/api/jobs/alice/[^/]+$", status=503)
-    job = create(train)
+    job = create(hub, train)
     jid = bare(job)
     hub.start(jid)
     hub.log(jid, f"oops, printed {TOKEN} by mistake", metric_line(1, 1.0))
@@ -646,8 +649,23 @@ def test_token_never_reaches_logs_errors_events_store_or_job_env(
             assert TOKEN.encode() not in r.body
 
 
+def test_a_hub_error_echoing_the_token_is_scrubbed_down_the_whole_chain(hub: FakeHub, train: Path) -> None:
+    # The Hub's words travel in the chained huggingface_hub exception, which a traceback prints.
+    hub.fail("POST", r"^/api/jobs/alice$", status=400, body={"error": f"no such hardware for {TOKEN}"})
+    with pytest.raises(InvalidRequestError) as err:
+        create(hub, train)
+    chain: list[BaseException] = []
+    current: BaseException | None = err.value
+    while current is not None:
+        chain.append(current)
+        current = current.__cause__ or current.__context__
+    assert len(chain) > 1 and type(chain[1]).__module__.startswith("huggingface_hub")
+    printed = "".join(traceback.format_exception(type(err.value), err.value, err.value.__traceback__))
+    assert "no such hardware" in printed and TOKEN not in printed
+
+
 def test_deleted_job_whose_log_is_gone_still_has_its_events(hub: FakeHub, train: Path) -> None:
-    job = create(train)
+    job = create(hub, train)
     hub.start(bare(job))
     hub.finish(bare(job), "DELETED")
     hub.fail("GET", r"/logs$", status=404, body={"error": "Job not found"})

@@ -28,7 +28,7 @@ from anytune import FineTuneJob, JobStatus
 from anytune.providers import huggingface as hf
 from tests.conftest import FakeClock, chat_example, write_jsonl
 from tests.providers.hf_fake import TOKEN, FakeHub
-from tests.providers.hf_support import install
+from tests.providers.hf_support import install, provider
 
 BASE = "acme/tiny-chat"
 
@@ -86,7 +86,7 @@ def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
     train = write_jsonl(tmp_path / "train.jsonl", [chat_example(i) for i in range(16)])
     valid = write_jsonl(tmp_path / "valid.jsonl", [chat_example(100 + i) for i in range(4)])
     job = FineTuneJob.create(
-        provider="huggingface",
+        provider=provider(hub),
         base_model=BASE,
         training_file=train,
         validation_file=valid,

@@ -1,0 +1,436 @@
+"""The ``huggingface`` provider: the contract, on Hugging Face Jobs.
+
+Reliability, and why:
+
+* A create carries the label ``anytune-idempotency_key`` (labels allow no dots). Before creating,
+  and after an ambiguous failure (dropped connection, 408, 5xx), jobs with that label are looked up
+  (:func:`anytune._create_once.create_once`).
+* Reads retry on 408/429/5xx and connection errors, honouring ``Retry-After``, within a deadline.
+* The token is registered for redaction and handed to the job only as a secret; every
+  huggingface_hub and httpx2 exception becomes an anytune error at :func:`anytune._boundary.boundary`,
+  which scrubs the original before chaining it.
+"""
+
+from __future__ import annotations
+
+import builtins
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from anytune._boundary import Translate, boundary
+from anytune._capabilities import Capabilities
+from anytune._create_once import create_once
+from anytune._provider import PlannedRequest, Provider, ProviderSettings, SubmitPlan, UploadCache
+from anytune._retry import RetryPolicy, retry_after_of, retry_call
+from anytune._secrets import redact
+from anytune._spec import HFOptions, JobSpec, LocalOptions, Method, Quantization
+from anytune._types import Event, FineTunedModel, JobRecord, JobStatus, MetricPoint
+from anytune.errors import AnytuneError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.local_backend.joblog import RESULT_PREFIX
+
+from .errors import is_ambiguous, is_transient, translate_error
+from .hub import NAME, HttpClientFactory, HuggingFaceSettings, import_hub, make_api, resolve_endpoint, resolve_token
+from .records import EPOCH, JobView, job_events, last_of_kind, metric_points, record_from_view, view_from_info
+from .request import (
+    LABEL_KEY,
+    JobFiles,
+    build_job_request,
+    check_hf_options,
+    default_dataset_repo,
+    default_output_repo,
+    sanitize_label,
+)
+from .status import map_stage
+from .uploads import plan_inputs, upload_inputs
+
+if TYPE_CHECKING:
+    from huggingface_hub import HfApi
+
+__all__ = ["HuggingFaceProvider"]
+
+T = TypeVar("T")
+
+#: ``local`` options a job cannot honour, and why (the job runs the local trainer, so the rest apply).
+_LOCAL_REFUSALS: tuple[tuple[str, Callable[[LocalOptions], bool], str], ...] = (
+    ("local.device", lambda o: o.device == "mps", "a job runs on CUDA or CPU hardware"),
+    ("local.num_devices", lambda o: o.num_devices > 1, "one process per job is implemented"),
+    ("local.output_dir", lambda o: o.output_dir is not None, "the adapter goes to the Hub repo (hf.output_repo)"),
+    ("local.merge", lambda o: o.merge, "only the adapter is pushed"),
+)
+
+
+class HuggingFaceProvider(Provider[HuggingFaceSettings]):
+    """anytune's trainer on Hugging Face Jobs, the adapter pushed to a Hub model repo.
+
+    Args:
+        settings: the typed settings (default: ``HuggingFaceSettings()``).
+        store: where uploads are remembered.
+        home: anytune's home directory.
+        sleep, clock, rand: what retries sleep on, their deadline clock and jitter.
+        http_client_factory: makes the ``httpx2.Client`` huggingface_hub sends through. huggingface_hub
+            has one client per process, so this installs it process-wide (its public
+            ``set_client_factory``) when the provider first connects; None keeps the configured one.
+    """
+
+    name: ClassVar[str] = NAME
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=frozenset({Method.SFT, Method.DPO}),
+        lora=True,
+        quantization=frozenset(Quantization),
+        data_formats=frozenset({"chat", "prompt_completion", "preference"}),
+        # The job runs the local trainer: its options section (packing, logging...) applies too.
+        sections=frozenset({"hf", "local"}),
+        pause=False,
+        min_examples=1,
+        notes="anytune's trainer on Hugging Face Jobs; adapter pushed to a Hub model repo",
+        service="Hugging Face Jobs",
+        extra={"flavors": "hf.flavor (default a10g-small)", "resume": False},
+    )
+    Settings: ClassVar[type[ProviderSettings]] = HuggingFaceSettings
+    # A log read of a running job lasts a few seconds (the Hub holds the stream open): poll calmly.
+    poll_interval: ClassVar[float] = 10.0
+
+    def __init__(
+        self,
+        settings: HuggingFaceSettings | None = None,
+        *,
+        store: UploadCache | None = None,
+        home: Path | None = None,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] | None = None,
+        rand: Callable[[], float] | None = None,
+        http_client_factory: HttpClientFactory | None = None,
+    ) -> None:
+        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand)
+        self._http_client_factory = http_client_factory
+        self._lock = threading.Lock()
+        self._api_obj: HfApi | None = None
+        self._token: str | None = None
+        self._whoami: str | None = None
+        # Per job: the longest log replay read so far, and whether it is final (job terminal).
+        self._logs: dict[str, list[str]] = {}
+        self._final_logs: set[str] = set()
+
+    @property
+    def endpoint(self) -> str:
+        return resolve_endpoint(self.settings)
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _api(self) -> HfApi:
+        with self._lock:
+            if self._api_obj is None:
+                import_hub(self.name)
+                with boundary(self._translator("reading the Hugging Face token")):
+                    self._token = resolve_token(self.settings, self.name)
+                self._api_obj = make_api(
+                    endpoint=self.endpoint, token=self._token, http_client_factory=self._http_client_factory
+                )
+            return self._api_obj
+
+    def _job_token(self) -> str:
+        """The token the job gets as its ``HF_TOKEN`` secret (resolved with the client)."""
+        self._api()
+        if self._token is None:  # pragma: no cover - _api() sets it or raises
+            raise RuntimeError("the Hugging Face token was not resolved")
+        return self._token
+
+    @property
+    def _policy(self) -> RetryPolicy:
+        s = self.settings
+        return RetryPolicy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
+
+    def _translator(
+        self, what: str, *, job_id: str | None = None, flavor: str | None = None, base_model: str | None = None
+    ) -> Translate:
+        """This adapter's translation for :func:`boundary`, naming what was being done and to what."""
+        job_ref = f"{self.name}:{job_id}" if job_id else None
+
+        def translate(exc: Exception) -> AnytuneError | None:
+            return translate_error(
+                exc, provider=self.name, what=what, job_ref=job_ref, flavor=flavor, base_model=base_model
+            )
+
+        return translate
+
+    def _call(self, what: str, fn: Callable[[], T], **context: Any) -> T:
+        """One Hub call: retried while transient, its failure translated."""
+        with boundary(self._translator(what, **context)):
+            return retry_call(
+                fn,
+                policy=self._policy,
+                retry_on=is_transient,
+                retry_after=retry_after_of,
+                sleep=self.sleep,
+                clock=self.clock,
+                rand=self.rand,
+                what=f"{self.name}: {what}",
+            )
+
+    def _namespace(self, spec: JobSpec | None = None) -> str:
+        explicit = (spec.hf.namespace if spec is not None and spec.hf is not None else None) or self.settings.namespace
+        if explicit:
+            return explicit
+        if self._whoami is None:
+            api = self._api()
+            info = self._call("finding the token's user (whoami)", lambda: api.whoami(cache=True))
+            self._whoami = str(info["name"])
+        return self._whoami
+
+    def _split(self, job_id: str) -> tuple[str, str]:
+        namespace, _, bare = job_id.rpartition("/")
+        if not bare or "/" in namespace:
+            raise JobNotFoundError(f"{self.name}:{job_id}", "expected NAMESPACE/JOB_ID")
+        return namespace or self._namespace(), bare
+
+    # -- validation and plan --------------------------------------------------------------------
+    def validate(self, spec: JobSpec) -> None:
+        path = Path(spec.base_model).expanduser()
+        if spec.base_model.startswith((".", "/", "~")) or path.exists():
+            raise NotSupportedError(
+                "a Hugging Face job downloads its base model from the Hub: give a Hub model id (upload a local "
+                "model first with `hf upload`)",
+                field="base_model",
+                provider=self.name,
+                alternatives=["local"],
+            )
+        local = spec.local or LocalOptions()
+        for field, refused, why in _LOCAL_REFUSALS:
+            if refused(local):
+                raise NotSupportedError(why, field=field, provider=self.name, alternatives=["local"])
+        check_hf_options(spec.hf or HFOptions())
+
+    def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        options = spec.hf or HFOptions()
+        namespace = options.namespace or self.settings.namespace or "<your namespace>"
+        inputs = plan_inputs(spec)
+        dataset_repo = default_dataset_repo(spec, namespace)
+        output_repo = default_output_repo(spec, namespace, idempotency_key)
+        request = build_job_request(
+            spec,
+            idempotency_key,
+            inputs.files(dataset_repo),
+            namespace=namespace,
+            output_repo=output_repo,
+            settings=self.settings,
+            endpoint=self.endpoint,
+        )
+        request["secrets"] = ["HF_TOKEN"]  # by name: the value is your token, sent only as a job secret
+        return SubmitPlan(
+            provider=self.name,
+            uploads=inputs.uploads,
+            requests=[
+                PlannedRequest(
+                    operation=f"GET {self.endpoint}/api/jobs/{namespace}?label={LABEL_KEY}=...",
+                    body={"labels": {LABEL_KEY: sanitize_label(idempotency_key)}},
+                ),
+                PlannedRequest(operation="HfApi.auth_check", body={"repo_id": spec.base_model, "repo_type": "model"}),
+                PlannedRequest(
+                    operation="HfApi.create_repo",
+                    body={"repo_id": dataset_repo, "repo_type": "dataset", "private": True, "exist_ok": True},
+                ),
+                PlannedRequest(
+                    operation="HfApi.create_commit",
+                    body={"repo_id": dataset_repo, "repo_type": "dataset", "files": sorted(inputs.paths.values())},
+                ),
+                PlannedRequest(
+                    operation="HfApi.create_repo",
+                    body={"repo_id": output_repo, "repo_type": "model", "private": options.private, "exist_ok": True},
+                ),
+                PlannedRequest(operation="HfApi.run_job", body=request),
+            ],
+            notes=[
+                "files already in the dataset repo with the same content are not sent again",
+                "the token goes to the job as the secret HF_TOKEN only (never an environment variable or argument)",
+                f"the job is labelled {LABEL_KEY}=<key>; a retried create finds it instead of starting another",
+                f"the job pushes the adapter, metrics and resolved spec to {output_repo} and prints its revision",
+            ],
+        )
+
+    # -- submit ---------------------------------------------------------------------------------
+    def _find_job(self, api: HfApi, namespace: str, key: str) -> JobView | None:
+        label = sanitize_label(key)
+
+        def lookup() -> JobView | None:
+            jobs = [view_from_info(j, namespace) for j in api.list_jobs(namespace=namespace, labels={LABEL_KEY: label})]
+            # Checked here too, for a service that ignores the filter.
+            mine = [v for v in jobs if v.labels.get(LABEL_KEY) == label]
+            mine.sort(key=lambda v: v.created_at or EPOCH, reverse=True)
+            return mine[0] if mine else None
+
+        return self._call("looking up the job by its idempotency label", lookup)
+
+    def _check_base_model(self, api: HfApi, spec: JobSpec) -> None:
+        # Fail before paying for hardware: a missing or gated model would only fail inside the job.
+        self._call(
+            "checking the base model",
+            lambda: api.auth_check(spec.base_model, repo_type="model"),
+            base_model=spec.base_model,
+        )
+
+    def _upload_inputs(self, api: HfApi, spec: JobSpec, namespace: str) -> JobFiles:
+        repo = default_dataset_repo(spec, namespace)
+        return upload_inputs(
+            api,
+            plan_inputs(spec),
+            repo,
+            call=self._call,
+            store=self.store,
+            provider=self.name,
+            scope=f"{self.endpoint}|{repo}",
+        )
+
+    def _create_job(self, api: HfApi, request: Mapping[str, Any], key: str, flavor: str) -> JobView:
+        """Create the job once: a create is retried only when it surely did not happen (429, refused
+        connection), or after the label lookup found nothing following an ambiguous failure."""
+        namespace = str(request["namespace"])
+        secrets = {"HF_TOKEN": self._job_token()}
+        with boundary(self._translator("creating the job", flavor=flavor)):
+            return create_once(
+                lambda: view_from_info(api.run_job(**request, secrets=secrets), namespace),
+                lambda: self._find_job(api, namespace, key),
+                is_ambiguous=is_ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after_of,
+                sleep=self.sleep,
+                clock=self.clock,
+                rand=self.rand,
+                what=f"{self.name}: creating the job",
+            )
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        self.validate(spec)
+        api = self._api()
+        namespace = self._namespace(spec)
+        found = self._find_job(api, namespace, idempotency_key)
+        if found is not None:
+            return self._record(found)
+        self._check_base_model(api, spec)
+        files = self._upload_inputs(api, spec, namespace)
+        options = spec.hf or HFOptions()
+        output_repo = default_output_repo(spec, namespace, idempotency_key)
+        self._call(
+            "creating the output model repo",
+            lambda: api.create_repo(output_repo, repo_type="model", private=options.private, exist_ok=True),
+        )
+        request = build_job_request(
+            spec,
+            idempotency_key,
+            files,
+            namespace=namespace,
+            output_repo=output_repo,
+            settings=self.settings,
+            endpoint=self.endpoint,
+        )
+        return self._record(self._create_job(api, request, idempotency_key, options.flavor))
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _record(self, view: JobView, lines: Sequence[str] | None = None) -> JobRecord:
+        return record_from_view(self.name, view, lines, error_log_lines=self.settings.error_log_lines)
+
+    def _view(self, job_id: str) -> JobView:
+        namespace, bare = self._split(job_id)
+        api = self._api()
+        info = self._call("reading the job", lambda: api.inspect_job(job_id=bare, namespace=namespace), job_id=job_id)
+        return view_from_info(info, namespace)
+
+    def _lines(self, view: JobView) -> list[str]:
+        """The job's log so far: the longest replay read (a stream that ended early is read again
+        next time), fetched no more once the job has finished and its log was read in full."""
+        key = view.ref_id
+        if key in self._final_logs or view.stage.upper() == "SCHEDULING":
+            return list(self._logs.get(key, []))
+        api = self._api()
+        status = map_stage(view.stage)
+
+        def replay() -> list[str]:
+            # A job may print anything, the token included: nothing read leaves here unredacted.
+            return [redact(line) for line in api.fetch_job_logs(job_id=view.id, namespace=view.namespace, follow=False)]
+
+        lines: list[str] = []
+        # A completed job always ends its log with the result line: a replay without it was cut short.
+        for _ in range(3 if status is JobStatus.SUCCEEDED else 1):
+            try:
+                lines = self._call("reading the job's log", replay, job_id=view.ref_id)
+            except JobNotFoundError:
+                if not status.is_terminal:
+                    raise
+                break  # a deleted job's log may be gone: its stages still tell its story
+            if status is not JobStatus.SUCCEEDED or last_of_kind(lines, "result") is not None:
+                break
+        known = self._logs.get(key, [])
+        if len(lines) >= len(known):
+            self._logs[key] = lines
+        if status.is_terminal:
+            self._final_logs.add(key)
+        return list(self._logs[key])
+
+    def get(self, job_id: str) -> JobRecord:
+        view = self._view(job_id)
+        # Finished jobs carry their log's verdict (revision, error with the last lines); running
+        # ones use what events() has read, without reading the log again.
+        lines = self._lines(view) if map_stage(view.stage).is_terminal else self._logs.get(view.ref_id)
+        return self._record(view, lines)
+
+    def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
+        view = self._view(job_id)
+        lines = self._lines(view)
+        try:
+            cursor = int(after) if after is not None else -1
+        except ValueError:
+            cursor = -1  # not one of ours: everything (the caller's cursor drops what it has seen)
+        for event in job_events(view, lines):
+            if int(event.id) > cursor:
+                yield event
+
+    def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
+        return metric_points(self._lines(self._view(job_id)))
+
+    def cancel(self, job_id: str) -> JobRecord:
+        view = self._view(job_id)
+        if map_stage(view.stage).is_terminal:
+            return self._record(view)
+        api = self._api()
+        # Cancelling twice is harmless, so the request is retried like a read.
+        self._call(
+            "cancelling the job", lambda: api.cancel_job(job_id=view.id, namespace=view.namespace), job_id=job_id
+        )
+        return self._record(self._view(job_id))
+
+    def list(self, limit: int = 20) -> builtins.list[JobRecord]:
+        api = self._api()
+        namespace = self._namespace()
+
+        def read() -> builtins.list[JobView]:
+            return [view_from_info(j, namespace) for j in api.list_jobs(namespace=namespace)]
+
+        views = [v for v in self._call("listing jobs", read) if LABEL_KEY in v.labels]
+        views.sort(key=lambda v: v.created_at or EPOCH, reverse=True)
+        return [self._record(v) for v in views[:limit]]
+
+    def result(self, record: JobRecord) -> FineTunedModel:
+        view = self._view(record.id)
+        lines = self._lines(view)
+        pushed = last_of_kind(lines, "result")
+        if not isinstance(pushed, dict) or not pushed.get("hub_repo"):
+            raise ProviderError(
+                f"job {record.ref} completed but its log holds no {RESULT_PREFIX.strip()} line (the adapter repo "
+                f"and revision); see {view.url or 'the job page'}",
+                provider=self.name,
+            )
+        points = metric_points(lines)
+        reported = pushed.get("result")
+        outcome: dict[str, Any] = reported if isinstance(reported, dict) else {}
+        trained = outcome.get("train_tokens")
+        return FineTunedModel(
+            provider=self.name,
+            job_ref=record.ref,
+            base_model=view.base_model or record.base_model,
+            hub_repo=str(pushed["hub_repo"]),
+            revision=str(pushed["revision"]) if pushed.get("revision") else None,
+            final_metrics=points[-1] if points else None,
+            trained_tokens=trained if isinstance(trained, int) else None,
+            extra={"url": view.url, "result": outcome},
+        )
