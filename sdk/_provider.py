@@ -14,7 +14,7 @@ import random
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, ClassVar, Generic, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -23,6 +23,9 @@ from anytune._files import file_digest
 from anytune._secrets import is_secret_name, mask
 from anytune._spec import JobSpec
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, MetricPoint
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 
@@ -100,6 +103,22 @@ class UploadCache(Protocol):
 SettingsT = TypeVar("SettingsT", bound=ProviderSettings)
 
 
+class ProviderArgs(TypedDict, total=False):
+    """The collaborators every provider's constructor takes (see :class:`Provider`).
+
+    A subclass adds its service's own and passes these on unchanged::
+
+        def __init__(self, settings=None, *, client=None, **base: Unpack[ProviderArgs]) -> None:
+            super().__init__(settings, **base)
+    """
+
+    store: UploadCache | None
+    home: Path | None
+    sleep: Callable[[float], None] | None
+    clock: Callable[[], float] | None
+    rand: Callable[[], float] | None
+
+
 class Provider(abc.ABC, Generic[SettingsT]):
     """One fine-tuning service behind the uniform API.
 
@@ -129,18 +148,11 @@ class Provider(abc.ABC, Generic[SettingsT]):
     #: validated against it (list ``name`` in ``capabilities.sections`` too).
     Options: ClassVar[type[BaseModel] | None] = None
 
-    def __init__(
-        self,
-        settings: SettingsT | None = None,
-        *,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] | None = None,
-    ) -> None:
+    def __init__(self, settings: SettingsT | None = None, **base: Unpack[ProviderArgs]) -> None:
         from anytune._home import anytune_home
 
+        store, home = base.get("store"), base.get("home")
+        sleep, clock, rand = base.get("sleep"), base.get("clock"), base.get("rand")
         self.settings: SettingsT = settings if settings is not None else cast(SettingsT, self.Settings())
         self.store = store
         #: anytune's home directory (``ANYTUNE_HOME``): run directories, caches.

@@ -8,7 +8,8 @@ A provider outside anytune imports from here and nowhere private::
 
 What each piece is for:
 
-* the contract: :class:`Provider` (generic over its settings), :class:`ProviderSettings`,
+* the contract: :class:`Provider` (generic over its settings) and the collaborators its
+  constructor takes (:class:`ProviderArgs`), :class:`ProviderSettings`,
   :class:`Capabilities` with :class:`Range` bounds and refusal hints, :class:`SubmitPlan` and its
   parts, :class:`UploadCache`;
 * the uniform types a provider returns: :class:`JobRecord`, :class:`JobStatus`, :class:`Event`,
@@ -34,6 +35,7 @@ from anytune._provider import (
     PlannedRequest,
     PlannedUpload,
     Provider,
+    ProviderArgs,
     ProviderSettings,
     SubmitPlan,
     UploadCache,
@@ -72,6 +74,7 @@ __all__ = [
     "PlannedRequest",
     "PlannedUpload",
     "Provider",
+    "ProviderArgs",
     "ProviderSettings",
     "Quantization",
     "Range",

@@ -12,14 +12,14 @@ from __future__ import annotations
 import builtins
 import contextlib
 import os
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from anytune._boundary import boundary
 from anytune._capabilities import Capabilities
 from anytune._create_once import create_once
-from anytune._provider import PlannedRequest, PlannedUpload, Provider, SubmitPlan, UploadCache
+from anytune._provider import PlannedRequest, PlannedUpload, Provider, ProviderArgs, SubmitPlan
 from anytune._retry import RetryPolicy
 from anytune._spec import JobSpec, Method, Quantization
 from anytune._types import Event, FineTunedModel, JobRecord, MetricPoint
@@ -54,6 +54,9 @@ from anytune.providers.azureml.options import build_submission, check_options
 from anytune.providers.azureml.status import HAS_RUN, map_status
 from anytune.providers.azureml.tracking import RunHistory
 from anytune.providers.azureml.workspace import AzureMLSettings, Connection, Workspace
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 def _ambiguous(exc: BaseException) -> bool:
@@ -111,16 +114,12 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         self,
         settings: AzureMLSettings | None = None,
         *,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] | None = None,
         credential: Any = None,
         transport: Any = None,
         env: Mapping[str, str] | None = None,
+        **base: Unpack[ProviderArgs],
     ) -> None:
-        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand)
+        super().__init__(settings, **base)
         self.connection = Connection(
             self.settings,
             env=os.environ if env is None else env,

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 from anytune._boundary import Translate, boundary
 from anytune._capabilities import Capabilities
 from anytune._create_once import create_once
-from anytune._provider import PlannedRequest, Provider, ProviderSettings, SubmitPlan, UploadCache
+from anytune._provider import PlannedRequest, Provider, ProviderArgs, ProviderSettings, SubmitPlan
 from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import redact
 from anytune._spec import HFOptions, JobSpec, LocalOptions, Method, Quantization
@@ -47,6 +47,7 @@ from .uploads import plan_inputs, upload_inputs
 
 if TYPE_CHECKING:
     from huggingface_hub import HfApi
+    from typing_extensions import Unpack
 
 __all__ = ["HuggingFaceProvider"]
 
@@ -96,14 +97,10 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         self,
         settings: HuggingFaceSettings | None = None,
         *,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] | None = None,
         http_client_factory: HttpClientFactory | None = None,
+        **base: Unpack[ProviderArgs],
     ) -> None:
-        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand)
+        super().__init__(settings, **base)
         self._http_client_factory = http_client_factory
         self._lock = threading.Lock()
         self._api_obj: HfApi | None = None

@@ -92,7 +92,8 @@ def _enum_value(value: Any) -> str:
 
 def view_from_info(info: JobInfo, namespace: str | None = None) -> JobView:
     """A :class:`JobView` of huggingface_hub's ``JobInfo`` (secrets keep their names only)."""
-    fields = dataclasses.asdict(info) if dataclasses.is_dataclass(info) else dict(vars(info))
+    is_instance = dataclasses.is_dataclass(info) and not isinstance(info, type)
+    fields = dataclasses.asdict(info) if is_instance else dict(vars(info))
     raw = {k: v for k, v in fields.items() if k != "secrets"}
     raw["secrets"] = sorted(info.secrets or {})  # names only
     return JobView(

@@ -39,9 +39,9 @@ from anytune._provider import (
     PlannedRequest,
     PlannedUpload,
     Provider,
+    ProviderArgs,
     ProviderSettings,
     SubmitPlan,
-    UploadCache,
 )
 from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import register_secret
@@ -81,6 +81,7 @@ from .uploads import Uploader, chat_data_file, needs_chat_conversion, planned_up
 if TYPE_CHECKING:
     import httpx2
     from openai import OpenAI
+    from typing_extensions import Unpack
 
 __all__ = ["AzureOpenAIProvider", "OpenAIProvider"]
 
@@ -112,14 +113,10 @@ class _OpenAIAdapter(Provider[FamilyT]):
         self,
         settings: FamilyT | None = None,
         *,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] | None = None,
         http_client: httpx2.Client | None = None,
+        **base: Unpack[ProviderArgs],
     ) -> None:
-        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand)
+        super().__init__(settings, **base)
         self._http_client = http_client
         self._config = self._resolve(os.environ)
         # Keys found in the environment were never seen by configuration: register them here so
@@ -503,15 +500,11 @@ class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
         self,
         settings: AzureOpenAISettings | None = None,
         *,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] | None = None,
         http_client: httpx2.Client | None = None,
         azure_token_provider: Callable[[], str] | None = None,
+        **base: Unpack[ProviderArgs],
     ) -> None:
-        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand, http_client=http_client)
+        super().__init__(settings, http_client=http_client, **base)
         self._token_provider = azure_token_provider
 
     def _resolve(self, env: Mapping[str, str]) -> ClientConfig:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, SecretStr
 
@@ -29,11 +29,11 @@ from anytune.provider_kit import (
     Method,
     PlannedRequest,
     Provider,
+    ProviderArgs,
     ProviderSettings,
     Range,
     RetryPolicy,
     SubmitPlan,
-    UploadCache,
     boundary,
     create_once,
     error_class_for_status,
@@ -45,6 +45,9 @@ from anytune.provider_kit import (
     utcnow,
 )
 from anytune_mycloud.service import FileMyCloud, MyCloudClient, MyCloudError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 T = TypeVar("T")
 
@@ -130,13 +133,9 @@ class MyCloudProvider(Provider[MyCloudSettings]):
         settings: MyCloudSettings | None = None,
         *,
         client: MyCloudClient | None = None,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        sleep: Callable[[float], None] | None = None,
-        clock: Callable[[], float] | None = None,
-        rand: Callable[[], float] | None = None,
+        **base: Unpack[ProviderArgs],
     ) -> None:
-        super().__init__(settings, store=store, home=home, sleep=sleep, clock=clock, rand=rand)
+        super().__init__(settings, **base)
         key = self.settings.api_key
         register_secret(key.get_secret_value() if key else None)
         # A real provider builds its SDK client from the settings here, without touching the network.
