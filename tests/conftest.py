@@ -19,6 +19,8 @@ from typing import Any
 
 import pytest
 
+from anytune.testing import FakeClock
+
 ISOLATED_PREFIXES = ("ANYTUNE_", "OPENAI_", "AZURE_", "HF_")
 
 
@@ -135,29 +137,6 @@ def chat_jsonl(tmp_path: Path) -> Path:
 @pytest.fixture
 def valid_jsonl(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "valid.jsonl", [chat_example(100 + i) for i in range(4)])
-
-
-class FakeClock:
-    """A clock and sleep pair for deterministic waits: sleeping advances the clock."""
-
-    def __init__(self, start: float = 1_700_000_000.0) -> None:
-        self.start = start
-        self.now = start
-        self.sleeps: list[float] = []
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-    def sleep(self, seconds: float) -> None:
-        assert seconds >= 0
-        self.sleeps.append(seconds)
-        self.now += seconds
-
-    async def async_sleep(self, seconds: float) -> None:
-        self.sleep(seconds)
 
 
 @pytest.fixture

@@ -12,24 +12,40 @@ T = TypeVar("T")
 
 
 class FakeClock:
-    """A monotonic clock that advances only when :meth:`sleep` is called.
+    r"""A monotonic clock that advances only when slept on (or :meth:`advance`\d).
 
-    Pass ``clock=fake.clock, sleep=fake.sleep`` to a provider; ``sleeps`` records every wait, so a
-    test can assert that a server's Retry-After was honoured.
+    The instance is the clock (call it) and :meth:`sleep` its sleep: pass ``clock=fake,
+    sleep=fake.sleep`` to a provider or a job handle. ``sleeps`` records every wait, so a test
+    can assert that a server's Retry-After was honoured.
     """
 
-    def __init__(self, start: float = 1000.0) -> None:
+    def __init__(self, start: float = 1_700_000_000.0) -> None:
+        self.start = start
         self.now = start
         self.sleeps: list[float] = []
         self._lock = threading.Lock()
 
-    def clock(self) -> float:
+    def __call__(self) -> float:
         return self.now
 
+    def clock(self) -> float:
+        """The same as calling the instance, for code that wants a bound method."""
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Let time pass without a sleep (the service's side of the story)."""
+        with self._lock:
+            self.now += seconds
+
     def sleep(self, seconds: float) -> None:
+        if seconds < 0:
+            raise ValueError(f"sleep of {seconds} s: a negative wait is a bug in the caller")
         with self._lock:
             self.sleeps.append(seconds)
-            self.now += max(0.0, seconds)
+            self.now += seconds
+
+    async def async_sleep(self, seconds: float) -> None:
+        self.sleep(seconds)
 
 
 class FaultScript(Generic[T]):
