@@ -12,7 +12,7 @@ T = TypeVar("T")
 
 
 class FakeClock:
-    r"""A monotonic clock that advances only when slept on (or :meth:`advance`\d).
+    """A monotonic clock that moves only when slept on or advanced (:meth:`advance`).
 
     The instance is the clock (call it) and :meth:`sleep` its sleep: pass ``clock=fake,
     sleep=fake.sleep`` to a provider or a job handle. ``sleeps`` records every wait, so a test
