@@ -50,7 +50,7 @@ def main() -> int:
         "tags": {"sample": "azure_openai"},
     }
     if args.training_type:
-        spec["azure"] = {"training_type": args.training_type}
+        spec["azure_openai"] = {"training_type": args.training_type}
     settings = {"auth": args.auth}
     if args.dry_run:
         plan = FineTuneJob.plan(spec, provider="azure-openai", settings=settings)

@@ -119,7 +119,7 @@ def main() -> int:
         "hyperparameters": {"epochs": 1, "learning_rate": 2e-4, "batch_size": 1, "max_length": 1024},
         "lora": {"r": 16, "alpha": 32, "dropout": 0.05},
         "suffix": "anytune-lora",
-        "azure": {k: v for k, v in azure.items() if v is not None},
+        "azureml": {k: v for k, v in azure.items() if v is not None},
     }
     if args.dry_run:
         plan = FineTuneJob.plan(provider="azureml", settings=settings, **job_fields)

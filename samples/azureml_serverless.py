@@ -112,7 +112,7 @@ def main() -> int:
         "validation_file": HERE / "data" / "valid.jsonl",
         "hyperparameters": {"epochs": args.epochs, "learning_rate": 2e-5, "batch_size": 1},
         "suffix": "anytune-sample",
-        "azure": {"task": "chat-completion"},
+        "azureml": {"task": "chat-completion"},
     }
     if args.dry_run:
         plan = FineTuneJob.plan(provider="azureml", settings=settings, **job_fields)
