@@ -103,6 +103,14 @@ class UploadCache(Protocol):
 SettingsT = TypeVar("SettingsT", bound=ProviderSettings)
 
 
+class Timing(TypedDict):
+    """A provider's time sources, in the keywords ``retry_call``, ``create_once`` take."""
+
+    sleep: Callable[[float], None]
+    clock: Callable[[], float]
+    rand: Callable[[], float]
+
+
 class ProviderArgs(TypedDict, total=False):
     """The collaborators every provider's constructor takes (see :class:`Provider`).
 
@@ -164,6 +172,11 @@ class Provider(abc.ABC, Generic[SettingsT]):
     def __repr__(self) -> str:
         # Settings reprs mask SecretStr fields; never show more than that.
         return f"{type(self).__name__}({self.settings!r})"
+
+    @property
+    def timing(self) -> Timing:
+        """The injected time sources, for ``retry_call(fn, ..., **self.timing)`` and ``create_once``."""
+        return {"sleep": self.sleep, "clock": self.clock, "rand": self.rand}
 
     def options(self, spec: JobSpec) -> Any:
         """This provider's ``options`` section, validated against :attr:`Options` (None when unset).

@@ -229,9 +229,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
                 deadline=s.timeout,
             ),
             retry_after=_retry_after,
-            sleep=self.sleep,
-            clock=self.clock,
-            rand=self.rand,
+            **self.timing,
             what=f"create fine-tuning job {sub.name}",
         )
 

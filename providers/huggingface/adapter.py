@@ -159,9 +159,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
                 policy=self._policy,
                 retry_on=is_transient,
                 retry_after=retry_after_of,
-                sleep=self.sleep,
-                clock=self.clock,
-                rand=self.rand,
+                **self.timing,
                 what=f"{self.name}: {what}",
             )
 
@@ -291,9 +289,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
                 retry_on=is_transient,
                 policy=self._policy,
                 retry_after=retry_after_of,
-                sleep=self.sleep,
-                clock=self.clock,
-                rand=self.rand,
+                **self.timing,
                 what=f"{self.name}: creating the job",
             )
 

@@ -156,9 +156,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
             policy=self._policy,
             retry_on=is_transient,
             retry_after=retry_after_of,
-            sleep=self.sleep,
-            clock=self.clock,
-            rand=self.rand,
+            **self.timing,
             what=f"{self.name}: {what}",
         )
 
@@ -301,9 +299,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
                 retry_on=is_transient,
                 policy=self._policy,
                 retry_after=retry_after_of,
-                sleep=self.sleep,
-                clock=self.clock,
-                rand=self.rand,
+                **self.timing,
                 what=f"{self.name}: creating the fine-tuning job",
             )
 

@@ -146,9 +146,7 @@ class MyCloudProvider(Provider[MyCloudSettings]):
         """A read: retried on transient failures, translated at the boundary."""
         try:
             with boundary(translate):
-                return retry_call(
-                    fn, policy=self._policy, retry_on=_transient, sleep=self.sleep, clock=self.clock, rand=self.rand
-                )
+                return retry_call(fn, policy=self._policy, retry_on=_transient, **self.timing)
         except AnytuneError as exc:
             if job_id is not None and getattr(exc, "status_code", None) == 404:
                 raise JobNotFoundError(f"{NAME}:{job_id}", "MyCloud does not know it") from exc
@@ -187,9 +185,7 @@ class MyCloudProvider(Provider[MyCloudSettings]):
                 is_ambiguous=_ambiguous,
                 retry_on=_transient,
                 policy=self._policy,
-                sleep=self.sleep,
-                clock=self.clock,
-                rand=self.rand,
+                **self.timing,
                 what=f"{NAME}: creating the job",
             )
 
