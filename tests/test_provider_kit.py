@@ -119,3 +119,54 @@ def test_the_kit_is_enough_to_write_the_template() -> None:
             if line.startswith(("from anytune", "import anytune")) and not line.startswith("from anytune_mycloud"):
                 module = line.split()[1]
                 assert not any(part.startswith("_") for part in module.split(".")), f"{path.name}: {line}"
+
+
+# -- a provider instance as the seam ------------------------------------------------------------------
+
+
+def test_an_instance_is_used_as_given_and_its_jobs_are_stored(tmp_path: Path, anytune_home: Path) -> None:
+    mine = FakeProvider(home=tmp_path / "elsewhere")
+    job = FineTuneJob.create(provider=mine, base_model="tiny", training_file=_examples(tmp_path), fake={"seconds": 0})
+    assert job._provider is mine and (tmp_path / "elsewhere" / "fake").is_dir()
+    assert [r.ref for r in FineTuneJob.list()] == [job.ref]  # the default store was lent to it
+    assert FineTuneJob.get(job.ref, provider=mine).wait(timeout=10).status is JobStatus.SUCCEEDED
+
+
+def test_settings_beside_an_instance_are_refused_before_anything_happens(tmp_path: Path) -> None:
+    from anytune.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        FineTuneJob.create(
+            provider=FakeProvider(), settings={"speed": 2.0}, base_model="t", training_file=_examples(tmp_path)
+        )
+    assert caught.value.field == "settings"
+    assert FineTuneJob.list() == []
+
+
+def test_an_instance_of_another_provider_cannot_attach_to_a_job() -> None:
+    from anytune.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="is a 'openai' job") as caught:
+        FineTuneJob.get("openai:ftjob-abc", provider=FakeProvider())
+    assert caught.value.field == "provider"
+
+
+def test_an_options_section_for_another_provider_is_refused(tmp_path: Path) -> None:
+    from anytune.errors import NotSupportedError
+
+    with pytest.raises(NotSupportedError) as caught:
+        FineTuneJob.create(
+            provider="fake",
+            base_model="t",
+            training_file=_examples(tmp_path),
+            options={"mycloud": {"priority": "high"}},
+        )
+    assert caught.value.field == "mycloud"
+    assert FineTuneJob.list() == []
+
+
+def test_one_azure_section_at_a_time(tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="give azureml or the older combined azure section"):
+        JobSpec(base_model="m", training_file=tmp_path / "t.jsonl", azure={}, azureml={"deployment": "managed"})
