@@ -47,6 +47,7 @@ from anytune._spec import JobSpec, LocalOptions, Method
 from anytune._types import Checkpoint, JobStatus, MetricPoint
 from anytune.errors import ConfigError
 from anytune.local_backend import data as D
+from anytune.local_backend.devices import device_kind
 from anytune.local_backend.model import (
     HEAD_CHUNK_BYTES,
     LoadedModel,
@@ -188,16 +189,16 @@ class _Dist:
         return out
 
 
-def _init_dist(device_kind: str) -> _Dist:
+def _init_dist(kind: str) -> _Dist:
     rank, local_rank, world = world_info()
     if world <= 1:
         return _Dist()
     owns = False
-    if device_kind == "cuda":
+    if kind == "cuda":
         # NCCL collectives (and the object ones we use for RNG states) run on the current device.
         torch.cuda.set_device(local_rank % max(torch.cuda.device_count(), 1))
     if not torch.distributed.is_initialized():
-        torch.distributed.init_process_group(backend="nccl" if device_kind == "cuda" else "gloo")
+        torch.distributed.init_process_group(backend="nccl" if kind == "cuda" else "gloo")
         owns = True
     return _Dist(rank=rank, local_rank=local_rank, world=world, owns_group=owns)
 
@@ -833,10 +834,7 @@ def run_training(run: RunDir, *, resume: bool = False) -> dict[str, Any]:
             raised before training starts where possible.
     """
     spec = run.spec()
-    device_kind = (spec.local or LocalOptions()).device
-    if device_kind == "auto":
-        device_kind = "cuda" if torch.cuda.is_available() else "cpu"
-    dist = _init_dist(device_kind)
+    dist = _init_dist(device_kind((spec.local or LocalOptions()).device))
     if resume and dist.main:
         # Resuming is an explicit request to go on: a cancel left over from the interrupted run is void.
         run.cancel_file.unlink(missing_ok=True)

@@ -86,6 +86,21 @@ def planned_upload(path: Path, purpose: str) -> PlannedUpload:
     return PlannedUpload(path=str(path), purpose=purpose, bytes=size, sha256=digest)
 
 
+def _clock_following(sleep: Callable[[float], None]) -> tuple[Callable[[float], None], Callable[[], float]]:
+    """A sleep that counts what it slept, and a monotonic clock that adds that count.
+
+    A caller that injects a sleep alone (a test skipping the waits) means the waits to pass: with
+    the real clock, a deadline measured in slept time would never come, and a wait loop would spin.
+    """
+    slept = [0.0]
+
+    def counting_sleep(seconds: float) -> None:
+        slept[0] += max(0.0, seconds)
+        sleep(seconds)
+
+    return counting_sleep, lambda: time.monotonic() + slept[0]
+
+
 class UploadCache(Protocol):
     """Where a provider remembers what it uploaded, so the same content is not sent twice.
 
@@ -143,7 +158,8 @@ class Provider(abc.ABC, Generic[SettingsT]):
         store: where uploads are remembered (default: none, every upload is sent).
         home: anytune's home directory (default: ``ANYTUNE_HOME``).
         sleep: how retries and waits sleep (inject a recorder in tests).
-        clock: a monotonic clock for deadlines.
+        clock: a monotonic clock for deadlines (given a ``sleep`` alone, the clock advances by what
+            it slept, so injected waits still reach their deadlines).
         rand: the jitter source in [0, 1).
     """
 
@@ -165,6 +181,8 @@ class Provider(abc.ABC, Generic[SettingsT]):
         self.store = store
         #: anytune's home directory (``ANYTUNE_HOME``): run directories, caches.
         self.home = home if home is not None else anytune_home()
+        if sleep is not None and clock is None:
+            sleep, clock = _clock_following(sleep)
         self.sleep: Callable[[float], None] = sleep if sleep is not None else time.sleep
         self.clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self.rand: Callable[[], float] = rand if rand is not None else random.random

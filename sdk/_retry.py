@@ -4,7 +4,7 @@ Reads (get, list, events, checkpoints, file content) are retried on 408, 429 and
 connection errors and timeouts; what counts as "transient" is the adapter's call (it passes a
 predicate), because only the adapter knows its SDK's exception classes.  Writes are not retried
 through here blindly: an adapter that creates something wraps its attempt so that an ambiguous
-failure is looked up before the next try (see the OpenAI adapter's create).
+failure is looked up before the next try (:mod:`anytune._create_once`).
 
 Why these rules:
 

@@ -338,3 +338,19 @@ def test_problems_use_ranges_and_hints(tmp_path: Path) -> None:
         ("hyperparameters.epochs", "Acme accepts epochs in 1 to 10, not 20"),
         ("hyperparameters.learning_rate", "set learning_rate_multiplier instead"),
     ]
+
+
+# -- the constructor seam ------------------------------------------------------------------------------
+
+
+def test_a_sleep_injected_alone_moves_the_providers_clock(tmp_path: Path) -> None:
+    from anytune.providers.azureml import AzureMLProvider
+
+    slept: list[float] = []
+    provider = AzureMLProvider(home=tmp_path, sleep=slept.append)
+    before = provider.clock()
+    provider.sleep(120.0)
+    assert slept == [120.0]
+    assert provider.clock() - before >= 120.0  # a deadline in slept time is reached, no spinning
+    timing = provider.timing
+    assert timing["sleep"] is provider.sleep and timing["clock"] is provider.clock
