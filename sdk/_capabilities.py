@@ -110,13 +110,17 @@ def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
     if spec.method not in caps.methods:
         out.append(("method", _why(caps, "method", f"method {spec.method.value!r} is not offered")))
     hp = spec.hyperparameters.model_dump(exclude_none=True)
-    for name, value in hp.items():
-        field = f"hyperparameters.{name}"
+    # What cannot be set at all comes before what is set out of range: it is the bigger change.
+    for name in hp:
         if name not in caps.hyperparameters:
+            field = f"hyperparameters.{name}"
             out.append((field, _why(caps, field, f"{name} cannot be set")))
-        elif name in caps.ranges and value not in caps.ranges[name]:
+    for name, value in hp.items():
+        if name in caps.hyperparameters and name in caps.ranges and value not in caps.ranges[name]:
             bounds = caps.ranges[name].describe()
-            out.append((field, f"{caps.service or 'the service'} accepts {name} in {bounds}, not {value}"))
+            out.append(
+                (f"hyperparameters.{name}", f"{caps.service or 'the service'} accepts {name} in {bounds}, not {value}")
+            )
     if spec.lora is not None:
         if not caps.lora:
             out.append(

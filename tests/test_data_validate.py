@@ -292,3 +292,27 @@ def test_import_is_light() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env={**os.environ, "PYTHONPATH": ""}
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("method", "example", "fmt", "code"),
+    [
+        # An SFT dataset reads prompt/completion before preference keys; a DPO one the other way.
+        ("sft", {"prompt": "p", "completion": "c", "input": {}}, "prompt_completion", "unknown_key"),
+        (
+            "dpo",
+            {"messages": [], "input": {"messages": [{"role": "user", "content": "q"}]}},
+            "preference",
+            "unknown_key",
+        ),
+    ],
+)
+def test_a_mixed_example_is_read_as_the_method_expects(
+    tmp_path: Path, method: str, example: dict[str, Any], fmt: str, code: str
+) -> None:
+    path = tmp_path / "mixed.jsonl"
+    path.write_text(json.dumps(example) + "\n")
+    report = validate_file(path, DatasetRules(method=method, min_examples=1))
+    assert code in {i.code for i in report.issues}
+    assert "wrong_format" not in {i.code for i in report.issues}
+    assert report.format == fmt

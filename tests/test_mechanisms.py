@@ -334,9 +334,10 @@ def test_problems_use_ranges_and_hints(tmp_path: Path) -> None:
     spec = JobSpec(
         base_model="m", training_file=tmp_path / "t.jsonl", hyperparameters={"epochs": 20, "learning_rate": 1e-4}
     )
+    # What cannot be set at all comes first, then what is out of range.
     assert problems(spec, caps) == [
-        ("hyperparameters.epochs", "Acme accepts epochs in 1 to 10, not 20"),
         ("hyperparameters.learning_rate", "set learning_rate_multiplier instead"),
+        ("hyperparameters.epochs", "Acme accepts epochs in 1 to 10, not 20"),
     ]
 
 

@@ -19,7 +19,7 @@ from typing import Any, Final
 
 import orjson
 
-from anytune._data.formats import example_format
+from anytune._data.formats import PREFERENCE_KEYS, example_format
 
 # (line, field, code, message, severity); line is chunk-local until the parent shifts it.
 IssueTuple = tuple[int | None, str | None, str, str, str]
@@ -208,9 +208,15 @@ class Scanner:
         return None
 
     def _example(self, obj: dict[str, Any], ln: int, method: str) -> tuple[str, int | None]:
-        """Check one example; return its format and token count (None when it cannot be counted)."""
-        fmt = example_format(obj, loose=True)
+        """Check one example; return its format and token count (None when it cannot be counted).
+
+        The method decides which shape wins when an example mixes keys: a DPO dataset reads any
+        preference key as a pair, an SFT one reads messages, then prompt/completion.
+        """
         if method == "dpo":
+            if any(k in obj for k in PREFERENCE_KEYS):
+                return "preference", self._preference(obj, ln)
+            fmt = example_format(obj, loose=True)
             if fmt in ("chat", "prompt_completion"):
                 self.issue(
                     ln,
@@ -221,11 +227,13 @@ class Scanner:
                 )
                 return fmt, None
             return "preference", self._preference(obj, ln)
-        if fmt == "prompt_completion":
-            return fmt, self._prompt_completion(obj, ln)
-        if fmt == "preference":
+        if "messages" in obj:
+            return "chat", self._chat(obj, ln)
+        if "prompt" in obj or "completion" in obj:
+            return "prompt_completion", self._prompt_completion(obj, ln)
+        if any(k in obj for k in PREFERENCE_KEYS):
             self.issue(ln, None, "wrong_format", "preference (DPO) example in an SFT dataset: use method='dpo'")
-            return fmt, self._preference(obj, ln)
+            return "preference", self._preference(obj, ln)
         return "chat", self._chat(obj, ln)
 
     # -- chat ------------------------------------------------------------------------------------

@@ -684,3 +684,16 @@ def test_registry_rows() -> None:
     assert _registry.load("azure-openai") is AzureOpenAIProvider
     assert _registry.entry("openai").extra == "openai"
     assert _registry.entry("azure-openai").requires == ("openai", "azure.identity")
+
+
+def test_a_field_the_service_does_not_take_is_named_before_one_out_of_range(tmp_path: Path) -> None:
+    from anytune.providers.openai import spec_problems
+
+    spec = JobSpec(
+        base_model="gpt-4o-mini-2024-07-18",
+        training_file=tmp_path / "t.jsonl",
+        hyperparameters={"epochs": 60, "learning_rate": 1e-4},
+    )
+    found = spec_problems(spec, "openai")
+    assert [f for f, _, _ in found] == ["hyperparameters.learning_rate", "hyperparameters.epochs"]
+    assert found[0][2] == ("local", "huggingface")
