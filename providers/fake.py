@@ -16,10 +16,10 @@ import builtins
 import hashlib
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 from pydantic import Field
@@ -29,9 +29,9 @@ from anytune._provider import (
     IDEMPOTENCY_TAG,
     PlannedRequest,
     Provider,
+    ProviderArgs,
     ProviderSettings,
     SubmitPlan,
-    UploadCache,
     planned_upload,
 )
 from anytune._secrets import redact
@@ -40,6 +40,9 @@ from anytune._types import Checkpoint, Event, JobError, JobRecord, JobStatus, Me
 from anytune.errors import JobNotFoundError
 
 NAME = "fake"
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class FakeSettings(ProviderSettings):
@@ -102,17 +105,11 @@ class FakeProvider(Provider[FakeSettings]):
     Settings: ClassVar[type[ProviderSettings]] = FakeSettings
     poll_interval: ClassVar[float] = 0.02
 
-    def __init__(
-        self,
-        settings: FakeSettings | None = None,
-        *,
-        store: UploadCache | None = None,
-        home: Path | None = None,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        # Wall-clock time, not monotonic: a fake job's timeline is shared by every process that
-        # reads its state file, and its timestamps are shown as dates.
-        super().__init__(settings, store=store, home=home, clock=clock)
+    def __init__(self, settings: FakeSettings | None = None, **base: Unpack[ProviderArgs]) -> None:
+        # Wall-clock time by default, not monotonic: a fake job's timeline is shared by every
+        # process that reads its state file, and its timestamps are shown as dates.
+        base.setdefault("clock", time.time)
+        super().__init__(settings, **base)
         self.dir = self.home / "fake"
 
     # -- state file -----------------------------------------------------------------------------

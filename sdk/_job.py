@@ -136,8 +136,10 @@ def _prepare(
     _check_files_exist(built)
     if validate_data:
         _check_files(built, impl)
-    # Explicit settings are kept with the job (secrets left out) so another process can re-attach.
-    kept = {k: v for k, v in (settings or {}).items() if not is_secret_name(k) and not isinstance(v, SecretStr)}
+    # Explicit settings are kept with the job (secrets left out) so another process can re-attach;
+    # for an instance, what it was built with beyond the defaults.
+    explicit = impl.settings.model_dump(exclude_defaults=True) if isinstance(provider, Provider) else settings
+    kept = {k: v for k, v in (explicit or {}).items() if not is_secret_name(k) and not isinstance(v, SecretStr)}
     return _Prepared(config, built, impl, the_store, kept)
 
 

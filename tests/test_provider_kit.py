@@ -170,3 +170,16 @@ def test_one_azure_section_at_a_time(tmp_path: Path) -> None:
 
     with pytest.raises(ValidationError, match="give azureml or the older combined azure section"):
         JobSpec(base_model="m", training_file=tmp_path / "t.jsonl", azure={}, azureml={"deployment": "managed"})
+
+
+def test_an_instances_settings_are_kept_for_reattaching_by_reference(tmp_path: Path) -> None:
+    from anytune.providers.fake import FakeSettings
+    from anytune.testing import FakeSettings as Exported
+
+    assert Exported is FakeSettings
+    mine = FakeProvider(FakeSettings(speed=4.0))
+    job = FineTuneJob.create(provider=mine, base_model="tiny", training_file=_examples(tmp_path), fake={"seconds": 0})
+    row = FineTuneJob.list()[0]
+    assert row.ref == job.ref and row.settings == {"speed": 4.0}
+    again = FineTuneJob.get(job.ref)  # by reference alone, as another process would
+    assert again._provider.settings == FakeSettings(speed=4.0)
