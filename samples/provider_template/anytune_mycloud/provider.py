@@ -107,6 +107,11 @@ def _transient(exc: BaseException) -> bool:
     return isinstance(exc, MyCloudError) and (exc.status in (408, 429) or exc.status >= 500)
 
 
+def _retry_after(exc: BaseException) -> float | None:
+    """The server's wait hint (Retry-After) carried by a client exception."""
+    return parse_retry_after(exc.headers) if isinstance(exc, MyCloudError) else None
+
+
 def _ambiguous(exc: BaseException) -> bool:
     # A 5xx or timeout may come after the service acted; a 429 is refused before any work.
     return isinstance(exc, MyCloudError) and (exc.status == 408 or exc.status >= 500)
@@ -146,7 +151,7 @@ class MyCloudProvider(Provider[MyCloudSettings]):
         """A read: retried on transient failures, translated at the boundary."""
         try:
             with boundary(translate):
-                return retry_call(fn, policy=self._policy, retry_on=_transient, **self.timing)
+                return retry_call(fn, policy=self._policy, retry_on=_transient, retry_after=_retry_after, **self.timing)
         except AnytuneError as exc:
             if job_id is not None and getattr(exc, "status_code", None) == 404:
                 raise JobNotFoundError(f"{NAME}:{job_id}", "MyCloud does not know it") from exc
@@ -185,6 +190,7 @@ class MyCloudProvider(Provider[MyCloudSettings]):
                 is_ambiguous=_ambiguous,
                 retry_on=_transient,
                 policy=self._policy,
+                retry_after=_retry_after,
                 **self.timing,
                 what=f"{NAME}: creating the job",
             )

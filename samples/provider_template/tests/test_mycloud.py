@@ -15,7 +15,7 @@ from anytune_mycloud import FileMyCloud, MyCloudError, MyCloudProvider, MyCloudS
 from anytune_mycloud.provider import STATUS, record_from_job, translate
 
 from anytune import FineTuneJob, JobSpec, JobStatus
-from anytune.errors import ConfigError, NotSupportedError, ServiceUnavailableError
+from anytune.errors import AuthenticationError, ConfigError, NotSupportedError, ServiceUnavailableError
 from anytune.testing import FakeClock, FaultScript, ProviderContract
 
 
@@ -81,6 +81,23 @@ def test_reads_retry_then_give_up_with_one_clear_error(
     with pytest.raises(ServiceUnavailableError):
         provider.list()
     assert failing.calls == 4 and len(clock.sleeps) == 3
+
+
+def test_retry_after_is_honoured(provider: MyCloudProvider, service: FileMyCloud, clock: FakeClock) -> None:
+    throttled = FaultScript(service.list_jobs, [MyCloudError(429, "slow down", {"Retry-After": "7"})])
+    service.list_jobs = throttled  # type: ignore[method-assign]
+    assert provider.list() == []
+    assert clock.sleeps == [7.0]
+
+
+def test_a_key_echoed_by_the_service_is_never_shown(service: FileMyCloud, clock: FakeClock, tmp_path: Path) -> None:
+    key = "mc-secret-" + "k" * 24
+    provider = MyCloudProvider(MyCloudSettings(api_key=key), client=service, home=tmp_path, sleep=clock.sleep)
+    service.list_jobs = FaultScript(service.list_jobs, [MyCloudError(401, f"key {key} is revoked")] * 3)  # type: ignore[method-assign]
+    with pytest.raises(AuthenticationError) as caught:
+        provider.list()
+    shown = [str(caught.value), repr(caught.value), str(caught.value.__cause__), repr(provider)]
+    assert all(key not in text for text in shown)
 
 
 def test_options_section_is_typed(provider: MyCloudProvider, spec: JobSpec, service: FileMyCloud) -> None:
