@@ -125,6 +125,9 @@ class FakeHub:
 
     def __init__(self, clock: Callable[[], float]) -> None:
         self.clock = clock
+        #: Jobs move on by themselves, one stage per read (SCHEDULING, RUNNING, then COMPLETED with
+        #: a metric and the trainer's result line), as a real job does over time.
+        self.auto_run = False
         self.requests: list[Recorded] = []
         self.repos: dict[tuple[str, str], Repo] = {}
         self.jobs: dict[str, Job] = {}
@@ -294,7 +297,21 @@ class FakeHub:
             if job.stage not in ("COMPLETED", "ERROR", "CANCELED", "DELETED"):
                 self.finish(job.id, "CANCELED")
             return httpx2.Response(200, json={})
+        if self.auto_run:
+            self._run_on(job)
         return httpx2.Response(200, json=self._job_json(job))
+
+    def _run_on(self, job: Job) -> None:
+        """One stage further for :attr:`auto_run`."""
+        if job.stage == "SCHEDULING":
+            self.start(job.id)
+        elif job.stage == "RUNNING":
+            words = [str(w) for w in (job.body.get("command") or []) + (job.body.get("arguments") or [])]
+            repo = next((words[i + 1] for i, w in enumerate(words[:-1]) if w == "--output-repo"), None)
+            metric = {"step": 1, "train_loss": 1.0, "epoch": 1.0, "time": _iso(self.now())}
+            result = {"hub_repo": repo, "revision": "abc123", "result": {"steps": 1}}
+            self.log(job.id, "ANYTUNE_METRIC " + json.dumps(metric), "ANYTUNE_RESULT " + json.dumps(result))
+            self.finish(job.id)
 
     def _create_repo(self, r: Recorded, user: str) -> httpx2.Response:
         body = r.json()
