@@ -105,29 +105,6 @@ class OpenAIOptions(_Section):
     )
 
 
-class AzureOptions(_Section):
-    """Options for Azure OpenAI and Azure Machine Learning together: the older combined section.
-
-    Still read by both providers; new specs use ``azure_openai`` and ``azureml``, which hold only
-    what each service understands. A spec gives the combined section or its provider's own, not both.
-    """
-
-    training_type: Literal["standard", "globalstandard", "developer"] | None = None
-    deployment: Literal["serverless", "managed"] | None = None
-    compute: str | None = None
-    instance_type: str | None = None
-    instance_count: int | None = Field(None, ge=1)
-    experiment_name: str | None = None
-    # Azure Machine Learning only:
-    registry: str | None = Field(None, description="registry of the base model, e.g. azureml-meta")
-    model_version: str | None = Field(None, description="base model version (default: latest)")
-    task: Literal["chat-completion", "text-completion"] | None = None
-    job_tier: Literal["spot", "basic", "standard", "premium"] | None = None
-    accept_marketplace_terms: bool | None = Field(
-        None, description="subscribe to the model's Azure Marketplace offer when it needs one"
-    )
-
-
 class AzureOpenAIOptions(_Section):
     """Options only Azure OpenAI understands (section ``azure_openai``)."""
 
@@ -149,6 +126,17 @@ class AzureMLOptions(_Section):
     accept_marketplace_terms: bool | None = Field(
         None, description="subscribe to the model's Azure Marketplace offer when it needs one"
     )
+
+
+class AzureOptions(AzureMLOptions):
+    """Options for Azure OpenAI and Azure Machine Learning together: the older combined section.
+
+    Still read by both providers; new specs use ``azure_openai`` and ``azureml``, which hold only
+    what each service understands. A spec gives the combined section or its provider's own, not both.
+    """
+
+    # Azure OpenAI only (the other fields are Azure Machine Learning's):
+    training_type: Literal["standard", "globalstandard", "developer"] | None = None
 
 
 class HFOptions(_Section):
