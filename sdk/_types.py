@@ -8,7 +8,9 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
+
+from anytune._secrets import redact_value
 
 #: The one hook between the uniform types and the code that loads weights: ``module:function``
 #: taking ``(model: FineTunedModel, *, device, base_model)`` and returning a :class:`LoadedModel`.
@@ -93,6 +95,8 @@ class Event(_Model):
     """Something that happened to a job, oldest first in ``stream()`` and ``events()``.
 
     ``id`` is the provider's cursor: it is unique per job and ``events(after=id)`` resumes after it.
+    ``message`` and ``raw`` are redacted when the event is built: a key a service echoes never
+    reaches the caller.
     """
 
     id: str
@@ -105,22 +109,27 @@ class Event(_Model):
     checkpoint: Checkpoint | None = None
     raw: dict[str, Any] | None = None
 
+    _redact = field_validator("message", "raw")(redact_value)
+
     def __str__(self) -> str:
         return f"{self.time:%H:%M:%S} {self.kind:<10} {self.message}"
 
 
 class JobError(_Model):
-    """The provider's account of why a job failed."""
+    """The provider's account of why a job failed (redacted when built, like every service text)."""
 
     message: str
     code: str | None = None
     param: str | None = None
 
+    _redact = field_validator("message", "code", "param")(redact_value)
+
 
 class JobRecord(_Model):
     """The last known state of a job, as the provider reported it, mapped to uniform fields.
 
-    ``raw_status`` and ``raw`` keep the provider's own view for anything the uniform fields miss.
+    ``raw_status`` and ``raw`` keep the provider's own view for anything the uniform fields miss;
+    they, ``output`` and ``error`` are redacted when the record is built.
     """
 
     provider: str
@@ -139,6 +148,8 @@ class JobRecord(_Model):
     trained_tokens: int | None = None
     output: dict[str, Any] = Field(default_factory=dict)
     raw: dict[str, Any] = Field(default_factory=dict)
+
+    _redact = field_validator("raw_status", "output", "raw")(redact_value)
 
     @property
     def ref(self) -> str:

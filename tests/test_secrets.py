@@ -6,6 +6,7 @@ import logging
 import traceback
 import uuid
 from collections.abc import Iterator
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 from anytune import (
     AuthenticationError,
     ConfigError,
+    Event,
     FineTuneJob,
     JobError,
     JobFailedError,
@@ -253,3 +255,130 @@ def test_settings_repr_masks_secretstr() -> None:
     settings: Any = KeyedSettings(api_key=KEY)  # type: ignore[arg-type]
     assert_hidden(KEY, repr(settings), str(settings), settings.model_dump(), settings.model_dump_json())
     assert settings.api_key.get_secret_value() == KEY
+
+
+# -- every known provider variable, URLs, the uniform records, every library's logs ----------------
+
+PROVIDER_VARIABLES = (
+    "OPENAI_API_KEY",
+    "AZURE_OPENAI_API_KEY",
+    "AZURE_OPENAI_AD_TOKEN",
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "AZURE_CLIENT_SECRET",
+    "AZURE_STORAGE_SAS_TOKEN",
+    "ANYTUNE_OPENAI_API_KEY",
+    "ANYTUNE_HUGGINGFACE_TOKEN",
+    "WANDB_API_KEY",
+)
+
+
+@pytest.mark.parametrize("name", PROVIDER_VARIABLES)
+def test_every_known_provider_variable_is_masked(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    value = opaque(name.lower())
+    assert redact(f"echoed {value}") == f"echoed {value}"  # not set: nothing to hide
+    monkeypatch.setenv(name, value)  # set after start-up, never registered, no SDK imported
+    assert redact(f"echoed {value}!") == "echoed ***!"
+    monkeypatch.setenv(name, value + "-rotated")
+    assert redact(f"echoed {value}-rotated") == "echoed ***"
+
+
+def test_connection_string_parts_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+    account_key = "QUJDREVGR0hJSktMTU5PUA=="
+    monkeypatch.setenv(
+        "AZURE_STORAGE_CONNECTION_STRING",
+        f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={account_key};EndpointSuffix=core.windows.net",
+    )
+    assert redact(f"signed with {account_key}") == "signed with ***"
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("http://user:pass@host", "http://user:***@host"),
+        (
+            "proxy https://deploy:s3cr3t-PLANTED@proxy.example:8080/v1 refused",
+            "proxy https://deploy:***@proxy.example:8080/v1 refused",
+        ),
+        ("postgresql://admin:p%40ss@db.internal/jobs", "postgresql://admin:***@db.internal/jobs"),
+        (
+            "https://acct.blob.core.windows.net/c/f.jsonl?sv=2024-05-04&sig=abc%2BDEF123%3D&se=2030",
+            "https://acct.blob.core.windows.net/c/f.jsonl?sv=2024-05-04&sig=***&se=2030",
+        ),
+        ("https://x.openai.azure.com/openai?api-key=0123abcd&v=1", "https://x.openai.azure.com/openai?api-key=***&v=1"),
+    ],
+)
+def test_credentials_in_urls_are_masked(text: str, masked: str) -> None:
+    assert redact(text) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "http://localhost:8080/v1",
+        "https://huggingface.co/Qwen/Qwen2.5-0.5B-Instruct?revision=main",
+        "ssh://git@github.com/org/repo",
+        "meet at 12:30@home",
+        "tokens_seen=4096 max_tokens=512",
+    ],
+)
+def test_urls_without_credentials_are_left_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_events_and_records_are_redacted_when_built(monkeypatch: pytest.MonkeyPatch) -> None:
+    azure, registered = opaque("azure"), opaque("registered")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", azure)
+    register_secret(registered)
+    echoed = f"key {azure} and {registered} and http://u:pw-PLANTED@h"
+    event = Event(
+        id="1", kind="log", time=datetime.now(timezone.utc), message=echoed, raw={"detail": [echoed, 3], "n": None}
+    )
+    record = JobRecord(
+        provider="openai",
+        id="ftjob-1",
+        status=JobStatus.FAILED,
+        raw_status=echoed,
+        error=JobError(message=echoed, code=echoed, param=echoed),
+        raw={"error": {"message": echoed}, "events": (echoed,)},
+        output={"note": echoed},
+    )
+    from_json = JobRecord.model_validate_json(record.model_dump_json().replace("***", azure))
+    for secret in (azure, registered, "pw-PLANTED"):
+        assert_hidden(secret, event, event.message, event.raw, record, record.error, from_json)
+    assert event.message == "key *** and *** and http://u:***@h"
+    assert event.raw == {"detail": [event.message, 3], "n": None}
+    assert record.raw["events"] == (event.message,)
+
+
+def test_every_librarys_debug_log_is_masked_before_a_handler_formats_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import io
+
+    from anytune._secrets import install_log_filter
+
+    hf, openai = opaque("hf"), opaque("openai")
+    monkeypatch.setenv("HF_TOKEN", hf)
+    monkeypatch.setenv("OPENAI_API_KEY", openai)
+    root = logging.getLogger("tests.root-of-libraries")
+    stream = io.StringIO()
+    console = logging.StreamHandler(stream)  # installed first, as logging.basicConfig does
+    console.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    root.addHandler(console)
+    root.setLevel(logging.DEBUG)
+    install_log_filter(root)
+    late = io.StringIO()
+    root.addHandler(logging.StreamHandler(late))  # added after: the redacting handler runs first
+    try:
+        for name in ("httpx", "httpcore", "azure.core.pipeline", "urllib3.connectionpool", "huggingface_hub"):
+            logging.getLogger(f"tests.root-of-libraries.{name}").debug("%s sends token=%s key=%s", name, hf, openai)
+        try:
+            raise RuntimeError(f"401 for {hf}") from KeyError(openai)
+        except RuntimeError:
+            logging.getLogger("tests.root-of-libraries.urllib3").exception("request failed")
+    finally:
+        root.handlers.clear()
+        root.filters.clear()
+    text = stream.getvalue() + late.getvalue()
+    assert "httpx sends token=*** key=***" in text and "KeyError" in text and "401 for ***" in text
+    assert_hidden(hf, text)
+    assert_hidden(openai, text)

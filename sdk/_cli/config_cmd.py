@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.table import Table
 
-from anytune._cli._common import JsonOpt, ProfileOpt, ProviderOpt, out, print_json
+from anytune._cli._common import JsonOpt, ProfileOpt, ProviderOpt, cell, out, print_json
 from anytune._config import resolve
 
 app = typer.Typer(help="Inspect configuration and profiles.", no_args_is_help=True)
@@ -23,12 +23,17 @@ def show(provider: ProviderOpt = None, profile: ProfileOpt = None, json: JsonOpt
     table.add_column()
     table.add_column(style="dim")
     sources = view["sources"]
-    table.add_row("provider", view["provider"], sources.get("provider", ""))
-    table.add_row("profile", str(view["profile"]), sources.get("profile", ""))
-    table.add_row("home", view["home"], sources.get("home", ""))
-    table.add_row("config files", ", ".join(view["config_files"]) or "(none)", "")
-    for key, value in view["settings"].items():
-        table.add_row(f"settings.{key}", str(value), sources.get(f"settings.{key}", "default"))
-    for key, value in view["spec_defaults"].items():
-        table.add_row(f"spec.{key}", str(value), sources.get(f"spec.{key}", f"profile {view['profile']!r}"))
-    out.print(table, markup=False)
+    rows: list[tuple[str, object, str]] = [
+        ("provider", view["provider"], sources.get("provider", "")),
+        ("profile", view["profile"], sources.get("profile", "")),
+        ("home", view["home"], sources.get("home", "")),
+        ("config files", ", ".join(view["config_files"]) or "(none)", ""),
+    ]
+    rows += [(f"settings.{k}", v, sources.get(f"settings.{k}", "default")) for k, v in view["settings"].items()]
+    rows += [
+        (f"spec.{k}", v, sources.get(f"spec.{k}", f"profile {view['profile']!r}"))
+        for k, v in view["spec_defaults"].items()
+    ]
+    for name, value, source in rows:
+        table.add_row(cell(name), cell(value), cell(source))
+    out.print(table)

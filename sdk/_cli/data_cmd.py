@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from anytune._cli._common import JsonOpt, err, out, print_json
+from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json
 
 app = typer.Typer(help="Validate and convert datasets.", no_args_is_help=True)
 
@@ -56,11 +56,11 @@ def validate(
     else:
         for issue in report.issues:
             style = "red" if issue.severity == "error" else "yellow"
-            err.print(f"[{style}]{issue.severity}[/] {issue}", highlight=False)
+            err.print(f"[{style}]{issue.severity}[/] {lit(issue)}", highlight=False)
         shown = len(report.issues)
         total = report.errors + report.warnings
         if total > shown:
-            err.print(f"... {total - shown} more issues not listed; counts by kind: {report.issue_counts}")
+            err.print(f"... {total - shown} more issues not listed; counts by kind: {lit(report.issue_counts)}")
         _summary(report)
     if not report.ok:
         raise typer.Exit(3)
@@ -70,17 +70,17 @@ def _summary(report: object) -> None:
     from anytune._data.validate import DatasetReport
 
     assert isinstance(report, DatasetReport)
-    table = Table(show_header=False, box=None, title=f"[bold]{report.file}")
+    table = Table(show_header=False, box=None, title=cell(report.file, "bold"))
     table.add_column(style="bold")
     table.add_column()
     verdict = "[green]valid[/]" if report.ok else f"[red]{report.errors} errors[/]"
     table.add_row("result", f"{verdict}, {report.warnings} warnings")
-    table.add_row("format", f"{report.format} ({report.method})")
+    table.add_row("format", cell(f"{report.format} ({report.method})"))
     table.add_row("examples", f"{report.examples:,}")
     if report.tokens is not None:
         t = report.tokens
         exact = "" if report.tokens_exact else " (approximate)"
-        table.add_row("tokenizer", report.tokenizer + exact)
+        table.add_row("tokenizer", cell(report.tokenizer + exact))
         table.add_row(
             "tokens",
             f"{t.total:,} total; per example min {t.min:,} / mean {t.mean:,.0f} / "
@@ -92,7 +92,8 @@ def _summary(report: object) -> None:
         c = report.cost
         table.add_row(
             "estimated cost",
-            f"${c.usd:,.2f} ({c.provider} {c.model}, ${c.usd_per_million:g}/1M tokens, prices as of {c.price_as_of})",
+            cell(f"${c.usd:,.2f} ({c.provider} {c.model}, ${c.usd_per_million:g}/1M tokens, ")
+            + cell(f"prices as of {c.price_as_of})"),
         )
     out.print(table)
 
@@ -113,4 +114,4 @@ def convert(
     if dst.exists() and not force:
         raise ConfigError(f"{dst} exists; pass --force to overwrite it", field="DST")
     count = convert_prompt_completion(src, dst, system=system)
-    err.print(f"wrote {count:,} examples to {dst}")
+    err.print(f"wrote {count:,} examples to {lit(dst)}")

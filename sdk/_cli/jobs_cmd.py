@@ -8,8 +8,20 @@ from typing import Annotated, Any
 
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from anytune._cli._common import JsonOpt, ProfileOpt, ProviderOpt, err, out, print_json, print_json_line
+from anytune._cli._common import (
+    JsonOpt,
+    ProfileOpt,
+    ProviderOpt,
+    cell,
+    err,
+    lit,
+    out,
+    print_json,
+    print_json_line,
+    safe,
+)
 from anytune._job import FineTuneJob
 from anytune._specfile import FILE_KEYS, load_spec_file
 from anytune._types import Event, JobRecord, JobStatus
@@ -27,9 +39,11 @@ _STYLE = {
 }
 
 
-def _status(status: JobStatus) -> str:
-    style = _STYLE.get(status, "white")
-    return f"[{style}]{status.value}[/]"
+def _status(status: JobStatus, raw_status: str = "") -> Text:
+    text = cell(status.value, _STYLE.get(status, "white"))
+    if raw_status:
+        text.append(f" ({safe(raw_status)})")
+    return text
 
 
 def _show_record(record: JobRecord) -> None:
@@ -38,18 +52,18 @@ def _show_record(record: JobRecord) -> None:
     table.add_column()
     rows: list[tuple[str, Any]] = [
         ("ref", record.ref),
-        ("status", _status(record.status) + (f" ({record.raw_status})" if record.raw_status else "")),
+        ("status", _status(record.status, record.raw_status)),
         ("base model", record.base_model),
         ("fine-tuned model", record.fine_tuned_model),
         ("progress", f"step {record.step}/{record.total_steps or '?'}" if record.step is not None else None),
         ("created", record.created_at),
         ("finished", record.finished_at),
         ("trained tokens", record.trained_tokens),
-        ("error", f"[red]{record.error.message}[/]" if record.error else None),
+        ("error", cell(record.error.message, "red") if record.error else None),
     ]
     for name, value in rows:
         if value is not None:
-            table.add_row(name, str(value))
+            table.add_row(name, value if isinstance(value, Text) else cell(value))
     out.print(table)
 
 
@@ -152,8 +166,8 @@ def create(
         if json:
             print_json(job.record)
         else:
-            err.print(f"created [bold]{job.ref}[/] ({job.record.status.value})")
-            out.print(job.ref, markup=False)
+            err.print(f"created [bold]{lit(job.ref)}[/] ({job.record.status.value})")
+            out.print(safe(job.ref), markup=False)
         return
     _follow(job, timeout=None, json=json)
 
@@ -184,11 +198,11 @@ def list_(
     for row in rows:
         record = row.record
         table.add_row(
-            row.ref or f"(not submitted: {row.submit_error or row.status})",
-            _status(record.status) if record else row.status,
-            str(row.spec.get("base_model", "")),
+            cell(row.ref or f"(not submitted: {row.submit_error or row.status})"),
+            _status(record.status) if record else cell(row.status),
+            cell(row.spec.get("base_model", "")),
             f"{row.created_at:%Y-%m-%d %H:%M}",
-            (record.fine_tuned_model or "") if record else "",
+            cell((record.fine_tuned_model or "") if record else ""),
         )
     out.print(table)
 
@@ -212,7 +226,7 @@ class _Progress:
 
     def __rich__(self) -> Table:
         record = self.job.record
-        table = Table(show_header=False, box=None, title=f"[bold]{record.ref}")
+        table = Table(show_header=False, box=None, title=cell(record.ref, "bold"))
         table.add_column(style="bold")
         table.add_column()
         table.add_row("status", _status(record.status))
@@ -222,7 +236,7 @@ class _Progress:
         table.add_row("valid loss", f"{self.last_valid:.4f}" if self.last_valid is not None else "-")
         table.add_row("elapsed", f"{time.monotonic() - self.started:.0f} s")
         for line in self.log:
-            table.add_row("", f"[dim]{line}[/]")
+            table.add_row("", cell(line, "dim"))
         return table
 
 
@@ -239,14 +253,14 @@ def _follow(job: FineTuneJob, *, timeout: float | None, json: bool) -> None:
     else:
         # Not a terminal (CI logs, pipes): one line per event instead of a redrawn view.
         def line(event: Event) -> None:
-            out.print(str(event), markup=False)
+            out.print(safe(event), markup=False)
 
         record = job.wait(timeout=timeout, on_event=line)
-        out.print(f"{record.ref} {record.status.value}", markup=False)
+        out.print(safe(f"{record.ref} {record.status.value}"), markup=False)
     if record.status is not JobStatus.SUCCEEDED:
         if not json:
             message = record.error.message if record.error else ""
-            err.print(f"[red]job {record.status.value}[/] {message}")
+            err.print(f"[red]job {record.status.value}[/] {lit(message)}")
         raise typer.Exit(6)
 
 
@@ -274,7 +288,7 @@ def events(
         if json:
             print_json_line(event)
         else:
-            out.print(str(event), markup=False)
+            out.print(safe(event), markup=False)
 
 
 @app.command("metrics")
@@ -291,7 +305,7 @@ def metrics(
         from anytune._plot import plot_loss
 
         written = plot_loss(points, plot, title=ref)
-        err.print(f"loss curve written to [bold]{written}[/]")
+        err.print(f"loss curve written to [bold]{lit(written)}[/]")
     if json:
         print_json(points)
         return

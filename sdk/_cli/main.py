@@ -10,8 +10,8 @@ import typer
 
 from anytune import errors
 from anytune._cli import config_cmd, data_cmd, demo_cmd, jobs_cmd, providers_cmd
-from anytune._cli._common import err
-from anytune._secrets import install_log_filter, redact
+from anytune._cli._common import err, lit, safe
+from anytune._secrets import install_log_filter, redacting_handler
 
 app = typer.Typer(
     name="anytune",
@@ -45,8 +45,39 @@ def _root(
         raise typer.Exit()
     _state["debug"] = debug
     if debug:
-        logging.basicConfig(level=logging.DEBUG, format="%(levelname)s %(name)s: %(message)s")
-        install_log_filter(logging.getLogger())
+        _debug_logging()
+
+
+class _DebugHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """The ``--debug`` console handler: every library's records, redacted before they are formatted."""
+
+
+def _debug_logging() -> None:
+    """Show every logger's debug records on stderr, secrets masked (httpx, azure, urllib3 included).
+
+    The redacting filter sits on the handler itself, so a record from any logger is clean before
+    this (or any other) handler formats it; ``install_log_filter`` covers handlers added later.
+    """
+    root = logging.getLogger()
+    _stop_debug_logging()
+    _level["root"] = root.level
+    handler = _DebugHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(redacting_handler(handler))
+    root.setLevel(logging.DEBUG)
+    install_log_filter(root)
+
+
+def _stop_debug_logging() -> None:
+    """Undo :func:`_debug_logging` (the CLI can run more than once in one process)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _DebugHandler)]:
+        root.removeHandler(handler)
+    if "root" in _level:
+        root.setLevel(_level.pop("root"))
+
+
+_level: dict[str, int] = {}
 
 
 # One table from exception to (label, exit status); the first matching class wins.
@@ -71,14 +102,22 @@ def _fail(exc: BaseException) -> NoReturn:
         ((label, code) for cls, label, code in EXIT_CODES if isinstance(exc, cls)),
         ("internal error (run with --debug for the traceback)", 70),
     )
-    message = redact(str(exc)) if str(exc) else type(exc).__name__
-    err.print(f"[bold red]{label}:[/] {message}", markup=True, highlight=False)
+    message = str(exc) or type(exc).__name__
+    err.print(f"[bold red]{label}:[/] {lit(message)}", markup=True, highlight=False)
     if isinstance(exc, errors.DataValidationError) and exc.issues:
         for issue in exc.issues[:20]:
-            err.print(f"  {issue}", markup=False)
+            err.print(f"  {safe(issue)}", markup=False)
         if len(exc.issues) > 20:
             err.print(f"  ... and {len(exc.issues) - 20} more", markup=False)
     sys.exit(code)
+
+
+def _print_traceback(exc: BaseException) -> None:
+    """The ``--debug`` traceback, chained exceptions included, with secrets masked."""
+    import traceback
+
+    sys.stderr.write(safe("".join(traceback.format_exception(exc))))
+    sys.stderr.flush()
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -94,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
         raise
     except BaseException as exc:
         if _state["debug"] or "--debug" in args:
-            import traceback
-
-            traceback.print_exception(exc)
+            _print_traceback(exc)
         _fail(exc)
+    finally:
+        _stop_debug_logging()

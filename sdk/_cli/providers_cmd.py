@@ -7,7 +7,7 @@ from typing import Any
 from rich.table import Table
 
 from anytune import _registry
-from anytune._cli._common import JsonOpt, out, print_json
+from anytune._cli._common import JsonOpt, cell, out, print_json
 
 
 def providers(json: JsonOpt = False) -> None:
@@ -36,13 +36,13 @@ def providers(json: JsonOpt = False) -> None:
     table = Table("provider", "installed", "methods", "LoRA", "quantization", "summary")
     for row in rows:
         caps = row["capabilities"] or {}
-        installed = "[green]yes[/]" if row["installed"] else f"[red]no[/] {row['install'] or ''}"
+        installed = cell("yes", "green") if row["installed"] else cell("no", "red").append(f" {row['install'] or ''}")
         table.add_row(
-            row["name"],
+            cell(row["name"]),
             installed,
-            ", ".join(caps.get("methods", [])),
+            cell(", ".join(caps.get("methods", []))),
             "yes" if caps.get("lora") else "no",
-            ", ".join(caps.get("quantization", [])),
-            row["summary"],
+            cell(", ".join(caps.get("quantization", []))),
+            cell(row["summary"]),
         )
     out.print(table)
