@@ -1,15 +1,17 @@
-"""Fine-tune a model on Azure OpenAI with the sample data: the same spec as the OpenAI quickstart,
-on your Azure subscription, signed in with an API key or Microsoft Entra ID.
+"""Fine-tune a model on Azure OpenAI with the sample data, on your Azure subscription, signed in
+with an API key or Microsoft Entra ID.  This is where to start: OpenAI is closing self-serve
+fine-tuning (no new jobs from 2027-01-06), and the same spec runs here unchanged.
 
     pip install "anytune[azure]"
     export AZURE_OPENAI_ENDPOINT=https://<resource>.openai.azure.com
     export AZURE_OPENAI_API_KEY=...          # or leave it unset and sign in: `az login` (Entra ID)
-    export OPENAI_API_VERSION=2025-04-01-preview   # optional; this is the default
+    export OPENAI_API_VERSION=v1             # optional; the default ({endpoint}/openai/v1/), or a dated one
     python samples/azure_openai.py --dry-run
     python samples/azure_openai.py --model gpt-4.1-mini-2025-04-14 --training-type globalstandard
 
-``--training-type``: ``standard`` (the resource's region), ``globalstandard`` (cheaper, any region)
-or ``developer`` (lowest price, preemptible).  The fine-tuned model still has to be deployed before
+``--training-type``: ``standard`` (the default: the resource's region), ``globalstandard``
+(cheaper, any region) or ``developer`` (lowest price, preemptible; sent as ``developerTier``).
+Files over 512 MB are refused before anything is uploaded.  The fine-tuned model still has to be deployed before
 it answers requests; the script prints the model name to deploy.  ``--pause-after-steps N`` shows
 pause and resume: the job pauses once N training steps are logged, then resumes.
 """

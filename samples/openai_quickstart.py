@@ -1,5 +1,11 @@
 """Fine-tune an OpenAI model on the sample data, follow it, and print what it produced.
 
+Starting out?  Use samples/azure_openai.py (the same spec on Azure OpenAI) or ``--provider local``:
+OpenAI is closing self-serve fine-tuning - organisations that never fine-tuned lost job creation on
+2026-05-07, those without recent fine-tuned inference on 2026-07-02, and no new jobs start from
+2027-01-06 (fine-tunes of gpt-4o, gpt-4o-mini, gpt-4.1 and gpt-4.1-mini retire on 2027-01-14).
+This sample is for organisations that still have access.
+
     pip install "anytune[openai]"
     export OPENAI_API_KEY=sk-...            # or OPENAI_BASE_URL / OPENAI_ORG_ID / OPENAI_PROJECT_ID too
     python samples/openai_quickstart.py --dry-run      # what would be sent; nothing leaves the machine
@@ -9,9 +15,8 @@ Check the cost first: ``anytune data validate samples/data/train.jsonl --provide
 gpt-4o-mini-2024-07-18`` prints billed tokens and the estimate.  Stop following with Ctrl-C: the job
 keeps running; re-attach later with ``anytune jobs wait openai:ftjob-...``.
 
-OpenAI has wound down self-serve fine-tuning for organisations that did not use it before: if the
-create is refused, the error says so; run the same spec with ``--provider azure-openai`` (see
-samples/azure_openai.py) or ``local``.
+If the create is refused, the error names the wind-down phase and prints the equivalent
+``anytune jobs create --provider azure-openai ...`` and ``--provider local ...`` commands.
 """
 
 from __future__ import annotations

@@ -16,6 +16,8 @@ The package, by what each file holds:
 * ``status``: the status tables.
 * ``uploads``: the data plane: Files and Uploads API, parts from disk, reuse by content.
 * ``errors``: SDK exceptions -> anytune's error tree; what is retried, what is ambiguous.
+* ``versions``: what each Azure api-version's fine-tuning API has (v1 surface, dated versions).
+* ``wind_down``: OpenAI's wind-down of self-serve fine-tuning (phases, retirements), as data.
 
 The openai SDK (and azure-identity) are imported on first use: reading ``capabilities`` or making a
 dry-run plan never needs them.  Collaborators come in through the constructor: ``http_client`` (the
@@ -29,6 +31,7 @@ from .adapter import AzureOpenAIProvider, OpenAIProvider
 from .capabilities import AZURE_OPENAI_CAPABILITIES, OPENAI_CAPABILITIES, spec_problems
 from .clients import (
     DEFAULT_AZURE_API_VERSION,
+    DEFAULT_AZURE_TRAINING_TYPE,
     AzureOpenAISettings,
     ClientConfig,
     OpenAISettings,
@@ -48,24 +51,32 @@ from .mapping import (
 )
 from .status import AZURE_STATUS, OPENAI_STATUS, map_status
 from .uploads import MAX_PART_BYTES, FileSlice, part_ranges
+from .versions import AzureSurface, azure_surface
+from .wind_down import PHASES, current_phase, equivalent_commands, retirement_warning
 
 __all__ = [
     "AZURE_OPENAI_CAPABILITIES",
     "AZURE_STATUS",
     "DEFAULT_AZURE_API_VERSION",
+    "DEFAULT_AZURE_TRAINING_TYPE",
     "MAX_PART_BYTES",
     "OPENAI_CAPABILITIES",
     "OPENAI_STATUS",
+    "PHASES",
     "AzureOpenAIProvider",
     "AzureOpenAISettings",
+    "AzureSurface",
     "ClientConfig",
     "FileSlice",
     "OpenAIProvider",
     "OpenAISettings",
     "azure_client_config",
+    "azure_surface",
     "build_create_body",
     "checkpoint_from_api",
+    "current_phase",
     "decode_result_file",
+    "equivalent_commands",
     "event_from_api",
     "is_ambiguous",
     "is_transient",
@@ -76,6 +87,7 @@ __all__ = [
     "parse_result_csv",
     "part_ranges",
     "record_from_job",
+    "retirement_warning",
     "spec_problems",
     "translate_error",
 ]

@@ -11,7 +11,12 @@ Reliability, and why:
   :func:`anytune._create_once.create_once`: after an ambiguous failure (timeout, dropped
   connection, 408, 5xx) the job may exist anyway, so the adapter lists jobs with that metadata
   filter before trying again; the tag is checked on our side too, for services that ignore the
-  filter.
+  filter.  Azure's dated api-versions keep no job metadata: there the suffix ends with a token
+  derived from the key (:func:`~.mapping.suffix_token`), which those versions keep, and the
+  lookup matches that.
+* Azure OpenAI files are checked against the service's per-file limit before anything is uploaded.
+* OpenAI's fine-tuning wind-down (:mod:`.wind_down`) is named in create refusals and in plan notes
+  and validate warnings for base models near or past retirement; "today" is injectable.
 * Events come newest first in pages; ``events(after=...)`` pages back until it meets the cursor and
   returns what is newer, oldest first, so polls and reconnects neither lose nor repeat an event.
 """
@@ -27,6 +32,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
@@ -45,12 +51,13 @@ from anytune._provider import (
 )
 from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import register_secret
-from anytune._spec import JobSpec
+from anytune._spec import JobSpec, Method
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, JobStatus, MetricPoint
-from anytune.errors import InvalidRequestError, NotSupportedError
+from anytune.errors import InvalidRequestError, NotSupportedError, PermissionDeniedError
 
 from .capabilities import AZURE_OPENAI_CAPABILITIES, OPENAI_CAPABILITIES, spec_problems
 from .clients import (
+    AZURE_V1_PATH,
     AzureOpenAISettings,
     ClientConfig,
     FamilySettings,
@@ -62,13 +69,15 @@ from .clients import (
     openai_client,
     openai_client_config,
 )
-from .errors import is_ambiguous, is_transient, translate_error
+from .errors import WindDownRefusal, is_ambiguous, is_transient, translate_error
 from .mapping import (
+    MAX_USER_SUFFIX_WITH_TOKEN,
     as_dict,
     build_create_body,
     checkpoint_from_api,
     decode_result_file,
     event_from_api,
+    job_carries_key,
     merge_points,
     parse_result_csv,
     record_from_job,
@@ -77,6 +86,7 @@ from .mapping import (
 )
 from .status import AZURE_STATUS, OPENAI_STATUS
 from .uploads import Uploader, chat_data_file, needs_chat_conversion, planned_upload_requests
+from .wind_down import equivalent_commands, retirement_warning, wind_down_refusal
 
 if TYPE_CHECKING:
     import httpx2
@@ -99,6 +109,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
         settings, store, home, sleep, clock, rand: as for every :class:`~anytune._provider.Provider`.
         http_client: the ``httpx2.Client`` the SDK sends through (a proxy, a test transport);
             default: the SDK's own.
+        today: today's date (UTC) for OpenAI's wind-down dates; default: the system clock.
     """
 
     flavour: ClassVar[Literal["openai", "azure"]]
@@ -114,10 +125,12 @@ class _OpenAIAdapter(Provider[FamilyT]):
         settings: FamilyT | None = None,
         *,
         http_client: httpx2.Client | None = None,
+        today: Callable[[], date] | None = None,
         **base: Unpack[ProviderArgs],
     ) -> None:
         super().__init__(settings, **base)
         self._http_client = http_client
+        self.today: Callable[[], date] = today or (lambda: datetime.now(timezone.utc).date())
         self._config = self._resolve(os.environ)
         # Keys found in the environment were never seen by configuration: register them here so
         # that no message, log line or stored record can show them.
@@ -181,12 +194,38 @@ class _OpenAIAdapter(Provider[FamilyT]):
     def validate(self, spec: JobSpec) -> None:
         """What the service refuses, in its own words: the capability table's hints and ranges, and
         the rules that are not data (metadata room, reinforcement, Azure's suffix rules)."""
-        problems = spec_problems(spec, self.flavour)
+        problems = spec_problems(spec, self.flavour) + self._version_problems(spec)
+        for warning in self._warnings(spec):
+            logger.warning("%s: %s", self.name, warning)
         if problems:
             field_name, reason, alternatives = problems[0]
             if len(problems) > 1:
                 reason += "; also " + "; ".join(f"{f}: {r}" for f, r, _ in problems[1:])
             raise NotSupportedError(reason, field=field_name, provider=self.name, alternatives=alternatives)
+
+    def _version_problems(self, spec: JobSpec) -> builtins.list[tuple[str, str, tuple[str, ...]]]:
+        """What the configured Azure api-version cannot carry (see :mod:`.versions`)."""
+        out: builtins.list[tuple[str, str, tuple[str, ...]]] = []
+        version = f"Azure OpenAI api-version {self._config.api_version}"
+        suffix = spec.suffix
+        if not self._config.job_keeps_metadata and suffix is not None and len(suffix) > MAX_USER_SUFFIX_WITH_TOKEN:
+            out.append(
+                (
+                    "suffix",
+                    f"{version} keeps no job metadata, so anytune ends the suffix with '-' and a "
+                    f"{40 - 1 - MAX_USER_SUFFIX_WITH_TOKEN}-character idempotency token: give at most "
+                    f"{MAX_USER_SUFFIX_WITH_TOKEN} characters, or use api_version 'v1'",
+                    (),
+                )
+            )
+        if not self._config.takes_method:
+            if spec.method is not Method.SFT:
+                out.append(("method", f"{version} has no 'method' (supervised only): use api_version 'v1'", ()))
+            options = spec.openai
+            if options is not None and (options.wandb is not None or options.reinforcement is not None):
+                name = "openai.wandb" if options.wandb is not None else "openai.reinforcement"
+                out.append((name, f"{version} has no integrations or methods: use api_version 'v1'", ()))
+        return out
 
     def _planned_file(
         self, spec: JobSpec, path: Path, digest: FileDigest, requests: list[PlannedRequest], notes: list[str]
@@ -225,21 +264,57 @@ class _OpenAIAdapter(Provider[FamilyT]):
                 continue
             path = Path(given)
             digest = file_digests(path)
+            self._check_size(role, path, digest.size)
             uploads.append(PlannedUpload(path=str(path), purpose="fine-tune", bytes=digest.size, sha256=digest.sha256))
             ids[role] = self._planned_file(spec, path, digest, requests, notes)
-        body = build_create_body(
+        body = self._create_body(spec, ids["training_file"], ids.get("validation_file"), idempotency_key)
+        requests.append(PlannedRequest(operation=f"POST {self._url('/fine_tuning/jobs')}", body=body))
+        if self._config.job_keeps_metadata:
+            notes.append(
+                f"the job carries metadata[{IDEMPOTENCY_TAG!r}]; after an ambiguous failure the adapter "
+                "looks it up before creating again, so one submit makes at most one job"
+            )
+        else:
+            notes.append(
+                f"api-version {self._config.api_version} keeps no job metadata: the suffix ends with a token of "
+                "the idempotency key, which the adapter looks up after an ambiguous failure, so one submit makes "
+                "at most one job; tags are kept locally only"
+            )
+        notes.extend(self._warnings(spec))
+        return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
+
+    def _create_body(
+        self, spec: JobSpec, training: str, validation: str | None, idempotency_key: str
+    ) -> dict[str, Any]:
+        return build_create_body(
             spec,
-            training_file=ids["training_file"],
-            validation_file=ids.get("validation_file"),
+            training_file=training,
+            validation_file=validation,
             idempotency_key=idempotency_key,
             flavour=self.flavour,
+            keeps_metadata=self._config.job_keeps_metadata,
+            training_type=getattr(self.settings, "training_type", None),
+            takes_method=self._config.takes_method,
         )
-        requests.append(PlannedRequest(operation=f"POST {self._url('/fine_tuning/jobs')}", body=body))
-        notes.append(
-            f"the job carries metadata[{IDEMPOTENCY_TAG!r}]; after an ambiguous failure the adapter "
-            "looks it up before creating again, so one submit makes at most one job"
-        )
-        return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
+
+    def _warnings(self, spec: JobSpec) -> builtins.list[str]:
+        """OpenAI's retirement of fine-tunes of ``spec.base_model`` when past or near (OpenAI only:
+        Azure OpenAI retires models on its own schedule)."""
+        if self.flavour != "openai":
+            return []
+        warning = retirement_warning(spec.base_model, self.today())
+        return [warning] if warning else []
+
+    def _check_size(self, role: str, path: Path, size: int) -> None:
+        """The service's per-file limit, checked before anything is uploaded."""
+        limit = self.capabilities.max_file_bytes
+        if limit is not None and size > limit:
+            raise NotSupportedError(
+                f"{path}: {size} bytes is over {self.capabilities.service}'s per-file limit of "
+                f"{limit} bytes ({limit // 1024**2} MB); split the data or use fewer examples",
+                field=role,
+                provider=self.name,
+            )
 
     # -- uploads --------------------------------------------------------------------------------
     def _upload(self, spec: JobSpec, given: Path, role: str) -> str:
@@ -261,12 +336,15 @@ class _OpenAIAdapter(Provider[FamilyT]):
 
     # -- create ------------------------------------------------------------------------------------
     def _find_job(self, key: str) -> JobRecord | None:
-        """The job carrying idempotency ``key``, if one was created (checked on our side too)."""
+        """The job carrying idempotency ``key``, if one was created (checked on our side too): by its
+        metadata tag, or by the key's token in its suffix where the api-version keeps no metadata."""
         client = self._client()
         cutoff = time.time() - self.settings.lookup_window
         after: str | None = None
         for _ in range(_LOOKUP_MAX_PAGES):
-            kwargs: dict[str, Any] = {"limit": 100, "metadata": {IDEMPOTENCY_TAG: key}}
+            kwargs: dict[str, Any] = {"limit": 100}
+            if self._config.job_keeps_metadata:
+                kwargs["metadata"] = {IDEMPOTENCY_TAG: key}
             if after is not None:
                 kwargs["after"] = after
             page = self._call(
@@ -274,8 +352,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
             )
             jobs = [as_dict(j) for j in page.data]
             for job in jobs:
-                metadata = job.get("metadata")
-                if isinstance(metadata, Mapping) and metadata.get(IDEMPOTENCY_TAG) == key:
+                if job_carries_key(job, key):
                     return self._record(job)
             oldest = to_number(jobs[-1].get("created_at")) if jobs else None
             if not jobs or page.has_more is False or (oldest is not None and oldest < cutoff):
@@ -283,7 +360,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
             after = str(jobs[-1]["id"])
         return None
 
-    def _create_job(self, body: Mapping[str, Any], key: str) -> JobRecord:
+    def _create_job(self, body: Mapping[str, Any], key: str, spec: JobSpec) -> JobRecord:
         """Create the job at most once for ``key``, whatever the network does."""
         client = self._client()
         known, extra = split_body(body)
@@ -291,35 +368,49 @@ class _OpenAIAdapter(Provider[FamilyT]):
         def create() -> JobRecord:
             return self._record(client.fine_tuning.jobs.create(**known, extra_body=extra or None))
 
-        with self._boundary("creating the fine-tuning job", creating=True):
-            return create_once(
-                create,
-                lambda: self._find_job(key),
-                is_ambiguous=is_ambiguous,
-                retry_on=is_transient,
-                policy=self._policy,
-                retry_after=retry_after_of,
-                **self.timing,
-                what=f"{self.name}: creating the fine-tuning job",
-            )
+        try:
+            with self._boundary("creating the fine-tuning job", creating=True):
+                return create_once(
+                    create,
+                    lambda: self._find_job(key),
+                    is_ambiguous=is_ambiguous,
+                    retry_on=is_transient,
+                    policy=self._policy,
+                    retry_after=retry_after_of,
+                    **self.timing,
+                    what=f"{self.name}: creating the fine-tuning job",
+                )
+        except PermissionDeniedError as exc:
+            raise self._refusal(exc, spec) from exc.__cause__
+
+    def _refusal(self, exc: PermissionDeniedError, spec: JobSpec) -> PermissionDeniedError:
+        """OpenAI's wind-down refusal with the phase in force and the same spec's equivalent commands
+        (the boundary marks it ``wind_down``); any other refusal as it is."""
+        if not isinstance(exc, WindDownRefusal):
+            return exc
+        message = wind_down_refusal(exc.service_message, self.today(), equivalent_commands(spec))
+        return PermissionDeniedError(
+            message,
+            provider=self.name,
+            status_code=exc.status_code,
+            request_id=exc.request_id,
+            body=exc.body,
+        )
 
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
         """Upload (or reuse) the files and create the job, at most once for ``idempotency_key``."""
         existing = self._find_job(idempotency_key)  # a retried submit, from any process
         if existing is not None:
             return existing
-        training = self._upload(spec, Path(spec.training_file), "training")
-        validation = (
-            self._upload(spec, Path(spec.validation_file), "validation") if spec.validation_file is not None else None
-        )
-        body = build_create_body(
-            spec,
-            training_file=training,
-            validation_file=validation,
-            idempotency_key=idempotency_key,
-            flavour=self.flavour,
-        )
-        return self._create_job(body, idempotency_key)
+        files = {"training_file": Path(spec.training_file)}
+        if spec.validation_file is not None:
+            files["validation_file"] = Path(spec.validation_file)
+        for role, given in files.items():  # every file within the limit before any upload
+            self._check_size(role, given, given.stat().st_size)
+        training = self._upload(spec, files["training_file"], "training")
+        validation = self._upload(spec, files["validation_file"], "validation") if "validation_file" in files else None
+        body = self._create_body(spec, training, validation, idempotency_key)
+        return self._create_job(body, idempotency_key, spec)
 
     # -- tracking ------------------------------------------------------------------------------------
     def get(self, job_id: str) -> JobRecord:
@@ -498,9 +589,10 @@ class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
         *,
         http_client: httpx2.Client | None = None,
         azure_token_provider: Callable[[], str] | None = None,
+        today: Callable[[], date] | None = None,
         **base: Unpack[ProviderArgs],
     ) -> None:
-        super().__init__(settings, http_client=http_client, **base)
+        super().__init__(settings, http_client=http_client, today=today, **base)
         self._token_provider = azure_token_provider
 
     def _resolve(self, env: Mapping[str, str]) -> ClientConfig:
@@ -508,7 +600,8 @@ class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
 
     def _url(self, path: str) -> str:
         endpoint = self._config.base_url or "<AZURE_OPENAI_ENDPOINT>"
-        return f"{endpoint}/openai{path}?api-version={self._config.api_version}"
+        prefix = AZURE_V1_PATH if self._config.azure_v1 else "/openai"
+        return f"{endpoint}{prefix}{path}?api-version={self._config.api_version}"
 
     def _build_client(self, openai: Any, timeout: Any) -> OpenAI:
         return azure_client(

@@ -15,7 +15,7 @@ from typing import Literal
 from anytune._capabilities import Capabilities, Range, problems
 from anytune._spec import JobSpec, Method, Quantization
 
-__all__ = ["AZURE_OPENAI_CAPABILITIES", "OPENAI_CAPABILITIES", "spec_problems"]
+__all__ = ["AZURE_MAX_FILE_BYTES", "AZURE_OPENAI_CAPABILITIES", "OPENAI_CAPABILITIES", "spec_problems"]
 
 Flavour = Literal["openai", "azure"]
 
@@ -70,13 +70,17 @@ OPENAI_CAPABILITIES = _family(
     "learning-rate multiplier, seed; W&B via openai.wandb",
 )
 
+#: Azure OpenAI's limit on one training or validation file (checked before any upload).
+AZURE_MAX_FILE_BYTES = 512 * 1024**2
+
 #: Azure OpenAI reads its own ``azure_openai`` section and, as before, the older combined ``azure``
 #: one (training_type only) and ``openai`` (W&B, reinforcement).
 AZURE_OPENAI_CAPABILITIES = _family(
     "Azure OpenAI",
     sections=frozenset({"openai", "azure_openai", "azure"}),
-    notes="hosted on your Azure subscription; azure_openai.training_type standard/globalstandard/developer; "
-    "API key or Entra ID",
+    max_file_bytes=AZURE_MAX_FILE_BYTES,
+    notes="hosted on your Azure subscription; azure_openai.training_type standard (default)/globalstandard/"
+    "developer; files up to 512 MB each; API key or Entra ID",
 )
 
 _CAPABILITIES: Mapping[Flavour, Capabilities] = {"openai": OPENAI_CAPABILITIES, "azure": AZURE_OPENAI_CAPABILITIES}

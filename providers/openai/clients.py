@@ -19,6 +19,7 @@ from anytune._secrets import install_log_filter
 from anytune.errors import ConfigError, MissingDependencyError
 
 from .uploads import MAX_PART_BYTES
+from .versions import V1_VERSIONS, AzureSurface, azure_surface
 
 if TYPE_CHECKING:
     import httpx2
@@ -26,7 +27,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "AZURE_TOKEN_SCOPE",
+    "AZURE_V1_PATH",
+    "AZURE_V1_VERSIONS",
     "DEFAULT_AZURE_API_VERSION",
+    "DEFAULT_AZURE_TRAINING_TYPE",
     "AzureOpenAISettings",
     "ClientConfig",
     "FamilySettings",
@@ -40,9 +44,16 @@ __all__ = [
     "openai_client_config",
 ]
 
-#: api-version used when neither the profile nor ``OPENAI_API_VERSION`` names one: the data-plane
-#: authoring preview that has fine-tuning events, checkpoints, pause/resume and DPO.
-DEFAULT_AZURE_API_VERSION = "2025-04-01-preview"
+#: api-version used when neither the profile nor ``OPENAI_API_VERSION`` names one: the service's
+#: current API surface, ``{endpoint}/openai/v1/`` (OpenAI's shapes, job ``metadata`` included).
+#: ``preview`` is that surface's preview; a dated version (``2025-04-01-preview``, ``2024-10-21``)
+#: selects the older ``{endpoint}/openai/...?api-version=`` surface.
+DEFAULT_AZURE_API_VERSION = "v1"
+#: The api-versions that select the ``/openai/v1/`` surface.
+AZURE_V1_VERSIONS = V1_VERSIONS
+AZURE_V1_PATH = "/openai/v1"
+#: trainingType when neither the spec nor the settings name one: training in the resource's region.
+DEFAULT_AZURE_TRAINING_TYPE: Literal["standard", "globalstandard", "developer"] = "standard"
 AZURE_TOKEN_SCOPE = "https://cognitiveservices.azure.com/.default"
 
 # -- settings ---------------------------------------------------------------------------------------
@@ -85,6 +96,14 @@ class AzureOpenAISettings(FamilySettings):
     ``auth``: ``key`` needs an API key; ``entra`` signs in with azure-identity's
     ``DefaultAzureCredential`` (``az login``, managed identity, ``AZURE_CLIENT_ID``...) unless the
     provider was given a token provider; ``auto`` uses the key when one is found, Entra ID otherwise.
+
+    ``api_version``: ``v1`` (the default: ``{endpoint}/openai/v1/``), ``preview``, or a dated
+    version such as ``2025-04-01-preview`` (``{endpoint}/openai/...?api-version=``).
+
+    ``training_type``: the ``trainingType`` sent when the spec names none.  Azure needs one (without
+    it the service answers "base model does not support fine-tuning"); the default ``standard``
+    trains in the resource's own region, ``globalstandard`` wherever capacity is (data may leave the
+    region's geography), ``developer`` on spare capacity (sent as ``developerTier``).
     """
 
     endpoint: str | None = None
@@ -93,6 +112,9 @@ class AzureOpenAISettings(FamilySettings):
     api_version: str | None = None
     auth: Literal["auto", "key", "entra"] = "auto"
     token_scope: str = AZURE_TOKEN_SCOPE
+    training_type: Literal["standard", "globalstandard", "developer"] = Field(
+        DEFAULT_AZURE_TRAINING_TYPE, description="trainingType when the spec names none"
+    )
 
 
 # -- what they resolve to (pure) --------------------------------------------------------------------
@@ -118,6 +140,31 @@ class ClientConfig:
     @property
     def scope(self) -> str:
         return "|".join((self.base_url or "", self.organization or "", self.project or ""))
+
+    @property
+    def surface(self) -> AzureSurface | None:
+        """Azure: what the api-version's fine-tuning API has (:mod:`.versions`); OpenAI: None."""
+        return azure_surface(self.api_version) if self.flavour == "azure" else None
+
+    @property
+    def azure_v1(self) -> bool:
+        """True on Azure's ``/openai/v1/`` surface (``api_version`` ``v1`` or ``preview``)."""
+        return self.surface is not None and self.surface.v1
+
+    @property
+    def job_keeps_metadata(self) -> bool:
+        """Whether the service keeps a job's ``metadata``.
+
+        OpenAI and Azure's v1 surface do; Azure's dated versions do not (their published
+        ``FineTuningJob`` and ``FineTuningJobCreation`` schemas have no ``metadata``), so there the
+        job is identified by its ``suffix``, which those versions keep.
+        """
+        return self.surface is None or self.surface.keeps_metadata
+
+    @property
+    def takes_method(self) -> bool:
+        """Whether the create body takes ``method`` (all but Azure's 2024-10-21 surface)."""
+        return self.surface is None or self.surface.has_method
 
 
 def _key(value: SecretStr | None, variable: str, env: Mapping[str, str]) -> tuple[str | None, str]:
@@ -238,9 +285,14 @@ def azure_client(
         if cfg.api_key
         else {"azure_ad_token_provider": token_provider or default_token_provider(cfg.token_scope)}
     )
+    # The v1 surface is reached at {endpoint}/openai/v1 (api-version v1 or preview, as its OpenAPI
+    # description allows); AzureOpenAI keeps Azure's auth headers (api-key, or an Entra ID bearer).
+    where: dict[str, Any] = (
+        {"base_url": f"{cfg.base_url}{AZURE_V1_PATH}"} if cfg.azure_v1 else {"azure_endpoint": cfg.base_url}
+    )
     try:
         client: OpenAI = openai.AzureOpenAI(
-            azure_endpoint=cfg.base_url,
+            **where,
             api_version=cfg.api_version,
             max_retries=0,
             timeout=timeout,

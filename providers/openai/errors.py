@@ -11,6 +11,7 @@ import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import date, datetime, timezone
 from typing import Any
 
 import orjson
@@ -31,7 +32,9 @@ from anytune.errors import (
     ServiceUnavailableError,
 )
 
-__all__ = ["is_ambiguous", "is_transient", "openai_module", "translate_error"]
+from .wind_down import wind_down_refusal
+
+__all__ = ["WindDownRefusal", "is_ambiguous", "is_transient", "openai_module", "translate_error"]
 
 _QUOTA_CODES = frozenset(
     {"insufficient_quota", "billing_hard_limit_reached", "quota_exceeded", "quotaexceeded", "billing_not_active"}
@@ -150,20 +153,24 @@ def _redacted_body(body: Any) -> Any:
         return redact(str(body))
 
 
-def wind_down_message(service_message: str) -> str:
-    """OpenAI's refusal to create a job, with where to go instead."""
+class WindDownRefusal(PermissionDeniedError):
+    """OpenAI refused to create a job for the organisation (the wind-down of self-serve
+    fine-tuning); ``service_message`` is what the service said.  The adapter, which knows the spec
+    and today's date, replaces it with the phase in force and the equivalent commands."""
+
+    def __init__(self, message: str, *, service_message: str, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.service_message = service_message
+
+
+def wind_down_message(service_message: str, today: date | None = None) -> str:
+    """OpenAI's refusal to create a job, with the wind-down phase and where to go instead."""
     if "scope" in service_message.lower():
         return (
             f"the API key may not create fine-tuning jobs ({service_message}); use a key with the "
             "fine-tuning write permission"
         )
-    return (
-        "OpenAI refused to create the fine-tuning job for this organisation "
-        f"({service_message or 'permission denied'}). OpenAI is winding down self-serve fine-tuning: "
-        "organisations without prior access can no longer create jobs. Run the same spec with "
-        "provider='azure-openai' (the same API on your Azure subscription) or provider='local' "
-        "(LoRA on your own GPU or CPU)"
-    )
+    return wind_down_refusal(service_message, today or datetime.now(timezone.utc).date())
 
 
 def _azure_identity_error(exc: BaseException, ctx: _Context) -> AnytuneError:
@@ -217,7 +224,9 @@ def _status_error(exc: Any, ctx: _Context) -> AnytuneError:
     if family is RateLimitError:
         return RateLimitError(f"{ctx.what}: throttled: {message}", retry_after=retry_after_of(exc), **common)
     if family is PermissionDeniedError and ctx.creating and ctx.flavour == "openai":
-        return PermissionDeniedError(wind_down_message(message), **common)
+        if "scope" in message.lower():
+            return PermissionDeniedError(wind_down_message(message), **common)
+        return WindDownRefusal(wind_down_message(message), service_message=message, **common)
     if family is InvalidRequestError:
         return _invalid_request(status, body, message, common, ctx)
     template = _FAMILY_MESSAGES.get(family, "{what}: {message}")

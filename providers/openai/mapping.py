@@ -22,17 +22,22 @@ from anytune._types import Checkpoint, Event, EventKind, JobError, JobRecord, Jo
 from .status import STATUS_MESSAGES, map_status
 
 __all__ = [
+    "MAX_USER_SUFFIX_WITH_TOKEN",
+    "TRAINING_TYPE_WIRE",
     "as_dict",
     "azure_training_type",
     "build_create_body",
     "checkpoint_from_api",
     "decode_result_file",
     "event_from_api",
+    "job_carries_key",
     "merge_points",
     "metric_from_data",
     "parse_result_csv",
     "record_from_job",
     "split_body",
+    "suffix_token",
+    "suffix_with_token",
     "to_number",
 ]
 
@@ -47,6 +52,43 @@ def azure_training_type(spec: JobSpec) -> str | None:
     if spec.azure_openai is not None:
         return spec.azure_openai.training_type
     return spec.azure.training_type if spec.azure is not None else None
+
+
+#: anytune's training types -> the ``trainingType`` values the service accepts.
+TRAINING_TYPE_WIRE: Mapping[str, str] = {
+    "standard": "standard",
+    "globalstandard": "globalstandard",
+    "developer": "developerTier",
+}
+
+#: Room a user's suffix keeps when the job is identified by its suffix (40 minus "-" and the token).
+SUFFIX_TOKEN_CHARS = 12
+MAX_USER_SUFFIX_WITH_TOKEN = 40 - 1 - SUFFIX_TOKEN_CHARS
+
+
+def suffix_token(idempotency_key: str) -> str:
+    """The token that identifies a job by its suffix where the service keeps no metadata: ``at``
+    and 10 hex digits of the key's SHA-256 (letters and digits only, as Azure's suffixes allow)."""
+    return "at" + hashlib.sha256(idempotency_key.encode()).hexdigest()[: SUFFIX_TOKEN_CHARS - 2]
+
+
+def suffix_with_token(suffix: str | None, idempotency_key: str) -> str:
+    token = suffix_token(idempotency_key)
+    return f"{suffix}-{token}" if suffix else token
+
+
+def job_carries_key(job: Mapping[str, Any], idempotency_key: str) -> bool:
+    """Whether ``job`` was created for ``idempotency_key``: its metadata tag, or (services that keep
+    no metadata) the key's token at the end of its suffix or fine-tuned model name."""
+    metadata = job.get("metadata")
+    if isinstance(metadata, Mapping) and metadata.get(IDEMPOTENCY_TAG) == idempotency_key:
+        return True
+    token = suffix_token(idempotency_key)
+    for name in ("suffix", "user_provided_suffix", "fine_tuned_model"):
+        value = job.get(name)
+        if isinstance(value, str) and (value == token or value.endswith("-" + token) or f"-{token}:" in value):
+            return True
+    return False
 
 
 def _hyperparameters(spec: JobSpec) -> dict[str, Any]:
@@ -82,29 +124,45 @@ def build_create_body(
     validation_file: str | None,
     idempotency_key: str,
     flavour: Flavour,
+    keeps_metadata: bool = True,
+    training_type: str | None = None,
+    takes_method: bool = True,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /fine_tuning/jobs`` for ``spec`` (pure; what ``plan`` shows is sent).
 
     Hyperparameters go under ``method.<type>.hyperparameters`` (the top-level ``hyperparameters`` is
-    deprecated); ``anytune.idempotency_key`` joins the user's tags in ``metadata``.
+    deprecated); ``anytune.idempotency_key`` joins the user's tags in ``metadata``.  Where the
+    service keeps no metadata (``keeps_metadata`` False: Azure's dated api-versions) there is no
+    ``metadata`` and the suffix ends with the key's token (:func:`suffix_token`) instead.  Azure
+    always gets a ``trainingType``: the spec's, else ``training_type`` (the settings' default),
+    in the service's spelling (``developer`` -> ``developerTier``).  Where the body takes no
+    ``method`` (``takes_method`` False: Azure's 2024-10-21) hyperparameters go top-level.
     """
     body: dict[str, Any] = {"model": spec.base_model, "training_file": training_file}
     if validation_file is not None:
         body["validation_file"] = validation_file
     body["method"] = _method(spec)
-    if spec.suffix is not None:
+    if not keeps_metadata:
+        body["suffix"] = suffix_with_token(spec.suffix, idempotency_key)
+    elif spec.suffix is not None:
         body["suffix"] = spec.suffix
     if spec.hyperparameters.seed is not None:
         body["seed"] = spec.hyperparameters.seed
-    body["metadata"] = {**spec.tags, IDEMPOTENCY_TAG: idempotency_key}
+    if keeps_metadata:
+        body["metadata"] = {**spec.tags, IDEMPOTENCY_TAG: idempotency_key}
     if spec.openai is not None and spec.openai.wandb is not None:
         wandb = spec.openai.wandb.model_dump(exclude_none=True)
         if not wandb.get("tags"):
             wandb.pop("tags", None)
         body["integrations"] = [{"type": "wandb", "wandb": wandb}]
-    training_type = azure_training_type(spec) if flavour == "azure" else None
-    if training_type is not None:
-        body["trainingType"] = training_type
+    if flavour == "azure":
+        chosen = azure_training_type(spec) or training_type or "standard"
+        body["trainingType"] = TRAINING_TYPE_WIRE.get(chosen, chosen)
+    if not takes_method:
+        method = body.pop("method")
+        hyper = (method.get(method["type"]) or {}).get("hyperparameters")
+        if hyper:
+            body["hyperparameters"] = hyper
     return body
 
 
@@ -328,6 +386,7 @@ _OUTPUT_FIELDS = (
     "estimated_finish",
     "organization_id",
     "trainingType",
+    "suffix",
     "user_provided_suffix",
 )
 

@@ -8,11 +8,18 @@ answers are validated against it, and every mismatch is recorded in ``violations
 it is empty) rather than raised, because the SDK would turn an exception into a retried
 connection error.
 
-The Azure flavour differs where the service does: ``/openai`` path prefix and a required
-``api-version``; ``api-key`` or Entra ID bearer auth; statuses ``created``/``pending`` and
-``pausing``/``resuming``; event level ``warning``; nulls where OpenAI has values; files imported
-asynchronously (``pending`` -> ``processed``); result files base64-encoded; the ``metadata`` filter
-of the job list ignored; create answered with 201.
+The Azure flavour differs where the service does: ``api-key`` or Entra ID bearer auth; statuses
+``created``/``pending`` and ``pausing``/``resuming``; event level ``warning``; nulls where OpenAI
+has values; files imported asynchronously (``pending`` -> ``processed``); result files
+base64-encoded; the ``metadata`` filter of the job list ignored; create answered with 201; a
+``trainingType`` required (its absence answered, as the service does, with a misleading "base model
+does not support fine-tuning").  Two surfaces, each held to Azure's published description of it:
+
+* ``/openai/v1/...`` (api-version ``v1``/``preview`` or none): OpenAI's shapes, ``metadata`` kept.
+* ``/openai/...?api-version=<dated>`` (``2024-10-21``, ``2025-04-01-preview``): the create body and
+  the job hold only the fields of that version's ``FineTuningJobCreation`` / ``FineTuningJob``
+  (``azure_openai_finetuning_schemas.json`` beside this file: no ``metadata``; ``suffix`` kept); a
+  body field the version does not define, or a missing required one, is a violation.
 
 A job advances one step of its script each time it is read (``GET /fine_tuning/jobs/{id}``), so a
 test controls time by polling.  Faults are injected per request (``inject``) or on every call
@@ -42,6 +49,11 @@ import jsonschema
 SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "openai-finetuning-openapi.json"
 if not SCHEMA_PATH.is_file():  # checkout layouts differ; fall back to the documented shared folder
     SCHEMA_PATH = Path("/work/shared/openai-finetuning-openapi.json")
+
+AZURE_SCHEMAS: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent / "azure_openai_finetuning_schemas.json").read_text()
+)
+AZURE_V1_PREFIX = "/openai/v1"
 
 Flavour = Literal["openai", "azure"]
 FaultKind = Literal["status", "status_after", "timeout", "timeout_after", "drop", "drop_after", "connect"]
@@ -92,6 +104,7 @@ class Request:
     json: Any = None
     fields: dict[str, str] = field(default_factory=dict)
     url: str = ""
+    surface: str = ""  # Azure: "v1", or the dated api-version
 
 
 @dataclass
@@ -155,6 +168,7 @@ class FakeOpenAIService:
         self.log: list[Request] = []
         self.violations: list[str] = []
         self.unavailable_models: set[str] = set()
+        self.scenario = "succeed"  # the script of jobs that carry no metadata["scenario"]
         self.refuse_fine_tuning = False
         self.quota_exhausted = False
         self._rules: list[_Rule] = []
@@ -225,8 +239,10 @@ class FakeOpenAIService:
 
     # -- dispatch ------------------------------------------------------------------------------
     def handle(self, request: httpx2.Request) -> httpx2.Response:
-        prefix = "/openai" if self.flavour == "azure" else "/v1"
         raw_path = request.url.path
+        prefix = "/v1"
+        if self.flavour == "azure":
+            prefix = AZURE_V1_PREFIX if raw_path.startswith(AZURE_V1_PREFIX + "/") else "/openai"
         path = raw_path[len(prefix) :] if raw_path.startswith(prefix) else raw_path
         query = dict(
             parse_qsl(
@@ -305,8 +321,8 @@ class FakeOpenAIService:
             if request.content:
                 req.json = json.loads(request.content)
         self.log.append(req)
-        if self.flavour == "azure" and not query.get("api-version"):
-            raise _Reply(404, {"error": {"code": "404", "message": "Resource not found"}})
+        if self.flavour == "azure":
+            req.surface = self._surface(request.url.path, query)
         self._authorised(headers)
         for pattern, verb, handler in _ROUTES:
             match = pattern.fullmatch(path)
@@ -317,6 +333,47 @@ class FakeOpenAIService:
                     return httpx2.Response(status, content=payload, headers=binary)
                 return httpx2.Response(status, json=payload)
         raise self._error(404, f"Invalid URL ({method} {path})")
+
+    def _surface(self, raw_path: str, query: dict[str, str]) -> str:
+        """The Azure surface a request addresses; 404 (as the service answers) for none."""
+        version = query.get("api-version")
+        if raw_path.startswith(AZURE_V1_PREFIX + "/"):
+            if version in (None, "v1", "preview"):
+                return "v1"
+        elif version in AZURE_SCHEMAS["versions"]:
+            return str(version)
+        raise _Reply(404, {"error": {"code": "404", "message": "Resource not found"}})
+
+    def _dated(self, req: Request) -> dict[str, Any] | None:
+        """The published schema fragments of the request's dated api-version (None: OpenAI, v1)."""
+        fragments: dict[str, Any] | None = AZURE_SCHEMAS["versions"].get(req.surface)
+        return fragments
+
+    def _check_dated_body(self, fragments: dict[str, Any], body: dict[str, Any], version: str) -> None:
+        creation = fragments["FineTuningJobCreation"]
+        allowed = set(creation["properties"]) | set(AZURE_SCHEMAS["in_practice"]["create_extra"])
+        self.violations.extend(
+            f"{version} FineTuningJobCreation: {name!r} is not defined" for name in sorted(set(body) - allowed)
+        )
+        self.violations.extend(
+            f"{version} FineTuningJobCreation: {name!r} is required"
+            for name in creation["required"]
+            if name not in body
+        )
+
+    def _dated_job(self, fragments: dict[str, Any], obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        """The job as the dated version keeps it: its FineTuningJob's fields, suffix included."""
+        shaped = {**obj, "organisation_id": None, "suffix": body.get("suffix")}
+        kept = set(fragments["FineTuningJob"]["properties"]) | set(AZURE_SCHEMAS["in_practice"]["job_extra"])
+        return {k: v for k, v in shaped.items() if k in kept}
+
+    def _check_training_type(self, body: dict[str, Any]) -> None:
+        practice = AZURE_SCHEMAS["in_practice"]
+        given = body.get("trainingType")
+        if given is None:
+            raise self._error(400, practice["missing_training_type_message"], code="invalidPayload")
+        if str(given).lower() not in {t.lower() for t in practice["training_types"]}:
+            raise self._error(400, f"Invalid trainingType {given!r}", code="invalidPayload")
 
     def _read_multipart(self, request: httpx2.Request, content_type: str) -> tuple[dict[str, str], Path | None]:
         """Parse a multipart body as it streams: text fields in memory, the file field to disk."""
@@ -495,7 +552,13 @@ class FakeOpenAIService:
 
     def create_job(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
         body = req.json
-        self._check("CreateFineTuningJobRequest", body)
+        dated = self._dated(req)
+        if dated is not None:
+            self._check_dated_body(dated, body, req.surface)
+        else:
+            self._check("CreateFineTuningJobRequest", body)
+        if self.flavour == "azure":
+            self._check_training_type(body)
         if self.refuse_fine_tuning:
             raise self._error(
                 403,
@@ -570,7 +633,10 @@ class FakeOpenAIService:
                     "user_provided_suffix": body.get("suffix"),
                 }
             )
-        job = _Job(obj, self._script(metadata.get("scenario", "succeed"), body))
+        if dated is not None:
+            obj = self._dated_job(dated, obj, body)
+            obj["hyperparameters"] = body.get("hyperparameters") or obj.get("hyperparameters")
+        job = _Job(obj, self._script(metadata.get("scenario", self.scenario), body))
         self.jobs[job_id] = job
         self._event(job, f"Validating training file: {body['training_file']}")
         return (201 if self.flavour == "azure" else 200), self._answer("FineTuningJob", json.loads(json.dumps(obj)))
@@ -739,6 +805,12 @@ class FakeOpenAIService:
 
     def list_jobs(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
         jobs = sorted(self.jobs.values(), key=lambda j: j.obj["created_at"], reverse=True)
+        dated = self._dated(req)
+        if dated is not None:
+            self.violations.extend(
+                f"{req.surface} GET /fine_tuning/jobs: query parameter {name!r} is not defined"
+                for name in sorted(set(req.query) - set(dated["list_query"]))
+            )
         wanted = {m.group(1): v for k, v in req.query.items() if (m := re.fullmatch(r"metadata\[(.+)\]", k))}
         if wanted and self.flavour == "openai":  # Azure ignores the filter: the client must check
             jobs = [j for j in jobs if all((j.obj["metadata"] or {}).get(k) == v for k, v in wanted.items())]

@@ -28,7 +28,7 @@ ENTRA_TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJhbnl0dW5lIn0.c2lnbmF0dXJlLWZha2Ut
 MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI_BASE = "https://api.openai.test/v1"
 AZURE_ENDPOINT = "https://anytune-test.openai.azure.com"
-API_VERSION = "2025-04-01-preview"
+API_VERSION = "v1"  # the default surface, {endpoint}/openai/v1/
 
 
 class Sleeps(list[float]):

@@ -33,6 +33,7 @@ from anytune import (
     QuotaExceededError,
 )
 from anytune._provider import IDEMPOTENCY_TAG
+from anytune.providers.openai import DEFAULT_AZURE_API_VERSION
 from tests.conftest import chat_example, write_jsonl
 from tests.providers.openai_fake import FakeOpenAIService, Flavour
 from tests.providers.openai_support import (
@@ -179,7 +180,8 @@ def test_azure_with_entra_id(tmp_path: Path, train: Path) -> None:
     assert job.wait().status is S.SUCCEEDED
     assert all(r.headers.get("authorization") == f"Bearer {ENTRA_TOKEN}" for r in service.log)
     assert not any("api-key" in r.headers for r in service.log)
-    assert all(r.query["api-version"] == "2025-04-01-preview" for r in service.log)  # the default
+    assert all(r.query["api-version"] == DEFAULT_AZURE_API_VERSION for r in service.log)  # the default
+    assert all(r.url.startswith(f"{AZURE_ENDPOINT}/openai/v1/") for r in service.log)
     assert service.violations == []
 
 
@@ -366,7 +368,7 @@ def test_plan_lists_uploads_and_the_exact_body_without_network(
         (str(p), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (train, valid)
     ]
     operations = [r.operation.split("?")[0] for r in plan.requests]
-    root = f"{AZURE_ENDPOINT}/openai" if flavour == "azure" else "https://api.openai.test/v1"
+    root = f"{AZURE_ENDPOINT}/openai/v1" if flavour == "azure" else "https://api.openai.test/v1"
     assert operations == [
         f"POST {root}/uploads",
         f"POST {root}/uploads/<upload id>/parts",

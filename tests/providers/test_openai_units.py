@@ -246,7 +246,7 @@ def test_azure_training_type_goes_in_the_body() -> None:
 
 def test_azure_openai_section_carries_the_training_type() -> None:
     body = body_of(spec(azure_openai={"training_type": "developer"}), flavour="azure")
-    assert body["trainingType"] == "developer"
+    assert body["trainingType"] == "developerTier"  # the wire value the service accepts
     assert problems(spec(azure_openai={"training_type": "developer"}), "azure") == {}
 
 
