@@ -221,13 +221,22 @@ class FakeProvider(Provider[FakeSettings]):
             provider=self.name, uploads=uploads, requests=[PlannedRequest(operation="fake.create_job", body=body)]
         )
 
-    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
-        # The id derives from the idempotency key: a retried submit finds the same job.
-        job_id = "fakejob-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+    @staticmethod
+    def job_id_for(idempotency_key: str) -> str:
+        """The id of the job created under ``idempotency_key`` (derived: a retried submit finds it)."""
+        return "fakejob-" + hashlib.sha256(idempotency_key.encode()).hexdigest()[:16]
+
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
         try:
-            return self._record(self._load(job_id))
+            return self.get(self.job_id_for(idempotency_key))
         except JobNotFoundError:
-            pass
+            return None
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        found = self.find(idempotency_key)
+        if found is not None:
+            return found
+        job_id = self.job_id_for(idempotency_key)
         body = self.plan(spec, idempotency_key=idempotency_key).requests[0].body
         state = {
             "id": job_id,

@@ -12,6 +12,7 @@ Its ``ref`` (``provider:id``) re-attaches from any process with :meth:`FineTuneJ
 from __future__ import annotations
 
 import builtins
+import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -19,17 +20,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from anytune import _registry
 from anytune._capabilities import check_spec
 from anytune._config import ResolvedConfig, resolve
+from anytune._create_once import outcome_unknown
 from anytune._polling import Follower, PollPolicy
 from anytune._provider import Provider, SubmitPlan, _to_thread
 from anytune._secrets import is_secret_name
 from anytune._spec import JobSpec, Method
 from anytune._specfile import build_spec
-from anytune._store import JobStore, StoredJob
+from anytune._store import SUBMIT_FAILED, JobStore, StoredJob, stored_form
 from anytune._types import (
     Checkpoint,
     Event,
@@ -39,7 +41,14 @@ from anytune._types import (
     MetricPoint,
     parse_ref,
 )
-from anytune.errors import ConfigError, JobFailedError
+from anytune.errors import (
+    AnytuneError,
+    ConfigError,
+    JobFailedError,
+    NotSupportedError,
+    ProviderError,
+    SubmitOutcomeUnknownError,
+)
 
 OnEvent = Callable[[Event], object]
 
@@ -147,14 +156,99 @@ def _new_key() -> str:
     return uuid.uuid4().hex
 
 
-def _submit_locally_recorded(prep: _Prepared, key: str) -> None:
-    prep.store.begin_submit(
-        provider=prep.config.provider,
-        profile=prep.config.profile,
-        spec=prep.spec.to_json_dict(),
-        key=key,
-        settings=prep.settings,
-    )
+_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def _key_for(given: str | None) -> str:
+    """The idempotency key of a create: the caller's (checked), else a fresh one."""
+    if given is None:
+        return _new_key()
+    if not isinstance(given, str) or not _KEY.fullmatch(given):
+        raise ConfigError(
+            f"expected 1 to 64 letters, digits, '-' or '_', got {given!r}", field="idempotency_key", source="argument"
+        )
+    return given
+
+
+def _submit_locally_recorded(prep: _Prepared, key: str, explicit: bool = False) -> StoredJob | None:
+    """Record the submission before it is sent; with a caller's key, the row an earlier create with
+    that key left (None when there is none: a new row is written)."""
+    spec = prep.spec.to_json_dict()
+    existing = prep.store.by_key(key) if explicit else None
+    if existing is None:
+        prep.store.begin_submit(
+            provider=prep.config.provider, profile=prep.config.profile, spec=spec, key=key, settings=prep.settings
+        )
+        return None
+    if existing.provider != prep.config.provider or existing.spec != stored_form(spec):
+        raise ConfigError(
+            f"idempotency key {key!r} already belongs to another job ({existing.provider}, created "
+            f"{existing.created_at:%Y-%m-%d %H:%M} UTC with a different spec); repeat that spec or use a new key",
+            field="idempotency_key",
+            source="argument",
+        )
+    return existing
+
+
+def _failed_submit(store: JobStore, key: str, earlier: StoredJob | None, exc: BaseException) -> BaseException | None:
+    """Record a submission that raised; the error to raise instead of ``exc`` (None: ``exc``).
+
+    A create whose fate is unknown (``create_once`` could not tell) is kept as ``unknown`` and
+    reported as :class:`SubmitOutcomeUnknownError`, never as "not submitted": a second create
+    with a new key would make a second job. So is one interrupted mid-submit, and one repeated
+    under a key whose fate was already unknown.
+    """
+    text = f"{type(exc).__name__}: {exc}"
+    if outcome_unknown(exc):
+        store.mark_unknown(key, text)
+        unknown = SubmitOutcomeUnknownError(exc.message if isinstance(exc, AnytuneError) else text, idempotency_key=key)
+        if isinstance(exc, ProviderError):
+            unknown.provider, unknown.status_code, unknown.request_id = exc.provider, exc.status_code, exc.request_id
+        return unknown
+    if not isinstance(exc, Exception) or (earlier is not None and earlier.status != SUBMIT_FAILED):
+        store.mark_unknown(key, text)
+    else:
+        store.fail_submit(key, text)
+    return None
+
+
+def _reconcile_row(store: JobStore, row: StoredJob, provider: Provider[Any] | None) -> None:
+    """Resolve one submission whose fate is unknown by looking its key up."""
+    key = row.idempotency_key
+    try:
+        impl = provider if provider is not None else _provider_for_row(row, store)
+        found = impl.find(key, spec=_stored_spec(row))
+    except NotSupportedError:
+        store.mark_unknown(
+            key, f"{row.provider} cannot look a job up by its key: create it again with idempotency_key={key!r}"
+        )
+        return
+    except AnytuneError as exc:
+        store.mark_unknown(key, f"still unknown: {type(exc).__name__}: {exc}")
+        return
+    if found is None:
+        store.fail_submit(key, f"not submitted: {row.provider} has no job under idempotency key {key}")
+    else:
+        store.complete_submit(key, found)
+
+
+def _stored_spec(row: StoredJob) -> JobSpec | None:
+    """The spec a stored submission was made with, when it still reads as one."""
+    try:
+        return JobSpec.model_validate(row.spec)
+    except ValidationError:
+        return None
+
+
+def _provider_for_row(row: StoredJob, store: JobStore) -> Provider[Any]:
+    """The provider a stored submission was made with (its profile and settings, when still valid)."""
+    try:
+        config = resolve(provider=row.provider, profile=row.profile, settings=row.settings)
+    except ConfigError:
+        if row.profile is None:
+            raise
+        config = resolve(provider=row.provider, settings=row.settings)  # the profile is gone or changed
+    return _provider_for(config, store)
 
 
 def _outcome(record: JobRecord) -> None:
@@ -276,6 +370,7 @@ class FineTuneJob(_Handle):
         settings: Mapping[str, Any] | None = None,
         validate_data: bool = True,
         store: JobStore | None = None,
+        idempotency_key: str | None = None,
         **fields: Any,
     ) -> FineTuneJob:
         """Validate everything, record the job, submit it, and return at once.
@@ -289,9 +384,17 @@ class FineTuneJob(_Handle):
             validate_data: run the dataset checks (on by default; off only for data the provider
                 checks itself).
             store: a job store (default: the one under ``ANYTUNE_HOME``).
+            idempotency_key: the key the job is created under (1 to 64 letters, digits, ``-``,
+                ``_``; default: a fresh one). A create repeated with the same key and spec never
+                makes a second job: it returns the job the first one made, or creates it once.
+                Pass ``SubmitOutcomeUnknownError.idempotency_key`` to settle a create whose
+                outcome was unknown.
 
         Raises:
-            ConfigError, NotSupportedError, DataValidationError: before anything is sent.
+            ConfigError, NotSupportedError, DataValidationError: before anything is sent (a
+                ConfigError too for a key already used with another spec).
+            SubmitOutcomeUnknownError: the create failed ambiguously and the lookup could not
+                tell whether the job exists; it is stored as ``unknown`` (see :meth:`reconcile`).
             ProviderError: the service refused.
         """
         prep = _prepare(
@@ -303,15 +406,58 @@ class FineTuneJob(_Handle):
             validate_data=validate_data,
             store=store,
         )
-        key = _new_key()
-        _submit_locally_recorded(prep, key)
+        key = _key_for(idempotency_key)
+        earlier = _submit_locally_recorded(prep, key, explicit=idempotency_key is not None)
         try:
-            record = prep.provider.submit(prep.spec, idempotency_key=key)
+            if earlier is not None and earlier.job_id is not None:
+                record = prep.provider.get(earlier.job_id)  # created before under this key
+            else:
+                record = prep.provider.submit(prep.spec, idempotency_key=key)
         except BaseException as exc:
-            prep.store.fail_submit(key, f"{type(exc).__name__}: {exc}")
+            instead = _failed_submit(prep.store, key, earlier, exc)
+            if instead is not None:
+                raise instead from exc
             raise
         prep.store.complete_submit(key, record)
         return cls(record, prep.provider, store=prep.store)
+
+    @classmethod
+    def reconcile(
+        cls,
+        *,
+        provider: str | Provider[Any] | None = None,
+        store: JobStore | None = None,
+        stale_after: float = 3600.0,
+    ) -> builtins.list[StoredJob]:
+        """Resolve submissions whose outcome is unknown by looking their idempotency keys up.
+
+        A create that failed ambiguously, and whose lookup failed too, is stored as ``unknown``
+        (so is a ``submitting`` row older than ``stale_after`` seconds: its process died). For
+        each, the provider's :meth:`~anytune.Provider.find` decides: found, the row becomes that
+        job; surely absent, ``submit_failed`` ("not submitted"); the lookup failing or not
+        offered, it stays ``unknown`` with the reason in ``submit_error``. Nothing is created.
+
+        Args:
+            provider: only this provider's submissions (a name), or an instance to look up with.
+            store: a job store (default: the one under ``ANYTUNE_HOME``).
+            stale_after: seconds after which a ``submitting`` row counts as abandoned.
+
+        Returns:
+            The rows looked at, as they are now (oldest first).
+        """
+        the_store = store or JobStore(_home() / "jobs.db")
+        instance: Provider[Any] | None = None
+        name: str | None = None
+        if isinstance(provider, Provider):
+            instance, name = provider, provider.name
+        else:
+            name = provider
+        done: builtins.list[StoredJob] = []
+        for row in the_store.unresolved(provider=name, stale_after=stale_after):
+            _reconcile_row(the_store, row, instance)
+            now = the_store.by_key(row.idempotency_key)
+            done.append(now if now is not None else row)
+        return done
 
     @classmethod
     def plan(
@@ -486,6 +632,7 @@ class AsyncFineTuneJob(_Handle):
         settings: Mapping[str, Any] | None = None,
         validate_data: bool = True,
         store: JobStore | None = None,
+        idempotency_key: str | None = None,
         **fields: Any,
     ) -> AsyncFineTuneJob:
         """See :meth:`FineTuneJob.create`."""
@@ -499,15 +646,31 @@ class AsyncFineTuneJob(_Handle):
             validate_data=validate_data,
             store=store,
         )
-        key = _new_key()
-        await _to_thread(_submit_locally_recorded, prep, key)
+        key = _key_for(idempotency_key)
+        earlier = await _to_thread(_submit_locally_recorded, prep, key, idempotency_key is not None)
         try:
-            record = await prep.provider.asubmit(prep.spec, idempotency_key=key)
+            if earlier is not None and earlier.job_id is not None:
+                record = await prep.provider.aget(earlier.job_id)  # created before under this key
+            else:
+                record = await prep.provider.asubmit(prep.spec, idempotency_key=key)
         except BaseException as exc:
-            await _to_thread(prep.store.fail_submit, key, f"{type(exc).__name__}: {exc}")
+            instead = await _to_thread(_failed_submit, prep.store, key, earlier, exc)
+            if instead is not None:
+                raise instead from exc
             raise
         await _to_thread(prep.store.complete_submit, key, record)
         return cls(record, prep.provider, store=prep.store)
+
+    @classmethod
+    async def reconcile(
+        cls,
+        *,
+        provider: str | Provider[Any] | None = None,
+        store: JobStore | None = None,
+        stale_after: float = 3600.0,
+    ) -> builtins.list[StoredJob]:
+        """See :meth:`FineTuneJob.reconcile`."""
+        return await _to_thread(FineTuneJob.reconcile, provider=provider, store=store, stale_after=stale_after)
 
     @classmethod
     async def get(

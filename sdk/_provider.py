@@ -267,6 +267,28 @@ class Provider(abc.ABC, Generic[SettingsT]):
             trained_tokens=record.trained_tokens,
         )
 
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        """The job created under ``idempotency_key``, or None when the service surely has none.
+
+        ``FineTuneJob.reconcile`` resolves submissions whose fate is unknown with it. Optional: a
+        provider that cannot look a key up raises ``NotSupportedError`` (the default), and its
+        unknown submissions are resolved by creating again with the same key instead.
+
+        Args:
+            idempotency_key: the key the job was submitted under.
+            spec: the spec it was submitted with, when known: where the lookup depends on it (a
+                namespace or workspace the spec chose), look there, and without it answer None
+                only where the job surely cannot be.
+
+        Raises:
+            ProviderError: the service could not tell (the fate stays unknown).
+        """
+        from anytune.errors import NotSupportedError
+
+        raise NotSupportedError(
+            "looking a job up by its idempotency key is not offered", field="find", provider=self.name
+        )
+
     def pause(self, job_id: str) -> JobRecord:
         from anytune.errors import NotSupportedError
 
@@ -298,6 +320,9 @@ class Provider(abc.ABC, Generic[SettingsT]):
 
     async def aresult(self, record: JobRecord) -> FineTunedModel:
         return await _to_thread(self.result, record)
+
+    async def afind(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        return await _to_thread(self.find, idempotency_key, spec=spec)
 
     async def alist(self, limit: int = 20) -> builtins.list[JobRecord]:
         return await _to_thread(self.list, limit)

@@ -3,6 +3,10 @@
 SQLite in WAL mode under ``ANYTUNE_HOME`` (default: the user data dir).  A row is written
 *before* submission (status ``submitting``, with the idempotency key) and completed after, so a
 crash between the two leaves a trace the adapter can reconcile by looking the key up remotely.
+A submission whose fate is unknown (an ambiguous failure the lookup could not settle) is kept as
+``unknown`` with its key, never as failed: :meth:`JobStore.unresolved` lists such rows, and
+``FineTuneJob.reconcile`` resolves them by looking the key up (found: the job; surely absent:
+``submit_failed``).
 Every write is one short ``BEGIN IMMEDIATE`` transaction; ``busy_timeout`` makes concurrent
 processes queue instead of failing.  Everything stored passes through :func:`redact`.
 """
@@ -14,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +58,8 @@ CREATE TABLE IF NOT EXISTS uploads (
 
 SUBMITTING = "submitting"
 SUBMIT_FAILED = "submit_failed"
+#: The create may or may not have happened; resolved by looking the idempotency key up.
+UNKNOWN = "unknown"
 
 
 class StoredJob(BaseModel):
@@ -78,6 +84,11 @@ class StoredJob(BaseModel):
 
 def _dumps(value: Any) -> str:
     return redact(orjson.dumps(value, default=str).decode())
+
+
+def stored_form(value: Any) -> Any:
+    """``value`` as the store keeps it (JSON, redacted): compare it with a stored row's ``spec``."""
+    return orjson.loads(_dumps(value))
 
 
 class JobStore:
@@ -149,6 +160,12 @@ class JobStore:
 
     def complete_submit(self, key: str, record: JobRecord) -> None:
         with self._tx() as db:
+            # A job re-attached by ref (``get``) before its submission was resolved was stored as an
+            # external row; the submission's row is the one to keep.
+            db.execute(
+                "DELETE FROM jobs WHERE ref=? AND idempotency_key<>? AND idempotency_key LIKE 'external:%'",
+                (record.ref, key),
+            )
             db.execute(
                 "UPDATE jobs SET ref=?, job_id=?, status=?, raw_status=?, record=?, submit_error=NULL,"
                 " updated_at=? WHERE idempotency_key=?",
@@ -169,6 +186,26 @@ class JobStore:
                 "UPDATE jobs SET status=?, submit_error=?, updated_at=? WHERE idempotency_key=?",
                 (SUBMIT_FAILED, redact(error), utcnow().isoformat(), key),
             )
+
+    def mark_unknown(self, key: str, error: str) -> None:
+        """The submission under ``key`` may or may not have created a job: keep it to resolve."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE jobs SET status=?, submit_error=?, updated_at=? WHERE idempotency_key=? AND ref IS NULL",
+                (UNKNOWN, redact(error), utcnow().isoformat(), key),
+            )
+
+    def unresolved(self, *, provider: str | None = None, stale_after: float = 3600.0) -> builtins.list[StoredJob]:
+        """Submissions whose fate is not known, oldest first: ``unknown`` rows, and ``submitting``
+        rows older than ``stale_after`` seconds (the process that wrote them died mid-submit; a
+        younger one may still be submitting)."""
+        cutoff = (utcnow() - timedelta(seconds=stale_after)).isoformat()
+        sql = "SELECT * FROM jobs WHERE ref IS NULL AND (status=? OR (status=? AND updated_at<?))"
+        args: builtins.list[str] = [UNKNOWN, SUBMITTING, cutoff]
+        if provider:
+            sql, args = sql + " AND provider=?", [*args, provider]
+        rows = self._conn().execute(sql + " ORDER BY created_at, rowid", args)
+        return [_row(r) for r in rows]
 
     # -- state --------------------------------------------------------------------------------
     def save(self, record: JobRecord, *, profile: str | None = None) -> None:

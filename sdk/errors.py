@@ -18,6 +18,8 @@ fixes before anything is sent, are kept apart from failures reported by a remote
         ├── QuotaExceededError     billing / quota / hard limit reached
         ├── RateLimitError         throttled; ``retry_after`` seconds when the service said
         ├── ServiceUnavailableError   5xx, timeouts, dropped connections after retries
+        │   └── SubmitOutcomeUnknownError   a create may or may not have happened (exit 8);
+        │                                   carries the idempotency key that resolves it
         ├── InvalidRequestError    the service rejected the request or a file
         ├── ModelNotAvailableError the base model cannot be fine-tuned there
         └── JobFailedError         the job ended failed or cancelled; carries its record
@@ -53,6 +55,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "SubmitOutcomeUnknownError",
     "UnknownProviderError",
     "UsageError",
     "WaitTimeoutError",
@@ -209,6 +212,29 @@ class RateLimitError(ProviderError):
 
 class ServiceUnavailableError(ProviderError):
     """The service failed (5xx), timed out or dropped the connection, after retries."""
+
+
+class SubmitOutcomeUnknownError(ServiceUnavailableError):
+    """A create failed in a way that leaves unknown whether the service made the job.
+
+    The failure was ambiguous (a dropped connection, a timeout, a 5xx) and looking the job up by
+    its idempotency key failed too. Nothing was sent twice. The job store keeps the job as
+    ``unknown`` with the key; resolve it with ``FineTuneJob.create(..., idempotency_key=key)``
+    (the same spec: finds the job or creates it once), ``FineTuneJob.reconcile()`` or
+    ``anytune jobs reconcile``.
+
+    Attributes:
+        idempotency_key: the key the job was (or was not) created under.
+    """
+
+    def __init__(self, message: str, *, idempotency_key: str, **kwargs: Any) -> None:
+        self.idempotency_key = idempotency_key
+        super().__init__(
+            f"{message}; whether the job was created is unknown (idempotency key {idempotency_key}). "
+            "Nothing was sent twice: run 'anytune jobs reconcile', or create again with "
+            "idempotency_key=" + repr(idempotency_key),
+            **kwargs,
+        )
 
 
 class InvalidRequestError(ProviderError):

@@ -14,7 +14,7 @@ import pytest
 from anytune import JobSpec
 from anytune._boundary import boundary, error_class_for_status, scrub_exception
 from anytune._capabilities import Capabilities, Range, problems
-from anytune._create_once import create_once
+from anytune._create_once import DEFAULT_SETTLE, create_once, outcome_unknown
 from anytune._data.formats import example_format, file_format, prompt_completion_messages
 from anytune._files import file_digest, file_digests
 from anytune._retry import RetryPolicy
@@ -124,6 +124,122 @@ def test_giving_up_looks_once_more_for_the_last_attempt() -> None:
     create = FaultScript(lambda: service.create("k"), [Lost(), Lost(), Lost()]).after(3)
     assert _run(service, create, lambda: service.lookup("k"), clock, attempts=3) == "job-1"
     assert create.calls == 3 and len(service.jobs) == 1
+
+
+def _run_settled(create: Any, lookup: Any, clock: FakeClock, attempts: int = 4, settle: float = 0.0) -> str:
+    return create_once(
+        create,
+        lookup,
+        is_ambiguous=lambda e: isinstance(e, (Lost, Conflict)),
+        retry_on=lambda e: isinstance(e, (Lost, Throttled)),  # the SDK's errors, as an adapter's are
+        policy=RetryPolicy(max_attempts=attempts, jitter=0.0, deadline=60.0),
+        settle=settle,
+        sleep=clock.sleep,
+        clock=clock.clock,
+        rand=lambda: 0.0,
+    )
+
+
+def unavailable() -> ServiceUnavailableError:
+    # What an adapter's lookup raises once its own read retries are spent: a translated 503.
+    return ServiceUnavailableError("listing jobs failed", provider="acme", status_code=503)
+
+
+def test_an_unavailable_lookup_is_retried_and_finds_the_job() -> None:
+    service, clock = Service(), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Lost()]).after(1)
+    lookups = FaultScript(lambda: service.lookup("k"), [unavailable(), unavailable()])
+    assert _run_settled(create, lookups, clock) == "job-1"
+    assert create.ran == 1 and lookups.calls == 3  # retried within the policy; never sent again
+
+
+def test_a_throttled_lookup_waits_as_the_service_says() -> None:
+    service, clock = Service(), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Lost()]).after(1)
+    lookups = FaultScript(lambda: service.lookup("k"), [RateLimitError("slow down", retry_after=7.0)])
+    assert _run_settled(create, lookups, clock) == "job-1"
+    assert clock.sleeps == [0.5, 7.0]
+
+
+def test_a_lookup_failing_to_the_end_leaves_the_outcome_unknown() -> None:
+    service, clock = Service(), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Lost()]).after(1)
+    lookups = FaultScript(lambda: service.lookup("k"), [unavailable()] * 10)
+    with pytest.raises(ServiceUnavailableError) as caught:
+        _run_settled(create, lookups, clock, attempts=4)
+    assert outcome_unknown(caught.value)
+    assert create.calls == 1 and lookups.calls == 3 and sum(clock.sleeps) <= 60.0
+    # An adapter's boundary chains its translation from the marked error: still unknown.
+    with pytest.raises(ServiceUnavailableError) as translated, boundary(lambda e: unavailable()):
+        _run_settled(
+            FaultScript(lambda: service.create("k2"), [Lost()]).after(1),
+            FaultScript(lambda: service.lookup("k2"), [Throttled()] * 10),
+            clock,
+        )
+    assert outcome_unknown(translated.value)
+
+
+def test_the_last_lookup_failing_leaves_the_outcome_unknown() -> None:
+    service, clock = Service(), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Conflict()])  # not worth a retry: one last look
+    lookups = FaultScript(lambda: service.lookup("k"), [unavailable()])
+    with pytest.raises(ServiceUnavailableError) as caught:
+        _run_settled(create, lookups, clock)
+    assert outcome_unknown(caught.value) and create.calls == 1
+
+
+@pytest.mark.parametrize(
+    ("faults", "late"),
+    [
+        ([Throttled()] * 4, ()),  # refused every time before any work
+        ([Lost()] * 4, ()),  # lost every time before the service acted: each lookup answered "none"
+    ],
+)
+def test_a_create_that_surely_failed_is_not_unknown(faults: list[Exception], late: tuple[int, ...]) -> None:
+    service, clock = Service(), FakeClock()
+    create = FaultScript(lambda: service.create("k"), faults).after(*late)
+    with pytest.raises(Exception) as caught:
+        _run_settled(create, lambda: service.lookup("k"), clock)
+    assert not outcome_unknown(caught.value) and service.jobs == {}
+
+
+class LaggingService(Service):
+    """A service whose list misses a job for ``lag`` reads after it was written."""
+
+    def __init__(self, lag: int) -> None:
+        super().__init__()
+        self.lag = lag
+
+    def lookup(self, key: str) -> str | None:
+        if key in self.jobs and self.lag > 0:
+            self.lag -= 1
+            return None
+        return super().lookup(key)
+
+
+@pytest.mark.parametrize("lag", [1, 2])
+def test_a_list_lagging_its_writes_never_lets_a_second_create_through(lag: int) -> None:
+    service, clock = LaggingService(lag), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Lost()]).after(1)
+    assert _run_settled(create, lambda: service.lookup("k"), clock, settle=DEFAULT_SETTLE) == "job-1"
+    assert create.ran == 1  # the service acted once: one job
+    assert sum(clock.sleeps) <= 0.5 + 2 * DEFAULT_SETTLE  # the back-off, then polls within the window
+
+
+def test_the_last_lookup_settles_too() -> None:
+    service, clock = LaggingService(1), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Conflict()]).after(1)
+    assert _run_settled(create, lambda: service.lookup("k"), clock, settle=DEFAULT_SETTLE) == "job-1"
+
+
+def test_a_settled_absence_is_sent_again_once() -> None:
+    service, clock = Service(), FakeClock()
+    create = FaultScript(lambda: service.create("k"), [Lost()])  # lost before the service acted
+    lookups = FaultScript(lambda: service.lookup("k"), [])
+    assert _run_settled(create, lookups, clock, settle=4.0) == "job-1"
+    assert create.calls == 2 and create.ran == 1
+    assert 2 <= lookups.calls <= 5  # looked again over the window, a few polls, not a busy loop
+    assert sum(clock.sleeps) - 0.5 <= 4.0 * 1.5
 
 
 def test_create_once_waits_as_the_policy_says() -> None:

@@ -86,6 +86,31 @@ def test_submit_rows(tmp_path: Path) -> None:
     assert store.get("fake:nope") is None and store.by_key("nope") is None
 
 
+def test_unknown_submissions_are_kept_until_resolved(tmp_path: Path) -> None:
+    store = JobStore(tmp_path / "jobs.db")
+    for key in ("lost", "fresh", "done"):
+        store.begin_submit(provider="fake", profile=None, spec={"base_model": "m"}, key=key)
+    store.mark_unknown("lost", "ServiceUnavailableError: listing jobs failed (HTTP 503)")
+    store.complete_submit("done", record("fakejob-done"))
+    store.mark_unknown("done", "too late: a known job stays known")
+
+    lost = store.by_key("lost")
+    assert lost is not None and lost.status == "unknown" and lost.ref is None
+    assert lost.submit_error == "ServiceUnavailableError: listing jobs failed (HTTP 503)"
+    done = store.by_key("done")
+    assert done is not None and done.status == "running"
+    # A young "submitting" row may belong to a process still submitting; an old one was abandoned.
+    assert [r.idempotency_key for r in store.unresolved()] == ["lost"]
+    assert [r.idempotency_key for r in store.unresolved(stale_after=0)] == ["lost", "fresh"]
+    assert store.unresolved(provider="openai") == []
+
+    # The job was re-attached by ref before the submission was resolved: one row is kept.
+    store.save(record("fakejob-lost"))
+    store.complete_submit("lost", record("fakejob-lost"))
+    rows = [r for r in store.list() if r.ref == "fake:fakejob-lost"]
+    assert [r.idempotency_key for r in rows] == ["lost"]
+
+
 def test_save_adds_jobs_created_elsewhere_and_updates_known_ones(tmp_path: Path) -> None:
     store = JobStore(tmp_path / "jobs.db")
     store.save(record("ftjob-1", provider="openai"), profile="prod")
