@@ -9,6 +9,8 @@ line, which readers ignore until its newline is there)::
       events.jsonl         append-only events; an event's id is its line number
       metrics.jsonl        append-only MetricPoints
       worker.pid           pid of the worker (or of the launcher in multi-process runs)
+      worker.lock          the one-worker lock: held (flock) by the live worker for its whole life and
+                           released by the OS when it dies, however it dies; holds the holder's pid
       worker.log           the worker's stdout/stderr
       cancel               present when a cancel was requested
       checkpoints/step-N/  complete checkpoints (adapter, optimizer, scheduler, RNG, progress)
@@ -17,6 +19,15 @@ line, which readers ignore until its newline is there)::
       result.json          what the job produced (written last, before the final status)
 
 A reader may run in any process at any time, including while the worker is writing.
+
+A run has at most one worker. Whoever starts one takes ``worker.lock`` first
+(:meth:`RunDir.acquire_worker_lock`); the ``local`` provider hands its open lock to the worker it
+starts (the descriptor is inherited, named by ``ANYTUNE_WORKER_LOCK_FD``), so the lock is held without a
+gap from the check to the worker's last instruction, and N concurrent starts give one worker.  The
+holder of the lock, and only it, removes the scratch files of writers that were killed mid-write
+(:meth:`RunDir.remove_stale_scratch`): ``checkpoints/.tmp-step-*``, ``.adapter-tmp-*``,
+``.merged-tmp-*`` and ``.NAME.PID.tmp``; each name carries its writer's pid, and a live writer's file
+is never removed.
 """
 
 from __future__ import annotations
@@ -24,8 +35,10 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
+import sys
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -36,7 +49,27 @@ from anytune._secrets import redact
 from anytune._spec import JobSpec
 from anytune._types import Checkpoint, Event, JobStatus, MetricPoint
 
+if sys.platform == "win32":
+    import msvcrt
+else:
+    import fcntl
+
 CHECKPOINT_PREFIX = "step-"
+#: The environment variable that names the inherited descriptor of a started worker's lock.
+LOCK_FD_ENV = "ANYTUNE_WORKER_LOCK_FD"
+#: Scratch folders of the final adapter and the merged model (``train.py``): PREFIX + writer pid.
+ADAPTER_TMP_PREFIX = ".adapter-tmp-"
+MERGED_TMP_PREFIX = ".merged-tmp-"
+#: Scratch names of killed writers, each with its writer's pid: checkpoint folders being filled
+#: (:meth:`RunDir.new_checkpoint_tmp`), the adapter and merged-model folders, and the temporary
+#: files of :func:`write_json_atomic`.
+_SCRATCH = (
+    re.compile(rf"^\.tmp-{CHECKPOINT_PREFIX}\d+-(\d+)-\d+$"),
+    re.compile(rf"^(?:{re.escape(ADAPTER_TMP_PREFIX)}|{re.escape(MERGED_TMP_PREFIX)})(\d+)$"),
+    re.compile(r"^\..+\.(\d+)\.tmp$"),
+)
+#: On Windows the lock is a byte far past the pid it guards, so readers can still read the pid.
+_WINDOWS_LOCK_OFFSET = 1 << 30
 
 
 def _now() -> str:
@@ -89,6 +122,82 @@ def pid_alive(pid: int) -> bool:
         return True
 
 
+if sys.platform == "win32":
+
+    def _try_lock(fd: int) -> bool:
+        os.lseek(fd, _WINDOWS_LOCK_OFFSET, os.SEEK_SET)
+        try:
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+
+else:
+
+    def _try_lock(fd: int) -> bool:
+        # flock belongs to the open file: a started worker that inherits the descriptor holds it,
+        # and the OS drops it when the last process holding that file exits, even by SIGKILL.
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        return True
+
+
+def _scratch_writer(name: str) -> int | None:
+    """The writer pid in a scratch name (see ``_SCRATCH``); None for any other name."""
+    for pattern in _SCRATCH:
+        found = pattern.match(name)
+        if found:
+            return int(found.group(1))
+    return None
+
+
+class WorkerLock:
+    """The held one-worker lock of a run (``RUN/worker.lock``), from :meth:`RunDir.acquire_worker_lock`.
+
+    :meth:`close` closes this process's descriptor. That releases the lock unless a worker started
+    with the descriptor (``pass_fds``) holds the same open file: then the lock lives as long as the
+    worker does. Nothing ever unlocks it explicitly, and the file is never removed.
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    def __repr__(self) -> str:
+        return f"WorkerLock({str(self.path)!r}, {'closed' if self._fd is None else 'held'})"
+
+    def __enter__(self) -> WorkerLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._fd is None
+
+    def fileno(self) -> int:
+        if self._fd is None:
+            raise ValueError(f"{self.path}: the worker lock is closed")
+        return self._fd
+
+    def record(self, pid: int) -> None:
+        """Write the pid of the process that holds the lock (a reader names it in "already running")."""
+        fd = self.fileno()
+        data = f"{pid}\n".encode()
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.write(fd, data)
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, len(data))
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)
+
+
 class RunDir:
     """One local job's folder. Safe to use from the worker and from any reader process."""
 
@@ -126,6 +235,10 @@ class RunDir:
     @property
     def log_file(self) -> Path:
         return self.path / "worker.log"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.path / "worker.lock"
 
     @property
     def cancel_file(self) -> Path:
@@ -253,6 +366,75 @@ class RunDir:
     def worker_alive(self) -> bool:
         pid = self.pid()
         return pid is not None and pid_alive(pid)
+
+    def acquire_worker_lock(self, *, timeout: float = 0.0) -> WorkerLock | None:
+        """Take the run's one-worker lock, trying for up to ``timeout`` s; None while another holds it.
+
+        The caller holds it until it closes it, or hands it to the worker it starts (the ``local``
+        provider does); a worker started by hand takes it itself. The pid it holds is cleared until
+        the holder records one (:meth:`WorkerLock.record`).
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        deadline = time.monotonic() + timeout
+        fd = os.open(self.lock_file, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            while not _try_lock(fd):
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    return None
+                time.sleep(0.02)
+        except BaseException:
+            os.close(fd)
+            raise
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        return WorkerLock(self.lock_file, fd)
+
+    def adopt_worker_lock(self, fd: int) -> WorkerLock | None:
+        """The lock a starting worker inherited as descriptor ``fd``, once checked to be this run's
+        lock file and held by it; None otherwise (the worker then takes the lock itself)."""
+        try:
+            same = os.path.samestat(os.fstat(fd), os.stat(self.lock_file))
+        except OSError:
+            return None
+        if not same or not _try_lock(fd):
+            return None
+        os.set_inheritable(fd, False)  # programs the worker starts do not keep the run locked
+        return WorkerLock(self.lock_file, fd)
+
+    def lock_holder(self) -> int | None:
+        """The pid the holder of ``worker.lock`` recorded (meaningful only while it is held)."""
+        try:
+            first = self.lock_file.read_text(encoding="ascii").split("\n", 1)[0].strip()
+        except (OSError, UnicodeDecodeError):
+            return None
+        return int(first) if first.isdigit() else None
+
+    def remove_stale_scratch(self, lock: WorkerLock) -> list[Path]:
+        """Remove what writers killed mid-write left behind; returns the paths removed.
+
+        Only the holder of the run's lock may do this (``lock``), so no worker is writing; even so a
+        scratch name whose writer pid is alive (another process cancelling, this one) is kept.
+        """
+        if lock.closed or lock.path != self.lock_file:
+            raise ValueError(f"{self.path}: removing scratch files needs this run's worker lock, held")
+        removed: list[Path] = []
+        for folder in (self.path, self.checkpoints_dir):
+            try:
+                entries = list(folder.iterdir())
+            except FileNotFoundError:
+                continue
+            for entry in entries:
+                pid = _scratch_writer(entry.name)
+                if pid is None or pid_alive(pid):
+                    continue
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry, ignore_errors=True)
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+                removed.append(entry)
+        return removed
 
     def request_cancel(self) -> None:
         self.cancel_file.touch()

@@ -10,6 +10,15 @@ never ends without a final status.
 With several devices the provider runs it under ``python -m torch.distributed.run --standalone
 --nproc_per_node N -m anytune.local_backend.worker RUN_DIR``; ``worker.pid`` then holds the
 launcher's pid, and every rank reports its own failure.
+
+A run has one worker: the worker holds the run's ``worker.lock`` for its whole life (see
+:mod:`anytune.local_backend.rundir`). Started by the provider it inherits the lock the provider took
+(descriptor ``ANYTUNE_WORKER_LOCK_FD``; under ``torch.distributed.run`` the launcher holds it for the
+ranks); started by hand it takes the lock itself. Holding it, it removes the scratch files of killed
+writers before it trains.
+
+Exit status: 0 the job ended (succeeded or cancelled), 1 it failed (the record says why), 2 not a
+run directory, 3 another worker holds the run (nothing was touched).
 """
 
 from __future__ import annotations
@@ -35,7 +44,10 @@ from anytune.errors import (
     ModelNotAvailableError,
     NotSupportedError,
 )
-from anytune.local_backend.rundir import RunDir
+from anytune.local_backend.rundir import LOCK_FD_ENV, RunDir, WorkerLock
+
+#: The exit status of a worker started on a run another worker holds.
+EXIT_ALREADY_RUNNING = 3
 
 OOM_HINT = (
     "lower hyperparameters.batch_size or hyperparameters.max_length, turn on "
@@ -210,6 +222,14 @@ def _finish_unfinished(run: RunDir) -> None:
         )
 
 
+def _take_lock(run: RunDir) -> WorkerLock | None:
+    """The run's lock: the one the provider handed over, or taken now; None when another holds it."""
+    inherited = os.environ.pop(LOCK_FD_ENV, "")  # not for the programs this one starts
+    lock = run.adopt_worker_lock(int(inherited)) if inherited.isdigit() else None
+    # On Windows the provider cannot hand the lock over: it lets go as it starts the worker.
+    return lock or run.acquire_worker_lock(timeout=10.0 if sys.platform == "win32" else 0.0)
+
+
 def _fail(run: RunDir, exc: BaseException) -> None:
     traceback.print_exception(exc, file=sys.stderr)
     sys.stderr.flush()
@@ -241,8 +261,25 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not run.exists():
         print(f"anytune worker: {args.run_dir} is not a run directory (no spec.json)", file=sys.stderr)
         return 2
+    lock: WorkerLock | None = None
+    if _under_launcher():
+        os.environ.pop(LOCK_FD_ENV, None)  # the launcher holds the lock for every rank
+    else:
+        lock = _take_lock(run)
+        if lock is None:
+            holder = run.lock_holder()
+            print(
+                f"anytune worker: run {run.path} is already running"
+                f"{f' (pid {holder})' if holder else ''}; a run has one worker, so this one exits",
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_ALREADY_RUNNING
+        lock.record(os.getpid())
+        for path in run.remove_stale_scratch(lock):
+            print(f"anytune worker: removed {path.name}, left by a writer that was killed", file=sys.stderr)
     _Signals(run).install()
-    if not _under_launcher():
+    if lock is not None:
         run.write_pid(os.getpid())
     print(
         f"anytune worker: pid {os.getpid()}, rank {_rank()}, run {run.path}{', resuming' if args.resume else ''}",

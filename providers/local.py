@@ -8,6 +8,12 @@ signals the worker), from any process.  A worker that died (SIGKILL, a machine r
 ``failed`` with code ``worker_died``; ``resume`` starts a new worker that continues from the last
 complete checkpoint.
 
+A run has one worker at a time. ``submit`` and ``resume`` take the run's ``worker.lock`` before they
+look, and hand it to the worker they start, which holds it for its whole life: of N concurrent
+resumes one starts a worker and the others get :class:`~anytune.errors.InvalidRequestError` ("job ...
+is already running: its worker (pid N) ..."); concurrent submits with one idempotency key all get the
+one run.  Holding the lock, ``resume`` removes the scratch files of writers that were killed mid-write.
+
 This module imports neither torch nor transformers: the registry reads its capabilities without
 the ``local`` extra installed, and only the worker process loads the ML stack.
 
@@ -54,13 +60,27 @@ from anytune._types import (
 )
 from anytune.errors import InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
 from anytune.local_backend.devices import device_kind
-from anytune.local_backend.rundir import CHECKPOINT_PREFIX, RunDir, pid_alive, write_json_atomic
+from anytune.local_backend.rundir import (
+    CHECKPOINT_PREFIX,
+    LOCK_FD_ENV,
+    RunDir,
+    WorkerLock,
+    pid_alive,
+    write_json_atomic,
+)
 
 NAME = "local"
 JOB_PREFIX = "run-"
 WORKER_MODULE = "anytune.local_backend.worker"
 #: A run whose worker pid is not recorded yet counts as starting for this long after creation.
 LAUNCH_GRACE_S = 60.0
+#: How long submit/resume try for the run's lock (another caller may hold it for a moment).
+LOCK_WAIT_S = 0.5
+#: How long a submit that lost the lock to a submit of the same key waits for that run to appear.
+CREATION_WAIT_S = 10.0
+#: How long resume waits for a worker that wrote its final status to exit (torch.distributed.run's
+#: launcher notices its ranks are done within a few seconds).
+EXIT_WAIT_S = 15.0
 #: Figures of result.json that go to ``FineTunedModel.extra`` and ``JobRecord.output``.
 FIGURES = (
     "train_seconds",
@@ -194,12 +214,49 @@ class LocalProvider(Provider[LocalSettings]):
         cmdline = _cmdline(pid)
         return cmdline is None or run.id in cmdline
 
-    def _launch(self, run: RunDir, spec: JobSpec, *, resume: bool) -> int:
+    @staticmethod
+    def _lock_to_resume(run: RunDir) -> WorkerLock | None:
+        """The run's lock, once the worker that holds it is gone; None while it is running.
+
+        A worker that wrote its final status (cancelled, failed) still holds the lock until its
+        process exits: wait for that, so that ``cancel --wait`` then ``resume`` just works.
+        """
+        deadline = time.monotonic() + EXIT_WAIT_S
+        while True:
+            lock = run.acquire_worker_lock(timeout=LOCK_WAIT_S)
+            status = JobStatus(run.status().get("status", JobStatus.QUEUED.value))
+            if lock is not None or not status.is_terminal or time.monotonic() > deadline:
+                return lock
+
+    def _already_running(self, run: RunDir, ref: str) -> InvalidRequestError:
+        """The error for a start refused because another process holds the run's lock."""
+        deadline = time.monotonic() + 1.0
+        holder = run.lock_holder()
+        while holder is None and time.monotonic() < deadline:
+            time.sleep(0.02)  # the holder records the worker's pid right after it starts it
+            holder = run.lock_holder()
+        return self._still_running(ref, holder)
+
+    def _still_running(self, ref: str, pid: int | None) -> InvalidRequestError:
+        worker = f"its worker (pid {pid}) is still running" if pid else "its worker is starting"
+        return InvalidRequestError(
+            f"job {ref} is already running: {worker}, and a run has one worker at a time; "
+            "cancel it first or wait for it",
+            provider=self.name,
+        )
+
+    def _launch(self, run: RunDir, spec: JobSpec, *, resume: bool, lock: WorkerLock) -> int:
+        """Start the worker and hand it ``lock`` (held by the caller, who closes its copy after)."""
         options = spec.local or LocalOptions()
         command = worker_command(self.python, run.path, num_devices=options.num_devices, resume=resume)
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # The worker inherits the lock's descriptor: the run stays locked with no gap until it exits.
+        # (Windows cannot pass it: there the worker takes the lock as the caller lets go.)
+        handed = () if sys.platform == "win32" else (lock.fileno(),)
+        if handed:
+            env[LOCK_FD_ENV] = str(lock.fileno())
         write_json_atomic(
             run.path / "launch.json",
             {
@@ -220,6 +277,7 @@ class LocalProvider(Provider[LocalSettings]):
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
                     close_fds=True,
+                    pass_fds=handed,
                 )
             except OSError as exc:
                 message = f"could not start the worker ({command[0]}): {exc}"
@@ -231,6 +289,7 @@ class LocalProvider(Provider[LocalSettings]):
                 )
                 raise ProviderError(message, provider=self.name) from exc
         _children[proc.pid] = proc
+        lock.record(proc.pid)
         # The worker rewrites this with its own pid; writing it now closes the window in which a
         # reader would see a run with no live process.
         run.write_pid(proc.pid)
@@ -373,9 +432,20 @@ class LocalProvider(Provider[LocalSettings]):
         run = RunDir(self.runs_dir / job_id)
         if run.exists():
             return self._record(run)
-        spec = self._localised(spec)
-        run.create(spec, idempotency_key=idempotency_key)
-        self._launch(run, spec, resume=False)
+        lock = run.acquire_worker_lock(timeout=LOCK_WAIT_S)
+        if lock is None:
+            # A submit with the same key is creating this run: what it makes is this job.
+            deadline = time.monotonic() + CREATION_WAIT_S
+            while not run.exists():
+                if time.monotonic() > deadline:
+                    raise self._already_running(run, format_ref(self.name, job_id))
+                time.sleep(0.05)
+            return self._record(run)
+        with lock:
+            if not run.exists():
+                spec = self._localised(spec)
+                run.create(spec, idempotency_key=idempotency_key)
+                self._launch(run, spec, resume=False, lock=lock)
         return self._record(run)
 
     def get(self, job_id: str) -> JobRecord:
@@ -403,24 +473,35 @@ class LocalProvider(Provider[LocalSettings]):
     def resume(self, job_id: str) -> JobRecord:
         """Start a new worker that continues from the last complete checkpoint.
 
+        The check and the start hold the run's lock, which the new worker keeps: of concurrent
+        resumes exactly one starts a worker. Scratch files of writers that were killed mid-write
+        are removed first.
+
         Raises:
-            InvalidRequestError: the worker is still running, or the job already succeeded.
+            InvalidRequestError: the worker is still running (the message names its pid), or the job
+                already succeeded.
         """
         run = self._run(job_id)
-        state = run.status()
         ref = format_ref(self.name, job_id)
-        if state.get("status") == JobStatus.SUCCEEDED.value:
-            raise InvalidRequestError(f"job {ref} already succeeded; there is nothing to resume", provider=self.name)
-        if self._worker_alive(run, state):
-            raise InvalidRequestError(
-                f"job {ref} is still running (pid {run.pid()}); cancel it first or wait for it", provider=self.name
-            )
-        with contextlib.suppress(FileNotFoundError):
-            run.cancel_file.unlink()
-        last = run.last_checkpoint()
-        message = f"resuming from {last.name}" if last is not None else "restarting (no checkpoint to resume from)"
-        run.set_status(JobStatus.QUEUED, raw="resuming", message=message, error=None)
-        self._launch(run, run.spec(), resume=last is not None)
+        succeeded = InvalidRequestError(f"job {ref} already succeeded; there is nothing to resume", provider=self.name)
+        if run.status().get("status") == JobStatus.SUCCEEDED.value:
+            raise succeeded  # its worker may still be exiting: this is the answer that matters
+        lock = self._lock_to_resume(run)
+        if lock is None:
+            raise self._already_running(run, ref)
+        with lock:
+            state = run.status()
+            if state.get("status") == JobStatus.SUCCEEDED.value:
+                raise succeeded
+            if self._worker_alive(run, state):
+                raise self._still_running(ref, run.pid())  # a worker that holds no lock (an older anytune)
+            run.remove_stale_scratch(lock)
+            with contextlib.suppress(FileNotFoundError):
+                run.cancel_file.unlink()
+            last = run.last_checkpoint()
+            message = f"resuming from {last.name}" if last is not None else "restarting (no checkpoint to resume from)"
+            run.set_status(JobStatus.QUEUED, raw="resuming", message=message, error=None)
+            self._launch(run, run.spec(), resume=last is not None, lock=lock)
         return self._record(run)
 
     def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
