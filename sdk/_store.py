@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 
-from anytune._secrets import redact
+from anytune._secrets import redact, redact_value
 from anytune._types import JobRecord, utcnow
 
 _SCHEMA = """
@@ -80,6 +80,9 @@ class StoredJob(BaseModel):
     submit_error: str | None
     created_at: datetime
     updated_at: datetime
+
+    # A row written before a variable was known to hold a secret still comes back masked.
+    _redact = field_validator("spec", "settings", "submit_error")(redact_value)
 
 
 def _dumps(value: Any) -> str:

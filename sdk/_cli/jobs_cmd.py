@@ -24,6 +24,7 @@ from anytune._cli._common import (
 )
 from anytune._job import FineTuneJob
 from anytune._specfile import FILE_KEYS, load_spec_file
+from anytune._store import UNKNOWN, StoredJob
 from anytune._types import Event, JobRecord, JobStatus
 from anytune.errors import ConfigError
 
@@ -198,7 +199,7 @@ def list_(
     for row in rows:
         record = row.record
         table.add_row(
-            cell(row.ref or f"(not submitted: {row.submit_error or row.status})"),
+            cell(row.ref or _unsubmitted(row)),
             _status(record.status) if record else cell(row.status),
             cell(row.spec.get("base_model", "")),
             f"{row.created_at:%Y-%m-%d %H:%M}",
@@ -345,3 +346,10 @@ def cancel(ref: RefArg, json: JsonOpt = False) -> None:
         print_json(record)
     else:
         _show_record(record)
+
+
+def _unsubmitted(row: StoredJob) -> str:
+    """The first cell of a row without a job: never "not submitted" when that is not known."""
+    if row.status == UNKNOWN:
+        return f"(outcome unknown: key {row.idempotency_key}; run anytune jobs reconcile)"
+    return f"(not submitted: {row.submit_error or row.status})"

@@ -9,7 +9,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from anytune import errors
-from anytune._cli import config_cmd, data_cmd, demo_cmd, jobs_cmd, providers_cmd
+from anytune._cli import config_cmd, data_cmd, demo_cmd, jobs_cmd, providers_cmd, reconcile_cmd
 from anytune._cli._common import err, lit, safe
 from anytune._secrets import install_log_filter, redacting_handler
 
@@ -20,6 +20,7 @@ app = typer.Typer(
     add_completion=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+reconcile_cmd.register(jobs_cmd.app)
 app.add_typer(jobs_cmd.app, name="jobs")
 app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
@@ -91,6 +92,7 @@ EXIT_CODES: tuple[tuple[type[BaseException], str, int], ...] = (
     (errors.WaitTimeoutError, "timed out", 5),
     (errors.JobFailedError, "job failed", 6),
     (errors.AuthenticationError, "authentication failed", 7),
+    (errors.SubmitOutcomeUnknownError, "outcome unknown", 8),
     (errors.ProviderError, "provider error", 1),
     (errors.AnytuneError, "error", 1),
     (KeyboardInterrupt, "interrupted", 130),

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from anytune._cli._common import JsonOpt, err, out, print_json
+from anytune._cli._common import JsonOpt, cell, err, out, print_json
 from anytune._job import FineTuneJob
 from anytune._store import SUBMIT_FAILED, UNKNOWN
 
@@ -39,7 +39,7 @@ def reconcile(
                 outcome, detail = "not submitted", row.submit_error or ""
             else:
                 outcome, detail = "still unknown", row.submit_error or row.status
-            table.add_row(row.idempotency_key, row.provider, outcome, detail)
+            table.add_row(cell(row.idempotency_key), cell(row.provider), cell(outcome), cell(detail))
         out.print(table)
     if any(row.ref is None and row.status == UNKNOWN for row in rows):
         if not json:
