@@ -168,6 +168,9 @@ class Provider(abc.ABC, Generic[SettingsT]):
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     #: Seconds between polls the provider suggests when the service gives no hint.
     poll_interval: ClassVar[float] = 5.0
+    #: Seconds a create-once lookup that finds nothing is repeated before the job counts as
+    #: surely absent: a service's list may lag its writes (``create_once(settle=...)``).
+    create_settle: ClassVar[float] = 5.0
     #: The typed options section of a provider outside anytune: ``JobSpec.options[name]`` is
     #: validated against it (list ``name`` in ``capabilities.sections`` too).
     Options: ClassVar[type[BaseModel] | None] = None

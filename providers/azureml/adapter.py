@@ -44,6 +44,7 @@ from anytune.providers.azureml.mapping import (
     data_asset_name,
     deploy_hints,
     job_entity,
+    job_name,
     raw_status,
     registered_output,
     rest_body,
@@ -201,6 +202,11 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         self.journal.record_status(record)
         return record
 
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        self.connection.require_workspace()
+        found = self._find_job(job_name(idempotency_key))
+        return None if found is None else to_record(self.name, found)
+
     def _find_job(self, name: str) -> Any:
         return self.connection.find(f"look up job {name}", lambda: self.connection.ml().jobs.get(name))
 
@@ -229,6 +235,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
                 deadline=s.timeout,
             ),
             retry_after=_retry_after,
+            settle=self.create_settle,
             **self.timing,
             what=f"create fine-tuning job {sub.name}",
         )

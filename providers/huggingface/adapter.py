@@ -244,6 +244,11 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         )
 
     # -- submit ---------------------------------------------------------------------------------
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        api = self._api()
+        found = self._find_job(api, self._namespace(spec), idempotency_key)
+        return None if found is None else self._record(found)
+
     def _find_job(self, api: HfApi, namespace: str, key: str) -> JobView | None:
         label = sanitize_label(key)
 
@@ -289,6 +294,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
                 retry_on=is_transient,
                 policy=self._policy,
                 retry_after=retry_after_of,
+                settle=self.create_settle,
                 **self.timing,
                 what=f"{self.name}: creating the job",
             )

@@ -335,6 +335,9 @@ class _OpenAIAdapter(Provider[FamilyT]):
             return uploader.upload(path, role)
 
     # -- create ------------------------------------------------------------------------------------
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        return self._find_job(idempotency_key)
+
     def _find_job(self, key: str) -> JobRecord | None:
         """The job carrying idempotency ``key``, if one was created (checked on our side too): by its
         metadata tag, or by the key's token in its suffix where the api-version keeps no metadata."""
@@ -377,6 +380,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
                     retry_on=is_transient,
                     policy=self._policy,
                     retry_after=retry_after_of,
+                    settle=self.create_settle,
                     **self.timing,
                     what=f"{self.name}: creating the fine-tuning job",
                 )

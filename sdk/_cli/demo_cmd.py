@@ -22,7 +22,7 @@ from rich.table import Table
 from rich.text import Text
 
 from anytune import FineTunedModel, FineTuneJob, JobStatus
-from anytune._cli._common import JsonOpt, err, out, print_json
+from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json
 from anytune._home import anytune_home
 from anytune.errors import JobFailedError, MissingDependencyError
 
@@ -128,7 +128,7 @@ def _follow(job: FineTuneJob, *, quiet: bool) -> None:
                 task, description=description, total=record.total_steps, completed=record.step or 0, **fields
             )
             if event.kind == "status" and quiet is False and event.level in ("warning", "error"):
-                progress.console.print(f"[yellow]{event.message}[/]")
+                progress.console.print(f"[yellow]{lit(event.message)}[/]")
 
 
 def _samples(result: FineTunedModel, valid: Path, count: int, max_new_tokens: int) -> list[dict[str, str]]:
@@ -194,7 +194,9 @@ def demo(
         model = str(model_dir)
         params = parameter_count(model_dir)
         if not quiet:
-            err.print(f"  {params / 1e6:.1f}M parameters in {model_dir}" if params else f"  model in {model_dir}")
+            err.print(
+                f"  {params / 1e6:.1f}M parameters in {lit(model_dir)}" if params else f"  model in {lit(model_dir)}"
+            )
     else:
         assert base_model is not None
         model = base_model
@@ -218,8 +220,8 @@ def demo(
     )
     if not quiet:
         err.print(
-            f"  job [bold]{job.ref}[/] started in a detached worker "
-            f"(follow it from another shell: anytune jobs wait {job.ref})"
+            f"  job [bold]{lit(job.ref)}[/] started in a detached worker "
+            f"(follow it from another shell: anytune jobs wait {lit(job.ref)})"
         )
     _follow(job, quiet=quiet)
     record = job.record
@@ -274,8 +276,8 @@ def _report(
     if isinstance(seconds, int | float):
         tokens = f", {result.trained_tokens} tokens" if result.trained_tokens else ""
         table.add_row("training", f"{seconds:.0f} s{tokens}")
-    table.add_row("adapter", str(result.adapter_path))
-    table.add_row("job", result.job_ref)
+    table.add_row("adapter", cell(result.adapter_path))
+    table.add_row("job", cell(result.job_ref))
     table.add_row("wall time", f"{wall:.0f} s")
     out.print(table)
     if answers:
@@ -291,12 +293,12 @@ def _report(
         out.print(sample_table)
     if tiny:
         out.print(
-            f"\nThis was a [bold]smoke-size model[/] ({model}): random weights, a few million parameters, so "
+            f"\nThis was a [bold]smoke-size model[/] ({lit(model)}): random weights, a few million parameters, so "
             "its answers only echo the style of the data. The same job on a real model is one flag away:\n"
             f"  [bold]anytune demo --base-model {REAL_MODEL}[/]  (downloads it from the Hugging Face Hub)"
         )
     out.print(
-        f"Load the adapter in Python: [bold]FineTuneJob.get({result.job_ref!r}).result().generate('Hi')[/]"
-        f" or plain peft: PeftModel.from_pretrained(base, {str(result.adapter_path)!r})."
+        f"Load the adapter in Python: [bold]FineTuneJob.get({lit(repr(result.job_ref))}).result().generate('Hi')[/]"
+        f" or plain peft: PeftModel.from_pretrained(base, {lit(repr(str(result.adapter_path)))})."
     )
-    out.print(f"Loss curve: [bold]anytune jobs metrics {result.job_ref} --plot loss.png[/]")
+    out.print(f"Loss curve: [bold]anytune jobs metrics {lit(result.job_ref)} --plot loss.png[/]")

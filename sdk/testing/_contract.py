@@ -30,7 +30,7 @@ from anytune._capabilities import Capabilities, check_spec
 from anytune._provider import Provider, ProviderSettings, SubmitPlan
 from anytune._spec import JobSpec
 from anytune._types import Event, JobRecord, JobStatus
-from anytune.errors import JobNotFoundError
+from anytune.errors import JobNotFoundError, NotSupportedError
 
 __all__ = ["ProviderContract"]
 
@@ -83,6 +83,16 @@ class ProviderContract:
         second = provider.submit(spec, idempotency_key="contract-once")
         assert second.id == first.id
         assert [r.id for r in provider.list(limit=100)].count(first.id) == 1
+
+    def test_find_answers_for_a_key(self, provider: Provider[Any], spec: JobSpec) -> None:
+        """``find`` is optional; where offered, it finds what a key made and nothing for a new key."""
+        record = provider.submit(spec, idempotency_key="contract-find")
+        try:
+            found = provider.find("contract-find", spec=spec)
+        except NotSupportedError:
+            pytest.skip(f"{provider.name} does not offer find()")
+        assert found is not None and found.id == record.id
+        assert provider.find("contract-never-used", spec=spec) is None
 
     def test_list_shows_the_submitted_job(self, provider: Provider[Any], spec: JobSpec) -> None:
         record = provider.submit(spec, idempotency_key="contract-list")

@@ -39,13 +39,17 @@ class Sleeps(list[float]):
         self.append(seconds)
 
 
-# The job handle polls at the provider's interval with time.sleep: no waiting against a fake.
+# The job handle polls at the provider's interval with time.sleep: no waiting against a fake. The
+# fake's list never lags its writes, so no settle window either (tests/test_mechanisms.py and
+# tests/test_submit_outcome.py cover a lagging list).
 class QuickOpenAIProvider(OpenAIProvider):
     poll_interval: ClassVar[float] = 0.0
+    create_settle: ClassVar[float] = 0.0
 
 
 class QuickAzureOpenAIProvider(AzureOpenAIProvider):
     poll_interval: ClassVar[float] = 0.0
+    create_settle: ClassVar[float] = 0.0
 
 
 @dataclass

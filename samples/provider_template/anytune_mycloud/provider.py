@@ -191,6 +191,7 @@ class MyCloudProvider(Provider[MyCloudSettings]):
                 retry_on=_transient,
                 policy=self._policy,
                 retry_after=_retry_after,
+                settle=self.create_settle,
                 **self.timing,
                 what=f"{NAME}: creating the job",
             )
@@ -208,6 +209,9 @@ class MyCloudProvider(Provider[MyCloudSettings]):
             if after is None or event_id > after:
                 when = parse_timestamp(raw.get("at"), unit="s") or utcnow()
                 yield Event(id=event_id, kind="log", time=when, message=str(raw["text"]))
+
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        return self._find(idempotency_key)
 
     def list(self, limit: int = 20) -> builtins.list[JobRecord]:
         return [record_from_job(j) for j in self._read(self._client.list_jobs)[:limit]]
