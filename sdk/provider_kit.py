@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from anytune._boundary import STATUS_ERRORS, boundary, error_class_for_status, scrub_exception
 from anytune._capabilities import Capabilities, Range
-from anytune._create_once import create_once
+from anytune._create_once import DEFAULT_SETTLE, create_once, outcome_unknown
 from anytune._files import FileDigest, file_digest, file_digests
 from anytune._provider import (
     IDEMPOTENCY_TAG,
@@ -58,6 +58,7 @@ from anytune._types import (
 from anytune._waiting import wait_until
 
 __all__ = [
+    "DEFAULT_SETTLE",
     "IDEMPOTENCY_TAG",
     "STATUS_ERRORS",
     "Capabilities",
@@ -87,6 +88,7 @@ __all__ = [
     "file_digest",
     "file_digests",
     "is_retryable_status",
+    "outcome_unknown",
     "parse_retry_after",
     "parse_timestamp",
     "planned_upload",
