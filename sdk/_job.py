@@ -499,6 +499,7 @@ class FineTuneJob(_Handle):
         """
         config, store, job_id = _attach_config(ref, profile, settings, provider)
         impl = _provider_for(config, store, provider)
+        impl.check_job_id(job_id)
         record = impl.get(job_id)
         store.save(record, profile=config.profile)
         return cls(record, impl, store=store)
@@ -684,6 +685,7 @@ class AsyncFineTuneJob(_Handle):
         """See :meth:`FineTuneJob.get`."""
         config, store, job_id = await _to_thread(_attach_config, ref, profile, settings, provider)
         impl = _provider_for(config, store, provider)
+        impl.check_job_id(job_id)
         record = await impl.aget(job_id)
         await _to_thread(store.save, record, profile=config.profile)
         return cls(record, impl, store=store)

@@ -168,6 +168,10 @@ class Provider(abc.ABC, Generic[SettingsT]):
     Settings: ClassVar[type[ProviderSettings]] = ProviderSettings
     #: Seconds between polls the provider suggests when the service gives no hint.
     poll_interval: ClassVar[float] = 5.0
+    #: What this service's job ids look like (a regular expression matched in full). A reference
+    #: is checked against it before its id reaches a URL: ``openai:../../files`` must never
+    #: become ``GET /v1/fine_tuning/jobs/../../files``. The default admits no ``/``, ``%`` or space.
+    job_id_pattern: ClassVar[str] = r"[A-Za-z0-9][A-Za-z0-9._:-]{0,255}"
     #: Seconds a create-once lookup that finds nothing is repeated before the job counts as
     #: surely absent: a service's list may lag its writes (``create_once(settle=...)``).
     create_settle: ClassVar[float] = 5.0
@@ -193,6 +197,20 @@ class Provider(abc.ABC, Generic[SettingsT]):
     def __repr__(self) -> str:
         # Settings reprs mask SecretStr fields; never show more than that.
         return f"{type(self).__name__}({self.settings!r})"
+
+    def check_job_id(self, job_id: str) -> None:
+        """Refuse a job id that is not of this service's shape, before any call.
+
+        Raises:
+            JobNotFoundError: naming the reference and the shape expected.
+        """
+        import re
+
+        if not re.fullmatch(self.job_id_pattern, job_id):
+            from anytune._types import format_ref
+            from anytune.errors import JobNotFoundError
+
+            raise JobNotFoundError(format_ref(self.name, job_id), f"not a {self.name} job id")
 
     @property
     def timing(self) -> Timing:

@@ -92,6 +92,8 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
     Settings: ClassVar[type[ProviderSettings]] = HuggingFaceSettings
     # A log read of a running job lasts a few seconds (the Hub holds the stream open): poll calmly.
     poll_interval: ClassVar[float] = 10.0
+    #: ``NAMESPACE/ID`` (or the bare id, in the token's own namespace).
+    job_id_pattern: ClassVar[str] = r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9]{1,64}"
 
     def __init__(
         self,

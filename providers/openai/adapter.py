@@ -119,6 +119,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
     #: Azure imports uploaded files asynchronously; a job created on a file still importing fails.
     wait_for_file_processing: ClassVar[bool] = False
     poll_interval: ClassVar[float] = 10.0
+    job_id_pattern: ClassVar[str] = r"ftjob-[A-Za-z0-9_-]{1,128}"
 
     def __init__(
         self,
