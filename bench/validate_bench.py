@@ -1,6 +1,7 @@
 """Benchmark: `anytune data validate` against the script a user would write.
 
     python bench/validate_bench.py [--size-mb 100] [--small-mb 25] [--seed 7] [--keep DIR]
+    python bench/validate_bench.py --pathological [--line-mb 200] [--blank-lines 20000000]
 
 It generates (deterministically, from a seed) a chat JSONL file whose examples look like real SFT
 data: a system prompt (mostly one of a few shared prompts, as in real datasets), one to four
@@ -293,6 +294,61 @@ def run_tool(name: str, argv: list[str], data: Path) -> dict[str, Any]:
     }
 
 
+def write_pathological(where: Path, line_mb: float, blank_lines: int) -> tuple[Path, Path]:
+    """One chat example on a single line of ``line_mb`` MB, and a file of ``blank_lines`` blank lines."""
+    one, blank = where / "one_line.jsonl", where / "blank_lines.jsonl"
+    piece = b"lorem ipsum dolor sit amet " * 40_000
+    with one.open("wb") as f:
+        f.write(b'{"messages": [{"role": "user", "content": "')
+        for _ in range(max(1, int(line_mb * 1e6) // len(piece))):
+            f.write(piece)
+        f.write(b'"}, {"role": "assistant", "content": "ok"}]}\n')
+    with blank.open("wb") as f:
+        for _ in range(blank_lines // 1_000_000):
+            f.write(b"\n" * 1_000_000)
+        f.write(b"\n" * (blank_lines % 1_000_000))
+    return one, blank
+
+
+def pathological(line_mb: float, blank_lines: int) -> int:
+    """Time and peak memory on a huge single line and on a file of blank lines, in one process and
+    with worker processes (``ANYTUNE_DATA_WORKERS``); the files are deleted afterwards."""
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="anytune-bench-") as tmp:
+        files = write_pathological(Path(tmp), line_mb, blank_lines)
+        lib = [sys.executable, "-c", ANYTUNE_LIB + PEAK_FOOTER]
+        saved = os.environ.get("ANYTUNE_DATA_WORKERS")
+        try:
+            for data in files:
+                for workers in ("1", str(MAX_BENCH_WORKERS)):
+                    os.environ["ANYTUNE_DATA_WORKERS"] = workers
+                    row = run_tool(data.stem, lib, data)
+                    row["workers"] = row["result"].get("workers", workers)
+                    rows.append(row)
+        finally:
+            if saved is None:
+                os.environ.pop("ANYTUNE_DATA_WORKERS", None)
+            else:
+                os.environ["ANYTUNE_DATA_WORKERS"] = saved
+    print(f"\n{'file':<12} {'MB':>6} {'workers':>7} {'s':>7} {'RSS MiB':>8} {'worker':>7} {'tree PSS':>9}")
+    for r in rows:
+        print(
+            f"{r['tool']:<12} {r['mb']:>6} {r['workers']:>7} {r['seconds']:>7} {r['peak_rss_mib']:>8} "
+            f"{r['peak_worker_rss_mib']:>7} {r['peak_tree_pss_mib']:>9}"
+        )
+    keys = ("mb", "workers", "seconds", "peak_rss_mib", "peak_worker_rss_mib", "peak_tree_pss_mib")
+    print(
+        json.dumps(
+            {"bench": "validate-pathological", "runs": [{"file": r["tool"], **{k: r[k] for k in keys}} for r in rows]}
+        )
+    )
+    return 0
+
+
+#: Workers asked for in the parallel runs of ``--pathological`` (the scan uses at most this many).
+MAX_BENCH_WORKERS = 8
+
+
 def _cli_available() -> bool:
     probe = subprocess.run(
         [sys.executable, "-m", "anytune", "data", "validate", "--help"], capture_output=True, text=True
@@ -307,7 +363,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
     ap.add_argument("--repeat", type=int, default=1, help="runs per tool; the fastest is reported")
+    ap.add_argument(
+        "--pathological",
+        action="store_true",
+        help="instead: a single line of --line-mb MB and a file of --blank-lines blank lines",
+    )
+    ap.add_argument("--line-mb", type=float, default=200.0)
+    ap.add_argument("--blank-lines", type=int, default=20_000_000)
     args = ap.parse_args(argv)
+    if args.pathological:
+        return pathological(args.line_mb, args.blank_lines)
 
     with tempfile.TemporaryDirectory(prefix="anytune-bench-") as tmp:
         where = args.keep or Path(tmp)

@@ -63,6 +63,8 @@ CASES: dict[str, tuple[DatasetRules | None, str, int | None, str | None, str]] =
         "error",
     ),
     "bad_tool_call_type.jsonl": (None, "bad_tool_call", 3, "messages[1].tool_calls[0].type", "error"),
+    # 900 levels of arrays in a tool call's arguments: deeper than MAX_DEPTH, within orjson's limit.
+    "too_deep.jsonl": (None, "too_deep", 7, "messages[1].tool_calls[0].function.arguments", "error"),
     "tool_call_id_unmatched.jsonl": (None, "bad_tool_call", 8, "messages[2].tool_call_id", "error"),
     "tool_reply_without_id.jsonl": (None, "bad_tool_call", 2, "messages[2].tool_call_id", "error"),
     "bad_tools.jsonl": (None, "bad_tools", 5, "tools[0].function.name", "error"),

@@ -5,15 +5,22 @@ and fold the result into a :class:`ChunkResult` whose size depends on the number
 lengths and on the issue cap, never on the file size. Big files are split at line boundaries into
 byte ranges scanned by worker processes; the parent merges the chunk results in file order.
 
+Pathological files stay bounded: the file is read in blocks, a line longer than a block is read
+once, by the one range it starts in, with a single read of its length (memory: a small multiple of
+the longest line); runs of blank lines are counted in bulk; an example nested deeper than
+:data:`MAX_DEPTH` is one ``too_deep`` issue, found without recursion.
+
 Nothing here builds pydantic objects: issues travel as plain tuples and the public models are made
 only for the issues a report keeps.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -48,6 +55,29 @@ MIN_CHUNK_BYTES = 2 * 1024 * 1024
 CHUNKS_PER_WORKER = 4
 #: Most worker processes ever started; ``ANYTUNE_DATA_WORKERS`` overrides the CPU count.
 MAX_WORKERS = 8
+#: Bytes read from the file at a time. A line longer than this is read by itself, with one read of
+#: exactly its length, after its end has been found block by block.
+READ_BLOCK = 1024 * 1024
+
+#: Deepest nesting of arrays and objects accepted in an example (the example object is level 1), and
+#: in the JSON of a tool call's ``arguments``. Deeper data is rejected (``too_deep``): nothing
+#: downstream (token counting, serialisers, chat templates) has to walk it.
+MAX_DEPTH: Final = 64
+
+# Keys of the dataset formats: the field a ``too_deep`` issue names follows them from the example
+# down to where the free-form part (metadata, arguments, parameters...) starts.
+_SCHEMA_KEYS: Final = frozenset(
+    {"messages", "tools", "functions", "input", "preferred_output", "non_preferred_output", "prompt", "completion"}
+    | {"metadata", "role", "content", "name", "tool_calls", "function_call", "function", "arguments"}
+    | {"parameters", "description", "text", "image_url", "type", "id", "tool_call_id", "refusal", "weight"}
+)
+_SCHEMA_LISTS: Final = frozenset(
+    {"messages", "tools", "functions", "preferred_output", "non_preferred_output", "tool_calls", "content"}
+)
+_FREE_FORM: Final = frozenset({"metadata", "arguments", "parameters"})
+# Blank lines (whitespace only, as ``bytes.strip`` sees it) up to the last newline before anything
+# else. A single repeated character class: the regex engine keeps no state per line.
+_BLANK_RUN: Final = re.compile(rb"[ \t\n\r\x0b\x0c]*\n")
 
 # Counts of repeated short strings (system prompts shared by many examples, role names, tool
 # schemas) are remembered; bounded so memory stays constant.
@@ -58,12 +88,77 @@ _BOM: Final = b"\xef\xbb\xbf"
 _MISSING: Final[Any] = object()
 
 
+def _drain(box: list[bytes]) -> Iterator[bytes]:
+    """Yield the items of ``box``, keeping no reference to them."""
+    while box:
+        yield box.pop()
+
+
 def _type_name(value: object) -> str:
     if value is None:
         return "null"
     return {dict: "object", list: "array", str: "string", bool: "boolean", int: "number", float: "number"}.get(
         type(value), type(value).__name__
     )
+
+
+def deep_path(value: Any, limit: int = MAX_DEPTH) -> list[str | int] | None:
+    """Keys and indices down to the first array or object nested deeper than ``limit`` levels.
+
+    ``value`` itself is level 1; None when nothing is that deep. Iterative: any depth is safe.
+    """
+    if type(value) is not dict and type(value) is not list:
+        return None
+    keys: list[Any] = []  # keys[i] leads from stack[i] to stack[i + 1]
+    stack: list[Iterator[tuple[Any, Any]]] = [_children(value)]
+    while stack:
+        for key, child in stack[-1]:
+            if type(child) is dict or type(child) is list:
+                keys.append(key)
+                if len(stack) >= limit:
+                    return keys
+                stack.append(_children(child))
+                break
+        else:
+            stack.pop()
+            if keys:
+                keys.pop()
+    return None
+
+
+def _children(value: Any) -> Iterator[tuple[Any, Any]]:
+    return iter(value.items()) if type(value) is dict else enumerate(value)
+
+
+def deep_field(path: list[str | int]) -> str:
+    """The field a ``too_deep`` issue names: ``path`` followed while it is the dataset's own structure.
+
+    ``messages[1].tool_calls[0].function.arguments[0][0]...`` names
+    ``messages[1].tool_calls[0].function.arguments``; ``metadata.a.b...`` names ``metadata``.
+    """
+    out = ""
+    previous: str | int | None = None
+    for i, key in enumerate(path):
+        if previous in _FREE_FORM:
+            break
+        if type(key) is int:
+            if previous not in _SCHEMA_LISTS:
+                break
+            out += f"[{key}]"
+        else:
+            if i > 0 and key not in _SCHEMA_KEYS:
+                break
+            out += f".{key}" if out else str(key)
+        previous = key
+    return out
+
+
+def deep_issue(obj: Any, limit: int = MAX_DEPTH) -> tuple[str, str] | None:
+    """(field, message) when ``obj`` nests arrays and objects more than ``limit`` levels deep."""
+    path = deep_path(obj, limit)
+    if path is None:
+        return None
+    return deep_field(path), f"nested more than {limit} levels deep (arrays and objects)"
 
 
 @dataclass
@@ -138,9 +233,27 @@ class Scanner:
 
     # -- the scan --------------------------------------------------------------------------------
 
-    def scan(self, lines: Iterator[bytes], first_line_of_file: bool, emit: Emit | None = None) -> ChunkResult:
+    def scan(self, lines: Iterable[bytes], first_line_of_file: bool, emit: Emit | None = None) -> ChunkResult:
         """Check every line from ``lines``; line numbers start at 1 for the first one."""
+        return self.scan_runs(lines, first_line_of_file, emit)
+
+    def scan_runs(self, runs: Iterable[bytes], first_line_of_file: bool, emit: Emit | None = None) -> ChunkResult:
+        """Check the lines of ``runs``, each one or more whole lines (see :func:`line_runs`)."""
         self._emit = emit
+        ln = 0
+        for run in runs:
+            if run.find(b"\n", 0, len(run) - 1) == -1:  # a single line, maybe a long one: not copied
+                # Handed over: once parsed, the line's bytes are freed before its tokens are counted.
+                box = [run]
+                del run
+                ln = self._lines(_drain(box), b"", ln, first_line_of_file)
+            else:
+                ln = self._lines(io.BytesIO(run), run, ln, first_line_of_file)
+        self.result.lines = ln
+        return self.result
+
+    def _lines(self, lines: Iterable[bytes], run: bytes, ln: int, first_line_of_file: bool) -> int:
+        """Check the lines of one run; ``ln`` is the number of lines before it. Returns the new count."""
         r = self.result
         method = self.config.method
         limit = self.config.max_tokens
@@ -148,20 +261,26 @@ class Scanner:
         formats = r.formats
         loads = orjson.loads
         decode_error = orjson.JSONDecodeError
-        ln = 0
         for raw in lines:
             ln += 1
             try:
                 obj = loads(raw)
             except decode_error as exc:
+                if not raw.strip():
+                    ln = self._blank_lines(lines, run, ln)
+                    continue
                 obj = self._unparsable(raw, ln, first_line_of_file and ln == 1, exc)
                 if obj is None:
                     continue
+            r.examples += 1
             if type(obj) is not dict:
-                r.examples += 1
                 self.issue(ln, None, "not_object", f"each line must be a JSON object, got {_type_name(obj)}")
                 continue
-            r.examples += 1
+            # Fewer brackets than MAX_DEPTH cannot nest deeper: most lines skip the walk.
+            if raw.count(b"[") + raw.count(b"{") > MAX_DEPTH and (deep := deep_issue(obj)) is not None:
+                self.issue(ln, deep[0], "too_deep", deep[1])
+                continue
+            del raw
             errors_before = r.errors
             fmt, n = self._example(obj, ln, method)
             seen = formats.get(fmt)
@@ -180,14 +299,36 @@ class Scanner:
                     )
             if r.errors == errors_before:
                 r.valid += 1
-        r.lines = ln
-        return r
+        return ln
+
+    def _blank_lines(self, lines: Iterable[bytes], run: bytes, ln: int) -> int:
+        """Line ``ln`` is blank: record it and the blank lines right after it in bulk; return the last."""
+        extra = 0
+        if isinstance(lines, io.BytesIO):
+            pos = lines.tell()
+            m = _BLANK_RUN.match(run, pos)
+            if m is not None:
+                extra = run.count(b"\n", pos, m.end())
+                lines.seek(m.end())
+        self.repeated_issue(ln, 1 + extra, "blank_line", "blank line (ignored)", "warning")
+        return ln + extra
+
+    def repeated_issue(self, first: int, lines: int, code: str, message: str, severity: str) -> None:
+        """The same issue on ``lines`` consecutive lines from ``first``: kept up to the cap, all counted."""
+        r = self.result
+        kept = max(0, min(lines, self.config.max_issues - len(r.issues)))
+        for k in range(kept):
+            self.issue(first + k, None, code, message, severity)
+        rest = lines - kept
+        if rest:
+            r.counts[code] = r.counts.get(code, 0) + rest
+            if severity == "error":
+                r.errors += rest
+            else:
+                r.warnings += rest
 
     def _unparsable(self, raw: bytes, ln: int, first: bool, exc: Exception) -> Any:
-        """Classify a line orjson rejected; return the parsed object when it was only a BOM."""
-        if not raw.strip():
-            self.issue(ln, None, "blank_line", "blank line (ignored)", "warning")
-            return None
+        """Classify a non-blank line orjson rejected; return the parsed object when it was only a BOM."""
         if first and raw.startswith(_BOM):
             try:
                 obj = orjson.loads(raw[len(_BOM) :])
@@ -411,9 +552,18 @@ class Scanner:
             self.issue(ln, f"{where}.arguments", "bad_tool_call", "arguments must be a JSON string")
         else:
             try:
-                orjson.loads(args)
+                parsed = orjson.loads(args)
             except orjson.JSONDecodeError:
                 self.issue(ln, f"{where}.arguments", "bad_tool_call", "arguments is not valid JSON")
+            else:
+                # Chat templates receive the arguments parsed: their nesting has the same limit.
+                if args.count("[") + args.count("{") > MAX_DEPTH and deep_path(parsed) is not None:
+                    self.issue(
+                        ln,
+                        f"{where}.arguments",
+                        "too_deep",
+                        f"arguments JSON is nested more than {MAX_DEPTH} levels deep (arrays and objects)",
+                    )
 
     def _tool_calls(self, calls: Any, role: Any, ln: int, where: str) -> int:
         if role != "assistant":
@@ -581,20 +731,84 @@ def iter_range(f: Any, start: int, end: int | None) -> Iterator[bytes]:
 
     The line straddling ``start`` belongs to the previous range, so every line is read exactly once.
     """
+    for run in line_runs(f, start, end):
+        if run.find(b"\n", 0, len(run) - 1) == -1:
+            yield run
+        else:
+            yield from io.BytesIO(run)
+
+
+def line_runs(f: Any, start: int, end: int | None) -> Iterator[bytes]:
+    """The lines that start in ``[start, end)`` of the binary file ``f``, in runs of whole lines.
+
+    Each run holds the whole lines of one :data:`READ_BLOCK`, or is one line longer than that, read
+    with a single read of its exact length. The end of the line straddling ``start`` (which belongs
+    to the previous range) is found block by block and only inside the range: memory stays bounded
+    by the block and the longest line, and no line is read by two ranges.
+    """
     if start > 0:
-        f.seek(start - 1)
-        f.readline()  # ends at start when byte start-1 is a newline, else after the straddling line
-    else:
-        f.seek(0)
-    pos = f.tell()
-    if end is None:
-        yield from f
-        return
-    for raw in f:
-        if pos >= end:
+        # A line starts in the range after a newline at start - 1 .. end - 2.
+        found = _after_newline(f, start - 1, None if end is None else end - 1)
+        if found is None:
             return
-        pos += len(raw)
-        yield raw
+        pos = found
+    else:
+        pos = 0
+    while end is None or pos < end:
+        f.seek(pos)
+        block: bytes = f.read(READ_BLOCK)
+        if not block:
+            return
+        cut = block.rfind(b"\n") + 1
+        if len(block) < READ_BLOCK:  # the end of the file: its last line may lack a newline
+            cut = len(block)
+        elif cut == 0:  # a line longer than a block: find its end, then read it once
+            del block
+            stop = _after_newline(f, pos + READ_BLOCK, None)
+            if stop is None:
+                stop = f.seek(0, os.SEEK_END)
+            f.seek(pos)
+            yield _read_exact(f, stop - pos)
+            pos = stop
+            continue
+        if end is not None and pos + cut > end:  # stop after the line that straddles end
+            k = block.find(b"\n", end - 1 - pos)
+            if k != -1:
+                cut = k + 1
+        yield block if cut == len(block) else block[:cut]
+        pos += cut
+
+
+def _after_newline(f: Any, pos: int, stop: int | None) -> int | None:
+    """The offset after the first newline in ``[pos, stop)`` of ``f`` (None: there is none).
+
+    Reads block by block, so a long line is skipped in bounded memory.
+    """
+    f.seek(pos)
+    while stop is None or pos < stop:
+        block: bytes = f.read(READ_BLOCK if stop is None else min(READ_BLOCK, stop - pos))
+        if not block:
+            return None
+        k = block.find(b"\n")
+        if k != -1:
+            return pos + k + 1
+        pos += len(block)
+    return None
+
+
+def _read_exact(f: Any, n: int) -> bytes:
+    data: bytes = f.read(n)
+    if len(data) >= n or not data:
+        return data
+    parts = [data]  # a read returns at most about 2 GiB at once
+    got = len(data)
+    while got < n:
+        more = f.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
 
 
 def scan_range(
@@ -602,8 +816,8 @@ def scan_range(
 ) -> ChunkResult:
     """Scan the lines starting in ``[start, end)`` of ``path``; local line numbers start at 1."""
     scanner = Scanner(config, count)
-    with open(path, "rb", buffering=1024 * 1024) as f:
-        return scanner.scan(iter_range(f, start, end), start == 0, emit)
+    with open(path, "rb", buffering=0) as f:
+        return scanner.scan_runs(line_runs(f, start, end), start == 0, emit)
 
 
 def plan_chunks(size: int, workers: int) -> list[tuple[int, int]]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import orjson
 
+from anytune._data._scan import deep_issue
 from anytune._data.formats import prompt_completion_messages
 from anytune.errors import DataValidationError
 
@@ -22,6 +23,9 @@ def _line_problems(obj: Any) -> list[tuple[str | None, str, str]]:
     """(field, code, message) for each reason a parsed line cannot be converted."""
     if type(obj) is not dict:
         return [(None, "not_object", "each line must be a JSON object")]
+    deep = deep_issue(obj)
+    if deep is not None:
+        return [(deep[0], "too_deep", deep[1])]
     problems: list[tuple[str | None, str, str]] = []
     for key in ("prompt", "completion"):
         value = obj.get(key)

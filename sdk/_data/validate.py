@@ -253,8 +253,11 @@ def validate_file(
 ) -> DatasetReport:
     """Check a JSONL dataset, count its tokens and estimate what training on it costs.
 
-    The file is streamed once; memory does not grow with its size. Big files are scanned by worker
-    processes over byte ranges (set ``ANYTUNE_DATA_WORKERS=1`` to stay in-process).
+    The file is streamed once; memory does not grow with its size (a single huge line costs a small
+    multiple of its length, once). Big files are scanned by worker processes over byte ranges (set
+    ``ANYTUNE_DATA_WORKERS=1`` to stay in-process). Arrays and objects nested more than 64 levels
+    deep in an example, or in a tool call's ``arguments``, are an error (``too_deep``) naming the
+    line and the field.
 
     Args:
         path: the JSONL file.
