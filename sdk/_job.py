@@ -12,6 +12,7 @@ Its ``ref`` (``provider:id``) re-attaches from any process with :meth:`FineTuneJ
 from __future__ import annotations
 
 import builtins
+import logging
 import re
 import time
 import uuid
@@ -47,10 +48,26 @@ from anytune.errors import (
     JobFailedError,
     NotSupportedError,
     ProviderError,
+    StoreError,
     SubmitOutcomeUnknownError,
 )
 
 OnEvent = Callable[[Event], object]
+logger = logging.getLogger("anytune.store")
+_warned: set[str] = set()
+
+
+def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None = None) -> None:
+    """Keep the store current on a read path; a store that cannot be written (read-only, full,
+    locked) costs a warning, once per store, never the read."""
+    if store is None:
+        return
+    try:
+        store.save(record, profile=profile)
+    except StoreError as exc:
+        if exc.path not in _warned:
+            _warned.add(exc.path)
+            logger.warning("%s; jobs are read but their state is not saved", exc.message)
 
 
 def _store_for(config: ResolvedConfig | None) -> JobStore:
@@ -113,9 +130,12 @@ def _check_files(spec: JobSpec, provider: Provider[Any]) -> None:
 
 
 def _check_files_exist(spec: JobSpec) -> None:
+    """Each data file is a readable regular file: else one ConfigError naming field, path and cause."""
+    from anytune._data.validate import require_data_file
+
     for field, path in (("training_file", spec.training_file), ("validation_file", spec.validation_file)):
-        if path is not None and not Path(path).is_file():
-            raise ConfigError(f"file not found: {path}", field=field)
+        if path is not None:
+            require_data_file(path, field)
 
 
 def _prepare(
@@ -501,7 +521,7 @@ class FineTuneJob(_Handle):
         impl = _provider_for(config, store, provider)
         impl.check_job_id(job_id)
         record = impl.get(job_id)
-        store.save(record, profile=config.profile)
+        _save_quietly(store, record, config.profile)
         return cls(record, impl, store=store)
 
     @classmethod
@@ -511,16 +531,19 @@ class FineTuneJob(_Handle):
         """Jobs created through anytune on this machine (newest first), from the job store.
 
         The records are the last known states; ``FineTuneJob.get(row.ref)`` fetches a fresh one.
+        Reading never needs to write: no store yet lists nothing (a read-only home included).
         """
-        store = JobStore(_home() / "jobs.db")
+        path = _home() / "jobs.db"
+        if not path.exists():
+            return []
+        store = JobStore(path)
         value = status.value if isinstance(status, JobStatus) else status
         return store.list(provider=provider, status=value, limit=limit)
 
     # -- state ----------------------------------------------------------------------------------
     def _remember(self, record: JobRecord) -> JobRecord:
         self._record = record
-        if self._store is not None:
-            self._store.save(record)
+        _save_quietly(self._store, record)
         return record
 
     def refresh(self) -> JobRecord:
@@ -687,7 +710,7 @@ class AsyncFineTuneJob(_Handle):
         impl = _provider_for(config, store, provider)
         impl.check_job_id(job_id)
         record = await impl.aget(job_id)
-        await _to_thread(store.save, record, profile=config.profile)
+        await _to_thread(_save_quietly, store, record, config.profile)
         return cls(record, impl, store=store)
 
     @classmethod
@@ -699,7 +722,7 @@ class AsyncFineTuneJob(_Handle):
     async def _remember(self, record: JobRecord) -> JobRecord:
         self._record = record
         if self._store is not None:
-            await _to_thread(self._store.save, record)
+            await _to_thread(_save_quietly, self._store, record)
         return record
 
     async def refresh(self) -> JobRecord:

@@ -9,6 +9,12 @@ A submission whose fate is unknown (an ambiguous failure the lookup could not se
 ``submit_failed``).
 Every write is one short ``BEGIN IMMEDIATE`` transaction; ``busy_timeout`` makes concurrent
 processes queue instead of failing.  Everything stored passes through :func:`redact`.
+
+Every SQLite or OS failure (disk full, still locked after the busy timeout, not a database,
+malformed, read-only) comes out as one :class:`~anytune.errors.StoreError` naming the store's
+path and the cause.  A store that cannot be written still reads: an existing store is opened
+without writing anything (the schema is only created when missing), and one whose file or folder
+is read-only is opened read-only.
 """
 
 from __future__ import annotations
@@ -16,7 +22,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -27,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from anytune._secrets import redact, redact_value
 from anytune._types import JobRecord, utcnow
+from anytune.errors import StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -94,43 +101,129 @@ def stored_form(value: Any) -> Any:
     return orjson.loads(_dumps(value))
 
 
-class JobStore:
-    """Job store at ``path`` (a SQLite file). Safe to share between threads and processes."""
+#: Opens the SQLite connection of a store at a path: the seam tests use to simulate a full disk.
+Connect = Callable[[Path], sqlite3.Connection]
 
-    def __init__(self, path: Path) -> None:
+
+def default_connect(path: Path) -> sqlite3.Connection:
+    """A read-write connection (autocommit; transactions are explicit) that waits up to 30 s for a lock."""
+    return sqlite3.connect(path, timeout=30, isolation_level=None)
+
+
+def read_only_connect(path: Path) -> sqlite3.Connection:
+    """A connection that never writes, for a store whose file is read-only."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30, isolation_level=None)
+
+
+def immutable_connect(path: Path) -> sqlite3.Connection:
+    """A connection for a store in a read-only folder, where SQLite cannot create the WAL's shared
+    memory file: it reads the database file as it is (what the last checkpoint wrote)."""
+    return sqlite3.connect(f"{path.resolve().as_uri()}?immutable=1", uri=True, timeout=30, isolation_level=None)
+
+
+def _unwritable(exc: sqlite3.Error) -> bool:
+    """Whether ``exc`` says the store's file or folder cannot be written (not: locked, corrupt)."""
+    name = getattr(exc, "sqlite_errorname", "")
+    return name.startswith(("SQLITE_READONLY", "SQLITE_CANTOPEN"))
+
+
+def _cause(exc: BaseException) -> str:
+    """The cause of a store failure in a few words (OS errors without the repeated path)."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror[0].lower() + exc.strerror[1:]
+    text = str(exc) or type(exc).__name__
+    if "readonly" in text or "read-only" in text:
+        return f"{text} (the store's file or folder is read-only)"
+    if "locked" in text:
+        return f"{text} (another process kept it locked past the busy timeout; try again)"
+    return text
+
+
+class JobStore:
+    """Job store at ``path`` (a SQLite file). Safe to share between threads and processes.
+
+    Args:
+        path: the SQLite file (created with its folder when missing).
+        connect: opens a connection to ``path`` (default :func:`default_connect`); a test passes
+            one whose writes fail to simulate a full disk.
+
+    Raises:
+        StoreError: the store cannot be opened or read (not a database, malformed, locked, no
+            permission); the message names the path and the cause. Writes raise it too.
+    """
+
+    def __init__(self, path: Path, *, connect: Connect | None = None) -> None:
         self.path = path
+        self._connect = connect if connect is not None else default_connect
         self._local = threading.local()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # executescript manages its own transaction; IF NOT EXISTS makes racing creators harmless.
-        self._conn().executescript(_SCHEMA)
-        columns = {row["name"] for row in self._conn().execute("PRAGMA table_info(jobs)")}
-        if "settings" not in columns:  # stores written before settings were kept
-            self._conn().execute("ALTER TABLE jobs ADD COLUMN settings TEXT")
+        with self._errors():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._conn()
 
     def __repr__(self) -> str:
         return f"JobStore({str(self.path)!r})"
 
+    @contextmanager
+    def _errors(self) -> Iterator[None]:
+        """Every SQLite or OS failure becomes one :class:`StoreError` naming the path and the cause."""
+        try:
+            yield
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"job store {self.path}: {_cause(exc)}", path=str(self.path)) from exc
+
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.row_factory = sqlite3.Row
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA busy_timeout=30000")
+            try:
+                conn = self._open(self._connect)
+            except sqlite3.OperationalError as exc:
+                if self._connect is not default_connect or not self.path.is_file() or not _unwritable(exc):
+                    raise
+                try:
+                    conn = self._open(read_only_connect)  # the file is read-only
+                except sqlite3.OperationalError as again:
+                    if not _unwritable(again):
+                        raise
+                    conn = self._open(immutable_connect)  # and so is its folder
             self._local.conn = conn
         return conn
 
+    def _open(self, connect: Connect) -> sqlite3.Connection:
+        """Open and prepare a connection; writes nothing to a store that is already set up."""
+        conn = connect(self.path)
+        try:
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA synchronous=NORMAL")
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                conn.execute("PRAGMA journal_mode=WAL")
+            if not {"jobs", "uploads"} <= tables:
+                # executescript manages its own transaction; IF NOT EXISTS makes racing creators harmless.
+                conn.executescript(_SCHEMA)
+            columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
+            if "settings" not in columns:  # stores written before settings were kept
+                conn.execute("ALTER TABLE jobs ADD COLUMN settings TEXT")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _query(self, sql: str, args: Any = ()) -> builtins.list[sqlite3.Row]:
+        with self._errors():
+            return self._conn().execute(sql, args).fetchall()
+
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._conn()
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        db.execute("COMMIT")
+        with self._errors():
+            db = self._conn()
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def close(self) -> None:
         conn = getattr(self._local, "conn", None)
@@ -207,7 +300,7 @@ class JobStore:
         args: builtins.list[str] = [UNKNOWN, SUBMITTING, cutoff]
         if provider:
             sql, args = sql + " AND provider=?", [*args, provider]
-        rows = self._conn().execute(sql + " ORDER BY created_at, rowid", args)
+        rows = self._query(sql + " ORDER BY created_at, rowid", args)
         return [_row(r) for r in rows]
 
     # -- state --------------------------------------------------------------------------------
@@ -240,12 +333,12 @@ class JobStore:
                 )
 
     def get(self, ref: str) -> StoredJob | None:
-        row = self._conn().execute("SELECT * FROM jobs WHERE ref=?", (ref,)).fetchone()
-        return _row(row) if row else None
+        rows = self._query("SELECT * FROM jobs WHERE ref=?", (ref,))
+        return _row(rows[0]) if rows else None
 
     def by_key(self, key: str) -> StoredJob | None:
-        row = self._conn().execute("SELECT * FROM jobs WHERE idempotency_key=?", (key,)).fetchone()
-        return _row(row) if row else None
+        rows = self._query("SELECT * FROM jobs WHERE idempotency_key=?", (key,))
+        return _row(rows[0]) if rows else None
 
     def list(
         self, *, provider: str | None = None, status: str | None = None, limit: int = 50
@@ -257,20 +350,15 @@ class JobStore:
             sql, args = sql + " AND provider=?", [*args, provider]
         if status:
             sql, args = sql + " AND status=?", [*args, status]
-        rows = self._conn().execute(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit))
+        rows = self._query(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit))
         return [_row(r) for r in rows]
 
     # -- uploads (content-addressed reuse) ----------------------------------------------------
     def find_upload(self, provider: str, scope: str, sha256: str) -> str | None:
-        row = (
-            self._conn()
-            .execute(
-                "SELECT remote_id FROM uploads WHERE provider=? AND scope=? AND sha256=?",
-                (provider, scope, sha256),
-            )
-            .fetchone()
+        rows = self._query(
+            "SELECT remote_id FROM uploads WHERE provider=? AND scope=? AND sha256=?", (provider, scope, sha256)
         )
-        return str(row["remote_id"]) if row else None
+        return str(rows[0]["remote_id"]) if rows else None
 
     def record_upload(self, provider: str, scope: str, sha256: str, remote_id: str, size: int) -> None:
         with self._tx() as db:

@@ -12,6 +12,8 @@ fixes before anything is sent, are kept apart from failures reported by a remote
     │   └── MissingDependencyError an optional extra is not installed (names the pip command)
     ├── JobNotFoundError           no job with that reference (locally or remotely)
     ├── WaitTimeoutError           ``wait(timeout=...)`` ran out before the job finished
+    ├── StoreError                 the local job store cannot be read or written (exit 9):
+    │                              disk full, locked, read-only, not a database; names its path
     └── ProviderError              the service (or local worker) answered with a failure
         ├── AuthenticationError    credentials missing, wrong or expired
         ├── PermissionDeniedError  credentials valid, access refused
@@ -55,6 +57,7 @@ __all__ = [
     "QuotaExceededError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "StoreError",
     "SubmitOutcomeUnknownError",
     "UnknownProviderError",
     "UsageError",
@@ -159,6 +162,23 @@ class WaitTimeoutError(AnytuneError, TimeoutError):
         self.record = record
         last = f" (last status: {record.status.value})" if record is not None else ""
         super().__init__(f"job {ref} did not finish within {timeout:g} s{last}")
+
+
+class StoreError(AnytuneError):
+    """The local job store (``jobs.db`` under ``ANYTUNE_HOME``) cannot be read or written.
+
+    The disk is full, another process held its lock past the busy timeout, the file or its folder
+    is read-only, or the file is not a database (or is damaged). Reading a job (``get``,
+    ``events``, ``metrics``, ``list``) still works when only writing fails; creating a job does not
+    (nothing is sent when its record cannot be written first).
+
+    Attributes:
+        path: the store's file.
+    """
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 class ProviderError(AnytuneError):

@@ -35,13 +35,12 @@ def validate(
 
     Exit status 0 when the file is valid, 3 when it has errors.
     """
-    from anytune._data.validate import DatasetRules, validate_file
+    from anytune._data.validate import DatasetRules, require_data_file, validate_file
     from anytune.errors import ConfigError
 
     if method not in ("sft", "dpo"):
         raise ConfigError(f"expected 'sft' or 'dpo', got {method!r}", field="method", source="--method")
-    if not file.is_file():
-        raise ConfigError(f"file not found: {file}", field="FILE")
+    require_data_file(file, "FILE")
     rules = DatasetRules(
         provider=provider,
         model=model,
@@ -107,10 +106,10 @@ def convert(
 ) -> None:
     """Turn a prompt/completion file into chat format (messages: user, assistant)."""
     from anytune._data.convert import convert_prompt_completion
+    from anytune._data.validate import require_data_file
     from anytune.errors import ConfigError
 
-    if not src.is_file():
-        raise ConfigError(f"file not found: {src}", field="SRC")
+    require_data_file(src, "SRC")
     if dst.exists() and not force:
         raise ConfigError(f"{dst} exists; pass --force to overwrite it", field="DST")
     count = convert_prompt_completion(src, dst, system=system)

@@ -93,8 +93,12 @@ EXIT_CODES: tuple[tuple[type[BaseException], str, int], ...] = (
     (errors.JobFailedError, "job failed", 6),
     (errors.AuthenticationError, "authentication failed", 7),
     (errors.SubmitOutcomeUnknownError, "outcome unknown", 8),
+    (errors.StoreError, "job store error", 9),
     (errors.ProviderError, "provider error", 1),
     (errors.AnytuneError, "error", 1),
+    # Any other OS failure (a file that cannot be read or written): one line naming the path and
+    # the cause, like sysexits' EX_IOERR. (WaitTimeoutError, a TimeoutError, matched above.)
+    (OSError, "I/O error", 74),
     (KeyboardInterrupt, "interrupted", 130),
 )
 

@@ -63,13 +63,15 @@ def convert_prompt_completion(
     Raises:
         DataValidationError: some lines cannot be converted; the message names their lines and
             ``exc.issues`` lists them (``dst`` is untouched).
-        OSError: ``src`` cannot be read or ``dst`` written.
+        OSError: ``src`` is not a readable regular file (a directory, a FIFO...), or ``dst``
+            cannot be written (a full disk, a read-only folder); ``dst`` is untouched.
     """
-    from anytune._data.validate import ValidationIssue
+    from anytune._data.validate import ValidationIssue, regular_file_size
 
     src_name, dst_name = os.fspath(src), os.fspath(dst)
     if system is not None and (not system or system.isspace()):
         raise DataValidationError("convert_prompt_completion: system message is empty")
+    regular_file_size(src_name)  # a directory, FIFO or device is refused before anything is written
     issues: list[ValidationIssue] = []
     bad = 0
     written = 0
@@ -115,8 +117,11 @@ def convert_prompt_completion(
                 issues,
             )
         os.replace(tmp, dst_name)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            # A failed write (a full disk) names no file: name the one being written.
+            raise OSError(exc.errno, exc.strerror, dst_name) from exc
         raise
     return written

@@ -9,8 +9,10 @@ tokens and the cost. :func:`check_dataset` does the same and raises
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import stat
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
 from typing import Literal
@@ -27,7 +29,7 @@ from anytune._data.pricing import (
     max_tokens_per_example,
 )
 from anytune._data.tokens import counter_for, fast_count
-from anytune.errors import DataValidationError
+from anytune.errors import ConfigError, DataValidationError
 
 __all__ = [
     "CostEstimate",
@@ -37,6 +39,8 @@ __all__ = [
     "TokenStats",
     "ValidationIssue",
     "check_dataset",
+    "regular_file_size",
+    "require_data_file",
     "token_stats",
     "validate_file",
 ]
@@ -244,6 +248,48 @@ def _parallel(
         yield from pool.imap(_scan.scan_chunk, chunks)
 
 
+_KINDS = (
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def regular_file_size(path: str | os.PathLike[str]) -> int:
+    """The size of ``path`` when it is a readable regular file (symlinks followed).
+
+    Checked with ``os.stat`` before anything opens the file, so a FIFO, a device or a directory
+    is refused instead of blocking or failing half-way; a symlink loop raises ``ELOOP``.
+
+    Raises:
+        OSError: the file is missing, not a regular file, or cannot be read; ``strerror`` says
+            why ("is a directory", "is a FIFO, not a regular file", "Permission denied", ...)
+            and ``filename`` is ``path``.
+    """
+    fname = os.fspath(path)
+    mode = os.stat(fname).st_mode
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, "is a directory", fname)
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _KINDS if test(mode)), "a special file")
+        raise OSError(errno.EINVAL, f"is {kind}, not a regular file", fname)
+    with open(fname, "rb") as f:  # a regular file: opening it never blocks; raises without permission
+        return os.fstat(f.fileno()).st_size
+
+
+def require_data_file(path: str | os.PathLike[str], field: str) -> int:
+    """:func:`regular_file_size`, each failure one :class:`ConfigError` naming ``field``, the path
+    and the cause ("file not found", "is a FIFO, not a regular file", "file name too long")."""
+    try:
+        return regular_file_size(path)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"file not found: {os.fspath(path)}", field=field) from exc
+    except OSError as exc:
+        cause = exc.strerror or str(exc)
+        raise ConfigError(f"{os.fspath(path)}: {cause[:1].lower()}{cause[1:]}", field=field) from exc
+
+
 def validate_file(
     path: str | os.PathLike[str],
     rules: DatasetRules | None = None,
@@ -269,12 +315,13 @@ def validate_file(
         A :class:`DatasetReport`; ``report.ok`` is False when there are errors.
 
     Raises:
-        OSError: the file cannot be read.
+        OSError: the file is missing, is not a regular file (a directory, a FIFO...) or cannot be
+            read (see :func:`regular_file_size`).
     """
     t0 = time.perf_counter()
     rules = rules or DatasetRules()
     fname = os.fspath(path)
-    size = os.path.getsize(fname)
+    size = regular_file_size(fname)
     counter = counter_for(rules.provider, rules.model)
     limit = rules.max_tokens_per_example or max_tokens_per_example(rules.provider, rules.model)
     label = f" for {rules.model}" if rules.model and rules.max_tokens_per_example is None else ""
