@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
+import shutil
 import signal
 import sys
 import traceback
@@ -33,6 +35,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 from anytune._types import JobStatus
 from anytune.errors import (
@@ -248,6 +251,63 @@ def _fail(run: RunDir, exc: BaseException) -> None:
     )
 
 
+OUTPUT_DIR_FIELD = "local.output_dir"
+
+
+def _ours(folder: Path, spec: dict[str, Any]) -> bool:
+    """``folder`` holds an adapter of this very spec (an export that a killed worker did not record)."""
+    try:
+        return bool(json.loads((folder / "anytune_spec.json").read_text()) == spec)
+    except (OSError, ValueError):
+        return False
+
+
+def export_outputs(run: RunDir, result: dict[str, Any]) -> dict[str, Any]:
+    """Put the finished adapter (and merged model) in ``local.output_dir``; the result, pointing there.
+
+    The adapter is copied (the run directory keeps its own: ``hf_job`` and inspection read it), the
+    merged model is moved (it can be large). The folder appears whole: the copy is made beside it and
+    renamed into place. A folder that filled up while the job ran is not overwritten: the job fails
+    naming the field, and the adapter stays in the run directory.
+    """
+    spec = run.spec()
+    target = spec.local.output_dir if spec.local is not None else None
+    if target is None:
+        return result
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        if not (target.is_dir() and _ours(target, spec.model_dump(mode="json"))):
+            raise ConfigError(
+                f"{target} is no longer a new or empty folder (something was written there while the job ran); "
+                f"the adapter is in {run.adapter_dir}",
+                field=OUTPUT_DIR_FIELD,
+            )
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.anytune-tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        shutil.copytree(run.adapter_dir, tmp)
+        if target.is_dir():
+            target.rmdir()  # empty: checked above
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    exported = {**result, "adapter_path": str(target)}
+    merged = result.get("merged_path")
+    if merged:
+        shutil.move(str(merged), str(target / "merged"))
+        exported["merged_path"] = str(target / "merged")
+    return exported
+
+
+class ExportingRunDir(RunDir):
+    """The run directory as the trainer sees it: its result is exported (:func:`export_outputs`) as it
+    is written, before the trainer records ``succeeded``: a job that succeeded has its output in place."""
+
+    def write_result(self, data: dict[str, Any]) -> None:
+        super().write_result(export_outputs(self, data))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one job's training in this process. Returns the exit status (0 unless it failed)."""
     parser = argparse.ArgumentParser(
@@ -289,7 +349,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         from anytune.local_backend.train import run_training
 
-        run_training(run, resume=args.resume)
+        run_training(ExportingRunDir(run.path), resume=args.resume)
     except BaseException as exc:
         _fail(run, exc)
         return 1

@@ -14,6 +14,12 @@ resumes one starts a worker and the others get :class:`~anytune.errors.InvalidRe
 is already running: its worker (pid N) ..."); concurrent submits with one idempotency key all get the
 one run.  Holding the lock, ``resume`` removes the scratch files of writers that were killed mid-write.
 
+The adapter (and, with ``local.merge``, the merged model) stays in the run directory, or goes to
+``local.output_dir``: a new or empty folder (checked before the job starts), which the worker fills
+before it records ``succeeded`` (the adapter is copied there, the merged model moved to its
+``merged/``), and which ``FineTunedModel.adapter_path`` then names. The output is a folder, not a
+named model: ``suffix`` and ``output_name`` are refused, pointing to ``local.output_dir``.
+
 This module imports neither torch nor transformers: the registry reads its capabilities without
 the ``local`` extra installed, and only the worker process loads the ML stack.
 
@@ -28,6 +34,7 @@ import builtins
 import contextlib
 import hashlib
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -58,7 +65,7 @@ from anytune._types import (
     MetricPoint,
     format_ref,
 )
-from anytune.errors import InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.errors import ConfigError, InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
 from anytune.local_backend.devices import device_kind
 from anytune.local_backend.rundir import (
     CHECKPOINT_PREFIX,
@@ -70,6 +77,9 @@ from anytune.local_backend.rundir import (
 )
 
 NAME = "local"
+_OUTPUT_DIR = "local.output_dir"
+#: The spec the trainer writes into every adapter folder (and so into ``local.output_dir``).
+OUTPUT_SPEC_FILE = "anytune_spec.json"
 JOB_PREFIX = "run-"
 WORKER_MODULE = "anytune.local_backend.worker"
 #: A run whose worker pid is not recorded yet counts as starting for this long after creation.
@@ -155,6 +165,13 @@ class LocalProvider(Provider[LocalSettings]):
         quantization=frozenset(Quantization),
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         sections=frozenset({"local"}),
+        # The output is a folder, not a named model: suffix and output_name would be ignored.
+        suffix=False,
+        output_name=False,
+        hints={
+            "suffix": "the local provider names no model; set local.output_dir to choose where the adapter goes",
+            "output_name": "the local provider names no model; set local.output_dir to choose where the adapter goes",
+        },
         pause=False,
         # One example is a legitimate (over)fit test on your own machine; nothing is billed.
         min_examples=1,
@@ -393,7 +410,31 @@ class LocalProvider(Provider[LocalSettings]):
         return JobStatus.FAILED, "worker_died", JobError(message=message, code="worker_died")
 
     # -- the contract ---------------------------------------------------------------------------
+    def _check_output_dir(self, spec: JobSpec) -> None:
+        """``local.output_dir`` must be a new or empty folder: the finished job writes its adapter there.
+
+        A folder that holds this very spec's adapter (a create retried after the job finished) passes.
+        """
+        if spec.local is None or spec.local.output_dir is None:
+            return
+        folder = spec.local.output_dir.expanduser().resolve()
+        if folder.exists() and not folder.is_dir():
+            raise ConfigError(f"{folder} is a file; give a new or empty folder for the adapter", field=_OUTPUT_DIR)
+        if folder.is_dir() and any(folder.iterdir()) and not self._holds_this_job(folder, spec):
+            raise ConfigError(
+                f"{folder} is not empty; give a new or empty folder, so that no earlier output is overwritten",
+                field=_OUTPUT_DIR,
+            )
+
+    def _holds_this_job(self, folder: Path, spec: JobSpec) -> bool:
+        try:
+            written = json.loads((folder / OUTPUT_SPEC_FILE).read_text())
+        except (OSError, ValueError):
+            return False
+        return bool(written == self._localised(spec).model_dump(mode="json"))
+
     def validate(self, spec: JobSpec) -> None:
+        self._check_output_dir(spec)
         if spec.quantization is not Quantization.NONE and importlib.util.find_spec("bitsandbytes") is None:
             raise NotSupportedError(
                 f"{spec.quantization.value} quantization needs bitsandbytes, which is not installed "

@@ -77,6 +77,8 @@ class Capabilities(BaseModel):
     data_formats: frozenset[str] = frozenset({"chat"})
     sections: frozenset[str] = frozenset()
     suffix: bool = True
+    #: Whether the provider names its output after ``output_name`` (a registered model, a Hub repo).
+    output_name: bool = False
     pause: bool = False
     min_examples: int = 10
     max_file_bytes: int | None = None
@@ -139,6 +141,10 @@ def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
         )
     if spec.suffix is not None and not caps.suffix:
         out.append(("suffix", _why(caps, "suffix", "a model name suffix cannot be set")))
+    if spec.output_name is not None and not caps.output_name:
+        instead = "; set suffix to add your own part to the name it gives" if caps.suffix else ""
+        service = caps.service or "the service"
+        out.append(("output_name", _why(caps, "output_name", f"{service} names the output itself{instead}")))
     for section in spec.section_names():
         if section not in caps.sections:
             out.append((section, _why(caps, section, f"the {section!r} options section is not read")))

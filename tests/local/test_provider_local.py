@@ -529,3 +529,33 @@ def test_capabilities_load_without_torch() -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# -- local.output_dir (issue 10: an accepted option is honoured) --------------------------------------
+
+
+def test_output_dir_receives_the_adapter_and_the_merged_model(
+    tiny_model: Path, train_file: Path, tmp_path: Path
+) -> None:
+    target = tmp_path / "exported" / "my-adapter"
+    job = create(
+        tiny_model,
+        train_file,
+        steps=2,
+        save_steps=2,
+        local={"device": "cpu", "logging_steps": 1, "output_dir": str(target), "merge": True},
+    )
+    record = finished(job)
+    assert record.status is JobStatus.SUCCEEDED, (record.error, log_of(job))
+    result = job.result()
+    assert Path(str(result.adapter_path)) == target.resolve() == Path(str(record.fine_tuned_model))
+    assert (target / "adapter_config.json").is_file() and (target / "anytune_spec.json").is_file()
+    assert (target / "merged" / "config.json").is_file() and result.extra["merged_path"] == str(target / "merged")
+    assert (run_of(job).adapter_dir / "adapter_config.json").is_file()  # the run keeps its own copy
+    assert not [p for p in target.parent.iterdir() if p.name.startswith(".")]  # no scratch left beside it
+    # The spec that filled the folder passes again (a create retried after the job finished finds
+    # the same run); another job into the same folder is refused before it starts.
+    LocalProvider().validate(run_of(job).spec())
+    with pytest.raises(ConfigError) as info:
+        create(tiny_model, train_file, steps=2, local={"device": "cpu", "output_dir": str(target), "logging_steps": 2})
+    assert info.value.field == "local.output_dir" and "not empty" in str(info.value)
