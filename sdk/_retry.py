@@ -9,11 +9,14 @@ failure is looked up before the next try (:mod:`anytune._create_once`).
 Why these rules:
 
 * The server knows best when to come back: ``Retry-After`` (seconds or an HTTP date) and the
-  non-standard ``retry-after-ms`` replace our own back-off when present.
+  non-standard ``retry-after-ms`` replace our own back-off when present, and are honoured in full
+  as long as the retry still starts before the deadline; a cap on them is one setting,
+  ``retry_after_max``, the same on every adapter (:class:`RetrySettings`).
 * Otherwise exponential back-off with jitter, so that many clients throttled at once do not come
-  back in lock-step.
-* Every sleep is capped, and a total deadline bounds the whole call: a caller waits minutes at
-  most, never hours, and a retry that could only end after the deadline is not started.
+  back in lock-step; our own back-off is capped (``max_backoff``).
+* A total deadline bounds the whole call: a caller waits minutes at most, never hours, and a
+  retry that could only start after the deadline is not started (the call ends with the last
+  error, a throttled one included).
 * Sleep, clock and randomness are injectable, so tests run in milliseconds and deterministically.
 
 The pure helpers (:func:`parse_retry_after`, :meth:`RetryPolicy.delay`, :meth:`RetryPolicy.gives_up`)
@@ -30,13 +33,16 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, Field
 
 if TYPE_CHECKING:
     import tenacity
 
 __all__ = [
     "RetryPolicy",
+    "RetrySettings",
     "is_retryable_status",
     "parse_retry_after",
     "retry_call",
@@ -108,9 +114,12 @@ class RetryPolicy:
         max_attempts: attempts in all, the first one included.
         initial_backoff: seconds before the first retry when the server gives no hint.
         multiplier: growth of the back-off per retry.
-        max_backoff: cap on any single sleep, server hints included.
+        max_backoff: cap on our own back-off; also on server hints when ``retry_after_max`` is None.
         jitter: fraction of the back-off taken off at random (0: none, 1: "full jitter").
         deadline: seconds from the first attempt after which no retry is started.
+        retry_after_max: cap on a server's hint; ``math.inf`` honours it in full (the deadline
+            still bounds the call); None (the default, as before): ``max_backoff``.
+            :meth:`RetrySettings.retry_policy` sets it from the ``retry_after_max`` setting.
     """
 
     max_attempts: int = 6
@@ -119,6 +128,7 @@ class RetryPolicy:
     max_backoff: float = 30.0
     jitter: float = 0.5
     deadline: float = 300.0
+    retry_after_max: float | None = None
 
     def backoff(self, retry: int, rand: float) -> float:
         """Back-off before retry number ``retry`` (0-based) with ``rand`` in [0, 1) as the jitter draw."""
@@ -127,14 +137,52 @@ class RetryPolicy:
 
     def delay(self, retry: int, *, hint: float | None, rand: float) -> float:
         """Seconds to sleep before retry number ``retry``: the server's hint when it gave one (a
-        server that names a time knows more than our guess), else the jittered back-off; capped."""
-        wait = hint if hint is not None else self.backoff(retry, rand)
-        return max(0.0, min(wait, self.max_backoff))
+        server that names a time knows more than our guess), capped by ``retry_after_max``; else
+        the jittered back-off, capped by ``max_backoff``.  Whether the retry still starts before
+        the deadline is :meth:`gives_up`'s call."""
+        if hint is None:
+            return max(0.0, min(self.backoff(retry, rand), self.max_backoff))
+        cap = self.max_backoff if self.retry_after_max is None else self.retry_after_max
+        return max(0.0, min(hint, cap))
 
     def gives_up(self, attempts: int, elapsed: float, upcoming: float) -> bool:
         """Whether to stop after ``attempts`` attempts, ``elapsed`` seconds, with ``upcoming`` seconds
         of sleep ahead: a retry that would start past the deadline is not worth sleeping for."""
         return attempts >= self.max_attempts or elapsed + upcoming > self.deadline
+
+
+class RetrySettings(BaseModel):
+    """The retry settings every adapter shares, with one name and one meaning (a settings mixin).
+
+    ``retry_after_max``: cap (seconds) on a server's ``Retry-After`` hint.  Unset, a hint is honoured
+    in full as long as the retry still starts before the adapter's deadline; past it, the call ends
+    with the throttled error instead of sleeping.
+
+    Profiles written before this setting existed keep their meaning: an adapter whose older setting
+    capped every wait, hints included (``_WAIT_CAP_SETTING``: ``max_backoff``, Azure ML's
+    ``retry_backoff_max``), still caps hints with it when it is set and ``retry_after_max`` is not.
+    """
+
+    #: The adapter's older setting that capped every wait, server hints included (None: none).
+    _WAIT_CAP_SETTING: ClassVar[str | None] = None
+
+    retry_after_max: float | None = Field(
+        None, gt=0, description="cap (s) on a server's Retry-After; unset: honoured up to the deadline"
+    )
+
+    @property
+    def hint_cap(self) -> float:
+        """Seconds a server's hint is capped at (``math.inf``: honoured up to the deadline)."""
+        if self.retry_after_max is not None:
+            return self.retry_after_max
+        old = self._WAIT_CAP_SETTING
+        if old is not None and old in self.model_fields_set:
+            return float(getattr(self, old))
+        return math.inf
+
+    def retry_policy(self, **fields: Any) -> RetryPolicy:
+        """A :class:`RetryPolicy` of ``fields`` (attempts, deadline, back-off) with this hint cap."""
+        return RetryPolicy(**fields, retry_after_max=self.hint_cap)
 
 
 def retry_call(

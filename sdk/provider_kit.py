@@ -41,7 +41,14 @@ from anytune._provider import (
     UploadCache,
     planned_upload,
 )
-from anytune._retry import RetryPolicy, is_retryable_status, parse_retry_after, retry_after_of, retry_call
+from anytune._retry import (
+    RetryPolicy,
+    RetrySettings,
+    is_retryable_status,
+    parse_retry_after,
+    retry_after_of,
+    retry_call,
+)
 from anytune._secrets import redact, register_secret
 from anytune._spec import JobSpec, Method, Quantization
 from anytune._timestamps import parse_timestamp
@@ -80,6 +87,7 @@ __all__ = [
     "Quantization",
     "Range",
     "RetryPolicy",
+    "RetrySettings",
     "SubmitPlan",
     "UploadCache",
     "boundary",

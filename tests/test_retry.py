@@ -187,3 +187,48 @@ def test_azure_ms_header_and_exception_hint() -> None:
     exc.response = SimpleNamespace(headers={"Retry-After": "7"})  # type: ignore[attr-defined]
     assert retry_after_of(exc) == 7.0
     assert retry_after_of(RuntimeError("no response")) is None
+
+
+def test_a_hint_is_honoured_in_full_when_the_policy_says_so() -> None:
+    import math
+
+    policy = RetryPolicy(max_backoff=30.0, retry_after_max=math.inf, deadline=300.0)
+    assert policy.delay(0, hint=90.0, rand=0.0) == 90.0
+    assert policy.delay(5, hint=None, rand=0.0) == 16.0  # our own back-off stays capped
+    assert policy.delay(9, hint=None, rand=0.0) == 30.0
+    assert RetryPolicy(max_backoff=30.0, retry_after_max=45.0).delay(0, hint=90.0, rand=0.0) == 45.0
+
+
+def test_a_hint_up_to_the_deadline_is_slept_one_past_it_ends_the_call() -> None:
+    import math
+
+    policy = RetryPolicy(max_attempts=50, deadline=300.0, retry_after_max=math.inf)
+    rec = Recorder()
+    assert run(failing(Transient(retry_after=90.0)), policy, rec) == "ok"
+    assert rec.sleeps == [90.0]
+    rec = Recorder()
+    last = Transient(retry_after=400.0)
+    with pytest.raises(Transient) as info:
+        run(failing(last), policy, rec)
+    assert info.value is last and rec.sleeps == []
+
+
+def test_retry_settings_mixin_and_the_older_cap() -> None:
+    import math
+
+    from pydantic import Field
+
+    from anytune._provider import ProviderSettings
+    from anytune._retry import RetrySettings
+
+    class Settings(ProviderSettings, RetrySettings):
+        _WAIT_CAP_SETTING = "max_backoff"
+        max_backoff: float = Field(30.0, gt=0)
+
+    assert Settings().hint_cap == math.inf  # the default max_backoff does not cut hints
+    assert Settings(max_backoff=20).hint_cap == 20.0  # a profile that set it keeps its meaning
+    assert Settings(max_backoff=20, retry_after_max=45).hint_cap == 45.0
+    policy = Settings().retry_policy(max_attempts=3, deadline=10.0)
+    assert (policy.max_attempts, policy.deadline, policy.retry_after_max) == (3, 10.0, math.inf)
+    with pytest.raises(ValueError):
+        Settings(retry_after_max=0)

@@ -20,7 +20,6 @@ from anytune._boundary import boundary
 from anytune._capabilities import Capabilities
 from anytune._create_once import create_once
 from anytune._provider import PlannedRequest, PlannedUpload, Provider, ProviderArgs, SubmitPlan
-from anytune._retry import RetryPolicy
 from anytune._spec import JobSpec, Method, Quantization
 from anytune._types import Event, FineTunedModel, JobRecord, MetricPoint
 from anytune.errors import (
@@ -97,6 +96,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         quantization=frozenset({Quantization.NONE}),
         data_formats=frozenset({"chat", "prompt_completion"}),
         sections=frozenset({"azure", "azureml"}),
+        output_name=True,  # the registered output model's name
         min_examples=10,
         service="Azure ML",
         hints={
@@ -127,6 +127,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
             credential=credential,
             transport=transport,
             sleep=self.sleep,
+            clock=self.clock,
         )
         self.runs = RunHistory(self.connection)
         self.journal = EventJournal(self.home)
@@ -226,7 +227,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
             lambda: self._find_job(sub.name),
             is_ambiguous=_ambiguous,
             retry_on=_retryable,
-            policy=RetryPolicy(
+            policy=s.retry_policy(
                 max_attempts=s.create_attempts,
                 initial_backoff=s.retry_backoff,
                 multiplier=2.0,

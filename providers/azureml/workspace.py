@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import Field
 
 from anytune._boundary import Translate, boundary
 from anytune._provider import ProviderSettings
+from anytune._retry import RetrySettings
 from anytune._secrets import RedactingFilter, install_log_filter
 from anytune.errors import AnytuneError, ConfigError
 from anytune.providers.azureml.errors import NotFound, azure_errors
@@ -56,13 +58,20 @@ CREDENTIALS: Mapping[str, str] = {
 _TENANTED = ("cli", "interactive", "device_code", "developer_cli", "powershell")
 
 
-class AzureMLSettings(ProviderSettings):
+class AzureMLSettings(ProviderSettings, RetrySettings):
     """Where and how to reach the workspace.
 
     Unset workspace fields fall back to ``AZUREML_ARM_*`` / ``AZURE_SUBSCRIPTION_ID`` and then to
     the workspace ``config.json`` (``config_path``, else searched from the working directory up).
     No secret is stored: sign-in goes through azure-identity (``identity`` picks the credential).
+
+    Retries: ``retry_total`` retries per read, ``create_attempts`` per create, all within ``timeout``;
+    ``retry_backoff``/``retry_backoff_max`` shape our own back-off; a server's ``Retry-After`` is
+    honoured up to ``timeout``, capped by ``retry_after_max`` (:class:`~anytune._retry.RetrySettings`)
+    when set (or, in older profiles, by an explicit ``retry_backoff_max``).
     """
+
+    _WAIT_CAP_SETTING = "retry_backoff_max"
 
     subscription_id: str | None = None
     resource_group: str | None = None
@@ -225,12 +234,23 @@ def redact_azure_logs() -> None:
 _POLICY_CLASS: Any = None
 
 
-def read_retry_policy(*, sleep: Callable[[float], None], **kwargs: Any) -> Any:
+def read_retry_policy(
+    *,
+    sleep: Callable[[float], None],
+    clock: Callable[[], float] = time.monotonic,
+    retry_after_max: float = float("inf"),
+    **kwargs: Any,
+) -> Any:
     """An azure-core ``RetryPolicy`` that retries reads only and sleeps through ``sleep``.
 
     Writes (PUT/POST/PATCH/DELETE) are never retried here, not even on a Retry-After: the adapter
     decides, after looking up whether the first attempt took effect.  The class is made on first
     use, so that importing this module needs no azure-core.
+
+    The same rules as :class:`anytune._retry.RetryPolicy`: a server's hint is honoured in full,
+    capped by ``retry_after_max``; our own back-off is capped by ``retry_backoff_max``; a retry that
+    would start past ``timeout`` (measured on ``clock``, so injected sleeps count) is not started,
+    and the call ends with the last answer or error.
     """
     global _POLICY_CLASS
     if _POLICY_CLASS is None:
@@ -239,10 +259,35 @@ def read_retry_policy(*, sleep: Callable[[float], None], **kwargs: Any) -> Any:
         class ReadRetryPolicy(RetryPolicy):  # type: ignore[misc]
             READS = frozenset({"GET", "HEAD", "OPTIONS"})
 
-            def __init__(self, *, sleep: Callable[[float], None], **kw: Any) -> None:
+            def __init__(
+                self,
+                *,
+                sleep: Callable[[float], None],
+                clock: Callable[[], float],
+                retry_after_max: float,
+                **kw: Any,
+            ) -> None:
                 super().__init__(**kw)
                 self._sleep_fn = sleep
+                self._clock = clock
+                self._hint_cap = retry_after_max
                 self._method_whitelist = self.READS
+
+            def configure_retries(self, options: dict[str, Any]) -> dict[str, Any]:
+                settings: dict[str, Any] = super().configure_retries(options)
+                settings["anytune_start"] = self._clock()
+                return settings
+
+            def increment(self, settings: Any, response: Any = None, error: Any = None) -> bool:
+                if not super().increment(settings, response=response, error=error):
+                    return False
+                hint = self.get_retry_after(response) if hasattr(response, "http_response") else None
+                # A server's hint, capped by retry_after_max; else our back-off, capped by retry_backoff_max.
+                delay = min(float(hint), self._hint_cap) if hint is not None else float(self.get_backoff_time(settings))
+                if self._clock() - settings["anytune_start"] + delay > settings["timeout"]:
+                    return False  # the retry would start past the deadline: end with this answer
+                settings["anytune_delay"] = delay
+                return True
 
             def _is_method_retryable(self, settings: Any, request: Any, response: Any = None) -> bool:
                 return str(request.method).upper() in self.READS
@@ -253,14 +298,14 @@ def read_retry_policy(*, sleep: Callable[[float], None], **kwargs: Any) -> Any:
                 return bool(super().is_retry(settings, response))
 
             def sleep(self, settings: Any, transport: Any, response: Any = None) -> None:
-                delay = self.get_retry_after(response) if response is not None else None
-                if not delay:
+                delay = settings.pop("anytune_delay", None)
+                if delay is None:  # not through increment (azure-core internals): the back-off
                     delay = self.get_backoff_time(settings)
                 if delay and delay > 0:
-                    self._sleep_fn(min(float(delay), float(settings.get("max_backoff") or delay)))
+                    self._sleep_fn(float(delay))
 
         _POLICY_CLASS = ReadRetryPolicy
-    return _POLICY_CLASS(sleep=sleep, **kwargs)
+    return _POLICY_CLASS(sleep=sleep, clock=clock, retry_after_max=retry_after_max, **kwargs)
 
 
 # -- the clients -------------------------------------------------------------------------------
@@ -275,6 +320,7 @@ class Connection:
         credential: an azure-core ``TokenCredential`` (default: from the ``identity`` setting).
         transport: an azure-core ``HttpTransport`` every request goes through (default: azure-core's).
         sleep: how the read retry policy waits.
+        clock: the monotonic clock its deadline is measured on (default: the real one).
     """
 
     def __init__(
@@ -285,11 +331,13 @@ class Connection:
         credential: Any = None,
         transport: Any = None,
         sleep: Callable[[float], None],
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.env = env
         self.transport = transport
         self._sleep = sleep
+        self._clock = clock
         self._credential = credential
         self._clients: dict[str, Any] = {}
         self._info: dict[str, Any] | None = None
@@ -329,6 +377,8 @@ class Connection:
         s = self.settings
         return read_retry_policy(
             sleep=self._sleep,
+            clock=self._clock,
+            retry_after_max=s.hint_cap,
             retry_total=s.retry_total,
             retry_backoff_factor=s.retry_backoff,
             retry_backoff_max=s.retry_backoff_max,

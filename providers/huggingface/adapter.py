@@ -83,6 +83,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         # The job runs the local trainer: its options section (packing, logging...) applies too.
         sections=frozenset({"hf", "local"}),
+        output_name=True,  # the Hub model repo's name (hf.output_repo wins)
         pause=False,
         min_examples=1,
         notes="anytune's trainer on Hugging Face Jobs; adapter pushed to a Hub model repo",
@@ -138,7 +139,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
     @property
     def _policy(self) -> RetryPolicy:
         s = self.settings
-        return RetryPolicy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
+        return s.retry_policy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
 
     def _translator(
         self, what: str, *, job_id: str | None = None, flavor: str | None = None, base_model: str | None = None

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from pydantic import Field, SecretStr
 
 from anytune._provider import ProviderSettings
+from anytune._retry import RetrySettings
 from anytune._secrets import install_log_filter, register_secret
 from anytune.errors import AuthenticationError, MissingDependencyError
 
@@ -43,13 +44,16 @@ LOGIN_HINT = "log in with `hf auth login`, or set HF_TOKEN or the profile's toke
 HttpClientFactory = Callable[[], "httpx2.Client"]
 
 
-class HuggingFaceSettings(ProviderSettings):
+class HuggingFaceSettings(ProviderSettings, RetrySettings):
     """``huggingface`` settings (profiles, ``ANYTUNE_HUGGINGFACE_<SETTING>``, arguments).
 
     Unset values come from huggingface_hub's own sources: the token from ``HF_TOKEN`` (or the
     variable named by ``token_env``) and then the cached login of ``hf auth login``; the endpoint
-    from ``HF_ENDPOINT``.
+    from ``HF_ENDPOINT``.  ``retry_after_max`` (from :class:`~anytune._retry.RetrySettings`) caps a
+    server's ``Retry-After``; unset, it is honoured up to ``retry_deadline``.
     """
+
+    _WAIT_CAP_SETTING = "max_backoff"
 
     token: SecretStr | None = None
     token_env: str | None = Field(None, description="environment variable holding the token")
@@ -62,7 +66,9 @@ class HuggingFaceSettings(ProviderSettings):
     )
     max_attempts: int = Field(6, ge=1, le=50, description="attempts per call, the first included")
     retry_deadline: float = Field(300.0, gt=0, description="seconds after which no retry is started")
-    max_backoff: float = Field(30.0, gt=0, description="cap on any single wait between attempts")
+    max_backoff: float = Field(
+        30.0, gt=0, description="cap on our own back-off; when set (and retry_after_max is not), on Retry-After too"
+    )
     error_log_lines: int = Field(20, ge=0, le=1000, description="log lines a failed job's error carries")
 
 

@@ -161,7 +161,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
     @property
     def _policy(self) -> RetryPolicy:
         s = self.settings
-        return RetryPolicy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
+        return s.retry_policy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
 
     def _retrying(self, what: str, fn: Callable[[], T]) -> T:
         """``fn`` under the read retry policy; SDK exceptions pass through untranslated."""

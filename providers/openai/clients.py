@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr
 
 from anytune._provider import ProviderSettings
+from anytune._retry import RetrySettings
 from anytune._secrets import install_log_filter
 from anytune.errors import ConfigError, MissingDependencyError
 
@@ -59,15 +60,20 @@ AZURE_TOKEN_SCOPE = "https://cognitiveservices.azure.com/.default"
 # -- settings ---------------------------------------------------------------------------------------
 
 
-class FamilySettings(ProviderSettings):
-    """Settings both services share: timeouts, retries, uploads, paging."""
+class FamilySettings(ProviderSettings, RetrySettings):
+    """Settings both services share: timeouts, retries (``retry_after_max`` from :class:`RetrySettings`),
+    uploads, paging."""
+
+    _WAIT_CAP_SETTING = "max_backoff"
 
     timeout: float = Field(60.0, gt=0, description="seconds to wait for a response")
     connect_timeout: float = Field(10.0, gt=0, description="seconds to wait for a connection")
     upload_timeout: float = Field(600.0, gt=0, description="seconds to wait for one upload request")
     max_attempts: int = Field(6, ge=1, le=50, description="attempts per call, the first included")
     retry_deadline: float = Field(300.0, gt=0, description="seconds after which no retry is started")
-    max_backoff: float = Field(30.0, gt=0, description="cap on any single wait between attempts")
+    max_backoff: float = Field(
+        30.0, gt=0, description="cap on our own back-off; when set (and retry_after_max is not), on Retry-After too"
+    )
     upload_threshold_bytes: int = Field(
         MAX_PART_BYTES, ge=0, description="files larger than this go through the Uploads API in parts"
     )
