@@ -70,6 +70,19 @@ def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None
             logger.warning("%s; jobs are read but their state is not saved", exc.message)
 
 
+def _resolve_submission(store: JobStore, provider: Provider[Any], record: JobRecord) -> None:
+    """A job read by reference may be one whose submission was recorded with an unknown outcome:
+    the key the service kept on it links them (best-effort, like every save on a read path)."""
+    key = provider.submitted_under(record)
+    if key is None:
+        return
+    try:
+        if store.resolve_unknown(key, record):
+            logger.info("%s resolves the submission %s recorded with an unknown outcome", record.ref, key)
+    except StoreError:
+        pass  # the save below warns once about a store that cannot be written
+
+
 def _store_for(config: ResolvedConfig | None) -> JobStore:
     from anytune._home import anytune_home
 
@@ -521,6 +534,7 @@ class FineTuneJob(_Handle):
         impl = _provider_for(config, store, provider)
         impl.check_job_id(job_id)
         record = impl.get(job_id)
+        _resolve_submission(store, impl, record)
         _save_quietly(store, record, config.profile)
         return cls(record, impl, store=store)
 
@@ -710,6 +724,7 @@ class AsyncFineTuneJob(_Handle):
         impl = _provider_for(config, store, provider)
         impl.check_job_id(job_id)
         record = await impl.aget(job_id)
+        await _to_thread(_resolve_submission, store, impl, record)
         await _to_thread(_save_quietly, store, record, config.profile)
         return cls(record, impl, store=store)
 

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 IDEMPOTENCY_TAG = "anytune.idempotency_key"
+#: The tag as a label, for services whose labels take no dots.
+_LABEL_TAG = IDEMPOTENCY_TAG.replace(".", "-")
 
 
 async def _to_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
@@ -197,6 +199,30 @@ class Provider(abc.ABC, Generic[SettingsT]):
     def __repr__(self) -> str:
         # Settings reprs mask SecretStr fields; never show more than that.
         return f"{type(self).__name__}({self.settings!r})"
+
+    def notices(self, base_model: str) -> builtins.list[str]:
+        """Advice about a base model before anything is sent: a retirement near or past, say.
+
+        Never a refusal (``validate`` refuses); ``plan`` notes and ``anytune data validate
+        --provider`` show these. Default: none.
+        """
+        return []
+
+    def submitted_under(self, record: JobRecord) -> str | None:
+        """The idempotency key a job was created under, read from the record the service sent.
+
+        Services keep anytune's tag where they keep user data: ``metadata`` (OpenAI), ``tags``
+        (Azure ML) or ``labels`` (Hugging Face Jobs, where dots become dashes). A provider whose
+        service keeps it elsewhere overrides this. ``FineTuneJob.get`` uses it to resolve a
+        submission recorded with an unknown outcome.
+        """
+        raw = record.raw if isinstance(record.raw, dict) else {}
+        for where, tag in (("metadata", IDEMPOTENCY_TAG), ("tags", IDEMPOTENCY_TAG), ("labels", _LABEL_TAG)):
+            kept = raw.get(where)
+            key = kept.get(tag) if isinstance(kept, dict) else None
+            if isinstance(key, str) and key:
+                return key
+        return None
 
     def check_job_id(self, job_id: str) -> None:
         """Refuse a job id that is not of this service's shape, before any call.

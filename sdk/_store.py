@@ -276,6 +276,15 @@ class JobStore:
                 ),
             )
 
+    def resolve_unknown(self, key: str, record: JobRecord) -> bool:
+        """If the submission under ``key`` has an unknown outcome (or never finished recording),
+        ``record`` is its job: link them. Returns whether a row was resolved."""
+        row = self.by_key(key)
+        if row is None or row.ref is not None or row.provider != record.provider:
+            return False
+        self.complete_submit(key, record)
+        return True
+
     def fail_submit(self, key: str, error: str) -> None:
         with self._tx() as db:
             db.execute(

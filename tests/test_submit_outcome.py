@@ -278,3 +278,38 @@ def test_the_reconcile_command(
     result = runner.invoke(app, ["reconcile", "--json"])
     assert result.exit_code == 0, result.output
     assert caught.value.idempotency_key in result.output and '"ref": "fake:fakejob-' in result.output
+
+
+def test_getting_the_job_by_reference_resolves_an_unknown_outcome(
+    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
+) -> None:
+    fake = FlakyFake(clock, creates=[Lost()], late=[1], lookups=[None] + [unavailable()] * 3)
+    with pytest.raises(SubmitOutcomeUnknownError) as caught:
+        create(fake, chat_jsonl)
+    key = caught.value.idempotency_key
+    ref = f"fake:{FakeProvider.job_id_for(key)}"
+    # The user finds the job in the service's console and attaches to it by reference.
+    job = FineTuneJob.get(ref)
+    assert job.ref == ref
+    (row,) = store(anytune_home).list()
+    assert (row.idempotency_key, row.ref, row.submit_error) == (key, ref, None)
+    assert row.status != "unknown"
+    assert FineTuneJob.reconcile() == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"metadata": {"anytune.idempotency_key": "k1"}}, "k1"),  # OpenAI, the fake
+        ({"tags": {"anytune.idempotency_key": "k2", "other": "x"}}, "k2"),  # Azure ML
+        ({"labels": {"anytune-idempotency_key": "k3"}}, "k3"),  # Hugging Face Jobs
+        ({"metadata": {"user": "x"}}, None),
+        ({"metadata": "not a mapping"}, None),
+        ({}, None),
+    ],
+)
+def test_the_key_a_service_kept_is_read_from_its_record(raw: dict[str, Any], key: str | None) -> None:
+    from anytune import JobRecord, JobStatus
+
+    record = JobRecord(provider="fake", id="fakejob-1", status=JobStatus.RUNNING, raw=raw)
+    assert FakeProvider().submitted_under(record) == key
