@@ -298,13 +298,16 @@ class _OpenAIAdapter(Provider[FamilyT]):
             takes_method=self._config.takes_method,
         )
 
-    def _warnings(self, spec: JobSpec) -> builtins.list[str]:
-        """OpenAI's retirement of fine-tunes of ``spec.base_model`` when past or near (OpenAI only:
+    def notices(self, base_model: str) -> builtins.list[str]:
+        """OpenAI's retirement of fine-tunes of ``base_model`` when past or near (OpenAI only:
         Azure OpenAI retires models on its own schedule)."""
         if self.flavour != "openai":
             return []
-        warning = retirement_warning(spec.base_model, self.today())
+        warning = retirement_warning(base_model, self.today())
         return [warning] if warning else []
+
+    def _warnings(self, spec: JobSpec) -> builtins.list[str]:
+        return self.notices(spec.base_model)
 
     def _check_size(self, role: str, path: Path, size: int) -> None:
         """The service's per-file limit, checked before anything is uploaded."""

@@ -50,9 +50,12 @@ def validate(
         epochs=epochs,
     )
     report = validate_file(file, rules, max_issues=max_issues)
+    notices = _notices(provider, model)
     if json:
-        print_json(report.model_dump(mode="json") | {"ok": report.ok})
+        print_json(report.model_dump(mode="json") | {"ok": report.ok, "notices": notices})
     else:
+        for notice in notices:
+            err.print(f"[yellow]notice[/] {lit(notice)}", highlight=False)
         for issue in report.issues:
             style = "red" if issue.severity == "error" else "yellow"
             err.print(f"[{style}]{issue.severity}[/] {lit(issue)}", highlight=False)
@@ -63,6 +66,20 @@ def validate(
         _summary(report)
     if not report.ok:
         raise typer.Exit(3)
+
+
+def _notices(provider: str | None, model: str | None) -> list[str]:
+    """The provider's advice about the model (a retirement near or past); none when either is not
+    given or the provider cannot be built here (its extra missing, its settings incomplete)."""
+    if not provider or not model:
+        return []
+    from anytune import _registry
+    from anytune.errors import AnytuneError
+
+    try:
+        return _registry.load(provider)().notices(model)
+    except AnytuneError:
+        return []
 
 
 def _summary(report: object) -> None:

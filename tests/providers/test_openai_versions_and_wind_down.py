@@ -6,6 +6,7 @@ warnings), "today" injected."""
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import date
 from pathlib import Path
@@ -305,3 +306,15 @@ def test_plan_and_validate_warn_of_a_retiring_base_model(
 def test_a_fine_tuned_base_model_retires_with_its_base() -> None:
     warning = retirement_warning("ft:gpt-4o-mini-2024-07-18:org::abc123", date(2026, 12, 1))
     assert warning is not None and "2027-01-14" in warning
+
+
+def test_data_validate_shows_the_retirement_notice(train: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.clitools import run_cli
+
+    result = run_cli(capsys, "data", "validate", str(train), "--provider", "openai", "--model", MODEL)
+    assert result.code == 0
+    assert "notice" in result.err and "2027-01-14" in result.err  # near or past, whatever today is
+    plain = run_cli(capsys, "data", "validate", str(train))
+    assert "notice" not in plain.err
+    as_json = run_cli(capsys, "data", "validate", str(train), "--provider", "openai", "--model", MODEL, "--json")
+    assert any("2027-01-14" in n for n in json.loads(as_json.out)["notices"])
