@@ -18,6 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -187,6 +188,34 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/cmdline").exists(), reason=
 # -- the lock -----------------------------------------------------------------------------------------
 
 
+def race_resumes(tmp_path: Path, python: str, run_id: str, count: int = 4) -> list[dict[str, Any]]:
+    """``count`` processes resume ``run_id`` at the same moment; their answers, as JSON."""
+    go = tmp_path / "go"
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", RESUMER, str(go), python, run_id],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(count)
+    ]
+    answers = []
+    try:
+        for proc in procs:
+            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        go.touch()
+        for proc in procs:
+            out, err = proc.communicate(timeout=WAIT)
+            assert proc.returncode == 0, err
+            answers.append(json.loads(out))
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.communicate()
+    return answers
+
+
 def test_the_lock_admits_one_holder_and_names_its_pid(tmp_path: Path) -> None:
     run = RunDir(tmp_path / "run-1")
     first = run.acquire_worker_lock()
@@ -295,29 +324,7 @@ def test_concurrent_resumes_start_exactly_one_worker(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     run = died_run(provider, spec, runs)
-    go = tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RESUMER, str(go), fake_python, run.id],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    answers = []
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        go.touch()
-        for proc in procs:
-            out, err = proc.communicate(timeout=WAIT)
-            assert proc.returncode == 0, err
-            answers.append(json.loads(out))
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.communicate()
+    answers = race_resumes(tmp_path, fake_python, run.id)
     record = running(provider, run)
     started = [a for a in answers if "ok" in a]
     refused = [a for a in answers if "error" in a]
@@ -479,29 +486,7 @@ def test_concurrent_resumes_of_a_real_training_start_one_worker(tmp_path: Path, 
     cancel_and_wait(provider, run)
     cancelled_at = provider.get(run.id).step or 0
 
-    go = tmp_path / "go"
-    procs = [
-        subprocess.Popen(
-            [sys.executable, "-c", RESUMER, str(go), sys.executable, run.id],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(4)
-    ]
-    answers = []
-    try:
-        for proc in procs:
-            assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
-        go.touch()
-        for proc in procs:
-            out, err = proc.communicate(timeout=WAIT)
-            assert proc.returncode == 0, err
-            answers.append(json.loads(out))
-    finally:
-        for proc in procs:
-            proc.kill()
-            proc.communicate()
+    answers = race_resumes(tmp_path, sys.executable, run.id)
     assert sorted("ok" in a for a in answers) == [False, False, False, True], answers
     assert all("already running" in a.get("message", "already running") for a in answers), answers
     poll(lambda: (provider.get(run.id).step or 0) > cancelled_at + 1, timeout=120)
