@@ -70,11 +70,11 @@ def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None
             logger.warning("%s; jobs are read but their state is not saved", exc.message)
 
 
-def _resolve_submission(store: JobStore, provider: Provider[Any], record: JobRecord) -> None:
+def _resolve_submission(store: JobStore | None, provider: Provider[Any], record: JobRecord) -> None:
     """A job read by reference may be one whose submission was recorded with an unknown outcome:
     the key the service kept on it links them (best-effort, like every save on a read path)."""
     key = provider.submitted_under(record)
-    if key is None:
+    if key is None or store is None:
         return
     try:
         if store.resolve_unknown(key, record):
@@ -95,7 +95,7 @@ def _store_for(config: ResolvedConfig | None) -> JobStore:
 ProviderArg = str | Provider[Any] | None
 
 
-def _provider_for(config: ResolvedConfig, store: JobStore, given: ProviderArg = None) -> Provider[Any]:
+def _provider_for(config: ResolvedConfig, store: JobStore | None, given: ProviderArg = None) -> Provider[Any]:
     if isinstance(given, Provider):
         if given.store is None:
             given.store = store
@@ -290,9 +290,31 @@ def _outcome(record: JobRecord) -> None:
         raise JobFailedError(record)
 
 
+def _store_for_reading(config: ResolvedConfig) -> JobStore | None:
+    """The job store for a read path, or None when none exists and none can be made there (a
+    read-only home): reading a job never depends on recording it. A store that exists but fails
+    (corrupt, locked) is reported: that is worth knowing."""
+    try:
+        return _store_for(config)
+    except StoreError as exc:
+        if (config.home / "jobs.db").exists():
+            raise
+        if exc.path not in _warned:
+            _warned.add(exc.path)
+            logger.warning("%s; jobs are read but their state is not saved", exc.message)
+        return None
+
+
+def _stored_row(ref: str) -> StoredJob | None:
+    path = _home() / "jobs.db"
+    if not path.exists():
+        return None  # no store yet: nothing to re-use, and reading must not create one
+    return JobStore(path).get(ref)
+
+
 def _attach_config(
     ref: str, profile: str | None, settings: Mapping[str, Any] | None, given: Provider[Any] | None = None
-) -> tuple[ResolvedConfig, JobStore, str]:
+) -> tuple[ResolvedConfig, JobStore | None, str]:
     try:
         provider_name, job_id = parse_ref(ref)
     except ValueError as exc:
@@ -301,19 +323,19 @@ def _attach_config(
         if given.name != provider_name:
             raise ConfigError(f"{ref} is a {provider_name!r} job, not one of {given.name!r}", field="provider")
         config = _resolve_for(given, profile, settings)
-        return config, _store_for(config), job_id
-    row = JobStore(_home() / "jobs.db").get(ref)
+        return config, _store_for_reading(config), job_id
+    row = _stored_row(ref)
     if row is not None:
         # Re-use what the job was created with (endpoint, workspace...); explicit arguments win.
         settings = {**row.settings, **(settings or {})}
         if profile is None and row.profile is not None:
             try:
                 config = resolve(provider=provider_name, profile=row.profile, settings=settings)
-                return config, _store_for(config), job_id
+                return config, _store_for_reading(config), job_id
             except ConfigError:
                 pass  # the profile is gone or changed: fall back to the environment
     config = resolve(provider=provider_name, profile=profile, settings=settings)
-    return config, _store_for(config), job_id
+    return config, _store_for_reading(config), job_id
 
 
 def _home() -> Path:

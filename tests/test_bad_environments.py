@@ -400,3 +400,22 @@ def test_list_without_a_store_creates_nothing(capsys: pytest.CaptureFixture[str]
     result = run_cli(capsys, "jobs", "list", "--json")
     assert result.code == 0 and result.out.strip() == "[]"
     assert FineTuneJob.list() == [] and not (anytune_home / "jobs.db").exists()
+
+
+def test_a_job_is_read_when_the_store_cannot_even_be_opened(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, chat_jsonl: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A home where no store can be made (here: under a file) still reads jobs, with one warning."""
+    from anytune import FineTuneJob, JobStatus
+    from anytune.providers.fake import FakeProvider
+
+    fake = FakeProvider(home=tmp_path / "service")
+    job = FineTuneJob.create(provider=fake, base_model="tiny", training_file=chat_jsonl, fake={"seconds": 0})
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    monkeypatch.setenv("ANYTUNE_HOME", str(blocker / "home"))
+    with caplog.at_level("WARNING", logger="anytune.store"):
+        again = FineTuneJob.get(job.ref, provider=FakeProvider(home=tmp_path / "service"))
+        assert again.wait(timeout=10).status is JobStatus.SUCCEEDED
+        assert [e.id for e in again.events()] == [e.id for e in job.events()]
+    assert sum("not saved" in r.getMessage() for r in caplog.records) == 1
