@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterator, Mapping
-from typing import Any
 
-from anytune._secrets import redact
+from anytune._secrets import redact_value
 from anytune.errors import (
     AnytuneError,
     AuthenticationError,
@@ -54,16 +53,6 @@ def error_class_for_status(status: int | None) -> type[ProviderError]:
     return ServiceUnavailableError if status >= 500 else InvalidRequestError
 
 
-def _redacted(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {k: _redacted(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return type(value)(_redacted(v) for v in value)
-    return value
-
-
 def scrub_exception(exc: BaseException) -> None:
     """Redact an exception and every exception chained below it, in place.
 
@@ -74,12 +63,12 @@ def scrub_exception(exc: BaseException) -> None:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        current.args = tuple(_redacted(a) for a in current.args)
+        current.args = tuple(redact_value(a) for a in current.args)
         for name in ("message", "body", "reason"):
             value = getattr(current, name, None)
             if isinstance(value, str | Mapping | list):
                 with contextlib.suppress(AttributeError, TypeError):
-                    setattr(current, name, _redacted(value))
+                    setattr(current, name, redact_value(value))
         current = current.__cause__ or current.__context__
 
 

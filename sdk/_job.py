@@ -57,6 +57,13 @@ logger = logging.getLogger("anytune.store")
 _warned: set[str] = set()
 
 
+def _warn_unsaved(exc: StoreError) -> None:
+    """One warning per store that cannot be written: reads go on without recording."""
+    if exc.path not in _warned:
+        _warned.add(exc.path)
+        logger.warning("%s; jobs are read but their state is not saved", exc.message)
+
+
 def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None = None) -> None:
     """Keep the store current on a read path; a store that cannot be written (read-only, full,
     locked) costs a warning, once per store, never the read."""
@@ -65,9 +72,7 @@ def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None
     try:
         store.save(record, profile=profile)
     except StoreError as exc:
-        if exc.path not in _warned:
-            _warned.add(exc.path)
-            logger.warning("%s; jobs are read but their state is not saved", exc.message)
+        _warn_unsaved(exc)
 
 
 def _resolve_submission(store: JobStore | None, provider: Provider[Any], record: JobRecord) -> None:
@@ -299,9 +304,7 @@ def _store_for_reading(config: ResolvedConfig) -> JobStore | None:
     except StoreError as exc:
         if (config.home / "jobs.db").exists():
             raise
-        if exc.path not in _warned:
-            _warned.add(exc.path)
-            logger.warning("%s; jobs are read but their state is not saved", exc.message)
+        _warn_unsaved(exc)
         return None
 
 

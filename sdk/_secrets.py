@@ -158,7 +158,7 @@ def redact_value(value: Any) -> Any:
     """``value`` with every string in it redacted (dicts, lists and tuples walked; keys kept)."""
     if isinstance(value, str):
         return redact(value)
-    if isinstance(value, dict):
+    if isinstance(value, Mapping):
         return {k: redact_value(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return type(value)(redact_value(v) for v in value)
