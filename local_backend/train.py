@@ -61,7 +61,13 @@ from anytune.local_backend.model import (
     resolve_model_source,
     world_info,
 )
-from anytune.local_backend.rundir import CHECKPOINT_PREFIX, RunDir, write_json_atomic
+from anytune.local_backend.rundir import (
+    ADAPTER_TMP_PREFIX,
+    CHECKPOINT_PREFIX,
+    MERGED_TMP_PREFIX,
+    RunDir,
+    write_json_atomic,
+)
 
 __all__ = ["TrainingPlan", "run_training"]
 
@@ -787,7 +793,7 @@ class _Trainer:
 
     def _save_adapter(self) -> None:
         run = self.run
-        tmp = run.path / f".adapter-tmp-{os.getpid()}"
+        tmp = run.path / f"{ADAPTER_TMP_PREFIX}{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         self.lm.model.save_pretrained(tmp)
         self.lm.tokenizer.save_pretrained(tmp)
@@ -808,7 +814,7 @@ class _Trainer:
         with quiet_transformers():
             base = AutoModelForCausalLM.from_pretrained(self.lm.source, dtype=dtype)
             merged = PeftModel.from_pretrained(base, str(run.adapter_dir)).merge_and_unload()
-        tmp = run.path / f".merged-tmp-{os.getpid()}"
+        tmp = run.path / f"{MERGED_TMP_PREFIX}{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         merged.save_pretrained(tmp)
         self.lm.tokenizer.save_pretrained(tmp)
