@@ -59,6 +59,7 @@ __all__ = [
     "collate",
     "encode_conversation",
     "epoch_order",
+    "hold_out",
     "load_dataset",
     "pack_best_fit",
     "split_micro_batches",
@@ -405,6 +406,36 @@ def _admit(data: TokenizedData, ex: Example, max_length: int, truncation: Trunca
         data.empty += 1
         return
     data.examples.append(ex)
+
+
+def hold_out(data: TokenizedData, share: float, seed: int) -> tuple[TokenizedData, TokenizedData]:
+    """Split ``data`` into (training, validation), ``share`` of its examples held out (seeded).
+
+    The draw depends only on the number of examples, ``share`` and ``seed`` (see
+    :func:`~anytune.local_backend.hparams.split_validation`), so a resumed run trains on the same side.
+
+    Raises:
+        DataValidationError: fewer than two examples to split.
+    """
+    from anytune.local_backend.hparams import split_validation
+
+    try:
+        train, valid = split_validation(len(data), share, seed)
+    except ValueError as exc:
+        raise DataValidationError(f"{data.path}: hyperparameters.validation_split: {exc}") from None
+    kept = TokenizedData(
+        path=data.path,
+        method=data.method,
+        examples=[data.examples[i] for i in train],
+        truncated=data.truncated,
+        dropped=data.dropped,
+        empty=data.empty,
+        notes=data.notes,
+    )
+    held = TokenizedData(
+        path=f"{data.path} (validation split)", method=data.method, examples=[data.examples[i] for i in valid]
+    )
+    return kept, held
 
 
 # -- order ------------------------------------------------------------------------------------------

@@ -9,8 +9,13 @@ trainer unchanged:
    :func:`anytune.local_backend.train.run_training`,
 3. prints what the trainer records: one ``ANYTUNE_METRIC {json}`` line per logging step (the
    provider turns them into metric points) and ``[anytune] ...`` lines for everything else,
-4. pushes the adapter, tokenizer, metrics, resolved spec, result and a model card to the output model
+4. pushes the adapter, tokenizer, metrics, resolved spec, result, a model card and, with
+   ``report_to=["tensorboard"]``, the TensorBoard event files (under ``runs/``) to the output model
    repo in one commit, and prints ``ANYTUNE_RESULT {"hub_repo", "revision", "result"}``.
+
+``report_to``'s trackers run in the job as they do locally: the job installs their packages (see
+:func:`anytune.providers.huggingface.request.job_command`) and gets their settings
+(``WANDB_PROJECT``, ``MLFLOW_TRACKING_URI``, ``TRACKIO_SPACE_ID``...) from the submitting shell.
 
 A failure prints ``ANYTUNE_ERROR {"message", "code"}`` and exits with status 1, so the job ends in
 ``ERROR`` with the reason in its last log lines. SIGTERM (a cancelled job) stops training at the next
@@ -46,6 +51,7 @@ from anytune.local_backend.joblog import (
     WARNING_PREFIX,
 )
 from anytune.local_backend.rundir import RunDir
+from anytune.local_backend.tracking import TENSORBOARD_DIR
 
 __all__ = ["PrintingRunDir", "main"]
 
@@ -162,6 +168,12 @@ def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str
         "validation_file": f"{where}/{args.valid}" if args.valid else None,
     }
     files["anytune_spec.json"] = json.dumps(shown, indent=1).encode()
+    # report_to=["tensorboard"]: the event files go with the adapter (the Hub shows them in its
+    # TensorBoard tab); the job's own disk is gone once it ends.
+    tensorboard = run.path / TENSORBOARD_DIR
+    for path in sorted(tensorboard.rglob("*")) if tensorboard.is_dir() else ():
+        if path.is_file():
+            files[f"runs/{path.relative_to(tensorboard).as_posix()}"] = path
     if run.metrics_file.exists():
         files["metrics.jsonl"] = run.metrics_file.read_bytes()
     public = {k: v for k, v in result.items() if not k.endswith("_path")}

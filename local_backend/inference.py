@@ -191,4 +191,5 @@ def generate(
     with torch.inference_mode(), switch:
         output = loaded.model.generate(**inputs, **options)
     new = output[0, inputs["input_ids"].shape[1] :]
-    return str(tokenizer.decode(new, skip_special_tokens=True)).strip()
+    # max_new_tokens can cut a multi-byte character in two: its first bytes alone are no text.
+    return str(tokenizer.decode(new, skip_special_tokens=True)).rstrip("\ufffd").strip()

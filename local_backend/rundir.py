@@ -144,6 +144,11 @@ else:
         return True
 
 
+#: Take the exclusive OS lock of an open file without waiting (True when taken); the device queue
+#: (:mod:`.devicequeue`) shares the run lock's mechanism, released by the OS when its holder dies.
+try_lock = _try_lock
+
+
 def _scratch_writer(name: str) -> int | None:
     """The writer pid in a scratch name (see ``_SCRATCH``); None for any other name."""
     for pattern in _SCRATCH:

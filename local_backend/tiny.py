@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-__all__ = ["CHATML_TEMPLATE", "build_tiny_model", "default_texts"]
+__all__ = ["CHATML_TEMPLATE", "build_tiny_model", "default_texts", "non_text_tokens"]
 
 CHATML_TEMPLATE = (
     "{%- if tools %}<|im_start|>system\n"
@@ -85,6 +85,23 @@ def _train_tokenizer(texts: Iterable[str], vocab_size: int) -> Any:
     corpus = [*texts, "system\nuser\nassistant\ntool\n<tool_call></tool_call>"]
     tok.train_from_iterator(corpus, trainer=trainer)
     return tok
+
+
+def _is_text(piece: str) -> bool:
+    return bool(piece) and "\ufffd" not in piece and all(c.isprintable() or c == "\n" for c in piece)
+
+
+def non_text_tokens(tokenizer: Any, n_vocab: int) -> list[int]:
+    """Ids of ``[0, n_vocab)`` that do not decode to printable text on their own: lone bytes of
+    multi-byte characters, control characters, and the padding rows past the vocabulary. Special
+    tokens stay (the end-of-turn token ends an answer)."""
+    special = set(tokenizer.all_special_ids)
+    size = len(tokenizer)
+    return [
+        i
+        for i in range(n_vocab)
+        if i not in special and (i >= size or not _is_text(tokenizer.decode([i], skip_special_tokens=False)))
+    ]
 
 
 def _round_up(n: int, multiple: int) -> int:
@@ -181,6 +198,11 @@ def build_tiny_model(
             model.get_output_embeddings().weight.normal_(0.0, hidden_size**-0.5)
     model.generation_config.eos_token_id = eos_id
     model.generation_config.pad_token_id = eos_id
+    # Random weights pick any token, and a byte-level vocabulary holds all 256 bytes: alone, half of
+    # them are pieces of multi-byte characters or control characters, which decode to U+FFFD or move
+    # the cursor. Generation keeps to tokens that are text by themselves (saved in
+    # generation_config.json, so base and fine-tuned model alike, through any loader).
+    model.generation_config.bad_words_ids = [[i] for i in non_text_tokens(tokenizer, n_vocab)]
     from anytune.local_backend.model import quiet_transformers
 
     with quiet_transformers():  # a one-shard save of a tiny model needs no progress bar

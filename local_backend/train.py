@@ -7,8 +7,9 @@ position), and at the end a standard PEFT adapter folder and ``result.json``.
 
 Why a custom loop rather than ``transformers.Trainer``: each step's examples are concatenated into
 one row with no padding (see :mod:`.data` and :mod:`.model`), the language-model head runs only at
-positions that carry a label, gradient accumulation happens only when a step does not fit in
-memory, and DPO's reference log-probabilities are computed once, up front, with the adapter
+positions that carry a label, a step is split into micro-batches only as
+``gradient_accumulation_steps`` asks or when it does not fit in memory (the loss stays the mean over
+the whole step), and DPO's reference log-probabilities are computed once, up front, with the adapter
 disabled (the reference model never changes). Those are the costs that dominate small-model and
 big-vocabulary training.
 
@@ -34,6 +35,7 @@ import resource
 import shutil
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,11 +45,21 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from anytune._spec import JobSpec, LocalOptions, Method
+from anytune._spec import JobSpec, LocalOptions, LoraConfig, Method
 from anytune._types import Checkpoint, JobStatus, MetricPoint
 from anytune.errors import ConfigError
 from anytune.local_backend import data as D
 from anytune.local_backend.devices import device_kind
+from anytune.local_backend.hparams import (
+    BNB_OPTIMIZERS,
+    DEFAULT_MAX_LENGTH,
+    DEFAULT_SEED,
+    MAX_GRAD_NORM,
+    TrainingPlan,
+    check_optimizer,
+    make_plan,
+    plan_dict,
+)
 from anytune.local_backend.model import (
     HEAD_CHUNK_BYTES,
     LoadedModel,
@@ -68,90 +80,12 @@ from anytune.local_backend.rundir import (
     RunDir,
     write_json_atomic,
 )
+from anytune.local_backend.tracking import TENSORBOARD_DIR, Trackers, check_trackers, open_trackers
 
 __all__ = ["TrainingPlan", "run_training"]
 
-DEFAULT_LEARNING_RATE = 2e-4
-DEFAULT_EPOCHS = 3
-DEFAULT_BATCH_SIZE = 8
-DEFAULT_MAX_LENGTH = 1024
-DEFAULT_SEED = 42
-DEFAULT_BETA = 0.1
-DEFAULT_WARMUP_RATIO = 0.03
-MAX_GRAD_NORM = 1.0
 STATUS_INTERVAL = 0.5
 """Seconds between progress writes to status.json (each is an fsync'd file replace)."""
-
-
-@dataclass(frozen=True)
-class TrainingPlan:
-    """Resolved hyperparameters: every default applied, so the result says what actually ran."""
-
-    method: str
-    epochs: int
-    batch_size: int
-    learning_rate: float
-    max_length: int
-    seed: int
-    beta: float
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    logging_steps: int
-    eval_steps: int | None
-    save_steps: int | None
-
-    def epoch_end(self, done: int) -> bool:
-        """Whether ``done`` completed steps end an epoch."""
-        return done % self.steps_per_epoch == 0
-
-    def eval_due(self, done: int) -> bool:
-        if done == self.total_steps:
-            return True
-        return done % self.eval_steps == 0 if self.eval_steps else self.epoch_end(done)
-
-    def save_due(self, done: int) -> bool:
-        if done == self.total_steps:
-            return False  # the final adapter is written anyway
-        return done % self.save_steps == 0 if self.save_steps else self.epoch_end(done)
-
-
-def make_plan(spec: JobSpec, num_examples: int, max_length: int) -> TrainingPlan:
-    hp = spec.hyperparameters
-    local = spec.local or LocalOptions()
-    batch = min(hp.batch_size or DEFAULT_BATCH_SIZE, num_examples)
-    per_epoch = math.ceil(num_examples / batch)
-    epochs = hp.epochs or DEFAULT_EPOCHS
-    total = hp.max_steps if hp.max_steps is not None else epochs * per_epoch
-    if hp.warmup_steps is not None:
-        warmup = hp.warmup_steps
-    else:
-        warmup = round((hp.warmup_ratio if hp.warmup_ratio is not None else DEFAULT_WARMUP_RATIO) * total)
-    lr = hp.learning_rate or DEFAULT_LEARNING_RATE * (hp.learning_rate_multiplier or 1.0)
-    return TrainingPlan(
-        method=spec.method.value,
-        epochs=math.ceil(total / per_epoch),
-        batch_size=batch,
-        learning_rate=lr,
-        max_length=max_length,
-        seed=hp.seed if hp.seed is not None else DEFAULT_SEED,
-        beta=hp.beta or DEFAULT_BETA,
-        steps_per_epoch=per_epoch,
-        total_steps=total,
-        warmup_steps=min(warmup, total),
-        logging_steps=local.logging_steps,
-        eval_steps=local.eval_steps,
-        save_steps=local.save_steps,
-    )
-
-
-def _lr_lambda(warmup: int, total: int) -> Any:
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / (warmup + 1)
-        return max(0.0, (total - step) / max(1, total - warmup))
-
-    return factor
 
 
 # -- processes -------------------------------------------------------------------------------------
@@ -281,6 +215,7 @@ class _Trainer:
         self.local = spec.local or LocalOptions()
         self.dpo = spec.method is Method.DPO
         self.started = time.perf_counter()
+        self.trackers = Trackers()
 
     # -- reporting (rank 0 only) --
     def status(self, raw: str, message: str) -> None:
@@ -295,6 +230,8 @@ class _Trainer:
     def setup(self) -> None:
         spec = self.spec
         method: D.Method = "dpo" if self.dpo else "sft"
+        if self.dist.main:
+            check_trackers(spec.report_to)  # before any work: a missing package is a setup mistake
         D.check_format(spec.training_file, method)
         if spec.validation_file is not None:
             D.check_format(spec.validation_file, method)
@@ -324,8 +261,10 @@ class _Trainer:
         for d in (self.train_data, self.valid_data):
             for note in d.notes if d else ():
                 self.log(note, level="warning")
+        self._split_validation()
         self.plan = make_plan(spec, len(self.train_data), max_length)
         self.device = resolve_device(self.local.device, local_rank=self.dist.local_rank)
+        check_optimizer(self.plan.optimizer, self.device.type)
         if self.device.type == "cpu":
             torch.set_num_threads(_cpu_threads(self.dist.world))
         self.status("loading", f"loading {spec.base_model} on {self.device.type}")
@@ -348,15 +287,65 @@ class _Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.module = DistributedDataParallel(self.head, device_ids=ids)
         # Only the adapter trains: walking every frozen parameter at each step (to clip) costs time.
-        self.params = params = [p for p in self.head.parameters() if p.requires_grad]
-        fused = self.device.type in ("cuda", "cpu")
-        self.optimizer = torch.optim.AdamW(params, lr=self.plan.learning_rate, weight_decay=0.0, fused=fused)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, _lr_lambda(self.plan.warmup_steps, self.plan.total_steps)
-        )
+        self.params = [p for p in self.head.parameters() if p.requires_grad]
+        self.optimizer = self._optimizer()
+        self.scheduler = self._scheduler()
         self._indexes: dict[int, dict[int, int]] = {}
         self.ref_train: torch.Tensor | None = None
         self.ref_valid: torch.Tensor | None = None
+
+    def _split_validation(self) -> None:
+        """Hold out ``validation_split`` of the training examples (seeded), and say how many."""
+        share = self.spec.hyperparameters.validation_split
+        if share is None:
+            return
+        seed = self.spec.hyperparameters.seed
+        total = len(self.train_data)
+        self.train_data, self.valid_data = D.hold_out(self.train_data, share, DEFAULT_SEED if seed is None else seed)
+        self.log(
+            f"validation split: {len(self.valid_data)} of {total} training examples held out for validation "
+            f"({share:g}, seeded), {len(self.train_data)} left to train on"
+        )
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        """AdamW (torch's, or bitsandbytes' 8-bit / paged 8-bit), weight decay on matrices only.
+
+        One-dimensional parameters (biases, norms, DoRA magnitudes) take no decay, as in
+        transformers' Trainer: shrinking a scale towards zero is not regularisation.
+        """
+        plan = self.plan
+        decay = [p for p in self.params if p.ndim >= 2]
+        rest = [p for p in self.params if p.ndim < 2]
+        groups = [{"params": decay, "weight_decay": plan.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        groups = [g for g in groups if g["params"]]
+        bnb_class = BNB_OPTIMIZERS.get(plan.optimizer)
+        if bnb_class is None:
+            fused = self.device.type in ("cuda", "cpu")
+            return torch.optim.AdamW(groups, lr=plan.learning_rate, fused=fused)
+        import bitsandbytes as bnb
+
+        if plan.optimizer.startswith("paged_") and self.device.type != "cuda":
+            self.log(
+                f"{plan.optimizer}: bitsandbytes pages optimizer states on CUDA only; on {self.device.type} "
+                "they stay in ordinary memory (8-bit all the same)",
+                level="warning",
+            )
+            # Said once above; bitsandbytes would repeat it for every parameter.
+            warnings.filterwarnings("ignore", message="Paged optimizers are not supported", category=UserWarning)
+        optimizer: torch.optim.Optimizer = getattr(bnb.optim, bnb_class)(groups, lr=plan.learning_rate)
+        return optimizer
+
+    def _scheduler(self) -> Any:
+        """transformers' schedule of that name: warm-up, then linear or cosine decay, or constant."""
+        from transformers import get_scheduler
+
+        plan = self.plan
+        return get_scheduler(
+            plan.lr_scheduler,
+            self.optimizer,
+            num_warmup_steps=plan.warmup_steps,
+            num_training_steps=plan.total_steps,
+        )
 
     def _default_max_length(self) -> int:
         from transformers import AutoConfig
@@ -393,13 +382,16 @@ class _Trainer:
         self.max_tokens = max(self.plan.max_length * (2 if self.dpo else 1), min(budget // max(per_token, 1), 1 << 17))
 
     def _largest_step_tokens(self) -> int:
+        """Tokens of the largest micro-batch (one rank's share) of the first two epochs."""
         n, plan = len(self.train_data), self.plan
         lengths = [e.num_tokens for e in self.train_data.examples]
         largest = 0
         for epoch in range(min(plan.epochs, 2)):
             order = D.epoch_order(n, plan.seed, epoch)
             for k in range(plan.steps_per_epoch):
-                largest = max(largest, sum(lengths[i] for i in order[k * plan.batch_size : (k + 1) * plan.batch_size]))
+                step = order[k * plan.step_examples : (k + 1) * plan.step_examples]
+                for micro in plan.micro_batches(step):
+                    largest = max(largest, sum(lengths[i] for i in micro))
         return math.ceil(largest / self.dist.world)
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
@@ -493,19 +485,25 @@ class _Trainer:
         return out
 
     def train_step(self, step: int, window: _Window) -> None:
-        """One optimizer step on the examples of ``step`` (micro-batched only if they do not fit)."""
+        """One optimizer step on the examples of ``step``.
+
+        They go through ``gradient_accumulation_steps`` micro-batches of ``batch_size`` (each split
+        further only if it does not fit in memory); every rank takes its share of each micro-batch.
+        The loss is the mean over all the step's labels (pairs, for DPO), whatever the split.
+        """
         plan = self.plan
-        indices = D.step_examples(len(self.train_data), plan.batch_size, plan.seed, step)
+        indices = D.step_examples(len(self.train_data), plan.step_examples, plan.seed, step)
         examples = [self.train_data.examples[i] for i in indices]
         if self.dpo:
             denominator = float(len(examples))
         else:
             denominator = float(sum(s.num_targets for ex in examples for s in ex.seqs))
-        mine = examples[self.dist.rank :: self.dist.world]
+        rank, world = self.dist.rank, self.dist.world
+        parts = [[examples[j] for j in part][rank::world] for part in plan.micro_batches(range(len(examples)))]
         scale = 1.0
-        if not mine:  # fewer examples than ranks: take part in the gradient exchange with a zero loss
-            mine, scale = examples[:1], 0.0
-        chunks = list(self._batches(mine))
+        if not any(parts):  # fewer examples than ranks: take part in the gradient exchange with a zero loss
+            parts, scale = [examples[:1]], 0.0
+        chunks = [chunk for part in parts if part for chunk in self._batches(part)]
         for k, (chunk, mb) in enumerate(chunks):
             sync = k == len(chunks) - 1 or self.dist.world == 1
             ctx = contextlib.nullcontext() if sync else self.module.no_sync()  # type: ignore[operator]
@@ -575,9 +573,19 @@ class _Trainer:
                 field="training_file",
             )
         plan = self.plan
-        for key in ("total_steps", "batch_size", "seed", "steps_per_epoch"):
-            if state.get(key) != getattr(plan, key):
-                raise ConfigError(f"cannot resume from {path}: {key} was {state.get(key)}, now {getattr(plan, key)}")
+        # Checkpoints written before gradient accumulation existed ran one micro-batch per step.
+        before = {"gradient_accumulation_steps": 1, "step_examples": state.get("batch_size")}
+        for key in (
+            "total_steps",
+            "batch_size",
+            "gradient_accumulation_steps",
+            "step_examples",
+            "seed",
+            "steps_per_epoch",
+        ):
+            was = state.get(key, before.get(key))
+            if was != getattr(plan, key):
+                raise ConfigError(f"cannot resume from {path}: {key} was {was}, now {getattr(plan, key)}")
         weights = load_file(str(path / "adapter" / "adapter_model.safetensors"), device=str(self.device))
         set_peft_model_state_dict(self.lm.model, weights)
         self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True))
@@ -630,6 +638,8 @@ class _Trainer:
             "train_fingerprint": self.train_data.fingerprint(),
             "total_steps": plan.total_steps,
             "batch_size": plan.batch_size,
+            "gradient_accumulation_steps": plan.gradient_accumulation_steps,
+            "step_examples": plan.step_examples,
             "seed": plan.seed,
             "steps_per_epoch": plan.steps_per_epoch,
             "world_size": self.dist.world,
@@ -653,9 +663,13 @@ class _Trainer:
     def train(self, resume: bool) -> dict[str, Any]:
         plan, run, dist = self.plan, self.run, self.dist
         p = self._begin(resume)
+        self._start_trackers(p.done)
+        accumulation = (
+            f" x {plan.gradient_accumulation_steps} accumulated" if plan.gradient_accumulation_steps > 1 else ""
+        )
         self.status(
             "training",
-            f"training {plan.total_steps} steps ({plan.epochs} epoch(s), batch {plan.batch_size},"
+            f"training {plan.total_steps} steps ({plan.epochs} epoch(s), batch {plan.batch_size}{accumulation},"
             f" {len(self.train_data)} examples) on {self.device.type}, layout {self.lm.layout}",
         )
         window = _Window()
@@ -694,6 +708,33 @@ class _Trainer:
                 mark = time.perf_counter()
         return self.finish(p.done, p.tokens_seen, p.train_seconds, p.base_valid, p.last_valid, p.last_point)
 
+    def _start_trackers(self, done: int) -> None:
+        """Open the ``report_to`` trackers (rank 0) with the resolved hyperparameters as their config."""
+        if not self.spec.report_to or not self.dist.main:
+            return
+        trackers = open_trackers(
+            self.spec.report_to,
+            run_dir=self.run.path,
+            run_id=self.run.id,
+            resume_step=done,
+            warn=lambda message: self.log(message, level="warning"),
+        )
+        config = plan_dict(self.plan) | {
+            "base_model": self.spec.base_model,
+            "lora": (self.spec.lora or LoraConfig()).model_dump(mode="json"),
+            "quantization": self.spec.quantization.value,
+            "examples": len(self.train_data),
+            "validation_examples": len(self.valid_data) if self.valid_data is not None else None,
+            "device": self.device.type,
+            "world_size": self.dist.world,
+        }
+        trackers.start(config)
+        self.trackers = trackers
+        where = (
+            f" (TensorBoard logs in {self.run.path / TENSORBOARD_DIR})" if "tensorboard" in self.spec.report_to else ""
+        )
+        self.log(f"reporting to {', '.join(self.spec.report_to)}{where}")
+
     def _cancel_requested(self) -> bool:
         flag = float(self.run.cancel_requested()) if self.dist.main else 0.0
         return self.dist.sum([flag], self.device)[0] > 0
@@ -727,6 +768,7 @@ class _Trainer:
         )
         if self.dist.main:
             self.run.log_metric(point)
+            self.trackers.log(point)
         return point, tokens_seen
 
     def finish(
@@ -762,9 +804,16 @@ class _Trainer:
                 "total_steps": plan.total_steps,
                 "epochs": plan.epochs,
                 "batch_size": plan.batch_size,
+                "gradient_accumulation_steps": plan.gradient_accumulation_steps,
                 "learning_rate": plan.learning_rate,
+                "lr_scheduler": plan.lr_scheduler,
+                "warmup_steps": plan.warmup_steps,
+                "optimizer": plan.optimizer,
+                "weight_decay": plan.weight_decay,
+                "seed": plan.seed,
                 "max_length": plan.max_length,
                 "examples": len(self.train_data),
+                "validation_examples": len(self.valid_data) if self.valid_data is not None else None,
                 "truncated": self.train_data.truncated,
                 "dropped": self.train_data.dropped,
                 "empty": self.train_data.empty,
@@ -773,6 +822,7 @@ class _Trainer:
                 "layout": self.lm.layout,
                 "gradient_checkpointing": self.lm.gradient_checkpointing,
                 "quantization": self.spec.quantization.value,
+                "report_to": list(self.spec.report_to),
             }
             if self.device.type == "cuda":
                 result["peak_gpu_mib"] = round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
@@ -845,11 +895,15 @@ def run_training(run: RunDir, *, resume: bool = False) -> dict[str, Any]:
         # Resuming is an explicit request to go on: a cancel left over from the interrupted run is void.
         run.cancel_file.unlink(missing_ok=True)
     dist.barrier()
+    trainer = _Trainer(run, spec, dist)
+    outcome = "failed"
     try:
-        trainer = _Trainer(run, spec, dist)
         trainer.setup()
-        return trainer.train(resume)
+        result = trainer.train(resume)
+        outcome = "cancelled" if result.get("status") == "cancelled" else "succeeded"
+        return result
     finally:
+        trainer.trackers.finish(outcome)
         if dist.owns_group and torch.distributed.is_initialized():
             torch.distributed.destroy_process_group()
 

@@ -15,7 +15,9 @@ A run has one worker: the worker holds the run's ``worker.lock`` for its whole l
 :mod:`anytune.local_backend.rundir`). Started by the provider it inherits the lock the provider took
 (descriptor ``ANYTUNE_WORKER_LOCK_FD``; under ``torch.distributed.run`` the launcher holds it for the
 ranks); started by hand it takes the lock itself. Holding it, it removes the scratch files of killed
-writers before it trains.
+writers before it trains. Then it waits its turn for its devices (:mod:`.devicequeue`): the job is
+``queued`` (raw status ``waiting_for_device``) while another job uses its GPU, and a cancel ends the
+wait at once.
 
 Exit status: 0 the job ended (succeeded or cancelled), 1 it failed (the record says why), 2 not a
 run directory, 3 another worker holds the run (nothing was touched).
@@ -37,6 +39,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from anytune._quiet import quiet_worker
 from anytune._types import JobStatus
 from anytune.errors import (
     AnytuneError,
@@ -317,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("run_dir", type=Path, help="the job's run directory")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
     args = parser.parse_args(argv)
+    quiet_worker(os.environ)  # before transformers/bitsandbytes load: their notes stay out of worker.log
     run = RunDir(args.run_dir)
     if not run.exists():
         print(f"anytune worker: {args.run_dir} is not a run directory (no spec.json)", file=sys.stderr)
@@ -347,9 +351,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         flush=True,
     )
     try:
-        from anytune.local_backend.train import run_training
+        from anytune.local_backend.devicequeue import hold_devices
 
-        run_training(ExportingRunDir(run.path), resume=args.resume)
+        # In line for the GPU before loading anything: two jobs on one device would run out of memory.
+        devices = hold_devices(run)
+        if devices is None:
+            return 0  # cancelled while it waited: the status says so, no device was taken
+        with devices:
+            from anytune.local_backend.train import run_training
+
+            run_training(ExportingRunDir(run.path), resume=args.resume)
     except BaseException as exc:
         _fail(run, exc)
         return 1

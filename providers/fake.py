@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 from pydantic import Field
 
-from anytune._capabilities import Capabilities
+from anytune._capabilities import ALL_TRACKERS, Capabilities
 from anytune._provider import (
     IDEMPOTENCY_TAG,
     PlannedRequest,
@@ -98,6 +98,7 @@ class FakeProvider(Provider[FakeSettings]):
         quantization=frozenset(Quantization),
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         sections=frozenset({"fake"}),
+        trackers=ALL_TRACKERS,
         pause=False,
         min_examples=10,  # as strict as the hosted services, so tests that pass here pass there
         notes="deterministic, offline; state under ANYTUNE_HOME/fake",

@@ -42,13 +42,17 @@ import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from anytune._capabilities import Capabilities
+from pydantic import Field
+
+from anytune._base_model import DEFAULT_HUB_TIMEOUT, HubClient, check_base_model
+from anytune._capabilities import ALL_TRACKERS, Capabilities
 from anytune._provider import (
     IDEMPOTENCY_TAG,
     PlannedRequest,
     Provider,
+    ProviderArgs,
     ProviderSettings,
     SubmitPlan,
     planned_upload,
@@ -66,7 +70,9 @@ from anytune._types import (
     format_ref,
 )
 from anytune.errors import ConfigError, InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.local_backend.devicequeue import LOCKS_ENV, QUEUE_ENV
 from anytune.local_backend.devices import device_kind
+from anytune.local_backend.hparams import check_optimizer, resolved_settings
 from anytune.local_backend.rundir import (
     CHECKPOINT_PREFIX,
     LOCK_FD_ENV,
@@ -75,6 +81,10 @@ from anytune.local_backend.rundir import (
     pid_alive,
     write_json_atomic,
 )
+from anytune.local_backend.tracking import check_trackers
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 NAME = "local"
 _OUTPUT_DIR = "local.output_dir"
@@ -113,10 +123,18 @@ class LocalSettings(ProviderSettings):
         runs_dir: where run directories go (default ``ANYTUNE_HOME/runs``).
         python: the interpreter that runs the worker (default: the current one). It needs
             ``anytune[local]`` installed.
+        queue: which jobs wait for their device while another local job uses it, unless the spec
+            says (``local.queue``): ``auto`` (GPU and MPS jobs; CPU jobs share the CPU), ``device``
+            (every job, CPU too) or ``none`` (jobs start at once). See
+            :mod:`anytune.local_backend.devicequeue`.
+        hub_timeout: seconds the check before a job starts waits for the Hub to answer about a
+            base model given by id (offline, with ``HF_HUB_OFFLINE=1``, the local cache answers).
     """
 
     runs_dir: Path | None = None
     python: str | None = None
+    queue: Literal["auto", "device", "none"] = "auto"
+    hub_timeout: float = Field(DEFAULT_HUB_TIMEOUT, gt=0)
 
 
 def _parse_iso(value: Any) -> datetime | None:
@@ -165,6 +183,7 @@ class LocalProvider(Provider[LocalSettings]):
         quantization=frozenset(Quantization),
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         sections=frozenset({"local"}),
+        trackers=ALL_TRACKERS,
         # The output is a folder, not a named model: suffix and output_name would be ignored.
         suffix=False,
         output_name=False,
@@ -180,6 +199,18 @@ class LocalProvider(Provider[LocalSettings]):
     )
     Settings: ClassVar[type[ProviderSettings]] = LocalSettings
     poll_interval: ClassVar[float] = 0.5
+
+    def __init__(
+        self,
+        settings: LocalSettings | None = None,
+        *,
+        hub_client: HubClient | None = None,
+        **base: Unpack[ProviderArgs],
+    ) -> None:
+        """``hub_client``: what looks a Hub base model id up before a job starts (default: an
+        ``HfApi`` on ``HF_ENDPOINT``); anything with ``HfApi``'s ``model_info`` and ``auth_check``."""
+        super().__init__(settings, **base)
+        self._hub_client = hub_client
 
     @property
     def runs_dir(self) -> Path:
@@ -269,6 +300,9 @@ class LocalProvider(Provider[LocalSettings]):
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
+        # The device queue: this provider's mode, and one lock folder for every job of this home.
+        env[QUEUE_ENV] = self.settings.queue
+        env[LOCKS_ENV] = str(self.home / "devices")
         # The worker inherits the lock's descriptor: the run stays locked with no gap until it exits.
         # (Windows cannot pass it: there the worker takes the lock as the caller lets go.)
         handed = () if sys.platform == "win32" else (lock.fileno(),)
@@ -442,6 +476,18 @@ class LocalProvider(Provider[LocalSettings]):
                 field="quantization",
                 provider=self.name,
             )
+        # What the worker would fail on at its start, said before the run exists: a tracker's
+        # missing package, an 8-bit optimizer bitsandbytes cannot run on this device.
+        check_trackers(spec.report_to)
+        if spec.hyperparameters.optimizer not in (None, "adamw_torch"):  # only then is the device needed
+            check_optimizer(spec.hyperparameters.optimizer, resolve_device((spec.local or LocalOptions()).device))
+
+    def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
+        # The worker loads the folder, or the id from the Hub or (offline) the local Hub cache:
+        # what it would fail on a minute from now is said before the run exists.
+        check_base_model(
+            spec.base_model, provider=self.name, client=self._hub_client, timeout=self.settings.hub_timeout
+        )
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
         spec = self._localised(spec)
@@ -450,12 +496,15 @@ class LocalProvider(Provider[LocalSettings]):
             uploads.append(planned_upload(spec.validation_file, "validation"))
         options = spec.local or LocalOptions()
         run_path = self.runs_dir / self.job_id_for(idempotency_key)
+        device = resolve_device(options.device)
         body = {
             "run_dir": str(run_path),
             "command": worker_command(self.python, run_path, num_devices=options.num_devices),
-            "device": resolve_device(options.device),
+            "device": device,
             "num_devices": options.num_devices,
             "spec": spec.model_dump(mode="json", exclude_none=True),
+            # Every value the trainer will use, defaults applied (the spec above holds what was set).
+            "resolved": resolved_settings(spec, device=device),
         }
         notes = [
             "nothing is created before submit: the run directory and the worker process come then",

@@ -11,6 +11,7 @@ whole chain, and services echo rejected keys back in their error messages.
 from __future__ import annotations
 
 import contextlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 
 from anytune._secrets import redact_value
@@ -24,7 +25,14 @@ from anytune.errors import (
     ServiceUnavailableError,
 )
 
-__all__ = ["STATUS_ERRORS", "Translate", "boundary", "error_class_for_status", "scrub_exception"]
+__all__ = [
+    "STATUS_ERRORS",
+    "Translate",
+    "boundary",
+    "error_class_for_status",
+    "scrub_exception",
+    "sign_in_not_set_up",
+]
 
 #: HTTP status -> the error family it means on every service; adapters refine from the body.
 STATUS_ERRORS: Mapping[int, type[ProviderError]] = {
@@ -51,6 +59,33 @@ def error_class_for_status(status: int | None) -> type[ProviderError]:
     if found is not None:
         return found
     return ServiceUnavailableError if status >= 500 else InvalidRequestError
+
+
+# azure-identity's words for a credential that was not tried because nothing is set up here.
+_NOT_SET_UP = re.compile(
+    r"unavailable|not installed|to be installed|not found|could not be found|not logged in|az login|"
+    r"no accounts? (were )?found|not (fully )?configured|please run|no credential",
+    re.I,
+)
+
+
+def sign_in_not_set_up(exc: BaseException) -> bool:
+    """Whether an azure-identity failure means "no credential here" rather than "refused by Entra ID".
+
+    ``CredentialUnavailableError``: the credential had nothing to try (not signed in, variables
+    unset). A chain (``DefaultAzureCredential``) raises ``ClientAuthenticationError`` listing each
+    credential it tried; when every one of them was unavailable, nothing was refused either. No
+    credential at all is configuration (exit 2); a token or secret the service refused is
+    authentication (exit 7). Recognised by class name: the core never imports azure-identity.
+    """
+    names = {cls.__name__ for cls in type(exc).__mro__}
+    if "CredentialUnavailableError" in names:
+        return True
+    if "ClientAuthenticationError" not in names or getattr(exc, "status_code", None) is not None:
+        return False
+    _, found, attempts = str(exc).partition("Attempted credentials:")
+    lines = [line for line in attempts.splitlines() if line.startswith("\t")]  # one per credential tried
+    return bool(found) and bool(lines) and all(_NOT_SET_UP.search(line) for line in lines)
 
 
 def scrub_exception(exc: BaseException) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from anytune._spec import JobSpec, LoraConfig, Method, Quantization
+from anytune._spec import TRACKERS, JobSpec, LoraConfig, Method, Quantization
 from anytune.errors import NotSupportedError
 
 ALL_HYPERPARAMETERS: frozenset[str] = frozenset(
@@ -26,9 +26,15 @@ ALL_HYPERPARAMETERS: frozenset[str] = frozenset(
         "max_length",
         "seed",
         "beta",
+        "gradient_accumulation_steps",
+        "weight_decay",
+        "lr_scheduler",
+        "optimizer",
+        "validation_split",
     )
 )
 ALL_LORA_FIELDS: frozenset[str] = frozenset(LoraConfig.model_fields)
+ALL_TRACKERS: frozenset[str] = frozenset(TRACKERS)
 
 
 class Range(BaseModel):
@@ -76,6 +82,8 @@ class Capabilities(BaseModel):
     quantization: frozenset[Quantization] = frozenset({Quantization.NONE})
     data_formats: frozenset[str] = frozenset({"chat"})
     sections: frozenset[str] = frozenset()
+    #: Experiment trackers (``report_to``) the provider's trainer logs to; hosted services log to none.
+    trackers: frozenset[str] = frozenset()
     suffix: bool = True
     #: Whether the provider names its output after ``output_name`` (a registered model, a Hub repo).
     output_name: bool = False
@@ -98,6 +106,7 @@ class Capabilities(BaseModel):
             "quantization": sorted(q.value for q in self.quantization),
             "data_formats": sorted(self.data_formats),
             "sections": sorted(self.sections),
+            "report_to": sorted(self.trackers),
             "pause": self.pause,
         }
 
@@ -106,11 +115,8 @@ def _why(caps: Capabilities, field: str, default: str) -> str:
     return caps.hints.get(field, default)
 
 
-def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
-    """Every (field, reason) the provider cannot honour, in spec order (pure)."""
+def _hyperparameter_problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
     out: list[tuple[str, str]] = []
-    if spec.method not in caps.methods:
-        out.append(("method", _why(caps, "method", f"method {spec.method.value!r} is not offered")))
     hp = spec.hyperparameters.model_dump(exclude_none=True)
     # What cannot be set at all comes before what is set out of range: it is the bigger change.
     for name in hp:
@@ -123,6 +129,24 @@ def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
             out.append(
                 (f"hyperparameters.{name}", f"{caps.service or 'the service'} accepts {name} in {bounds}, not {value}")
             )
+    return out
+
+
+def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
+    """Every (field, reason) the provider cannot honour, in spec order (pure)."""
+    out: list[tuple[str, str]] = []
+    if spec.method not in caps.methods:
+        out.append(("method", _why(caps, "method", f"method {spec.method.value!r} is not offered")))
+    out.extend(_hyperparameter_problems(spec, caps))
+    # Quantization before lora: it implies the adapter (a quantized spec without a lora section
+    # gets the LoRA defaults), so a provider that cannot quantize is refused for that first.
+    if spec.quantization not in caps.quantization:
+        out.append(
+            (
+                "quantization",
+                _why(caps, "quantization", f"quantization {spec.quantization.value!r} is not available"),
+            )
+        )
     if spec.lora is not None:
         if not caps.lora:
             out.append(
@@ -132,13 +156,10 @@ def problems(spec: JobSpec, caps: Capabilities) -> list[tuple[str, str]]:
             for name in spec.lora.model_dump(exclude_defaults=True):
                 if name not in caps.lora_fields:
                     out.append((f"lora.{name}", f"lora.{name} cannot be set"))
-    if spec.quantization not in caps.quantization:
-        out.append(
-            (
-                "quantization",
-                _why(caps, "quantization", f"quantization {spec.quantization.value!r} is not available"),
-            )
-        )
+    refused = [t for t in spec.report_to if t not in caps.trackers]
+    if refused:
+        what = ", ".join(refused)
+        out.append(("report_to", _why(caps, "report_to", f"the trainer cannot report to {what}")))
     if spec.suffix is not None and not caps.suffix:
         out.append(("suffix", _why(caps, "suffix", "a model name suffix cannot be set")))
     if spec.output_name is not None and not caps.output_name:

@@ -230,11 +230,19 @@ def _choose_provider(
     if prof is not None:
         sources["provider"] = f"profile {chosen!r}"
         return prof.provider
-    raise ConfigError(
+    raise NoProviderChosenError(
         "no provider chosen: pass provider=..., set ANYTUNE_PROVIDER or ANYTUNE_PROFILE, "
         f"or add a profile to {CONFIG_FILENAME}",
         field="provider",
     )
+
+
+class NoProviderChosenError(ConfigError):
+    """Nothing names a provider (no argument, variable or profile): a fresh install, not a fault."""
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.detail = message
+        super().__init__(message, field=field)
 
 
 def _typed_settings(
@@ -325,3 +333,183 @@ def resolve(
         sources=sources,
         profiles=profiles,
     )
+
+
+# -- what ``anytune config show`` reports, whatever the state of the configuration ----------------
+
+
+def config_search(env: Mapping[str, str] | None = None, cwd: Path | None = None) -> list[dict[str, Any]]:
+    """Every place a config file is looked for, whether one is there, and its error if it is broken.
+
+    Never raises: a broken file is reported in its entry (``error``).
+    """
+    env = os.environ if env is None else env
+    entries: list[dict[str, Any]] = []
+    user = user_config_file(env)
+    via = "ANYTUNE_CONFIG_DIR" if env.get("ANYTUNE_CONFIG_DIR") else "the user config dir"
+    entries.append({"kind": "user", "path": str(user), "via": via, "found": user.is_file()})
+    if env.get("ANYTUNE_CONFIG"):
+        path = Path(env["ANYTUNE_CONFIG"]).expanduser()
+        entries.append({"kind": "project", "path": str(path), "via": "ANYTUNE_CONFIG", "found": path.is_file()})
+        if not path.is_file():
+            entries[-1]["error"] = "file does not exist"
+    else:
+        here = (cwd or Path.cwd()).resolve()
+        found = next((f / CONFIG_FILENAME for f in (here, *here.parents) if (f / CONFIG_FILENAME).is_file()), None)
+        where = found or here / CONFIG_FILENAME
+        via = "the working directory and each folder above it"
+        entries.append({"kind": "project", "path": str(where), "via": via, "found": found is not None})
+    for entry in entries:
+        if entry["found"]:
+            try:
+                load_config_file(Path(entry["path"]))
+            except ConfigError as exc:
+                entry["error"] = exc.message
+    return entries
+
+
+def hint(secret: str) -> str:
+    """A secret as ``sk-…abcd``: enough to tell which key is in force, too little to use it.
+
+    Short values (under 16 characters) show nothing of themselves.
+    """
+    if len(secret) < 16:
+        return mask(secret)
+    return f"{secret[:3]}…{secret[-4:]}"
+
+
+@dataclass(frozen=True)
+class _CredentialSource:
+    """Where a provider's credential is found: a setting, a setting naming a variable, the SDK's
+    variable, and what it falls back to when none is set."""
+
+    provider: str
+    setting: str | None
+    env_setting: str | None
+    variable: str | None
+    fallback: str
+
+
+#: One row per built-in provider that needs a credential (fake and local need none).
+CREDENTIAL_SOURCES: tuple[_CredentialSource, ...] = (
+    _CredentialSource("openai", "api_key", "api_key_env", "OPENAI_API_KEY", ""),
+    _CredentialSource(
+        "azure-openai",
+        "api_key",
+        "api_key_env",
+        "AZURE_OPENAI_API_KEY",
+        "Entra ID sign-in (azure-identity: az login, managed identity, AZURE_CLIENT_* variables), tried when used",
+    ),
+    _CredentialSource("huggingface", "token", "token_env", "HF_TOKEN", "the cached login of `hf auth login`"),
+    _CredentialSource(
+        "azureml",
+        None,
+        None,
+        None,
+        "Entra ID sign-in (azure-identity, the 'identity' setting: az login, managed identity, "
+        "AZURE_CLIENT_* variables), tried when used",
+    ),
+)
+
+
+def _raw_settings(provider: str, profiles: Mapping[str, Profile], env: Mapping[str, str]) -> dict[str, tuple[Any, str]]:
+    """(value, source) of a provider's settings from every profile for it, then ``ANYTUNE_<P>_*``."""
+    found: dict[str, tuple[Any, str]] = {}
+    for name, prof in sorted(profiles.items()):
+        if prof.provider == provider:
+            for key, value in prof.settings.items():
+                found.setdefault(key, (value, f"profile {name!r}"))
+    prefix = "ANYTUNE_" + provider.upper().replace("-", "_") + "_"
+    for var, value in env.items():
+        if var.startswith(prefix):
+            found[var[len(prefix) :].lower()] = (value, var)
+    return found
+
+
+def _hf_cached_token(env: Mapping[str, str]) -> tuple[str, str] | None:
+    """(token, path) of huggingface_hub's cached login, read without importing it."""
+    if env.get("HF_TOKEN_PATH"):
+        path = Path(env["HF_TOKEN_PATH"]).expanduser()
+    else:
+        cache = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+        path = Path(env["HF_HOME"]).expanduser() / "token" if env.get("HF_HOME") else cache / "huggingface" / "token"
+    try:
+        token = path.read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError):
+        return None
+    return (token, str(path)) if token else None
+
+
+def _credential(
+    row: _CredentialSource, settings: Mapping[str, tuple[Any, str]], env: Mapping[str, str]
+) -> dict[str, Any]:
+    """Whether ``row``'s credential is found here, where, and its masked hint (registered for redaction)."""
+    value: str | None = None
+    source = ""
+    if row.setting and row.setting in settings and str(settings[row.setting][0] or ""):
+        value, source = str(settings[row.setting][0]), f"settings.{row.setting} ({settings[row.setting][1]})"
+    elif row.env_setting and row.env_setting in settings:
+        variable, origin = str(settings[row.env_setting][0]), settings[row.env_setting][1]
+        value, source = env.get(variable) or None, f"{variable} (named by {row.env_setting}, {origin})"
+    elif row.variable:
+        value, source = env.get(row.variable) or None, row.variable
+    if not value and row.provider == "huggingface":
+        cached = _hf_cached_token(env)
+        if cached is not None:
+            value, source = cached[0], f"cached login {cached[1]}"
+    if value:
+        register_secret(value)
+        return {"provider": row.provider, "found": True, "source": source, "value": hint(value)}
+    parts = [f"{source} is not set"] if source else []
+    if row.fallback:
+        parts.append(("otherwise " if parts else "") + row.fallback)
+    return {"provider": row.provider, "found": False, "source": "; ".join(parts)}
+
+
+def credentials_report(profiles: Mapping[str, Profile], env: Mapping[str, str] | None = None) -> list[dict[str, Any]]:
+    """For each provider that needs a credential: whether one is found here, where, masked."""
+    env = os.environ if env is None else env
+    return [_credential(row, _raw_settings(row.provider, profiles, env), env) for row in CREDENTIAL_SOURCES]
+
+
+def diagnose(
+    *,
+    provider: str | None = None,
+    profile: str | None = None,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> tuple[dict[str, Any], ConfigError | None]:
+    """Everything ``anytune config show`` prints, and the configuration error if there is one.
+
+    Never raises a :class:`ConfigError`: what cannot be resolved is reported (``error``) next to
+    what can (the files searched, the home, each provider's credentials). No provider chosen at all
+    is not an error (a fresh install); a broken file, an unknown profile or a bad setting is.
+    """
+    env = os.environ if env is None else env
+    view: dict[str, Any] = {
+        "provider": None,
+        "profile": None,
+        "home": str(anytune_home(env)),
+        "config_files": [],
+        "settings": {},
+        "spec_defaults": {},
+        "sources": {"home": "ANYTUNE_HOME" if env.get("ANYTUNE_HOME") else "default (user data dir)"},
+        "profiles": {},
+    }
+    error: ConfigError | None = None
+    try:
+        view.update(resolve(provider=provider, profile=profile, env=env, cwd=cwd).show())
+    except NoProviderChosenError as exc:
+        view["note"] = exc.detail
+    except ConfigError as exc:
+        error = exc
+    searched = config_search(env, cwd)
+    profiles: dict[str, Profile] = {}
+    for entry in searched:  # user file first: the project's profiles override its own
+        if entry["found"] and "error" not in entry:
+            profiles.update(load_config_file(Path(entry["path"])).profiles)
+    view["profiles"] = {n: p.provider for n, p in sorted(profiles.items())}
+    view["searched"] = searched
+    view["credentials"] = credentials_report(profiles, env)
+    view["error"] = error.message if error is not None else None
+    return view, error

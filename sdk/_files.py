@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["FileDigest", "file_digest", "file_digests"]
+__all__ = ["FileDigest", "file_digest", "file_digests", "new_file_mode"]
 
 
 @dataclass(frozen=True)
@@ -41,3 +43,30 @@ def file_digest(path: Path, chunk: int = 1 << 20) -> tuple[int, str]:
     """Size and sha256 of ``path``."""
     sha = hashlib.sha256()
     return _read(path, chunk, sha), sha.hexdigest()
+
+
+def _umask() -> int:
+    """The process umask. Linux shows it in /proc; elsewhere it can only be read by setting it,
+    which is set straight back."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(replacing: str | os.PathLike[str] | None = None) -> int:
+    """The permissions a file written through a temporary file should end with: those of the file
+    it replaces, else what ``open()`` would give a new one (0o666 less the umask, 0o644 typically);
+    ``mkstemp``'s 0o600 is for the temporary file only."""
+    if replacing is not None:
+        try:
+            return stat.S_IMODE(os.stat(replacing).st_mode)
+        except OSError:
+            pass
+    return 0o666 & ~_umask()

@@ -12,27 +12,30 @@ Its ``ref`` (``provider:id``) re-attaches from any process with :meth:`FineTuneJ
 from __future__ import annotations
 
 import builtins
+import contextlib
 import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import SecretStr, ValidationError
 
 from anytune import _registry
-from anytune._capabilities import check_spec
+from anytune._capabilities import Capabilities, check_spec
 from anytune._config import ResolvedConfig, resolve
 from anytune._create_once import outcome_unknown
 from anytune._polling import Follower, PollPolicy
 from anytune._provider import Provider, SubmitPlan, _to_thread
+from anytune._refresh import DEFAULT_TIMEOUT, fetch_all
 from anytune._secrets import is_secret_name
 from anytune._spec import JobSpec, Method
 from anytune._specfile import build_spec
-from anytune._store import SUBMIT_FAILED, JobStore, StoredJob, stored_form
+from anytune._store import SUBMIT_FAILED, JobStore, StoredJob, row_statuses, stored_form
 from anytune._types import (
     Checkpoint,
     Event,
@@ -41,15 +44,19 @@ from anytune._types import (
     JobStatus,
     MetricPoint,
     parse_ref,
+    utcnow,
 )
 from anytune.errors import (
     AnytuneError,
+    AuthenticationError,
     ConfigError,
     JobFailedError,
+    JobNotFoundError,
     NotSupportedError,
     ProviderError,
     StoreError,
     SubmitOutcomeUnknownError,
+    UsageError,
 )
 
 OnEvent = Callable[[Event], object]
@@ -165,6 +172,7 @@ def _prepare(
     settings: Mapping[str, Any] | None,
     validate_data: bool,
     store: JobStore | None,
+    dry_run: bool = False,
 ) -> _Prepared:
     config = _resolve_for(provider, profile, settings)
     given: Mapping[str, Any] = spec.model_dump(exclude_unset=True) if isinstance(spec, JobSpec) else spec or {}
@@ -178,9 +186,15 @@ def _prepare(
     # The provider's own rules first: they can say what the service takes instead (e.g. OpenAI's
     # learning_rate_multiplier for an absolute learning rate); the generic capability table second.
     impl.options(built)
+    if built.quantization not in impl.capabilities.quantization:
+        # Before the provider's own rules, which would refuse the LoRA defaults it implies instead.
+        check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
     impl.validate(built)
     check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
     _check_files_exist(built)
+    # Before the dataset checks (which may count tokens with the model's tokenizer): a missing
+    # folder, an unknown id or an offline machine is said at once, before anything is recorded.
+    impl.check_base_model(built, dry_run=dry_run)
     if validate_data:
         _check_files(built, impl)
     # Explicit settings are kept with the job (secrets left out) so another process can re-attach;
@@ -245,9 +259,25 @@ def _failed_submit(store: JobStore, key: str, earlier: StoredJob | None, exc: Ba
         return unknown
     if not isinstance(exc, Exception) or (earlier is not None and earlier.status != SUBMIT_FAILED):
         store.mark_unknown(key, text)
+    elif earlier is None and _sent_nothing(exc):
+        # Refused on this side (no key, no endpoint, an option the service lacks): no job exists
+        # or ever will under this key, so no row is left to clutter ``jobs list``.
+        store.discard_submit(key)
     else:
         store.fail_submit(key, text)
     return None
+
+
+def _sent_nothing(exc: Exception) -> bool:
+    """Whether a failed submit surely created nothing, so its row can go: a usage error (the error
+    tree's promise: nothing was uploaded or created), or credentials missing or refused on this
+    side (an authentication error without an HTTP status: no service answered). Anything else
+    may have reached the service and keeps its row as ``submit_failed``."""
+    if outcome_unknown(exc):
+        return False
+    if isinstance(exc, UsageError):
+        return True
+    return isinstance(exc, AuthenticationError) and exc.status_code is None and exc.request_id is None
 
 
 def _reconcile_row(store: JobStore, row: StoredJob, provider: Provider[Any] | None) -> None:
@@ -287,6 +317,33 @@ def _provider_for_row(row: StoredJob, store: JobStore) -> Provider[Any]:
             raise
         config = resolve(provider=row.provider, settings=row.settings)  # the profile is gone or changed
     return _provider_for(config, store)
+
+
+def _able_to(action: str, caps: Capabilities) -> bool:
+    """Whether a provider's capabilities say it can ``pause`` or ``resume`` a job."""
+    return caps.pause or (action == "resume" and bool(caps.extra.get("resume")))
+
+
+def _not_offered(action: str, exc: NotSupportedError) -> NotSupportedError:
+    """The provider's refusal to pause/resume, naming the providers that can (pure but for the
+    registry's capability tables, which need no provider SDK)."""
+    if exc.alternatives:
+        return exc
+    others = sorted(_registry.capabilities().items())
+    can = [name for name, caps in others if name not in (exc.provider, "fake") and _able_to(action, caps)]
+    doing = {"pause": "pausing", "resume": "resuming"}[action]
+    return NotSupportedError(f"{doing} a job is not offered", field=exc.field, provider=exc.provider, alternatives=can)
+
+
+def _after_cancel(answer: JobRecord, read: Callable[[], JobRecord]) -> JobRecord:
+    """The state to report after a cancel: the provider's answer when final, else the state read
+    once more (the answer may describe the job as it was before the request took effect)."""
+    if answer.done:
+        return answer
+    try:
+        return read()
+    except AnytuneError:
+        return answer  # the cancel was sent; its answer is the best we know
 
 
 def _outcome(record: JobRecord) -> None:
@@ -345,6 +402,136 @@ def _home() -> Path:
     from anytune._home import anytune_home
 
     return anytune_home()
+
+
+# -- listing, deleting and pruning stored jobs -------------------------------------------------------
+#: Rows a listing asks their provider about: jobs that were not finished when last seen.
+_REFRESHABLE = frozenset(s.value for s in JobStatus if not s.is_terminal)
+#: What ``prune`` removes unless told otherwise: jobs that ended without a result, and submissions
+#: that surely made no job. Never a job that may still run, nor one whose creation is unknown.
+PRUNE_DEFAULT: tuple[str, ...] = (JobStatus.FAILED.value, JobStatus.CANCELLED.value, SUBMIT_FAILED)
+
+
+def _existing_store() -> JobStore | None:
+    """The job store for reading, or None when there is none yet (reading never creates one)."""
+    path = _home() / "jobs.db"
+    return JobStore(path) if path.exists() else None
+
+
+def _check_provider_filter(provider: str | None, store: JobStore | None) -> None:
+    """A provider filter names a registered provider, or one that has rows in the store."""
+    if not provider:
+        return
+    known = set(_registry.entries()) | (store.providers() if store is not None else set())
+    if provider not in known:
+        raise ConfigError(
+            f"unknown provider {provider!r}; valid providers: {', '.join(sorted(known))}", field="provider"
+        )
+
+
+def _lane(row: StoredJob) -> tuple[str, str | None, str]:
+    """Rows refreshed through one provider instance: same provider, profile and settings."""
+    return row.provider, row.profile, repr(sorted(row.settings.items()))
+
+
+def _refreshed(store: JobStore, rows: builtins.list[StoredJob], timeout: float | None) -> builtins.list[StoredJob]:
+    """``rows`` with every unfinished job's state fetched again (concurrently, by provider, within
+    ``timeout`` seconds) and saved (best effort); a job whose provider did not answer keeps its
+    stored state, marked ``stale`` with the reason."""
+    todo = [r for r in rows if r.ref is not None and r.job_id is not None and r.status in _REFRESHABLE]
+    if not todo:
+        return rows
+    providers: dict[tuple[str, str | None, str], Provider[Any]] = {}
+
+    def fetch(row: StoredJob) -> JobRecord:
+        impl = providers.get(_lane(row))
+        if impl is None:  # built in the worker: a provider that is slow to set up holds only its lane
+            impl = providers.setdefault(_lane(row), _provider_for_row(row, store))
+        assert row.job_id is not None
+        return impl.get(row.job_id)
+
+    answers = fetch_all(todo, fetch, lane=_lane, timeout=timeout, describe=lambda row: row.provider)
+    now: dict[str, StoredJob] = {}
+    for row, answer in zip(todo, answers, strict=True):
+        record = answer.value
+        if record is None:
+            now[row.idempotency_key] = row.model_copy(update={"stale": True, "stale_reason": answer.error})
+            continue
+        _save_quietly(store, record)
+        update = {"status": record.status.value, "raw_status": record.raw_status, "record": record}
+        now[row.idempotency_key] = row.model_copy(update={**update, "updated_at": utcnow()})
+    return [now.get(r.idempotency_key, r) for r in rows]
+
+
+def _as_cached(row: StoredJob) -> StoredJob:
+    if row.ref is None or row.status not in _REFRESHABLE:
+        return row
+    return row.model_copy(update={"stale": True, "stale_reason": "not refreshed (cached view)"})
+
+
+def _list_jobs(
+    provider: str | None,
+    status: JobStatus | str | Iterable[JobStatus | str] | None,
+    limit: int | None,
+    refresh: bool,
+    timeout: float | None,
+) -> builtins.list[StoredJob]:
+    wanted = row_statuses(status)
+    store = _existing_store()
+    _check_provider_filter(provider, store)
+    if store is None:
+        return []
+    if not refresh:
+        return [_as_cached(r) for r in store.list(provider=provider, status=wanted, limit=limit)]
+    if wanted is None:
+        return _refreshed(store, store.list(provider=provider, limit=limit), timeout)
+    # The filter applies to the state now: an unfinished row may have reached a wanted status.
+    rows = _refreshed(store, store.list(provider=provider, status=wanted | _REFRESHABLE, limit=None), timeout)
+    rows = [r for r in rows if r.status in wanted]
+    return rows if limit is None else rows[:limit]
+
+
+def _delete_job(ref: str, force: bool, timeout: float | None) -> StoredJob:
+    try:
+        parse_ref(ref)
+    except ValueError as exc:
+        raise ConfigError(str(exc), field="ref") from exc
+    store = _existing_store()
+    row = store.get(ref) if store is not None else None
+    if store is None or row is None:
+        raise JobNotFoundError(ref, "the job store has no such job")
+    if row.status in _REFRESHABLE and not force:
+        (row,) = _refreshed(store, [row], timeout)  # it may have finished since it was last seen
+        if row.status in _REFRESHABLE:
+            seen = f"was {row.status} when last seen ({row.stale_reason})" if row.stale else f"is {row.status}"
+            raise UsageError(
+                f"job {ref} {seen}: deleting its row does not stop it, and anytune would lose track of it; "
+                f"cancel it first (anytune jobs cancel {ref}), or delete the row anyway with force (--force)"
+            )
+    removed = store.delete(ref)
+    if removed is None:
+        raise JobNotFoundError(ref, "the job store has no such job")  # another process deleted it
+    return removed
+
+
+def _prune_jobs(
+    status: JobStatus | str | Iterable[JobStatus | str],
+    older_than: timedelta | float | None,
+    provider: str | None,
+    dry_run: bool,
+) -> builtins.list[StoredJob]:
+    wanted = row_statuses(status)
+    if not wanted:
+        raise ConfigError("name at least one status to prune", field="status")
+    age = timedelta(seconds=older_than) if isinstance(older_than, int | float) else older_than
+    if age is not None and age < timedelta(0):
+        raise ConfigError(f"expected an age of 0 or more, got {age}", field="older_than")
+    store = _existing_store()
+    _check_provider_filter(provider, store)
+    if store is None:
+        return []
+    before = utcnow() - age if age is not None else None
+    return store.prune(status=wanted, created_before=before, provider=provider, dry_run=dry_run)
 
 
 class _Handle:
@@ -529,9 +716,18 @@ class FineTuneJob(_Handle):
         **fields: Any,
     ) -> SubmitPlan:
         """Dry run: validate everything and return the provider-native requests ``create`` would
-        send (uploads by file, size and sha256). No network call, nothing recorded."""
+        send (uploads by file, size and sha256). Nothing is sent or recorded; the only network
+        call is the provider's read-only look-up of the base model (a Hub id), skipped offline
+        where the service would download the model itself."""
         prep = _prepare(
-            spec, fields, provider=provider, profile=profile, settings=settings, validate_data=validate_data, store=None
+            spec,
+            fields,
+            provider=provider,
+            profile=profile,
+            settings=settings,
+            validate_data=validate_data,
+            store=None,
+            dry_run=True,
         )
         return prep.provider.plan(prep.spec, idempotency_key="<assigned at submit>")
 
@@ -565,19 +761,85 @@ class FineTuneJob(_Handle):
 
     @classmethod
     def list(
-        cls, *, provider: str | None = None, status: JobStatus | str | None = None, limit: int = 50
+        cls,
+        *,
+        provider: str | None = None,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        limit: int | None = 50,
+        refresh: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> builtins.list[StoredJob]:
-        """Jobs created through anytune on this machine (newest first), from the job store.
+        """Jobs created through anytune on this machine, newest first, in their current state.
 
-        The records are the last known states; ``FineTuneJob.get(row.ref)`` fetches a fresh one.
-        Reading never needs to write: no store yet lists nothing (a read-only home included).
+        Every job that was not finished when last seen is asked of its provider again (all at
+        once, each provider in its own lane, ``timeout`` seconds in all) and the answer saved to
+        the job store (best effort: a store that cannot be written costs a warning). A job whose
+        provider did not answer in time, or failed, keeps its stored state with ``stale`` set and
+        ``stale_reason`` saying why. Submissions without a job (``submitting``, ``unknown``,
+        ``submit_failed``) are listed as stored. Reading never creates a store.
+
+        Args:
+            provider: only this provider's jobs (a registered provider name).
+            status: only jobs in this status now (or any of several: a list, or comma-separated);
+                job statuses and ``submitting``, ``submit_failed``, ``unknown``.
+            limit: at most this many rows (None: all).
+            refresh: False for the offline view: stored states only, nothing asked (unfinished
+                jobs are marked ``stale``).
+            timeout: seconds to wait for the providers (None: no limit).
+
+        Raises:
+            ConfigError: an unknown status or provider (the message lists the valid ones).
         """
-        path = _home() / "jobs.db"
-        if not path.exists():
-            return []
-        store = JobStore(path)
-        value = status.value if isinstance(status, JobStatus) else status
-        return store.list(provider=provider, status=value, limit=limit)
+        return _list_jobs(provider, status, limit, refresh, timeout)
+
+    @classmethod
+    def delete(cls, ref: str, *, force: bool = False, timeout: float | None = DEFAULT_TIMEOUT) -> StoredJob:
+        """Remove job ``ref`` from the job store: ``list`` no longer shows it, ``get(ref)`` still
+        works. The job itself is not touched: nothing is cancelled, no file or folder removed (a
+        local run directory stays where ``record.output["run_dir"]`` says).
+
+        Args:
+            ref: ``provider:id``.
+            force: remove the row of a job that is not finished too (it keeps running untracked).
+            timeout: seconds to ask the provider whether a job last seen unfinished has finished.
+
+        Returns:
+            The row removed.
+
+        Raises:
+            JobNotFoundError: the store has no such job.
+            UsageError: the job is not finished (cancel it first) and ``force`` is False.
+        """
+        return _delete_job(ref, force, timeout)
+
+    @classmethod
+    def prune(
+        cls,
+        *,
+        status: JobStatus | str | Iterable[JobStatus | str] = PRUNE_DEFAULT,
+        older_than: timedelta | float | None = None,
+        provider: str | None = None,
+        dry_run: bool = False,
+    ) -> builtins.list[StoredJob]:
+        """Remove the job store's rows in one of ``status``, created more than ``older_than`` ago.
+
+        Rows are judged by their stored state (``list`` brings it up to date). By default only
+        jobs that failed or were cancelled and submissions that made no job go; a job that may
+        still run, or a submission of unknown outcome, goes only when its status is named.
+
+        Args:
+            status: the statuses to remove (default :data:`PRUNE_DEFAULT`).
+            older_than: only rows created at least this long ago (seconds or a timedelta).
+            provider: only this provider's rows.
+            dry_run: list what would go; remove nothing.
+
+        Returns:
+            The rows removed (or that would be), newest first.
+
+        Raises:
+            ConfigError: an unknown status or provider, no status, a negative age.
+        """
+        return _prune_jobs(status, older_than, provider, dry_run)
 
     # -- state ----------------------------------------------------------------------------------
     def _remember(self, record: JobRecord) -> JobRecord:
@@ -608,20 +870,40 @@ class FineTuneJob(_Handle):
         return self._provider.checkpoints(self.id)
 
     def cancel(self) -> JobRecord:
-        """Ask the provider to stop the job; returns the state right after."""
-        return self._remember(self._provider.cancel(self.id))
+        """Ask the provider to stop the job; returns its state after the request.
+
+        A provider that stops jobs at once reports ``cancelled``. One that stops them in the
+        background (the local worker stops at its next step; Azure ML's ``CancelRequested``)
+        reports what it says meanwhile, read again after the request, raw status included:
+        :meth:`wait` follows it to ``cancelled``. A finished job stays as it was.
+        """
+        return self._remember(_after_cancel(self._provider.cancel(self.id), lambda: self._provider.get(self.id)))
 
     def pause(self) -> JobRecord:
-        return self._remember(self._provider.pause(self.id))
-
-    def resume(self) -> JobRecord:
-        """Continue a stopped job (e.g. a local run whose worker was killed) from its last checkpoint.
+        """Ask the provider to pause the job (a hosted job that can continue later with :meth:`resume`).
 
         Raises:
-            NotSupportedError: the provider cannot resume jobs.
+            NotSupportedError: the provider cannot pause jobs (the message names those that can).
+        """
+        try:
+            record = self._provider.pause(self.id)
+        except NotSupportedError as exc:
+            raise _not_offered("pause", exc) from exc
+        return self._remember(record)
+
+    def resume(self) -> JobRecord:
+        """Continue a job: a paused hosted job where it stopped; a stopped local run (its worker
+        killed, or cancelled) from its last checkpoint.
+
+        Raises:
+            NotSupportedError: the provider cannot resume jobs (the message names those that can).
             InvalidRequestError: the job is still running or already succeeded.
         """
-        return self._remember(self._provider.resume(self.id))
+        try:
+            record = self._provider.resume(self.id)
+        except NotSupportedError as exc:
+            raise _not_offered("resume", exc) from exc
+        return self._remember(record)
 
     # -- following ------------------------------------------------------------------------------
     def stream(self, *, timeout: float | None = None, after: str | None = None) -> Iterator[Event]:
@@ -736,6 +1018,28 @@ class AsyncFineTuneJob(_Handle):
         return await _to_thread(FineTuneJob.reconcile, provider=provider, store=store, stale_after=stale_after)
 
     @classmethod
+    async def plan(
+        cls,
+        spec: JobSpec | Mapping[str, Any] | None = None,
+        *,
+        provider: ProviderArg = None,
+        profile: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        validate_data: bool = True,
+        **fields: Any,
+    ) -> SubmitPlan:
+        """See :meth:`FineTuneJob.plan` (run in a thread: it reads and checks the data files)."""
+        return await _to_thread(
+            FineTuneJob.plan,
+            spec,
+            provider=provider,
+            profile=profile,
+            settings=settings,
+            validate_data=validate_data,
+            **fields,
+        )
+
+    @classmethod
     async def get(
         cls,
         ref: str,
@@ -755,9 +1059,33 @@ class AsyncFineTuneJob(_Handle):
 
     @classmethod
     async def list(
-        cls, *, provider: str | None = None, status: JobStatus | str | None = None, limit: int = 50
+        cls,
+        *,
+        provider: str | None = None,
+        status: JobStatus | str | Iterable[JobStatus | str] | None = None,
+        limit: int | None = 50,
+        refresh: bool = True,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> builtins.list[StoredJob]:
-        return await _to_thread(FineTuneJob.list, provider=provider, status=status, limit=limit)
+        """See :meth:`FineTuneJob.list`."""
+        return await _to_thread(_list_jobs, provider, status, limit, refresh, timeout)
+
+    @classmethod
+    async def delete(cls, ref: str, *, force: bool = False, timeout: float | None = DEFAULT_TIMEOUT) -> StoredJob:
+        """See :meth:`FineTuneJob.delete`."""
+        return await _to_thread(_delete_job, ref, force, timeout)
+
+    @classmethod
+    async def prune(
+        cls,
+        *,
+        status: JobStatus | str | Iterable[JobStatus | str] = PRUNE_DEFAULT,
+        older_than: timedelta | float | None = None,
+        provider: str | None = None,
+        dry_run: bool = False,
+    ) -> builtins.list[StoredJob]:
+        """See :meth:`FineTuneJob.prune`."""
+        return await _to_thread(_prune_jobs, status, older_than, provider, dry_run)
 
     async def _remember(self, record: JobRecord) -> JobRecord:
         self._record = record
@@ -784,11 +1112,28 @@ class AsyncFineTuneJob(_Handle):
         return await self._provider.acheckpoints(self.id)
 
     async def cancel(self) -> JobRecord:
-        return await self._remember(await self._provider.acancel(self.id))
+        """See :meth:`FineTuneJob.cancel`."""
+        answer = await self._provider.acancel(self.id)
+        if not answer.done:
+            with contextlib.suppress(AnytuneError):  # as in _after_cancel
+                answer = await self._provider.aget(self.id)
+        return await self._remember(answer)
+
+    async def pause(self) -> JobRecord:
+        """See :meth:`FineTuneJob.pause`."""
+        try:
+            record = await _to_thread(self._provider.pause, self.id)
+        except NotSupportedError as exc:
+            raise await _to_thread(_not_offered, "pause", exc) from exc
+        return await self._remember(record)
 
     async def resume(self) -> JobRecord:
         """See :meth:`FineTuneJob.resume`."""
-        return await self._remember(await _to_thread(self._provider.resume, self.id))
+        try:
+            record = await _to_thread(self._provider.resume, self.id)
+        except NotSupportedError as exc:
+            raise await _to_thread(_not_offered, "resume", exc) from exc
+        return await self._remember(record)
 
     async def stream(self, *, timeout: float | None = None, after: str | None = None) -> AsyncIterator[Event]:
         follow = self._follow(timeout, after)

@@ -267,6 +267,25 @@ class Provider(abc.ABC, Generic[SettingsT]):
     def validate(self, spec: JobSpec) -> None:
         """Provider-specific checks beyond :class:`Capabilities` (pure; raise ``NotSupportedError``)."""
 
+    def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
+        """Refuse a base model the job could not start from, before anything is recorded or sent.
+
+        ``create`` and ``plan`` call it after :meth:`validate` and the capability checks. Unlike
+        ``validate`` it may look outside: a local folder must exist and hold a model, a model id
+        may be looked up once with a short timeout (never a retry loop: an offline machine is
+        reported at once). ``anytune._base_model.check_base_model`` does this for Hugging Face
+        models. Default: nothing (the service checks its own model names when the job is created).
+
+        Args:
+            spec: the validated spec.
+            dry_run: called for ``plan``: a provider whose look-up needs a network the plan does
+                not (HF_HUB_OFFLINE set) may skip it instead of refusing.
+
+        Raises:
+            ConfigError: on field ``base_model``, naming the path or id and what is wrong.
+            ProviderError: the look-up failed (unreachable, refused token, gated model).
+        """
+
     @abc.abstractmethod
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
         """The provider-native requests ``submit`` would send; no network, no side effect."""

@@ -55,6 +55,19 @@ class Hyperparameters(_Section):
     max_length: int | None = Field(None, ge=8, le=1_048_576)
     seed: int | None = Field(None, ge=0, le=2**31 - 1)
     beta: float | None = Field(None, gt=0, le=10, description="DPO beta")
+    gradient_accumulation_steps: int | None = Field(
+        None, ge=1, le=1024, description="micro-batches of batch_size per optimizer step"
+    )
+    weight_decay: float | None = Field(None, ge=0, lt=1, description="AdamW's decoupled weight decay")
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] | None = Field(
+        None, description="learning-rate schedule after warm-up"
+    )
+    optimizer: Literal["adamw_torch", "adamw_8bit", "paged_adamw_8bit"] | None = Field(
+        None, description="8-bit variants need bitsandbytes"
+    )
+    validation_split: float | None = Field(
+        None, gt=0, le=0.5, description="share of the training file held out for validation (seeded)"
+    )
 
     @model_validator(mode="after")
     def _one_learning_rate(self) -> Hyperparameters:
@@ -164,6 +177,11 @@ class LocalOptions(_Section):
     save_steps: int | None = Field(None, ge=1)
     merge: bool = False
     chat_template: str | None = None
+    queue: Literal["auto", "device", "none"] | None = Field(
+        None,
+        description="wait for the device while another local job uses it: auto (GPU/MPS, not CPU), "
+        "device (every device, CPU too), none; default: the provider's queue setting (auto)",
+    )
 
 
 class FakeStep(_Section):
@@ -199,6 +217,18 @@ class FakeOptions(_Section):
 
 _SUFFIX = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
+#: Experiment trackers the local trainer (locally or on Hugging Face Jobs) can log to.
+Tracker = Literal["tensorboard", "mlflow", "wandb", "trackio"]
+TRACKERS: tuple[str, ...] = ("tensorboard", "mlflow", "wandb", "trackio")
+
+
+def _quantized(value: Any) -> bool:
+    """Whether a raw ``quantization`` value asks for one (a bad value is left to field validation)."""
+    try:
+        return value is not None and Quantization(value) is not Quantization.NONE
+    except (ValueError, TypeError):
+        return False
+
 
 class JobSpec(BaseModel):
     """Everything a provider needs to run one fine-tuning job.
@@ -221,6 +251,9 @@ class JobSpec(BaseModel):
     suffix: str | None = None
     output_name: str | None = None
     tags: dict[str, str] = Field(default_factory=dict)
+    report_to: list[Tracker] = Field(
+        default_factory=list, description="experiment trackers the trainer logs to (local and huggingface)"
+    )
 
     openai: OpenAIOptions | None = None
     azure_openai: AzureOpenAIOptions | None = None
@@ -252,12 +285,36 @@ class JobSpec(BaseModel):
                 raise ValueError(f"tag {k!r}: the 'anytune.' prefix is reserved")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _qlora_defaults(cls, data: Any) -> Any:
+        # Quantization trains an adapter on a quantized base (QLoRA): without a lora section, the
+        # LoRA defaults. Set here, before validation, so the stored and dry-run spec show it.
+        if isinstance(data, dict) and data.get("lora") is None and _quantized(data.get("quantization")):
+            data = {**data, "lora": {}}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> JobSpec:
-        if self.quantization is not Quantization.NONE and self.lora is None:
-            raise ValueError("quantization trains an adapter on a quantized base: set lora as well (QLoRA)")
         if self.hyperparameters.beta is not None and self.method is not Method.DPO:
             raise ValueError("hyperparameters.beta only applies to method 'dpo'")
+        return self
+
+    @field_validator("report_to", mode="before")
+    @classmethod
+    def _trackers(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "tensorboard,mlflow", as a flag or a profile gives it
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+            value = list(dict.fromkeys(value))  # each tracker once, in the order given
+        return value
+
+    @model_validator(mode="after")
+    def _one_validation_source(self) -> JobSpec:
+        if self.validation_file is not None and self.hyperparameters.validation_split is not None:
+            raise ValueError(
+                "give validation_file or hyperparameters.validation_split (a share of training_file), not both"
+            )
         return self
 
     @model_validator(mode="after")

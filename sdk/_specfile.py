@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
+from anytune._base_model import looks_like_path
 from anytune._spec import JobSpec
+from anytune._specpaths import unknown_field_message
 from anytune.errors import ConfigError
 
 #: Keys a spec file may hold besides JobSpec's fields.
@@ -45,7 +48,7 @@ def build_spec(*layers: tuple[str, Mapping[str, Any]]) -> JobSpec:
     except ValidationError as exc:
         err = exc.errors()[0]
         loc = ".".join(str(p) for p in err["loc"])
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = unknown_field_message(err["loc"]) if err["type"] == "extra_forbidden" else err["msg"]
         if err["type"] == "missing":
             msg = "is required"
         more = f" (and {exc.error_count() - 1} more problems)" if exc.error_count() > 1 else ""
@@ -54,7 +57,8 @@ def build_spec(*layers: tuple[str, Mapping[str, Any]]) -> JobSpec:
 
 
 def load_spec_file(path: Path) -> dict[str, Any]:
-    """Read a TOML or YAML spec file into a dict; relative data paths resolve against its folder.
+    """Read a TOML or YAML spec file into a dict; relative paths resolve against its folder
+    (:func:`relative_to_file`).
 
     Raises:
         ConfigError: unreadable file or syntax error, naming the file and line.
@@ -87,8 +91,36 @@ def load_spec_file(path: Path) -> dict[str, Any]:
         raise ConfigError("spec files must end in .toml, .yaml or .yml", source=str(path))
     if not isinstance(data, dict):
         raise ConfigError("a spec file must hold a table/mapping of fields", source=str(path))
+    return relative_to_file(data, path.parent.absolute())
+
+
+def _under(folder: Path, value: Any) -> Path | None:
+    """``folder / value`` for a relative path written as a string (None for anything else)."""
+    if not isinstance(value, str) or not value or Path(value).expanduser().is_absolute():
+        return None
+    return folder / value
+
+
+def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
+    """``data`` with every relative path taken relative to ``folder`` (the spec file's), whichever
+    folder anytune runs from.
+
+    Data files and ``local.output_dir`` are paths whatever they hold. ``base_model`` is a path
+    when it exists under ``folder`` or is written as one (``./models/tiny``); otherwise it stays
+    as given (``Qwen/Qwen2.5-0.5B`` is a Hub id). ``local.chat_template`` is a path when a file of
+    that name is there (else it is the template itself).
+    """
     for key in ("training_file", "validation_file"):
-        value = data.get(key)
-        if isinstance(value, str) and not Path(value).expanduser().is_absolute():
-            data[key] = str(path.parent / value)
+        if (joined := _under(folder, data.get(key))) is not None:
+            data[key] = str(joined)
+    base = data.get("base_model")
+    if (joined := _under(folder, base)) is not None and (os.path.exists(joined) or looks_like_path(str(base))):
+        data["base_model"] = str(joined)
+    local = data.get("local")
+    if isinstance(local, dict):
+        if (joined := _under(folder, local.get("output_dir"))) is not None:
+            local["output_dir"] = str(joined)
+        template = local.get("chat_template")
+        if (joined := _under(folder, template)) is not None and "{" not in str(template) and os.path.isfile(joined):
+            local["chat_template"] = str(joined)
     return data

@@ -7,6 +7,8 @@ A submission whose fate is unknown (an ambiguous failure the lookup could not se
 ``unknown`` with its key, never as failed: :meth:`JobStore.unresolved` lists such rows, and
 ``FineTuneJob.reconcile`` resolves them by looking the key up (found: the job; surely absent:
 ``submit_failed``).
+A submission refused before anything was sent leaves no row (:meth:`JobStore.discard_submit`);
+rows go otherwise only on request (:meth:`JobStore.delete`, :meth:`JobStore.prune`), never the jobs.
 Every write is one short ``BEGIN IMMEDIATE`` transaction; ``busy_timeout`` makes concurrent
 processes queue instead of failing.  Everything stored passes through :func:`redact`.
 
@@ -22,9 +24,9 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +34,8 @@ import orjson
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from anytune._secrets import redact, redact_value
-from anytune._types import JobRecord, utcnow
-from anytune.errors import StoreError
+from anytune._types import JobRecord, JobStatus, utcnow
+from anytune.errors import ConfigError, StoreError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -68,6 +70,39 @@ SUBMIT_FAILED = "submit_failed"
 #: The create may or may not have happened; resolved by looking the idempotency key up.
 UNKNOWN = "unknown"
 
+#: Every status a row can have: a job's (:class:`JobStatus`) or a submission's own.
+ROW_STATUSES: tuple[str, ...] = (*(s.value for s in JobStatus), SUBMITTING, SUBMIT_FAILED, UNKNOWN)
+#: Rows whose job may still change: a submission in flight or of unknown fate, a job not finished.
+UNFINISHED: frozenset[str] = frozenset({*(s.value for s in JobStatus if not s.is_terminal), SUBMITTING, UNKNOWN})
+
+
+def row_statuses(
+    value: str | JobStatus | Iterable[str | JobStatus] | None, *, field: str = "status"
+) -> frozenset[str] | None:
+    """The row statuses a filter names (a status, comma-separated ones, or several), checked.
+
+    Returns:
+        The statuses, or None for no filter (``value`` None or empty).
+
+    Raises:
+        ConfigError: a name that is no status, naming the valid ones.
+    """
+    if value is None:
+        return None
+    items = [value] if isinstance(value, str | JobStatus) else builtins.list(value)
+    names = {
+        part.strip().lower()
+        for item in items
+        for part in (item.value if isinstance(item, JobStatus) else str(item)).split(",")
+        if part.strip()
+    }
+    wrong = sorted(names - set(ROW_STATUSES))
+    if wrong:
+        raise ConfigError(
+            f"unknown status {', '.join(map(repr, wrong))}; valid statuses: {', '.join(ROW_STATUSES)}", field=field
+        )
+    return frozenset(names) or None
+
 
 class StoredJob(BaseModel):
     """One row of the job store."""
@@ -87,6 +122,16 @@ class StoredJob(BaseModel):
     submit_error: str | None
     created_at: datetime
     updated_at: datetime
+    #: Set by a listing that refreshes (``FineTuneJob.list``), never stored: the provider could
+    #: not be asked (``stale_reason`` says why), so ``status`` and ``record`` are the last known
+    #: state, which the job may have left. False for a state just fetched, or a final one.
+    stale: bool = False
+    stale_reason: str | None = None
+
+    @property
+    def unfinished(self) -> bool:
+        """Whether the job (or its submission) may still change: see :data:`UNFINISHED`."""
+        return self.status in UNFINISHED
 
     # A row written before a variable was known to hold a secret still comes back masked.
     _redact = field_validator("spec", "settings", "submit_error")(redact_value)
@@ -350,17 +395,74 @@ class JobStore:
         return _row(rows[0]) if rows else None
 
     def list(
-        self, *, provider: str | None = None, status: str | None = None, limit: int = 50
+        self,
+        *,
+        provider: str | None = None,
+        status: str | Collection[str] | None = None,
+        limit: int | None = 50,
+        created_before: datetime | None = None,
     ) -> builtins.list[StoredJob]:
-        """Stored jobs, newest first."""
-        sql = "SELECT * FROM jobs WHERE 1=1"
-        args: builtins.list[str] = []
-        if provider:
-            sql, args = sql + " AND provider=?", [*args, provider]
-        if status:
-            sql, args = sql + " AND status=?", [*args, status]
-        rows = self._query(sql + " ORDER BY created_at DESC, rowid DESC LIMIT ?", (*args, limit))
+        """Stored rows, newest first.
+
+        Args:
+            provider: only this provider's.
+            status: only rows in this status (or in any of these).
+            limit: at most this many (None: all).
+            created_before: only rows created before this time.
+        """
+        sql, args = _where(provider, status, created_before)
+        sql = "SELECT * FROM jobs" + sql + " ORDER BY created_at DESC, rowid DESC"
+        if limit is not None:
+            sql, args = sql + " LIMIT ?", [*args, limit]
+        return [_row(r) for r in self._query(sql, args)]
+
+    def providers(self) -> set[str]:
+        """The providers that have rows here."""
+        return {str(r[0]) for r in self._query("SELECT DISTINCT provider FROM jobs")}
+
+    # -- removal ------------------------------------------------------------------------------
+    def delete(self, ref: str) -> StoredJob | None:
+        """Remove the row of job ``ref`` (only the row: the job itself is not touched).
+
+        Returns:
+            The row removed, or None when there was none.
+        """
+        with self._tx() as db:
+            rows = db.execute("SELECT * FROM jobs WHERE ref=?", (ref,)).fetchall()
+            db.execute("DELETE FROM jobs WHERE ref=?", (ref,))
+        return _row(rows[0]) if rows else None
+
+    def prune(
+        self,
+        *,
+        status: Collection[str],
+        created_before: datetime | None = None,
+        provider: str | None = None,
+        dry_run: bool = False,
+    ) -> builtins.list[StoredJob]:
+        """Remove the rows in one of ``status`` (required: nothing is pruned by default), created
+        before ``created_before`` when given; ``dry_run`` only lists them. Newest first.
+
+        Selection and removal are one transaction: a row that changes status meanwhile (a job
+        refreshed by another process) is judged by the status it has when removed.
+        """
+        if not status:
+            return []
+        where, args = _where(provider, status, created_before)
+        with self._tx() as db:
+            rows = db.execute(f"SELECT * FROM jobs{where} ORDER BY created_at DESC, rowid DESC", args).fetchall()
+            if not dry_run:
+                db.execute(f"DELETE FROM jobs{where}", args)
         return [_row(r) for r in rows]
+
+    def discard_submit(self, key: str) -> bool:
+        """Remove the row of a submission that surely sent nothing (it failed before any request).
+
+        Only a row still ``submitting`` with no job is removed; returns whether one was.
+        """
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM jobs WHERE idempotency_key=? AND ref IS NULL AND status=?", (key, SUBMITTING))
+            return cur.rowcount > 0
 
     # -- uploads (content-addressed reuse) ----------------------------------------------------
     def find_upload(self, provider: str, scope: str, sha256: str) -> str | None:
@@ -379,6 +481,28 @@ class JobStore:
     def forget_upload(self, provider: str, scope: str, sha256: str) -> None:
         with self._tx() as db:
             db.execute("DELETE FROM uploads WHERE provider=? AND scope=? AND sha256=?", (provider, scope, sha256))
+
+
+def _where(
+    provider: str | None, status: str | Collection[str] | None, created_before: datetime | None
+) -> tuple[str, builtins.list[Any]]:
+    """The WHERE clause (with its leading space, or empty) and arguments of a row selection."""
+    clauses: builtins.list[str] = []
+    args: builtins.list[Any] = []
+    if provider:
+        clauses.append("provider=?")
+        args.append(provider)
+    if status is not None:
+        statuses = [status] if isinstance(status, str) else sorted(status)
+        clauses.append(f"status IN ({', '.join('?' * len(statuses))})" if statuses else "0")
+        args.extend(statuses)
+    if created_before is not None:
+        # Stored times are UTC ISO strings: compare like with like (a naive time is taken as UTC).
+        if created_before.tzinfo is None:
+            created_before = created_before.replace(tzinfo=timezone.utc)
+        clauses.append("created_at<?")
+        args.append(created_before.astimezone(timezone.utc).isoformat())
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 def _row(row: sqlite3.Row) -> StoredJob:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import importlib
+import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any, Literal, Protocol
@@ -16,6 +17,31 @@ from anytune._secrets import redact_value
 #: taking ``(model: FineTunedModel, *, device, base_model)`` and returning a :class:`LoadedModel`.
 #: A dotted path imported on first use, so these types never import the trainer (or torch).
 ADAPTER_LOADER = "anytune.local_backend.inference:load_result"
+#: The hook that publishes a local result to the Hugging Face Hub (``FineTunedModel.push_to_hub``):
+#: ``module:function`` taking ``(model, *, repo, private, token, endpoint)`` and returning the model
+#: with ``hub_repo`` and ``revision`` set. Imported on first use, like :data:`ADAPTER_LOADER`.
+HUB_PUBLISHER = "anytune.local_backend.publish:push_result"
+
+#: A Hub repo id: ``NAME`` or ``OWNER/NAME``; letters, digits, '-', '_', '.'; starting and ending with
+#: a letter or digit, at most 96 characters each (huggingface_hub's own rule; '--' and '..' refused below).
+_HUB_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+_HUB_REPO_ID = re.compile(rf"^(?:{_HUB_PART}/)?{_HUB_PART}$")
+
+
+def check_hub_repo_id(repo: str) -> None:
+    """Refuse a Hub repo id the Hub would refuse, before anything is sent.
+
+    Raises:
+        ConfigError: naming the value and the expected form.
+    """
+    if not _HUB_REPO_ID.match(repo) or ".." in repo or "--" in repo or repo.endswith(".git"):
+        from anytune.errors import ConfigError
+
+        raise ConfigError(
+            f"{repo!r} is not a Hub repo id: expected OWNER/NAME (letters, digits, '-', '_', '.'; no '--' or "
+            "'..'; starting and ending with a letter or digit)",
+            field="repo",
+        )
 
 
 class LoadedModel(Protocol):
@@ -230,6 +256,51 @@ class FineTunedModel(_Model):
         """
         loaded = self._loaded if self._loaded is not None else self.load()
         return loaded.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+
+    def push_to_hub(
+        self, repo: str, *, private: bool = True, token: str | None = None, endpoint: str | None = None
+    ) -> FineTunedModel:
+        """Publish this local result to a Hugging Face Hub model repo, in one commit.
+
+        The adapter folder (the tokenizer too, when the trainer saved it), a model card with the
+        metrics and hyperparameters, the metrics (``metrics.jsonl``), the spec and the result go to
+        ``repo``, created when missing (``huggingface_hub``: ``anytune[local]`` or ``anytune[hf]``).
+
+        Args:
+            repo: ``OWNER/NAME`` (or ``NAME``, under the token's user).
+            private: visibility of a repo created now; an existing repo keeps its own.
+            token: a Hub token with write access; default ``HF_TOKEN``, then ``hf auth login``'s.
+            endpoint: the Hub URL; default ``HF_ENDPOINT``, then huggingface.co.
+
+        Returns:
+            This result with ``hub_repo`` and ``revision`` set, and ``extra["hub_url"]``.
+
+        Raises:
+            ConfigError: a repo id the Hub would refuse, no token, no adapter in the folder.
+            NotSupportedError: a hosted model (no adapter weights here to push).
+            UsageError: a Hugging Face job's adapter, on the Hub already (the message says where).
+            AuthenticationError, PermissionDeniedError, ProviderError: the Hub refused or failed.
+        """
+        check_hub_repo_id(repo)
+        if self.adapter_path is None:
+            from anytune.errors import NotSupportedError, UsageError
+
+            if self.hub_repo is not None:
+                at = f" at revision {self.revision}" if self.revision else ""
+                raise UsageError(
+                    f"{self.job_ref}'s adapter is on the Hub already: {self.hub_repo}{at} "
+                    f"(https://huggingface.co/{self.hub_repo}); nothing pushed"
+                )
+            target = f"model {self.model_id!r}" if self.model_id else "the fine-tuned model"
+            raise NotSupportedError(
+                f"this result has no adapter weights here to push; {target} stays with {self.provider}",
+                field="push",
+                provider=self.provider,
+            )
+        module, _, name = HUB_PUBLISHER.partition(":")
+        publish = getattr(importlib.import_module(module), name)
+        pushed: FineTunedModel = publish(self, repo=repo, private=private, token=token, endpoint=endpoint)
+        return pushed
 
 
 def format_ref(provider: str, job_id: str) -> str:

@@ -109,11 +109,20 @@ class UnknownProviderError(ConfigError):
 
 
 class DataValidationError(UsageError):
-    """A dataset has problems. ``issues`` lists them, each with file, line and field."""
+    """A dataset has problems. ``issues`` lists them, each with file, line and field.
+
+    The message is complete on its own (its first line sums up, the next lines show the first
+    issues); :attr:`headline` is that first line, for callers that list ``issues`` themselves.
+    """
 
     def __init__(self, message: str, issues: Sequence[ValidationIssue] = ()) -> None:
         self.issues = list(issues)
         super().__init__(message)
+
+    @property
+    def headline(self) -> str:
+        """The message's first line: what is wrong with which file, without the issues listed."""
+        return self.message.split("\n", 1)[0]
 
 
 class NotSupportedError(UsageError):

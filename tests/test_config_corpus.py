@@ -20,7 +20,7 @@ SPEC_FILES: dict[str, tuple[str, ...]] = {
     "unknown_spec_field.toml": ("epochz", "unknown field"),
     "epochs_zero.toml": ("hyperparameters.epochs", "greater than or equal to 1"),
     "two_learning_rates.toml": ("hyperparameters", "learning_rate or learning_rate_multiplier"),
-    "quantization_without_lora.toml": ("quantization", "lora"),
+    "bad_quantization.toml": ("quantization", "'none', '4bit' or '8bit'"),
     "bad_method.toml": ("method", "'sft' or 'dpo'"),
     "provider_typo.toml": ("fakee", "Did you mean 'fake'"),
     "bad_suffix.toml": ("suffix",),

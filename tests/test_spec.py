@@ -75,10 +75,11 @@ def test_hyperparameter_bounds(values: dict[str, Any], loc: str) -> None:
     assert error_locs(info.value) == [loc]
 
 
-def test_quantization_needs_lora() -> None:
-    with pytest.raises(ValidationError, match="lora"):
-        spec(quantization="4bit")
-    assert spec(quantization="4bit", lora={}).quantization is Quantization.INT4
+def test_quantization_without_lora_uses_the_lora_defaults() -> None:
+    qlora = spec(quantization="4bit")
+    assert qlora.lora == LoraConfig() and qlora.to_json_dict()["lora"] == {}
+    assert spec(quantization="8bit", lora={"r": 4}).lora == LoraConfig(r=4)
+    assert spec(quantization="none").lora is None and spec().lora is None
 
 
 def test_beta_only_for_dpo() -> None:
@@ -160,7 +161,7 @@ def test_spec_is_immutable() -> None:
             "learning_rate or learning_rate_multiplier",
         ),
         ({"suffix": "bad suffix!"}, "suffix", "suffix"),
-        ({"quantization": "4bit"}, None, "lora"),
+        ({"quantization": "3bit"}, "quantization", "'none', '4bit' or '8bit'"),
         ({"lora": {"target_modules": ""}}, "lora.target_modules", "at least one module"),
     ],
 )

@@ -12,7 +12,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from anytune._boundary import Translate, error_class_for_status
+from anytune._boundary import Translate, error_class_for_status, sign_in_not_set_up
+from anytune._netfail import NetFailure, classify
 from anytune._retry import retry_after_of
 from anytune.errors import (
     AnytuneError,
@@ -76,6 +77,13 @@ def map_error(exc: BaseException, *, action: str, workspace: Workspace | None = 
     """The anytune error for an exception raised by azure-core, azure-identity or azure-ai-ml."""
     kind = type(exc).__name__
     names = {c.__name__ for c in type(exc).__mro__}
+    if names & _SIGN_IN and sign_in_not_set_up(exc):
+        # Nothing to sign in with here: configuration (exit 2), not a refusal by Entra ID (exit 7).
+        return ConfigError(
+            f"{action}: no Azure credential found ({kind}): sign in with `az login`, or set the 'identity' "
+            "setting (ANYTUNE_AZUREML_IDENTITY) to the credential you use (environment, managed, cli...)",
+            field="settings.identity",
+        )
     if names & _SIGN_IN:
         return AuthenticationError(
             f"{action}: Azure sign-in failed ({kind}): {exc}. Sign in with `az login`, or set the "
@@ -92,8 +100,10 @@ def map_error(exc: BaseException, *, action: str, workspace: Workspace | None = 
             field="settings.workspace",
         )
     if status is None and names & _NO_ANSWER:
-        # No answer: connection refused or dropped, or a timeout.
-        return ServiceUnavailableError(f"{action}: no answer from the service ({kind}): {message}", provider=NAME)
+        # No answer: which host, and why (no network, DNS, refused, TLS, dropped, timeout).
+        failure = classify(exc) or NetFailure("connect")
+        retried = "" if failure.permanent else " (after retries)"
+        return ServiceUnavailableError(f"{action}: {failure.describe()}{retried}", provider=NAME)
     cls = _error_class(status, text)
     detail = f"{action}: {message}" + (f" [{code}]" if code and code not in message else "")
     if cls is ModelNotAvailableError and "marketplace" in text:

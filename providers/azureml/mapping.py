@@ -54,6 +54,10 @@ HYPERPARAMETERS: Mapping[Deployment, Mapping[str, str]] = {
 }
 
 
+#: Where a hyperparameter no Azure ML deployment takes can be set (they run anytune's trainer).
+_TRAINER_PROVIDERS = ("local", "huggingface")
+
+
 def options_section(spec: JobSpec) -> str:
     """The spec section Azure ML options come from: ``azure`` when the older one is given."""
     return "azure" if spec.azure is not None else "azureml"
@@ -81,6 +85,8 @@ def map_hyperparameters(spec: JobSpec, deployment: Deployment) -> dict[str, str]
                 f"{deployment} fine-tuning on Azure ML does not take {key}{alt}",
                 field=f"hyperparameters.{key}",
                 provider=NAME,
+                # Neither deployment takes it: the providers that run anytune's own trainer do.
+                alternatives=() if alt else _TRAINER_PROVIDERS,
             )
         out[table[key]] = _value(value)
     if spec.lora is not None:

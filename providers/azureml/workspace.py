@@ -26,7 +26,9 @@ from typing import Any, Literal, TypeVar
 from pydantic import Field
 
 from anytune._boundary import Translate, boundary
+from anytune._netfail import classify
 from anytune._provider import ProviderSettings
+from anytune._quiet import demote_warnings, quiet_library_handlers
 from anytune._retry import RetrySettings
 from anytune._secrets import RedactingFilter, install_log_filter
 from anytune.errors import AnytuneError, ConfigError
@@ -207,9 +209,31 @@ def credential_kwargs(settings: AzureMLSettings) -> dict[str, Any]:
     return {}
 
 
+#: Loggers whose warnings are ours to report, or none of the user's business: each failed sign-in
+#: (raised, and reported by anytune once), azure-ai-ml's "experimental class" notes (about classes
+#: anytune uses inside, on every call).  Shown with ``--debug``.
+AZURE_CHATTER: tuple[tuple[str, str | None], ...] = (
+    ("azure.ai.ml._utils._experimental", r"experimental"),
+    ("azure.identity._credentials.chained", None),
+    ("azure.identity._internal.decorators", None),
+    ("azure.identity._internal.get_token_mixin", None),
+)
+
+
+def quiet_azure_logs() -> None:
+    """Lower :data:`AZURE_CHATTER` to DEBUG (idempotent; done where anytune first uses the SDKs)."""
+    for name, pattern in AZURE_CHATTER:
+        demote_warnings(name, pattern)
+    # azure-ai-ml prints through stderr handlers of its own: its activity log (each call's start and
+    # end, failures included, which anytune reports itself) and experimental notes stay out of it.
+    quiet_library_handlers("azure.ai.ml", names=("azure.ai.ml._telemetry",), pattern=r"experimental")
+
+
 def make_credential(settings: AzureMLSettings) -> Any:
     """The azure-identity credential of the ``identity`` setting (imports azure-identity)."""
     import azure.identity
+
+    quiet_azure_logs()
 
     cls = getattr(azure.identity, CREDENTIALS[settings.identity])
     return cls(**credential_kwargs(settings))
@@ -230,6 +254,12 @@ def redact_azure_logs() -> None:
 
 
 # -- the read retry policy ---------------------------------------------------------------------
+
+
+def _permanent_network_failure(exc: BaseException) -> bool:
+    failure = classify(exc)
+    return failure is not None and failure.permanent
+
 
 _POLICY_CLASS: Any = None
 
@@ -279,6 +309,8 @@ def read_retry_policy(
                 return settings
 
             def increment(self, settings: Any, response: Any = None, error: Any = None) -> bool:
+                if isinstance(error, BaseException) and _permanent_network_failure(error):
+                    return False  # no network, no such host, refused, TLS: seconds later, the same
                 if not super().increment(settings, response=response, error=error):
                     return False
                 hint = self.get_retry_after(response) if hasattr(response, "http_response") else None
@@ -387,6 +419,7 @@ class Connection:
 
     def _client_kwargs(self) -> dict[str, Any]:
         redact_azure_logs()
+        quiet_azure_logs()
         kwargs: dict[str, Any] = {
             "retry_policy": self.retry_policy(),
             "enable_telemetry": False,

@@ -14,20 +14,29 @@ Reliability, and why:
 from __future__ import annotations
 
 import builtins
+import importlib.util
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from anytune._base_model import check_base_model, hub_offline
 from anytune._boundary import Translate, boundary
-from anytune._capabilities import Capabilities
+from anytune._capabilities import ALL_TRACKERS, Capabilities
 from anytune._create_once import create_once
 from anytune._provider import PlannedRequest, Provider, ProviderArgs, ProviderSettings, SubmitPlan
 from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import redact
 from anytune._spec import HFOptions, JobSpec, LocalOptions, Method, Quantization
 from anytune._types import Event, FineTunedModel, JobRecord, JobStatus, MetricPoint
-from anytune.errors import AnytuneError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.errors import (
+    AnytuneError,
+    AuthenticationError,
+    ConfigError,
+    JobNotFoundError,
+    NotSupportedError,
+    ProviderError,
+)
 from anytune.local_backend.joblog import RESULT_PREFIX
 
 from .errors import is_ambiguous, is_transient, translate_error
@@ -83,6 +92,8 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         data_formats=frozenset({"chat", "prompt_completion", "preference"}),
         # The job runs the local trainer: its options section (packing, logging...) applies too.
         sections=frozenset({"hf", "local"}),
+        # The job runs the local trainer, which logs to these (the job installs the tracker's package).
+        trackers=ALL_TRACKERS,
         output_name=True,  # the Hub model repo's name (hf.output_repo wins)
         pause=False,
         min_examples=1,
@@ -198,6 +209,32 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
             if refused(local):
                 raise NotSupportedError(why, field=field, provider=self.name, alternatives=["local"])
         check_hf_options(spec.hf or HFOptions())
+
+    def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
+        # The job downloads the model on the Hub's side, with this token: the id must resolve there
+        # and, when gated, be open to the token. The local cache serves nothing here.
+        if dry_run and (hub_offline() or importlib.util.find_spec("huggingface_hub") is None):
+            return  # a plan works offline and without the hf extra; submit checks again (HfApi.auth_check)
+        check_base_model(
+            spec.base_model,
+            provider=self.name,
+            client=self._lookup_client(dry_run),
+            timeout=self.settings.hub_timeout,
+            folders=False,
+            use_cache=False,
+        )
+
+    def _lookup_client(self, dry_run: bool) -> HfApi:
+        """The provider's client; for a plan without a token, one without (a public model needs none).
+
+        A create needs the token anyway: without one it fails here, before any request.
+        """
+        if not dry_run:
+            return self._api()
+        try:
+            return self._api()
+        except (ConfigError, AuthenticationError):
+            return make_api(endpoint=self.endpoint, token=None, http_client_factory=self._http_client_factory)
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
         options = spec.hf or HFOptions()

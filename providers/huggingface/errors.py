@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from anytune._boundary import error_class_for_status
+from anytune._netfail import NetFailure, classify
 from anytune._retry import is_retryable_status, retry_after_of
 from anytune.errors import (
     AnytuneError,
@@ -78,7 +79,8 @@ def is_transient(exc: BaseException) -> bool:
     """Retry predicate: connection errors, timeouts, 408, 429 (unless it means quota) and 5xx."""
     httpx2 = _httpx2()
     if httpx2 is not None and isinstance(exc, httpx2.TransportError):
-        return True
+        failure = classify(exc)  # no network, no such host, refused, TLS: a retry cannot fix those
+        return failure is None or not failure.permanent
     status = _status_of(exc)
     if status is None:
         return False
@@ -132,13 +134,13 @@ def _client_error(exc: BaseException, errors: Any, *, provider: str, what: str) 
     """An error raised on this side: no token, a timeout or dropped connection, an invalid repo id."""
     httpx2 = _httpx2()
     if errors is not None and isinstance(exc, errors.LocalTokenNotFoundError):
-        return AuthenticationError(f"{what}: no Hugging Face token found: {LOGIN_HINT}", provider=provider)
-    if httpx2 is not None and isinstance(exc, httpx2.TimeoutException):
-        return ServiceUnavailableError(f"{what}: the Hub did not answer in time (after retries)", provider=provider)
+        # Missing here, not refused there: configuration (exit 2), like a missing OpenAI key.
+        return ConfigError(f"{what}: no Hugging Face token found: {LOGIN_HINT}", field="settings.token")
     if httpx2 is not None and isinstance(exc, httpx2.TransportError):
-        return ServiceUnavailableError(
-            f"{what}: connection to the Hub failed: {type(exc).__name__} (after retries)", provider=provider
-        )
+        timeout = isinstance(exc, httpx2.TimeoutException)
+        failure = classify(exc) or NetFailure("timeout" if timeout else "connect")
+        retried = "" if failure.permanent else " (after retries)"
+        return ServiceUnavailableError(f"{what}: {failure.describe()}{retried}", provider=provider)
     if errors is None:
         return None
     if isinstance(exc, errors.HFValidationError):

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import Field, SecretStr
 
+from anytune._base_model import DEFAULT_HUB_TIMEOUT
 from anytune._provider import ProviderSettings
 from anytune._retry import RetrySettings
 from anytune._secrets import install_log_filter, register_secret
-from anytune.errors import AuthenticationError, MissingDependencyError
+from anytune.errors import ConfigError, MissingDependencyError
 
 if TYPE_CHECKING:
     import httpx2
@@ -70,6 +71,9 @@ class HuggingFaceSettings(ProviderSettings, RetrySettings):
         30.0, gt=0, description="cap on our own back-off; when set (and retry_after_max is not), on Retry-After too"
     )
     error_log_lines: int = Field(20, ge=0, le=1000, description="log lines a failed job's error carries")
+    hub_timeout: float = Field(
+        DEFAULT_HUB_TIMEOUT, gt=0, description="seconds the base model's look-up before a create may take"
+    )
 
 
 def resolve_endpoint(settings: HuggingFaceSettings) -> str:
@@ -84,7 +88,8 @@ def resolve_token(settings: HuggingFaceSettings, provider: str) -> str:
     ``get_token`` (``HF_TOKEN``, then the cached login of ``hf auth login``).
 
     Raises:
-        AuthenticationError: no token anywhere.
+        ConfigError: no token anywhere (a setting to make, exit 2; a token the Hub refuses is an
+            ``AuthenticationError``).
     """
     token = settings.token.get_secret_value() if settings.token is not None else None
     if not token and settings.token_env:
@@ -95,10 +100,10 @@ def resolve_token(settings: HuggingFaceSettings, provider: str) -> str:
         token = get_token()
     if not token:
         also = f" or {settings.token_env}" if settings.token_env else ""
-        raise AuthenticationError(
-            "no Hugging Face token: log in with `hf auth login`, set HF_TOKEN, or set the profile's token "
-            f"(ANYTUNE_HUGGINGFACE_TOKEN){also}",
-            provider=provider,
+        raise ConfigError(
+            f"no Hugging Face token for {provider!r}: log in with `hf auth login`, set HF_TOKEN{also}, or set "
+            "the profile's token (ANYTUNE_HUGGINGFACE_TOKEN)",
+            field="settings.token",
         )
     # Found outside configuration: make sure no message, log line or stored record shows it.
     register_secret(token)
@@ -118,7 +123,7 @@ def import_hub(provider: str) -> None:
     install_log_filter(logging.getLogger("huggingface_hub"))
 
 
-def make_api(*, endpoint: str, token: str, http_client_factory: HttpClientFactory | None = None) -> HfApi:
+def make_api(*, endpoint: str, token: str | None, http_client_factory: HttpClientFactory | None = None) -> HfApi:
     """The ``HfApi`` every call goes through.
 
     huggingface_hub 2.x sends every request through one process-wide ``httpx2.Client`` (``HfApi``

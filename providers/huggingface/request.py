@@ -7,13 +7,21 @@ anytune (see :mod:`.wheel`), uploaded to the dataset repo next to the data. The 
 the wheel (the token comes from the job *secret* ``HF_TOKEN``) and replaces itself (``exec``) with
 ``uv run --with "anytune[local] @ file://...whl" --with torch==... python -m
 anytune.local_backend.hf_job ...``: the trainer with pinned dependencies.
+
+The pins are derived, not written down: each dependency of ``anytune[local]`` at the version the
+submitting environment has installed (:func:`local_pins`), so a job runs the transformers, peft,
+torch... a local run would; a package not installed here keeps the extra's declared range. The
+``requirements`` setting replaces any pin by name.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
+import os
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,8 +34,8 @@ from .hub import DEFAULT_ENDPOINT, HuggingFaceSettings
 __all__ = [
     "BOOTSTRAP",
     "ENTRY_MODULE",
-    "HUB_CLIENT",
-    "JOB_REQUIREMENTS",
+    "HUB_DISTRIBUTION",
+    "JOB_EXTRA",
     "LABEL_KEY",
     "WHEEL_PLACEHOLDER",
     "JobFiles",
@@ -35,30 +43,25 @@ __all__ = [
     "check_hf_options",
     "default_dataset_repo",
     "default_output_repo",
+    "derive_pins",
     "entry_args",
+    "extra_requirements",
+    "hub_client_requirement",
     "job_command",
     "job_labels",
     "job_requirements",
     "job_spec_json",
+    "local_pins",
     "sanitize_label",
+    "tracker_env",
 ]
 
 #: Job labels allow letters, digits, '-' and '_' only, so the tag's dot becomes a dash.
 LABEL_KEY = IDEMPOTENCY_TAG.replace(".", "-")
-#: The bootstrap stage needs only the Hub client, to fetch the wheel.
-HUB_CLIENT = "huggingface_hub==2.4.0"
-#: What the training stage pins, on top of ``anytune[local]`` (the versions anytune is tested with;
-#: ``settings.requirements`` replaces any of them by name or adds more).
-JOB_REQUIREMENTS: tuple[str, ...] = (
-    "torch==2.13.0",
-    "transformers==5.23.0",
-    "peft==0.21.2",
-    "accelerate==1.15.0",
-    "tokenizers==0.23.3",
-    "safetensors==0.8.0",
-    "bitsandbytes==0.50.2",
-    "huggingface_hub==2.4.0",
-)
+#: The extra whose dependencies the training stage pins (the job installs ``anytune[local]``).
+JOB_EXTRA = "local"
+#: The bootstrap stage's only requirement, fetching the wheel; pinned like the others when installed.
+HUB_DISTRIBUTION = "huggingface_hub"
 ENTRY_MODULE = "anytune.local_backend.hf_job"
 WHEEL_PLACEHOLDER = "@ANYTUNE_WHEEL@"
 
@@ -156,14 +159,113 @@ class JobFiles:
 
 
 def _requirement_name(requirement: str) -> str:
-    return re.split(r"[\s<>=!~;\[@]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+    return re.split(r"[\s<>=!~;\[@(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-").replace(".", "-")
 
 
-def job_requirements(overrides: Sequence[str] = ()) -> list[str]:
-    """The pinned requirements of the training stage; ``overrides`` replace pins of the same name."""
+#: ``extra == "local"`` in a ``Requires-Dist`` marker (core metadata writes the extra's name so).
+_EXTRA_CLAUSE = re.compile(r"""\bextra\s*==\s*["']([A-Za-z0-9._-]+)["']""")
+
+
+def extra_requirements(requires_dist: Sequence[str], extra: str) -> list[str]:
+    """The requirements an extra adds, from a distribution's ``Requires-Dist`` lines (pure).
+
+    ``bitsandbytes>=0.43; platform_system != "Darwin" and extra == "local"`` gives
+    ``bitsandbytes>=0.43; platform_system != "Darwin"``: the extra's own clause goes, the rest of the
+    marker stays (uv evaluates it where the job runs). Another extra's requirements and references to
+    the distribution itself (``anytune[...]``) are left out.
+    """
+    out: list[str] = []
+    for line in requires_dist:
+        body, _, marker = line.partition(";")
+        if extra not in _EXTRA_CLAUSE.findall(marker) or _requirement_name(body) == "anytune":
+            continue
+        rest = _EXTRA_CLAUSE.sub("", marker).strip()
+        rest = re.sub(r"^(and\s+)+|(\s+and)+$", "", rest).strip()
+        out.append(body.strip() + (f"; {rest}" if rest else ""))
+    return out
+
+
+def derive_pins(declared: Sequence[str], installed: Mapping[str, str]) -> list[str]:
+    """Each declared requirement pinned to the installed version, else left as declared (pure).
+
+    ``installed`` maps normalised names (``huggingface-hub``) to versions. A local version label is
+    dropped (``2.13.0+cpu`` -> ``torch==2.13.0``): the submitter's CPU-only build says nothing about
+    the job's hardware, and the job's index has the CUDA build of the same release. A marker stays.
+
+    >>> derive_pins(["torch>=2.1", "peft>=0.12"], {"torch": "2.13.0+cpu"})
+    ['torch==2.13.0', 'peft>=0.12']
+    """
+    pins: list[str] = []
+    for requirement in declared:
+        body, sep, marker = requirement.partition(";")
+        version = installed.get(_requirement_name(body))
+        if version is None:
+            pins.append(requirement)
+            continue
+        shown = re.split(r"[\s<>=!~\[@(]", body.strip(), maxsplit=1)[0]
+        pins.append(f"{shown}=={version.split('+', 1)[0]}" + (f"; {marker.strip()}" if sep else ""))
+    return pins
+
+
+def _installed_pins(extra: str) -> list[str]:
+    """``extra``'s requirements pinned to this environment's versions (its declared ranges where a
+    package is not installed here)."""
+    from importlib import metadata
+
+    try:
+        requires = metadata.requires("anytune") or []
+    except metadata.PackageNotFoundError:  # not installed as a distribution: the wheel step says so
+        return []
+    declared = extra_requirements(requires, extra)
+    installed: dict[str, str] = {}
+    for requirement in declared:
+        name = _requirement_name(requirement)
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            installed[name] = metadata.version(name)
+    return derive_pins(declared, installed)
+
+
+@functools.lru_cache(maxsize=1)
+def local_pins() -> tuple[str, ...]:
+    """What the training stage pins: ``anytune[local]``'s dependencies at this environment's
+    versions, so the job runs the library versions the submitter runs (cached: read once)."""
+    return tuple(_installed_pins(JOB_EXTRA))
+
+
+@functools.lru_cache(maxsize=1)
+def hub_client_requirement() -> str:
+    """The bootstrap's one requirement: the submitter's huggingface_hub version (it is installed
+    wherever a job is submitted), else the ``hf`` extra's range."""
+    name = _requirement_name(HUB_DISTRIBUTION)
+    found = [p for p in _installed_pins("hf") if _requirement_name(p) == name]
+    return found[0] if found else HUB_DISTRIBUTION
+
+
+def job_requirements(overrides: Sequence[str] = (), *, pins: Sequence[str] | None = None) -> list[str]:
+    """The pinned requirements of the training stage; ``overrides`` replace pins of the same name.
+
+    Args:
+        overrides: the ``requirements`` setting: replaces a pin by name, or adds a requirement.
+        pins: the pins to start from (default :func:`local_pins`, derived from this environment).
+    """
     given = {_requirement_name(r): r for r in overrides}
-    pinned = [given.pop(_requirement_name(r), r) for r in JOB_REQUIREMENTS]
+    base = local_pins() if pins is None else pins
+    pinned = [given.pop(_requirement_name(r), r) for r in base]
     return pinned + list(given.values())
+
+
+#: What each tracker of ``report_to`` reads from the environment that a job takes from the submitter's.
+#: Settings only: a credential (``WANDB_API_KEY``) would show in the job's definition.
+TRACKER_ENV: Mapping[str, tuple[str, ...]] = {
+    "mlflow": ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME"),
+    "wandb": ("WANDB_PROJECT", "WANDB_ENTITY", "WANDB_MODE"),
+    "trackio": ("TRACKIO_PROJECT", "TRACKIO_SPACE_ID"),
+}
+
+
+def tracker_env(report_to: Sequence[str], environ: Mapping[str, str]) -> dict[str, str]:
+    """The trackers' settings set in ``environ``, for the job's environment (pure)."""
+    return {name: environ[name] for t in report_to for name in TRACKER_ENV.get(t, ()) if environ.get(name)}
 
 
 def job_spec_json(spec: JobSpec) -> str:
@@ -190,7 +292,9 @@ def job_command(
     if files.valid is not None:
         entry += ["--valid", files.valid]
     entry += ["--output-repo", output_repo, "--private" if private else "--public", "--spec", job_spec_json(spec)]
-    trainer = ["uv", "run", "--no-project", "--python", python, "--with", f"anytune[local] @ {WHEEL_PLACEHOLDER}"]
+    # report_to's trackers: anytune has one extra per tracker, named after it, holding its package.
+    extras = ",".join([JOB_EXTRA, *spec.report_to])
+    trainer = ["uv", "run", "--no-project", "--python", python, "--with", f"anytune[{extras}] @ {WHEEL_PLACEHOLDER}"]
     for requirement in job_requirements(requirements):
         trainer += ["--with", requirement]
     trainer += ["python", "-m", ENTRY_MODULE, *entry]
@@ -201,7 +305,7 @@ def job_command(
         "--python",
         python,
         "--with",
-        HUB_CLIENT,
+        hub_client_requirement(),
         "python",
         "-c",
         BOOTSTRAP,
@@ -242,6 +346,7 @@ def build_job_request(
     env = {"PYTHONUNBUFFERED": "1", "HF_HUB_DISABLE_PROGRESS_BARS": "1", "UV_NO_PROGRESS": "1"}
     if endpoint.rstrip("/") != DEFAULT_ENDPOINT:
         env["HF_ENDPOINT"] = endpoint
+    env.update(tracker_env(spec.report_to, os.environ))
     return {
         "image": settings.image,
         "command": job_command(

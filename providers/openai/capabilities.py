@@ -38,8 +38,24 @@ def _hints(service: str) -> dict[str, str]:
         "lora": f"{service} does not take LoRA settings: the service chooses how the model is adapted",
         "quantization": f"{service} trains on its own hardware and takes no quantization setting",
     }
-    for name in ("warmup_ratio", "warmup_steps", "max_steps", "max_length"):
+    for name in (
+        "warmup_ratio",
+        "warmup_steps",
+        "max_steps",
+        "max_length",
+        "gradient_accumulation_steps",
+        "weight_decay",
+        "lr_scheduler",
+        "optimizer",
+    ):
         hints[f"hyperparameters.{name}"] = f"{service} does not take {name}"
+    hints["hyperparameters.validation_split"] = (
+        f"{service} does not split the training file; give a validation_file instead"
+    )
+    hints["report_to"] = (
+        f"{service} reports to no tracker anytune runs; for Weights & Biases set openai.wandb "
+        "(the service's own integration)"
+    )
     return hints
 
 

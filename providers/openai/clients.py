@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import Field, SecretStr
 
 from anytune._provider import ProviderSettings
+from anytune._quiet import demote_warnings
 from anytune._retry import RetrySettings
 from anytune._secrets import install_log_filter
 from anytune.errors import ConfigError, MissingDependencyError
@@ -259,6 +260,9 @@ def default_token_provider(scope: str) -> Callable[[], str]:
         from azure.identity import DefaultAzureCredential, get_bearer_token_provider
     except ImportError as exc:
         raise MissingDependencyError("azure-identity", "azure", "Entra ID sign-in for 'azure-openai'") from exc
+    # A failed sign-in is raised and reported once by anytune; azure-identity's own warning about it
+    # is shown with --debug only.
+    demote_warnings("azure.identity._credentials.chained")
     provider: Callable[[], str] = get_bearer_token_provider(DefaultAzureCredential(), scope)
     return provider
 

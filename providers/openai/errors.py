@@ -16,12 +16,14 @@ from typing import Any
 
 import orjson
 
-from anytune._boundary import error_class_for_status
+from anytune._boundary import error_class_for_status, sign_in_not_set_up
+from anytune._netfail import NetFailure, classify
 from anytune._retry import is_retryable_status, retry_after_of
 from anytune._secrets import redact
 from anytune.errors import (
     AnytuneError,
     AuthenticationError,
+    ConfigError,
     InvalidRequestError,
     JobNotFoundError,
     ModelNotAvailableError,
@@ -119,12 +121,13 @@ class _Body:
 
 
 def is_transient(exc: BaseException) -> bool:
-    """Retry predicate: connection errors, timeouts, 408, 429 (unless it means quota) and 5xx."""
+    """Retry predicate: connection errors (but for no network, no such host, refused and TLS errors,
+    which a retry seconds later cannot fix), timeouts, 408, 429 (unless it means quota) and 5xx."""
     openai = openai_module()
     if openai is None:
         return False
     if isinstance(exc, openai.APIConnectionError):  # APITimeoutError is one too
-        return True
+        return not _permanent_network_failure(exc)
     if isinstance(exc, openai.APIStatusError):
         if exc.status_code == 429 and _Body.of(exc).quota:
             return False
@@ -139,7 +142,8 @@ def is_ambiguous(exc: BaseException) -> bool:
     if openai is None:
         return False
     if isinstance(exc, openai.APIConnectionError):
-        return True
+        # No network, no such host, refused, TLS: the request never reached the service.
+        return not _permanent_network_failure(exc)
     return isinstance(exc, openai.APIStatusError) and (exc.status_code == 408 or exc.status_code >= 500)
 
 
@@ -175,6 +179,13 @@ def wind_down_message(service_message: str, today: date | None = None) -> str:
 
 def _azure_identity_error(exc: BaseException, ctx: _Context) -> AnytuneError:
     name = type(exc).__name__
+    if sign_in_not_set_up(exc):
+        # Nothing to sign in with here: configuration (exit 2), not a refusal by Entra ID (exit 7).
+        return ConfigError(
+            f"{ctx.what}: no Azure credential found for Entra ID sign-in: sign in (`az login`, managed "
+            "identity), or set AZURE_OPENAI_API_KEY / settings.api_key",
+            field="settings.api_key",
+        )
     if "Authentication" in name or "Credential" in name:
         return AuthenticationError(
             f"{ctx.what}: Entra ID sign-in failed ({exc}). Sign in (`az login`, managed identity) or set "
@@ -185,13 +196,16 @@ def _azure_identity_error(exc: BaseException, ctx: _Context) -> AnytuneError:
 
 
 def _transport_error(exc: BaseException, openai: Any, ctx: _Context) -> AnytuneError:
-    if isinstance(exc, openai.APITimeoutError):
-        return ServiceUnavailableError(
-            f"{ctx.what}: the service did not answer in time (after retries)", provider=ctx.provider
-        )
-    cause = exc.__cause__ or exc.__context__
-    detail = f": {type(cause).__name__}" if cause is not None else ""
-    return ServiceUnavailableError(f"{ctx.what}: connection failed{detail} (after retries)", provider=ctx.provider)
+    """No answer: which host could not be reached and why (DNS, refused, TLS, timeout...)."""
+    failure = classify(exc) or NetFailure("timeout" if isinstance(exc, openai.APITimeoutError) else "connect")
+    retried = "" if failure.permanent else " (after retries)"
+    return ServiceUnavailableError(f"{ctx.what}: {failure.describe()}{retried}", provider=ctx.provider)
+
+
+def _permanent_network_failure(exc: BaseException) -> bool:
+    """A failure a retry seconds later cannot fix: no network, no such host, refused, TLS."""
+    failure = classify(exc)
+    return failure is not None and failure.permanent
 
 
 def _invalid_request(status: int, body: _Body, message: str, common: dict[str, Any], ctx: _Context) -> AnytuneError:

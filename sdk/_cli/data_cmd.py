@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json
+from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json, safe
 
 app = typer.Typer(help="Validate and convert datasets.", no_args_is_help=True)
 
@@ -117,17 +117,45 @@ def _summary(report: object) -> None:
 @app.command("convert")
 def convert(
     src: Annotated[Path, typer.Argument(help="Prompt/completion JSONL.")],
-    dst: Annotated[Path, typer.Argument(help="Chat JSONL to write.")],
+    dst: Annotated[Path, typer.Argument(help="Chat JSONL to write, or - for standard output.")],
     system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists.")] = False,
 ) -> None:
-    """Turn a prompt/completion file into chat format (messages: user, assistant)."""
+    """Turn a prompt/completion file into chat format (messages: user, assistant).
+
+    With DST "-" the result goes to standard output (nothing at all when a line cannot be
+    converted); the count goes to standard error.
+    """
     from anytune._data.convert import convert_prompt_completion
     from anytune._data.validate import require_data_file
     from anytune.errors import ConfigError
 
     require_data_file(src, "SRC")
+    if str(dst) == "-":
+        count = _convert_to_stdout(src, system)
+        err.print(f"wrote {count:,} examples to standard output")
+        return
     if dst.exists() and not force:
         raise ConfigError(f"{dst} exists; pass --force to overwrite it", field="DST")
     count = convert_prompt_completion(src, dst, system=system)
     err.print(f"wrote {count:,} examples to {lit(dst)}")
+
+
+def _convert_to_stdout(src: Path, system: str | None) -> int:
+    """The converted lines on standard output: the exact bytes into a pipe or file; on a terminal,
+    each line through :func:`safe` like any data shown there."""
+    import sys
+    import tempfile
+
+    from anytune._data.convert import convert_prompt_completion_to
+
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None and not sys.stdout.isatty():
+        sys.stdout.flush()
+        return convert_prompt_completion_to(src, buffer, system=system)
+    with tempfile.TemporaryFile() as spool:
+        count = convert_prompt_completion_to(src, spool, system=system)
+        spool.seek(0)
+        for line in spool:
+            out.print(safe(line.decode().rstrip("\n")), markup=False)
+    return count

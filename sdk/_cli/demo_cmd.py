@@ -22,7 +22,8 @@ from rich.table import Table
 from rich.text import Text
 
 from anytune import FineTunedModel, FineTuneJob, JobStatus
-from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json
+from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json, safe
+from anytune._cli._progress import DEFAULT_INTERVAL, IntervalOpt, ProgressLines
 from anytune._home import anytune_home
 from anytune.errors import JobFailedError, MissingDependencyError
 
@@ -98,8 +99,16 @@ def _build_tiny(folder: Path, train: Path) -> Path:
     return build_tiny_model(folder, texts=_texts(train), **TINY_SHAPE)
 
 
-def _follow(job: FineTuneJob, *, quiet: bool) -> None:
-    """Stream the job's events into a progress bar with the live loss."""
+def _follow(job: FineTuneJob, *, quiet: bool, interval: float = DEFAULT_INTERVAL) -> None:
+    """Stream the job's events into a progress bar with the live loss (plain lines off a terminal)."""
+    if not quiet and not err.is_terminal:
+        lines = ProgressLines(interval)
+        for event in job.stream():
+            for text in lines.feed(event, job.record):
+                err.print(text, markup=False)
+        for text in lines.finish(job.record):
+            err.print(text, markup=False)
+        return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     columns = (
@@ -156,9 +165,9 @@ def _samples(result: FineTunedModel, valid: Path, count: int, max_new_tokens: in
 
 
 def _printable(text: str) -> str:
-    # A random model emits control characters and stray bytes: show them, do not let them move the cursor.
-    shown = "".join(c if c.isprintable() else "\ufffd" for c in text).strip()
-    return shown or "(nothing)"
+    # Model output is data: a control character shows as an escape (\x07), it never moves the cursor.
+    # (The smoke-size model generates only tokens that are text by themselves: see local_backend.tiny.)
+    return safe(text).strip() or "(nothing)"
 
 
 def _loss(value: Any) -> float | None:
@@ -174,6 +183,7 @@ def demo(
     max_steps: Annotated[int | None, typer.Option(min=1, help="Stop after this many optimizer steps.")] = None,
     samples: Annotated[int, typer.Option(min=0, help="Validation prompts to answer with both models.")] = 3,
     fast: Annotated[bool, typer.Option("--fast", hidden=True, help="One short epoch (for tests).")] = False,
+    progress_interval: IntervalOpt = DEFAULT_INTERVAL,
     json: JsonOpt = False,
 ) -> None:
     """Fine-tune a small model with LoRA on this machine: no account, nothing downloaded, ~1 minute on CPU."""
@@ -223,7 +233,7 @@ def demo(
             f"  job [bold]{lit(job.ref)}[/] started in a detached worker "
             f"(follow it from another shell: anytune jobs wait {lit(job.ref)})"
         )
-    _follow(job, quiet=quiet)
+    _follow(job, quiet=quiet, interval=progress_interval)
     record = job.record
     if record.status is not JobStatus.SUCCEEDED:
         raise JobFailedError(record)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -22,11 +24,14 @@ from anytune._cli._common import (
     print_json_line,
     safe,
 )
-from anytune._job import FineTuneJob
+from anytune._cli._progress import DEFAULT_INTERVAL, IntervalOpt, ProgressLines
+from anytune._job import PRUNE_DEFAULT, FineTuneJob
+from anytune._refresh import DEFAULT_TIMEOUT
 from anytune._specfile import FILE_KEYS, load_spec_file
+from anytune._specpaths import apply_sets, leaf_paths
 from anytune._store import UNKNOWN, StoredJob
-from anytune._types import Event, JobRecord, JobStatus
-from anytune.errors import ConfigError
+from anytune._types import Event, FineTunedModel, JobRecord, JobStatus
+from anytune.errors import AnytuneError, ConfigError
 
 app = typer.Typer(help="Create, follow and manage fine-tuning jobs.", no_args_is_help=True)
 
@@ -86,10 +91,28 @@ def _tags(values: list[str] | None) -> dict[str, str] | None:
     return tags
 
 
+def _with_sets(spec: dict[str, Any], items: list[str], flags: dict[str, Any]) -> dict[str, Any]:
+    """The spec with every ``--set`` applied (they edit it as if written in the file).
+
+    Raises:
+        ConfigError: a malformed ``--set``, or one for a field a flag sets too: which should win
+            is not obvious on one command line, so neither does.
+    """
+    if not items:
+        return spec
+    given = leaf_paths(apply_sets(items))
+    for path in sorted(leaf_paths(flags)):
+        clash = next((g for g in sorted(given) if g[: len(path)] == path or path[: len(g)] == g), None)
+        if clash is not None:
+            name = ".".join(clash)
+            raise ConfigError("given by --set and by a flag as well; give it once", field=name, source="--set")
+    return apply_sets(items, spec)
+
+
 @app.command("create")
 def create(
     file: Annotated[
-        Path | None, typer.Option("--file", "-f", help="Spec file (TOML or YAML); flags override it.")
+        Path | None, typer.Option("--file", "-f", help="Spec file (TOML or YAML); --set and flags override it.")
     ] = None,
     provider: ProviderOpt = None,
     profile: ProfileOpt = None,
@@ -102,9 +125,25 @@ def create(
     learning_rate: Annotated[float | None, typer.Option(help="Absolute learning rate.")] = None,
     learning_rate_multiplier: Annotated[float | None, typer.Option(help="OpenAI-style multiplier.")] = None,
     warmup_ratio: Annotated[float | None, typer.Option()] = None,
+    warmup_steps: Annotated[int | None, typer.Option()] = None,
     max_steps: Annotated[int | None, typer.Option()] = None,
     max_length: Annotated[int | None, typer.Option(help="Maximum tokens per example.")] = None,
     seed: Annotated[int | None, typer.Option()] = None,
+    beta: Annotated[float | None, typer.Option(help="DPO beta (method dpo).")] = None,
+    gradient_accumulation_steps: Annotated[int | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    lr_scheduler: Annotated[
+        str | None, typer.Option(help="linear, cosine or constant_with_warmup.", show_default=False)
+    ] = None,
+    optimizer: Annotated[
+        str | None, typer.Option(help="adamw_torch, adamw_8bit or paged_adamw_8bit.", show_default=False)
+    ] = None,
+    validation_split: Annotated[
+        float | None, typer.Option(help="Share of the training data held out for validation.")
+    ] = None,
+    report_to: Annotated[
+        list[str] | None, typer.Option("--report-to", help="Experiment tracker to log to, repeatable.")
+    ] = None,
     lora_r: Annotated[int | None, typer.Option()] = None,
     lora_alpha: Annotated[int | None, typer.Option()] = None,
     lora_dropout: Annotated[float | None, typer.Option()] = None,
@@ -114,14 +153,29 @@ def create(
     quantization: Annotated[str | None, typer.Option(help="none, 4bit (QLoRA) or 8bit.")] = None,
     suffix: Annotated[str | None, typer.Option(help="Suffix of the fine-tuned model's name.")] = None,
     tag: Annotated[list[str] | None, typer.Option("--tag", help="KEY=VALUE, repeatable.")] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--set",
+            help="Set any spec field, e.g. local.device=cpu or hyperparameters.warmup_steps=10; "
+            "repeatable. The value is read as JSON/TOML (10, true, [1, 2], {r = 8}) else as text. "
+            "Overrides the spec file; a flag for the same field is an error.",
+            show_default=False,
+        ),
+    ] = None,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it finishes.")] = False,
+    progress_interval: IntervalOpt = DEFAULT_INTERVAL,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Validate and print the provider requests as JSON; send nothing.")
     ] = False,
     no_validate: Annotated[bool, typer.Option("--no-validate-data", help="Skip dataset checks.")] = False,
     json: JsonOpt = False,
 ) -> None:
-    """Create a fine-tuning job from flags and/or a spec file."""
+    """Create a fine-tuning job from flags, --set and/or a spec file.
+
+    Precedence, lowest first: the profile's spec defaults, the spec file, --set (in order), flags;
+    a flag and a --set for the same field is an error.
+    """
     spec: dict[str, Any] = {}
     settings: dict[str, Any] | None = None
     if file is not None:
@@ -137,9 +191,16 @@ def create(
         "learning_rate": learning_rate,
         "learning_rate_multiplier": learning_rate_multiplier,
         "warmup_ratio": warmup_ratio,
+        "warmup_steps": warmup_steps,
         "max_steps": max_steps,
         "max_length": max_length,
         "seed": seed,
+        "beta": beta,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "weight_decay": weight_decay,
+        "lr_scheduler": lr_scheduler,
+        "optimizer": optimizer,
+        "validation_split": validation_split,
     }
     fields: dict[str, Any] = {
         "base_model": base_model,
@@ -151,8 +212,10 @@ def create(
         "quantization": quantization,
         "suffix": suffix,
         "tags": _tags(tag),
+        "report_to": report_to or None,
     }
     fields = {k: v for k, v in fields.items() if v is not None}
+    spec = _with_sets(spec, set_ or [], fields)
     common: dict[str, Any] = {
         "provider": provider,
         "profile": profile,
@@ -165,12 +228,12 @@ def create(
     job = FineTuneJob.create(spec, **common, **fields)
     if not wait:
         if json:
-            print_json(job.record)
+            print_json(_record_json(job.record))
         else:
             err.print(f"created [bold]{lit(job.ref)}[/] ({job.record.status.value})")
             out.print(safe(job.ref), markup=False)
         return
-    _follow(job, timeout=None, json=json)
+    _follow(job, timeout=None, json=json, interval=progress_interval)
 
 
 @app.command("get")
@@ -178,34 +241,68 @@ def get(ref: RefArg, json: JsonOpt = False) -> None:
     """Show a job's current state."""
     job = FineTuneJob.get(ref)
     if json:
-        print_json(job.record)
+        print_json(_record_json(job.record))
     else:
         _show_record(job.record)
 
 
+StatusesOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--status",
+        help="Only jobs in this status; several comma-separated. Job statuses (validating, queued, running, "
+        "paused, succeeded, failed, cancelled) and submitting, submit_failed, unknown.",
+        show_default=False,
+    ),
+]
+ProviderFilterOpt = Annotated[
+    str | None, typer.Option("--provider", "-p", help="Only this provider's jobs.", show_default=False)
+]
+
+
 @app.command("list")
 def list_(
-    provider: Annotated[str | None, typer.Option("--provider", "-p", help="Only this provider.")] = None,
-    status: Annotated[str | None, typer.Option(help="Only jobs last seen in this status.")] = None,
+    provider: ProviderFilterOpt = None,
+    status: StatusesOpt = None,
     limit: Annotated[int, typer.Option(min=1)] = 50,
+    cached: Annotated[bool, typer.Option("--cached", help="Offline: show the stored states, ask no provider.")] = False,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            min=0, help="Seconds to wait for the providers; a job not refreshed by then shows its stored state."
+        ),
+    ] = DEFAULT_TIMEOUT,
     json: JsonOpt = False,
 ) -> None:
-    """Jobs created through anytune on this machine (last known state; newest first)."""
-    rows = FineTuneJob.list(provider=provider, status=status, limit=limit)
+    """Jobs created through anytune on this machine, newest first, in their current state.
+
+    Unfinished jobs are asked of their provider again (all at once); one whose provider does not
+    answer within --timeout shows its stored state, marked stale. --status filters on the state now.
+    """
+    rows = FineTuneJob.list(provider=provider, status=status, limit=limit, refresh=not cached, timeout=timeout)
     if json:
         print_json([row.model_dump(mode="json") for row in rows])
         return
     table = Table("ref", "status", "base model", "created", "fine-tuned model")
     for row in rows:
         record = row.record
+        shown = _status(record.status) if record else cell(row.status)
+        if row.stale:
+            shown.append(" (stale)", "yellow")
         table.add_row(
             cell(row.ref or _unsubmitted(row)),
-            _status(record.status) if record else cell(row.status),
+            shown,
             cell(row.spec.get("base_model", "")),
             f"{row.created_at:%Y-%m-%d %H:%M}",
             cell((record.fine_tuned_model or "") if record else ""),
         )
     out.print(table)
+    stale = [row for row in rows if row.stale]
+    if cached and stale:
+        err.print(f"{len(stale)} unfinished job(s) show their stored state (--cached): they may have moved on")
+    elif stale:
+        for row in stale:
+            err.print(f"stale: {lit(row.ref)} shows its stored state: {lit(row.stale_reason)}")
 
 
 class _Progress:
@@ -241,10 +338,10 @@ class _Progress:
         return table
 
 
-def _follow(job: FineTuneJob, *, timeout: float | None, json: bool) -> None:
+def _follow(job: FineTuneJob, *, timeout: float | None, json: bool, interval: float = DEFAULT_INTERVAL) -> None:
     if json:
         record = job.wait(timeout=timeout)
-        print_json(record)
+        print_json(_record_json(record, _result_of(job, record)))
     elif out.is_terminal:
         from rich.live import Live
 
@@ -252,27 +349,40 @@ def _follow(job: FineTuneJob, *, timeout: float | None, json: bool) -> None:
         with Live(view, console=out, refresh_per_second=4, transient=False):
             record = job.wait(timeout=timeout, on_event=view.on_event)
     else:
-        # Not a terminal (CI logs, pipes): one line per event instead of a redrawn view.
+        # Not a terminal (CI logs, pipes): plain lines instead of a redrawn view; progress at most
+        # once per interval (see _progress).
+        lines = ProgressLines(interval)
+
         def line(event: Event) -> None:
-            out.print(safe(event), markup=False)
+            for text in lines.feed(event, job.record):
+                out.print(text, markup=False)
 
         record = job.wait(timeout=timeout, on_event=line)
-        out.print(safe(f"{record.ref} {record.status.value}"), markup=False)
+        for text in [*lines.finish(record), safe(f"{record.ref} {record.status.value}")]:
+            out.print(text, markup=False)
     if record.status is not JobStatus.SUCCEEDED:
         if not json:
             message = record.error.message if record.error else ""
             err.print(f"[red]job {record.status.value}[/] {lit(message)}")
         raise typer.Exit(6)
+    if not json:
+        model = _result_of(job, record)
+        if model is not None:
+            _show_result(model)
 
 
 @app.command("wait")
 def wait(
     ref: RefArg,
     timeout: Annotated[float | None, typer.Option(help="Give up after this many seconds (exit 5).")] = None,
+    progress_interval: IntervalOpt = DEFAULT_INTERVAL,
     json: JsonOpt = False,
 ) -> None:
-    """Follow a job with a live progress view until it finishes (exit 6 unless it succeeded)."""
-    _follow(FineTuneJob.get(ref), timeout=timeout, json=json)
+    """Follow a job with a live progress view until it finishes (exit 6 unless it succeeded).
+
+    Off a terminal (CI logs, pipes) it prints plain lines: events as they come, progress (step,
+    loss, tokens/s, ETA) at most every --progress-interval seconds."""
+    _follow(FineTuneJob.get(ref), timeout=timeout, json=json, interval=progress_interval)
 
 
 @app.command("events")
@@ -325,14 +435,34 @@ def metrics(
 def resume(
     ref: RefArg,
     wait: Annotated[bool, typer.Option("--wait", help="Follow the job until it finishes.")] = False,
+    progress_interval: IntervalOpt = DEFAULT_INTERVAL,
     json: JsonOpt = False,
 ) -> None:
-    """Continue a stopped job (a killed or cancelled local run) from its last checkpoint."""
+    """Continue a paused or stopped job.
+
+    A paused hosted job (OpenAI, Azure OpenAI) goes on where it stopped; a killed or cancelled
+    local run restarts from its last checkpoint. Exit 2 when the provider cannot resume jobs (the
+    message names those that can).
+    """
     job = FineTuneJob.get(ref)
     record = job.resume()
     if wait:
-        _follow(job, timeout=None, json=json)
+        _follow(job, timeout=None, json=json, interval=progress_interval)
     elif json:
+        print_json(record)
+    else:
+        _show_record(record)
+
+
+@app.command("pause")
+def pause(ref: RefArg, json: JsonOpt = False) -> None:
+    """Pause a hosted job; `anytune jobs resume` continues it.
+
+    OpenAI and Azure OpenAI pause at the next checkpoint and stop billing. Exit 2 when the provider
+    cannot pause jobs (the message names those that can).
+    """
+    record = FineTuneJob.get(ref).pause()
+    if json:
         print_json(record)
     else:
         _show_record(record)
@@ -340,12 +470,129 @@ def resume(
 
 @app.command("cancel")
 def cancel(ref: RefArg, json: JsonOpt = False) -> None:
-    """Ask the provider to stop a job."""
+    """Ask the provider to stop a job; shows its state after the request."""
     record = FineTuneJob.get(ref).cancel()
     if json:
-        print_json(record)
-    else:
-        _show_record(record)
+        print_json(_record_json(record))
+        return
+    _show_record(record)
+    if not record.done:
+        # Some providers stop a job in the background (the local worker at its next step).
+        err.print(
+            f"cancel requested: {lit(record.provider)} still reports {record.status.value}"
+            f"{f' ({lit(record.raw_status)})' if record.raw_status else ''}; "
+            f"follow it with: anytune jobs wait {lit(record.ref)}"
+        )
+
+
+@app.command("delete")
+def delete(
+    ref: RefArg,
+    force: Annotated[
+        bool, typer.Option("--force", help="Delete the row of an unfinished job too (it keeps running, untracked).")
+    ] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Remove a job from the job store (the list). It does not cancel the job or delete its files."""
+    row = FineTuneJob.delete(ref, force=force)
+    if json:
+        print_json(row)
+        return
+    out.print(f"deleted {safe(ref)} from the job store", markup=False)
+    run_dir = row.record.output.get("run_dir") if row.record is not None else None
+    if run_dir:
+        err.print(f"its run directory is kept: {lit(run_dir)} (remove it yourself once you no longer need it)")
+    if row.unfinished:
+        err.print(f"the job was {row.status} and was not cancelled: anytune no longer tracks it")
+
+
+@app.command("prune")
+def prune(
+    status: Annotated[
+        str,
+        typer.Option(
+            "--status",
+            help="Statuses to remove, comma-separated. Unfinished jobs and unknown submissions go only when named.",
+        ),
+    ] = ",".join(PRUNE_DEFAULT),
+    older_than: Annotated[
+        str | None,
+        typer.Option(
+            "--older-than", help="Only jobs created longer ago than this: 90s, 30m, 12h, 7d, 2w.", show_default=False
+        ),
+    ] = None,
+    provider: ProviderFilterOpt = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="List what would be removed; remove nothing.")] = False,
+    json: JsonOpt = False,
+) -> None:
+    """Remove old rows from the job store by status and age (the jobs themselves are not touched)."""
+    age = _age(older_than) if older_than is not None else None
+    rows = FineTuneJob.prune(status=status, older_than=age, provider=provider, dry_run=dry_run)
+    if json:
+        print_json(rows)
+        return
+    if rows:
+        table = Table("ref", "status", "created")
+        for row in rows:
+            table.add_row(cell(row.ref or _unsubmitted(row)), cell(row.status), f"{row.created_at:%Y-%m-%d %H:%M}")
+        out.print(table)
+    err.print(f"{'would remove' if dry_run else 'removed'} {len(rows)} job(s) from the job store")
+
+
+_AGE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*", re.IGNORECASE)
+_AGE_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def _age(text: str) -> timedelta:
+    """``7d``, ``12h``, ``30m``, ``90s`` or ``2w`` as a duration."""
+    found = _AGE.fullmatch(text)
+    if found is None:
+        raise ConfigError(
+            f"expected an age such as 90s, 30m, 12h, 7d or 2w, got {text!r}", field="older_than", source="--older-than"
+        )
+    return timedelta(seconds=float(found[1]) * _AGE_UNITS[found[2].lower()])
+
+
+def _record_json(record: JobRecord, result: FineTunedModel | None = None) -> dict[str, Any]:
+    """A record as commands print it in JSON: its ``ref`` (what every command takes) and its
+    fields; a followed job that succeeded adds its ``result`` (where the model is)."""
+    data: dict[str, Any] = {"ref": record.ref, **record.model_dump(mode="json")}
+    if result is not None:
+        data["result"] = result.model_dump(mode="json")
+    return data
+
+
+def _result_of(job: FineTuneJob, record: JobRecord) -> FineTunedModel | None:
+    """What a finished job produced, or None (it did not succeed, or its result cannot be read:
+    said on stderr, the job's success stands)."""
+    if record.status is not JobStatus.SUCCEEDED:
+        return None
+    try:
+        return job.result()
+    except AnytuneError as exc:
+        err.print(f"[yellow]the job succeeded, but its result could not be read:[/] {lit(exc)}")
+        return None
+
+
+def _show_result(model: FineTunedModel) -> None:
+    """Where a succeeded job's model is: whatever the provider gave (id, folders, Hub repo)."""
+    hub = model.hub_repo and (f"{model.hub_repo} @ {model.revision}" if model.revision else model.hub_repo)
+    rows = [
+        ("model id", model.model_id),
+        ("adapter", model.adapter_path),
+        ("merged model", model.extra.get("merged_path")),
+        ("hub repo", hub),
+        ("run directory", model.extra.get("run_dir")),
+    ]
+    table = Table(
+        show_header=False, box=None, pad_edge=False, title=cell(f"result of {model.job_ref}"), title_justify="left"
+    )
+    table.add_column(style="bold")
+    table.add_column()
+    for name, value in rows:
+        if value:
+            table.add_row(name, cell(value))
+    out.print(table)
 
 
 def _unsubmitted(row: StoredJob) -> str:

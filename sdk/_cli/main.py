@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import warnings
 from typing import Annotated, NoReturn
 
 import typer
 
 from anytune import errors
-from anytune._cli import config_cmd, data_cmd, demo_cmd, jobs_cmd, providers_cmd, reconcile_cmd
+from anytune._cli import config_cmd, data_cmd, demo_cmd, jobs_cmd, providers_cmd, push_cmd, reconcile_cmd
 from anytune._cli._common import err, lit, safe
+from anytune._quiet import DEBUG_ENV, silence_library_warnings
 from anytune._secrets import install_log_filter, redacting_handler
 
 app = typer.Typer(
@@ -26,6 +29,7 @@ app.add_typer(data_cmd.app, name="data")
 app.add_typer(config_cmd.app, name="config")
 app.command("providers")(providers_cmd.providers)
 app.command("demo")(demo_cmd.demo)
+app.command("push")(push_cmd.push)
 
 _state = {"debug": False}
 
@@ -81,6 +85,36 @@ def _stop_debug_logging() -> None:
 _level: dict[str, int] = {}
 
 
+class _QuietHandler(logging.Handler):
+    """The console without ``--debug``: anytune's own warnings, as Python's last-resort handler
+    would print them; every other library's records dropped (the SDKs' notes and their retries and
+    failures, which anytune reports itself, once). ``--debug`` shows them all."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.name != "anytune" and not record.name.startswith("anytune."):
+            return
+        try:
+            sys.stderr.write(self.format(record) + "\n")  # the stream of the moment (tests swap it)
+        except Exception:
+            self.handleError(record)
+
+
+def _quiet_logging() -> None:
+    _stop_quiet_logging()
+    logging.getLogger().addHandler(redacting_handler(_QuietHandler()))
+
+
+def _stop_quiet_logging() -> None:
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if isinstance(h, _QuietHandler)]:
+        root.removeHandler(handler)
+
+
+INTERNAL_ERROR = "internal error (run with --debug for the traceback)"
+
 # One table from exception to (label, exit status); the first matching class wins.
 EXIT_CODES: tuple[tuple[type[BaseException], str, int], ...] = (
     (errors.DataValidationError, "invalid data", 3),
@@ -100,15 +134,19 @@ EXIT_CODES: tuple[tuple[type[BaseException], str, int], ...] = (
     # the cause, like sysexits' EX_IOERR. (WaitTimeoutError, a TimeoutError, matched above.)
     (OSError, "I/O error", 74),
     (KeyboardInterrupt, "interrupted", 130),
+    # Anything else is a bug of ours (EX_SOFTWARE); README's exit-status table lists every code here.
+    (BaseException, INTERNAL_ERROR, 70),
 )
 
 
 def _fail(exc: BaseException) -> NoReturn:
     label, code = next(
         ((label, code) for cls, label, code in EXIT_CODES if isinstance(exc, cls)),
-        ("internal error (run with --debug for the traceback)", 70),
+        (INTERNAL_ERROR, 70),
     )
     message = str(exc) or type(exc).__name__
+    if isinstance(exc, errors.DataValidationError) and exc.issues:
+        message = exc.headline  # the issues are listed below, once: not the message's copy of the first ones
     err.print(f"[bold red]{label}:[/] {lit(message)}", markup=True, highlight=False)
     if isinstance(exc, errors.DataValidationError) and exc.issues:
         for issue in exc.issues[:20]:
@@ -133,13 +171,24 @@ def main(argv: list[str] | None = None) -> None:
     raises comes out here and goes through :data:`EXIT_CODES`.
     """
     args = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in args
+    set_debug_env = debug and DEBUG_ENV not in os.environ
+    if set_debug_env:
+        os.environ[DEBUG_ENV] = "1"  # the local worker this run may start keeps its libraries' warnings
     try:
-        app(args=args, prog_name="anytune")
+        with warnings.catch_warnings():
+            if not debug:
+                _quiet_logging()
+                silence_library_warnings()
+            app(args=args, prog_name="anytune")
     except SystemExit:
         raise
     except BaseException as exc:
-        if _state["debug"] or "--debug" in args:
+        if _state["debug"] or debug:
             _print_traceback(exc)
         _fail(exc)
     finally:
         _stop_debug_logging()
+        _stop_quiet_logging()
+        if set_debug_env:
+            os.environ.pop(DEBUG_ENV, None)

@@ -192,6 +192,8 @@ class Scanner:
     def __init__(self, config: ScanConfig, count: Callable[[str], int]) -> None:
         self.config = config
         self._count = count
+        # A counter with the model's chat template counts whole chat examples (tokens.ChatCount).
+        self._count_chat: Callable[[list[Any], Any], int | None] | None = getattr(count, "chat", None)
         self._cache: dict[str, int] = {}
         self._ids: set[str] = set()
         self.result = ChunkResult()
@@ -404,6 +406,8 @@ class Scanner:
             self.issue(ln, "messages", "no_assistant_message", "example has no assistant message to learn from")
         elif trained == 0:
             self.issue(ln, "messages", "no_trainable_message", "every assistant message has weight 0", "warning")
+        if self._count_chat is not None and (templated := self._count_chat(messages, obj.get("tools"))) is not None:
+            return templated
         return n + tokens
 
     def _messages(self, messages: list[Any], ln: int, prefix: str) -> tuple[int, int, int]:

@@ -4,28 +4,28 @@ The choice is a table (:data:`_RESOLVERS`), tried in order; the first resolver t
 
 1. the provider is OpenAI-hosted (``openai``, ``azure-openai``) -> OpenAI's encoding for the model;
 2. the model name looks like an OpenAI model (``gpt-4o-mini``, ``o3-mini``, ``ft:gpt-...``) -> same;
-3. the model is a local directory (or a Hugging Face cache entry) holding ``tokenizer.json``
-   -> the model's own tokenizer through the ``tokenizers`` library, when installed;
+3. the model is a local folder, or a Hugging Face repo id already in the Hub cache (found through
+   huggingface_hub's ``try_to_load_from_cache``), holding a tokenizer:
+
+   * with a chat template and ``transformers`` installed -> each chat example is counted as the
+     trainer sees it: ``AutoTokenizer.apply_chat_template`` on its messages (and tools);
+   * otherwise -> the model's own ``tokenizer.json`` for the text, with OpenAI's per-message
+     overhead for the template's tokens: ``exact=False``, and the output says "approximate";
 4. otherwise ``o200k_base`` as a clearly named approximation (``exact=False``).
 
-Nothing is ever downloaded. The heavy libraries (``bpe_openai``, ``tokenizers``) are imported inside
-functions only, so ``import anytune`` stays light.
+Nothing is ever downloaded. The heavy libraries (``bpe_openai``, ``tokenizers``, ``transformers``,
+``huggingface_hub``) are imported inside functions only, so ``import anytune`` stays light.
 """
 
 from __future__ import annotations
 
 import functools
-import importlib.machinery
-import importlib.util
-import os
 import re
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from types import ModuleType
 from typing import Any, Protocol, runtime_checkable
 
-__all__ = ["TokenCounter", "counter_for", "encoding_for_openai_model", "fast_count"]
+__all__ = ["ChatCount", "TokenCounter", "counter_for", "encoding_for_openai_model", "fast_count"]
 
 
 @runtime_checkable
@@ -89,72 +89,66 @@ def encoding_for_openai_model(model: str | None) -> str:
     return OPENAI_ENCODING_BY_PREFIX[best] if best else DEFAULT_OPENAI_ENCODING
 
 
-def _load_bpe_bindings() -> ModuleType:
-    """Load bpe-openai's Rust extension module.
-
-    Importing the ``bpe_openai`` package runs its ``__init__``, which builds Python dictionaries of
-    every bundled encoding's merge table (about 70 MB of memory and a noticeable delay) that counting
-    never uses. The Rust module alone holds everything ``count`` needs, so it is loaded directly from
-    the package folder; any surprise falls back to the ordinary import.
-    """
-    name = "bpe_openai._bindings"
-    if name in sys.modules:
-        return sys.modules[name]
-    try:
-        spec = importlib.util.find_spec("bpe_openai")  # locates the package without importing it
-        folders = list(spec.submodule_search_locations or []) if spec else []
-        for folder in folders:
-            for suffix in importlib.machinery.EXTENSION_SUFFIXES:
-                candidate = os.path.join(folder, "_bindings" + suffix)
-                if os.path.isfile(candidate):
-                    loader = importlib.machinery.ExtensionFileLoader(name, candidate)
-                    mspec = importlib.util.spec_from_file_location(name, candidate, loader=loader)
-                    if mspec is None:
-                        continue
-                    module = importlib.util.module_from_spec(mspec)
-                    # Registered under its real name: a PyO3 module initialises once per process,
-                    # so a later `import bpe_openai` must find this one.
-                    sys.modules[name] = module
-                    loader.exec_module(module)
-                    return module
-    except (ImportError, OSError, ValueError):
-        sys.modules.pop(name, None)
-    return importlib.import_module(name)
-
-
 @functools.lru_cache(maxsize=4)
-def _bpe_tokenizer(encoding: str) -> Any:
-    return _load_bpe_bindings().tokenizer_for_encoding(encoding)
+def _encoding(name: str) -> Any:
+    """bpe-openai's tiktoken-compatible ``Encoding`` (bundled data, no download).
+
+    Imported at first use: ``import bpe_openai`` builds its model and encoding tables in Python
+    (about 1.3 s and 75 MiB on an idle core, against 0.2 s for its Rust module alone), a cost only a
+    dataset counted with an OpenAI encoding pays, once per process: validation forks its workers
+    after loading, so they share it. Only the public API is used; its private module is not.
+    """
+    import bpe_openai
+
+    return bpe_openai.get_encoding(name)
+
+
+#: bpe-openai refuses one call over 1,000,000 characters or 200,000 tokens: longer text is counted in
+#: pieces of at most this many characters (4 bytes each at worst, one token per byte at worst).
+_PIECE_CHARS = 40_000
+
+
+def _pieces(text: str) -> list[str]:
+    """``text`` cut before a whitespace character where it can be, where a word-level pre-tokenizer
+    cuts too (so the pieces' counts add up to the whole's)."""
+    out: list[str] = []
+    start = 0
+    while len(text) - start > _PIECE_CHARS:
+        stop = start + _PIECE_CHARS
+        cut = max(text.rfind(" ", start + 1, stop), text.rfind("\n", start + 1, stop))
+        if cut <= start:
+            cut = stop
+        out.append(text[start:cut])
+        start = cut
+    out.append(text[start:])
+    return out
 
 
 class BpeOpenAICounter:
-    """OpenAI encodings through bpe-openai's Rust tokenizer (bundled data, no download)."""
+    """OpenAI encodings through bpe-openai's ``Encoding`` (bundled data, no download)."""
 
-    #: Worker processes may be forked after loading: the Rust tables are read-only and shared.
+    #: Worker processes may be forked after loading: the tables are read-only and shared.
     fork_safe = True
 
     def __init__(self, encoding: str, *, exact: bool = True, label: str | None = None) -> None:
         self.encoding = encoding
         self.exact = exact
         self.name = label or encoding
-        self._tok = _bpe_tokenizer(encoding)
+        self._encode: Callable[[str], list[int]] = _encoding(encoding).encode_ordinary
 
     def count(self, text: str) -> int:
         """Count tokens of ``text`` as ordinary text (special-token strings are not special)."""
-        return int(self._tok.count(text))
-
-    @property
-    def raw_count(self) -> Callable[[str], int]:
-        """The Rust ``count`` itself, without a Python frame in between (hot loops use this)."""
-        fn: Callable[[str], int] = self._tok.count
-        return fn
+        if len(text) <= _PIECE_CHARS:
+            return len(self._encode(text))
+        return sum(len(self._encode(piece)) for piece in _pieces(text))
 
     def __repr__(self) -> str:
         return f"BpeOpenAICounter({self.name!r}, exact={self.exact})"
 
 
 class HFTokenizerCounter:
-    """A Hugging Face ``tokenizer.json`` through the ``tokenizers`` library."""
+    """A Hugging Face ``tokenizer.json`` through the ``tokenizers`` library, without a chat template:
+    the text is the model's own count, the template's tokens are estimated (``exact=False``)."""
 
     # The tokenizers library runs its own thread pool, which does not survive fork().
     fork_safe = False
@@ -164,7 +158,7 @@ class HFTokenizerCounter:
 
         self._tok = Tokenizer.from_file(str(path))
         self.name = label
-        self.exact = True
+        self.exact = False
 
     def count(self, text: str) -> int:
         """Count tokens of ``text`` without the special tokens a template would add."""
@@ -174,10 +168,85 @@ class HFTokenizerCounter:
         return f"HFTokenizerCounter({self.name!r})"
 
 
+class ChatCount:
+    """A counting callable (``count(text)``) that also counts a whole chat example (``chat``).
+
+    The dataset scanner calls ``chat(messages, tools)`` for each chat example where the callable
+    has it, and uses its answer (None: the template could not render this example) as the
+    example's count instead of its per-message estimate.
+    """
+
+    def __init__(
+        self, count: Callable[[str], int], chat: Callable[[Sequence[Mapping[str, Any]], Any], int | None]
+    ) -> None:
+        self._count = count
+        self.chat = chat
+
+    def __call__(self, text: str) -> int:
+        return self._count(text)
+
+
+class ChatTemplateCounter:
+    """A Hugging Face tokenizer with its chat template (``transformers.AutoTokenizer``).
+
+    A chat example counts as ``apply_chat_template(messages, tools=tools, tokenize=True)``: the
+    tokens the trainer feeds the model, template and special tokens included.
+    """
+
+    # The tokenizers library runs its own thread pool, which does not survive fork().
+    fork_safe = False
+    exact = True
+
+    def __init__(self, tokenizer: Any, label: str) -> None:
+        self._tok = tokenizer
+        # The Rust tokenizer underneath, for the per-string counts of the checks (much faster).
+        self._fast = getattr(tokenizer, "backend_tokenizer", None)
+        self.name = label
+
+    @classmethod
+    def load(cls, folder: Path, label: str) -> ChatTemplateCounter | None:
+        """The counter for the tokenizer saved in ``folder``; None without transformers or a template."""
+        try:
+            from transformers import AutoTokenizer  # heavy, optional: imported only here
+        except ImportError:
+            return None
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        except (OSError, ValueError, KeyError, ImportError):  # not a tokenizer transformers can load
+            return None
+        if not getattr(tokenizer, "chat_template", None):
+            return None
+        return cls(tokenizer, label)
+
+    def count(self, text: str) -> int:
+        """Count tokens of ``text`` without the special tokens a template would add."""
+        if self._fast is not None:
+            return len(self._fast.encode(text, add_special_tokens=False).ids)
+        return len(self._tok.encode(text, add_special_tokens=False))
+
+    def count_chat(self, messages: Sequence[Mapping[str, Any]], tools: Any = None) -> int | None:
+        """Tokens of one chat example through the chat template; None when the template refuses it
+        (a role order it does not accept, content it cannot render): the estimate then stands."""
+        try:
+            ids = self._tok.apply_chat_template(
+                list(messages),
+                tools=tools if isinstance(tools, list) and tools else None,
+                tokenize=True,
+                return_dict=False,
+            )
+        except Exception:  # a template raises whatever its author chose (jinja2, TemplateError...)
+            return None
+        return len(ids) if isinstance(ids, list) else None
+
+    def __repr__(self) -> str:
+        return f"ChatTemplateCounter({self.name!r})"
+
+
 def fast_count(counter: TokenCounter) -> Callable[[str], int]:
-    """The fastest callable counting with ``counter`` (the raw Rust one where there is one)."""
-    raw = getattr(counter, "raw_count", None)
-    return raw if callable(raw) else counter.count
+    """The callable the scanner counts with: ``counter.count``, carrying ``chat`` (a whole example
+    through the model's chat template) where the counter has a template."""
+    chat = getattr(counter, "count_chat", None)
+    return ChatCount(counter.count, chat) if callable(chat) else counter.count
 
 
 # --- resolvers ----------------------------------------------------------------------------------
@@ -200,36 +269,52 @@ def _by_openai_model_name(provider: str | None, model: str | None) -> TokenCount
     return BpeOpenAICounter(encoding_for_openai_model(model))
 
 
-def _hf_cache_dirs() -> list[Path]:
-    if os.environ.get("HF_HUB_CACHE"):
-        return [Path(os.environ["HF_HUB_CACHE"])]
-    home = os.environ.get("HF_HOME") or os.path.join(os.path.expanduser("~"), ".cache", "huggingface")
-    return [Path(home) / "hub"]
+#: Files that make a folder a Hugging Face tokenizer.
+_TOKENIZER_FILES = ("tokenizer_config.json", "tokenizer.json")
 
 
-def _local_tokenizer_json(model: str) -> Path | None:
-    """``model`` as a local folder with tokenizer.json, or a repo id already in the HF cache."""
+def _cached_snapshot(repo_id: str) -> Path | None:
+    """The Hub cache's snapshot folder holding ``repo_id``'s tokenizer, read through huggingface_hub
+    (which knows the cache's layout and ``HF_HUB_CACHE`` / ``HF_HOME``); nothing is downloaded."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:  # no Hub client, so no Hub cache to read
+        return None
+    for filename in _TOKENIZER_FILES:
+        try:
+            found = try_to_load_from_cache(repo_id, filename)
+        except ValueError:  # not a repo id huggingface_hub accepts (HFValidationError)
+            return None
+        if isinstance(found, str):  # not None (unknown) nor the "known not to exist" marker
+            return Path(found).parent
+    return None
+
+
+def _tokenizer_folder(model: str) -> Path | None:
+    """``model`` as a local folder holding a tokenizer, or a repo id whose tokenizer is in the Hub cache."""
     direct = Path(model).expanduser()
-    if (direct / "tokenizer.json").is_file():
-        return direct / "tokenizer.json"
+    if any((direct / name).is_file() for name in _TOKENIZER_FILES):
+        return direct
     if model.count("/") == 1 and not model.startswith((".", "/", "~")):
-        for cache in _hf_cache_dirs():
-            snapshots = cache / ("models--" + model.replace("/", "--")) / "snapshots"
-            if snapshots.is_dir():
-                for snap in sorted(snapshots.iterdir(), key=lambda p: p.stat().st_mtime, reverse=True):
-                    if (snap / "tokenizer.json").is_file():
-                        return snap / "tokenizer.json"
+        return _cached_snapshot(model)
     return None
 
 
 def _by_local_tokenizer(provider: str | None, model: str | None) -> TokenCounter | None:
     if not model:
         return None
-    path = _local_tokenizer_json(model)
-    if path is None:
+    folder = _tokenizer_folder(model)
+    if folder is None:
+        return None
+    counter = ChatTemplateCounter.load(folder, label=f"chat template of {model}")
+    if counter is not None:
+        return counter
+    if not (folder / "tokenizer.json").is_file():
         return None
     try:
-        return HFTokenizerCounter(path, label=f"tokenizer.json of {model}")
+        return HFTokenizerCounter(
+            folder / "tokenizer.json", label=f"tokenizer.json of {model}, without its chat template"
+        )
     except ImportError:  # tokenizers not installed: fall through to the approximation
         return None
 

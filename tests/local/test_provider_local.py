@@ -287,10 +287,18 @@ def _failure(job: FineTuneJob, timeout: float = 60) -> tuple[str, str]:
     return record.error.code, record.error.message
 
 
-def test_unknown_model_path_fails_with_a_clear_error(train_file: Path, tmp_path: Path) -> None:
+def test_unknown_model_path_fails_with_a_clear_error(train_file: Path, tmp_path: Path, anytune_home: Path) -> None:
     missing = tmp_path / "no-such-model"
+    # Refused before the run exists (tests/test_base_model.py has the cases)...
+    with pytest.raises(ConfigError) as info:
+        create(missing, train_file)
+    assert info.value.field == "base_model" and "no-such-model" in str(info.value)
+    assert jobs_in_store(anytune_home) == 0 and not (anytune_home / "runs").exists()
+    # ...and a folder gone by the time the worker starts (a submit past the check) fails clearly there.
+    spec = JobSpec(base_model=str(missing), training_file=train_file, local={"device": "cpu"})  # type: ignore[arg-type]
     started = time.monotonic()
-    code, message = _failure(create(missing, train_file))
+    record = LocalProvider().submit(spec, idempotency_key="gone")
+    code, message = _failure(FineTuneJob.get(record.ref, provider=LocalProvider()))
     assert time.monotonic() - started < 60
     assert code == "model_not_found"
     assert "no-such-model" in message

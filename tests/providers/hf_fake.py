@@ -381,6 +381,7 @@ class FakeHub:
                 "id": repo_id,
                 "sha": repo.head,
                 "private": repo.private,
+                "gated": "manual" if repo.gated else False,
                 "tags": [],
                 "siblings": [{"rfilename": f} for f in sorted(repo.files)],
             },

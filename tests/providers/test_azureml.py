@@ -480,6 +480,17 @@ def test_cancel(fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock
 
 
 class _RefusingCredential:
+    """Entra ID refused the sign-in (a wrong client secret, say)."""
+
+    def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+        from azure.core.exceptions import ClientAuthenticationError
+
+        raise ClientAuthenticationError("ClientSecretCredential: AADSTS7000215: Invalid client secret provided")
+
+
+class _AbsentCredential:
+    """Nothing to sign in with on this machine (not logged in, no variables set)."""
+
     def get_token(self, *scopes: str, **kwargs: Any) -> Any:
         from azure.identity import CredentialUnavailableError
 
@@ -498,6 +509,21 @@ def test_sign_in_failure_is_an_authentication_error(
     )
     with pytest.raises(AuthenticationError, match="az login"):
         provider.submit(spec(train), idempotency_key="k")
+
+
+def test_no_credential_here_is_a_config_error(
+    train: Path, store: JobStore, anytune_home: Path, fake: FakeAzureML
+) -> None:
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=store,
+        home=anytune_home,
+        credential=_AbsentCredential(),
+        transport=fake.transport(),
+    )
+    with pytest.raises(ConfigError, match="az login") as err:
+        provider.submit(spec(train), idempotency_key="k")
+    assert err.value.field == "settings.identity" and not fake.jobs
 
 
 def test_rejected_token_is_an_authentication_error(

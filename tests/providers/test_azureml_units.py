@@ -382,11 +382,15 @@ def test_http_errors_map_by_code_then_status(status: int, code: str, message: st
 
 def test_transport_and_credential_errors_map() -> None:
     pytest.importorskip("azure.identity")
-    from azure.core.exceptions import ServiceResponseTimeoutError
+    from azure.core.exceptions import ClientAuthenticationError, ServiceResponseTimeoutError
     from azure.identity import CredentialUnavailableError
 
     assert isinstance(map_error(ServiceResponseTimeoutError("read timed out"), action="x"), ServiceUnavailableError)
-    assert isinstance(map_error(CredentialUnavailableError("no credential"), action="x"), AuthenticationError)
+    # No credential on this machine is configuration; a refusal by Entra ID is authentication.
+    assert isinstance(map_error(CredentialUnavailableError("no credential"), action="x"), ConfigError)
+    assert isinstance(
+        map_error(ClientAuthenticationError("AADSTS7000215: bad secret"), action="x"), AuthenticationError
+    )
     missing = map_error(
         _http_error(404, "ResourceGroupNotFound", "Resource group 'r' could not be found."),
         action="x",

@@ -249,7 +249,7 @@ def test_job_requirements_are_pinned_and_overridable() -> None:
 # -- plan -----------------------------------------------------------------------------------------------
 
 
-def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train: Path, valid: Path) -> None:
+def test_plan_shows_uploads_and_the_job_spec_sending_nothing(hub: FakeHub, train: Path, valid: Path) -> None:
     plan = FineTuneJob.plan(
         provider=provider(hub),
         base_model=BASE_MODEL,
@@ -258,7 +258,9 @@ def test_plan_shows_uploads_and_the_job_spec_without_network(hub: FakeHub, train
         lora={"r": 8},
         hf={"flavor": "l4x1", "namespace": "acme"},
     )
-    assert hub.requests == []
+    # The one call: the base model's read-only look-up (huggingface_hub reads its harness list itself).
+    calls = [(r.method, r.path) for r in hub.requests if r.path != "/api/agent-harnesses"]
+    assert calls == [("GET", f"/api/models/{BASE_MODEL}")]
     assert [u.purpose for u in plan.uploads] == ["training", "validation", "trainer"]
     assert plan.uploads[0].sha256 == hashlib.sha256(train.read_bytes()).hexdigest()
     ops = {r.operation: r.body for r in plan.requests}
@@ -530,8 +532,9 @@ def test_bad_token_is_an_authentication_error(hub: FakeHub, train: Path, monkeyp
 
 
 def test_no_token_at_all(hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Missing here is configuration (exit 2); a token the Hub rejects is authentication (exit 7).
     monkeypatch.delenv("HF_TOKEN")
-    with pytest.raises(AuthenticationError, match="HF_TOKEN"):
+    with pytest.raises(ConfigError, match="HF_TOKEN"):
         create(hub, train)
     assert hub.requests == []
 
@@ -557,10 +560,13 @@ def test_missing_or_gated_base_model_fails_before_any_upload(
 ) -> None:
     if gated:
         hub.add_repo("model", model, {"config.json": b"{}"}, gated=True)
-    with pytest.raises(ModelNotAvailableError) as err:
+    # Checked before the job is recorded: a missing id is a setting to fix, a gated one needs access.
+    with pytest.raises(ModelNotAvailableError if gated else ConfigError) as err:
         create(hub, train, base_model=model)
     assert model in str(err.value) and ("gated" in str(err.value)) is gated
+    assert gated or ("no such model" in str(err.value) and "base_model" in str(err.value))
     assert hub.calls("POST", r"/commit/") == [] and hub.job_creates == []
+    assert FineTuneJob.list() == []
 
 
 def test_unknown_job_is_job_not_found(hub: FakeHub) -> None:

@@ -120,7 +120,7 @@ def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
 
     # Both uv stages ran: the bootstrap with the Hub client, then the trainer from the shipped wheel.
     stages = [json.loads(line) for line in shim_log.read_text().splitlines()]
-    assert [s["requirements"][0] for s in stages] == [hf.HUB_CLIENT, stages[1]["requirements"][0]]
+    assert [s["requirements"][0] for s in stages] == [hf.hub_client_requirement(), stages[1]["requirements"][0]]
     assert stages[1]["requirements"][0].startswith("anytune[local] @ file://")
     assert set(hf.job_requirements()) <= set(stages[1]["requirements"])
     assert (Path(stages[1]["wheel_dir"]) / "anytune" / "local_backend" / "hf_job.py").is_file()
