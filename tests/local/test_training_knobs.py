@@ -331,6 +331,43 @@ def test_wandb_and_trackio_get_the_config_each_point_and_the_outcome(
     ]
 
 
+def _fake_mlflow(calls: list[tuple[str, Any]]) -> Any:
+    """A fake of the part of mlflow's module API the tracker uses (mlflow is not a test dependency:
+    its OpenTelemetry pins and azure-ai-ml's leave pip unable to resolve the dev environment)."""
+    import types
+
+    mlflow = types.ModuleType("mlflow")
+
+    def start_run(**kw: Any) -> Any:
+        calls.append(("start_run", kw))
+        return types.SimpleNamespace(info=types.SimpleNamespace(run_id=kw.get("run_id") or "mlrun-1"))
+
+    mlflow.start_run = start_run  # type: ignore[attr-defined]
+    mlflow.log_params = lambda params: calls.append(("log_params", params))  # type: ignore[attr-defined]
+    mlflow.log_metrics = lambda data, step: calls.append(("log_metrics", (step, data)))  # type: ignore[attr-defined]
+    mlflow.end_run = lambda status: calls.append(("end_run", status))  # type: ignore[attr-defined]
+    return {"mlflow": mlflow}.__getitem__
+
+
+def test_mlflow_logs_params_once_and_a_resumed_job_goes_on_in_the_same_run(tmp_path: Path) -> None:
+    from anytune.local_backend.tracking import open_trackers
+
+    calls: list[tuple[str, Any]] = []
+    first = open_trackers(["mlflow"], run_dir=tmp_path, run_id="run-7", importer=_fake_mlflow(calls))
+    first.start({"learning_rate": 0.01, "lora": {"r": 8}, "seed": None})
+    first.log(MetricPoint(step=2, train_loss=1.5))
+    first.finish("cancelled")
+    resumed = open_trackers(["mlflow"], run_dir=tmp_path, run_id="run-7", importer=_fake_mlflow(calls), resume_step=2)
+    resumed.start({"learning_rate": 0.01, "lora": {"r": 8}, "seed": None})
+    resumed.log(MetricPoint(step=3, train_loss=1.25, valid_loss=1.4))
+    resumed.finish("succeeded")
+    assert calls[0] == ("start_run", {"run_name": "run-7", "tags": {"anytune.job": "run-7"}})
+    assert calls[1][0] == "log_params" and calls[1][1]["learning_rate"] == 0.01
+    assert calls[2:4] == [("log_metrics", (2, {"train/loss": 1.5})), ("end_run", "KILLED")]
+    assert calls[4] == ("start_run", {"run_id": "mlrun-1"})  # the same run, no second set of params
+    assert calls[5:] == [("log_metrics", (3, {"train/loss": 1.25, "eval/loss": 1.4})), ("end_run", "FINISHED")]
+
+
 def test_a_tracker_that_fails_mid_run_is_dropped_with_a_warning(tmp_path: Path) -> None:
     from anytune.local_backend.tracking import open_trackers
 
