@@ -114,41 +114,13 @@ def _download(repo: str, path: str, folder: Path) -> Path:
 
 
 def _model_card(spec: JobSpec, result: dict[str, Any], dataset_repo: str) -> str:
-    losses = [
-        f"- {k.replace('_', ' ')}: {result[k]:.4f}"
-        for k in ("base_valid_loss", "final_valid_loss", "final_train_loss")
-        if isinstance(result.get(k), int | float)
-    ]
-    return "\n".join(
-        [
-            "---",
-            f"base_model: {spec.base_model}",
-            "library_name: peft",
-            "pipeline_tag: text-generation",
-            "tags:",
-            "- anytune",
-            "- lora",
-            f"- {spec.method.value}",
-            "---",
-            "",
-            f"# LoRA adapter for {spec.base_model}",
-            "",
-            f"Trained with [anytune](https://example.invalid/anytune) on Hugging Face Jobs ({spec.method.value}, "
-            f"{result.get('steps')} steps, {result.get('train_tokens')} training tokens); data in `{dataset_repo}`.",
-            "",
-            *losses,
-            "",
-            "Files: the PEFT adapter and tokenizer, `anytune_spec.json` (the job spec), `metrics.jsonl` (one point "
-            "per logging step), `anytune_result.json` (what the trainer reports).",
-            "",
-            "```python",
-            "from peft import AutoPeftModelForCausalLM",
-            "",
-            'model = AutoPeftModelForCausalLM.from_pretrained("<this repo>")',
-            "```",
-            "",
-        ]
+    from anytune.local_backend.publish import model_card
+
+    origin = (
+        f"on Hugging Face Jobs ({result.get('steps')} steps, {result.get('train_tokens')} training tokens); "
+        f"data in `{dataset_repo}`"
     )
+    return model_card(spec.base_model, spec.model_dump(mode="json", exclude_none=True), result, origin)
 
 
 def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str, Any]) -> str:

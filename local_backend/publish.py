@@ -89,9 +89,13 @@ def _hyperparameters(spec: Mapping[str, Any]) -> list[tuple[str, Any]]:
     return rows
 
 
-def model_card(model: FineTunedModel, spec: Mapping[str, Any], result: Mapping[str, Any]) -> str:
-    """The repo's ``README.md``: Hub metadata, the metrics, the hyperparameters, how to load it (pure)."""
-    base = model.base_model or str(spec.get("base_model") or "")
+def model_card(base_model: str | None, spec: Mapping[str, Any], result: Mapping[str, Any], origin: str) -> str:
+    """The repo's ``README.md``: Hub metadata, the metrics, the hyperparameters, how to load it (pure).
+
+    One card for every adapter anytune publishes (``anytune push`` and a Hugging Face job's push);
+    ``origin`` is the sentence that says where it was trained.
+    """
+    base = base_model or str(spec.get("base_model") or "")
     method = str(spec.get("method") or "sft")
     front = ["---"]
     # The Hub links base_model to that model's page: only a repo id belongs there, not a local path.
@@ -106,8 +110,7 @@ def model_card(model: FineTunedModel, spec: Mapping[str, Any], result: Mapping[s
         "",
         f"# LoRA adapter for {base or 'its base model'}",
         "",
-        f"Fine-tuned with [anytune](https://example.invalid/anytune) ({method}) on the local trainer; job "
-        f"`{model.job_ref}`.",
+        f"Fine-tuned with [anytune](https://example.invalid/anytune) ({method}) {origin}.",
         "",
         "## Metrics",
         "",
@@ -158,7 +161,8 @@ def publishable_files(model: FineTunedModel) -> dict[str, bytes | Path]:
     if spec:
         files[SPEC_FILE] = redact(json.dumps(spec, indent=1)).encode()
     files["anytune_result.json"] = redact(json.dumps(result, indent=1, default=str)).encode()
-    files["README.md"] = model_card(model, spec, result).encode()
+    origin = f"on the local trainer; job `{model.job_ref}`"
+    files["README.md"] = model_card(model.base_model, spec, result, origin).encode()
     return files
 
 
