@@ -131,6 +131,8 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         )
         self.runs = RunHistory(self.connection)
         self.journal = EventJournal(self.home)
+        # Base models resolved by check_base_model, for the submit that follows it.
+        self._models: dict[Any, str] = {}
 
     def workspace(self, *, required: bool = True) -> Workspace | None:
         """The workspace in force: settings, then Azure ML's variables, then ``config.json``.
@@ -153,6 +155,21 @@ class AzureMLProvider(Provider[AzureMLSettings]):
             ConfigError: managed compute with neither a cluster nor instance types.
         """
         check_options(spec, self.settings)
+
+    def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
+        """Look the base model up in its registry before anything is recorded: a name that is not
+        there, or cannot be fine-tuned for the task, fails the create at once (as does a missing
+        workspace or credential), not after the job's row exists. A dry run sends nothing and
+        needs no credential, so it skips the look-up. The answer is kept for ``submit``."""
+        if dry_run:
+            return
+        sub = build_submission(spec, self.settings, "<check>")
+        self.connection.require_workspace()
+        self._models[(sub.model, sub.task)] = resolve_model(self.connection, sub)
+
+    def _model_uri(self, sub: Submission) -> str:
+        found = self._models.pop((sub.model, sub.task), None)
+        return found if found is not None else resolve_model(self.connection, sub)
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
         sub = build_submission(spec, self.settings, idempotency_key)
@@ -192,7 +209,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         if existing is not None:
             # Submitted before under this key (a retried create): the same job, not a second one.
             return to_record(self.name, existing)
-        model_uri = resolve_model(self.connection, sub)
+        model_uri = self._model_uri(sub)
         if sub.needs_marketplace:
             ensure_marketplace(self.connection, sub, sleep=self.sleep, clock=self.clock)
         compute = self._check_compute(sub, ws) if sub.compute else None

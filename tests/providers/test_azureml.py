@@ -571,6 +571,20 @@ def test_invalid_model(fake: FakeAzureML, provider: AzureMLProvider, train: Path
     assert not fake.uploads()
 
 
+@pytest.mark.parametrize(
+    ("base_model", "match"),
+    [("No-Such-Model", "not in registry 'azureml'"), ("bert-base-uncased", "cannot be fine-tuned for chat-completion")],
+)
+def test_create_checks_the_model_before_anything_is_recorded(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, anytune_home: Path, base_model: str, match: str
+) -> None:
+    """The registry is asked during create's pre-flight: no row in the store, no upload, no job."""
+    with pytest.raises(ModelNotAvailableError, match=match):
+        FineTuneJob.create(provider=provider, base_model=base_model, training_file=train)
+    assert not fake.uploads() and not fake.jobs
+    assert FineTuneJob.list(refresh=False) == []
+
+
 def test_unknown_job_is_not_found(provider: AzureMLProvider) -> None:
     with pytest.raises(JobNotFoundError):
         provider.get("anytune-000000000000000000000000")
