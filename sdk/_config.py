@@ -109,6 +109,8 @@ def load_config_file(path: Path) -> ConfigFile:
             data = tomllib.load(f)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"invalid TOML: {exc}", source=str(path)) from exc
+    except UnicodeDecodeError as exc:  # tomllib decodes the bytes itself: not UTF-8 is not TOML
+        raise ConfigError(f"invalid TOML: not UTF-8 text (byte {exc.start})", source=str(path)) from exc
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", source=str(path)) from exc
     try:

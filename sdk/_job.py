@@ -523,14 +523,20 @@ def _prune_jobs(
     wanted = row_statuses(status)
     if not wanted:
         raise ConfigError("name at least one status to prune", field="status")
-    age = timedelta(seconds=older_than) if isinstance(older_than, int | float) else older_than
+    try:
+        age = timedelta(seconds=older_than) if isinstance(older_than, int | float) else older_than
+    except (OverflowError, ValueError) as exc:  # inf, nan, or past timedelta's range
+        raise ConfigError(f"expected a finite age of 0 or more, got {older_than}", field="older_than") from exc
     if age is not None and age < timedelta(0):
         raise ConfigError(f"expected an age of 0 or more, got {age}", field="older_than")
     store = _existing_store()
     _check_provider_filter(provider, store)
     if store is None:
         return []
-    before = utcnow() - age if age is not None else None
+    try:
+        before = utcnow() - age if age is not None else None
+    except OverflowError:  # older than the calendar goes: no row is that old
+        return []
     return store.prune(status=wanted, created_before=before, provider=provider, dry_run=dry_run)
 
 

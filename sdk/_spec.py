@@ -283,6 +283,10 @@ class JobSpec(BaseModel):
                 raise ValueError(f"tag {k!r}: keys need 1-64 characters, values at most 512")
             if k.startswith("anytune."):
                 raise ValueError(f"tag {k!r}: the 'anytune.' prefix is reserved")
+            try:  # a shell hands undecodable bytes over as surrogates; no service or store takes them
+                (k + v).encode("utf-8")
+            except UnicodeEncodeError:
+                raise ValueError(f"tag {k!r}: keys and values must be valid text (undecodable bytes)") from None
         return value
 
     @model_validator(mode="before")

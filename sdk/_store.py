@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from anytune._secrets import redact, redact_value
 from anytune._types import JobRecord, JobStatus, utcnow
@@ -355,7 +355,7 @@ class JobStore:
         if provider:
             sql, args = sql + " AND provider=?", [*args, provider]
         rows = self._query(sql + " ORDER BY created_at, rowid", args)
-        return [_row(r) for r in rows]
+        return [_row(r, self.path) for r in rows]
 
     # -- state --------------------------------------------------------------------------------
     def save(self, record: JobRecord, *, profile: str | None = None) -> None:
@@ -388,11 +388,11 @@ class JobStore:
 
     def get(self, ref: str) -> StoredJob | None:
         rows = self._query("SELECT * FROM jobs WHERE ref=?", (ref,))
-        return _row(rows[0]) if rows else None
+        return _row(rows[0], self.path) if rows else None
 
     def by_key(self, key: str) -> StoredJob | None:
         rows = self._query("SELECT * FROM jobs WHERE idempotency_key=?", (key,))
-        return _row(rows[0]) if rows else None
+        return _row(rows[0], self.path) if rows else None
 
     def list(
         self,
@@ -414,7 +414,7 @@ class JobStore:
         sql = "SELECT * FROM jobs" + sql + " ORDER BY created_at DESC, rowid DESC"
         if limit is not None:
             sql, args = sql + " LIMIT ?", [*args, limit]
-        return [_row(r) for r in self._query(sql, args)]
+        return [_row(r, self.path) for r in self._query(sql, args)]
 
     def providers(self) -> set[str]:
         """The providers that have rows here."""
@@ -430,7 +430,7 @@ class JobStore:
         with self._tx() as db:
             rows = db.execute("SELECT * FROM jobs WHERE ref=?", (ref,)).fetchall()
             db.execute("DELETE FROM jobs WHERE ref=?", (ref,))
-        return _row(rows[0]) if rows else None
+        return _row(rows[0], self.path) if rows else None
 
     def prune(
         self,
@@ -453,7 +453,7 @@ class JobStore:
             rows = db.execute(f"SELECT * FROM jobs{where} ORDER BY created_at DESC, rowid DESC", args).fetchall()
             if not dry_run:
                 db.execute(f"DELETE FROM jobs{where}", args)
-        return [_row(r) for r in rows]
+        return [_row(r, self.path) for r in rows]
 
     def discard_submit(self, key: str) -> bool:
         """Remove the row of a submission that surely sent nothing (it failed before any request).
@@ -505,7 +505,21 @@ def _where(
     return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
-def _row(row: sqlite3.Row) -> StoredJob:
+def _row(row: sqlite3.Row, path: Path) -> StoredJob:
+    """The row as a :class:`StoredJob`.
+
+    Raises:
+        StoreError: the row is damaged (a column that does not parse), naming the row.
+    """
+    try:
+        return _parse_row(row)
+    except ValueError as exc:  # bad JSON, a record or date that does not parse
+        which = row["ref"] or f"the submission with key {row['idempotency_key']}"
+        cause = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc) or type(exc).__name__
+        raise StoreError(f"job store {path}: the row of {which} is damaged ({cause})", path=str(path)) from exc
+
+
+def _parse_row(row: sqlite3.Row) -> StoredJob:
     record = JobRecord.model_validate_json(row["record"]) if row["record"] else None
     return StoredJob(
         idempotency_key=row["idempotency_key"],

@@ -307,8 +307,19 @@ def format_ref(provider: str, job_id: str) -> str:
     return f"{provider}:{job_id}"
 
 
+def _is_text(value: str) -> bool:
+    """Whether ``value`` is encodable text (an argument with undecodable bytes holds surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def parse_ref(ref: str) -> tuple[str, str]:
     """Split ``provider:job_id``. Raises ``ValueError`` when there is no provider prefix."""
+    if not ref.isascii() and not _is_text(ref):
+        raise ValueError(f"job reference {ref!r} is not valid text (undecodable bytes)")
     provider, sep, job_id = ref.partition(":")
     if not sep or not provider or not job_id:
         raise ValueError(

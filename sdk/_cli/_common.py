@@ -23,8 +23,9 @@ from anytune._secrets import redact
 
 # Off a terminal (pipes, CI logs) rich would squeeze tables into 80 columns and cut job refs.
 _WIDTH = None if sys.stdout.isatty() else 200
-out = Console(highlight=False, soft_wrap=True, width=_WIDTH)
-err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH)
+# No emoji codes either: ":a:" in a ref, path or message is text, not a picture.
+out = Console(highlight=False, soft_wrap=True, width=_WIDTH, emoji=False)
+err = Console(stderr=True, highlight=False, soft_wrap=True, width=_WIDTH, emoji=False)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON.")]
 ProviderOpt = Annotated[

@@ -550,7 +550,10 @@ def _age(text: str) -> timedelta:
         raise ConfigError(
             f"expected an age such as 90s, 30m, 12h, 7d or 2w, got {text!r}", field="older_than", source="--older-than"
         )
-    return timedelta(seconds=float(found[1]) * _AGE_UNITS[found[2].lower()])
+    try:
+        return timedelta(seconds=float(found[1]) * _AGE_UNITS[found[2].lower()])
+    except OverflowError as exc:
+        raise ConfigError(f"age {text!r} is too large", field="older_than", source="--older-than") from exc
 
 
 def _record_json(record: JobRecord, result: FineTunedModel | None = None) -> dict[str, Any]:
