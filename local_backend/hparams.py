@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from anytune._spec import JobSpec, LocalOptions, LoraConfig
-from anytune.errors import MissingDependencyError, NotSupportedError
+from anytune.errors import DataValidationError, MissingDependencyError, NotSupportedError
 
 __all__ = [
     "DEFAULT_BATCH_SIZE",
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_SEED",
     "TrainingPlan",
     "check_optimizer",
+    "check_validation_split",
     "make_plan",
     "resolved_settings",
     "split_validation",
@@ -148,9 +149,31 @@ def split_validation(n: int, share: float, seed: int) -> tuple[list[int], list[i
     """
     if n < 2:
         raise ValueError(f"validation_split needs at least 2 examples to split, the file has {n}")
-    held = min(n - 1, max(1, round(n * share)))
+    # Never more than the share (rounded down: 3 examples at 0.5 keep 2 for training), never none.
+    held = min(n - 1, max(1, math.floor(n * share)))
     chosen = set(random.Random(f"anytune-validation:{seed}").sample(range(n), held))
     return [i for i in range(n) if i not in chosen], sorted(chosen)
+
+
+def check_validation_split(spec: JobSpec) -> None:
+    """Refuse a ``validation_split`` of a training file too small to split, before the run exists.
+
+    The worker checks again after tokenization (examples it drops can leave too few); this catches
+    the file that can never be split, so the mistake leaves no job behind.
+
+    Raises:
+        DataValidationError: the file has fewer than two examples.
+    """
+    share = spec.hyperparameters.validation_split
+    if share is None or spec.validation_file is not None:
+        return
+    lines = _count_lines(spec.training_file)
+    if lines == 0:
+        return  # a missing or empty file: the data checks say so, in their own words
+    try:
+        split_validation(lines, share, DEFAULT_SEED)
+    except ValueError as exc:
+        raise DataValidationError(f"{spec.training_file}: hyperparameters.validation_split: {exc}") from None
 
 
 def _model_max_length(base_model: str) -> int | None:

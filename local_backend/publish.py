@@ -156,14 +156,30 @@ def publishable_files(model: FineTunedModel) -> dict[str, bytes | Path]:
     result = _result(model)
     run_dir = model.extra.get("run_dir")
     metrics = Path(run_dir) / "metrics.jsonl" if isinstance(run_dir, str) else None
-    if metrics is not None and metrics.is_file():
-        files["metrics.jsonl"] = metrics
+    if metrics is None or not metrics.is_file():
+        metrics = folder / "metrics.jsonl"  # the copy the trainer saved with the adapter
+    if metrics.is_file():
+        files["metrics.jsonl"] = _one_point_per_step(metrics)
     if spec:
         files[SPEC_FILE] = redact(json.dumps(spec, indent=1)).encode()
     files["anytune_result.json"] = redact(json.dumps(result, indent=1, default=str)).encode()
     origin = f"on the local trainer; job `{model.job_ref}`"
     files["README.md"] = model_card(model.base_model, spec, result, origin).encode()
     return files
+
+
+def _one_point_per_step(path: Path) -> bytes:
+    """``metrics.jsonl`` with one line per step, in step order. A resumed run logs again the steps
+    after its checkpoint; the last word on a step wins, as :meth:`RunDir.metrics` reads it."""
+    points: dict[int, str] = {}
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            step = json.loads(line).get("step")
+        except (ValueError, AttributeError):  # a torn or foreign line: not a point
+            continue
+        if isinstance(step, int):
+            points[step] = line
+    return "".join(points[s] + "\n" for s in sorted(points)).encode()
 
 
 def _import_hub() -> Any:

@@ -848,8 +848,10 @@ class _Trainer:
         self.lm.model.save_pretrained(tmp)
         self.lm.tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "anytune_spec.json", self.spec.model_dump(mode="json"))
-        if run.metrics_file.exists():
-            shutil.copyfile(run.metrics_file, tmp / "metrics.jsonl")
+        points = run.metrics()  # one per step: a resumed run logs the steps after its checkpoint again
+        if points:
+            lines = (json.dumps(p.model_dump(mode="json"), separators=(",", ":")) + "\n" for p in points)
+            (tmp / "metrics.jsonl").write_text("".join(lines))
         if run.adapter_dir.exists():
             shutil.rmtree(run.adapter_dir)
         os.replace(tmp, run.adapter_dir)

@@ -72,7 +72,7 @@ from anytune._types import (
 from anytune.errors import ConfigError, InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
 from anytune.local_backend.devicequeue import LOCKS_ENV, QUEUE_ENV
 from anytune.local_backend.devices import device_kind
-from anytune.local_backend.hparams import check_optimizer, resolved_settings
+from anytune.local_backend.hparams import check_optimizer, check_validation_split, resolved_settings
 from anytune.local_backend.rundir import (
     CHECKPOINT_PREFIX,
     LOCK_FD_ENV,
@@ -479,6 +479,7 @@ class LocalProvider(Provider[LocalSettings]):
         # What the worker would fail on at its start, said before the run exists: a tracker's
         # missing package, an 8-bit optimizer bitsandbytes cannot run on this device.
         check_trackers(spec.report_to)
+        check_validation_split(spec)
         if spec.hyperparameters.optimizer not in (None, "adamw_torch"):  # only then is the device needed
             check_optimizer(spec.hyperparameters.optimizer, resolve_device((spec.local or LocalOptions()).device))
 

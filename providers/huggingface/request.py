@@ -185,12 +185,17 @@ def extra_requirements(requires_dist: Sequence[str], extra: str) -> list[str]:
     return out
 
 
+_DEV_BUILD = re.compile(r"\.?dev\d*$", re.I)
+
+
 def derive_pins(declared: Sequence[str], installed: Mapping[str, str]) -> list[str]:
     """Each declared requirement pinned to the installed version, else left as declared (pure).
 
     ``installed`` maps normalised names (``huggingface-hub``) to versions. A local version label is
     dropped (``2.13.0+cpu`` -> ``torch==2.13.0``): the submitter's CPU-only build says nothing about
     the job's hardware, and the job's index has the CUDA build of the same release. A marker stays.
+    A development build (``4.50.0.dev0``, installed from git) is on no index: its declared range
+    stays.
 
     >>> derive_pins(["torch>=2.1", "peft>=0.12"], {"torch": "2.13.0+cpu"})
     ['torch==2.13.0', 'peft>=0.12']
@@ -199,7 +204,7 @@ def derive_pins(declared: Sequence[str], installed: Mapping[str, str]) -> list[s
     for requirement in declared:
         body, sep, marker = requirement.partition(";")
         version = installed.get(_requirement_name(body))
-        if version is None:
+        if version is None or _DEV_BUILD.search(version.split("+", 1)[0]):
             pins.append(requirement)
             continue
         shown = re.split(r"[\s<>=!~\[@(]", body.strip(), maxsplit=1)[0]

@@ -212,9 +212,9 @@ class ChatTemplateCounter:
             return None
         try:
             tokenizer = AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        except (OSError, ValueError, KeyError, ImportError):  # not a tokenizer transformers can load
+        except Exception:  # a broken folder fails anywhere in transformers: count without its template
             return None
-        if not getattr(tokenizer, "chat_template", None):
+        if not getattr(tokenizer, "chat_template", None) or not _template_compiles(tokenizer):
             return None
         return cls(tokenizer, label)
 
@@ -240,6 +240,22 @@ class ChatTemplateCounter:
 
     def __repr__(self) -> str:
         return f"ChatTemplateCounter({self.name!r})"
+
+
+def _template_compiles(tokenizer: Any) -> bool:
+    """False when the chat template is not valid Jinja: it renders no example at all, so counting
+    through it would call estimates exact. A template that refuses one conversation still counts."""
+    try:
+        from jinja2 import TemplateSyntaxError
+    except ImportError:
+        return True
+    try:
+        tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False)
+    except TemplateSyntaxError:
+        return False
+    except Exception:  # refused for this conversation (a role order...): examples are tried one by one
+        return True
+    return True
 
 
 def fast_count(counter: TokenCounter) -> Callable[[str], int]:
@@ -316,6 +332,8 @@ def _by_local_tokenizer(provider: str | None, model: str | None) -> TokenCounter
             folder / "tokenizer.json", label=f"tokenizer.json of {model}, without its chat template"
         )
     except ImportError:  # tokenizers not installed: fall through to the approximation
+        return None
+    except Exception:  # a tokenizer.json the tokenizers library cannot read: approximate instead
         return None
 
 

@@ -56,6 +56,11 @@ def test_an_extras_requirements_are_read_from_the_metadata(extra: str, expected:
         (["torch>=2.1"], {"torch": "2.13.0+cu128"}, ["torch==2.13.0"]),
         # Not installed here: the extra's declared range.
         (["peft>=0.12"], {}, ["peft>=0.12"]),
+        # A development build (from git) is on no index: the declared range, not a pin the job cannot install.
+        (["transformers>=5"], {"transformers": "5.25.0.dev0"}, ["transformers>=5"]),
+        (["peft>=0.12"], {"peft": "0.18.0.dev0+g1234abc"}, ["peft>=0.12"]),
+        # A release candidate is on the index: pinned.
+        (["transformers>=5"], {"transformers": "5.25.0rc1"}, ["transformers==5.25.0rc1"]),
         # Names match whatever their spelling; the declared spelling and the marker stay.
         (["huggingface_hub>=2"], {"huggingface-hub": "2.4.0"}, ["huggingface_hub==2.4.0"]),
         (
