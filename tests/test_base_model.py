@@ -11,7 +11,6 @@ import http.server
 import json
 import re
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from anytune.errors import (
 )
 from anytune.providers.local import LocalProvider, LocalSettings
 from tests.clitools import jobs_in_store, run_cli
+from tests.loopback import LoopbackServer, serving
 
 #: Generous: the behaviour is "at once, not after a minute of retries", not a performance figure.
 AT_ONCE_S = 10.0
@@ -63,7 +63,7 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
         found = re.fullmatch(r"/api/models/([^/]+/[^/]+|[^/]+)(/auth-check)?", path)
         model = self.server.models.get(found[1]) if found else None
         if model is not None and model.get("_slow"):
-            time.sleep(10)  # far longer than the test's hub_timeout
+            self.server.released.wait(10)  # far longer than the test's hub_timeout
         if found is None or model is None:
             self._send(404, {"error": "Repository not found"}, {"X-Error-Code": "RepoNotFound"})
         elif found[2]:
@@ -75,17 +75,11 @@ class _HubHandler(http.server.BaseHTTPRequestHandler):
             self._send(200, model)
 
 
-class _HubServer(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
+class _HubServer(LoopbackServer):
     def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _HubHandler)
+        super().__init__(_HubHandler)
         self.models: dict[str, dict[str, Any]] = {}
         self.seen: list[str] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
 
     def add(
         self, repo_id: str, files: tuple[str, ...] = ("config.json", "model.safetensors"), gated: bool = False
@@ -125,15 +119,9 @@ def quiet_hub_client(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def hub(monkeypatch: pytest.MonkeyPatch, quiet_hub_client: None) -> Iterator[_HubServer]:
-    server = _HubServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv("HF_ENDPOINT", server.url)
-    try:
+    with serving(_HubServer()) as server:
+        monkeypatch.setenv("HF_ENDPOINT", server.url)
         yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def _closed_port() -> int:

@@ -30,6 +30,8 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 import httpx2
 
+from tests.loopback import LoopbackServer, serving
+
 TOKEN = "hf_TESTtokenAbCdEfGhIjKlMnOpQrStUv0123"
 USER = "alice"
 FLAVORS = ("cpu-basic", "cpu-upgrade", "t4-small", "a10g-small", "a10g-large", "a100-large", "h200")
@@ -487,11 +489,5 @@ class FakeHub:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serving(LoopbackServer(Handler)) as server:
+            yield server.url
