@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from anytune._boundary import boundary, error_class_for_status
+from anytune._quiet import hub_progress_bars
 from anytune._secrets import install_log_filter, redact, register_secret
 from anytune._types import FineTunedModel, check_hub_repo_id
 from anytune.errors import AnytuneError, ConfigError, MissingDependencyError, ServiceUnavailableError
@@ -194,16 +195,24 @@ def _import_hub() -> Any:
 def _translate(repo: str, endpoint: str) -> Any:
     """huggingface_hub / httpx2 exceptions -> anytune errors (the status picks the family)."""
 
-    def translate(exc: Exception) -> AnytuneError | None:
+    def translate(exc: Exception, upload: str = "") -> AnytuneError | None:
+        # huggingface_hub raises a failed LFS upload (the PUT to storage, a part, the verify call)
+        # as RuntimeError("Error while uploading 'PATH' to the Hub.") from the HTTP or transport
+        # error: that error is what happened, and the message names the file.
+        if isinstance(exc, RuntimeError) and isinstance(exc.__cause__, Exception):
+            return translate(exc.__cause__, f" ({str(exc).rstrip('.')})")
         errors = sys.modules.get("huggingface_hub.errors")
         if errors is not None and isinstance(exc, errors.HfHubHTTPError):
             status = exc.response.status_code if exc.response is not None else None
             text = getattr(exc, "server_message", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
-            return error_class_for_status(status)(f"pushing to {repo}: {text}", provider=PROVIDER, status_code=status)
+            return error_class_for_status(status)(
+                f"pushing to {repo}{upload}: {text}", provider=PROVIDER, status_code=status
+            )
         httpx2 = sys.modules.get("httpx2")
         if httpx2 is not None and isinstance(exc, httpx2.HTTPError):
             return ServiceUnavailableError(
-                f"pushing to {repo}: could not reach {endpoint}: {type(exc).__name__}: {exc}", provider=PROVIDER
+                f"pushing to {repo}{upload}: could not reach {endpoint}: {type(exc).__name__}: {exc}",
+                provider=PROVIDER,
             )
         return None
 
@@ -243,11 +252,12 @@ def push_result(
         api = hub.HfApi(endpoint=where, token=token, library_name="anytune", library_version=__version__)
         url = api.create_repo(repo, repo_type="model", private=private, exist_ok=True)
         operations = [hub.CommitOperationAdd(path_in_repo=name, path_or_fileobj=src) for name, src in files.items()]
-        info = api.create_commit(
-            url.repo_id,
-            operations,
-            repo_type="model",
-            commit_message=f"anytune: LoRA adapter of {model.job_ref}",
-        )
+        with hub_progress_bars(hub.utils):
+            info = api.create_commit(
+                url.repo_id,
+                operations,
+                repo_type="model",
+                commit_message=f"anytune: LoRA adapter of {model.job_ref}",
+            )
     extra = {**model.extra, "hub_url": str(url), "pushed_files": sorted(files)}
     return model.model_copy(update={"hub_repo": url.repo_id, "revision": str(info.oid), "extra": extra})

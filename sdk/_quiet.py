@@ -15,10 +15,13 @@ worker's log. None of it is the user's to act on.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import re
+import sys
 from collections.abc import Mapping, MutableMapping
+from typing import Any
 
 __all__ = [
     "DEBUG_ENV",
@@ -26,6 +29,7 @@ __all__ = [
     "QUIET_LIBRARY_ENV",
     "debug_requested",
     "demote_warnings",
+    "hub_progress_bars",
     "quiet_library_handlers",
     "quiet_worker",
     "silence_library_warnings",
@@ -146,3 +150,14 @@ def quiet_library_handlers(prefix: str, *, names: tuple[str, ...] = (), pattern:
                 continue
             if not any(isinstance(f, _DropUnlessDebug) for f in handler.filters):
                 handler.addFilter(_DropUnlessDebug(names, compiled))
+
+
+def hub_progress_bars(tqdm_module: Any) -> contextlib.AbstractContextManager[Any]:
+    """huggingface_hub's transfer bars (``huggingface_hub.utils``, passed in: no import here) for
+    one block: kept on a terminal, where a bar for a large upload is the progress a user wants;
+    off where stderr is a log, a pipe or a test's capture, where a bar is a stream of ``\\r``
+    lines; on again with ``--debug``."""
+    if sys.stderr.isatty() or debug_requested(os.environ):
+        return contextlib.nullcontext()
+    bars_off: contextlib.AbstractContextManager[Any] = tqdm_module.disable_progress_bars()
+    return bars_off

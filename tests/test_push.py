@@ -120,6 +120,23 @@ def test_push_publishes_the_adapter_and_a_model_card_in_one_commit(
     assert sum(1 for call in _hub_calls(hub) if "/commit/" in call) == 1
 
 
+def test_without_the_trainers_figures_the_card_shows_the_standing_last_point(
+    capsys: pytest.CaptureFixture[str], hub: FakeHub, workdir: Path
+) -> None:
+    """A result.json with no final losses (a trainer that did not say): the card's figures come from
+    the metrics, the last step's last report (step 3 again after a resume), not the first report."""
+    run = _run(workdir, JobStatus.SUCCEEDED)
+    run.write_result({"adapter_path": str(run.adapter_dir), "train_tokens": 321})
+    run.log_metric(MetricPoint(step=3, train_loss=9.0))
+    run.log_metric(MetricPoint(step=3, train_loss=0.5, valid_loss=0.75))
+    result = run_cli(capsys, "push", f"local:{run.id}", "--repo", f"{USER}/from-metrics")
+    assert result.code == 0, result.err
+    card = hub.repos[("model", f"{USER}/from-metrics")].files["README.md"].decode()
+    for shown in ("| final train loss | 0.5000 |", "| final validation loss | 0.7500 |", "| steps | 3 |"):
+        assert shown in card, card
+    assert "9.0000" not in card
+
+
 def test_push_public_and_json(capsys: pytest.CaptureFixture[str], hub: FakeHub, workdir: Path) -> None:
     run = _run(workdir, JobStatus.SUCCEEDED)
     result = run_cli(capsys, "push", f"local:{run.id}", "--repo", f"{USER}/open", "--public", "--json")
@@ -189,3 +206,21 @@ def test_a_hugging_face_jobs_result_says_where_it_is() -> None:
     hosted = FineTunedModel(provider="openai", job_ref="openai:ftjob-1", model_id="ft:gpt-4o-mini:org::x")
     with pytest.raises(NotSupportedError, match="no adapter weights here"):
         hosted.push_to_hub("alice/copy")
+
+
+def test_a_storage_failure_during_the_lfs_upload_is_a_clear_error_and_publishes_nothing(
+    capsys: pytest.CaptureFixture[str], hub: FakeHub, workdir: Path
+) -> None:
+    # The weights go through LFS; huggingface_hub raises a failed storage PUT as
+    # RuntimeError("Error while uploading ...") from the HTTP error, which must not reach the user
+    # as an internal error.
+    hub.fail("PUT", r"^/__storage/", status=403, body={"error": "Request has expired"})
+    run = _run(workdir, JobStatus.SUCCEEDED)
+    result = run_cli(capsys, "push", f"local:{run.id}", "--repo", f"{USER}/tiny-adapter")
+    assert result.code == 1, result.err  # the service refused: a provider error
+    assert "adapter_model.safetensors" in result.err and "Request has expired" in result.err
+    assert result.err.count("HTTP 403") == 1 and "Traceback" not in result.err
+    assert "\r" not in result.err  # huggingface_hub's bar stays off where stderr is not a terminal
+    assert TOKEN not in result.out + result.err
+    repo = hub.repos.get(("model", f"{USER}/tiny-adapter"))
+    assert repo is None or not repo.commits

@@ -75,8 +75,29 @@ def _is_quota(status: int, message: str) -> bool:
     return status == 402 or (status in (400, 403, 429) and _QUOTA_TEXT.search(message) is not None)
 
 
+def _carried(exc: BaseException) -> BaseException:
+    """The Hub or transport error behind ``exc``, else ``exc``.
+
+    huggingface_hub raises a failed LFS upload (the PUT to storage, a part, the verify call) as
+    ``RuntimeError("Error while uploading 'PATH' to the Hub.")`` raised from the HTTP or transport
+    error: that error is what happened.
+    """
+    errors, httpx2 = _hub_errors(), _httpx2()
+    found = (getattr(errors, "HfHubHTTPError", None), getattr(httpx2, "TransportError", None))
+    known: tuple[type[BaseException], ...] = tuple(t for t in found if t is not None)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, known):
+            return current
+        seen.add(id(current))
+        current = current.__cause__
+    return exc
+
+
 def is_transient(exc: BaseException) -> bool:
     """Retry predicate: connection errors, timeouts, 408, 429 (unless it means quota) and 5xx."""
+    exc = _carried(exc)
     httpx2 = _httpx2()
     if httpx2 is not None and isinstance(exc, httpx2.TransportError):
         failure = classify(exc)  # no network, no such host, refused, TLS: a retry cannot fix those
@@ -121,7 +142,12 @@ def translate_error(
 
     The status code picks the family; the server's message refines it (no payment method or quota
     vs throttling; an unknown flavor); the context names the job, flavor or base model concerned.
+    A failed LFS upload is translated from the HTTP or transport error it carries, naming the file.
     """
+    carried = _carried(exc)
+    if carried is not exc:
+        what = f"{what} ({str(exc).rstrip('.')})"
+        exc = carried
     errors = _hub_errors()
     if errors is not None and isinstance(exc, errors.HfHubHTTPError):
         return _http_error(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from anytune._files import file_digest
 from anytune._provider import PlannedUpload, UploadCache
+from anytune._quiet import hub_progress_bars
 from anytune._spec import JobSpec
 
 from .request import JobFiles
@@ -97,6 +98,7 @@ def upload_inputs(
         provider: the provider name the cache files uploads under.
         scope: the account the cache files uploads under (endpoint and repo).
     """
+    import huggingface_hub
     from huggingface_hub import CommitOperationAdd
 
     call("creating the dataset repo", lambda: api.create_repo(repo, repo_type="dataset", private=True, exist_ok=True))
@@ -112,9 +114,13 @@ def upload_inputs(
             # Fresh operations per attempt: huggingface_hub marks them used. The preupload step
             # compares each file's hash with the repo's and leaves identical content out.
             operations = [CommitOperationAdd(path_in_repo=p, path_or_fileobj=src) for p, src in sorted(sources.items())]
-            return api.create_commit(
-                repo, operations, repo_type="dataset", commit_message=f"anytune: {len(operations)} job input file(s)"
-            )
+            with hub_progress_bars(huggingface_hub.utils):
+                return api.create_commit(
+                    repo,
+                    operations,
+                    repo_type="dataset",
+                    commit_message=f"anytune: {len(operations)} job input file(s)",
+                )
 
         call("uploading the dataset and trainer", commit)
         if store is not None:

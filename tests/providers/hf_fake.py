@@ -1,4 +1,4 @@
-"""An in-memory Hugging Face Hub (repos, commits, files, Jobs API) at the HTTP level.
+"""An in-memory Hugging Face Hub (repos, commits, files, LFS storage, Jobs API) at the HTTP level.
 
 The real huggingface_hub client talks to it: in the test process through
 ``huggingface_hub.set_client_factory(lambda: httpx2.Client(transport=httpx2.MockTransport(...)))``,
@@ -6,6 +6,25 @@ and from a subprocess (the job's own command) through :meth:`FakeHub.serve`, a l
 given to the child as ``HF_ENDPOINT``.  Answers follow the shapes huggingface_hub parses
 (``JobInfo``'s camelCase fields, SSE log events, preupload / ndjson commit, resolve headers) and its
 error conventions (``X-Error-Code``, ``X-Error-Message``, ``{"error": ...}`` bodies).
+
+Files are held to the Hub's rules, not to what a client chooses to send:
+
+* preupload decides ``regular`` or ``lfs`` from the path, the size and the 512-byte sample the client
+  sends (:func:`upload_mode`): a path the repo's ``.gitattributes`` tracks with LFS, a file of 10 MiB
+  or more, or a binary sample means LFS. New repos get the Hub's default ``.gitattributes``.
+* LFS content goes through the LFS batch API (``{repo}.git/info/lfs/objects/batch``): a signed
+  storage URL to PUT to (one, or one per part with ``chunk_size`` when :attr:`FakeHub.multipart_chunk_size`
+  is set), then the verify call. Storage refuses a request carrying the Hub token (a signed URL is
+  the only credential, as on S3). An object the repo already holds gets no actions.
+* The ndjson commit takes an ``lfsFile`` only for a verified object of that sha256 and size, and
+  refuses a ``file`` sent inline whose content preupload sends to LFS, with the Hub's error
+  ("Your push was rejected because it contains binary files" / "files larger than 10 MiB").
+  An LFS file's path is added to ``.gitattributes`` unless a pattern there covers it already.
+* A download of an LFS file answers as the Hub does: a 302 to a signed CDN URL on another origin,
+  ``X-Linked-Etag`` (the sha256) and ``X-Linked-Size``.
+* Xet is not spoken: its token routes answer 501. huggingface_hub 2.x uploads every LFS-mode file
+  through Xet whenever the ``hf_xet`` package is installed (it asks the server nothing first), so
+  the tests set ``HF_HUB_DISABLE_XET`` (see ``hf_support``), which makes it take the LFS batch path.
 
 Jobs do not run by themselves: a test moves them with :meth:`start`, :meth:`log` and :meth:`finish`.
 Faults (:meth:`fail`) answer a status, raise a transport error, drop a log stream midway, or end a
@@ -15,14 +34,16 @@ log replay early without an error.
 from __future__ import annotations
 
 import base64
+import binascii
 import contextlib
 import hashlib
 import http.server
 import itertools
 import json
+import math
 import re
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -37,10 +58,130 @@ USER = "alice"
 FLAVORS = ("cpu-basic", "cpu-upgrade", "t4-small", "a10g-small", "a10g-large", "a100-large", "h200")
 SHA1_EMPTY = "0" * 40
 
+#: Files of this size or more are large files: the Hub refuses them in git ("Your push was rejected
+#: because it contains files larger than 10 MiB", the commit endpoint's answer quoted in
+#: huggingface/huggingface_hub#2666), and huggingface_hub's git-based ``Repository`` tracked files of
+#: ``size_in_mb >= 10`` with LFS (``auto_track_large_files``, repository.py before 1.0).
+LFS_THRESHOLD = 10 * 1024 * 1024
+
+#: Bytes text may hold; a sample with any other byte is binary. huggingface_hub's ``is_binary_file``
+#: (repository.py before 1.0), the check its git-based uploads used to put binary files in LFS, which
+#: the Hub requires ("Your push was rejected because it contains binary files", huggingface_hub#825).
+_TEXT_BYTES = bytes(sorted({7, 8, 9, 10, 12, 13, 27} | set(range(0x20, 0x100)) - {0x7F}))
+
+#: The LFS patterns of the ``.gitattributes`` the Hub writes in a new model repo's first commit: 35
+#: lines, ``*.zip``, ``*.zst`` and ``*tfevents*`` last (commit pages on huggingface.co that add to it
+#: start at line 36, e.g. unum-cloud/uform-gen commit 43ece56). Neither ``*.whl`` nor ``*.jsonl`` is
+#: there: a wheel goes to LFS for being binary, a data file for being large.
+MODEL_LFS_PATTERNS = [
+    "*.7z",
+    "*.arrow",
+    "*.bin",
+    "*.bz2",
+    "*.ckpt",
+    "*.ftz",
+    "*.gz",
+    "*.h5",
+    "*.joblib",
+    "*.lfs.*",
+    "*.mlmodel",
+    "*.model",
+    "*.msgpack",
+    "*.npy",
+    "*.npz",
+    "*.onnx",
+    "*.ot",
+    "*.parquet",
+    "*.pb",
+    "*.pickle",
+    "*.pkl",
+    "*.pt",
+    "*.pth",
+    "*.rar",
+    "*.safetensors",
+    "saved_model/**/*",
+    "*.tar.*",
+    "*.tar",
+    "*.tflite",
+    "*.tgz",
+    "*.wasm",
+    "*.xz",
+    "*.zip",
+    "*.zst",
+    "*tfevents*",
+]
+#: A new dataset repo's: the model list with ``*.lz4`` and ``*.mds``, then audio, image and video files.
+_MEDIA_PATTERNS = (
+    "*.pcm *.sam *.raw *.aac *.flac *.mp3 *.ogg *.wav *.bmp *.gif *.png *.tiff *.jpg *.jpeg *.webp *.mp4 *.webm"
+)
+DATASET_LFS_PATTERNS = [
+    *MODEL_LFS_PATTERNS[:10],
+    "*.lz4",
+    "*.mds",
+    *MODEL_LFS_PATTERNS[10:],
+    *_MEDIA_PATTERNS.split(" "),
+]
+_LFS_ATTRIBUTES = " filter=lfs diff=lfs merge=lfs -text"
+
 
 def git_oid(data: bytes) -> str:
     """The git blob sha1 huggingface_hub computes for a regular file (its ``_local_oid``)."""
     return hashlib.sha1(b"blob " + str(len(data)).encode() + b"\0" + data).hexdigest()
+
+
+def lfs_pointer(sha256: str, size: int) -> bytes:
+    """The git-lfs pointer file git holds in place of an LFS file (git-lfs spec v1)."""
+    return f"version https://git-lfs.github.com/spec/v1\noid sha256:{sha256}\nsize {size}\n".encode()
+
+
+def lfs_patterns(gitattributes: str) -> list[str]:
+    """The patterns a ``.gitattributes`` gives the ``filter=lfs`` attribute."""
+    found: list[str] = []
+    for line in gitattributes.splitlines():
+        words = line.split()
+        if words and not words[0].startswith("#"):
+            if "filter=lfs" in words[1:]:
+                found.append(words[0])
+            elif any(w in ("-filter", "!filter") for w in words[1:]) and words[0] in found:
+                found.remove(words[0])
+    return found
+
+
+def _glob(pattern: str) -> re.Pattern[str]:
+    """A gitattributes pattern as a regex: ``*`` and ``?`` stay within a folder, ``**/`` spans folders."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("[[:space:]]", i):
+            out, i = out + r"\s", i + len("[[:space:]]")
+        elif pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        else:
+            out += {"*": "[^/]*", "?": "[^/]"}.get(pattern[i], re.escape(pattern[i]))
+            i += 1
+    return re.compile(out)
+
+
+def is_tracked(path: str, patterns: Sequence[str]) -> bool:
+    """Whether a pattern covers ``path``: one without a slash matches the file name at any depth."""
+    name = path.rsplit("/", 1)[-1]
+    return any(_glob(p.lstrip("/")).fullmatch(path if "/" in p.rstrip("/") else name) is not None for p in patterns)
+
+
+def upload_mode(path: str, size: int, sample: bytes, patterns: Sequence[str]) -> tuple[str, str | None]:
+    """How the Hub's preupload stores a file: ``("lfs", why)`` or ``("regular", None)``.
+
+    ``why``: ``"tracked"`` (a ``.gitattributes`` LFS pattern covers the path), ``"large"`` (10 MiB or
+    more), ``"binary"`` (the sample holds a byte text does not).
+    """
+    if is_tracked(path, patterns):
+        return "lfs", "tracked"
+    if size >= LFS_THRESHOLD:
+        return "lfs", "large"
+    if sample.translate(None, _TEXT_BYTES):
+        return "lfs", "binary"
+    return "regular", None
 
 
 @dataclass
@@ -55,19 +196,67 @@ class Recorded:
     def json(self) -> Any:
         return json.loads(self.body)
 
+    @property
+    def origin(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
 
 @dataclass
 class Repo:
     kind: str
     id: str
     private: bool
+    #: Every file's content, LFS files included (what a download gives).
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
     gated: bool = False
+    #: The files stored as LFS pointers: path -> sha256 of the content.
+    lfs: dict[str, str] = field(default_factory=dict)
+    #: This repo's LFS storage, by sha256: what was PUT (checked when a commit points at it).
+    objects: dict[str, bytes] = field(default_factory=dict)
+    #: The objects the client verified after uploading (the batch answer's verify action).
+    verified: set[str] = field(default_factory=set)
+    #: path -> the upload mode the last preupload answered (until the next commit).
+    answered: dict[str, str] = field(default_factory=dict)
+    #: The LFS patterns of the repo's ``.gitattributes``. The Hub writes its default one in a new repo's
+    #: first commit; the fake keeps its patterns here instead of among :attr:`files` (so that a test's
+    #: listing of a repo shows what was pushed). A ``.gitattributes`` in :attr:`files` replaces them.
+    attributes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.attributes:
+            self.attributes = list(DATASET_LFS_PATTERNS if self.kind == "dataset" else MODEL_LFS_PATTERNS)
 
     @property
     def head(self) -> str:
         return self.commits[-1] if self.commits else SHA1_EMPTY
+
+    def patterns(self, files: dict[str, bytes] | None = None) -> list[str]:
+        """The LFS patterns in force: of the ``.gitattributes`` in ``files`` or the repo, else the default."""
+        text = (files or {}).get(".gitattributes", self.files.get(".gitattributes"))
+        return self.attributes if text is None else lfs_patterns(text.decode("utf-8", "replace"))
+
+    def track(self, path: str) -> None:
+        """Add ``path`` to the LFS patterns, as the commit endpoint does for an LFS file no pattern covers."""
+        if ".gitattributes" in self.files:
+            self.files[".gitattributes"] = (
+                self.files[".gitattributes"].rstrip(b"\n")
+                + ("\n" + path.replace(" ", "[[:space:]]") + _LFS_ATTRIBUTES + "\n").encode()
+            )
+        else:
+            self.attributes.append(path)
+
+    def store(self, path: str, data: bytes) -> None:
+        """Put a file in as the Hub would hold it (seeding a repo): LFS when preupload would say so."""
+        self.files[path] = data
+        mode, _ = upload_mode(path, len(data), data[:512], self.patterns())
+        if mode == "lfs" and data:
+            sha = hashlib.sha256(data).hexdigest()
+            self.lfs[path], self.objects[sha] = sha, data
+            self.verified.add(sha)
+        else:
+            self.lfs.pop(path, None)
 
 
 @dataclass
@@ -122,6 +311,54 @@ def _error(status: int, message: str, code: str | None = None) -> httpx2.Respons
     return httpx2.Response(status, json={"error": message}, headers=headers)
 
 
+def _storage_error(status: int, code: str, message: str) -> httpx2.Response:
+    """An S3 error: the signed storage URLs are S3's, and S3 answers in XML."""
+    body = f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code><Message>{message}</Message></Error>'
+    return httpx2.Response(status, content=body.encode(), headers={"Content-Type": "application/xml"})
+
+
+def _rejected(what: str, path: str) -> httpx2.Response:
+    """The commit endpoint's refusal of content git must not hold, in the Hub's words."""
+    store = "large files" if "larger" in what else "binary files"
+    return _error(
+        400,
+        f"Your push was rejected because it contains {what}. Please use https://huggingface.co/docs/hub/xet "
+        f"to store {store}. See also: https://hf.co/docs/hub/repositories-getting-started#terminal "
+        f"Offending files: - {path} (ref: refs/heads/main)",
+    )
+
+
+def _missing_object(path: str) -> httpx2.Response:
+    return _error(
+        400,
+        "Your push was rejected because an LFS pointer pointed to a file that does not exist. For instance, "
+        f"this can happen if you used git push --no-verify to push your changes. Offending file: - {path}",
+    )
+
+
+def _content(value: dict[str, Any]) -> bytes:
+    """A ``file`` line's content: base64 (huggingface_hub) or text (``encoding: utf-8``)."""
+    content = value.get("content", "")
+    return content.encode() if value.get("encoding") == "utf-8" else base64.b64decode(content)
+
+
+def _lfs_json(payload: Any, status: int = 200) -> httpx2.Response:
+    return httpx2.Response(status, json=payload, headers={"Content-Type": "application/vnd.git-lfs+json"})
+
+
+def _other_origin(origin: str) -> str:
+    """A CDN's origin: another host (``localhost`` for a loopback server, which it also reaches)."""
+    parts = urlsplit(origin)
+    host = "localhost" if parts.hostname == "127.0.0.1" else f"cdn-lfs.{parts.hostname}"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
+_NO_XET = (
+    "this fake Hub does not speak Xet: set HF_HUB_DISABLE_XET=1 so that huggingface_hub uploads through the "
+    "LFS batch API (tests.providers.hf_support does, in the test process)"
+)
+
+
 class FakeHub:
     """See the module docstring. ``clock`` gives the time of creations, stages and log lines."""
 
@@ -136,8 +373,14 @@ class FakeHub:
         self.faults: list[Fault] = []
         self.tokens = {TOKEN: USER}
         self.payment_method = True
+        #: LFS objects larger than this are uploaded in parts of this size (the Hub's ``multipart``
+        #: transfer: one signed URL per part, then a completion call); None: one PUT each.
+        self.multipart_chunk_size: int | None = None
         self._ids = itertools.count(1)
         self._lock = threading.RLock()
+        self._secret = hashlib.sha256(repr(id(self)).encode()).hexdigest()
+        #: Multipart uploads in progress: (kind, repo, oid) -> part number -> bytes.
+        self._parts: dict[tuple[str, str, str], dict[int, bytes]] = {}
 
     # -- test controls ---------------------------------------------------------------------------
     def now(self) -> datetime:
@@ -152,7 +395,13 @@ class FakeHub:
         private: bool = False,
         gated: bool = False,
     ) -> Repo:
-        repo = Repo(kind, repo_id, private, dict(files or {}), gated=gated)
+        """A repo holding ``files``, each stored as the Hub would store it: binary, large and
+        LFS-tracked files as LFS objects (served through the CDN redirect)."""
+        repo = Repo(kind, repo_id, private, gated=gated)
+        if files and ".gitattributes" in files:
+            repo.store(".gitattributes", files[".gitattributes"])
+        for path, data in (files or {}).items():
+            repo.store(path, data)
         if files:
             repo.commits.append(hashlib.sha1(repr(sorted(files)).encode()).hexdigest())
         self.repos[(kind, repo_id)] = repo
@@ -248,7 +497,8 @@ class FakeHub:
             ("POST", r"/api/repos/create", lambda r, user, m: self._create_repo(r, user)),
             ("POST", r"/api/validate-yaml", lambda r, user, m: httpx2.Response(200, json={})),
             (None, rf"{repo}/(.+?)/auth-check", lambda r, user, m: self._auth_check(m[1], m[2], user)),
-            (None, rf"{repo}/(.+?)/preupload/([^/]+)", lambda r, user, m: self._preupload(m[1], m[2], r)),
+            ("POST", rf"{repo}/(.+?)/preupload/([^/]+)", lambda r, user, m: self._preupload(m[1], m[2], r)),
+            (None, rf"{repo}/(.+?)/xet-(?:read|write)-token/.*", lambda r, user, m: _error(501, _NO_XET)),
             (None, rf"{repo}/(.+?)/commit/([^/]+)", lambda r, user, m: self._commit(m[1], m[2], r)),
             (None, rf"{repo}/([^/]+/[^/]+)(?:/revision/([^/]+))?", lambda r, user, m: self._repo_info(m[1], m[2])),
             (
@@ -259,7 +509,14 @@ class FakeHub:
             (
                 None,
                 r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)",
-                lambda r, user, m: self._resolve("dataset" if m[1] else "model", m[2], m[4], r.method),
+                lambda r, user, m: self._resolve("dataset" if m[1] else "model", m[2], m[4], r),
+            ),
+            (
+                "POST",
+                r"/(datasets/)?([^/]+/[^/]+)\.git/info/lfs/objects/(batch|verify)",
+                lambda r, user, m: (self._lfs_batch if m[3] == "batch" else self._lfs_verify)(
+                    "dataset" if m[1] else "model", m[2], r
+                ),
             ),
             ("POST", r"/api/jobs/([^/]+)", lambda r, user, m: self._create_job(m[1], r, user)),
             (None, r"/api/jobs/([^/]+)", lambda r, user, m: self._list_jobs(m[1], r)),
@@ -269,6 +526,19 @@ class FakeHub:
     def _route(self, r: Recorded) -> httpx2.Response:
         if r.path == "/api/agent-harnesses":
             return httpx2.Response(200, json={"standardEnvVars": [], "harnesses": {}})
+        # Signed URLs (storage, CDN, multipart completion): the signature is the credential.
+        signed: list[tuple[tuple[str, ...], str, Callable[[Recorded, re.Match[str]], httpx2.Response]]] = [
+            (("PUT",), r"/__storage/(model|dataset)/([^/]+/[^/]+)/([0-9a-f]{64})(?:/part/(\d+))?", self._storage_put),
+            (("GET", "HEAD"), r"/__cdn/(model|dataset)/([^/]+/[^/]+)/([0-9a-f]{64})", self._cdn),
+            (
+                ("POST",),
+                r"/(datasets/)?([^/]+/[^/]+)\.git/info/lfs/complete_multipart/([0-9a-f]{64})",
+                self._complete_multipart,
+            ),
+        ]
+        for methods, pattern, signed_handler in signed:
+            if r.method in methods and (found := re.fullmatch(pattern, r.path)) is not None:
+                return signed_handler(r, found)
         user = self._user(r)
         if user is None:
             return _error(401, "Invalid credentials in Authorization header")
@@ -336,31 +606,185 @@ class FakeHub:
     def _repo(self, kind: str, repo_id: str) -> Repo | None:
         return self.repos.get((kind, repo_id))
 
+    # -- files: preupload, LFS storage, commit, download -------------------------------------------
     def _preupload(self, kind: str, repo_id: str, r: Recorded) -> httpx2.Response:
+        """Regular or LFS for each file, from what the client says of it: path, size, 512-byte sample."""
         repo = self._repo(kind, repo_id)
         if repo is None:
             return _error(404, "Repository not found", "RepoNotFound")
-        files = [
-            {
-                "path": f["path"],
-                "uploadMode": "regular",
-                "shouldIgnore": False,
-                "oid": git_oid(repo.files[f["path"]]) if f["path"] in repo.files else None,
-            }
-            for f in r.json()["files"]
-        ]
-        return httpx2.Response(200, json={"files": files, "commitOid": repo.head})
+        body = r.json()
+        files = body.get("files") if isinstance(body, dict) else None
+        if not isinstance(files, list):
+            return _error(400, "`files` must be an array of {path, size, sample}")
+        attributes = body.get("gitAttributes")
+        patterns = lfs_patterns(attributes) if isinstance(attributes, str) else repo.patterns()
+        answers = []
+        for f in files:
+            path, size, sample = (f.get(k) for k in ("path", "size", "sample")) if isinstance(f, dict) else (0, 0, 0)
+            try:
+                raw = base64.b64decode(sample, validate=True) if isinstance(sample, str) else None
+            except binascii.Error:
+                raw = None
+            if not isinstance(path, str) or not isinstance(size, int) or size < 0 or raw is None:
+                return _error(400, f"invalid preupload entry {f!r}: expected path, size and a base64 sample")
+            if len(raw) > min(size, 512):
+                return _error(
+                    400, f"{path}: the sample is the file's first 512 bytes at most, and no more than its size"
+                )
+            mode, _ = upload_mode(path, size, raw, patterns)
+            repo.answered[path] = mode
+            oid = (repo.lfs.get(path) or git_oid(repo.files[path])) if path in repo.files else None
+            answers.append({"path": path, "uploadMode": mode, "shouldIgnore": False, "oid": oid})
+        return httpx2.Response(200, json={"files": answers, "commitOid": repo.head})
+
+    def _sign(self, path: str) -> str:
+        return hashlib.sha256(f"{self._secret}:{path}".encode()).hexdigest()[:40]
+
+    def _signed(self, origin: str, path: str) -> str:
+        return f"{origin}{path}?X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Signature={self._sign(path)}"
+
+    def _lfs_batch(self, kind: str, repo_id: str, r: Recorded) -> httpx2.Response:
+        """The git-lfs batch API (upload): where to PUT each object, or nothing for one already stored.
+
+        The client offers ``transfers`` (huggingface_hub: ``basic``, ``multipart``); ``xet`` is never
+        chosen here.
+        """
+        repo = self._repo(kind, repo_id)
+        if repo is None:
+            return _error(404, "Repository not found", "RepoNotFound")
+        if "application/vnd.git-lfs+json" not in r.headers.get("accept", ""):
+            return _lfs_json({"message": "Accept: application/vnd.git-lfs+json is required"}, 406)
+        body = r.json()
+        transfers = body.get("transfers") or ["basic"]
+        if body.get("operation") != "upload" or body.get("hash_algo", "sha256") != "sha256":
+            return _lfs_json({"message": "only sha256 uploads are accepted here"}, 422)
+        objects, chosen = [], "basic"
+        for obj in body.get("objects") or []:
+            oid, size = obj.get("oid"), obj.get("size")
+            if not (
+                isinstance(oid, str) and re.fullmatch(r"[0-9a-f]{64}", oid) and isinstance(size, int) and size >= 0
+            ):
+                return _lfs_json({"message": f"invalid object {obj!r}"}, 422)
+            if oid in repo.verified and len(repo.objects[oid]) == size:
+                objects.append({"oid": oid, "size": size})  # already stored: no actions
+                continue
+            verify = {"href": f"{r.origin}/{self._git_prefix(kind, repo_id)}/info/lfs/objects/verify", "header": {}}
+            chunk = self.multipart_chunk_size
+            if chunk and size > chunk and "multipart" in transfers:
+                chosen = "multipart"
+                storage = f"/__storage/{kind}/{repo_id}/{oid}"
+                header = {
+                    str(n): self._signed(r.origin, f"{storage}/part/{n}") for n in range(1, math.ceil(size / chunk) + 1)
+                }
+                header["chunk_size"] = str(chunk)
+                complete = f"/{self._git_prefix(kind, repo_id)}/info/lfs/complete_multipart/{oid}"
+                upload = {"href": self._signed(r.origin, complete), "header": header}
+            else:
+                upload = {"href": self._signed(r.origin, f"/__storage/{kind}/{repo_id}/{oid}")}
+            objects.append(
+                {"oid": oid, "size": size, "authenticated": True, "actions": {"upload": upload, "verify": verify}}
+            )
+        return _lfs_json({"transfer": chosen, "objects": objects})
+
+    @staticmethod
+    def _git_prefix(kind: str, repo_id: str) -> str:
+        return f"{'datasets/' if kind == 'dataset' else ''}{repo_id}.git"
+
+    def _signed_request(self, r: Recorded) -> httpx2.Response | None:
+        """S3's checks of a presigned request: the signature, and no second credential beside it."""
+        if dict(r.query).get("X-Amz-Signature") != self._sign(r.path):
+            return _storage_error(403, "SignatureDoesNotMatch", "The request signature we calculated does not match")
+        if "authorization" in r.headers:
+            return _storage_error(
+                400, "InvalidArgument", "Only one auth mechanism allowed; only the X-Amz-Algorithm query parameter..."
+            )
+        return None
+
+    def _storage_put(self, r: Recorded, m: re.Match[str]) -> httpx2.Response:
+        """A PUT to a signed storage URL: a whole object, or one part of a multipart upload."""
+        refused = self._signed_request(r)
+        if refused is not None:
+            return refused
+        kind, repo_id, oid, part = m[1], m[2], m[3], m[4]
+        repo = self._repo(kind, repo_id)
+        assert repo is not None, "a signed URL names a repo that exists"
+        if part is None:
+            repo.objects[oid] = r.body
+        else:
+            self._parts.setdefault((kind, repo_id, oid), {})[int(part)] = r.body
+        return httpx2.Response(200, headers={"ETag": f'"{hashlib.md5(r.body).hexdigest()}"'})
+
+    def _complete_multipart(self, r: Recorded, m: re.Match[str]) -> httpx2.Response:
+        """The Hub's completion call: every part, in order, with the ETag its PUT answered."""
+        refused = self._signed_request(r)
+        if refused is not None:
+            return refused
+        kind, repo_id, oid = "dataset" if m[1] else "model", m[2], m[3]
+        repo, parts = self._repo(kind, repo_id), self._parts.get((kind, repo_id, oid), {})
+        assert repo is not None, "a signed URL names a repo that exists"
+        body = r.json()
+        listed = [(p.get("partNumber"), p.get("etag")) for p in body.get("parts") or []]
+        expected = [(n, f'"{hashlib.md5(parts[n]).hexdigest()}"') for n in sorted(parts)]
+        if body.get("oid") != oid or not parts or listed != expected:
+            return _storage_error(400, "InvalidPart", "One or more of the specified parts could not be found")
+        repo.objects[oid] = b"".join(parts[n] for n in sorted(parts))
+        del self._parts[(kind, repo_id, oid)]
+        return httpx2.Response(200, json={"success": True})
+
+    def _lfs_verify(self, kind: str, repo_id: str, r: Recorded) -> httpx2.Response:
+        """The verify action: the object is in storage, at the size announced."""
+        repo = self._repo(kind, repo_id)
+        if repo is None:
+            return _error(404, "Repository not found", "RepoNotFound")
+        body = r.json()
+        oid, size = body.get("oid"), body.get("size")
+        if oid not in repo.objects or len(repo.objects[oid]) != size:
+            return _lfs_json({"message": f"object {oid} of size {size} not found in storage"}, 404)
+        repo.verified.add(oid)
+        return _lfs_json({"success": True})
 
     def _commit(self, kind: str, repo_id: str, r: Recorded) -> httpx2.Response:
+        """An ndjson commit: a header line, then ``file`` / ``lfsFile`` / ``deletedFile`` lines, all or nothing."""
         repo = self._repo(kind, repo_id)
         if repo is None:
             return _error(404, "Repository not found", "RepoNotFound")
-        for line in r.body.splitlines():
-            item = json.loads(line)
-            if item["key"] == "file":
-                repo.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-            elif item["key"] != "header":
-                return _error(400, f"unsupported commit operation {item['key']}")
+        try:
+            items = [json.loads(line) for line in r.body.splitlines() if line.strip()]
+        except ValueError:
+            return _error(400, "the commit payload is not ndjson")
+        if not items or items[0].get("key") != "header":
+            return _error(400, "the first line of a commit is its header")
+        staged: dict[str, tuple[bytes, str | None]] = {}
+        deleted: list[str] = []
+        inline = {item["value"]["path"]: _content(item["value"]) for item in items[1:] if item.get("key") == "file"}
+        patterns = repo.patterns(inline)
+        for item in items[1:]:
+            key, value = item.get("key"), item.get("value") or {}
+            path = value.get("path")
+            if key == "deletedFile":
+                deleted.append(path)
+                continue
+            if key == "file":
+                answer = self._inline_file(repo, path, inline[path], patterns)
+            elif key == "lfsFile":
+                answer = self._lfs_file(repo, path, value)
+            else:
+                return _error(400, "Add a line with the key `lfsFile`, `file` or `deletedFile`")
+            if isinstance(answer, httpx2.Response):
+                return answer
+            staged[path] = answer
+        for path in deleted:
+            repo.files.pop(path, None)
+            repo.lfs.pop(path, None)
+        for path, (data, sha) in staged.items():
+            repo.files[path] = data
+            if sha is None:
+                repo.lfs.pop(path, None)
+            else:
+                repo.lfs[path] = sha
+                if not is_tracked(path, repo.patterns()):
+                    repo.track(path)
+        repo.answered.clear()
         oid = hashlib.sha1(f"{repo_id}:{len(repo.commits)}:{sorted(repo.files)}".encode()).hexdigest()
         repo.commits.append(oid)
         prefix = "datasets/" if kind == "dataset" else ""
@@ -372,6 +796,36 @@ class FakeHub:
                 "success": True,
             },
         )
+
+    @staticmethod
+    def _inline_file(repo: Repo, path: str, data: bytes, patterns: list[str]) -> tuple[bytes, None] | httpx2.Response:
+        """A file sent inline (base64), refused when it belongs in LFS.
+
+        Empty files are always inline (huggingface_hub sends them so: storage refuses empty objects).
+        """
+        if not data:
+            return data, None
+        mode, why = upload_mode(path, len(data), data[:512], patterns)
+        if why == "large":
+            return _rejected("files larger than 10 MiB", path)
+        if why == "binary":
+            return _rejected("binary files", path)
+        if mode == "lfs" or repo.answered.get(path) == "lfs":
+            return _rejected("files that .gitattributes or the preupload answer put in LFS sent as regular files", path)
+        return data, None
+
+    @staticmethod
+    def _lfs_file(repo: Repo, path: str, value: dict[str, Any]) -> tuple[bytes, str] | httpx2.Response:
+        """An ``lfsFile`` line: it must point at a verified object of that sha256 and size."""
+        oid, size = value.get("oid"), value.get("size")
+        if value.get("algo", "sha256") != "sha256" or not isinstance(oid, str):
+            return _error(400, f"{path}: lfsFile needs algo sha256 and an oid")
+        data = repo.objects.get(oid)
+        if data is None or oid not in repo.verified:
+            return _missing_object(path)
+        if hashlib.sha256(data).hexdigest() != oid or len(data) != size:
+            return _error(400, f"{path}: the LFS object does not match its pointer (sha256 {oid}, size {size})")
+        return data, oid
 
     def _repo_info(self, kind: str, repo_id: str) -> httpx2.Response:
         repo = self._repo(kind, repo_id)
@@ -389,20 +843,42 @@ class FakeHub:
             },
         )
 
-    def _resolve(self, kind: str, repo_id: str, path: str, method: str) -> httpx2.Response:
+    def _resolve(self, kind: str, repo_id: str, path: str, r: Recorded) -> httpx2.Response:
+        """A file's download: its bytes, or for an LFS file the Hub's redirect to a signed CDN URL."""
         repo = self._repo(kind, repo_id)
         if repo is None:
             return _error(404, "Repository not found", "RepoNotFound")
         if path not in repo.files:
             return _error(404, "Entry not found", "EntryNotFound")
         data = repo.files[path]
+        sha = repo.lfs.get(path)
+        if sha is None:
+            headers = {
+                "X-Repo-Commit": repo.head,
+                "X-Linked-Etag": f'"{git_oid(data)}"',
+                "X-Linked-Size": str(len(data)),
+                "ETag": f'"{git_oid(data)}"',
+            }
+            return httpx2.Response(200, content=b"" if r.method == "HEAD" else data, headers=headers)
         headers = {
             "X-Repo-Commit": repo.head,
-            "X-Linked-Etag": f'"{git_oid(data)}"',
+            "X-Linked-Etag": f'"{sha}"',
             "X-Linked-Size": str(len(data)),
-            "ETag": f'"{git_oid(data)}"',
+            "ETag": f'"{git_oid(lfs_pointer(sha, len(data)))}"',
+            "Location": self._signed(_other_origin(r.origin), f"/__cdn/{kind}/{repo_id}/{sha}"),
         }
-        return httpx2.Response(200, content=b"" if method == "HEAD" else data, headers=headers)
+        return httpx2.Response(302, headers=headers)
+
+    def _cdn(self, r: Recorded, m: re.Match[str]) -> httpx2.Response:
+        refused = self._signed_request(r)
+        if refused is not None:
+            return refused
+        repo = self._repo(m[1], m[2])
+        data = repo.objects.get(m[3]) if repo is not None else None
+        if data is None:
+            return _storage_error(404, "NoSuchKey", "The specified key does not exist.")
+        headers = {"ETag": f'"{m[3]}"', "Content-Length": str(len(data))}
+        return httpx2.Response(200, content=b"" if r.method == "HEAD" else data, headers=headers)
 
     # -- jobs ------------------------------------------------------------------------------------
     def _create_job(self, namespace: str, r: Recorded, user: str) -> httpx2.Response:
@@ -466,13 +942,24 @@ class FakeHub:
         class Handler(http.server.BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
 
-            def _any(self) -> None:
+            def _body(self) -> bytes:
+                if "chunked" in self.headers.get("Transfer-Encoding", "").lower():  # a streamed upload
+                    chunks = []
+                    while size := int(self.rfile.readline().split(b";")[0], 16):
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                        pass
+                    return b"".join(chunks)
                 length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+                return self.rfile.read(length) if length else b""
+
+            def _any(self) -> None:
+                body = self._body()
                 host = f"http://127.0.0.1:{self.server.server_address[1]}"
-                request = httpx2.Request(
-                    self.command, host + self.path, headers=dict(self.headers.items()), content=body
-                )
+                framing = ("content-length", "transfer-encoding")
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in framing}
+                request = httpx2.Request(self.command, host + self.path, headers=headers, content=body)
                 response = fake.handle(request)
                 data = response.read()
                 self.send_response(response.status_code)

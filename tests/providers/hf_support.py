@@ -50,6 +50,12 @@ def _isolate_huggingface_hub(monkeypatch: pytest.MonkeyPatch, home: Path) -> Ite
       process-wide; huggingface_hub offers no public way to read the previous factory, so the
       default one (``utils._http.default_client_factory``) is put back by name afterwards, so no
       later test talks to this test's fake.
+    * ``HF_HUB_DISABLE_XET`` is read at import too. With the ``hf_xet`` package installed,
+      huggingface_hub sends every file the Hub puts in LFS through Xet, without asking the server
+      first, and Xet's own (Rust) client connects to the endpoint itself, past any client factory:
+      to the real huggingface.co here. The fake speaks the LFS batch API instead, which
+      huggingface_hub uses when Xet is disabled (its documented switch), so the constant is set.
+      The commit that follows is the same either way (``lfsFile`` lines naming sha256 and size).
     """
     import huggingface_hub
     from huggingface_hub import constants
@@ -57,6 +63,7 @@ def _isolate_huggingface_hub(monkeypatch: pytest.MonkeyPatch, home: Path) -> Ite
 
     monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(home / "token"))
     monkeypatch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / ".agent_harnesses.json"))
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
     try:
         yield
     finally:

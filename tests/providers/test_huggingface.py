@@ -41,6 +41,7 @@ from anytune.errors import (
     JobNotFoundError,
     ModelNotAvailableError,
     NotSupportedError,
+    PermissionDeniedError,
     QuotaExceededError,
     ServiceUnavailableError,
 )
@@ -55,7 +56,7 @@ from anytune.providers.huggingface import (
     record_from_view,
 )
 from tests.conftest import FakeClock, chat_example, run_python, write_jsonl
-from tests.providers.hf_fake import TOKEN, USER, FakeHub, Job
+from tests.providers.hf_fake import LFS_THRESHOLD, MODEL_LFS_PATTERNS, TOKEN, USER, FakeHub, Job, upload_mode
 from tests.providers.hf_support import BASE_MODEL, install, provider
 
 S = JobStatus
@@ -344,6 +345,135 @@ def test_a_retried_submit_finds_the_job_by_its_label(hub: FakeHub, train: Path) 
     assert hub.calls("GET", r"^/api/jobs/alice$")[-1].query == [("label", f"{LABEL_KEY}=key-1")]
 
 
+# -- uploads go where the Hub puts them ----------------------------------------------------------------
+
+
+def _committed(hub: FakeHub) -> dict[str, dict[str, Any]]:
+    """The last commit's lines (after the header), by path."""
+    lines = [json.loads(line) for line in hub.calls("POST", r"/commit/")[-1].body.splitlines()[1:]]
+    return {item["value"]["path"]: item for item in lines}
+
+
+def _download(repo: str, path: str, folder: Path) -> bytes:
+    """The file as a job gets it: huggingface_hub's ``hf_hub_download`` (the bootstrap's own call)."""
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(repo, path, repo_type="dataset", local_dir=folder, token=TOKEN)).read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("path", "data", "mode"),
+    [
+        ("adapter_model.safetensors", b'{"tiny": "but tracked"}', ("lfs", "tracked")),
+        ("runs/events.out.tfevents.1.host", b"text", ("lfs", "tracked")),
+        ("saved_model/variables/data", b"text", ("lfs", "tracked")),
+        ("anytune/wheels/0123/anytune-0.1.0-py3-none-any.whl", b"PK\x03\x04\x14\x00", ("lfs", "binary")),
+        ("anytune/data/big.jsonl", b'{"a": 1}\n' * (LFS_THRESHOLD // 9 + 1), ("lfs", "large")),
+        ("anytune/data/small.jsonl", b'{"text": "caf\xc3\xa9 \xe2\x80\x94 ok"}\n', ("regular", None)),
+        ("README.md", b"---\nbase_model: x\n---\n", ("regular", None)),
+    ],
+)
+def test_the_fake_decides_the_upload_mode_by_the_hubs_rules(path: str, data: bytes, mode: tuple[str, Any]) -> None:
+    # The measuring instrument itself: name, size and sample decide, not what the client would like.
+    assert upload_mode(path, len(data), data[:512], MODEL_LFS_PATTERNS) == mode
+
+
+def test_the_wheel_goes_through_lfs_and_a_job_downloads_it_whole(
+    hub: FakeHub, train: Path, valid: Path, tmp_path: Path
+) -> None:
+    create(hub, train, valid)
+    data = hub.repos[("dataset", f"{USER}/anytune-datasets")]
+    wheel_path = next(p for p in data.files if p.startswith("anytune/wheels/"))
+    name, wheel = hf.build_wheel()
+    sha = hashlib.sha256(wheel).hexdigest()
+    assert wheel_path.endswith(name) and data.lfs == {wheel_path: sha}  # the small text data stays in git
+
+    # The LFS protocol, as the Hub runs it: batch, a PUT to the signed URL without the token, verify.
+    batch = hub.calls("POST", r"/datasets/alice/anytune-datasets\.git/info/lfs/objects/batch$")
+    assert [b.json()["objects"] for b in batch] == [[{"oid": sha, "size": len(wheel)}]]
+    puts = hub.calls("PUT", r"^/__storage/")
+    assert [p.body for p in puts] == [wheel] and all("authorization" not in p.headers for p in puts)
+    assert len(hub.calls("POST", r"\.git/info/lfs/objects/verify$")) == 1
+    lines = _committed(hub)
+    assert lines[wheel_path] == {
+        "key": "lfsFile",
+        "value": {"path": wheel_path, "algo": "sha256", "oid": sha, "size": len(wheel)},
+    }
+    assert sorted(v["key"] for p, v in lines.items() if p != wheel_path) == ["file", "file"]
+
+    # Downloaded as the job's bootstrap does it: through the CDN redirect, the token left behind.
+    assert _download(f"{USER}/anytune-datasets", wheel_path, tmp_path / "job") == wheel
+    cdn = hub.calls("GET", r"^/__cdn/")
+    assert len(cdn) == 1 and "authorization" not in cdn[0].headers
+
+
+@pytest.mark.slow  # the data check of an 11 MB file starts worker processes
+def test_a_large_dataset_goes_through_lfs_in_parts_and_a_job_downloads_it_whole(
+    hub: FakeHub, valid: Path, tmp_path: Path
+) -> None:
+    long = "word " * 1200
+    rows = [
+        {"messages": [{"role": "user", "content": f"{i}: {long}"}, {"role": "assistant", "content": long}]}
+        for i in range(900)
+    ]
+    big = write_jsonl(tmp_path / "big.jsonl", rows)
+    content = big.read_bytes()
+    assert len(content) > LFS_THRESHOLD
+    hub.multipart_chunk_size = 4 * 1024 * 1024
+    create(hub, big, valid)
+    sha = hashlib.sha256(content).hexdigest()
+    data_path = f"anytune/data/{sha}.jsonl"
+    repo = hub.repos[("dataset", f"{USER}/anytune-datasets")]
+    assert repo.lfs[data_path] == sha and repo.files[data_path] == content
+    assert _committed(hub)[data_path]["key"] == "lfsFile"
+    assert _committed(hub)[f"anytune/data/{hashlib.sha256(valid.read_bytes()).hexdigest()}.jsonl"]["key"] == "file"
+
+    # Three parts of at most 4 MiB, each to its own signed URL, then the completion and the verify.
+    parts = [p for p in hub.calls("PUT", r"^/__storage/") if "/part/" in p.path]
+    assert [p.path.rsplit("/", 1)[1] for p in parts] == ["1", "2", "3"]
+    assert b"".join(p.body for p in parts) == content and all("authorization" not in p.headers for p in parts)
+    assert len(hub.calls("POST", r"/info/lfs/complete_multipart/")) == 1
+
+    assert _download(f"{USER}/anytune-datasets", data_path, tmp_path / "job") == content
+
+
+@pytest.mark.parametrize("wrong", ["sends LFS files inline", "skips the LFS upload"])
+def test_a_client_breaking_the_lfs_protocol_is_refused_and_nothing_runs(
+    hub: FakeHub, train: Path, monkeypatch: pytest.MonkeyPatch, wrong: str
+) -> None:
+    """Were the adapter (or huggingface_hub) to get LFS wrong, the fake says no, in the Hub's words."""
+    from huggingface_hub import _commit_api
+
+    if wrong == "sends LFS files inline":
+        fetch = _commit_api._fetch_upload_modes
+
+        def regular_only(additions: list[Any], **kwargs: Any) -> None:
+            fetch(additions=additions, **kwargs)
+            for addition in additions:
+                addition._upload_mode = "regular"
+
+        monkeypatch.setattr(_commit_api, "_fetch_upload_modes", regular_only)
+        said = "Your push was rejected because it contains binary files"
+    else:
+        monkeypatch.setattr(_commit_api, "_upload_files", lambda **kwargs: None)
+        said = "an LFS pointer pointed to a file that does not exist"
+    with pytest.raises(InvalidRequestError) as err:
+        create(hub, train)
+    assert said in str(err.value) and "anytune/wheels/" in str(err.value)
+    assert not any(p.startswith("anytune/") for p in hub.repos[("dataset", f"{USER}/anytune-datasets")].files)
+    assert hub.job_creates == []
+
+
+def test_a_storage_failure_during_the_lfs_upload_is_an_anytune_error(hub: FakeHub, train: Path) -> None:
+    # huggingface_hub raises it as RuntimeError("Error while uploading ...") from the HTTP error.
+    hub.fail("PUT", r"^/__storage/", status=403, body={"error": "Request has expired"})
+    with pytest.raises(PermissionDeniedError) as err:
+        create(hub, train)
+    _no_hub_exception_escapes(err.value)
+    assert "anytune/wheels/" in str(err.value) and err.value.status_code == 403
+    assert hub.job_creates == []
+
+
 # -- lifecycle --------------------------------------------------------------------------------------------
 
 
@@ -363,7 +493,16 @@ def test_lifecycle_events_metrics_and_result(hub: FakeHub, train: Path, valid: P
     )
     first = job.events()
     assert [e.kind for e in first] == ["status", "status", "log", "log", "log", "metric", "metric"]
-    hub.log(jid, metric_line(3, 1.2), metric_line(4, 1.0), result_line(output, "rev42"))
+    # Preempted after step 4, the job resumed from its step-2 checkpoint: steps 3 and 4 come again.
+    hub.log(
+        jid,
+        metric_line(3, 1.4),
+        metric_line(4, 1.3),
+        "[anytune] resuming from checkpoint-2",
+        metric_line(3, 1.2),
+        metric_line(4, 1.0),
+        result_line(output, "rev42"),
+    )
     hub.finish(jid)
     record = job.wait(on_event=seen.append)
     assert record.status is S.SUCCEEDED and record.fine_tuned_model == output
@@ -371,11 +510,14 @@ def test_lifecycle_events_metrics_and_result(hub: FakeHub, train: Path, valid: P
     ids = [e.id for e in seen]
     assert len(ids) == len(set(ids)) and ids == sorted(ids)
     assert [e.status for e in seen if e.kind == "status"] == [S.QUEUED, S.RUNNING, S.SUCCEEDED]
-    assert [p.step for p in job.metrics()] == [1, 2, 3, 4]
+    # What the adapter makes of a log that repeats steps: one point per step, in step order, the
+    # resumed run's for a repeated step. The events stay the log as it was, every line once.
+    assert [(p.step, p.train_loss) for p in job.metrics()] == [(1, 2.0), (2, 1.5), (3, 1.2), (4, 1.0)]
+    assert [e.metric.step for e in job.events() if e.metric is not None] == [1, 2, 3, 4, 3, 4]
     assert job.events(after=first[-1].id)[0].metric.step == 3  # type: ignore[union-attr]
     result = job.result()
     assert (result.hub_repo, result.revision, result.trained_tokens) == (output, "rev42", 1234)
-    assert result.final_metrics is not None and result.final_metrics.train_loss == 1.0
+    assert result.final_metrics is not None and (result.final_metrics.step, result.final_metrics.train_loss) == (4, 1.0)
     # From another process: the reference is enough.
     again = FineTuneJob.get(job.ref, provider=provider(hub))
     assert again.status() is S.SUCCEEDED and again.result().revision == "rev42"
@@ -592,7 +734,9 @@ def test_spec_checks_before_anything_is_sent(hub: FakeHub, train: Path, tmp_path
 
 
 def _auth_headers(hub: FakeHub) -> set[str]:
-    return {r.headers.get("authorization", "") for r in hub.requests if r.path != "/api/agent-harnesses"}
+    """The credentials sent to the Hub's API; signed storage URLs carry none (the fake refuses one there)."""
+    hub_calls = [r for r in hub.requests if r.path != "/api/agent-harnesses" and not r.path.startswith("/__storage/")]
+    return {r.headers.get("authorization", "") for r in hub_calls}
 
 
 @pytest.mark.parametrize("source", ["settings", "env", "cached-login"])

@@ -12,6 +12,7 @@ back as the job's log, gives the provider the metrics and the pushed revision.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ pytest.importorskip("peft")
 from anytune import FineTuneJob, JobStatus
 from anytune.providers import huggingface as hf
 from tests.conftest import FakeClock, chat_example, write_jsonl
-from tests.providers.hf_fake import TOKEN, FakeHub
+from tests.providers.hf_fake import TOKEN, USER, FakeHub
 from tests.providers.hf_support import install, provider
 
 BASE = "acme/tiny-chat"
@@ -108,6 +109,9 @@ def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
         "HOME": str(tmp_path),
         "HF_HOME": str(tmp_path / "job-hf-home"),
         "HF_HUB_DISABLE_TELEMETRY": "1",
+        # The job's huggingface_hub would push the adapter through Xet (hf_xet is installed); the fake
+        # Hub speaks the LFS batch API, which it uses with Xet off (see hf_support).
+        "HF_HUB_DISABLE_XET": "1",
         "UV_SHIM_LOG": str(shim_log),
         "OMP_NUM_THREADS": "2",
         **sent["environment"],
@@ -143,6 +147,21 @@ def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
         "README.md",
     ):
         assert name in repo.files, name
+    # Where the Hub keeps them: the weights in LFS, through the LFS batch API and storage (never
+    # inline), the text files in git. The fake holds the commit to that (see hf_fake).
+    weights = repo.files["adapter_model.safetensors"]
+    assert repo.lfs["adapter_model.safetensors"] == hashlib.sha256(weights).hexdigest()
+    assert "adapter_config.json" not in repo.lfs and "metrics.jsonl" not in repo.lfs
+    assert weights in [r.body for r in hub.calls("PUT", rf"^/__storage/model/{output_repo}/")]
+    # The job read its wheel and the base model's weights from LFS storage, through the CDN redirect.
+    data_repo = hub.repos[("dataset", f"{USER}/anytune-datasets")]
+    wheel_path = next(p for p in data_repo.files if p.startswith("anytune/wheels/"))
+    base_weights = hub.repos[("model", BASE)].lfs["model.safetensors"]
+    for kind, repo_id, sha in (
+        ("dataset", data_repo.id, data_repo.lfs[wheel_path]),
+        ("model", BASE, base_weights),
+    ):
+        assert hub.calls("GET", rf"^/__cdn/{kind}/{repo_id}/{sha}$"), (kind, repo_id)
     spec = json.loads(repo.files["anytune_spec.json"])
     assert spec["base_model"] == BASE and spec["training_file"].startswith("hf://datasets/alice/anytune-datasets/")
     assert len(repo.files["metrics.jsonl"].decode().splitlines()) == 4
@@ -168,4 +187,7 @@ def test_the_job_command_trains_on_a_tiny_model_and_pushes_the_adapter(
     result = job.result()
     assert (result.hub_repo, result.revision) == (output_repo, repo.head)
     assert [p.step for p in job.metrics()] == [1, 2, 3, 4]
+    # The losses the provider reports are the trainer's own, as it pushed them.
+    pushed_points = [json.loads(line) for line in repo.files["metrics.jsonl"].decode().splitlines()]
+    assert [p.train_loss for p in job.metrics()] == [p["train_loss"] for p in pushed_points]
     assert result.final_metrics is not None and result.final_metrics.valid_loss is not None
