@@ -3,14 +3,16 @@
 Azure ML serves both behind the workspace's API host, found through its discovery URL; requests go
 through plain azure-core pipelines with the workspace's credential, transport and read retry
 policy.  Metric points are folded from the MLflow metric histories of the job's run and its child
-runs into one :class:`~anytune.MetricPoint` per step.
+runs into one :class:`~anytune.MetricPoint` per step.  MLflow pages both the run search and each
+metric's history (``next_page_token``): every page is read.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
+from urllib.parse import urlencode
 
 from anytune._boundary import boundary
 from anytune._timestamps import parse_timestamp
@@ -24,14 +26,17 @@ from anytune.errors import (
 )
 from anytune.providers.azureml.workspace import Connection
 
-#: MLflow metric key -> MetricPoint field (anything else goes to ``extra``).
+#: MLflow metric key -> MetricPoint field (anything else goes to ``extra``).  Where two keys of one
+#: field are logged at the same step, the one listed first wins and the other stays in ``extra``
+#: under its own key: a step's own value beats a summary (Hugging Face's Trainer ends a run by
+#: logging the run's mean loss as ``train_loss`` at the last step, beside that step's ``loss``).
 METRIC_KEYS: Mapping[str, str] = {
     "loss": "train_loss",
-    "train_loss": "train_loss",
     "train/loss": "train_loss",
+    "train_loss": "train_loss",
     "eval_loss": "valid_loss",
-    "validation_loss": "valid_loss",
     "eval/loss": "valid_loss",
+    "validation_loss": "valid_loss",
     "epoch": "epoch",
     "train/epoch": "epoch",
     "learning_rate": "learning_rate",
@@ -40,25 +45,54 @@ METRIC_KEYS: Mapping[str, str] = {
     "eval_token_accuracy": "valid_token_accuracy",
     "num_input_tokens_seen": "tokens_seen",
 }
+_RANK: Mapping[str, int] = {key: i for i, key in enumerate(METRIC_KEYS)}
 
 #: Failures after which run details or metrics are simply not there yet (the job is still what
 #: the jobs API says it is).
 _UNREADABLE = (ServiceUnavailableError, InvalidRequestError, RateLimitError, PermissionDeniedError)
 
 
-def add_history(points: dict[int, dict[str, Any]], key: str, history: Iterable[Mapping[str, Any]]) -> None:
-    """Fold one metric's MLflow history into ``points`` (step -> MetricPoint fields; pure)."""
-    field = METRIC_KEYS.get(key.lower())
-    for m in history:
-        step = int(m.get("step") or 0)
-        row = points.setdefault(step, {"step": step, "extra": {}})
-        value = float(m["value"])
-        if field is None:
-            row["extra"][key] = value
-        else:
+def fold_metrics(histories: Iterable[tuple[str, Iterable[Mapping[str, Any]]]]) -> list[MetricPoint]:
+    """MLflow metric histories, ``(key, points)``, as one MetricPoint per step, by step (pure).
+
+    A step's time is the earliest timestamp logged at it.
+    """
+    rows: dict[int, dict[str, Any]] = {}
+    holders: dict[tuple[int, str], str] = {}  # (step, field) -> the key whose value it holds
+    for key, history in histories:
+        field = METRIC_KEYS.get(key.lower())
+        for m in history:
+            step = int(m.get("step") or 0)
+            row = rows.setdefault(step, {"step": step, "extra": {}})
+            value = float(m["value"])
+            at = parse_timestamp(int(m["timestamp"]), unit="ms") if m.get("timestamp") else None
+            if at is not None:
+                row["time"] = min(row.get("time") or at, at)
+            held = holders.get((step, field)) if field else None
+            if field is None or (held is not None and _RANK[held.lower()] < _RANK[key.lower()]):
+                row["extra"][key] = value
+                continue
+            if held is not None and held.lower() != key.lower():
+                row["extra"][held] = row[field]  # a less specific key gives the field up
+            holders[(step, field)] = key
             row[field] = int(value) if field == "tokens_seen" else value
-        if m.get("timestamp"):
-            row["time"] = parse_timestamp(int(m["timestamp"]), unit="ms")
+    return [MetricPoint(**rows[s]) for s in sorted(rows)]
+
+
+def pages(fetch: Callable[[str | None], Mapping[str, Any]], items: str) -> Iterator[Any]:
+    """The ``items`` of every page of an MLflow listing (``next_page_token``), first page first.
+
+    A token the server already gave ends the listing: a server that loops must not hang us.
+    """
+    token: str | None = None
+    seen: set[str] = set()
+    while True:
+        page = fetch(token)
+        yield from page.get(items) or []
+        token = page.get("next_page_token") or None
+        if token is None or token in seen:
+            return
+        seen.add(token)
 
 
 class RunHistory:
@@ -113,33 +147,48 @@ class RunHistory:
         return self._get(f"mlflow/v1.0{self.conn.require_workspace().arm_id}/api/2.0/mlflow/{path}", body=body)
 
     def _runs(self, job_id: str) -> list[dict[str, Any]]:
-        """The job's run and its child runs (the fine-tuning steps log under a child)."""
+        """The job's run and its descendants (the fine-tuning steps log under child runs)."""
         try:
-            root = self._mlflow(f"runs/get?run_id={job_id}").get("run") or {}
+            root = self._mlflow(f"runs/get?{urlencode({'run_id': job_id})}").get("run") or {}
         except _UNREADABLE:
             return []
         runs = [root]
         experiment = (root.get("info") or {}).get("experiment_id")
         if experiment:
+            body = {
+                "experiment_ids": [experiment],
+                "max_results": 1000,
+                "filter": f"tags.mlflow.rootRunId = '{job_id}'",
+            }
+
+            def search(token: str | None) -> Mapping[str, Any]:
+                return self._mlflow("runs/search", body=body | ({"page_token": token} if token else {}))
+
             with contextlib.suppress(ServiceUnavailableError, InvalidRequestError, RateLimitError):
-                found = self._mlflow(
-                    "runs/search",
-                    body={
-                        "experiment_ids": [experiment],
-                        "max_results": 100,
-                        "filter": f"tags.mlflow.rootRunId = '{job_id}'",
-                    },
-                )
-                runs += [r for r in found.get("runs") or [] if (r.get("info") or {}).get("run_id") != job_id]
+                # The root run carries its own id as its rootRunId: it is found again here.
+                runs += [r for r in pages(search, "runs") if (r.get("info") or {}).get("run_id") != job_id]
         return runs
 
+    def _history(self, run_id: str, key: str) -> list[Mapping[str, Any]]:
+        """Every logged point of one metric of one run."""
+        query = {"run_id": run_id, "metric_key": key}
+
+        def fetch(token: str | None) -> Mapping[str, Any]:
+            return self._mlflow("metrics/get-history?" + urlencode(query | ({"page_token": token} if token else {})))
+
+        return list(pages(fetch, "metrics"))
+
     def metrics(self, job_id: str) -> list[MetricPoint]:
-        """Metric points from the MLflow metrics of the job's run and its child runs, by step."""
-        points: dict[int, dict[str, Any]] = {}
+        """Metric points from the MLflow metrics of the job's run and its descendants, by step.
+
+        Only the metrics a run lists are read (a run's ``data.metrics`` holds the latest value of
+        each key it logged).
+        """
+        histories: list[tuple[str, list[Mapping[str, Any]]]] = []
         for run in self._runs(job_id):
             run_id = (run.get("info") or {}).get("run_id")
             keys = {m.get("key") for m in (run.get("data") or {}).get("metrics") or []}
-            for key in sorted(k for k in keys if isinstance(k, str)):
-                history = self._mlflow(f"metrics/get-history?run_id={run_id}&metric_key={key}")
-                add_history(points, key, history.get("metrics") or [])
-        return [MetricPoint(**points[s]) for s in sorted(points)]
+            histories += [
+                (key, self._history(str(run_id), key)) for key in sorted(k for k in keys if isinstance(k, str))
+            ]
+        return fold_metrics(histories)

@@ -13,6 +13,29 @@ error mapping) and reach :class:`FakeAzureML`, which answers with the shapes the
 * workspace discovery, run history and MLflow tracking (``runs/get``, ``runs/search``,
   ``metrics/get-history``).
 
+It is held to the published contracts in ``azureml_finetuning_contract.json`` (sources there), so a
+wrong adapter gets the service's refusal, not a green test:
+
+* A job PUT is validated against the FineTuningJob schema of api-version 2024-10-01-preview
+  (required fields, closed objects, discriminators, enums, types): 400 ``UserError`` naming the
+  path. Its ``hyperParameters`` must be names Azure ML documents for the deployment the body asks
+  for (serverless: no ``computeId``/``resources``; managed: either), else 400 naming them.
+* Every bearer token carries its audience (:func:`token_for`; :class:`FakeCredential` hands out a
+  token for the scope it is asked for). ARM, the Azure ML data planes and storage each accept their
+  own audiences only: a wrong one is ARM's 401 ``InvalidAuthenticationTokenAudience``, the data
+  plane's 401, storage's 401 ``InvalidAuthenticationInfo`` (XML, with its ``WWW-Authenticate``).
+* MLflow (REST API 2.0): ``runs/search`` honours ``experiment_ids``, the ``filter`` grammar (clauses
+  joined by AND; a filter it cannot read is 400 ``INVALID_PARAMETER_VALUE``), ``max_results`` and
+  ``page_token``/``next_page_token`` (``search_page_size`` caps a page, as a server may);
+  ``metrics/get-history`` answers only the metrics a run logged (an unknown key is an empty
+  answer, an unknown run 404 ``RESOURCE_DOES_NOT_EXIST``) and pages too (``history_page_size``).
+  A fine-tuning job's runs are the root (the job) and its steps' child runs (``<job>_preprocess``,
+  ``<job>_finetune``, then ``<job>_register``; a search lists the newest first, as MLflow does),
+  tagged ``mlflow.rootRunId``/``mlflow.parentRunId``. The fine-tune run logs what Hugging Face's
+  Trainer logs through MLflow: per step ``loss``, ``learning_rate``, ``epoch``, ``grad_norm``; every
+  ``eval_every`` steps ``eval_loss``, ``eval_runtime``; at the end the run's summary at the last
+  step (``train_loss`` is the mean loss there, ``train_runtime``, ``total_flos``).
+
 Time is a :class:`~tests.conftest.FakeClock`: a job walks through its script of statuses as the
 clock advances, so tests drive a whole lifecycle by sleeping (instantly).  Faults are scripted per
 method and path: an HTTP status with headers (429 + Retry-After, 503...), a transport exception
@@ -22,11 +45,15 @@ method and path: an HTTP status with headers (429 + Retry-After, 503...), a tran
 from __future__ import annotations
 
 import base64
+import binascii
 import io
 import json
 import re
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from operator import eq, ge, gt, le, lt, ne
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -47,20 +74,43 @@ CONTAINER = "azureml-blobstore-9d2b4c1e"
 API = f"https://{LOCATION}.api.azureml.ms"
 TENANT = "72f988bf-0000-4000-8000-2d7cd011db47"
 
+#: The published contracts the fake holds requests to (schema, hyperparameter names, audiences).
+CONTRACT: dict[str, Any] = json.loads(
+    (Path(__file__).resolve().parent / "azureml_finetuning_contract.json").read_text()
+)
+ARM_AUDIENCE = "https://management.azure.com"
+STORAGE_AUDIENCE = "https://storage.azure.com"
+
 
 def _b64(data: dict[str, Any]) -> str:
     return base64.urlsafe_b64encode(json.dumps(data).encode()).decode().rstrip("=")
 
 
-# A decodable (unsigned) JWT, as azure-identity hands out, and a SAS signature: tests assert that
-# neither ever reaches logs, errors, events or the job store.
-TOKEN = ".".join(
-    (
-        _b64({"typ": "JWT", "alg": "RS256"}),
-        _b64({"aud": "https://management.azure.com", "tid": TENANT, "oid": "user-object-id"}),
-        "c2lnbmF0dXJlLW5vdC1yZWFsLWJ1dC1sb25nLWVub3VnaA",
-    )
-)
+_SIGNATURE = "c2lnbmF0dXJlLW5vdC1yZWFsLWJ1dC1sb25nLWVub3VnaA"
+
+
+def token_for(audience: str) -> str:
+    """A decodable (unsigned) JWT for ``audience``, as Entra ID hands out: tests assert that no token
+    ever reaches logs, errors, events or the job store."""
+    claims = {"aud": audience, "tid": TENANT, "oid": "user-object-id"}
+    return ".".join((_b64({"typ": "JWT", "alg": "RS256"}), _b64(claims), _SIGNATURE))
+
+
+def audience_of(token: str) -> str | None:
+    """The audience of a token made by :func:`token_for` (None: not one of ours, or unreadable)."""
+    parts = token.split(".")
+    if len(parts) != 3 or parts[2] != _SIGNATURE:
+        return None
+    try:
+        claims = json.loads(base64.urlsafe_b64decode(parts[1] + "=" * (-len(parts[1]) % 4)))
+    except (ValueError, binascii.Error):
+        return None
+    aud = claims.get("aud") if isinstance(claims, dict) else None
+    return aud if isinstance(aud, str) else None
+
+
+#: The token for the ARM scope (what azure-ai-ml asks for everywhere).
+TOKEN = token_for(ARM_AUDIENCE)
 SAS = "sv=2021-10-04&ss=b&srt=sco&sp=rwlc&se=2030-01-01T00%3A00%3A00Z&sig=S3cr3tSasSignatureValue0123456789abcdef"
 
 WS_PATH = f"/subscriptions/{SUB}/resourceGroups/{RG}/providers/Microsoft.MachineLearningServices/workspaces/{WS}"
@@ -76,18 +126,29 @@ HAPPY = (
 )
 FAILING = ((0, "NotStarted"), (10, "Queued"), (30, "Running"), (50, "Failed"))
 
+Answer = tuple[int, dict[str, str], Any]
+
 
 class FakeCredential:
-    """An azure-core ``TokenCredential`` that hands out a fixed JWT-shaped token."""
+    """An azure-core ``TokenCredential``: a token for the audience of the scope it is asked for.
 
-    def __init__(self, clock: FakeClock, token: str = TOKEN) -> None:
+    ``token`` fixes the token it hands out whatever the scope (a stale token, or a credential that
+    ignores the scope). ``issued`` holds every token handed out, ``scopes`` every request.
+    """
+
+    def __init__(self, clock: FakeClock, token: str | None = None) -> None:
         self.clock = clock
         self.token = token
         self.calls = 0
+        self.scopes: list[tuple[str, ...]] = []
+        self.issued: set[str] = set()
 
     def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
         self.calls += 1
-        return AccessToken(self.token, int(self.clock() + 3600))
+        self.scopes.append(scopes)
+        token = self.token or token_for((scopes[0] if scopes else "").removesuffix("/.default"))
+        self.issued.add(token)
+        return AccessToken(token, int(self.clock() + 3600))
 
 
 @dataclass
@@ -152,11 +213,7 @@ class FakeTransport(RequestsTransport):
     """The azure-core transport every client in a test sends through; sleeps are recorded."""
 
     def __init__(self, fake: FakeAzureML) -> None:
-        session = requests.Session()
-        session.trust_env = False
-        for prefix in ("https://", "http://"):
-            session.mount(prefix, _Adapter(fake))
-        super().__init__(session=session, session_owner=False, use_env_settings=False)
+        super().__init__(session=fake.session(), session_owner=False, use_env_settings=False)
         self.fake = fake
 
     def sleep(self, duration: float) -> None:
@@ -182,14 +239,247 @@ def _body(request: requests.PreparedRequest) -> Any:
     return raw
 
 
-def _error(status: int, code: str, message: str) -> tuple[int, dict[str, str], Any]:
-    return status, {"x-ms-error-code": code}, {"error": {"code": code, "message": message}}
+def _error(status: int, code: str, message: str, target: str | None = None) -> Answer:
+    """ARM's ErrorResponse (common-types v3: error.code, message, target)."""
+    error = {"code": code, "message": message} | ({"target": target} if target else {})
+    return status, {"x-ms-error-code": code}, {"error": error}
+
+
+def _mlflow_error(status: int, code: str, message: str) -> Answer:
+    """MLflow's REST error body."""
+    return status, {}, {"error_code": code, "message": message}
+
+
+def _storage_error(
+    status: int, code: str, message: str, detail: str = "", headers: dict[str, str] | None = None
+) -> Answer:
+    """Azure Storage's XML error body (``x-ms-error-code`` is what azure-storage-blob reads first)."""
+    extra = f"<AuthenticationErrorDetail>{detail}</AuthenticationErrorDetail>" if detail else ""
+    xml = f'<?xml version="1.0" encoding="utf-8"?><Error><Code>{code}</Code><Message>{message}</Message>{extra}</Error>'
+    head = {"x-ms-error-code": code, "Content-Type": "application/xml", **(headers or {})}
+    return status, head, xml.encode()
 
 
 def _iso(seconds: float) -> str:
     from datetime import datetime, timezone
 
     return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+# -- the job schema (Swagger 2.0, the subset mfe.json uses) ------------------------------------------
+
+
+class SchemaError(ValueError):
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+class JobSchema:
+    """Validates a JSON value against the definitions of :data:`CONTRACT` the way the service reads
+    them: ``allOf`` merges parents, a ``discriminator`` picks the subtype whose
+    ``x-ms-discriminator-value`` matches, ``additionalProperties: false`` closes a concrete type,
+    ``x-nullable`` allows null. Enum values compare without regard to case: azure-ai-ml itself
+    sends ``taskType: chatCompletion`` for the spec's ``ChatCompletion`` (its enums are
+    case-insensitive, ``CaseInsensitiveEnumMeta``)."""
+
+    def __init__(self, definitions: Mapping[str, Any]) -> None:
+        self.defs = definitions
+
+    def check(self, value: Any, name: str, path: str = "$") -> None:
+        """Raises SchemaError at the first mismatch."""
+        self._ref(value, name, path)
+
+    def _definition(self, name: str, path: str) -> dict[str, Any]:
+        found = self.defs.get(name)
+        if found is None:
+            raise SchemaError(path, f"{name} is not modelled by this fake")
+        return dict(found)
+
+    def _parents(self, name: str) -> list[str]:
+        return [p["$ref"].rsplit("/", 1)[-1] for p in self.defs.get(name, {}).get("allOf", [])]
+
+    def _inherits(self, name: str, base: str) -> bool:
+        return any(p == base or self._inherits(p, base) for p in self._parents(name))
+
+    def _flatten(self, name: str, path: str) -> tuple[dict[str, Any], set[str]]:
+        d = self._definition(name, path)
+        props: dict[str, Any] = {}
+        required: set[str] = set(d.get("required", []))
+        for parent in self._parents(name):
+            more, req = self._flatten(parent, path)
+            props.update(more)
+            required |= req
+        props.update(d.get("properties", {}))
+        return props, required
+
+    def _subtype(self, value: dict[str, Any], name: str, path: str) -> str:
+        key = self.defs[name]["discriminator"]
+        tag = value.get(key)
+        if not isinstance(tag, str):
+            raise SchemaError(f"{path}.{key}", "required discriminator missing")
+        for candidate, d in self.defs.items():
+            if str(d.get("x-ms-discriminator-value", "")).lower() == tag.lower() and self._inherits(candidate, name):
+                return candidate
+        raise SchemaError(f"{path}.{key}", f"{tag!r} is not a known {name} type")
+
+    def _ref(self, value: Any, name: str, path: str) -> None:
+        d = self._definition(name, path)
+        if "enum" in d or d.get("type") in ("string", "boolean", "integer", "number", "array"):
+            self._value(value, d, path)
+            return
+        if not isinstance(value, dict):
+            raise SchemaError(path, f"expected an object ({name})")
+        if "discriminator" in d:
+            name = self._subtype(value, name, path)
+        props, required = self._flatten(name, path)
+        for key in sorted(required - set(value)):
+            raise SchemaError(f"{path}.{key}", "required property missing")
+        closed = self.defs[name].get("additionalProperties") is False
+        for key, item in value.items():
+            if key in props:
+                self._value(item, props[key], f"{path}.{key}")
+            elif closed:
+                raise SchemaError(f"{path}.{key}", f"property not defined on {name}")
+
+    def _value(self, value: Any, schema: Mapping[str, Any], path: str) -> None:
+        if value is None:
+            if schema.get("x-nullable") or schema.get("readOnly"):
+                return
+            raise SchemaError(path, "null is not allowed")
+        if "$ref" in schema:
+            self._ref(value, schema["$ref"].rsplit("/", 1)[-1], path)
+            return
+        kind = schema.get("type")
+        checks = {"string": str, "boolean": bool, "integer": int, "number": (int, float), "array": list, "object": dict}
+        if kind in checks and (not isinstance(value, checks[kind]) or (kind != "boolean" and isinstance(value, bool))):
+            raise SchemaError(path, f"expected {kind}, got {type(value).__name__}")
+        if "enum" in schema and str(value).lower() not in {str(e).lower() for e in schema["enum"]}:
+            raise SchemaError(path, f"{value!r} is not one of {schema['enum']}")
+        if kind == "string":
+            if len(value) < schema.get("minLength", 0) or (
+                "pattern" in schema and not re.search(schema["pattern"], value)
+            ):
+                raise SchemaError(path, f"{value!r} does not match {schema.get('pattern', 'minLength')}")
+        elif kind == "array":
+            for i, item in enumerate(value):
+                self._value(item, schema.get("items", {}), f"{path}[{i}]")
+        elif kind == "object" and isinstance(schema.get("additionalProperties"), dict):
+            for key, item in value.items():
+                self._value(item, schema["additionalProperties"], f"{path}.{key}")
+
+
+SCHEMA = JobSchema(CONTRACT["definitions"])
+HYPERPARAMETERS: dict[str, frozenset[str]] = {
+    mode: frozenset(CONTRACT["hyperparameters"][mode]) for mode in ("serverless", "managed")
+}
+
+
+def deployment_of(props: Mapping[str, Any]) -> str:
+    """What a FineTuning body asks for: managed compute (a cluster or instance types) or serverless."""
+    resources = props.get("resources") or {}
+    return "managed" if props.get("computeId") or resources.get("instanceTypes") else "serverless"
+
+
+def check_job_body(body: Any) -> None:
+    """The service's checks of a FineTuning job PUT (raises SchemaError)."""
+    SCHEMA.check(body, CONTRACT["root"])
+    props = body["properties"]
+    if str(props.get("jobType", "")).lower() != "finetuning":
+        raise SchemaError("$.properties.jobType", "this fake serves FineTuning jobs only")
+    mode = deployment_of(props)
+    names = set(props["fineTuningDetails"].get("hyperParameters") or {})
+    unknown = sorted(names - HYPERPARAMETERS[mode])
+    if unknown:
+        raise SchemaError(
+            "$.properties.fineTuningDetails.hyperParameters",
+            f"unknown hyperparameter(s) for {mode} fine-tuning: {', '.join(unknown)}; "
+            f"allowed: {', '.join(sorted(HYPERPARAMETERS[mode]))}",
+        )
+
+
+# -- MLflow's search filter --------------------------------------------------------------------------
+
+_CLAUSE = re.compile(
+    r"""\s*(?P<entity>[A-Za-z_]+)\.(?:`(?P<bq>[^`]+)`|"(?P<dq>[^"]+)"|(?P<bare>[\w.\-/]+))
+        \s*(?P<op>!=|>=|<=|=|<|>|(?:NOT\s+)?I?LIKE\b)
+        \s*(?:'(?P<sq>[^']*)'|"(?P<dqv>[^"]*)"|(?P<num>-?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?))\s*""",
+    re.I | re.X,
+)
+_AND = re.compile(r"AND\b", re.I)
+_ENTITIES = {
+    **dict.fromkeys(("tags", "tag"), "tags"),
+    **dict.fromkeys(("attributes", "attribute", "attr", "run"), "attributes"),
+    **dict.fromkeys(("params", "param", "parameter", "parameters"), "params"),
+    **dict.fromkeys(("metrics", "metric"), "metrics"),
+}
+
+
+@dataclass(frozen=True)
+class Clause:
+    entity: str
+    key: str
+    op: str
+    value: str | float
+
+
+def parse_filter(text: str) -> list[Clause]:
+    """MLflow's search filter: ``entity.key op value`` clauses joined by AND (raises ValueError)."""
+    clauses: list[Clause] = []
+    pos, text = 0, text.strip()
+    while pos < len(text):
+        m = _CLAUSE.match(text, pos)
+        if m is None or m["entity"].lower() not in _ENTITIES:
+            raise ValueError(f"invalid clause at {text[pos:]!r}")
+        entity = _ENTITIES[m["entity"].lower()]
+        string = m["sq"] if m["sq"] is not None else m["dqv"]
+        if (entity == "metrics") == (string is not None):
+            raise ValueError(f"metrics compare to numbers, others to quoted strings: {m.group(0).strip()!r}")
+        clauses.append(
+            Clause(
+                entity, m["bq"] or m["dq"] or m["bare"], " ".join(m["op"].upper().split()), string or float(m["num"])
+            )
+        )
+        pos = m.end()
+        if pos < len(text):
+            if (a := _AND.match(text, pos)) is None:
+                raise ValueError(f"expected AND at {text[pos:]!r}")
+            pos = a.end()
+    return clauses
+
+
+def _like(pattern: str, value: str, *, ignore_case: bool) -> bool:
+    rx = "".join(".*" if c == "%" else "." if c == "_" else re.escape(c) for c in pattern)
+    return re.fullmatch(rx, value, re.I if ignore_case else 0) is not None
+
+
+def _holds(clause: Clause, actual: Any) -> bool:
+    """Whether ``actual`` satisfies ``clause`` (raises ValueError for an operator the type lacks)."""
+    op, want = clause.op, clause.value
+    if isinstance(want, float):
+        compare = {"=": eq, "!=": ne, "<": lt, "<=": le, ">": gt, ">=": ge}.get(op)
+        if compare is None:
+            raise ValueError(f"{op} does not compare numbers")
+        return actual is not None and bool(compare(float(actual), want))
+    if op.endswith("LIKE"):
+        found = actual is not None and _like(want, str(actual), ignore_case=op.endswith("ILIKE"))
+        return not found if op.startswith("NOT") else found
+    if op in ("=", "!="):
+        return actual is not None and (str(actual) == want) == (op == "=")
+    raise ValueError(f"{op} does not compare strings")
+
+
+def _token(offset: int) -> str:
+    return base64.urlsafe_b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def _offset(token: str | None) -> int:
+    if not token:
+        return 0
+    try:
+        return int(json.loads(base64.urlsafe_b64decode(token.encode()))["offset"])
+    except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+        raise ValueError(f"invalid page token {token!r}") from exc
 
 
 class FakeAzureML:
@@ -200,6 +490,8 @@ class FakeAzureML:
         self.clock = clock
         self.requests: list[Recorded] = []
         self.faults: list[Fault] = []
+        #: Every request the fake refused for breaking a published contract: (path, message).
+        self.rejections: list[tuple[str, str]] = []
         self.workspace_exists = True
         self.jobs: dict[str, dict[str, Any]] = {}
         self.scripts: dict[str, tuple[tuple[float, str], ...]] = {}
@@ -212,7 +504,15 @@ class FakeAzureML:
         self.marketplace_pending_polls = 1
         self.registry_models: dict[tuple[str, str], list[dict[str, Any]]] = {}
         self.workspace_models: dict[str, list[str]] = {}
+        #: "Sas" (listSecrets hands out a SAS) or "None" (identity-based: storage takes a bearer token).
+        self.datastore_credentials = "Sas"
         self.metric_steps = 4
+        self.eval_every = 2
+        #: The first step's loss of the jobs created from now on (a job's loss falls 20% a step).
+        self.loss_start = 2.0
+        #: The most runs / metric points one MLflow page holds, whatever max_results asks (None: no cap).
+        self.search_page_size: int | None = None
+        self.history_page_size: int | None = None
         self.cancel_seconds = 5.0  # how long a job stays CancelRequested
         self.run_warnings: list[str] = []
         self.add_registry_model("azureml", "Phi-3-mini-4k-instruct", "7", tasks="chat-completion,text-generation")
@@ -222,6 +522,14 @@ class FakeAzureML:
     # -- setup ------------------------------------------------------------------------------
     def transport(self) -> FakeTransport:
         return FakeTransport(self)
+
+    def session(self) -> requests.Session:
+        """A ``requests`` session that sends to this fake (for raw requests in tests)."""
+        session = requests.Session()
+        session.trust_env = False
+        for prefix in ("https://", "http://"):
+            session.mount(prefix, _Adapter(self))
+        return session
 
     def add_registry_model(self, registry: str, name: str, version: str, *, tasks: str) -> None:
         self.registry_models.setdefault((registry, name), []).append(
@@ -281,7 +589,7 @@ class FakeAzureML:
         return [r for r in self.requests if r.method == method and rx.search(r.path)]
 
     # -- dispatch -----------------------------------------------------------------------------
-    def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], Any]:
+    def handle(self, request: requests.PreparedRequest) -> Answer:
         url = request.url or ""
         parts = urlsplit(url)
         query = {k: v[0] for k, v in parse_qs(parts.query).items()}
@@ -299,7 +607,7 @@ class FakeAzureML:
             return self._fault(fault)
         return answer
 
-    def _fault(self, fault: Fault) -> tuple[int, dict[str, str], Any]:
+    def _fault(self, fault: Fault) -> Answer:
         if fault.exception is not None:
             raise fault.exception("injected fault")
         status = fault.status or 500
@@ -315,16 +623,70 @@ class FakeAzureML:
         )
         return status, fault.headers, body
 
-    def _route(self, rec: Recorded, host: str) -> tuple[int, dict[str, str], Any]:
+    def _refuse(self, path: str, answer: Answer) -> Answer:
+        body = answer[2]
+        message = (
+            body.decode(errors="replace")
+            if isinstance(body, bytes)
+            else str(body.get("message") or body.get("error", {}).get("message"))
+        )
+        self.rejections.append((path, message))
+        return answer
+
+    def _bearer_audience(self, rec: Recorded) -> str | None:
         auth = rec.headers.get("Authorization", "")
+        return audience_of(auth.removeprefix("Bearer ")) if auth.startswith("Bearer ") else None
+
+    def _route(self, rec: Recorded, host: str) -> Answer:
         if host.endswith(".blob.core.windows.net"):
-            if "sig=" not in rec.url and not auth.startswith("Bearer "):
-                return _error(403, "AuthenticationFailed", "Server failed to authenticate the request.")
-            return self._blob(rec)
-        if auth != f"Bearer {TOKEN}":
-            return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+            denied = self._storage_auth(rec, host)
+            return self._refuse(rec.path, denied) if denied else self._blob(rec)
+        audience = self._bearer_audience(rec)
         if host == "management.azure.com":
+            if audience not in CONTRACT["audiences"]["arm"]:
+                return self._refuse(rec.path, self._arm_unauthorized(rec, audience))
             return self._arm(rec)
+        if audience not in CONTRACT["audiences"]["azureml"]:
+            message = "The access token is invalid" if audience is None else f"Invalid token audience {audience!r}"
+            if "/api/2.0/mlflow/" in rec.path:
+                return self._refuse(rec.path, _mlflow_error(401, "UNAUTHENTICATED", message))
+            return self._refuse(rec.path, _error(401, "AuthenticationFailed", message))
+        return self._data_plane(rec)
+
+    def _arm_unauthorized(self, rec: Recorded, audience: str | None) -> Answer:
+        if audience is None:
+            return _error(401, "InvalidAuthenticationToken", "The access token is invalid.")
+        allowed = ",".join(f"'{a}'" for a in CONTRACT["audiences"]["arm"])
+        return _error(
+            401,
+            "InvalidAuthenticationTokenAudience",
+            f"The access token has been obtained for wrong audience or resource '{audience}'. "
+            f"It should exactly match with one of the allowed audiences {allowed}.",
+        )
+
+    def _storage_auth(self, rec: Recorded, host: str) -> Answer | None:
+        """None when storage accepts the request's credential (a SAS or a bearer token)."""
+        if "sig=" in rec.url:
+            if SAS.split("sig=")[1] in rec.url:
+                return None
+            return _storage_error(403, "AuthenticationFailed", "Server failed to authenticate the request.")
+        auth = rec.headers.get("Authorization", "")
+        message = (
+            "Server failed to authenticate the request. Please refer to the information in the www-authenticate header."
+        )
+        challenge = {
+            "WWW-Authenticate": f"Bearer authorization_uri=https://login.microsoftonline.com/{TENANT}/oauth2/authorize "
+            f"resource_id={STORAGE_AUDIENCE}"
+        }
+        if not auth.startswith("Bearer "):
+            return _storage_error(401, "NoAuthenticationInformation", message, headers=challenge)
+        audience = self._bearer_audience(rec)
+        if audience in CONTRACT["audiences"]["storage"] or audience in (f"https://{host}", f"https://{host}/"):
+            return None
+        detail = "Audience validation failed. Audience did not match."
+        return _storage_error(401, "InvalidAuthenticationInfo", message, detail, challenge)
+
+    def _data_plane(self, rec: Recorded) -> Answer:
         if rec.path.startswith("/registrymanagement/v1.0/registries/"):
             registry = rec.path.split("/")[4]
             return (
@@ -363,7 +725,7 @@ class FakeAzureML:
         return _error(404, "NotFound", f"no route for {rec.method} {rec.path}")
 
     # -- ARM ----------------------------------------------------------------------------------
-    def _arm(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+    def _arm(self, rec: Recorded) -> Answer:
         path = rec.path
         if not path.startswith(WS_PATH) or not self.workspace_exists:
             return _error(
@@ -388,11 +750,16 @@ class FakeAzureML:
             return 200, {}, compute
         if rest == "/computes":
             return 200, {}, {"value": list(self.computes.values())}
+        return self._arm_assets(rec, rest)
+
+    def _arm_assets(self, rec: Recorded, rest: str) -> Answer:
         if rest == "/datastores":
             return 200, {}, {"value": [self._datastore()]}
         if rest == "/datastores/workspaceblobstore":
             return 200, {}, self._datastore()
         if rest == "/datastores/workspaceblobstore/listSecrets":
+            if self.datastore_credentials == "None":
+                return _error(400, "UserError", "Datastore workspaceblobstore has no secrets (identity-based)")
             return 200, {}, {"secretsType": "Sas", "sasToken": SAS}
         m = re.fullmatch(r"/data/([^/]+)/versions/([^/]+)", rest)
         if m:
@@ -438,13 +805,13 @@ class FakeAzureML:
                 "endpoint": "core.windows.net",
                 "protocol": "https",
                 "isDefault": True,
-                "credentials": {"credentialsType": "AccountKey"},
+                "credentials": {"credentialsType": self.datastore_credentials},
                 "tags": {},
                 "properties": {},
             },
         }
 
-    def _data(self, rec: Recorded, name: str, version: str) -> tuple[int, dict[str, str], Any]:
+    def _data(self, rec: Recorded, name: str, version: str) -> Answer:
         key = (name, version)
         if rec.method == "PUT":
             body = rec.body if isinstance(rec.body, dict) else {}
@@ -461,7 +828,7 @@ class FakeAzureML:
             return _error(404, "UserError", f"Data container {name} version {version} not found")
         return 200, {}, self.data[key]
 
-    def _workspace_model(self, name: str, version: str | None) -> tuple[int, dict[str, str], Any]:
+    def _workspace_model(self, name: str, version: str | None) -> Answer:
         versions = self.workspace_models.get(name)
         if not versions:
             return (200, {}, {"value": []}) if version is None else _error(404, "UserError", "model not found")
@@ -486,7 +853,7 @@ class FakeAzureML:
             return 200, {}, {"value": [view(versions[-1])]}
         return (200, {}, view(version)) if version in versions else _error(404, "UserError", "no such version")
 
-    def _marketplace(self, rec: Recorded, name: str) -> tuple[int, dict[str, str], Any]:
+    def _marketplace(self, rec: Recorded, name: str) -> Answer:
         if rec.method == "PUT":
             model_id = rec.body["properties"]["modelId"]
             self.marketplace[name] = {
@@ -571,7 +938,7 @@ class FakeAzureML:
             },
         }
 
-    def _job(self, rec: Recorded, name: str, *, cancel: bool) -> tuple[int, dict[str, str], Any]:
+    def _job(self, rec: Recorded, name: str, *, cancel: bool) -> Answer:
         if cancel:
             if name not in self.jobs:
                 return _error(404, "UserError", f"Job {name} not found")
@@ -581,14 +948,7 @@ class FakeAzureML:
             location = f"https://management.azure.com{WS_PATH}/operationResults/{uuid.uuid4()}"
             return 202, {"Location": location, "Retry-After": "10"}, None
         if rec.method == "PUT":
-            if name in self.jobs:
-                return _error(400, "UserError", f"A job with name {name} already exists and cannot be updated")
-            self.jobs[name] = {"body": rec.body, "created": self.clock()}
-            outputs = rec.body["properties"].get("outputs") or {}
-            registered = outputs.get("registered_model", {}).get("assetName")
-            if registered:
-                self.workspace_models.setdefault(registered, [])
-            return 201, {}, self._job_view(name)
+            return self._create_job(rec, name)
         if name not in self.jobs:
             return _error(404, "UserError", f"Job {name} not found in workspace {WS}")
         if self._status(name) == "Completed":
@@ -601,12 +961,26 @@ class FakeAzureML:
                 self.workspace_models[registered] = ["1"]
         return 200, {}, self._job_view(name)
 
+    def _create_job(self, rec: Recorded, name: str) -> Answer:
+        if name in self.jobs:
+            return _error(400, "UserError", f"A job with name {name} already exists and cannot be updated")
+        try:
+            check_job_body(rec.body)
+        except SchemaError as exc:
+            return self._refuse(rec.path, _error(400, "UserError", f"Invalid job definition: {exc}", exc.path))
+        self.jobs[name] = {"body": rec.body, "created": self.clock(), "loss0": self.loss_start}
+        outputs = rec.body["properties"].get("outputs") or {}
+        registered = outputs.get("registered_model", {}).get("assetName")
+        if registered:
+            self.workspace_models.setdefault(registered, [])
+        return 201, {}, self._job_view(name)
+
     def created_jobs(self) -> list[Recorded]:
         """Every PUT of a job that reached the service."""
         return [r for r in self.calls("PUT", r"/jobs/[^/]+$")]
 
-    # -- data plane -------------------------------------------------------------------------
-    def _run(self, name: str) -> tuple[int, dict[str, str], Any]:
+    # -- run history --------------------------------------------------------------------------
+    def _run(self, name: str) -> Answer:
         if name not in self.jobs:
             return _error(404, "UserError", f"Run {name} not found")
         status = self._status(name)
@@ -614,7 +988,7 @@ class FakeAzureML:
         run: dict[str, Any] = {
             "runId": name,
             "status": status,
-            "experimentId": "exp-1",
+            "experimentId": self.experiment_id(name),
             "createdUtc": _iso(self.jobs[name]["created"]),
             "startTimeUtc": _iso(started) if started else None,
             "endTimeUtc": _iso(ended) if ended else None,
@@ -625,65 +999,146 @@ class FakeAzureML:
             run["warnings"] = [{"source": "finetune", "message": m} for m in self.run_warnings]
         return 200, {}, run
 
-    def _points(self, name: str) -> list[tuple[int, float, float]]:
-        """(step, loss, time) logged so far: one step per 10 s of running."""
+    # -- MLflow -------------------------------------------------------------------------------
+    def experiment_id(self, name: str) -> str:
+        """The MLflow experiment of a job: one per experiment name."""
+        experiment = str(self.jobs[name]["body"]["properties"].get("experimentName") or "Default")
+        return "exp-" + uuid.uuid5(uuid.NAMESPACE_URL, experiment).hex[:12]
+
+    def logged(self, name: str) -> dict[str, list[tuple[int, float, float]]]:
+        """What the job's fine-tune run logged so far: metric key -> [(step, value, time)], one step
+        per 10 s of running, as Hugging Face's Trainer logs through MLflow."""
         started, ended = self._times(name)
         if started is None:
-            return []
+            return {}
         now = min(self.clock(), ended) if ended else self.clock()
         steps = min(self.metric_steps, int((now - started) // 10))
-        return [(k, round(2.0 * 0.8**k, 6), started + 10 * k) for k in range(1, steps + 1)]
+        out: dict[str, list[tuple[int, float, float]]] = {}
+        for k in range(1, steps + 1):
+            at = started + 10 * k
+            loss = round(self.jobs[name]["loss0"] * 0.8**k, 6)
+            logged = {
+                "loss": loss,
+                "learning_rate": round(2e-4 * (1 - (k - 1) / self.metric_steps), 10),
+                "epoch": k / 2,
+                "grad_norm": round(1.5 / k, 6),
+            }
+            if k % self.eval_every == 0:
+                logged |= {"eval_loss": round(loss + 0.15, 6), "eval_runtime": 3.5, "epoch": k / 2}
+            for key, value in logged.items():
+                out.setdefault(key, []).append((k, value, at))
+        if steps == self.metric_steps:
+            # Trainer.train() ends with a summary logged at the last step: train_loss is the run's mean.
+            mean = round(sum(v for _, v, _ in out["loss"]) / steps, 6)
+            for key, value in (("train_loss", mean), ("train_runtime", 10.0 * steps), ("total_flos", 1.25e12)):
+                out.setdefault(key, []).append((steps, value, started + 10 * steps))
+        return out
 
-    def _mlflow(self, rec: Recorded, op: str) -> tuple[int, dict[str, str], Any]:
-        if op == "runs/get":
+    def mlflow_runs(self) -> Iterator[dict[str, Any]]:
+        """Every MLflow run in the workspace: each job's root run and, once it runs, its steps' runs."""
+        for name in self.jobs:
+            started, ended = self._times(name)
+            status = {"Completed": "FINISHED", "Failed": "FAILED", "Canceled": "KILLED"}.get(
+                self._status(name), "RUNNING"
+            )
+            yield self._mlflow_run(name, name, {}, status, self.jobs[name]["created"], ended)
+            if started is None:
+                continue
+            yield self._mlflow_run(f"{name}_preprocess", name, {}, "FINISHED", started, started + 5)
+            trained = started + 10 * self.metric_steps + 5
+            yield self._mlflow_run(f"{name}_finetune", name, self.logged(name), status, started + 5, ended)
+            if self.clock() >= trained:
+                yield self._mlflow_run(f"{name}_register", name, {}, status, trained, ended)
+
+    def _mlflow_run(
+        self,
+        run_id: str,
+        root: str,
+        history: Mapping[str, list[tuple[int, float, float]]],
+        status: str,
+        start: float,
+        end: float | None,
+    ) -> dict[str, Any]:
+        tags = {"mlflow.rootRunId": root, "mlflow.runName": run_id}
+        if run_id != root:
+            tags["mlflow.parentRunId"] = root
+        latest = [
+            {"key": key, "value": points[-1][1], "step": points[-1][0], "timestamp": int(points[-1][2] * 1000)}
+            for key, points in history.items()
+        ]
+        return {
+            "info": {
+                "run_id": run_id,
+                "run_uuid": run_id,
+                "run_name": run_id,
+                "experiment_id": self.experiment_id(root),
+                "status": status,
+                "start_time": int(start * 1000),
+                **({"end_time": int(end * 1000)} if end is not None else {}),
+                "lifecycle_stage": "active",
+            },
+            "data": {"metrics": latest, "tags": [{"key": k, "value": v} for k, v in tags.items()]},
+        }
+
+    def _mlflow(self, rec: Recorded, op: str) -> Answer:
+        if op == "runs/get" and rec.method == "GET":
             run_id = rec.query.get("run_id", "")
-            if run_id not in self.jobs:
-                return 404, {}, {"error_code": "RESOURCE_DOES_NOT_EXIST", "message": f"Run {run_id} not found"}
-            return (
-                200,
-                {},
-                {"run": {"info": {"run_id": run_id, "experiment_id": "exp-1"}, "data": {"metrics": [], "tags": []}}},
-            )
-        if op == "runs/search":
-            match = re.search(r"'([^']+)'", rec.body.get("filter", ""))
-            root = match.group(1) if match else ""
-            if root not in self.jobs:
-                return 200, {}, {"runs": []}
-            points = self._points(root)
-            metrics = (
-                [
-                    {"key": k, "value": v, "step": points[-1][0], "timestamp": 0}
-                    for k, v in (("loss", points[-1][1]), ("learning_rate", 2e-4))
-                ]
-                if points
-                else []
-            )
-            return (
-                200,
-                {},
-                {
-                    "runs": [
-                        {
-                            "info": {"run_id": f"{root}_finetune", "experiment_id": "exp-1"},
-                            "data": {"metrics": metrics, "tags": [{"key": "mlflow.rootRunId", "value": root}]},
-                        }
-                    ]
-                },
-            )
-        if op == "metrics/get-history":
-            run_id, key = rec.query.get("run_id", ""), rec.query.get("metric_key", "")
-            root = run_id.removesuffix("_finetune")
-            if root not in self.jobs:
-                return 200, {}, {"metrics": []}
-            out = [
-                {"key": key, "value": loss if key == "loss" else 2e-4, "step": step, "timestamp": int(at * 1000)}
-                for step, loss, at in self._points(root)
-            ]
-            return 200, {}, {"metrics": out}
-        return 404, {}, {"error_code": "ENDPOINT_NOT_FOUND", "message": op}
+            run = next((r for r in self.mlflow_runs() if r["info"]["run_id"] == run_id), None)
+            if run is None:
+                return _mlflow_error(404, "RESOURCE_DOES_NOT_EXIST", f"Run '{run_id}' not found.")
+            return 200, {}, {"run": run}
+        if op == "runs/search" and rec.method == "POST":
+            return self._search(rec)
+        if op == "metrics/get-history" and rec.method == "GET":
+            return self._history(rec)
+        return _mlflow_error(404, "ENDPOINT_NOT_FOUND", f"No API endpoint found for {rec.method} {op}")
+
+    def _search(self, rec: Recorded) -> Answer:
+        body = rec.body if isinstance(rec.body, dict) else {}
+        try:
+            clauses = parse_filter(str(body.get("filter") or ""))
+            start = _offset(body.get("page_token"))
+            limit = int(body.get("max_results") or 1000)
+            if not 0 < limit <= 50000:
+                raise ValueError(f"max_results {limit} is out of range (1..50000)")
+            experiments = {str(e) for e in body.get("experiment_ids") or []}
+            found = [r for r in self.mlflow_runs() if r["info"]["experiment_id"] in experiments]
+            found = [r for r in found if all(_holds(c, _field(r, c)) for c in clauses)]
+        except ValueError as exc:
+            return self._refuse(rec.path, _mlflow_error(400, "INVALID_PARAMETER_VALUE", str(exc)))
+        found.sort(key=lambda r: (-r["info"]["start_time"], r["info"]["run_id"]))
+        size = min(limit, self.search_page_size or limit)
+        page: dict[str, Any] = {"runs": found[start : start + size]} if found[start : start + size] else {}
+        if start + size < len(found):
+            page["next_page_token"] = _token(start + size)
+        return 200, {}, page
+
+    def _history(self, rec: Recorded) -> Answer:
+        run_id, key = rec.query.get("run_id", ""), rec.query.get("metric_key", "")
+        if not key:
+            return self._refuse(rec.path, _mlflow_error(400, "INVALID_PARAMETER_VALUE", "metric_key is required"))
+        run = next((r for r in self.mlflow_runs() if r["info"]["run_id"] == run_id), None)
+        if run is None:
+            return _mlflow_error(404, "RESOURCE_DOES_NOT_EXIST", f"Run '{run_id}' not found.")
+        points = self.logged(run_id.removesuffix("_finetune")).get(key, []) if run_id.endswith("_finetune") else []
+        try:
+            start = _offset(rec.query.get("page_token"))
+        except ValueError as exc:
+            return self._refuse(rec.path, _mlflow_error(400, "INVALID_PARAMETER_VALUE", str(exc)))
+        limit = int(rec.query.get("max_results") or 25000)
+        size = min(limit, self.history_page_size or limit)
+        chunk = [
+            {"key": key, "value": value, "step": step, "timestamp": int(at * 1000)}
+            for step, value, at in points[start : start + size]
+        ]
+        # Proto3 JSON leaves out an empty list: a metric the run never logged is an empty answer.
+        page: dict[str, Any] = {"metrics": chunk} if chunk else {}
+        if start + size < len(points):
+            page["next_page_token"] = _token(start + size)
+        return 200, {}, page
 
     # -- registry and blobs -------------------------------------------------------------------
-    def _registry_model(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+    def _registry_model(self, rec: Recorded) -> Answer:
         m = re.search(r"/registries/([^/]+)/models/([^/]+)/versions(?:/([^/]+))?$", rec.path)
         if not m:
             return _error(404, "NotFound", rec.path)
@@ -695,7 +1150,7 @@ class FakeAzureML:
         found = next((v for v in versions if v["name"] == m.group(3)), None)
         return (200, {}, found) if found else _error(404, "ResourceNotFound", "Model version not found")
 
-    def _blob(self, rec: Recorded) -> tuple[int, dict[str, str], Any]:
+    def _blob(self, rec: Recorded) -> Answer:
         if rec.method == "PUT":
             data = rec.body if isinstance(rec.body, bytes) else json.dumps(rec.body).encode()
             self.blobs[rec.path] = data
@@ -709,7 +1164,22 @@ class FakeAzureML:
                 },
                 b"",
             )
-        return _error(404, "BlobNotFound", "The specified blob does not exist.")
+        return _storage_error(404, "BlobNotFound", "The specified blob does not exist.")
 
     def uploads(self) -> list[Recorded]:
         return [r for r in self.requests if ".blob.core.windows.net" in r.url and r.method == "PUT"]
+
+
+def _field(run: Mapping[str, Any], clause: Clause) -> Any:
+    """The value a filter clause compares in ``run`` (None: the run has no such field)."""
+    data, info = run["data"], run["info"]
+    if clause.entity == "tags":
+        return next((t["value"] for t in data.get("tags", []) if t["key"] == clause.key), None)
+    if clause.entity == "params":
+        return next((p["value"] for p in data.get("params", []) if p["key"] == clause.key), None)
+    if clause.entity == "metrics":
+        return next((m["value"] for m in data.get("metrics", []) if m["key"] == clause.key), None)
+    names = {"run_id": "run_id", "run_name": "run_name", "status": "status", "start_time": "start_time"}
+    if clause.key not in names:
+        raise ValueError(f"unsupported attribute {clause.key!r}")
+    return info.get(names[clause.key])

@@ -5,14 +5,20 @@ What reaches the fake is what would reach Azure: the tests assert the request bo
 data inputs, hyperparameters, compute / instance types, output), the whole lifecycle, failure,
 cancellation and faults (429 with Retry-After, 5xx, timeouts) without duplicate jobs, and that no
 token or SAS signature ever lands in logs, errors, events or the job store.
+
+The fake holds every request to Azure's published contracts (``azureml_finetuning_contract.json``):
+the job schema and the hyperparameter names of each deployment, the token audience of each host,
+MLflow's search filter and paging. A refusal a test did not ask for fails it (the ``fake``
+fixture); the tests marked "a wrong adapter" show each rule refusing what a wrong adapter sends.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +39,7 @@ from anytune.errors import (
     AnytuneError,
     AuthenticationError,
     ConfigError,
+    InvalidRequestError,
     JobFailedError,
     JobNotFoundError,
     ModelNotAvailableError,
@@ -41,18 +48,27 @@ from anytune.errors import (
     ServiceUnavailableError,
 )
 from anytune.providers.azureml import AzureMLProvider, AzureMLSettings, data_asset_name, job_name
+from anytune.providers.azureml import mapping as aml_mapping
+from anytune.providers.azureml import workspace as aml_workspace
 from anytune.testing import ProviderContract
 from tests.conftest import FakeClock, chat_example, write_jsonl
 from tests.providers.azureml_fake import (
+    API,
     FAILING,
     RG,
     SAS,
+    STORAGE_AUDIENCE,
     SUB,
     TOKEN,
     WS,
     WS_PATH,
+    Clause,
     FakeAzureML,
     FakeCredential,
+    audience_of,
+    check_job_body,
+    parse_filter,
+    token_for,
 )
 
 SETTINGS = {"subscription_id": SUB, "resource_group": RG, "workspace": WS}
@@ -65,8 +81,11 @@ MakeProvider = Callable[..., AzureMLProvider]
 
 
 @pytest.fixture
-def fake(clock: FakeClock) -> FakeAzureML:
-    return FakeAzureML(clock)
+def fake(clock: FakeClock) -> Iterator[FakeAzureML]:
+    fake = FakeAzureML(clock)
+    yield fake
+    # A refusal nobody asked for: the adapter sent something the published contract does not allow.
+    assert not fake.rejections, fake.rejections
 
 
 @pytest.fixture
@@ -125,6 +144,31 @@ def spec(train: Path, valid: Path | None = None, **fields: Any) -> JobSpec:
 def handle(job: FineTuneJob, clock: FakeClock, store: JobStore | None = None) -> FineTuneJob:
     """The same job with the test's clock and sleep (create() gives a real-time handle)."""
     return FineTuneJob(job.record, job._provider, store=store, sleep=clock.sleep, clock=clock)
+
+
+def logged_at(logged: dict[str, list[tuple[int, float, float]]], key: str, step: int) -> float | None:
+    """The value the fake's fine-tune run logged for ``key`` at ``step`` (None: not logged there)."""
+    return next((value for s, value, _ in logged.get(key, []) if s == step), None)
+
+
+#: MLflow key the Trainer logs -> the MetricPoint field it must land in.
+FIELDS = {"loss": "train_loss", "eval_loss": "valid_loss", "learning_rate": "learning_rate", "epoch": "epoch"}
+
+
+def assert_points_match(points: list[Any], logged: dict[str, list[tuple[int, float, float]]]) -> None:
+    """Each point holds what was logged at its step, under the field its key maps to; anything else
+    (grad_norm, eval_runtime, the run's summary) is in ``extra`` under its own key."""
+    for p in points:
+        for key, name in FIELDS.items():
+            assert getattr(p, name) == logged_at(logged, key, p.step), (p.step, key)
+        others = {k: logged_at(logged, k, p.step) for k in logged if k not in FIELDS}
+        assert p.extra == {k: v for k, v in others.items() if v is not None}, p.step
+    last, mean = points[-1], logged_at(logged, "train_loss", points[-1].step)
+    if mean is not None:
+        # The Trainer's closing summary (the run's mean loss, at the last step) does not replace that
+        # step's own loss.
+        assert last.train_loss == logged_at(logged, "loss", last.step) != mean
+        assert last.extra["train_loss"] == mean
 
 
 def job_body(fake: FakeAzureML) -> dict[str, Any]:
@@ -201,11 +245,12 @@ def test_serverless_job_end_to_end(
     statuses = [e.raw["status"] for e in job.events() if e.kind == "status"]
     assert statuses[0] == "NotStarted" and statuses[-1] == "Completed" and "Running" in statuses
     assert len(statuses) == len(set(statuses))
+    # The fine-tune child run's MLflow histories, folded by step into the uniform fields.
     points = job.metrics()
-    assert [p.step for p in points] == [1, 2, 3, 4]
-    assert points[-1].train_loss is not None and points[-1].train_loss < points[0].train_loss
-    assert points[0].learning_rate == pytest.approx(2e-4)
-    assert any(m.startswith("step 4") for m in seen)
+    logged = fake.logged(created.id)
+    assert [p.step for p in points] == [s for s, _, _ in logged["loss"]] == [1, 2, 3, 4]
+    assert_points_match(points, logged)
+    assert [m.split(":")[0] for m in seen if m.startswith("step ")] == ["step 1", "step 2", "step 3", "step 4"]
 
     model = job.result()
     name = props["outputs"]["registered_model"]["assetName"]
@@ -541,6 +586,8 @@ def test_rejected_token_is_an_authentication_error(
     with pytest.raises(AuthenticationError) as err:
         provider.get("anytune-0123")
     assert err.value.status_code == 401
+    assert [path for path, _ in fake.rejections] == [WS_PATH]  # refused at the first call, nothing after
+    fake.rejections.clear()
 
 
 def test_missing_workspace_is_a_config_error(fake: FakeAzureML, provider: AzureMLProvider, train: Path) -> None:
@@ -601,6 +648,7 @@ def test_tokens_and_sas_never_reach_logs_errors_events_or_the_store(
     caplog: pytest.LogCaptureFixture,
     anytune_home: Path,
     provider: AzureMLProvider,
+    credential: FakeCredential,
 ) -> None:
     caplog.set_level(logging.DEBUG)
     sig = SAS.split("sig=")[1]
@@ -629,6 +677,7 @@ def test_tokens_and_sas_never_reach_logs_errors_events_or_the_store(
     for path in anytune_home.rglob("*"):
         if path.is_file():
             texts.append(path.read_bytes().decode("utf-8", "replace"))
+    assert credential.issued == {TOKEN}  # the ARM scope everywhere (azure-ai-ml's and the data plane's)
     for text in texts:
         assert TOKEN not in text
         assert sig not in text
@@ -686,6 +735,7 @@ def test_plan_sends_nothing_and_matches_what_submit_sends(
     for key in ("model", "hyperParameters", "taskType"):
         assert planned["fineTuningDetails"][key] == sent["fineTuningDetails"][key]
     assert planned["outputs"]["registered_model"]["jobOutputType"] == "mlflow_model"
+    check_job_body(plan.requests[-1].body)  # what a dry run shows is a body the service takes
 
 
 def test_an_unavailable_metrics_store_does_not_stop_the_event_stream(
@@ -698,6 +748,336 @@ def test_an_unavailable_metrics_store_does_not_stop_the_event_stream(
     events = list(provider.events(record.id))
     assert [e.raw["status"] for e in events if e.kind == "status"] == ["NotStarted", "Running"]
     assert not [e for e in events if e.kind == "metric"]
+
+
+# -- the published contract: the job body --------------------------------------------------------
+
+JOBS_API = "2024-10-01-preview"
+
+
+def arm_put(fake: FakeAzureML, name: str, body: Any) -> requests.Response:
+    """A job PUT straight to the fake, as a wrong adapter would send it."""
+    url = f"https://management.azure.com{WS_PATH}/jobs/{name}?api-version={JOBS_API}"
+    return fake.session().put(url, json=body, headers={"Authorization": f"Bearer {TOKEN}"})
+
+
+@pytest.fixture(scope="module")
+def adapter_body(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The body the adapter PUTs for a serverless job, captured once (a submit takes a second)."""
+    clock = FakeClock()
+    fake = FakeAzureML(clock)
+    home = tmp_path_factory.mktemp("azureml-home")
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=JobStore(home / "jobs.db"),
+        home=home,
+        credential=FakeCredential(clock),
+        transport=fake.transport(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    train = write_jsonl(home / "train.jsonl", [chat_example(i) for i in range(12)])
+    provider.submit(spec(train, hyperparameters={"epochs": 2}), idempotency_key="sent")
+    return job_body(fake)
+
+
+@pytest.fixture
+def sent(adapter_body: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(adapter_body)
+
+
+HP = "$.properties.fineTuningDetails.hyperParameters"
+WRONG_BODIES: dict[str, tuple[Callable[[dict[str, Any]], Any], str]] = {
+    "unknown property": (
+        lambda p: p["fineTuningDetails"].update(hyperparameters={"num_train_epochs": "1"}),
+        "$.properties.fineTuningDetails.hyperparameters",
+    ),
+    "no outputs": (lambda p: p.pop("outputs"), "$.properties.outputs"),
+    "no training data": (
+        lambda p: p["fineTuningDetails"].pop("trainingData"),
+        "$.properties.fineTuningDetails.trainingData",
+    ),
+    "unknown input type": (
+        lambda p: p["fineTuningDetails"]["trainingData"].update(jobInputType="file"),
+        "$.properties.fineTuningDetails.trainingData.jobInputType",
+    ),
+    "empty model uri": (
+        lambda p: p["fineTuningDetails"]["model"].update(uri=""),
+        "$.properties.fineTuningDetails.model.uri",
+    ),
+    "unknown task": (
+        lambda p: p["fineTuningDetails"].update(taskType="chat"),
+        "$.properties.fineTuningDetails.taskType",
+    ),
+    "number hyperparameter": (
+        lambda p: p["fineTuningDetails"].update(hyperParameters={"num_train_epochs": 2}),
+        f"{HP}.num_train_epochs",
+    ),
+    "unknown job tier": (lambda p: p.update(queueSettings={"jobTier": "Gold"}), "$.properties.queueSettings.jobTier"),
+    "Azure OpenAI names": (lambda p: p["fineTuningDetails"].update(hyperParameters={"n_epochs": "2"}), HP),
+    "managed-only name on serverless": (
+        lambda p: p["fineTuningDetails"].update(hyperParameters={"max_steps": "9"}),
+        HP,
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(WRONG_BODIES))
+def test_a_wrong_job_body_is_refused_like_the_service_does(fake: FakeAzureML, sent: dict[str, Any], case: str) -> None:
+    """A wrong adapter: each body is the adapter's own with one thing broken."""
+    assert arm_put(fake, "anytune-control", sent).status_code == 201  # the adapter's body as sent is accepted
+    mutate, target = WRONG_BODIES[case]
+    body = copy.deepcopy(sent)
+    mutate(body["properties"])
+    answer = arm_put(fake, "anytune-wrong", body)
+    assert answer.status_code == 400
+    assert answer.json()["error"]["code"] == "UserError" and answer.json()["error"]["target"] == target
+    assert "anytune-wrong" not in fake.jobs
+    assert [path for path, _ in fake.rejections] == [f"{WS_PATH}/jobs/anytune-wrong"]
+    fake.rejections.clear()
+
+
+def test_managed_hyperparameters_are_accepted_with_compute_only(fake: FakeAzureML, sent: dict[str, Any]) -> None:
+    body = copy.deepcopy(sent)
+    body["properties"]["fineTuningDetails"]["hyperParameters"] = {"max_steps": "9", "lora_r": "8"}
+    assert arm_put(fake, "anytune-serverless", body).status_code == 400
+    body["properties"]["resources"] = {"instanceTypes": ["Standard_NC24ads_A100_v4"]}
+    assert arm_put(fake, "anytune-managed", body).status_code == 201
+    fake.rejections.clear()
+
+
+@pytest.mark.parametrize("deployment", ["serverless", "managed"])
+def test_every_hyperparameter_the_adapter_maps_is_one_the_service_takes(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, deployment: str
+) -> None:
+    values = {
+        "epochs": 1,
+        "batch_size": 2,
+        "learning_rate": 1e-5,
+        "warmup_steps": 3,
+        "max_steps": 7,
+        "max_length": 512,
+        "seed": 5,
+    }
+    options = {"deployment": deployment} | (
+        {"instance_type": "Standard_NC24ads_A100_v4"} if deployment == "managed" else {}
+    )
+    fields: dict[str, Any] = {
+        "azureml": options,
+        "hyperparameters": {k: values[k] for k in aml_mapping.HYPERPARAMETERS[deployment]},
+    }
+    if deployment == "managed":
+        fields["lora"] = {"r": 4}
+    record = provider.submit(spec(train, **fields), idempotency_key=deployment)
+    assert record.id in fake.jobs  # accepted (the fixture fails the test on any refusal)
+    sent = job_body(fake)["properties"]["fineTuningDetails"]["hyperParameters"]
+    assert len(sent) == len(fields["hyperparameters"]) + (4 if deployment == "managed" else 0)
+
+
+def test_a_wrong_hyperparameter_table_fails_at_the_service(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong adapter: serverless epochs mapped to Azure OpenAI's name."""
+    wrong = dict(aml_mapping.HYPERPARAMETERS["serverless"]) | {"epochs": "n_epochs"}
+    monkeypatch.setitem(aml_mapping.HYPERPARAMETERS, "serverless", wrong)  # type: ignore[arg-type]
+    with pytest.raises(InvalidRequestError, match="n_epochs") as err:
+        provider.submit(spec(train, hyperparameters={"epochs": 2}), idempotency_key="wrong-table")
+    assert err.value.status_code == 400
+    assert not fake.jobs and len(fake.created_jobs()) == 1  # refused, and not sent again
+    fake.rejections.clear()
+
+
+# -- the published contract: a token's audience, per host ---------------------------------------
+
+
+def test_each_host_gets_a_token_for_its_own_audience(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, credential: FakeCredential, clock: FakeClock
+) -> None:
+    """An identity-based datastore: storage takes a bearer token, which must be storage's."""
+    fake.datastore_credentials = "None"
+    record = provider.submit(spec(train), idempotency_key="audiences")
+    clock.advance(60)
+    provider.get(record.id)
+    provider.metrics(record.id)
+    [upload] = fake.uploads()
+    assert "sig=" not in upload.url
+    assert audience_of(upload.headers["Authorization"].removeprefix("Bearer ")) == STORAGE_AUDIENCE
+    arm_and_data_plane = {r.headers["Authorization"] for r in fake.requests if ".blob." not in r.url}
+    assert arm_and_data_plane == {f"Bearer {TOKEN}"}
+    assert {s for scopes in credential.scopes for s in scopes} == {
+        "https://management.azure.com/.default",
+        "https://storage.azure.com/.default",
+    }
+
+
+def test_a_token_for_another_audience_is_refused_by_arm(
+    fake: FakeAzureML, train: Path, store: JobStore, anytune_home: Path, clock: FakeClock
+) -> None:
+    """A wrong adapter: a storage token sent to ARM."""
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=store,
+        home=anytune_home,
+        credential=FakeCredential(clock, token=token_for(STORAGE_AUDIENCE)),
+        transport=fake.transport(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(AuthenticationError, match="wrong audience") as err:
+        provider.submit(spec(train), idempotency_key="k")
+    assert err.value.status_code == 401
+    assert not fake.uploads() and not fake.jobs
+    fake.rejections.clear()
+
+
+def test_the_data_plane_refuses_a_token_for_another_audience(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong adapter: run history and MLflow asked with a scope that is not Azure ML's."""
+    record = provider.submit(spec(train), idempotency_key="data-plane")
+    clock.advance(60)
+    monkeypatch.setattr(aml_workspace, "ARM_SCOPE", "https://storage.azure.com/.default")
+    other = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        home=provider.home,
+        credential=FakeCredential(clock),
+        transport=fake.transport(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(AuthenticationError) as err:
+        other.get(record.id)  # the job itself comes from ARM; its run details from the data plane
+    assert err.value.status_code == 401
+    assert fake.rejections and all(p.startswith(("/history/", "/discovery")) for p, _ in fake.rejections)
+    fake.rejections.clear()
+
+
+def test_storage_refuses_a_token_for_another_audience(
+    fake: FakeAzureML, train: Path, store: JobStore, anytune_home: Path, clock: FakeClock
+) -> None:
+    """A wrong adapter: the ARM token sent to an identity-based datastore."""
+    fake.datastore_credentials = "None"
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=store,
+        home=anytune_home,
+        credential=FakeCredential(clock, token=TOKEN),
+        transport=fake.transport(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    with pytest.raises(AuthenticationError) as err:
+        provider.submit(spec(train), idempotency_key="k")
+    assert err.value.status_code == 401
+    assert fake.uploads() and not fake.data and not fake.jobs
+    assert all("Audience validation failed" in message for _, message in fake.rejections)
+    fake.rejections.clear()
+
+
+# -- the published contract: run history and metrics ----------------------------------------------
+
+
+def test_metrics_are_the_jobs_own_when_its_experiment_holds_others(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock
+) -> None:
+    """runs/search honours its filter: another job's runs in the same experiment stay out."""
+    first = provider.submit(spec(train), idempotency_key="first")
+    clock.advance(15)
+    fake.loss_start = 5.0
+    second = provider.submit(spec(train), idempotency_key="second")
+    clock.advance(100)
+    assert fake.experiment_id(first.id) == fake.experiment_id(second.id)
+    for record in (first, second):
+        points = provider.metrics(record.id)
+        assert [p.step for p in points] == [1, 2, 3, 4]
+        assert_points_match(points, fake.logged(record.id))
+    searches = fake.calls("POST", r"/runs/search$")
+    assert {s.body["filter"] for s in searches} == {f"tags.mlflow.rootRunId = '{r.id}'" for r in (first, second)}
+
+
+def test_every_page_of_runs_and_of_metric_history_is_read(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock
+) -> None:
+    """One run per search page and one point per history page: nothing is left on a later page."""
+    fake.search_page_size = 1
+    fake.history_page_size = 1
+    record = provider.submit(spec(train), idempotency_key="pages")
+    clock.advance(150)
+    points = provider.metrics(record.id)
+    assert [p.step for p in points] == [1, 2, 3, 4]
+    assert_points_match(points, fake.logged(record.id))
+    # register, finetune, preprocess, root (newest first): one page each, the fine-tune run on the second.
+    assert len(fake.calls("POST", r"/runs/search$")) == 4
+    pages = fake.calls("GET", r"/metrics/get-history$")
+    assert sum(1 for r in pages if r.query["metric_key"] == "loss") == 4
+
+
+def test_only_the_metrics_a_run_logged_are_asked_for_each_once(
+    fake: FakeAzureML, provider: AzureMLProvider, train: Path, clock: FakeClock
+) -> None:
+    record = provider.submit(spec(train), idempotency_key="keys")
+    clock.advance(55)  # two steps logged: no summary yet
+    points = provider.metrics(record.id)
+    logged = fake.logged(record.id)
+    assert [p.step for p in points] == [1, 2]
+    assert_points_match(points, logged)
+    asked = [(r.query["run_id"], r.query["metric_key"]) for r in fake.calls("GET", r"/metrics/get-history$")]
+    assert sorted(asked) == sorted((f"{record.id}_finetune", key) for key in logged)  # no other run, no repeat
+
+
+def test_an_unknown_metric_or_run_gets_what_mlflow_answers(
+    fake: FakeAzureML, sent: dict[str, Any], clock: FakeClock
+) -> None:
+    name = "anytune-run"
+    assert arm_put(fake, name, sent).status_code == 201
+    clock.advance(60)
+    base = f"{API}/mlflow/v1.0{WS_PATH}/api/2.0/mlflow"
+    session, auth = fake.session(), {"Authorization": f"Bearer {TOKEN}"}
+
+    def history(run_id: str, key: str) -> requests.Response:
+        return session.get(f"{base}/metrics/get-history", params={"run_id": run_id, "metric_key": key}, headers=auth)
+
+    assert [m["step"] for m in history(f"{name}_finetune", "loss").json()["metrics"]] == [1, 2, 3]
+    assert history(f"{name}_finetune", "bleu").json() == {}  # never logged: an empty answer, not values
+    missing = history("nope", "loss")
+    assert missing.status_code == 404 and missing.json()["error_code"] == "RESOURCE_DOES_NOT_EXIST"
+    search = {"experiment_ids": [fake.experiment_id(name)], "filter": "tags.x == 'y'"}
+    refused = session.post(f"{base}/runs/search", json=search, headers=auth)
+    assert refused.status_code == 400 and refused.json()["error_code"] == "INVALID_PARAMETER_VALUE"
+    fake.rejections.clear()
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tags.mlflow.rootRunId = 'job-1'", [Clause("tags", "mlflow.rootRunId", "=", "job-1")]),
+        (
+            "tags.`mlflow.rootRunId` = 'a' and attributes.status != \"FAILED\"",
+            [
+                Clause("tags", "mlflow.rootRunId", "=", "a"),
+                Clause("attributes", "status", "!=", "FAILED"),
+            ],
+        ),
+        (
+            "metrics.loss < 0.5 AND params.\"lr\" LIKE '2%'",
+            [
+                Clause("metrics", "loss", "<", 0.5),
+                Clause("params", "lr", "LIKE", "2%"),
+            ],
+        ),
+        ("", []),
+    ],
+)
+def test_the_fake_reads_mlflows_filter_grammar(text: str, expected: list[Clause]) -> None:
+    assert parse_filter(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text", ["tags.x == 'y'", "tags.x = y", "metrics.loss = 'low'", "tags.x = 'a' OR tags.y = 'b'", "nope.x = 'a'"]
+)
+def test_the_fake_refuses_what_mlflows_filter_grammar_does_not_allow(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_filter(text)
 
 
 # -- the contract suite ------------------------------------------------------------------------

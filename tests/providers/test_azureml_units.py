@@ -29,6 +29,7 @@ from anytune.errors import (
     ServiceUnavailableError,
 )
 from anytune.providers.azureml import (
+    HYPERPARAMETERS,
     STATUS_MAP,
     AzureMLProvider,
     AzureMLSettings,
@@ -44,6 +45,7 @@ from anytune.providers.azureml import (
     parse_model,
     read_workspace_config,
 )
+from anytune.providers.azureml.tracking import fold_metrics, pages
 from tests.conftest import chat_example, run_python, write_jsonl
 
 with warnings.catch_warnings(), contextlib.suppress(ImportError):
@@ -127,6 +129,20 @@ def test_serverless_refuses_what_only_managed_takes(fields: dict[str, Any], fiel
     assert err.value.field == field
 
 
+#: The hyperparameter names Azure ML documents per deployment (sources in the file).
+DOCUMENTED = json.loads((Path(__file__).resolve().parent / "azureml_finetuning_contract.json").read_text())[
+    "hyperparameters"
+]
+
+
+@pytest.mark.parametrize("deployment", ["serverless", "managed"])
+def test_every_name_the_adapter_sends_is_one_azure_ml_documents(deployment: str) -> None:
+    sent = set(HYPERPARAMETERS[deployment].values())
+    if deployment == "managed":
+        sent |= set(map_hyperparameters(_spec(lora={"r": 8}), "managed"))
+    assert sent <= set(DOCUMENTED[deployment]), sent - set(DOCUMENTED[deployment])
+
+
 # -- names and models --------------------------------------------------------------------------
 
 
@@ -194,6 +210,51 @@ def test_text_completion_conversion(tmp_path: Path) -> None:
         {"prompt": "a\n\nb\n\nc", "completion": "d"},
         {"prompt": "p", "completion": "q"},
     ]
+
+
+# -- metrics -----------------------------------------------------------------------------------
+
+
+def _points(*values: tuple[int, float]) -> list[dict[str, Any]]:
+    return [{"step": step, "value": value, "timestamp": 1_700_000_000_000 + 1000 * step} for step, value in values]
+
+
+@pytest.mark.parametrize("order", ["step key first", "summary first"])
+def test_a_steps_own_loss_beats_the_runs_summary_logged_at_the_same_step(order: str) -> None:
+    """Hugging Face's Trainer logs the run's mean loss as train_loss at the last step."""
+    histories = [("loss", _points((1, 2.0), (2, 1.0))), ("train_loss", _points((2, 1.5)))]
+    points = fold_metrics(histories if order == "step key first" else histories[::-1])
+    assert [(p.step, p.train_loss) for p in points] == [(1, 2.0), (2, 1.0)]
+    assert points[1].extra == {"train_loss": 1.5} and points[0].extra == {}
+
+
+def test_metrics_fold_by_step_in_step_order() -> None:
+    points = fold_metrics(
+        [
+            ("grad_norm", _points((3, 0.5), (1, 1.5))),
+            ("eval_loss", _points((2, 1.2))),
+            ("Learning_Rate", _points((1, 2e-4), (3, 1e-4))),
+            ("num_input_tokens_seen", _points((1, 128.0))),
+            ("epoch", [{"step": 2, "value": 1.0, "timestamp": 1_700_000_009_000}, *_points((2, 1.0))]),
+        ]
+    )
+    assert [p.step for p in points] == [1, 2, 3]
+    assert (points[0].learning_rate, points[0].tokens_seen, points[0].extra) == (2e-4, 128, {"grad_norm": 1.5})
+    assert (points[1].valid_loss, points[1].epoch, points[1].train_loss) == (1.2, 1.0, None)
+    assert points[1].time is not None and points[1].time.timestamp() == 1_700_000_002  # the earliest log of step 2
+    assert isinstance(points[0].tokens_seen, int)
+
+
+def test_every_page_is_read_and_a_looping_server_ends_the_listing() -> None:
+    book = {
+        None: {"runs": [1], "next_page_token": "a"},
+        "a": {"runs": [2, 3], "next_page_token": "b"},
+        "b": {"runs": [4]},
+    }
+    assert list(pages(lambda token: book[token], "runs")) == [1, 2, 3, 4]
+    loop = {None: {"metrics": [1], "next_page_token": "a"}, "a": {"metrics": [2], "next_page_token": "a"}}
+    assert list(pages(lambda token: loop[token], "metrics")) == [1, 2]
+    assert list(pages(lambda token: {}, "runs")) == []  # MLflow leaves an empty list out
 
 
 # -- workspace ---------------------------------------------------------------------------------
