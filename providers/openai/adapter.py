@@ -9,9 +9,10 @@ Reliability, and why:
 * Reads retry on 408/429/5xx and connection errors, honouring ``Retry-After``, within a deadline.
 * A create carries ``metadata["anytune.idempotency_key"]`` and goes through
   :func:`anytune._create_once.create_once`: after an ambiguous failure (timeout, dropped
-  connection, 408, 5xx) the job may exist anyway, so the adapter lists jobs with that metadata
-  filter before trying again; the tag is checked on our side too, for services that ignore the
-  filter.  Azure's dated api-versions keep no job metadata: there the suffix ends with a token
+  connection, 408, 5xx) the job may exist anyway, so the adapter looks it up before trying again:
+  OpenAI's job list filters by that metadata; Azure's defines no filter, so there the adapter pages
+  the list, and the tag is checked on our side everywhere.  Azure's dated api-versions keep no job
+  metadata: there the suffix ends with a token
   derived from the key (:func:`~.mapping.suffix_token`), which those versions keep, and the
   lookup matches that.
 * Azure OpenAI files are checked against the service's per-file limit before anything is uploaded.
@@ -208,6 +209,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
         """What the configured Azure api-version cannot carry (see :mod:`.versions`)."""
         out: builtins.list[tuple[str, str, tuple[str, ...]]] = []
         version = f"Azure OpenAI api-version {self._config.api_version}"
+        methods = self._config.methods
         suffix = spec.suffix
         if not self._config.job_keeps_metadata and suffix is not None and len(suffix) > MAX_USER_SUFFIX_WITH_TOKEN:
             out.append(
@@ -226,6 +228,9 @@ class _OpenAIAdapter(Provider[FamilyT]):
             if options is not None and (options.wandb is not None or options.reinforcement is not None):
                 name = "openai.wandb" if options.wandb is not None else "openai.reinforcement"
                 out.append((name, f"{version} has no integrations or methods: use api_version 'v1'", ()))
+        elif spec.openai is not None and spec.openai.reinforcement is not None and "reinforcement" not in methods:
+            taken = " and ".join(sorted(methods))
+            out.append(("openai.reinforcement", f"{version} takes the {taken} methods only: use api_version 'v1'", ()))
         return out
 
     def _planned_file(
@@ -296,6 +301,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
             keeps_metadata=self._config.job_keeps_metadata,
             training_type=getattr(self.settings, "training_type", None),
             takes_method=self._config.takes_method,
+            supervised_in_method=self._config.supervised_in_method,
         )
 
     def notices(self, base_model: str) -> builtins.list[str]:
@@ -335,6 +341,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
                 wait_for_processing=self.wait_for_file_processing,
                 sleep=self.sleep,
                 clock=self.clock,
+                file_list_query=self._config.file_list_query,
             )
             return uploader.upload(path, role)
 
@@ -350,7 +357,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
         after: str | None = None
         for _ in range(_LOOKUP_MAX_PAGES):
             kwargs: dict[str, Any] = {"limit": 100}
-            if self._config.job_keeps_metadata:
+            if self._config.filters_jobs_by_metadata:
                 kwargs["metadata"] = {IDEMPOTENCY_TAG: key}
             if after is not None:
                 kwargs["after"] = after
@@ -535,7 +542,18 @@ class _OpenAIAdapter(Provider[FamilyT]):
         client = self._client()
         return self._control("cancelling", job_id, lambda: client.fine_tuning.jobs.cancel(job_id), lambda r: r.done)
 
+    def _check_pausable(self, verb: str) -> None:
+        if not self._config.can_pause:
+            raise NotSupportedError(
+                f"Azure OpenAI api-version {self._config.api_version} has no {verb} (its jobs never pause): "
+                "use api_version 'v1'",
+                field=verb,
+                provider=self.name,
+                alternatives=("openai",),
+            )
+
     def pause(self, job_id: str) -> JobRecord:
+        self._check_pausable("pause")
         client = self._client()
         return self._control(
             "pausing",
@@ -545,6 +563,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
         )
 
     def resume(self, job_id: str) -> JobRecord:
+        self._check_pausable("resume")
         client = self._client()
         return self._control(
             "resuming",

@@ -173,6 +173,34 @@ class ClientConfig:
         """Whether the create body takes ``method`` (all but Azure's 2024-10-21 surface)."""
         return self.surface is None or self.surface.has_method
 
+    @property
+    def supervised_in_method(self) -> bool:
+        """Whether supervised hyperparameters go under ``method.supervised`` (OpenAI, Azure's v1) or
+        in the top-level ``hyperparameters`` (Azure's dated versions)."""
+        return self.surface is None or self.surface.supervised_hyperparameters_in_method
+
+    @property
+    def methods(self) -> frozenset[str]:
+        """The fine-tuning methods the create body takes."""
+        return frozenset({"supervised", "dpo", "reinforcement"}) if self.surface is None else self.surface.methods
+
+    @property
+    def can_pause(self) -> bool:
+        """Whether jobs pause and resume (all but Azure's 2024-10-21 surface)."""
+        return self.surface is None or self.surface.pauses
+
+    @property
+    def filters_jobs_by_metadata(self) -> bool:
+        """Whether the job list takes a ``metadata`` filter: OpenAI's does; Azure's (v1 and dated)
+        defines only ``after`` and ``limit``, so the adapter checks each job itself."""
+        return self.flavour == "openai"
+
+    @property
+    def file_list_query(self) -> dict[str, Any]:
+        """Paging of ``GET /files`` beyond ``purpose``: OpenAI's takes ``limit`` and ``order``; Azure's
+        v1 and 2024-10-21 define only ``purpose`` (and answer every file), so none is sent there."""
+        return {"limit": 100, "order": "desc"} if self.flavour == "openai" else {}
+
 
 def _key(value: SecretStr | None, variable: str, env: Mapping[str, str]) -> tuple[str | None, str]:
     """(the API key, where it came from): settings first, then the environment variable."""

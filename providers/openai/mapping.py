@@ -127,6 +127,7 @@ def build_create_body(
     keeps_metadata: bool = True,
     training_type: str | None = None,
     takes_method: bool = True,
+    supervised_in_method: bool = True,
 ) -> dict[str, Any]:
     """The JSON body of ``POST /fine_tuning/jobs`` for ``spec`` (pure; what ``plan`` shows is sent).
 
@@ -136,7 +137,9 @@ def build_create_body(
     ``metadata`` and the suffix ends with the key's token (:func:`suffix_token`) instead.  Azure
     always gets a ``trainingType``: the spec's, else ``training_type`` (the settings' default),
     in the service's spelling (``developer`` -> ``developerTier``).  Where the body takes no
-    ``method`` (``takes_method`` False: Azure's 2024-10-21) hyperparameters go top-level.
+    ``method`` (``takes_method`` False: Azure's 2024-10-21) hyperparameters go top-level, and so do
+    supervised ones where the supervised method holds only its type (``supervised_in_method``
+    False: Azure's dated versions), leaving ``method`` as ``{"type": "supervised"}``.
     """
     body: dict[str, Any] = {"model": spec.base_model, "training_file": training_file}
     if validation_file is not None:
@@ -158,11 +161,13 @@ def build_create_body(
     if flavour == "azure":
         chosen = azure_training_type(spec) or training_type or "standard"
         body["trainingType"] = TRAINING_TYPE_WIRE.get(chosen, chosen)
-    if not takes_method:
-        method = body.pop("method")
-        hyper = (method.get(method["type"]) or {}).get("hyperparameters")
+    method = body["method"]
+    if not takes_method or (not supervised_in_method and method["type"] == "supervised"):
+        hyper = (method.pop(method["type"], None) or {}).get("hyperparameters")
         if hyper:
             body["hyperparameters"] = hyper
+        if not takes_method:
+            del body["method"]
     return body
 
 

@@ -14,7 +14,7 @@ import io
 import logging
 from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
@@ -181,6 +181,8 @@ class Uploader:
         retrying: the adapter's read retry policy.
         wait_for_processing: wait until the service has imported the file (Azure).
         sleep, clock: for that wait.
+        file_list_query: paging arguments of the files list beyond ``purpose``, where the service
+            defines them (see :attr:`.clients.ClientConfig.file_list_query`).
     """
 
     provider: str
@@ -192,6 +194,7 @@ class Uploader:
     wait_for_processing: bool
     sleep: Callable[[float], None]
     clock: Callable[[], float]
+    file_list_query: Mapping[str, Any] = field(default_factory=dict)
 
     def upload(self, path: Path, role: str) -> str:
         """Upload ``path`` once per account and content; return its file id."""
@@ -325,7 +328,7 @@ class Uploader:
     def _find_completed_file(self, filename: str, size: int, since: float | None) -> str | None:
         client = self.client
         page = self.retrying(
-            "looking up the uploaded file", lambda: client.files.list(purpose="fine-tune", limit=100, order="desc")
+            "looking up the uploaded file", lambda: client.files.list(purpose="fine-tune", **self.file_list_query)
         )
         for item in (as_dict(f) for f in page.data):
             created = to_number(item.get("created_at")) or 0.0

@@ -2,24 +2,34 @@
 
 The real ``openai`` SDK talks to it through an ``httpx2`` transport (no socket is opened).  It serves
 files, uploads (parts streamed to disk), fine-tuning jobs, events (newest first, paged), checkpoints
-and result files, and answers with the shapes of OpenAI's published OpenAPI description
-(``../shared/openai-finetuning-openapi.json``): requests the adapter sends and the OpenAI-flavour
-answers are validated against it, and every mismatch is recorded in ``violations`` (a test checks
-it is empty) rather than raised, because the SDK would turn an exception into a retried
-connection error.
+and result files.  It is held to the services' published descriptions, one per *surface*:
 
-The Azure flavour differs where the service does: ``api-key`` or Entra ID bearer auth; statuses
-``created``/``pending`` and ``pausing``/``resuming``; event level ``warning``; nulls where OpenAI
-has values; files imported asynchronously (``pending`` -> ``processed``); result files
-base64-encoded; the ``metadata`` filter of the job list ignored; create answered with 201; a
-``trainingType`` required (its absence answered, as the service does, with a misleading "base model
-does not support fine-tuning").  Two surfaces, each held to Azure's published description of it:
+* ``openai``: OpenAI's OpenAPI description (``openai-finetuning-openapi.json`` beside this file, a
+  copy of the project's ``../shared/openai-finetuning-openapi.json``; a test catches drift).
+* ``v1``: Azure's ``{endpoint}/openai/v1/`` surface (api-version ``v1``, ``preview`` or none), which
+  uses OpenAI's shapes with the components Azure's v1 description changes
+  (``azure_openai_finetuning_schemas.json`` beside this file, transcribed from
+  Azure/azure-rest-api-specs with the file and commit it was read from).
+* a dated Azure api-version (``2024-10-21``, ``2025-04-01-preview``): that version's Swagger
+  definitions, from the same file.
 
-* ``/openai/v1/...`` (api-version ``v1``/``preview`` or none): OpenAI's shapes, ``metadata`` kept.
-* ``/openai/...?api-version=<dated>`` (``2024-10-21``, ``2025-04-01-preview``): the create body and
-  the job hold only the fields of that version's ``FineTuningJobCreation`` / ``FineTuningJob``
-  (``azure_openai_finetuning_schemas.json`` beside this file: no ``metadata``; ``suffix`` kept); a
-  body field the version does not define, or a missing required one, is a violation.
+Every request is checked against its operation on the request's surface: the body (JSON or
+multipart form) against the published schema *closed* (:func:`closed`: an object schema that
+lists its properties accepts no other, which the descriptions leave open), the query against the
+operation's parameters.  A field the surface does not define is refused with a 400 as the service
+words it (OpenAI: ``Unrecognized request argument supplied: x`` for a top-level argument,
+``Unknown parameter: 'a.b'.`` with ``code: unknown_parameter`` for a nested one); an operation the
+surface does not have is a 404.  Every answer is built from what the service holds, rendered for
+the request's surface (statuses, levels and fields as that surface names them; no nulls on the
+Swagger 2.0 surfaces; request-only knobs such as Azure's ``trainingType`` never echoed), and checked
+against the surface's closed schema.  Mismatches, and schema errors that are not unknown fields,
+are recorded in ``violations`` (a test checks it is empty) rather than raised, because the SDK
+would turn an exception into a retried connection error.
+
+The Azure flavour also differs where the service does in practice: ``api-key`` or Entra ID bearer
+auth; the job list's ``metadata`` filter ignored; files imported asynchronously (``pending`` ->
+``processed``); result files base64-encoded; a ``trainingType`` required on create (its absence
+answered, as the service does, with a misleading "base model does not support fine-tuning").
 
 A job advances one step of its script each time it is read (``GET /fine_tuning/jobs/{id}``), so a
 test controls time by polling.  Faults are injected per request (``inject``) or on every call
@@ -30,6 +40,8 @@ connection, either before the server acts or after it acted with the answer lost
 from __future__ import annotations
 
 import base64
+import copy
+import functools
 import hashlib
 import itertools
 import json
@@ -37,8 +49,8 @@ import os
 import re
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 from urllib.parse import parse_qsl
@@ -46,38 +58,234 @@ from urllib.parse import parse_qsl
 import httpx2
 import jsonschema
 
-SCHEMA_PATH = Path(__file__).resolve().parents[3] / "shared" / "openai-finetuning-openapi.json"
-if not SCHEMA_PATH.is_file():  # checkout layouts differ; fall back to the documented shared folder
-    SCHEMA_PATH = Path("/work/shared/openai-finetuning-openapi.json")
-
-AZURE_SCHEMAS: dict[str, Any] = json.loads(
-    (Path(__file__).resolve().parent / "azure_openai_finetuning_schemas.json").read_text()
-)
+HERE = Path(__file__).resolve().parent
+#: OpenAI's published description (the fine-tuning, files and uploads subset), vendored so that a
+#: fresh clone has it; ``test_openai_schemas`` checks it still equals ../shared's copy.
+SCHEMA_PATH = HERE / "openai-finetuning-openapi.json"
+AZURE_SCHEMAS: dict[str, Any] = json.loads((HERE / "azure_openai_finetuning_schemas.json").read_text())
 AZURE_V1_PREFIX = "/openai/v1"
 
 Flavour = Literal["openai", "azure"]
 FaultKind = Literal["status", "status_after", "timeout", "timeout_after", "drop", "drop_after", "connect"]
 
+# -- the published schemas ------------------------------------------------------------------------
 
-class _Schemas:
-    """Validators for ``#/components/schemas/<name>`` of the OpenAPI document, built once."""
+_SUBSCHEMA_LISTS = ("allOf", "anyOf", "oneOf")
+_SUBSCHEMA_ONE = ("items", "not", "additionalProperties")
 
-    _lock = threading.Lock()
-    _doc: dict[str, Any] | None = None
-    _validators: ClassVar[dict[str, jsonschema.protocols.Validator]] = {}
 
-    @classmethod
-    def errors(cls, name: str, instance: Any) -> list[str]:
-        with cls._lock:
-            if cls._doc is None:
-                cls._doc = json.loads(SCHEMA_PATH.read_text())
-            validator = cls._validators.get(name)
-            if validator is None:
-                root = {"$ref": f"#/components/schemas/{name}", "components": cls._doc["components"]}
-                # OpenAPI 3.0 schemas use draft-4 semantics (boolean exclusiveMinimum).
-                validator = jsonschema.Draft4Validator(root)
-                cls._validators[name] = validator
-        return [f"{name}: {'/'.join(map(str, e.path))}: {e.message}" for e in validator.iter_errors(instance)]
+def closed(schema: Any) -> Any:
+    """A copy of ``schema`` in which every object schema that lists ``properties`` accepts no other
+    (``additionalProperties: false`` unless it says otherwise).
+
+    The published descriptions leave objects open, so a misspelt field would pass them; the services
+    refuse it.  Sub-schemas are followed where JSON Schema nests them (properties, items, the
+    combinators, additionalProperties); ``$ref`` targets are closed where they are defined.
+    """
+    if not isinstance(schema, dict):
+        return schema
+    out = dict(schema)
+    if isinstance(schema.get("properties"), dict):
+        out["properties"] = {name: closed(sub) for name, sub in schema["properties"].items()}
+        out.setdefault("additionalProperties", False)
+    for key in _SUBSCHEMA_LISTS:
+        if isinstance(schema.get(key), list):
+            out[key] = [closed(sub) for sub in schema[key]]
+    for key in _SUBSCHEMA_ONE:
+        if isinstance(schema.get(key), dict):
+            out[key] = closed(schema[key])
+    return out
+
+
+@dataclass(frozen=True)
+class Operation:
+    """What one operation of a surface takes and answers (schema names are the surface's own)."""
+
+    query: frozenset[str] = frozenset()
+    deep_query: frozenset[str] = frozenset()  # deepObject parameters, sent as name[key]
+    body: str | None = None  # JSON body schema
+    form: str | None = None  # multipart/form-data schema
+    body_extras: frozenset[str] = frozenset()  # top-level fields the service takes in practice
+    answer: str | None = None
+    status: int = 200
+
+
+class Surface:
+    """One published description: named schemas (open and closed validators) and operations."""
+
+    def __init__(self, name: str, root: dict[str, Any], prefix: str, operations: dict[str, Operation]) -> None:
+        self.name, self.operations = name, operations
+        self._root, self._prefix = root, prefix
+        self._closed_root: dict[str, Any] | None = None
+        self._lock = threading.Lock()
+        self._validators: dict[tuple[str, bool], Any] = {}
+
+    def _strict_root(self) -> dict[str, Any]:
+        if self._closed_root is None:
+            self._closed_root = {
+                section: (
+                    {name: closed(s) for name, s in schemas.items()}
+                    if section == "definitions"
+                    else {"schemas": {name: closed(s) for name, s in schemas["schemas"].items()}}
+                )
+                for section, schemas in self._root.items()
+            }
+        return self._closed_root
+
+    def validator(self, schema: str, *, strict: bool) -> Any:
+        with self._lock:
+            found = self._validators.get((schema, strict))
+            if found is None:
+                root = self._strict_root() if strict else self._root
+                # OpenAPI 3.0 / Swagger 2.0 schemas use draft-4 semantics (boolean exclusiveMinimum).
+                found = jsonschema.Draft4Validator({"$ref": f"{self._prefix}{schema}", **root})
+                self._validators[(schema, strict)] = found
+            return found
+
+    def errors(self, schema: str, instance: Any, *, strict: bool) -> list[Any]:
+        found = self.validator(schema, strict=strict).iter_errors(instance)
+        return sorted(found, key=lambda e: [str(part) for part in e.path])
+
+
+def _ref_name(schema: Any) -> str | None:
+    ref = schema.get("$ref") if isinstance(schema, dict) else None
+    return str(ref).rsplit("/", 1)[-1] if ref else None
+
+
+def _openai_operations(doc: dict[str, Any]) -> dict[str, Operation]:
+    """The operations of OpenAI's description: query parameters, body and answer schemas."""
+    operations: dict[str, Operation] = {}
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            params = [p for p in op.get("parameters", []) if p.get("in") == "query"]
+            content = op.get("requestBody", {}).get("content", {})
+            answer = op.get("responses", {}).get("200", {}).get("content", {}).get("application/json", {})
+            operations[f"{method.upper()} {path}"] = Operation(
+                query=frozenset(p["name"] for p in params if p.get("style") != "deepObject"),
+                deep_query=frozenset(p["name"] for p in params if p.get("style") == "deepObject"),
+                body=_ref_name(content.get("application/json", {}).get("schema")),
+                form=_ref_name(content.get("multipart/form-data", {}).get("schema")),
+                answer=_ref_name(answer.get("schema")),
+            )
+    return operations
+
+
+_CREATE = "POST /fine_tuning/jobs"
+
+
+@functools.cache
+def surface(name: str) -> Surface:
+    """The published description of surface ``name``: ``openai``, ``v1`` or a dated api-version."""
+    doc = json.loads(SCHEMA_PATH.read_text())
+    operations = _openai_operations(doc)
+    extras = frozenset(AZURE_SCHEMAS["in_practice"]["create_extra"])
+    if name == "openai":
+        return Surface(name, {"components": doc["components"]}, "#/components/schemas/", operations)
+    if name == "v1":
+        v1 = AZURE_SCHEMAS["v1"]
+        components = copy.deepcopy(doc["components"])
+        components["schemas"].update(v1["components"])
+        for key, given in v1["operations"].items():
+            operations[key] = replace(operations[key], query=frozenset(given["query"]), deep_query=frozenset())
+        operations[_CREATE] = replace(operations[_CREATE], body_extras=extras)
+        return Surface(name, {"components": components}, "#/components/schemas/", operations)
+    version = AZURE_SCHEMAS["versions"][name]
+    definitions = dict(version["definitions"])
+    dated: dict[str, Operation] = {}
+    for key, given in version["operations"].items():
+        form = None
+        if "form" in given:  # formData parameters, as an object schema of their names
+            form = "form" + re.sub(r"\W+", "_", key)  # a name a JSON pointer can hold
+            names = given["form"]
+            definitions[form] = {
+                "type": "object",
+                "properties": {n: {} for n in names},
+                "required": [n for n in names if "." not in n],
+            }
+        dated[key] = Operation(
+            query=frozenset(given.get("query", ())),
+            body=given.get("body"),
+            form=form,
+            body_extras=extras if key == _CREATE else frozenset(),
+            answer=given.get("answer"),
+            status=given.get("status", 200),
+        )
+    return Surface(name, {"definitions": definitions}, "#/definitions/", dated)
+
+
+def _where(path: Iterable[Any]) -> str:
+    """A JSON path as OpenAI words it: ``method.supervised.hyperparameters``, ``input[4].content``."""
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _unknown_in(error: Any) -> list[str] | None:
+    """The unknown fields an error of the closed schema names (None: the error is something else).
+
+    Under ``oneOf``/``anyOf`` the branch whose only complaints are unknown fields is the one meant.
+    """
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        known = set(error.schema.get("properties") or {})
+        return [_where([*error.absolute_path, name]) for name in error.instance if name not in known]
+    if error.validator in ("oneOf", "anyOf") and error.context:
+        branches: dict[Any, list[Any]] = {}
+        for sub in error.context:
+            branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+        for subs in branches.values():
+            found = [_unknown_in(sub) for sub in subs]
+            if all(f is not None for f in found):
+                return [name for f in found for name in (f or [])]
+    return None
+
+
+def unknown_fields(surface_name: str, schema: str, instance: Any) -> list[str]:
+    """Fields of ``instance`` that ``schema`` of the surface does not define, as dotted paths."""
+    found: set[str] = set()
+    for error in surface(surface_name).errors(schema, instance, strict=True):
+        found.update(_unknown_in(error) or [])
+    return sorted(found)
+
+
+def _describe(error: Any) -> str:
+    return f"{_where(error.absolute_path) or '(root)'}: {error.message}"
+
+
+def problems(surface_name: str, schema: str, instance: Any) -> list[str]:
+    """Everything ``instance`` breaks of ``schema`` on a surface, unknown fields included."""
+    lax = [_describe(e) for e in surface(surface_name).errors(schema, instance, strict=False)]
+    return lax + [f"{name}: not defined" for name in unknown_fields(surface_name, schema, instance)]
+
+
+def answer_problems(surface_name: str, schema: str, answer: Any) -> list[str]:
+    """What an answer breaks of the surface's closed schema (an answer carries only defined fields)."""
+    return [_describe(e) for e in surface(surface_name).errors(schema, answer, strict=True)]
+
+
+# -- what the fake holds, and how each surface shows it -------------------------------------------
+
+#: The status names of the Swagger surfaces for OpenAI's (the rest are spelt alike).
+_DATED_STATUS = {"validating_files": "created", "queued": "pending"}
+#: OpenAI's published status enum predates the pause/resume endpoints that answer with these.
+_PAUSE_STATUSES = ("paused", "pausing", "resuming")
+_NUMBER = (int, float)
+
+
+def _without_nulls(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Swagger 2.0 has no null: a value the service does not hold is left out."""
+    return {k: v for k, v in obj.items() if v is not None}
+
+
+def _copy(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy, as JSON (an answer shares nothing with what the service holds)."""
+    copied: dict[str, Any] = json.loads(json.dumps(obj))
+    return copied
+
+
+def _numbers(hyper: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Hyperparameters the Swagger surfaces can show (numbers only: they have no "auto")."""
+    return {k: v for k, v in (hyper or {}).items() if isinstance(v, _NUMBER) and not isinstance(v, bool)}
 
 
 @dataclass
@@ -104,12 +312,12 @@ class Request:
     json: Any = None
     fields: dict[str, str] = field(default_factory=dict)
     url: str = ""
-    surface: str = ""  # Azure: "v1", or the dated api-version
+    surface: str = "openai"  # "openai", Azure's "v1", or the dated api-version
 
 
 @dataclass
 class _Job:
-    obj: dict[str, Any]
+    obj: dict[str, Any]  # what the service holds (OpenAI's names); each surface renders it
     script: list[Callable[[_Job], None]]
     events: list[dict[str, Any]] = field(default_factory=list)  # oldest first
     checkpoints: list[dict[str, Any]] = field(default_factory=list)  # oldest first
@@ -167,6 +375,10 @@ class FakeOpenAIService:
         self.jobs: dict[str, _Job] = {}
         self.log: list[Request] = []
         self.violations: list[str] = []
+        #: (surface, operation, schema) of every request body and answer checked against a schema.
+        self.checked: list[tuple[str, str, str]] = []
+        #: (surface, operation, payload) of every JSON answer given.
+        self.answers: list[tuple[str, str, Any]] = []
         self.unavailable_models: set[str] = set()
         self.scenario = "succeed"  # the script of jobs that carry no metadata["scenario"]
         self.refuse_fine_tuning = False
@@ -213,15 +425,6 @@ class FakeOpenAIService:
     def _tick(self) -> int:
         self.now += 1
         return self.now
-
-    def _check(self, name: str, instance: Any) -> None:
-        self.violations.extend(_Schemas.errors(name, instance))
-
-    def _answer(self, name: str, instance: Any) -> Any:
-        # Azure answers with nulls the OpenAI schema does not allow: check the OpenAI flavour only.
-        if self.flavour == "openai":
-            self._check(name, instance)
-        return instance
 
     def _error(
         self,
@@ -324,15 +527,24 @@ class FakeOpenAIService:
         if self.flavour == "azure":
             req.surface = self._surface(request.url.path, query)
         self._authorised(headers)
-        for pattern, verb, handler in _ROUTES:
-            match = pattern.fullmatch(path)
-            if match and verb == method:
-                status, payload = handler(self, req, uploaded, *match.groups())
-                if isinstance(payload, bytes):
-                    binary = {"content-type": "application/octet-stream"}
-                    return httpx2.Response(status, content=payload, headers=binary)
-                return httpx2.Response(status, json=payload)
-        raise self._error(404, f"Invalid URL ({method} {path})")
+        route = next(((r, m) for r in _ROUTES if r.method == method and (m := r.pattern.fullmatch(path))), None)
+        if route is None:
+            raise self._error(404, f"Invalid URL ({method} {path})")
+        handler, match = route
+        published = surface(req.surface)
+        key = f"{method} {handler.template}"
+        operation = published.operations.get(key)
+        if operation is None:  # the surface does not have this operation
+            if self.flavour == "azure":
+                raise _Reply(404, {"error": {"code": "404", "message": "Resource not found"}})
+            raise self._error(404, f"Invalid URL ({method} {path})")
+        self._check_request(published, key, operation, req, uploaded)
+        payload = handler.serve(self, req, uploaded, *match.groups())
+        if isinstance(payload, bytes):
+            return httpx2.Response(200, content=payload, headers={"content-type": "application/octet-stream"})
+        if operation.answer is not None:
+            self._check_answer(published, key, operation.answer, payload)
+        return httpx2.Response(operation.status, json=payload)
 
     def _surface(self, raw_path: str, query: dict[str, str]) -> str:
         """The Azure surface a request addresses; 404 (as the service answers) for none."""
@@ -344,36 +556,60 @@ class FakeOpenAIService:
             return str(version)
         raise _Reply(404, {"error": {"code": "404", "message": "Resource not found"}})
 
-    def _dated(self, req: Request) -> dict[str, Any] | None:
-        """The published schema fragments of the request's dated api-version (None: OpenAI, v1)."""
-        fragments: dict[str, Any] | None = AZURE_SCHEMAS["versions"].get(req.surface)
-        return fragments
+    # -- holding requests and answers to the published descriptions ------------------------------
+    def _check_request(
+        self, published: Surface, key: str, operation: Operation, req: Request, uploaded: Path | None
+    ) -> None:
+        """Query parameters (recorded), then the body or form: unknown fields refused, other breaches
+        recorded."""
+        where = f"{published.name} {key}"
+        for name in sorted(req.query):
+            deep = re.fullmatch(r"(\w+)\[.+\]", name)
+            if name == "api-version" and self.flavour == "azure":
+                continue
+            if name not in operation.query and not (deep and deep.group(1) in operation.deep_query):
+                self.violations.append(f"{where}: query parameter {name!r} is not defined")
+        schema = operation.body or operation.form
+        if schema is None:
+            return
+        if operation.body is not None:
+            instance = req.json
+            if isinstance(instance, dict) and operation.body_extras:
+                instance = {k: v for k, v in instance.items() if k not in operation.body_extras}
+        else:
+            instance = {k: v for k, v in req.fields.items() if not k.startswith("__")}
+            if uploaded is not None:
+                instance[req.fields.get("__field__", "file")] = "<binary>"
+        self.checked.append((published.name, key, schema))
+        unknown = unknown_fields(published.name, schema, instance)
+        self.violations.extend(f"{where}: {_describe(e)}" for e in published.errors(schema, instance, strict=False))
+        if unknown:
+            self.violations.append(f"{where}: {', '.join(unknown)} not defined by {schema}")
+            raise self._unknown_fields(unknown)
 
-    def _check_dated_body(self, fragments: dict[str, Any], body: dict[str, Any], version: str) -> None:
-        creation = fragments["FineTuningJobCreation"]
-        allowed = set(creation["properties"]) | set(AZURE_SCHEMAS["in_practice"]["create_extra"])
+    def _unknown_fields(self, names: list[str]) -> _Reply:
+        """A 400 as OpenAI words it: top-level arguments (the older wording, param and code null) first,
+        else the first nested parameter (``code: unknown_parameter``).  Azure: its error shape, with
+        the published ``invalidPayload`` code."""
+        top = [n for n in names if "." not in n and "[" not in n]
+        if top:
+            noun = "argument" if len(top) == 1 else "arguments"
+            message, param, code = f"Unrecognized request {noun} supplied: {', '.join(top)}", None, None
+        else:
+            message, param, code = f"Unknown parameter: '{names[0]}'.", names[0], "unknown_parameter"
+        if self.flavour == "azure":
+            code = "invalidPayload"
+        return self._error(400, message, param=param, code=code)
+
+    def _check_answer(self, published: Surface, key: str, schema: str, payload: Any) -> None:
+        checkable = payload
+        if published.name in ("openai", "v1") and schema in ("FineTuningJob", "ListPaginatedFineTuningJobsResponse"):
+            checkable = _published_status(payload)
+        self.checked.append((published.name, f"{key} answer", schema))
+        self.answers.append((published.name, key, json.loads(json.dumps(payload))))
         self.violations.extend(
-            f"{version} FineTuningJobCreation: {name!r} is not defined" for name in sorted(set(body) - allowed)
+            f"{published.name} {key} answer: {p}" for p in answer_problems(published.name, schema, checkable)
         )
-        self.violations.extend(
-            f"{version} FineTuningJobCreation: {name!r} is required"
-            for name in creation["required"]
-            if name not in body
-        )
-
-    def _dated_job(self, fragments: dict[str, Any], obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
-        """The job as the dated version keeps it: its FineTuningJob's fields, suffix included."""
-        shaped = {**obj, "organisation_id": None, "suffix": body.get("suffix")}
-        kept = set(fragments["FineTuningJob"]["properties"]) | set(AZURE_SCHEMAS["in_practice"]["job_extra"])
-        return {k: v for k, v in shaped.items() if k in kept}
-
-    def _check_training_type(self, body: dict[str, Any]) -> None:
-        practice = AZURE_SCHEMAS["in_practice"]
-        given = body.get("trainingType")
-        if given is None:
-            raise self._error(400, practice["missing_training_type_message"], code="invalidPayload")
-        if str(given).lower() not in {t.lower() for t in practice["training_types"]}:
-            raise self._error(400, f"Invalid trainingType {given!r}", code="invalidPayload")
 
     def _read_multipart(self, request: httpx2.Request, content_type: str) -> tuple[dict[str, str], Path | None]:
         """Parse a multipart body as it streams: text fields in memory, the file field to disk."""
@@ -384,6 +620,83 @@ class FakeOpenAIService:
             if reader.finished:
                 break
         return reader.fields, reader.file_path
+
+    # -- rendering: what the service holds, as each surface shows it -----------------------------
+    @staticmethod
+    def _dated(req: Request) -> bool:
+        return req.surface not in ("openai", "v1")
+
+    def _file_view(self, req: Request, obj: Mapping[str, Any]) -> dict[str, Any]:
+        view = dict(obj)
+        return _without_nulls(view) if self._dated(req) else view
+
+    def _job_view(self, req: Request, job: _Job) -> dict[str, Any]:
+        held = job.obj
+        if not self._dated(req):
+            status = held["status"]
+            view = {
+                "object": "fine_tuning.job",
+                "id": held["id"],
+                "model": held["model"],
+                "created_at": held["created_at"],
+                "finished_at": held["finished_at"],
+                "fine_tuned_model": held["fine_tuned_model"],
+                "organization_id": "org-fake",
+                "result_files": list(held["result_files"]),
+                "status": {"pausing": "paused", "resuming": "running"}.get(status, status),
+                "validation_file": held["validation_file"],
+                "training_file": held["training_file"],
+                "hyperparameters": dict(held["hyperparameters"]),
+                "trained_tokens": held["trained_tokens"],
+                "error": held["error"],
+                "seed": held["seed"],
+                "estimated_finish": held["estimated_finish"],
+                "integrations": held["integrations"] or ([] if req.surface == "openai" else None),
+                "metadata": held["metadata"],
+                "method": held["method"],
+            }
+            if req.surface == "v1":  # Azure's v1 job names the suffix it was created with
+                view["user_provided_suffix"] = held["suffix"]
+            return _copy(view)
+        fields = set(AZURE_SCHEMAS["versions"][req.surface]["definitions"]["FineTuningJob"]["properties"])
+        method = held["method"]
+        kind = method["type"]
+        view = {
+            "object": "fine_tuning.job",
+            "id": held["id"],
+            "model": held["model"],
+            "created_at": held["created_at"],
+            "status": _DATED_STATUS.get(held["status"], held["status"]),
+            "fine_tuned_model": held["fine_tuned_model"],
+            "training_file": held["training_file"],
+            "validation_file": held["validation_file"],
+            "result_files": list(held["result_files"]),
+            "finished_at": held["finished_at"],
+            "trained_tokens": held["trained_tokens"],
+            "error": held["error"],
+            "estimated_finish": held["estimated_finish"],
+            "hyperparameters": _numbers(held["hyperparameters"]),
+            "suffix": held["suffix"],
+            "seed": held["seed"],
+            "integrations": held["integrations"],
+            # The Swagger method subtypes: supervised carries only its type, DPO its hyperparameters.
+            "method": {"type": kind}
+            if kind != "dpo"
+            else {
+                "type": "dpo",
+                "dpo": {"hyperparameters": _numbers((method.get("dpo") or {}).get("hyperparameters"))},
+            },
+        }
+        return _copy({k: v for k, v in _without_nulls(view).items() if k in fields})
+
+    def _event_view(self, req: Request, event: Mapping[str, Any]) -> dict[str, Any]:
+        view = dict(event)
+        if self._dated(req):  # LogLevel info/warning/error; no nulls
+            return _without_nulls(view)
+        view["level"] = {"warning": "warn"}.get(view["level"], view["level"])
+        if view["data"] is None and req.surface == "openai":
+            view["data"] = {}  # Azure's v1 leaves it null (its schema does not type it)
+        return view
 
     # -- files -----------------------------------------------------------------------------------
     def _new_file(self, filename: str, path: Path, purpose: str) -> dict[str, Any]:
@@ -407,53 +720,52 @@ class FakeOpenAIService:
             raise self._error(404, f"No such File object: {file_id}", param="id")
         return self.files[file_id]
 
-    def create_file(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
-        if uploaded is None or req.fields.get("purpose") not in (
-            "fine-tune",
-            "batch",
-            "assistants",
-            "vision",
-            "user_data",
-            "evals",
-        ):
-            self.violations.append(f"POST /files without file or valid purpose: {req.fields}")
+    def create_file(self, req: Request, uploaded: Path | None) -> Any:
+        purpose = req.fields.get("purpose")
+        if uploaded is None or not purpose:
             raise self._error(400, "file and purpose are required")
-        obj = self._new_file(req.fields.get("__filename__") or "upload.jsonl", uploaded, req.fields["purpose"])
-        return 200, self._answer("OpenAIFile", dict(obj))
+        obj = self._new_file(req.fields.get("__filename__") or "upload.jsonl", uploaded, purpose)
+        return self._file_view(req, obj)
 
-    def retrieve_file(self, req: Request, uploaded: Path | None, file_id: str) -> tuple[int, Any]:
+    def retrieve_file(self, req: Request, uploaded: Path | None, file_id: str) -> Any:
         obj = self._file(file_id)
-        answer = dict(obj)
+        answer = self._file_view(req, obj)
         if obj["status"] == "pending":  # Azure imports asynchronously: processed on the next read
             obj["status"] = "processed"
-        return 200, self._answer("OpenAIFile", answer)
+        return answer
 
-    def list_files(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
+    def list_files(self, req: Request, uploaded: Path | None) -> Any:
         items = [f for f in self.files.values() if not req.query.get("purpose") or f["purpose"] == req.query["purpose"]]
         items.sort(key=lambda f: f["created_at"], reverse=req.query.get("order", "desc") == "desc")
         limit = int(req.query.get("limit", 10000))
-        data = items[:limit]
-        body = {
+        data = [self._file_view(req, f) for f in items[:limit]]
+        if self._dated(req):  # FileList: no paging
+            return {"object": "list", "data": data}
+        return {
             "object": "list",
             "data": data,
             "first_id": data[0]["id"] if data else "",
             "last_id": data[-1]["id"] if data else "",
             "has_more": len(items) > limit,
         }
-        return 200, self._answer("ListFilesResponse", body)
 
-    def delete_file(self, req: Request, uploaded: Path | None, file_id: str) -> tuple[int, Any]:
+    def delete_file(self, req: Request, uploaded: Path | None, file_id: str) -> Any:
         self._file(file_id)
         del self.files[file_id]
-        return 200, {"id": file_id, "object": "file", "deleted": True}
+        return {"id": file_id, "object": "file", "deleted": True}
 
-    def file_content(self, req: Request, uploaded: Path | None, file_id: str) -> tuple[int, Any]:
+    def file_content(self, req: Request, uploaded: Path | None, file_id: str) -> Any:
         self._file(file_id)
-        return 200, self.file_paths[file_id].read_bytes()
+        return self.file_paths[file_id].read_bytes()
 
     # -- uploads ---------------------------------------------------------------------------------
-    def create_upload(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
-        self._check("CreateUploadRequest", req.json)
+    def _upload_view(self, req: Request, upload: Mapping[str, Any]) -> dict[str, Any]:
+        view = dict(upload)
+        if view.get("file") is not None:
+            view["file"] = self._file_view(req, view["file"])
+        return _without_nulls(view) if self._dated(req) else json.loads(json.dumps(view))
+
+    def create_upload(self, req: Request, uploaded: Path | None) -> Any:
         upload_id = self._id("upload_")
         now = self._tick()
         obj = {
@@ -468,27 +780,24 @@ class FakeOpenAIService:
         }
         self.uploads[upload_id] = obj
         self.upload_parts[upload_id] = {}
-        return 200, self._answer("Upload", dict(obj))
+        return self._upload_view(req, obj)
 
     def _upload(self, upload_id: str) -> dict[str, Any]:
         if upload_id not in self.uploads:
             raise self._error(404, f"No such Upload: {upload_id}")
         return self.uploads[upload_id]
 
-    def add_part(self, req: Request, uploaded: Path | None, upload_id: str) -> tuple[int, Any]:
+    def add_part(self, req: Request, uploaded: Path | None, upload_id: str) -> Any:
         upload = self._upload(upload_id)
         if uploaded is None:
-            self.violations.append("POST /uploads/{id}/parts without a data file field")
             raise self._error(400, "data is required")
         if upload["status"] != "pending":
             raise self._error(400, f"Upload {upload_id} is {upload['status']}")
         part_id = self._id("part_")
         self.upload_parts[upload_id][part_id] = uploaded
-        body = {"id": part_id, "object": "upload.part", "created_at": self._tick(), "upload_id": upload_id}
-        return 200, self._answer("UploadPart", body)
+        return {"id": part_id, "object": "upload.part", "created_at": self._tick(), "upload_id": upload_id}
 
-    def complete_upload(self, req: Request, uploaded: Path | None, upload_id: str) -> tuple[int, Any]:
-        self._check("CompleteUploadRequest", req.json)
+    def complete_upload(self, req: Request, uploaded: Path | None, upload_id: str) -> Any:
         upload = self._upload(upload_id)
         if upload["status"] != "pending":
             raise self._error(400, f"Upload {upload_id} is already {upload['status']}.")
@@ -510,12 +819,12 @@ class FakeOpenAIService:
             raise self._error(400, "The md5 checksum does not match the uploaded bytes.")
         upload["status"] = "completed"
         upload["file"] = self._new_file(upload["filename"], target, upload["purpose"])
-        return 200, self._answer("Upload", json.loads(json.dumps(upload)))
+        return self._upload_view(req, upload)
 
-    def cancel_upload(self, req: Request, uploaded: Path | None, upload_id: str) -> tuple[int, Any]:
+    def cancel_upload(self, req: Request, uploaded: Path | None, upload_id: str) -> Any:
         upload = self._upload(upload_id)
         upload["status"] = "cancelled"
-        return 200, self._answer("Upload", dict(upload))
+        return self._upload_view(req, upload)
 
     # -- jobs ------------------------------------------------------------------------------------
     def _job(self, job_id: str) -> _Job:
@@ -531,8 +840,8 @@ class FakeOpenAIService:
     def _event(
         self, job: _Job, message: str, *, level: str = "info", kind: str = "message", data: dict[str, Any] | None = None
     ) -> None:
-        if data is None:
-            data = {} if self.flavour == "openai" else None  # Azure sends null
+        """Record an event as the service holds it (level ``info``/``warning``/``error``; ``data``
+        None for a message): each surface renders it (:meth:`_event_view`)."""
         job.events.append(
             {
                 "object": "fine_tuning.job.event",
@@ -545,20 +854,16 @@ class FakeOpenAIService:
             }
         )
 
-    def _status(self, name: str) -> str:
-        if self.flavour == "azure":
-            return {"validating_files": "created", "queued": "pending"}.get(name, name)
-        return name
+    def _check_training_type(self, body: dict[str, Any]) -> None:
+        practice = AZURE_SCHEMAS["in_practice"]
+        given = body.get("trainingType")
+        if given is None:
+            raise self._error(400, practice["missing_training_type_message"], code="invalidPayload")
+        if str(given).lower() not in {t.lower() for t in practice["training_types"]}:
+            raise self._error(400, f"Invalid trainingType {given!r}", code="invalidPayload")
 
-    def create_job(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
-        body = req.json
-        dated = self._dated(req)
-        if dated is not None:
-            self._check_dated_body(dated, body, req.surface)
-        else:
-            self._check("CreateFineTuningJobRequest", body)
-        if self.flavour == "azure":
-            self._check_training_type(body)
+    def _refusals(self, body: dict[str, Any]) -> None:
+        """The account and model refusals the tests switch on."""
         if self.refuse_fine_tuning:
             raise self._error(
                 403,
@@ -590,65 +895,63 @@ class FakeOpenAIService:
                 raise self._error(
                     400, f"{role} {file_id} is not ready: it is still being imported", param=role, code="fileNotReady"
                 )
-        metadata = body.get("metadata") or {}
-        method = body.get("method") or {"type": "supervised"}
-        kind = method["type"]
-        hyper = dict((method.get(kind) or {}).get("hyperparameters") or {})
+
+    @staticmethod
+    def _held_method(body: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """(the method, the job's hyperparameters) as the service keeps them: what was asked, the
+        rest "auto" (the service chooses).  Hyperparameters come from ``method.<type>`` or, where a
+        surface has them there, the top-level ``hyperparameters``."""
+        given = dict(body.get("method") or {"type": "supervised"})
+        kind = given["type"]
+        if kind == "reinforcement":
+            return given, {}
+        hyper = dict((given.get(kind) or {}).get("hyperparameters") or body.get("hyperparameters") or {})
+        resolved = {name: hyper.get(name, "auto") for name in ("n_epochs", "batch_size", "learning_rate_multiplier")}
+        extra = {k: v for k, v in hyper.items() if k not in resolved}
+        return {"type": kind, kind: {"hyperparameters": {**resolved, **extra}}}, resolved
+
+    def create_job(self, req: Request, uploaded: Path | None) -> Any:
+        body = req.json
+        if self.flavour == "azure":
+            self._check_training_type(body)
+        self._refusals(body)
+        keeps_metadata = not self._dated(req)
+        metadata = (body.get("metadata") or {}) if keeps_metadata else {}
+        method, hyper = self._held_method(body)
         job_id = self._id("ftjob-")
         obj: dict[str, Any] = {
-            "object": "fine_tuning.job",
             "id": job_id,
             "model": body["model"],
             "created_at": self._tick(),
             "finished_at": None,
             "fine_tuned_model": None,
-            "organization_id": "org-fake",
             "result_files": [],
-            "status": self._status("validating_files"),
+            "status": "validating_files",
             "validation_file": body.get("validation_file"),
             "training_file": body["training_file"],
-            "hyperparameters": {
-                name: hyper.get(name, "auto") for name in ("n_epochs", "batch_size", "learning_rate_multiplier")
-            },
+            "hyperparameters": hyper,
             "trained_tokens": None,
             "error": None,
-            "seed": body.get("seed", 42),
+            "seed": body.get("seed", 42),  # one is chosen when none is given
             "estimated_finish": None,
-            "integrations": body.get("integrations") or [],
+            "integrations": body.get("integrations"),
             "metadata": metadata or None,
             "method": method,
+            "suffix": body.get("suffix"),
         }
-        if self.flavour == "azure":
-            obj.update(
-                {
-                    "organization_id": None,
-                    "seed": body.get("seed"),
-                    "integrations": body.get("integrations"),
-                    "hyperparameters": {
-                        "n_epochs": hyper.get("n_epochs"),
-                        "batch_size": hyper.get("batch_size"),
-                        "learning_rate_multiplier": hyper.get("learning_rate_multiplier"),
-                    },
-                    "trainingType": body.get("trainingType", "standard"),
-                    "user_provided_suffix": body.get("suffix"),
-                }
-            )
-        if dated is not None:
-            obj = self._dated_job(dated, obj, body)
-            obj["hyperparameters"] = body.get("hyperparameters") or obj.get("hyperparameters")
-        job = _Job(obj, self._script(metadata.get("scenario", self.scenario), body))
+        job = _Job(obj, self._script(metadata.get("scenario", self.scenario)))
         self.jobs[job_id] = job
         self._event(job, f"Validating training file: {body['training_file']}")
-        return (201 if self.flavour == "azure" else 200), self._answer("FineTuningJob", json.loads(json.dumps(obj)))
+        return self._job_view(req, job)
 
-    def _script(self, scenario: str, body: dict[str, Any]) -> list[Callable[[_Job], None]]:
+    def _script(self, scenario: str) -> list[Callable[[_Job], None]]:
         steps = self.steps
         fail_at = steps // 2 if scenario == "fail" else None
         script: list[Callable[[_Job], None]] = []
 
         def status(name: str, message: str, level: str = "info") -> Callable[[_Job], None]:
             def apply(job: _Job) -> None:
-                job.obj["status"] = self._status(name)
+                job.obj["status"] = name
                 self._event(job, message, level=level)
 
             return apply
@@ -662,10 +965,9 @@ class FakeOpenAIService:
             )
         )
         script.append(status("running", "Fine-tuning job started"))
-        warn = "warning" if self.flavour == "azure" else "warn"
         script.append(
             lambda job: self._event(
-                job, "Training file contains 2 examples over the token limit; they will be truncated.", level=warn
+                job, "Training file contains 2 examples over the token limit; they will be truncated.", level="warning"
             )
         )
         for step in range(1, steps + 1):
@@ -677,18 +979,20 @@ class FakeOpenAIService:
         if fail_at is not None:
             script.append(self._fail_step())
         else:
-            script.append(self._succeed_step(body))
+            script.append(self._succeed_step())
         return script
 
     @staticmethod
     def _loss(step: int) -> float:
-        return round(2.0 * 0.8**step, 4)
+        """The training loss at ``step``, at full precision (the result file's); events and
+        checkpoints carry it rounded to 4 places, so a reader can tell which source a value came from."""
+        return 2.0 * 0.8**step
 
     def _metric_step(self, step: int, total: int) -> Callable[[_Job], None]:
         def apply(job: _Job) -> None:
             data: dict[str, Any] = {
                 "step": step,
-                "train_loss": self._loss(step),
+                "train_loss": round(self._loss(step), 4),
                 "train_mean_token_accuracy": round(0.5 + step / (4 * total), 4),
                 "total_steps": total,
             }
@@ -712,7 +1016,7 @@ class FakeOpenAIService:
                 "step_number": step,
                 "metrics": {
                     "step": float(step),
-                    "train_loss": self._loss(step),
+                    "train_loss": round(self._loss(step), 4),
                     "valid_loss": round(self._loss(step) * 1.1, 4),
                     "full_valid_loss": round(self._loss(step) * 1.05, 4),
                     "full_valid_mean_token_accuracy": 0.9,
@@ -736,22 +1040,26 @@ class FakeOpenAIService:
 
         return apply
 
-    def _succeed_step(self, body: dict[str, Any]) -> Callable[[_Job], None]:
+    def result_csv(self) -> str:
+        """The result file a job of this service produces (before Azure's base64)."""
+        rows = ["step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss"]
+        for step in range(1, self.steps + 1):
+            valid = f"{self._loss(step) * 1.1!r}" if step % 2 == 0 else ""
+            full = f"{self._loss(step) * 1.05!r}" if step == self.steps else ""
+            rows.append(
+                f"{step},{self._loss(step)!r},{round(0.5 + step / (4 * self.steps), 4)},{valid},"
+                f"{'0.8' if valid else ''},{full}"
+            )
+        return "\n".join(rows) + "\n"
+
+    def _succeed_step(self) -> Callable[[_Job], None]:
         def apply(job: _Job) -> None:
-            suffix = body.get("suffix") or ""
+            suffix = job.obj["suffix"] or ""
             if self.flavour == "azure":
                 model = f"{job.obj['model']}.ft-{job.obj['id'][-12:]}" + (f"-{suffix}" if suffix else "")
             else:
                 model = f"ft:{job.obj['model']}:org-fake:{suffix}:{job.obj['id'][-8:]}"
-            rows = ["step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy,full_valid_loss"]
-            for step in range(1, self.steps + 1):
-                valid = f"{round(self._loss(step) * 1.1, 4)}" if step % 2 == 0 else ""
-                full = f"{round(self._loss(step) * 1.05, 4)}" if step == self.steps else ""
-                rows.append(
-                    f"{step},{self._loss(step)},{round(0.5 + step / (4 * self.steps), 4)},{valid},"
-                    f"{'0.8' if valid else ''},{full}"
-                )
-            content = ("\n".join(rows) + "\n").encode()
+            content = self.result_csv().encode()
             if self.flavour == "azure":
                 content = base64.b64encode(content)
             target = self._temp("result-")
@@ -790,92 +1098,72 @@ class FakeOpenAIService:
             job.script[job.position](job)
             job.position += 1
 
-    def _job_answer(self, job: _Job) -> Any:
-        answer = json.loads(json.dumps(job.obj))
-        if self.flavour == "openai" and answer["status"] in ("paused", "pausing", "resuming"):
-            # The published status enum predates the pause/resume endpoints that return these.
-            self._check("FineTuningJob", {**answer, "status": "running"})
-            return answer
-        return self._answer("FineTuningJob", answer)
-
-    def retrieve_job(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
+    def retrieve_job(self, req: Request, uploaded: Path | None, job_id: str) -> Any:
         job = self._job(job_id)
         self._advance(job)
-        return 200, self._job_answer(job)
+        return self._job_view(req, job)
 
-    def list_jobs(self, req: Request, uploaded: Path | None) -> tuple[int, Any]:
+    def list_jobs(self, req: Request, uploaded: Path | None) -> Any:
         jobs = sorted(self.jobs.values(), key=lambda j: j.obj["created_at"], reverse=True)
-        dated = self._dated(req)
-        if dated is not None:
-            self.violations.extend(
-                f"{req.surface} GET /fine_tuning/jobs: query parameter {name!r} is not defined"
-                for name in sorted(set(req.query) - set(dated["list_query"]))
-            )
         wanted = {m.group(1): v for k, v in req.query.items() if (m := re.fullmatch(r"metadata\[(.+)\]", k))}
         if wanted and self.flavour == "openai":  # Azure ignores the filter: the client must check
             jobs = [j for j in jobs if all((j.obj["metadata"] or {}).get(k) == v for k, v in wanted.items())]
-        page, more = self._page([j.obj for j in jobs], req)
-        body = {"object": "list", "data": json.loads(json.dumps(page)), "has_more": more}
-        return 200, self._answer("ListPaginatedFineTuningJobsResponse", body)
+        page, more = self._page(jobs, req)
+        return {"object": "list", "data": [self._job_view(req, j) for j in page], "has_more": more}
 
-    def _page(self, newest_first: list[dict[str, Any]], req: Request, default: int = 20) -> tuple[list[Any], bool]:
+    def _page(self, newest_first: list[Any], req: Request, default: int = 20) -> tuple[list[Any], bool]:
         start = 0
         after = req.query.get("after")
         if after:
-            ids = [item["id"] for item in newest_first]
+            ids = [item.obj["id"] if isinstance(item, _Job) else item["id"] for item in newest_first]
             start = ids.index(after) + 1 if after in ids else len(ids)
         limit = int(req.query.get("limit", default))
         return newest_first[start : start + limit], start + limit < len(newest_first)
 
-    def list_events(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
+    def list_events(self, req: Request, uploaded: Path | None, job_id: str) -> Any:
         job = self._job(job_id)
         page, more = self._page(list(reversed(job.events)), req)
-        body = {"object": "list", "data": json.loads(json.dumps(page)), "has_more": more}
-        return 200, self._answer("ListFineTuningJobEventsResponse", body)
+        return {"object": "list", "data": [self._event_view(req, e) for e in page], "has_more": more}
 
-    def list_checkpoints(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
+    def list_checkpoints(self, req: Request, uploaded: Path | None, job_id: str) -> Any:
         job = self._job(job_id)
         page, more = self._page(list(reversed(job.checkpoints)), req, default=10)
-        body = {
-            "object": "list",
-            "data": json.loads(json.dumps(page)),
-            "has_more": more,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-        }
-        return 200, self._answer("ListFineTuningJobCheckpointsResponse", body)
+        body = {"object": "list", "data": json.loads(json.dumps(page)), "has_more": more}
+        if not self._dated(req):  # the Swagger list has no first_id/last_id
+            body.update({"first_id": page[0]["id"] if page else None, "last_id": page[-1]["id"] if page else None})
+        return body
 
-    def cancel_job(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
+    def cancel_job(self, req: Request, uploaded: Path | None, job_id: str) -> Any:
         job = self._job(job_id)
         if job.obj["status"] in ("succeeded", "failed", "cancelled"):
             raise self._error(400, f"Job {job_id} has already {job.obj['status']}.")
         job.obj.update({"status": "cancelled", "finished_at": self._tick()})
         self._event(job, "Fine-tuning job cancelled")
-        return 200, self._job_answer(job)
+        return self._job_view(req, job)
 
-    def pause_job(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
+    def pause_job(self, req: Request, uploaded: Path | None, job_id: str) -> Any:
         job = self._job(job_id)
         if job.obj["status"] != "running":
             raise self._error(400, f"Job {job_id} cannot be paused while {job.obj['status']}.")
         job.paused = True
-        if self.flavour == "azure":
+        if self._dated(req):  # the dated states: pausing, then paused
             job.obj["status"] = "pausing"
         else:
             job.obj["status"] = "paused"
             self._event(job, "Job paused")
-        return 200, self._job_answer(job)
+        return self._job_view(req, job)
 
-    def resume_job(self, req: Request, uploaded: Path | None, job_id: str) -> tuple[int, Any]:
+    def resume_job(self, req: Request, uploaded: Path | None, job_id: str) -> Any:
         job = self._job(job_id)
         if job.obj["status"] not in ("paused", "pausing"):
             raise self._error(400, f"Job {job_id} is not paused.")
         job.paused = False
-        if self.flavour == "azure":
+        if self._dated(req):
             job.obj["status"] = "resuming"
         else:
             job.obj["status"] = "running"
             self._event(job, "Job resumed")
-        return 200, self._job_answer(job)
+        return self._job_view(req, job)
 
     # -- views for tests -----------------------------------------------------------------------
     def job_events(self, job_id: str) -> list[dict[str, Any]]:
@@ -883,6 +1171,16 @@ class FakeOpenAIService:
 
     def content(self, file_id: str) -> bytes:
         return self.file_paths[file_id].read_bytes()
+
+
+def _published_status(payload: Any) -> Any:
+    """``payload`` with pause statuses read as ``running`` (OpenAI's published status enum predates
+    the pause/resume endpoints that answer with them)."""
+    if isinstance(payload, dict) and payload.get("object") == "list":
+        return {**payload, "data": [_published_status(item) for item in payload["data"]]}
+    if isinstance(payload, dict) and payload.get("status") in _PAUSE_STATUSES:
+        return {**payload, "status": "running"}
+    return payload
 
 
 class _MultipartReader:
@@ -930,6 +1228,7 @@ class _MultipartReader:
         if "filename=" in head:
             given = re.search(r'filename="([^"]*)"', head)
             self.fields["__filename__"] = given.group(1) if given else ""
+            self.fields["__field__"] = self.name
             self.file_path = self.temp("part-")
             self.sink = self.file_path.open("wb")  # closed when its part ends
         else:
@@ -983,29 +1282,40 @@ class _MultipartReader:
     }
 
 
-_Handler = Callable[..., tuple[int, Any]]
-_ROUTES: list[tuple[re.Pattern[str], str, _Handler]] = [
-    (re.compile(p), m, h)
-    for p, m, h in (
-        (r"/files", "POST", FakeOpenAIService.create_file),
-        (r"/files", "GET", FakeOpenAIService.list_files),
-        (r"/files/([^/]+)", "GET", FakeOpenAIService.retrieve_file),
-        (r"/files/([^/]+)", "DELETE", FakeOpenAIService.delete_file),
-        (r"/files/([^/]+)/content", "GET", FakeOpenAIService.file_content),
-        (r"/uploads", "POST", FakeOpenAIService.create_upload),
-        (r"/uploads/([^/]+)/parts", "POST", FakeOpenAIService.add_part),
-        (r"/uploads/([^/]+)/complete", "POST", FakeOpenAIService.complete_upload),
-        (r"/uploads/([^/]+)/cancel", "POST", FakeOpenAIService.cancel_upload),
-        (r"/fine_tuning/jobs", "POST", FakeOpenAIService.create_job),
-        (r"/fine_tuning/jobs", "GET", FakeOpenAIService.list_jobs),
-        (r"/fine_tuning/jobs/([^/]+)", "GET", FakeOpenAIService.retrieve_job),
-        (r"/fine_tuning/jobs/([^/]+)/events", "GET", FakeOpenAIService.list_events),
-        (r"/fine_tuning/jobs/([^/]+)/checkpoints", "GET", FakeOpenAIService.list_checkpoints),
-        (r"/fine_tuning/jobs/([^/]+)/cancel", "POST", FakeOpenAIService.cancel_job),
-        (r"/fine_tuning/jobs/([^/]+)/pause", "POST", FakeOpenAIService.pause_job),
-        (r"/fine_tuning/jobs/([^/]+)/resume", "POST", FakeOpenAIService.resume_job),
-    )
+@dataclass(frozen=True)
+class _Route:
+    method: str
+    template: str  # the path as OpenAI's description names it
+    serve: Callable[..., Any]
+
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        return _PATTERNS[self.template]
+
+
+_S = FakeOpenAIService
+_ROUTES: list[_Route] = [
+    _Route("POST", "/files", _S.create_file),
+    _Route("GET", "/files", _S.list_files),
+    _Route("GET", "/files/{file_id}", _S.retrieve_file),
+    _Route("DELETE", "/files/{file_id}", _S.delete_file),
+    _Route("GET", "/files/{file_id}/content", _S.file_content),
+    _Route("POST", "/uploads", _S.create_upload),
+    _Route("POST", "/uploads/{upload_id}/parts", _S.add_part),
+    _Route("POST", "/uploads/{upload_id}/complete", _S.complete_upload),
+    _Route("POST", "/uploads/{upload_id}/cancel", _S.cancel_upload),
+    _Route("POST", "/fine_tuning/jobs", _S.create_job),
+    _Route("GET", "/fine_tuning/jobs", _S.list_jobs),
+    _Route("GET", "/fine_tuning/jobs/{fine_tuning_job_id}", _S.retrieve_job),
+    _Route("GET", "/fine_tuning/jobs/{fine_tuning_job_id}/events", _S.list_events),
+    _Route("GET", "/fine_tuning/jobs/{fine_tuning_job_id}/checkpoints", _S.list_checkpoints),
+    _Route("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/cancel", _S.cancel_job),
+    _Route("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/pause", _S.pause_job),
+    _Route("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/resume", _S.resume_job),
 ]
+_PATTERNS: dict[str, re.Pattern[str]] = {
+    route.template: re.compile(re.sub(r"\{[^}]+\}", "([^/]+)", route.template)) for route in _ROUTES
+}
 
 
 def _transport_error(kind: str, request: httpx2.Request) -> Exception:

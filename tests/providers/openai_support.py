@@ -5,11 +5,16 @@ a sleep recorder.
 Tests build a provider with :meth:`Rig.provider` and pass it to ``FineTuneJob.create(provider=...)``
 or ``FineTuneJob.get(ref, provider=...)``.  Where a test must go by name (a profile, the CLI),
 :func:`register_by_name` points the registry row at a subclass that wires itself to the fake.
+
+Every fake service a test makes is held to its published description: a test module imports
+:func:`services_keep_to_their_schemas` (an autouse fixture), which fails the test if any request
+the adapter sent or any answer the fake gave broke the schema of its surface.  A test that breaks
+one on purpose says so by clearing ``violations`` after checking them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
@@ -80,13 +85,30 @@ class Rig:
         return QuickOpenAIProvider(QuickOpenAIProvider.Settings.model_validate(values), **self.collaborators())
 
 
+#: The rigs made by the running test (checked and forgotten when it ends).
+_MADE: list[Rig] = []
+
+
 def make_rig(root: Path, flavour: Flavour = "openai", **options: Any) -> Rig:
     """A fake service (``options`` go to it) and the wiring for providers that talk to it."""
     folder = root / f"fake-{flavour}"
     folder.mkdir(parents=True, exist_ok=True)
     service = FakeOpenAIService(folder, flavour, api_key=AZURE_KEY if flavour == "azure" else OPENAI_KEY, **options)
     service.entra_token = ENTRA_TOKEN
-    return Rig(service, Sleeps())
+    rig = Rig(service, Sleeps())
+    _MADE.append(rig)
+    return rig
+
+
+@pytest.fixture(autouse=True)
+def services_keep_to_their_schemas() -> Iterator[None]:
+    """Fail the test if a fake service it made saw a request, or gave an answer, that its surface's
+    published description does not allow (import this fixture into a test module to apply it)."""
+    start = len(_MADE)
+    yield
+    made, _MADE[start:] = _MADE[start:], []
+    broken = [v for rig in made for v in rig.service.violations]
+    assert broken == [], "requests or answers off the published schemas:\n" + "\n".join(broken)
 
 
 class RegisteredOpenAIProvider(QuickOpenAIProvider):

@@ -6,7 +6,10 @@ configuration from the SDK's variables, and errors."""
 from __future__ import annotations
 
 import asyncio
+import base64
+import csv
 import hashlib
+import io
 import json
 import os
 import subprocess
@@ -49,6 +52,7 @@ from tests.providers.openai_support import (
     preference_file,
     provider_name,
     register_by_name,
+    services_keep_to_their_schemas,  # noqa: F401 (autouse: every fake held to its published schemas)
 )
 
 S = JobStatus
@@ -97,6 +101,14 @@ def poll_until(job: FineTuneJob, status: JobStatus, limit: int = 50) -> None:
     raise AssertionError(f"{job.ref} never reached {status}")
 
 
+def result_rows(service: FakeOpenAIService, job_id: str) -> list[dict[str, str]]:
+    """The rows of the result file the service holds for the job (Azure's is base64)."""
+    [file_id] = service.jobs[job_id].obj["result_files"]
+    raw = service.content(file_id)
+    text = base64.b64decode(raw).decode() if service.flavour == "azure" else raw.decode()
+    return list(csv.DictReader(io.StringIO(text)))
+
+
 def created_body(service: FakeOpenAIService) -> dict[str, Any]:
     [request] = service.requests("POST", "/fine_tuning/jobs")
     body: dict[str, Any] = request.json
@@ -120,7 +132,7 @@ def test_full_lifecycle(flavour: Flavour, rig: Rig, service: FakeOpenAIService, 
 
     assert job.ref == f"{provider_name(flavour)}:{job.id}" and job.id in service.jobs
     assert job.record.status is S.VALIDATING
-    assert job.record.raw_status == ("created" if flavour == "azure" else "validating_files")
+    assert job.record.raw_status == "validating_files"  # Azure's v1 surface speaks OpenAI's statuses
     body = created_body(service)
     stored = FineTuneJob.list(refresh=False)[0]  # the row as stored (a refresh would build a new client)
     assert body["metadata"] == {"team": "nlp", IDEMPOTENCY_TAG: stored.idempotency_key}
@@ -155,14 +167,22 @@ def test_full_lifecycle(flavour: Flavour, rig: Rig, service: FakeOpenAIService, 
     assert [c.step for c in model.checkpoints] == [3, 6]
     assert all(c.model and c.model.endswith(f"ckpt-step-{c.step}") for c in model.checkpoints)
     assert all(c.metrics is not None and "full_valid_loss" in c.metrics.extra for c in model.checkpoints)
+    # The metrics are the adapter's merge of three sources: events and checkpoints (values rounded to
+    # 4 places) and the result file (full precision; base64 on Azure), which wins where it has one.
+    rows = result_rows(service, job.id)
     final = model.final_metrics
-    assert final is not None and final.step == 6
-    assert (final.train_loss, final.valid_loss, final.valid_token_accuracy) == (0.5243, 0.5767, 0.8)
-    assert final.extra["full_valid_loss"] == 0.5505  # from the result CSV (base64 on Azure)
+    assert final is not None and final.step == int(rows[-1]["step"])
+    assert (final.train_loss, final.valid_loss, final.extra["full_valid_loss"]) == tuple(
+        float(rows[-1][name]) for name in ("train_loss", "valid_loss", "full_valid_loss")
+    )
+    event_data = {e["data"]["step"]: e["data"] for e in service.job_events(job.id) if e["type"] == "metrics"}
+    assert final.train_loss != event_data[6]["train_loss"]  # the file's value, not the event's
     metrics = job.metrics()
-    assert [m.step for m in metrics] == [1, 2, 3, 4, 5, 6]
-    assert [m.step for m in metrics if m.valid_loss is not None] == [2, 3, 4, 6]  # 3: from its checkpoint
-    assert [m.train_loss for m in metrics] == sorted((m.train_loss for m in metrics), reverse=True)
+    assert [m.step for m in metrics] == [int(r["step"]) for r in rows] == [1, 2, 3, 4, 5, 6]
+    assert [m.train_loss for m in metrics] == [float(r["train_loss"]) for r in rows]
+    assert [m.step for m in metrics if m.valid_loss is not None] == [2, 3, 4, 6]
+    held = {c["step_number"]: c["metrics"] for c in service.jobs[job.id].checkpoints}
+    assert metrics[2].valid_loss == held[3]["valid_loss"]  # step 3: only its checkpoint has one
 
     assert FineTuneJob.list()[0].status == "succeeded"
     again = FineTuneJob.get(job.ref, provider=rig.provider())  # re-attach, as another process would
@@ -202,7 +222,7 @@ def test_pause_and_resume(flavour: Flavour, rig: Rig, service: FakeOpenAIService
     paused = job.pause()
 
     assert paused.status is S.PAUSED
-    assert paused.raw_status == ("pausing" if flavour == "azure" else "paused")
+    assert paused.raw_status == "paused"  # Azure's dated two-step pause: test_openai_versions_and_wind_down
     steps_before = len(job.metrics())
     for _ in range(5):
         assert job.refresh().status is S.PAUSED
@@ -284,8 +304,18 @@ def test_checkpoints_in_step_order(flavour: Flavour, rig: Rig, service: FakeOpen
     job.wait()
     checkpoints = job.checkpoints()
     assert [c.step for c in checkpoints] == [3, 6]
-    assert [c.id for c in checkpoints] == [c["id"] for c in service.jobs[job.id].checkpoints]
-    assert checkpoints[0].metrics is not None and checkpoints[0].metrics.valid_loss == 1.1264
+    held = service.jobs[job.id].checkpoints  # the service answers newest first
+    assert [c.id for c in checkpoints] == [c["id"] for c in held]
+    for checkpoint, raw in zip(checkpoints, held, strict=True):  # each mapped from its own object
+        assert checkpoint.metrics is not None and checkpoint.model == raw["fine_tuned_model_checkpoint"]
+        assert (checkpoint.metrics.step, checkpoint.metrics.train_loss, checkpoint.metrics.valid_loss) == (
+            raw["step_number"],
+            raw["metrics"]["train_loss"],
+            raw["metrics"]["valid_loss"],
+        )
+        assert checkpoint.metrics.extra == {
+            k: raw["metrics"][k] for k in ("full_valid_loss", "full_valid_mean_token_accuracy")
+        }
 
 
 # -- uploads ----------------------------------------------------------------------------------------------

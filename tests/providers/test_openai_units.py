@@ -55,7 +55,7 @@ from anytune.providers.openai import (
 )
 from anytune.providers.openai.mapping import split_body
 from tests.conftest import run_python
-from tests.providers.openai_fake import _Schemas
+from tests.providers.openai_fake import problems as schema_problems
 
 S = JobStatus
 
@@ -186,7 +186,7 @@ def test_supervised_body_maps_hyperparameters_under_the_method() -> None:
         "seed": 7,
         "metadata": {"team": "nlp", IDEMPOTENCY_TAG: "key-1"},
     }
-    assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
+    assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
 
 
 def test_defaults_leave_choices_to_the_service() -> None:
@@ -197,13 +197,13 @@ def test_defaults_leave_choices_to_the_service() -> None:
         "method": {"type": "supervised"},
         "metadata": {IDEMPOTENCY_TAG: "key-1"},
     }
-    assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
+    assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
 
 
 def test_dpo_body_carries_beta() -> None:
     body = body_of(spec(method="dpo", hyperparameters={"epochs": 2, "beta": 0.1}))
     assert body["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 2, "beta": 0.1}}}
-    assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
+    assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
 
 
 def test_reinforcement_is_passed_through_with_mapped_hyperparameters() -> None:
@@ -224,7 +224,7 @@ def test_reinforcement_is_passed_through_with_mapped_hyperparameters() -> None:
         "type": "reinforcement",
         "reinforcement": {"grader": grader, "hyperparameters": {"n_epochs": 2, "reasoning_effort": "low"}},
     }
-    assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
+    assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
 
 
 def test_wandb_integration() -> None:
@@ -233,7 +233,7 @@ def test_wandb_integration() -> None:
     assert body_of(spec(openai={"wandb": {"project": "ft"}}))["integrations"] == [
         {"type": "wandb", "wandb": {"project": "ft"}}
     ]
-    assert _Schemas.errors("CreateFineTuningJobRequest", body) == []
+    assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
 
 
 def test_azure_training_type_goes_in_the_body() -> None:
@@ -242,6 +242,32 @@ def test_azure_training_type_goes_in_the_body() -> None:
     assert "trainingType" not in body_of(spec(azure={"training_type": "globalstandard"}), flavour="openai")
     known, extra = split_body(body)
     assert extra == {"trainingType": "globalstandard"} and "trainingType" not in known
+
+
+def test_supervised_hyperparameters_go_top_level_where_the_method_holds_only_its_type() -> None:
+    s = spec(hyperparameters={"epochs": 2, "batch_size": 4})
+    dated = build_create_body(
+        s, training_file="t", validation_file=None, idempotency_key="k", flavour="azure", supervised_in_method=False
+    )
+    assert (dated["method"], dated["hyperparameters"]) == ({"type": "supervised"}, {"n_epochs": 2, "batch_size": 4})
+    dpo = build_create_body(
+        spec(method="dpo", hyperparameters={"beta": 0.3}),
+        training_file="t",
+        validation_file=None,
+        idempotency_key="k",
+        flavour="azure",
+        supervised_in_method=False,
+    )
+    assert dpo["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"beta": 0.3}}} and "hyperparameters" not in dpo
+    bare = build_create_body(
+        spec(),
+        training_file="t",
+        validation_file=None,
+        idempotency_key="k",
+        flavour="azure",
+        supervised_in_method=False,
+    )
+    assert bare["method"] == {"type": "supervised"} and "hyperparameters" not in bare
 
 
 def test_azure_openai_section_carries_the_training_type() -> None:

@@ -42,6 +42,7 @@ from tests.providers.openai_support import (
     chat_file,
     make_rig,
     preference_file,
+    services_keep_to_their_schemas,  # noqa: F401 (autouse: every fake held to its published schemas)
     settings,
 )
 
@@ -118,10 +119,11 @@ def test_dated_versions_create_at_most_once(version: str, fault: Fault, tmp_path
     assert "metadata" not in body  # not defined by the version's FineTuningJobCreation
     key = FineTuneJob.list()[0].idempotency_key
     assert key is not None and body["suffix"] == suffix_token(key)
-    kept = rig.service.jobs[job.id].obj
-    assert "metadata" not in kept and kept["suffix"] == body["suffix"]
-    assert set(kept) <= set(AZURE_SCHEMAS["versions"][version]["FineTuningJob"]["properties"]) | {"trainingType"}
-    assert rig.service.violations == []  # bodies and list queries matched the version's description
+    answered = job.record.raw  # the job as the version shows it: its FineTuningJob's fields only
+    assert answered["suffix"] == body["suffix"] and "metadata" not in answered
+    assert set(answered) <= set(AZURE_SCHEMAS["versions"][version]["definitions"]["FineTuningJob"]["properties"])
+    assert "trainingType" not in answered  # a request knob, not echoed
+    assert rig.service.violations == []  # bodies, queries and answers matched the version's description
 
 
 def test_a_retried_submit_on_a_dated_version_finds_the_job(tmp_path: Path, train: Path) -> None:
@@ -156,6 +158,34 @@ def test_2024_10_21_gets_top_level_hyperparameters_and_no_method(tmp_path: Path,
             provider=provider, base_model=MODEL, training_file=preference_file(tmp_path / "p.jsonl"), method="dpo"
         )
     assert info.value.field == "method" and "2024-10-21" in str(info.value)
+
+
+def test_2025_04_01_preview_gets_supervised_hyperparameters_top_level(tmp_path: Path, train: Path) -> None:
+    """Its supervised method holds only ``type`` (SupervisedMethodRequest); DPO's keep theirs under
+    ``method.dpo``."""
+    rig = make_rig(tmp_path, "azure")
+    provider = azure(rig, api_version="2025-04-01-preview")
+    FineTuneJob.create(provider=provider, base_model=MODEL, training_file=train, hyperparameters={"epochs": 2})
+    FineTuneJob.create(
+        provider=provider,
+        base_model=MODEL,
+        training_file=preference_file(tmp_path / "p.jsonl"),
+        method="dpo",
+        hyperparameters={"epochs": 3, "beta": 0.2},
+    )
+    supervised, dpo = (r.json for r in rig.service.requests("POST", "/fine_tuning/jobs"))
+    assert (supervised["method"], supervised["hyperparameters"]) == ({"type": "supervised"}, {"n_epochs": 2})
+    assert dpo["method"] == {"type": "dpo", "dpo": {"hyperparameters": {"n_epochs": 3, "beta": 0.2}}}
+    assert "hyperparameters" not in dpo
+    with pytest.raises(NotSupportedError) as info:  # FineTuningMethodType: supervised and dpo only
+        FineTuneJob.create(
+            provider=provider,
+            base_model=MODEL,
+            training_file=train,
+            openai={"reinforcement": {"grader": {"type": "string_check", "name": "g"}}},
+        )
+    assert info.value.field == "openai.reinforcement" and "dpo and supervised" in str(info.value)
+    assert len(rig.service.requests("POST", "/fine_tuning/jobs")) == 2
 
 
 def test_a_user_suffix_leaves_room_for_the_token_on_dated_versions(tmp_path: Path, train: Path) -> None:

@@ -20,7 +20,12 @@ from anytune import FineTuneJob
 from anytune.errors import RateLimitError
 from tests.conftest import FakeClock, chat_example, write_jsonl
 from tests.providers.openai_fake import Fault, Flavour
-from tests.providers.openai_support import MODEL, chat_file, make_rig
+from tests.providers.openai_support import (
+    MODEL,
+    chat_file,
+    make_rig,
+    services_keep_to_their_schemas,  # noqa: F401 (autouse: every fake held to its published schemas)
+)
 
 DEADLINE = 300.0
 OPENAI_JOB = r"/fine_tuning/jobs/[^/]+"
