@@ -56,3 +56,42 @@ def make_run(tmp: Path, name: str = "run", **spec: Any) -> RunDir:
 
 def metrics(run: RunDir) -> list[dict[str, Any]]:
     return [json.loads(line) for line in run.metrics_file.read_text().splitlines() if line.strip()]
+
+
+def trainable(trainer: Any) -> dict[str, Any]:
+    """A copy of the trainer's trainable (adapter) weights, by name."""
+    return {n: p.detach().clone() for n, p in trainer.lm.model.named_parameters() if p.requires_grad}
+
+
+def step_loss_and_gradient(trainer: Any, step: int) -> tuple[float, dict[str, Any]]:
+    """The mean token cross-entropy of ``step``'s examples and its gradient, the textbook way.
+
+    Each sequence goes through the model alone (no packing, no fused head): its full logits, the
+    label positions' cross-entropy summed, divided by the labels of the whole step. The model's
+    gradients are left cleared.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from anytune.local_backend import data as D
+
+    plan = trainer.plan
+    model = trainer.lm.model
+    indices = D.step_examples(len(trainer.train_data), plan.step_examples, plan.seed, step)
+    total = torch.zeros(())
+    labels = 0
+    for i in indices:
+        for seq in trainer.train_data.examples[i].seqs:
+            ids = torch.as_tensor(seq.input_ids, dtype=torch.long)
+            learn = torch.as_tensor(seq.learn)
+            assert not learn[0]  # the first token is never predicted
+            target = torch.where(learn, ids, -100)
+            logits = model(input_ids=ids[None]).logits[0].float()
+            total = total + F.cross_entropy(logits[:-1], target[1:], ignore_index=-100, reduction="sum")
+            labels += int(learn.sum())
+    model.zero_grad(set_to_none=True)
+    loss = total / labels
+    loss.backward()
+    grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    model.zero_grad(set_to_none=True)
+    return float(loss.detach()), grads
