@@ -275,15 +275,16 @@ class FakeProvider(Provider[FakeSettings]):
         return [self._record(s) for s in states[:limit]]
 
     def checkpoints(self, job_id: str) -> builtins.list[Checkpoint]:
-        # One checkpoint per scripted step that reported a validation loss.
+        # One checkpoint per step whose standing point (the last report of that step: a resumed
+        # run reports steps again) has a validation loss; in step order, each step once.
         return [
             Checkpoint(
-                step=e.metric.step,
-                id=f"{job_id}:ckpt-{e.metric.step}",
-                metrics=e.metric,
-                model=f"{job_id}:ckpt-step-{e.metric.step}",
-                created_at=e.time,
+                step=point.step,
+                id=f"{job_id}:ckpt-{point.step}",
+                metrics=point,
+                model=f"{job_id}:ckpt-step-{point.step}",
+                created_at=point.time,
             )
-            for e in self.events(job_id)
-            if e.metric is not None and e.metric.valid_loss is not None
+            for point in self.metrics(job_id)
+            if point.valid_loss is not None
         ]

@@ -141,11 +141,58 @@ def test_get_wait_events_metrics_cancel(capsys: pytest.CaptureFixture[str]) -> N
     assert [json.loads(x)["id"] for x in after] == [e["id"] for e in events[3:]]
     points = json.loads(run_cli(capsys, "jobs", "metrics", ref, "--json").out)
     assert [p["step"] for p in points] == [1, 2, 3, 4, 5]
-    assert points[-1]["train_loss"] < points[0]["train_loss"]
+    assert points == [e["metric"] for e in events if e["kind"] == "metric"]
     table = run_cli(capsys, "jobs", "metrics", ref).out
-    assert "train loss" in table and "0.6554" in table
+    assert "train loss" in table
+    # One row per point, in step order, its loss at four significant figures.
+    assert table_rows(table) == [
+        [str(p["step"]), "-", f"{p['train_loss']:.4g}", "-" if p["valid_loss"] is None else f"{p['valid_loss']:.4g}"]
+        for p in points
+    ]
     # cancelling a finished job changes nothing
     assert json.loads(run_cli(capsys, "jobs", "cancel", ref, "--json").out)["status"] == "succeeded"
+
+
+def table_rows(table: str) -> list[list[str]]:
+    """The first four cells (step, epoch, train loss, valid loss) of each data row of a metrics table."""
+    rows = [[cell.strip() for cell in line.strip().strip("│").split("│")] for line in table.splitlines()]
+    return [row[:4] for row in rows if row[0].isdigit()]
+
+
+def test_metrics_show_each_step_once_as_the_resumed_run_reported_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Step 3 diverged, the run went on from its step-2 checkpoint and reported step 3 again.
+    spec = tmp_path / "resumed.yaml"
+    spec.write_text(
+        f"provider: fake\nbase_model: tiny\ntraining_file: {TRAIN}\nfake:\n  timeline:\n"
+        "    - {at: 0, status: running}\n"
+        "    - {at: 0.01, status: running, step: 1, train_loss: 2.0}\n"
+        "    - {at: 0.02, status: running, step: 2, train_loss: 1.75, valid_loss: 1.9}\n"
+        "    - {at: 0.03, status: running, step: 3, train_loss: 9.25}\n"
+        "    - {at: 0.04, status: running, step: 3, train_loss: 1.5}\n"
+        "    - {at: 0.05, status: running, step: 4, train_loss: 1.25}\n"
+        "    - {at: 0.06, status: succeeded}\n"
+    )
+    ref = run_cli(capsys, "jobs", "create", "-f", str(spec), "--wait", "--json").out
+    ref = json.loads(ref)["ref"]
+    events = [json.loads(line) for line in run_cli(capsys, "jobs", "events", ref, "--json").out.splitlines()]
+    assert [e["metric"]["step"] for e in events if e["kind"] == "metric"] == [1, 2, 3, 3, 4]
+    points = json.loads(run_cli(capsys, "jobs", "metrics", ref, "--json").out)
+    assert [(p["step"], p["train_loss"], p["valid_loss"]) for p in points] == [
+        (1, 2.0, None),
+        (2, 1.75, 1.9),
+        (3, 1.5, None),
+        (4, 1.25, None),
+    ]
+    table = run_cli(capsys, "jobs", "metrics", ref).out
+    assert table_rows(table) == [
+        ["1", "-", "2", "-"],
+        ["2", "-", "1.75", "1.9"],
+        ["3", "-", "1.5", "-"],
+        ["4", "-", "1.25", "-"],
+    ]
+    assert "9.25" not in table
 
 
 def test_cancel_running_job(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:

@@ -122,3 +122,30 @@ def test_stream_resume_and_timeout_on_a_fake_clock(anytune_home: Path, chat_json
 
     asyncio.run(main())
     assert clock.now - clock.start >= 20
+
+
+def test_async_metrics_keep_one_point_per_step_like_the_sync_handle(
+    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
+) -> None:
+    """Step 2 reported again after a resume: the curve keeps the later report, in step order."""
+    provider = FakeProvider(FakeSettings(), home=anytune_home, clock=clock)
+    steps = [
+        FakeStep(at=0, status="running"),
+        FakeStep(at=1, status="running", step=1, train_loss=2.0),
+        FakeStep(at=2, status="running", step=2, train_loss=7.0),
+        FakeStep(at=3, status="running", step=2, train_loss=1.5, valid_loss=1.75),
+        FakeStep(at=4, status="succeeded"),
+    ]
+    spec = JobSpec(base_model="tiny", training_file=chat_jsonl, fake=FakeOptions(timeline=steps))
+    record = provider.submit(spec, idempotency_key="async-resumed")
+    store = JobStore(anytune_home / "jobs.db")
+
+    async def main() -> None:
+        job = AsyncFineTuneJob(record, provider, store=store, sleep=clock.async_sleep, clock=clock)
+        await job.wait()
+        points = await job.metrics()
+        assert [(p.step, p.train_loss, p.valid_loss) for p in points] == [(1, 2.0, None), (2, 1.5, 1.75)]
+        assert (await job.result()).final_metrics == points[-1]
+        assert points == FineTuneJob(record, provider, store=store, sleep=clock.sleep, clock=clock).metrics()
+
+    asyncio.run(main())

@@ -102,9 +102,8 @@ def test_metrics_checkpoints_and_result(chat_jsonl: Path) -> None:
 
     metrics = job.metrics()
     assert [m.step for m in metrics] == [1, 2, 3, 4, 5]
-    losses = [m.train_loss for m in metrics]
-    assert all(loss is not None for loss in losses)
-    assert losses == sorted(losses, reverse=True)  # the scripted loss goes down
+    # Each point is the one its metric event carried (the curve is the events', not made up).
+    assert metrics == [e.metric for e in job.events() if e.metric is not None]
     checkpoints = job.checkpoints()
     assert checkpoints and all(c.metrics is not None and c.metrics.valid_loss for c in checkpoints)
     assert [c.step for c in checkpoints] == sorted(c.step for c in checkpoints)
@@ -165,10 +164,59 @@ def test_scripted_timeline_is_followed_step_by_step(anytune_home: Path, chat_jso
     events = job.events()
     assert [e.kind for e in events] == ["status", "status", "metric", "metric", "log", "status"]
     assert events[-1].message == "job failed: CUDA out of memory"
-    assert [m.train_loss for m in job.metrics()] == [1.0, 0.5]
+    created = record.created_at
+    assert [(m.step, m.train_loss, m.valid_loss, (m.time - created).total_seconds()) for m in job.metrics()] == [
+        (1, 1.0, None, pytest.approx(2)),
+        (2, 0.5, 0.6, pytest.approx(3)),
+    ]
     assert [c.step for c in job.checkpoints()] == [2]
     with pytest.raises(JobFailedError, match="CUDA out of memory"):
         job.result()
+
+
+#: A run that diverged at step 3 and went on from its step-2 checkpoint: step 3 is reported twice,
+#: the second report after the first, and the last report of a step is the one that stands.
+RESUMED = [
+    FakeStep(at=0, status="running", message="training started"),
+    FakeStep(at=1, status="running", step=1, train_loss=2.0),
+    FakeStep(at=2, status="running", step=2, train_loss=1.8, valid_loss=1.9),
+    FakeStep(at=3, status="running", step=3, train_loss=9.0),
+    FakeStep(at=4, status="running", message="resumed from the checkpoint at step 2"),
+    FakeStep(at=5, status="running", step=3, train_loss=1.5),
+    FakeStep(at=6, status="running", step=4, train_loss=1.2, valid_loss=1.4),
+    FakeStep(at=7, status="succeeded", message="job succeeded"),
+]
+
+
+def test_metrics_keep_one_point_per_step_in_step_order_the_latest_report_standing(
+    anytune_home: Path, chat_jsonl: Path, clock: FakeClock
+) -> None:
+    job = scripted(anytune_home, chat_jsonl, clock, RESUMED)
+    record = job.wait()
+    assert record.status is JobStatus.SUCCEEDED
+
+    # The events are the history: both reports of step 3, in the order they came.
+    assert [(e.metric.step, e.metric.train_loss) for e in job.events() if e.metric] == [
+        (1, 2.0),
+        (2, 1.8),
+        (3, 9.0),
+        (3, 1.5),
+        (4, 1.2),
+    ]
+    # The metrics are the curve: each step once, in step order, the resumed run's step 3.
+    metrics = job.metrics()
+    assert [(m.step, m.train_loss, m.valid_loss) for m in metrics] == [
+        (1, 2.0, None),
+        (2, 1.8, 1.9),
+        (3, 1.5, None),
+        (4, 1.2, 1.4),
+    ]
+    assert metrics[2].time is not None and record.created_at is not None
+    assert (metrics[2].time - record.created_at).total_seconds() == pytest.approx(5)
+    model = job.result()
+    assert model.final_metrics == metrics[-1]
+    assert [c.step for c in model.checkpoints] == [2, 4]
+    assert [c.metrics.valid_loss for c in model.checkpoints if c.metrics] == [1.9, 1.4]
 
 
 def test_cancel_mid_run_stops_the_job_and_its_events(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:

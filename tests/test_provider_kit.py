@@ -104,6 +104,24 @@ class TestFakeProviderContract(ProviderContract):
         return "fakejob-0000000000000000"
 
 
+class TestFakeProviderResumedContract(TestFakeProviderContract):
+    """A scripted run that went back to its step-2 checkpoint and reported steps 2 and 3 again: the
+    contract's one point (and one checkpoint) per step, in step order, is anytune's work here."""
+
+    @pytest.fixture
+    def spec(self, tmp_path: Path) -> JobSpec:
+        timeline = [
+            {"at": 0.0, "status": "running"},
+            {"at": 0.02, "status": "running", "step": 1, "train_loss": 2.0},
+            {"at": 0.04, "status": "running", "step": 2, "train_loss": 1.8, "valid_loss": 1.9},
+            {"at": 0.06, "status": "running", "step": 3, "train_loss": 9.0},
+            {"at": 0.08, "status": "running", "step": 2, "train_loss": 1.7, "valid_loss": 1.85},
+            {"at": 0.1, "status": "running", "step": 3, "train_loss": 1.5, "valid_loss": 1.6},
+            {"at": 0.12, "status": "succeeded"},
+        ]
+        return JobSpec(base_model="tiny", training_file=_examples(tmp_path), fake={"timeline": timeline})
+
+
 @pytest.mark.parametrize("module", [anytune.provider_kit, anytune.testing])
 def test_kit_modules_export_a_sorted_resolving_all(module: Any) -> None:
     assert module.__all__ == sorted(module.__all__, key=isort_key)

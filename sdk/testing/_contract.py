@@ -131,6 +131,21 @@ class ProviderContract:
             model = provider.result(final)
             assert model.provider == provider.name and model.job_ref == final.ref
 
+    def test_metrics_and_checkpoints_come_one_per_step_in_step_order(
+        self, provider: Provider[Any], spec: JobSpec, finish_timeout: float
+    ) -> None:
+        """The loss curve a user plots: each step once (a step reported again after a resume counts
+        once), ascending; the result's final metrics are its last point."""
+        record = provider.submit(spec, idempotency_key="contract-metrics")
+        final = self._follow(provider, record, finish_timeout)
+        steps = [p.step for p in provider.metrics(record.id)]
+        assert steps == sorted(set(steps)), f"metrics steps {steps}: want each step once, ascending"
+        saved = [c.step for c in provider.checkpoints(record.id)]
+        assert saved == sorted(set(saved)), f"checkpoint steps {saved}: want each step once, ascending"
+        if final.status is JobStatus.SUCCEEDED and steps:
+            model = provider.result(final)
+            assert model.final_metrics is not None and model.final_metrics.step == steps[-1]
+
     # -- fixtures a subclass may override --------------------------------------------------------
     @pytest.fixture
     def missing_job_id(self) -> str:

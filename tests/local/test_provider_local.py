@@ -121,6 +121,16 @@ def log_of(job: FineTuneJob) -> str:
     return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
 
 
+def assert_adapter_trained(adapter: Path) -> None:
+    """peft starts every lora_B at zero (the adapter is then a no-op): a trained one has moved."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
+        names = [k for k in f.keys() if "lora_B" in k]  # noqa: SIM118 (safe_open is not iterable)
+        moved = {k: float(f.get_tensor(k).abs().sum()) for k in names}
+    assert moved and all(v > 0 for v in moved.values()), moved
+
+
 def finished(job: FineTuneJob, timeout: float = WAIT) -> JobRecord:
     record = job.wait(timeout=timeout)
     assert record.done, log_of(job)
@@ -166,6 +176,12 @@ def test_create_returns_at_once_and_the_worker_completes_the_job(
     for key in ("train_seconds", "peak_rss_mib", "final_train_loss", "final_valid_loss", "base_valid_loss"):
         assert key in result.extra, key
     assert result.checkpoints and Path(str(result.checkpoints[-1].path)).is_dir()
+    # It trained: the adapter moved off peft's zero init and the held-out loss fell below the base
+    # model's; the reported final losses are those of the curve's last step.
+    assert_adapter_trained(adapter)
+    assert result.extra["final_valid_loss"] < result.extra["base_valid_loss"], result.extra
+    assert result.extra["final_train_loss"] == pytest.approx(points[-1].train_loss)
+    assert result.final_metrics.valid_loss == pytest.approx(result.extra["final_valid_loss"])
 
     # The adapter loads with the helpers (plain peft underneath) and answers.
     answer = result.generate("What is 3 plus 3?", max_new_tokens=4)
