@@ -147,6 +147,32 @@ def test_openai_counts_equal_bpe_openais_public_encoding(length: int, enc: Any) 
     assert counter_for("openai", None).count(text) == expected
 
 
+_AWKWARD = [
+    "",
+    " ",
+    "hello <|endoftext|> world <|fim_prefix|>",  # special-token strings are ordinary text here
+    "ça va? 日本語のテキスト 🤖🤖 \u200b\ufeff",
+    "\n\n\t  x\r\n",
+    "a" * 5000,
+    "'s 't 're 've 'm 'll 'd  1234567 3.14159",
+]
+
+
+@pytest.mark.parametrize("rust", [True, False], ids=["rust-counter", "public-api"])
+def test_both_counting_paths_equal_the_public_encoding(rust: bool, enc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fast Rust counter (bpe-openai's private module) and the public-API fallback count alike."""
+    if not rust:
+        monkeypatch.setitem(sys.modules, "bpe_openai._bindings", None)  # as if a bpe-openai lacked it
+        monkeypatch.delattr("bpe_openai._bindings", raising=False)
+    rng = random.Random(3)
+    texts = _AWKWARD + [
+        "".join(rng.choice("ab cé日\n🤖<|>.,'") for _ in range(rng.randint(0, 300))) for _ in range(300)
+    ]
+    counter = BpeOpenAICounter("o200k_base")
+    assert (getattr(counter._count, "__name__", "") == "<lambda>") is not rust  # the path under test
+    assert [counter.count(t) for t in texts] == [len(enc.encode_ordinary(t)) for t in texts]
+
+
 # --- statistics ---------------------------------------------------------------------------------
 
 
