@@ -26,10 +26,9 @@ from anytune.errors import (
 )
 from anytune.providers.azureml.workspace import Connection
 
-#: MLflow metric key -> MetricPoint field (anything else goes to ``extra``).  Where two keys of one
-#: field are logged at the same step, the one listed first wins and the other stays in ``extra``
-#: under its own key: a step's own value beats a summary (Hugging Face's Trainer ends a run by
-#: logging the run's mean loss as ``train_loss`` at the last step, beside that step's ``loss``).
+#: MLflow metric key -> MetricPoint field (anything else goes to ``extra``).  Where a job logged
+#: several keys of one field, the one listed first fills it and the others stay in ``extra`` under
+#: their own names: a step's own value beats a summary (see :func:`fold_metrics`).
 METRIC_KEYS: Mapping[str, str] = {
     "loss": "train_loss",
     "train/loss": "train_loss",
@@ -55,12 +54,22 @@ _UNREADABLE = (ServiceUnavailableError, InvalidRequestError, RateLimitError, Per
 def fold_metrics(histories: Iterable[tuple[str, Iterable[Mapping[str, Any]]]]) -> list[MetricPoint]:
     """MLflow metric histories, ``(key, points)``, as one MetricPoint per step, by step (pure).
 
-    A step's time is the earliest timestamp logged at it.
+    Each field is filled from the first key of :data:`METRIC_KEYS` the job logged at all; the other
+    keys of that field stay in ``extra`` under their own names.  Whole keys, not steps, decide:
+    Hugging Face's Trainer logs ``loss`` every ``logging_steps`` and its closing summary, the run's
+    mean, as ``train_loss`` at the last step, usually one that logged no ``loss``.  A step's time is
+    the earliest timestamp logged at it.
     """
-    rows: dict[int, dict[str, Any]] = {}
-    holders: dict[tuple[int, str], str] = {}  # (step, field) -> the key whose value it holds
-    for key, history in histories:
+    listed = [(key, list(history)) for key, history in histories]
+    holder: dict[str, str] = {}  # field -> the key that fills it
+    for key, _ in listed:
         field = METRIC_KEYS.get(key.lower())
+        if field is not None and (field not in holder or _RANK[key.lower()] < _RANK[holder[field]]):
+            holder[field] = key.lower()
+    rows: dict[int, dict[str, Any]] = {}
+    for key, history in listed:
+        field = METRIC_KEYS.get(key.lower())
+        fills = field is not None and holder[field] == key.lower()
         for m in history:
             step = int(m.get("step") or 0)
             row = rows.setdefault(step, {"step": step, "extra": {}})
@@ -68,14 +77,10 @@ def fold_metrics(histories: Iterable[tuple[str, Iterable[Mapping[str, Any]]]]) -
             at = parse_timestamp(int(m["timestamp"]), unit="ms") if m.get("timestamp") else None
             if at is not None:
                 row["time"] = min(row.get("time") or at, at)
-            held = holders.get((step, field)) if field else None
-            if field is None or (held is not None and _RANK[held.lower()] < _RANK[key.lower()]):
+            if fills and field is not None:
+                row[field] = int(value) if field == "tokens_seen" else value
+            else:
                 row["extra"][key] = value
-                continue
-            if held is not None and held.lower() != key.lower():
-                row["extra"][held] = row[field]  # a less specific key gives the field up
-            holders[(step, field)] = key
-            row[field] = int(value) if field == "tokens_seen" else value
     return [MetricPoint(**rows[s]) for s in sorted(rows)]
 
 

@@ -29,6 +29,7 @@ import builtins
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -253,7 +254,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
         if reused:
             notes.append(f"{path} was uploaded before as {reused}: reused if it still exists")
             return reused
-        requests.extend(planned_upload_requests(path, digest, self.settings, self._url))
+        requests.extend(planned_upload_requests(path, digest, self._upload_settings(), self._url))
         return f"<file id of {path.name}>"
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
@@ -327,6 +328,13 @@ class _OpenAIAdapter(Provider[FamilyT]):
             )
 
     # -- uploads --------------------------------------------------------------------------------
+    def _upload_settings(self) -> FamilyT:
+        """The settings uploads follow: where the service has no Uploads API, no file is over the
+        threshold (the per-file limit was checked before anything was sent)."""
+        if self._config.has_uploads_api:
+            return self.settings
+        return self.settings.model_copy(update={"upload_threshold_bytes": sys.maxsize})
+
     def _upload(self, spec: JobSpec, given: Path, role: str) -> str:
         """Upload ``given`` (or its chat conversion) once per account and content; its file id."""
         path = chat_data_file(spec, given, self.home / "cache" / "openai")
@@ -334,7 +342,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
             uploader = Uploader(
                 provider=self.name,
                 client=self._client(),
-                settings=self.settings,
+                settings=self._upload_settings(),
                 scope=self._config.scope,
                 store=self.store,
                 retrying=self._retrying,

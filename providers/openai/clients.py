@@ -196,6 +196,13 @@ class ClientConfig:
         return self.flavour == "openai"
 
     @property
+    def has_uploads_api(self) -> bool:
+        """Whether large files may go through the Uploads API in parts: OpenAI and Azure's dated
+        versions define ``/uploads``; Azure's v1 description does not (uploads through ``/openai/v1/``
+        answer 404), so there every file goes whole through the Files API, up to the per-file limit."""
+        return not self.azure_v1
+
+    @property
     def file_list_query(self) -> dict[str, Any]:
         """Paging of ``GET /files`` beyond ``purpose``: OpenAI's takes ``limit`` and ``order``; Azure's
         v1 and 2024-10-21 define only ``purpose`` (and answer every file), so none is sent there."""

@@ -113,8 +113,11 @@ def _method(spec: JobSpec) -> dict[str, Any]:
         if hyper:
             reinforcement["hyperparameters"] = {**hyper, **dict(reinforcement.get("hyperparameters") or {})}
         return {"type": "reinforcement", "reinforcement": reinforcement}
-    kind = "dpo" if spec.method is Method.DPO else "supervised"
-    return {"type": kind, kind: {"hyperparameters": hyper}} if hyper else {"type": kind}
+    if spec.method is Method.DPO:
+        # Azure's DpoMethodRequest requires the ``dpo`` object even when it is empty (OpenAI's
+        # schema takes it empty too).
+        return {"type": "dpo", "dpo": {"hyperparameters": hyper} if hyper else {}}
+    return {"type": "supervised", "supervised": {"hyperparameters": hyper}} if hyper else {"type": "supervised"}
 
 
 def build_create_body(

@@ -183,6 +183,8 @@ def surface(name: str) -> Surface:
         return Surface(name, {"components": doc["components"]}, "#/components/schemas/", operations)
     if name == "v1":
         v1 = AZURE_SCHEMAS["v1"]
+        # This version of the description lists no /uploads paths: they answer 404 there.
+        operations = {key: op for key, op in operations.items() if not key.split()[1].startswith("/uploads")}
         components = copy.deepcopy(doc["components"])
         components["schemas"].update(v1["components"])
         for key, given in v1["operations"].items():

@@ -228,6 +228,20 @@ def test_a_steps_own_loss_beats_the_runs_summary_logged_at_the_same_step(order: 
     assert points[1].extra == {"train_loss": 1.5} and points[0].extra == {}
 
 
+def test_the_runs_summary_is_no_steps_loss_when_the_last_step_logged_none() -> None:
+    """logging_steps rarely divides the step count: the summary lands on a step without ``loss``,
+    and must not end the curve with the run's mean."""
+    histories = [("loss", _points((10, 2.0), (20, 1.0))), ("train_loss", _points((25, 1.4)))]
+    points = fold_metrics(histories)
+    assert [(p.step, p.train_loss) for p in points] == [(10, 2.0), (20, 1.0), (25, None)]
+    assert points[2].extra == {"train_loss": 1.4}
+
+
+def test_a_trainer_that_logs_only_train_loss_fills_the_field() -> None:
+    points = fold_metrics([("train_loss", _points((1, 2.0), (2, 1.0)))])
+    assert [(p.step, p.train_loss, p.extra) for p in points] == [(1, 2.0, {}), (2, 1.0, {})]
+
+
 def test_metrics_fold_by_step_in_step_order() -> None:
     points = fold_metrics(
         [

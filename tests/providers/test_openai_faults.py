@@ -163,6 +163,8 @@ def test_every_call_fails_once(flavour: Flavour, uploads_api: bool, tmp_path: Pa
     options: dict[str, object] = {"max_attempts": 4}
     if uploads_api:
         options.update(upload_threshold_bytes=1024, upload_part_bytes=1024, upload_concurrency=3)
+        if flavour == "azure":
+            options["api_version"] = "2025-04-01-preview"  # Azure's v1 has no Uploads API
     run_to_end(rig, train, **options)
     assert service.faults_fired >= len(CHAOS_KINDS)
     assert len(service.requests("POST", "/fine_tuning/jobs")) == 1

@@ -398,17 +398,22 @@ def test_plan_lists_uploads_and_the_exact_body_without_network(
         (str(p), p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) for p in (train, valid)
     ]
     operations = [r.operation.split("?")[0] for r in plan.requests]
-    root = f"{AZURE_ENDPOINT}/openai/v1" if flavour == "azure" else "https://api.openai.test/v1"
-    assert operations == [
-        f"POST {root}/uploads",
-        f"POST {root}/uploads/<upload id>/parts",
-        f"POST {root}/uploads/<upload id>/complete",
-        f"POST {root}/files",
-        f"POST {root}/fine_tuning/jobs",
-    ]
-    parts = plan.requests[1].body["parts"]
-    assert parts == -(-train.stat().st_size // 1024)
-    assert plan.requests[2].body["md5"] == hashlib.md5(train.read_bytes()).hexdigest()
+    if flavour == "azure":
+        # Azure's v1 has no Uploads API: the file over the threshold goes whole through /files.
+        root = f"{AZURE_ENDPOINT}/openai/v1"
+        assert operations == [f"POST {root}/files", f"POST {root}/files", f"POST {root}/fine_tuning/jobs"]
+    else:
+        root = "https://api.openai.test/v1"
+        assert operations == [
+            f"POST {root}/uploads",
+            f"POST {root}/uploads/<upload id>/parts",
+            f"POST {root}/uploads/<upload id>/complete",
+            f"POST {root}/files",
+            f"POST {root}/fine_tuning/jobs",
+        ]
+        parts = plan.requests[1].body["parts"]
+        assert parts == -(-train.stat().st_size // 1024)
+        assert plan.requests[2].body["md5"] == hashlib.md5(train.read_bytes()).hexdigest()
     planned = plan.requests[-1].body
 
     create(rig, train, options=options, **fields)

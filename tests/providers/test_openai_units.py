@@ -206,6 +206,26 @@ def test_dpo_body_carries_beta() -> None:
     assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
 
 
+def test_dpo_without_hyperparameters_still_carries_its_dpo_object() -> None:
+    # Azure's DpoMethodRequest (2025-04-01-preview) requires ``dpo`` even when it is empty.
+    s = spec(method="dpo")
+    body = body_of(s)
+    assert body["method"] == {"type": "dpo", "dpo": {}}
+    assert schema_problems("openai", "CreateFineTuningJobRequest", body) == []
+    dated = build_create_body(
+        s,
+        training_file="file-t",
+        validation_file=None,
+        idempotency_key="key-1",
+        flavour="azure",
+        keeps_metadata=False,
+        supervised_in_method=False,
+    )
+    assert dated["method"] == {"type": "dpo", "dpo": {}}
+    # trainingType: required by the service in practice although no description lists it.
+    assert schema_problems("2025-04-01-preview", "FineTuningJobCreation", dated) == ["trainingType: not defined"]
+
+
 def test_reinforcement_is_passed_through_with_mapped_hyperparameters() -> None:
     grader = {
         "type": "string_check",
