@@ -15,6 +15,7 @@ Run::
     python bench/local_vs_trl.py --device cuda --model llama8b          # Llama-3-8B shape, bf16 LoRA
     python bench/local_vs_trl.py --device cuda --model llama8b --quant 4bit   # QLoRA (NF4)
     bash bench/gpu.sh        # every GPU figure the README or an issue quotes, one JSON line each
+    bash bench/gpu_wheels.sh # first, for a GPU machine without network (see bench/gpu.sh's header)
 
 **Fixture.** A random-weight decoder (nothing is downloaded: ``tiny`` is written to disk like any
 Hugging Face folder; the GPU shapes are built directly on the device from their config), a byte-level
@@ -69,7 +70,8 @@ count is a multiple of ``--batch-size``.
   ``FastLanguageModel.get_peft_model`` with the same LoRA and Unsloth's gradient checkpointing where
   the others checkpoint, then TRL's ``SFTTrainer`` as Unsloth patches it, padding-free, on the same
   ordered examples. Where Unsloth does not import, the run is skipped and the JSON says why. Its
-  fast LoRA path wants dropout 0: ``--lora-dropout 0`` gives every run that.
+  fast LoRA path takes the same dropout as the others (Unsloth fuses LoRA dropout into it by default,
+  ``UNSLOTH_FUSED_LORA_DROPOUT``); ``--lora-dropout 0`` gives every run none.
 * Every run reports what it ran with, read back from the model after training: the attention
   implementation (``config._attn_implementation``; for anytune also the kernel its varlen attention
   dispatches to), the implementations refused before it and why, and the module forwards that come
@@ -80,16 +82,27 @@ count is a multiple of ``--batch-size``.
 are; the clock is read, after ``torch.cuda.synchronize()``, only at the two edges of that window.
 Every trainer logs every ``--warmup`` steps (reading the loss back waits for the device in each);
 TRL also reads its token-accuracy and entropy metrics back at every step, a cost of TRL itself.
-Throughput is real (non-padding) input tokens over the window's wall time.
+Throughput is real (non-padding) input tokens over the window's wall time. Compilation in the
+window is counted, not assumed away: ``recompiles_in_window`` is the frames TorchDynamo compiled
+between the window's edges (flex_attention, torch.compile), ``triton_compiles_in_window`` the
+kernels Triton built then (Liger's, Inductor's: new entries in ``TRITON_CACHE_DIR``); the warm-up
+steps are there so that both are 0. The Inductor and Triton caches live under the work directory
+(``compile-cache/``), so a figure's compilations are its own or an earlier figure's of the same call.
+The parent ends a run's whole process group on a timeout, SIGTERM or SIGINT, and a worker dies with
+its parent (``PR_SET_PDEATHSIG``), so a stopped bench leaves no GPU process behind.
 
 **MFU** (CUDA) = model FLOPs of the timed window / its seconds / the GPU's bf16 dense peak (H100
 SXM, H200, GH200: 989 TFLOP/s; H100 PCIe: 756; A100: 312; any other GPU: omitted, with the reason).
-A LoRA step computes no weight gradient for the frozen weights, so per token it costs 4N (forward
-2N, activation gradients 2N) + 6A (the adapters' forward, activation and weight gradients), plus
-attention: 12 x layers x hidden per causal (query, key) pair of each sequence (forward 4, backward
-8), summed over the window's own sequences. N: the frozen matmul parameters (LM head included, input
-embedding and biases not); A: the adapter parameters. Recomputation under gradient checkpointing is
-not counted (model FLOPs, not hardware FLOPs).
+A LoRA step computes no weight gradient for the frozen weights, so per token it costs
+4(N - Vh) (forward 2, activation gradients 2, per frozen weight) + 6A (the adapters' forward,
+activation and weight gradients); the LM head (V x h) runs only on the positions that have a label
+(anytune's fused head and TRL's chunked one on CUDA both score just those), so it adds 4Vh per
+target token; attention adds 12 x layers x hidden per causal (query, key) pair of each sequence
+(forward 4, backward 8). Tokens, targets and pairs are the window's own, counted from each run's
+batches. N: the frozen matmul parameters (LM head included, input embedding and biases not); A: the
+adapter parameters; V, h: vocabulary and hidden size. Recomputation under gradient checkpointing is
+not counted, nor is a head a trainer computes on positions without a label (model FLOPs, not
+hardware FLOPs).
 
 The last line printed is one JSON object: ``{"bench": "local_vs_trl", ...}``.
 """
@@ -97,6 +110,7 @@ The last line printed is one JSON object: ``{"bench": "local_vs_trl", ...}``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import importlib.util
 import itertools
@@ -204,8 +218,9 @@ PEAK_BF16_DENSE: tuple[tuple[tuple[str, ...], tuple[str, ...], float, str], ...]
 # Packages whose module forwards count as kernels a run used (read back from the trained model).
 KERNEL_PACKAGES = ("liger_kernel", "unsloth", "unsloth_zoo", "kernels", "flash_attn")
 MFU_FORMULA = (
-    "window FLOPs / s / bf16 dense peak; FLOPs = tokens*(4N + 6A) + 12*layers*hidden*causal_pairs; "
-    "N frozen matmul params (LM head in, input embedding out), A LoRA adapter params; no recompute"
+    "window FLOPs / s / bf16 dense peak; FLOPs = tokens*(4(N - V*h) + 6A) + targets*4V*h "
+    "+ 12*layers*hidden*causal_pairs; N frozen matmul params (LM head V*h in, input embedding out), "
+    "A LoRA adapter params, targets = labelled positions; no recompute"
 )
 
 
@@ -234,19 +249,28 @@ def linear_shapes(shape: Mapping[str, Any]) -> list[tuple[int, int]]:
 def flop_counts(shape: Mapping[str, Any], rank: int) -> dict[str, int]:
     """LoRA FLOPs of ``shape`` with adapters of ``rank`` on every linear layer.
 
-    ``per_token``: 4N + 6A; ``per_pair``: attention FLOPs per causal (query, key) pair, forward and
-    backward, all layers (see the module docstring).
+    ``per_token``: 4(N - Vh) + 6A, the decoder's frozen matmuls and the adapters; ``per_target``:
+    4Vh, the LM head, on the positions that have a label only; ``per_pair``: attention FLOPs per
+    causal (query, key) pair, forward and backward, all layers (see the module docstring).
     """
     layers, h = int(shape["num_layers"]), int(shape["hidden_size"])
     linears = linear_shapes(shape)
-    frozen = layers * sum(i * o for i, o in linears) + int(shape["vocab_size"]) * h
+    head = int(shape["vocab_size"]) * h
+    frozen = layers * sum(i * o for i, o in linears) + head
     adapter = layers * rank * sum(i + o for i, o in linears)
     return {
         "frozen_params": frozen,
         "adapter_params": adapter,
-        "per_token": 4 * frozen + 6 * adapter,
+        "head_params": head,
+        "per_token": 4 * (frozen - head) + 6 * adapter,
+        "per_target": 4 * head,
         "per_pair": 12 * layers * h,
     }
+
+
+def window_flops(counts: Mapping[str, int], tokens: int, targets: int, pairs: int) -> int:
+    """Model FLOPs of a window of ``tokens`` input tokens, ``targets`` labelled positions, ``pairs`` pairs."""
+    return tokens * counts["per_token"] + targets * counts["per_target"] + pairs * counts["per_pair"]
 
 
 def causal_pairs(lengths: Iterable[int]) -> int:
@@ -270,15 +294,30 @@ def lengths_from_mask(rows: Sequence[Sequence[int]]) -> list[int]:
     return [n for n in (int(sum(row)) for row in rows) if n > 0]
 
 
-def window_figures(per_step: Sequence[Sequence[int]], warmup: int, steps: int) -> dict[str, Any]:
-    """Tokens, causal pairs and examples per step of the timed steps, from each step's sequence lengths."""
+def window_figures(
+    per_step: Sequence[Sequence[int]], targets: Sequence[int], warmup: int, steps: int
+) -> dict[str, Any]:
+    """Tokens, targets, causal pairs and examples per step of the timed steps.
+
+    ``per_step``: each step's sequence lengths; ``targets``: each step's labelled positions.
+    """
     timed = [list(s) for s in per_step[warmup : warmup + steps]]
     return {
         "steps": len(timed),
         "tokens": sum(sum(s) for s in timed),
+        "targets": sum(targets[warmup : warmup + steps]),
         "pairs": sum(causal_pairs(s) for s in timed),
         "examples_per_step": round(sum(len(s) for s in timed) / len(timed), 2) if timed else None,
     }
+
+
+def batch_targets(batch: Mapping[str, Any]) -> int:
+    """Positions of a collated batch that have a label, as the loss sees them (labels shifted by one)."""
+    if "shift_labels" in batch:
+        return int((batch["shift_labels"] != -100).sum())
+    if "labels" in batch:
+        return int((batch["labels"][:, 1:] != -100).sum())
+    return 0
 
 
 def same_examples(a: Sequence[Sequence[int]], b: Sequence[Sequence[int]]) -> bool:
@@ -291,6 +330,26 @@ def mfu(flops: float, seconds: float, peak: float | None) -> float | None:
     if not peak or seconds <= 0:
         return None
     return round(flops / seconds / peak, 4)
+
+
+def compile_counters() -> dict[str, int | None]:
+    """Compilations so far in this process: TorchDynamo frames, and Triton kernels in ``TRITON_CACHE_DIR``."""
+    utils = sys.modules.get("torch._dynamo.utils")  # not imported: nothing was compiled
+    frames = int(utils.counters["frames"]["total"]) if utils is not None else 0
+    cache = os.environ.get("TRITON_CACHE_DIR")  # one entry per kernel built; made at the first one
+    kernels = (len(os.listdir(cache)) if os.path.isdir(cache) else 0) if cache else None
+    return {"dynamo_frames": frames, "triton_kernels": kernels}
+
+
+def compiles_between(before: Mapping[str, int | None], after: Mapping[str, int | None]) -> dict[str, int | None]:
+    """What was compiled between two :func:`compile_counters` readings (None: not measurable)."""
+    triton = None
+    if before.get("triton_kernels") is not None and after.get("triton_kernels") is not None:
+        triton = int(after["triton_kernels"] or 0) - int(before["triton_kernels"] or 0)
+    return {
+        "recompiles_in_window": int(after["dynamo_frames"] or 0) - int(before["dynamo_frames"] or 0),
+        "triton_compiles_in_window": triton,
+    }
 
 
 def default_threads() -> int:
@@ -467,6 +526,7 @@ def build_fixture(folder: Path, args: argparse.Namespace) -> dict[str, Any]:
         "packed_rows_per_step": max(1, round(args.batch_size * rows / len(ordered_lengths))),
         "threads": default_threads(),
         "lengths": lengths,
+        "targets_per_example": targets,
         "order": order,
     }
     (folder / "fixture.json").write_text(json.dumps(stats))
@@ -662,9 +722,12 @@ def run_anytune(fixture: Path, args: argparse.Namespace, stats: dict[str, Any]) 
     # Read back, from the trainer itself, which examples each step took and what the model ran with.
     asked: list[list[int]] = []
     seen: dict[str, Any] = {}
+    edges: list[dict[str, int | None]] = []
     step_examples, load_for_training = D.step_examples, T.load_for_training
 
     def recording_step_examples(n: int, batch: int, seed: int, step: int) -> list[int]:
+        if step == args.warmup and not edges:  # the trainer asks as each step starts: the window opens
+            edges.append(compile_counters())
         out = [int(i) for i in step_examples(n, batch, seed, step)]
         asked.append(out)
         return out
@@ -702,14 +765,16 @@ def run_anytune(fixture: Path, args: argparse.Namespace, stats: dict[str, Any]) 
     run.create(spec, idempotency_key="bench")
     try:
         result = T.run_training(run)
+        edges.append(compile_counters())
         points = [json.loads(line) for line in run.metrics_file.read_text().splitlines() if line.strip()]
     finally:
         shutil.rmtree(run.path.parent, ignore_errors=True)
     first = points[0]  # the warm-up window
     warm_seconds = first["tokens_seen"] / first["tokens_per_second"]
-    lengths = stats["lengths"]
+    lengths, targets = stats["lengths"], stats["targets_per_example"]
     per_step = [[lengths[i] for i in step] for step in asked]
-    figures = window_figures(per_step, args.warmup, args.steps)
+    step_targets = [sum(targets[i] for i in step) for step in asked]
+    figures = window_figures(per_step, step_targets, args.warmup, args.steps)
     tokens = result["train_tokens"] - first["tokens_seen"]
     if seen.get("layout") == "varlen":
         varlen, _ = M._torch_varlen()  # the kernel anytune's varlen attention calls on CUDA
@@ -723,6 +788,8 @@ def run_anytune(fixture: Path, args: argparse.Namespace, stats: dict[str, Any]) 
         "seconds": round(result["train_seconds"] - warm_seconds, 3),
         "steps": result["steps"] - args.warmup,
         "step_lengths": per_step[args.warmup : steps],
+        "step_targets": step_targets[args.warmup : steps],
+        **compiles_between(edges[0], edges[-1]),
         "order_as_planned": asked == stats["order"][: len(asked)],
         "final_loss": result["final_train_loss"],
         **_memory(torch, cuda),
@@ -885,16 +952,18 @@ def train_sft(
         trainer_cls = _sequential(trainer_cls)
     config = SFTConfig(**options)
     marks: dict[int, float] = {}
+    compiled: dict[int, dict[str, int | None]] = {}
     edges = (args.warmup, total)
 
     class Timer(TrainerCallback):
-        """Reads the clock at the two edges of the timed window only."""
+        """Reads the clock (and the compile counters) at the two edges of the timed window only."""
 
         def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             if state.global_step in edges:
                 if cuda:
                     torch.cuda.synchronize()
                 marks[state.global_step] = time.perf_counter()
+                compiled[state.global_step] = compile_counters()
 
     trainer = trainer_cls(
         model=model,
@@ -905,11 +974,13 @@ def train_sft(
         callbacks=[Timer()],
     )
     per_step: list[list[int]] = []
+    step_targets: list[int] = []
     collate = trainer.data_collator
 
     def counting(features: list[dict[str, Any]]) -> Any:
         batch = collate(features)
         per_step.append(batch_lengths(batch))
+        step_targets.append(batch_targets(batch))
         return batch
 
     trainer.data_collator = counting
@@ -917,10 +988,12 @@ def train_sft(
     losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
     shutil.rmtree(out_dir, ignore_errors=True)
     return {
-        **window_figures(per_step, args.warmup, args.steps),
+        **window_figures(per_step, step_targets, args.warmup, args.steps),
         "seconds": round(marks[total] - marks[args.warmup], 3),
         "rows_per_step": rows,
         "step_lengths": per_step[args.warmup : total],
+        "step_targets": step_targets[args.warmup : total],
+        **compiles_between(compiled[args.warmup], compiled[total]),
         "final_loss": losses[-1] if losses else None,
         **_memory(torch, cuda),
         "layout": layout,
@@ -1019,7 +1092,21 @@ RUNS = {
 }
 
 
+def die_with_parent(parent: int) -> None:
+    """End this process when ``parent`` does, even by SIGKILL (Linux ``PR_SET_PDEATHSIG``; elsewhere a no-op)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if parent and os.getppid() != parent:  # the parent was gone before the request took effect
+        os._exit(1)
+
+
 def worker(name: str, fixture: Path, args: argparse.Namespace) -> None:
+    die_with_parent(args.parent_pid)
     stats = json.loads((fixture / "fixture.json").read_text())
     out = RUNS[name](fixture, args, stats)
     print(RESULT_TAG + json.dumps(out), flush=True)
@@ -1028,24 +1115,90 @@ def worker(name: str, fixture: Path, args: argparse.Namespace) -> None:
 # -- the parent --------------------------------------------------------------------------------------
 
 
+# The worker running now, whose process group a signal to the parent ends (see stop_on_signals).
+_ACTIVE: list[subprocess.Popen[bytes]] = []
+
+
+def _reaped(proc: subprocess.Popen[bytes]) -> bool:
+    """Whether ``proc`` has exited, reaping it without ``Popen``'s lock (a signal handler may interrupt
+    ``proc.wait()`` while it holds that lock, and ``proc.wait()`` again would then deadlock)."""
+    if proc.returncode is not None:
+        return True
+    try:
+        pid, status = os.waitpid(proc.pid, os.WNOHANG)
+    except ChildProcessError:  # reaped already
+        return True
+    if pid == 0:
+        return False
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return True
+
+
+def end_group(proc: subprocess.Popen[bytes], grace: float = 5.0) -> None:
+    """End ``proc``'s process group: SIGTERM and ``grace`` seconds to exit (0: SIGKILL at once), then
+    SIGKILL for whatever is left in the group (what the worker started)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGTERM if grace > 0 else signal.SIGKILL)
+    deadline = time.monotonic() + grace
+    while not _reaped(proc) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    while not _reaped(proc):
+        time.sleep(0.05)
+
+
+def stop_on_signals() -> None:
+    """On SIGTERM or SIGINT, end the active worker's process group (its own session), then exit 128+signal."""
+
+    def handler(signum: int, frame: Any) -> None:
+        for proc in list(_ACTIVE):
+            end_group(proc)
+        print(f"stopped by signal {signum}", file=sys.stderr, flush=True)
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def worker_command(name: str, fixture: Path, args: argparse.Namespace) -> list[str]:
+    """The command line of run ``name``'s worker: this script, with the options the parent was given."""
+    python = args.unsloth_python if name == "unsloth" else sys.executable
+    return [
+        python,
+        str(Path(__file__).resolve()),
+        "--worker",
+        name,
+        "--fixture",
+        str(fixture),
+        "--parent-pid",
+        str(os.getpid()),
+        *args.argv,
+    ]
+
+
 def _spawn(
     name: str, fixture: Path, args: argparse.Namespace, log: Path, timeout: float | None
 ) -> tuple[dict[str, Any] | None, str]:
-    """Run ``name`` in its own process (its own session, so a timeout ends all it started)."""
-    python = args.unsloth_python if name == "unsloth" else sys.executable
-    cmd = [python, str(Path(__file__).resolve()), "--worker", name, "--fixture", str(fixture), *sys.argv[1:]]
+    """Run ``name`` in its own process (its own session, so a timeout or a signal ends all it started)."""
+    cmd = worker_command(name, fixture, args)
     env = dict(os.environ, TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
+    # Compiled kernels stay with the bench's files, not in the user's caches (and a later run reuses them).
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(log.parent / "compile-cache" / "inductor"))
+    env.setdefault("TRITON_CACHE_DIR", str(log.parent / "compile-cache" / "triton"))
     if name == "unsloth":
         env["HF_HUB_OFFLINE"] = "1"  # its model is a local folder; no update checks mid-benchmark
     started = time.perf_counter()
     with log.open("w") as f:
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        _ACTIVE.append(proc)
         try:
             code = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            end_group(proc, grace=0)
             return None, f"timed out after {timeout:.0f}s (log: {log})"
+        finally:
+            _ACTIVE.remove(proc)
     text = log.read_text(errors="replace")
     for line in text.splitlines()[::-1]:
         if line.startswith(RESULT_TAG):
@@ -1064,27 +1217,34 @@ def _derive(args: argparse.Namespace, results: dict[str, dict[str, Any]]) -> dic
     device_name = next((r["device_name"] for r in results.values() if r.get("device_name")), None)
     peak, peak_note = gpu_peak_flops(device_name) if device_name else (None, "no GPU")
     reference = results.get("anytune", {}).get("step_lengths")
+    reference_targets = results.get("anytune", {}).get("step_targets")
     for name, r in results.items():
         r["tokens_per_s"] = round(r["tokens"] / r["seconds"], 1) if r["seconds"] > 0 else None
-        flops = r["tokens"] * counts["per_token"] + r["pairs"] * counts["per_pair"]
+        flops = window_flops(counts, r["tokens"], r["targets"], r["pairs"])
         r["model_tflops_per_s"] = round(flops / r["seconds"] / 1e12, 2) if r["seconds"] > 0 else None
         r["mfu"] = mfu(flops, r["seconds"], peak) if args.device == "cuda" else None
         if name == "anytune" or name == "trl_packed" or reference is None:
-            r["same_examples"] = None if name != "anytune" else True
+            r["same_examples"] = r["same_targets"] = None if name != "anytune" else True
         else:
             r["same_examples"] = same_examples(r["step_lengths"], reference)
+            # The assistant-only mask selects the same positions: each step's label count is anytune's.
+            r["same_targets"] = r.get("step_targets") == reference_targets
     return {"device_name": device_name, "peak_flops": peak, "peak": peak_note, **counts}
 
 
 RUN_FIELDS = (
     "tokens_per_s",
     "tokens",
+    "targets",
     "seconds",
     "steps",
     "examples_per_step",
     "rows_per_step",
     "same_examples",
+    "same_targets",
     "order_as_planned",
+    "recompiles_in_window",
+    "triton_compiles_in_window",
     "tokens_match_batches",
     "peak_rss_mib",
     "peak_gpu_mib",
@@ -1192,7 +1352,10 @@ def _parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workdir", type=Path, default=None, help="keep the fixture and logs here")
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--fixture", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--parent-pid", type=int, default=0, help=argparse.SUPPRESS)
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args.argv = argv  # what the workers are given (main's own argv, not necessarily sys.argv)
     args.model = args.model or ("tiny" if args.device == "cpu" else "qwen0.5b")
     names = [r.strip() for r in (args.runs or ",".join(RUNS_BY_DEVICE[args.device])).split(",") if r.strip()]
     unknown = [n for n in names if n not in RUNS]
@@ -1230,6 +1393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         worker(args.worker, args.fixture, args)
         return 0
+    stop_on_signals()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="local-vs-trl-"))
     fixture = work / f"fixture-{args.model}"
     t0 = time.perf_counter()

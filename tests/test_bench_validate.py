@@ -103,3 +103,39 @@ def test_tiktoken_finds_the_bundled_encoding_offline(
     # tiktoken's own lookup, with its own hash check: a miss would go to the network (and fail here).
     data = load.read_file_cached(bench.TIKTOKEN_O200K_URL, bench.TIKTOKEN_O200K_SHA256)
     assert data.startswith(b"IQ== 0\n")  # rank 0: the byte "!"
+
+
+def test_all_workers_is_also_held_to_the_best_peer_the_machine_allows(bench: ModuleType) -> None:
+    peers = [_row("bpe-count", 1, 9.0), _row("pool:8", 8, 60.0), _row("pool:16", 16, 90.0)]
+    default = _row("anytune-cli", 8, 70.0)
+    ratios = bench.all_worker_ratios(default, peers, 16)
+    assert (ratios["same_workers"]["peer"], ratios["same_workers"]["ratio"]) == ("pool:8", 1.17)
+    # A pool sized to all 16 CPUs beats anytune's 8 default workers: the headline says so too.
+    assert (ratios["any_workers"]["peer"], ratios["any_workers"]["ratio"]) == ("pool:16", 0.78)
+    assert ratios["any_workers"]["workers"] == 16
+    # On a machine with fewer CPUs than anytune's workers, both are the same comparison.
+    small = bench.all_worker_ratios(default, peers[:2], 4)
+    assert small["any_workers"] == small["same_workers"]
+
+
+def test_scaling_rows_say_when_anytune_ran_fewer_workers_than_offered(
+    bench: ModuleType, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def row(k: int, ran: int, seconds: float) -> dict[str, Any]:
+        return {
+            "workers": k,
+            "anytune": {"workers": ran, "seconds": seconds},
+            "pool": {"workers": k, "seconds": seconds * 1.1},
+            "threads": None,
+        }
+
+    table = [row(1, 1, 10.0), row(2, 2, 5.5), row(4, 3, 4.0)]
+    speedups = bench._speedups(table)
+    assert [s["anytune_ran_fewer"] for s in speedups] == [False, False, True]
+    assert speedups[2]["anytune_workers"] == 3
+    ratios = [{"ratio": 1.0, "peer": "pool:1"}] * 3
+    bench._print_scaling(speedups, ratios)
+    lines = capsys.readouterr().out.splitlines()
+    row_lines = [line for line in lines if line.strip() and line.split()[0] in {"1", "2", "4"}]
+    assert [line.endswith("*3") for line in row_lines] == [False, False, True]
+    assert any(line.startswith("*N: anytune ran N workers") for line in lines)
