@@ -180,7 +180,7 @@ RESUMED = [
     FakeStep(at=0, status="running", message="training started"),
     FakeStep(at=1, status="running", step=1, train_loss=2.0),
     FakeStep(at=2, status="running", step=2, train_loss=1.8, valid_loss=1.9),
-    FakeStep(at=3, status="running", step=3, train_loss=9.0),
+    FakeStep(at=3, status="running", step=3, train_loss=9.0, valid_loss=9.5),
     FakeStep(at=4, status="running", message="resumed from the checkpoint at step 2"),
     FakeStep(at=5, status="running", step=3, train_loss=1.5),
     FakeStep(at=6, status="running", step=4, train_loss=1.2, valid_loss=1.4),
@@ -215,8 +215,10 @@ def test_metrics_keep_one_point_per_step_in_step_order_the_latest_report_standin
     assert (metrics[2].time - record.created_at).total_seconds() == pytest.approx(5)
     model = job.result()
     assert model.final_metrics == metrics[-1]
+    # Checkpoints follow the standing points: the diverged step 3 had a validation loss, the resumed
+    # step 3 has none, so it is no checkpoint; each checkpoint carries its step's standing point.
     assert [c.step for c in model.checkpoints] == [2, 4]
-    assert [c.metrics.valid_loss for c in model.checkpoints if c.metrics] == [1.9, 1.4]
+    assert [c.metrics for c in model.checkpoints] == [metrics[1], metrics[3]]
 
 
 def test_cancel_mid_run_stops_the_job_and_its_events(anytune_home: Path, chat_jsonl: Path, clock: FakeClock) -> None:

@@ -23,7 +23,9 @@ DOCUMENTS = ("pyproject.toml", "README.md", "CONTRIBUTING.md", "ARCHITECTURE.md"
 _TOP = ("tests", "sdk", "providers", "local_backend", "samples", "bench", ".ci")
 # A path starts a word (not the tail of a URL or of anytune/providers/...) and runs to whitespace,
 # a quote, a bracket or a backtick; `<name>` is a placeholder and matches any one name.
-_PATH = re.compile(r"(?<![\w./<>-])((?:" + "|".join(re.escape(t) for t in _TOP) + r")/[^\s`\"'()\[\]]*)")
+# A leading "./" is dropped, and so is a trailing ":line" or "::test_name" (pytest's node ids).
+_PATH = re.compile(r"(?<![\w./<>-])(?:\./)?((?:" + "|".join(re.escape(t) for t in _TOP) + r")/[^\s`\"'()\[\]]*)")
+_SUFFIX = re.compile(r"(?:::[\w.]+|:\d+(?::\d+)?)$")
 
 
 def _first_code_block() -> list[str]:
@@ -41,7 +43,7 @@ def named_paths(text: str, *, comments_only: bool = False) -> Iterator[tuple[int
                 continue
             line = line[line.index("#") :]
         for match in _PATH.finditer(line):
-            yield number, match[1].rstrip(".,;:")
+            yield number, _SUFFIX.sub("", match[1].rstrip(".,;:"))
 
 
 def _exists(path: str) -> bool:
@@ -67,6 +69,8 @@ def test_named_paths_finds_what_a_reader_would_follow() -> None:
     ]
     markdown = "See `providers/<name>/status.py` and [the kit](samples/provider_template/), not anytune/providers/x."
     assert [p for _, p in named_paths(markdown)] == ["providers/<name>/status.py", "samples/provider_template/"]
+    node_ids = "Run ./tests/test_cli.py::test_help or see sdk/errors.py:12, bench/gpu.sh:3:5."
+    assert [p for _, p in named_paths(node_ids)] == ["tests/test_cli.py", "sdk/errors.py", "bench/gpu.sh"]
     assert not _exists("tests/test_typing.py")
     assert _exists("providers/<name>/status.py") and not _exists("providers/<name>/nothing_here.py")
     assert _exists("tests/providers/test_openai*.py") and not _exists("tests/providers/test_nothing*.py")

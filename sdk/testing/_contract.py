@@ -138,13 +138,17 @@ class ProviderContract:
         once), ascending; the result's final metrics are its last point."""
         record = provider.submit(spec, idempotency_key="contract-metrics")
         final = self._follow(provider, record, finish_timeout)
-        steps = [p.step for p in provider.metrics(record.id)]
+        points = provider.metrics(record.id)
+        steps = [p.step for p in points]
         assert steps == sorted(set(steps)), f"metrics steps {steps}: want each step once, ascending"
         saved = [c.step for c in provider.checkpoints(record.id)]
         assert saved == sorted(set(saved)), f"checkpoint steps {saved}: want each step once, ascending"
         if final.status is JobStatus.SUCCEEDED and steps:
             model = provider.result(final)
             assert model.final_metrics is not None and model.final_metrics.step == steps[-1]
+            last = points[-1]
+            got = (model.final_metrics.train_loss, model.final_metrics.valid_loss)
+            assert got == (last.train_loss, last.valid_loss), f"final metrics {got}: want the last point's"
 
     # -- fixtures a subclass may override --------------------------------------------------------
     @pytest.fixture

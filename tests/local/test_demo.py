@@ -14,6 +14,7 @@ import pytest
 
 from anytune._cli import demo_cmd
 from tests.clitools import run_cli
+from tests.local.trainer_helpers import assert_adapter_trained
 
 ROOT = Path(__file__).parents[2]
 
@@ -97,4 +98,5 @@ def test_the_readme_demo_as_a_user_runs_it(anytune_home: Path) -> None:
     folder = Path(adapter[1])
     assert folder.is_relative_to(anytune_home), folder
     assert (folder / "adapter_config.json").is_file() and (folder / "adapter_model.safetensors").is_file()
+    assert_adapter_trained(folder)  # the saved adapter is the trained one, not peft's no-op start
     print(f"README demo: {seconds:.0f} s wall, base {base:.3f} -> fine-tuned {tuned:.3f}")

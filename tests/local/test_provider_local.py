@@ -41,6 +41,7 @@ from anytune.local_backend.worker import classify
 from anytune.providers.local import LocalProvider, resolve_device, worker_command
 from tests.clitools import jobs_in_store, run_cli
 from tests.conftest import chat_example, run_python, write_jsonl
+from tests.local.trainer_helpers import assert_adapter_trained
 
 WAIT = 120.0  # generous: a loaded CI machine; a healthy run takes seconds
 
@@ -119,16 +120,6 @@ def run_of(job: FineTuneJob) -> RunDir:
 def log_of(job: FineTuneJob) -> str:
     path = run_of(job).log_file
     return path.read_text(errors="replace")[-3000:] if path.exists() else "(no log)"
-
-
-def assert_adapter_trained(adapter: Path) -> None:
-    """peft starts every lora_B at zero (the adapter is then a no-op): a trained one has moved."""
-    from safetensors import safe_open
-
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
-        names = [k for k in f.keys() if "lora_B" in k]  # noqa: SIM118 (safe_open is not iterable)
-        moved = {k: float(f.get_tensor(k).abs().sum()) for k in names}
-    assert moved and all(v > 0 for v in moved.values()), moved
 
 
 def finished(job: FineTuneJob, timeout: float = WAIT) -> JobRecord:
@@ -278,6 +269,9 @@ def test_sigkill_then_cli_resume_ends_at_the_uninterrupted_step_count(
     assert expected.step is not None and expected.step > killed_at
     events = [e.message for e in victim.events() if e.kind == "status"]
     assert any("resuming from step-" in m for m in events), events
+    # The resumed run reports again the steps after its checkpoint: the curve still has each step once.
+    steps = [m.step for m in victim.metrics()]
+    assert steps == sorted(set(steps)) and steps[-1] == expected.step, steps
     # Nothing left to resume once it succeeded.
     again = run_cli(capsys, "jobs", "resume", victim.ref)
     assert again.code != 0 and "already succeeded" in again.err

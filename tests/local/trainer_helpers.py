@@ -95,3 +95,13 @@ def step_loss_and_gradient(trainer: Any, step: int) -> tuple[float, dict[str, An
     grads = {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     model.zero_grad(set_to_none=True)
     return float(loss.detach()), grads
+
+
+def assert_adapter_trained(adapter: Path) -> None:
+    """peft starts every lora_B at zero (the adapter is then a no-op): a trained one has moved."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
+        names = [k for k in f.keys() if "lora_B" in k]  # noqa: SIM118 (safe_open is not iterable)
+        moved = {k: float(f.get_tensor(k).abs().sum()) for k in names}
+    assert moved and all(v > 0 for v in moved.values()), moved
