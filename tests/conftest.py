@@ -7,6 +7,7 @@ so neither the developer's configuration nor a real ``anytune.toml`` can change 
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 import json
 import os
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
@@ -149,3 +151,13 @@ def run_python(code: str, *, timeout: float = 60) -> subprocess.CompletedProcess
     return subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout, env=dict(os.environ)
     )
+
+
+def load_script(path: Path, name: str) -> ModuleType:
+    """Import a script that is not in a package (the benches) as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses and typing look modules up by name
+    spec.loader.exec_module(module)
+    return module

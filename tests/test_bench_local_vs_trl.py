@@ -6,7 +6,6 @@ standard library until a run starts), so a wrong FLOP count or peak cannot hide 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import signal
@@ -20,17 +19,14 @@ from types import ModuleType
 
 import pytest
 
+from tests.conftest import load_script
+
 BENCH = Path(__file__).parents[1] / "bench" / "local_vs_trl.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_local_vs_trl", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses and typing look modules up by name
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "bench_local_vs_trl")
 
 
 @pytest.mark.parametrize(
@@ -265,12 +261,7 @@ GPU_SH = Path(__file__).parents[1] / "bench" / "gpu.sh"
 
 @pytest.fixture(scope="module")
 def report() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_gpu_report", REPORT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script(REPORT, "bench_gpu_report")
 
 
 def _figure_summary() -> dict[str, object]:

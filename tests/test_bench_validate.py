@@ -8,7 +8,6 @@ scaling table, and the offline tokenizer file handed to tiktoken.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 from types import ModuleType
@@ -16,16 +15,14 @@ from typing import Any
 
 import pytest
 
+from tests.conftest import load_script
+
 BENCH = Path(__file__).parents[1] / "bench" / "validate_bench.py"
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("validate_bench", BENCH)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(BENCH, "validate_bench")
 
 
 def _system_prompts(path: Path) -> tuple[int, list[str]]:

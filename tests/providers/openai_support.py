@@ -34,6 +34,14 @@ MODEL = "gpt-4o-mini-2024-07-18"
 OPENAI_BASE = "https://api.openai.test/v1"
 AZURE_ENDPOINT = "https://anytune-test.openai.azure.com"
 API_VERSION = "v1"  # the default surface, {endpoint}/openai/v1/
+#: A reinforcement grader as OpenAI's reference shows it (StringCheckGrader).
+STRING_CHECK_GRADER = {
+    "type": "string_check",
+    "name": "exact",
+    "input": "{{sample.output_text}}",
+    "reference": "{{item.answer}}",
+    "operation": "eq",
+}
 
 
 class Sleeps(list[float]):

@@ -29,6 +29,7 @@ from tests.providers.openai_support import (
     MODEL,
     OPENAI_BASE,
     OPENAI_KEY,
+    STRING_CHECK_GRADER,
     Rig,
     chat_file,
     make_rig,
@@ -129,13 +130,7 @@ def test_unknown_fields_are_named_by_their_path() -> None:
 
 
 def test_an_unknown_field_inside_a_one_of_is_found_in_the_branch_meant() -> None:
-    grader = {
-        "type": "string_check",
-        "name": "exact",
-        "input": "{{sample.output_text}}",
-        "reference": "{{item.answer}}",
-        "operation": "eq",
-    }
+    grader = dict(STRING_CHECK_GRADER)
     method: dict[str, Any] = {"type": "reinforcement", "reinforcement": {"grader": grader}}
     body = {"model": MODEL, "training_file": "f", "method": method}
     assert unknown_fields("openai", "CreateFineTuningJobRequest", body) == []

@@ -56,6 +56,7 @@ from anytune.providers.openai import (
 from anytune.providers.openai.mapping import split_body
 from tests.conftest import run_python
 from tests.providers.openai_fake import problems as schema_problems
+from tests.providers.openai_support import STRING_CHECK_GRADER
 
 S = JobStatus
 
@@ -227,13 +228,7 @@ def test_dpo_without_hyperparameters_still_carries_its_dpo_object() -> None:
 
 
 def test_reinforcement_is_passed_through_with_mapped_hyperparameters() -> None:
-    grader = {
-        "type": "string_check",
-        "name": "exact",
-        "input": "{{sample.output_text}}",
-        "reference": "{{item.answer}}",
-        "operation": "eq",
-    }
+    grader = dict(STRING_CHECK_GRADER)
     body = body_of(
         spec(
             hyperparameters={"epochs": 2},
