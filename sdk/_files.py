@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
-__all__ = ["FileDigest", "file_digest", "file_digests", "new_file_mode"]
+__all__ = ["FileDigest", "atomic_write", "file_digest", "file_digests", "new_file_mode"]
 
 
 @dataclass(frozen=True)
@@ -70,3 +73,32 @@ def new_file_mode(replacing: str | os.PathLike[str] | None = None) -> int:
         except OSError:
             pass
     return 0o666 & ~_umask()
+
+
+@contextlib.contextmanager
+def atomic_write(
+    dst: str | os.PathLike[str], *, prefix: str = ".anytune-", suffix: str = ".tmp"
+) -> Iterator[IO[bytes]]:
+    """A binary file that becomes ``dst`` only if the ``with`` block ends without an exception.
+
+    The data goes to a temporary file next to ``dst``, is flushed to disk, gets the permissions
+    :func:`new_file_mode` gives, and is renamed over ``dst``: a failure (an exception of the block, a
+    full disk) never leaves a partial or clobbered ``dst``, nor the temporary file. An ``OSError``
+    that names no file (a failed write) is raised again naming ``dst``.
+    """
+    dst_name = os.fspath(dst)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=os.path.dirname(os.path.abspath(dst_name)))
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file 0o600; the result is an ordinary data file, readable as usual.
+        os.chmod(tmp, new_file_mode(dst_name))
+        os.replace(tmp, dst_name)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
+            raise OSError(exc.errno, exc.strerror, dst_name) from exc
+        raise

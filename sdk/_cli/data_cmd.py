@@ -2,17 +2,149 @@
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import IO, TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
 
 from anytune._cli._common import JsonOpt, cell, err, lit, out, print_json, safe
 
+if TYPE_CHECKING:
+    from anytune._data.pipeline import Conversion
+    from anytune._data.shapes import Shape
+
 app = typer.Typer(help="Validate and convert datasets.", no_args_is_help=True)
 
-FileArg = Annotated[Path, typer.Argument(help="JSONL file.", show_default=False)]
+FileArg = Annotated[
+    Path,
+    typer.Argument(
+        help="Data file (.jsonl, .ndjson, .json, .csv, .tsv, .parquet) or folder (saved by datasets, or of "
+        "data files).",
+        show_default=False,
+    ),
+]
+FormatOpt = Annotated[
+    str,
+    typer.Option(
+        "--format",
+        help="Shape of the rows: auto (from the first row), chat, prompt_completion, preference, trl_preference, "
+        "alpaca, sharegpt.",
+    ),
+]
+ColumnsOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--columns", help="Read columns as a shape's fields: prompt=question,completion=answer.", show_default=False
+    ),
+]
+PromptTemplateOpt = Annotated[
+    str | None,
+    typer.Option("--prompt-template", help="Build the prompt from columns: 'Q: {question}'.", show_default=False),
+]
+CompletionTemplateOpt = Annotated[
+    str | None,
+    typer.Option("--completion-template", help="Build the completion from columns: '{answer}'.", show_default=False),
+]
+TemplateOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--template",
+        help="Build the whole text from columns, Olive's style: '### Question: {prompt} ### Answer: {response}'; "
+        "the text from its last {field} on is the completion (the part learned).",
+        show_default=False,
+    ),
+]
+SplitOpt = Annotated[
+    str | None,
+    typer.Option("--split", help="Split of a folder saved from a DatasetDict (default: train).", show_default=False),
+]
+
+#: Sources that are always converted first: the JSONL validator and converter read JSON Lines only.
+_CONVERTED = (".json", ".csv", ".tsv", ".parquet")
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """How to read a source: the shape options of ``data validate`` and ``data convert``."""
+
+    format: str = "auto"
+    columns: str | None = None
+    prompt_template: str | None = None
+    completion_template: str | None = None
+    template: str | None = None
+    system: str | None = None
+    split: str | None = None
+
+    @property
+    def shaping(self) -> bool:
+        """Options beyond --format and --system that only the conversion pipeline honours."""
+        options = (self.columns, self.prompt_template, self.completion_template, self.template, self.split)
+        return any(v is not None for v in options)
+
+    def kwargs(self) -> dict[str, Any]:
+        from anytune._data.shapes import parse_columns
+
+        return {
+            "format": self.format,
+            "columns": parse_columns(self.columns) if self.columns is not None else None,
+            "prompt_template": self.prompt_template,
+            "completion_template": self.completion_template,
+            "text_template": self.template,
+            "system": self.system,
+            "split": self.split,
+        }
+
+
+def _as_is(
+    path: Path, reading: _Reading, field: str, shapes: tuple[str, ...], method: str | None
+) -> tuple[bool, str | None]:
+    """Whether ``path`` goes to the JSON Lines validator (``method`` given) or prompt/completion
+    converter as it is, as before other sources and shapes were read; and, for the validator, a
+    hint when its first row is in no known shape.
+
+    As it is: a file not named as another kind, read with no shaping option (for the validator,
+    --system is one), whose first row is one of ``shapes`` as the validator reads it or cannot be
+    read (the validator or converter says why); for the validator, also a first row of no known
+    shape, with the hint.
+    """
+    from anytune._data.shapes import describe_mismatch, detect_shape, is_canonical, normalise_format
+    from anytune._data.sources import first_row
+    from anytune._data.validate import require_data_file
+
+    fmt = normalise_format(reading.format)
+    if os.path.isdir(path):
+        return False, None
+    require_data_file(path, field)
+    if reading.shaping or (method and reading.system is not None) or path.suffix.lower() in _CONVERTED:
+        return False, None
+    row = first_row(path)
+    if row is None:
+        return fmt == "auto" or fmt in shapes, None
+    shape = detect_shape(row)
+    if shape is None:
+        if fmt != "auto" or not method:
+            return False, None
+        hint = describe_mismatch(row, "preference" if method == "dpo" else "chat", source=str(path))
+        return True, f"{path}: {hint}"
+    return is_canonical(row, shape) and shape in shapes and fmt in ("auto", shape), None
+
+
+def _read_as(source: str, shape: Shape | None, unused: tuple[str, ...]) -> list[str]:
+    """Notices saying how a converted source was read."""
+    from anytune._data.shapes import SHAPES
+
+    notes = []
+    if shape is not None:
+        info = SHAPES[shape]
+        target = "OpenAI DPO" if info.method == "dpo" else "OpenAI chat"
+        notes.append(f"read {source} as {info.describe()}, converted to {target} examples")
+    if unused:
+        notes.append(f"columns not used: {', '.join(unused)}")
+    return notes
 
 
 @app.command("validate")
@@ -30,17 +162,28 @@ def validate(
     epochs: Annotated[int | None, typer.Option(help="Epochs for the billed-token estimate.")] = None,
     max_issues: Annotated[int, typer.Option(help="Issues listed at most (all are counted).")] = 1000,
     json: JsonOpt = False,
+    format: FormatOpt = "auto",
+    columns: ColumnsOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    completion_template: CompletionTemplateOpt = None,
+    template: TemplateOpt = None,
+    system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
+    split: SplitOpt = None,
 ) -> None:
-    """Check every line of FILE, print problems with line and field, and token/cost statistics.
+    """Check every row of FILE, print problems with row (or line) and field, and token/cost statistics.
 
-    Exit status 0 when the file is valid, 3 when it has errors.
+    Rows in another shape than OpenAI chat / DPO (Alpaca, ShareGPT, TRL, prompt/completion, any
+    columns through --columns or a template) are converted first, and each problem is reported
+    against the row it came from. Exit status 0 when the file is valid, 3 when it has errors.
     """
-    from anytune._data.validate import DatasetRules, require_data_file, validate_file
+    from anytune._data.pipeline import validate_source
+    from anytune._data.validate import DatasetRules, validate_file
     from anytune.errors import ConfigError
 
     if method not in ("sft", "dpo"):
         raise ConfigError(f"expected 'sft' or 'dpo', got {method!r}", field="method", source="--method")
-    require_data_file(file, "FILE")
+    reading = _Reading(format, columns, prompt_template, completion_template, template, system, split)
+    as_is, hint = _as_is(file, reading, "FILE", ("chat", "preference", "prompt_completion"), method)
     rules = DatasetRules(
         provider=provider,
         model=model,
@@ -49,10 +192,17 @@ def validate(
         min_examples=min_examples,
         epochs=epochs,
     )
-    report = validate_file(file, rules, max_issues=max_issues)
-    notices = _notices(provider, model)
+    extra: dict[str, Any] = {}
+    if as_is:
+        report = validate_file(file, rules, max_issues=max_issues)
+        notices = ([hint] if hint else []) + _notices(provider, model)
+    else:
+        result = validate_source(file, rules, max_issues=max_issues, field="FILE", **reading.kwargs())
+        report = result.report
+        notices = _read_as(report.file, result.shape, result.unused_columns) + _notices(provider, model)
+        extra = {"read_as": result.shape}
     if json:
-        print_json(report.model_dump(mode="json") | {"ok": report.ok, "notices": notices})
+        print_json(report.model_dump(mode="json") | {"ok": report.ok, "notices": notices} | extra)
     else:
         for notice in notices:
             err.print(f"[yellow]notice[/] {lit(notice)}", highlight=False)
@@ -116,45 +266,70 @@ def _summary(report: object) -> None:
 
 @app.command("convert")
 def convert(
-    src: Annotated[Path, typer.Argument(help="Prompt/completion JSONL.")],
-    dst: Annotated[Path, typer.Argument(help="Chat JSONL to write, or - for standard output.")],
+    src: Annotated[Path, typer.Argument(help="Data file or folder, in any shape (see --format).")],
+    dst: Annotated[Path, typer.Argument(help="Chat (or DPO) JSONL to write, or - for standard output.")],
     system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists.")] = False,
+    format: FormatOpt = "auto",
+    columns: ColumnsOpt = None,
+    prompt_template: PromptTemplateOpt = None,
+    completion_template: CompletionTemplateOpt = None,
+    template: TemplateOpt = None,
+    split: SplitOpt = None,
 ) -> None:
-    """Turn a prompt/completion file into chat format (messages: user, assistant).
+    """Turn any source into OpenAI chat JSONL (DPO JSONL for preference data).
 
-    With DST "-" the result goes to standard output (nothing at all when a line cannot be
-    converted); the count goes to standard error.
+    Reads JSONL, JSON, CSV/TSV, Parquet and folders; rows in OpenAI chat or DPO, prompt/completion,
+    TRL, Alpaca or ShareGPT shape, or any columns through --columns or templates. Nothing is written
+    when a row cannot be converted. With DST "-" the result goes to standard output (nothing at all
+    when a row cannot be converted); the count goes to standard error.
     """
-    from anytune._data.convert import convert_prompt_completion
-    from anytune._data.validate import require_data_file
+    from anytune._data.convert import convert_prompt_completion, convert_prompt_completion_to
+    from anytune._data.pipeline import write_canonical, write_canonical_to
     from anytune.errors import ConfigError
 
-    require_data_file(src, "SRC")
+    reading = _Reading(format, columns, prompt_template, completion_template, template, system, split)
+    legacy, _ = _as_is(src, reading, "SRC", ("prompt_completion",), None)
+    kwargs = {} if legacy else reading.kwargs()
+    notes: list[str] = []
+
+    def to_stream(stream: IO[bytes]) -> int:
+        if legacy:
+            return convert_prompt_completion_to(src, stream, system=system)
+        return _counted(write_canonical_to(src, stream, **kwargs), notes)
+
     if str(dst) == "-":
-        count = _convert_to_stdout(src, system)
+        count = _convert_to_stdout(to_stream)
         err.print(f"wrote {count:,} examples to standard output")
-        return
-    if dst.exists() and not force:
-        raise ConfigError(f"{dst} exists; pass --force to overwrite it", field="DST")
-    count = convert_prompt_completion(src, dst, system=system)
-    err.print(f"wrote {count:,} examples to {lit(dst)}")
+    else:
+        if dst.exists() and not force:
+            raise ConfigError(f"{dst} exists; pass --force to overwrite it", field="DST")
+        if legacy:
+            count = convert_prompt_completion(src, dst, system=system)
+        else:
+            count = _counted(write_canonical(src, dst, **kwargs), notes)
+        err.print(f"wrote {count:,} examples to {lit(dst)}")
+    for note in notes:
+        err.print(f"[yellow]notice[/] {lit(note)}", highlight=False)
 
 
-def _convert_to_stdout(src: Path, system: str | None) -> int:
+def _counted(conversion: Conversion, notes: list[str]) -> int:
+    notes += _read_as(conversion.source, conversion.shape, conversion.unused_columns)
+    return conversion.examples
+
+
+def _convert_to_stdout(write: Callable[[IO[bytes]], int]) -> int:
     """The converted lines on standard output: the exact bytes into a pipe or file; on a terminal,
     each line through :func:`safe` like any data shown there."""
     import sys
     import tempfile
 
-    from anytune._data.convert import convert_prompt_completion_to
-
     buffer = getattr(sys.stdout, "buffer", None)
     if buffer is not None and not sys.stdout.isatty():
         sys.stdout.flush()
-        return convert_prompt_completion_to(src, buffer, system=system)
+        return write(buffer)
     with tempfile.TemporaryFile() as spool:
-        count = convert_prompt_completion_to(src, spool, system=system)
+        count = write(spool)
         spool.seek(0)
         for line in spool:
             out.print(safe(line.decode().rstrip("\n")), markup=False)

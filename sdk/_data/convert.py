@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import tempfile
@@ -12,7 +11,7 @@ import orjson
 
 from anytune._data._scan import deep_issue
 from anytune._data.formats import prompt_completion_messages
-from anytune._files import new_file_mode
+from anytune._files import atomic_write
 from anytune.errors import DataValidationError
 
 if TYPE_CHECKING:
@@ -129,26 +128,10 @@ def convert_prompt_completion(
     """
     src_name, dst_name = os.fspath(src), os.fspath(dst)
     _check_inputs(src_name, system)
-    folder = os.path.dirname(os.path.abspath(dst_name))
-    fd, tmp = tempfile.mkstemp(prefix=".anytune-convert-", suffix=".jsonl.tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fout:
-            written, bad, issues = _convert(src_name, fout, system)
-            if not bad:
-                fout.flush()
-                os.fsync(fout.fileno())
+    with atomic_write(dst_name, prefix=".anytune-convert-", suffix=".jsonl.tmp") as fout:
+        written, bad, issues = _convert(src_name, fout, system)
         if bad:
             raise _refuse(src_name, bad, issues, f"{dst_name} not written")
-        # mkstemp makes the file 0o600; the result is an ordinary data file, readable as usual.
-        os.chmod(tmp, new_file_mode(dst_name))
-        os.replace(tmp, dst_name)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError) and exc.filename is None and exc.errno is not None:
-            # A failed write (a full disk) names no file: name the one being written.
-            raise OSError(exc.errno, exc.strerror, dst_name) from exc
-        raise
     return written
 
 

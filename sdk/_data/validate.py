@@ -15,9 +15,9 @@ import os
 import stat
 import time
 from collections.abc import Callable, Generator, Iterable, Mapping
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from anytune._data import _scan
 from anytune._data.formats import DatasetFormat
@@ -58,11 +58,16 @@ class ValidationIssue(BaseModel):
 
     Attributes:
         file: the file as given.
-        line: 1-based line number, or None for file-level problems (``too_few_examples``).
+        line: 1-based line number, or None for file-level problems (``too_few_examples``). For a
+            source read by rows (CSV, JSON, Parquet, a ``datasets`` folder), the 1-based row that
+            ``location`` names.
         field: JSON path inside the example, e.g. ``"messages[2].content"``, or None.
         code: stable snake_case code, e.g. ``"bad_json"``, ``"unknown_role"``.
         message: human-readable explanation.
         severity: ``"error"`` (the provider would reject the file) or ``"warning"``.
+        location: where the example came from when the file validated was converted from another
+            source (``"train.csv:row 12"``, ``"data.jsonl:line 7"``), else None (and left out of
+            the JSON form, which stays what it was before sources other than JSONL were read).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -73,9 +78,20 @@ class ValidationIssue(BaseModel):
     code: str
     message: str
     severity: Severity = "error"
+    location: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _without_empty_location(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
+        if data.get("location", 0) is None:
+            del data["location"]
+        return data
 
     def __str__(self) -> str:
-        where = self.file if self.line is None else f"{self.file}:{self.line}"
+        if self.location is not None:
+            where = self.location
+        else:
+            where = self.file if self.line is None else f"{self.file}:{self.line}"
         text = f"{where}: {self.field}: {self.message}" if self.field else f"{where}: {self.message}"
         return text if self.severity == "error" else f"{text} (warning)"
 
