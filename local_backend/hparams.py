@@ -167,7 +167,7 @@ def check_validation_split(spec: JobSpec) -> None:
     share = spec.hyperparameters.validation_split
     if share is None or spec.validation_file is not None:
         return
-    lines = _count_lines(spec.training_file)
+    lines = _count_lines(spec.training_path)
     if lines == 0:
         return  # a missing or empty file: the data checks say so, in their own words
     try:
@@ -241,7 +241,7 @@ def resolved_settings(spec: JobSpec, *, device: str) -> dict[str, Any]:
     local = spec.local or LocalOptions()
     seed = hp.seed if hp.seed is not None else DEFAULT_SEED
     max_length, max_length_from = _max_length(spec)
-    validation, examples = _validation(spec, _count_lines(spec.training_file), seed)
+    validation, examples = _validation(spec, _count_lines(spec.training_path), seed)
     plan = make_plan(spec, max(examples, 1), max_length)
     out: dict[str, Any] = {
         "method": plan.method,

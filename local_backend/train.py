@@ -232,14 +232,14 @@ class _Trainer:
         method: D.Method = "dpo" if self.dpo else "sft"
         if self.dist.main:
             check_trackers(spec.report_to)  # before any work: a missing package is a setup mistake
-        D.check_format(spec.training_file, method)
+        D.check_format(spec.training_path, method)
         if spec.validation_file is not None:
             D.check_format(spec.validation_file, method)
         template = D.resolve_chat_template(self.local.chat_template)
         tokenizer = load_tokenizer(spec.base_model, template)
         max_length = spec.hyperparameters.max_length or self._default_max_length()
         self.train_data = D.load_dataset(
-            spec.training_file,
+            spec.training_path,
             tokenizer,
             method=method,
             max_length=max_length,

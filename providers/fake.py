@@ -206,7 +206,7 @@ class FakeProvider(Provider[FakeSettings]):
 
     # -- the contract ---------------------------------------------------------------------------
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
-        uploads = [planned_upload(spec.training_file, "training")]
+        uploads = [planned_upload(spec.training_path, "training")]
         if spec.validation_file is not None:
             uploads.append(planned_upload(spec.validation_file, "validation"))
         options = spec.fake or FakeOptions()

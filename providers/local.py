@@ -237,7 +237,7 @@ class LocalProvider(Provider[LocalSettings]):
     @staticmethod
     def _localised(spec: JobSpec) -> JobSpec:
         """The spec with every local path made absolute: the worker runs in the run directory."""
-        update: dict[str, Any] = {"training_file": spec.training_file.expanduser().resolve()}
+        update: dict[str, Any] = {"training_file": spec.training_path.expanduser().resolve()}
         if spec.validation_file is not None:
             update["validation_file"] = spec.validation_file.expanduser().resolve()
         base = Path(spec.base_model).expanduser()
@@ -492,7 +492,7 @@ class LocalProvider(Provider[LocalSettings]):
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
         spec = self._localised(spec)
-        uploads = [planned_upload(spec.training_file, "training")]
+        uploads = [planned_upload(spec.training_path, "training")]
         if spec.validation_file is not None:
             uploads.append(planned_upload(spec.validation_file, "validation"))
         options = spec.local or LocalOptions()

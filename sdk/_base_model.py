@@ -44,8 +44,11 @@ __all__ = [
     "check_base_model",
     "check_hub_model",
     "check_model_folder",
+    "describe_unreachable",
     "hub_endpoint",
+    "hub_host",
     "hub_offline",
+    "is_repo_id",
     "looks_like_path",
     "model_folder",
 ]
@@ -74,6 +77,11 @@ class HubClient(Protocol):
 
 
 # -- telling a folder from a Hub id ---------------------------------------------------------------
+def is_repo_id(name: str) -> bool:
+    """Whether ``name`` is a valid Hub repo id (``org/name`` or ``name``), by huggingface_hub's rule."""
+    return bool(_REPO_ID.fullmatch(name)) and "--" not in name and ".." not in name and not name.endswith(".git")
+
+
 def looks_like_path(name: str) -> bool:
     """Whether ``name`` is written as a file system path (whether or not it exists), not a Hub id."""
     return (
@@ -160,6 +168,21 @@ def hub_endpoint(environ: Mapping[str, str] | None = None) -> str:
     return (env.get("HF_ENDPOINT") or DEFAULT_ENDPOINT).rstrip("/")
 
 
+def hub_host(endpoint: str) -> str:
+    """How messages name the Hub at ``endpoint``: its host (and port)."""
+    return urlsplit(endpoint).netloc or endpoint
+
+
+def describe_unreachable(host: str, exc: BaseException) -> tuple[str, bool]:
+    """Why ``host`` could not be reached (:func:`anytune._netfail.classify`'s words), and whether the
+    machine looks offline (not when something answered: refused, TLS: a wrong HF_ENDPOINT, a proxy)."""
+    from anytune._netfail import classify
+
+    failure = classify(exc, url=f"http://{host}")
+    said = failure.describe() if failure is not None else f"cannot reach {host}: {type(exc).__name__}"
+    return said, failure is None or failure.kind not in ("refused", "tls")
+
+
 def _cache_dir() -> str | None:
     """The Hub cache the worker will read, from the variables as they are now (None: huggingface_hub's)."""
     if os.environ.get("HF_HUB_CACHE"):
@@ -204,10 +227,7 @@ def _offline_error(repo_id: str, *, use_cache: bool) -> ConfigError:
 
 
 def _unreachable(repo_id: str, host: str, exc: BaseException, *, provider: str, use_cache: bool) -> AnytuneError:
-    from anytune._netfail import classify
-
-    failure = classify(exc, url=f"http://{host}")
-    said = failure.describe() if failure is not None else f"cannot reach {host}: {type(exc).__name__}"
+    said, offline = describe_unreachable(host, exc)
     hint = "check the connection (or HF_ENDPOINT)"
     if use_cache:
         hint = (
@@ -215,8 +235,6 @@ def _unreachable(repo_id: str, host: str, exc: BaseException, *, provider: str, 
             if _cached(repo_id)
             else f"{repo_id!r} is not in the local Hub cache either: download it while online, or give a local folder"
         )
-    # Refused or TLS: something answered, so the machine is online (a wrong HF_ENDPOINT, a proxy).
-    offline = failure is None or failure.kind not in ("refused", "tls")
     said += "; this machine looks offline" if offline else ""
     return ServiceUnavailableError(f"looking up base model {repo_id!r}: {said}. {hint}", provider=provider)
 
@@ -287,7 +305,7 @@ def check_hub_model(
         AuthenticationError: the Hub refused the token.
         ServiceUnavailableError: the Hub could not be reached in time (named, with the offline hint).
     """
-    if not _REPO_ID.fullmatch(repo_id) or "--" in repo_id or ".." in repo_id or repo_id.endswith(".git"):
+    if not is_repo_id(repo_id):
         raise ConfigError(
             f"{repo_id!r} is neither an existing folder nor a Hub model id; give {_FOLDER_HINT}", field=FIELD
         )
@@ -298,7 +316,7 @@ def check_hub_model(
     from anytune._boundary import boundary
 
     hub = client if client is not None else _default_client(provider)
-    host = urlsplit(hub.endpoint).netloc or hub.endpoint
+    host = hub_host(hub.endpoint)
 
     def translate(exc: Exception) -> AnytuneError | None:
         return _translate(exc, repo_id, host, provider=provider, use_cache=use_cache)

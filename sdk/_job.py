@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterat
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import SecretStr, ValidationError
 
@@ -58,6 +58,10 @@ from anytune.errors import (
     SubmitOutcomeUnknownError,
     UsageError,
 )
+
+if TYPE_CHECKING:
+    from anytune._data.jobdata import Materialised
+    from anytune._data.validate import DatasetRules
 
 OnEvent = Callable[[Event], object]
 logger = logging.getLogger("anytune.store")
@@ -126,32 +130,63 @@ def _resolve_for(provider: ProviderArg, profile: str | None, settings: Mapping[s
 
 @dataclass(frozen=True)
 class _Prepared:
+    """A create made ready: ``spec`` is the user's (what the store keeps and ``jobs show`` shows),
+    ``submitted`` what the provider receives (its data converted to canonical JSONL files)."""
+
     config: ResolvedConfig
     spec: JobSpec
     provider: Provider[Any]
     store: JobStore
     settings: dict[str, Any]
+    submitted: JobSpec
+    converted: tuple[Materialised, ...] = ()
 
 
-def _check_files(spec: JobSpec, provider: Provider[Any]) -> None:
-    """Every data check, before anything is uploaded or created."""
+def _check_files(spec: JobSpec, provider: Provider[Any], converted: Iterable[Materialised] = ()) -> None:
+    """Every data check, before anything is uploaded or created; issues in a converted file are
+    told against the source row they came from."""
     from anytune._data.validate import DatasetRules, check_dataset
 
     caps = provider.capabilities
-    for path, minimum in ((spec.training_file, caps.min_examples), (spec.validation_file, 1)):
+    sources = {m.role: m for m in converted}
+    for role, path, minimum in (
+        ("training_file", spec.training_file, caps.min_examples),
+        ("validation_file", spec.validation_file, 1),
+    ):
         if path is None:
             continue
-        check_dataset(
-            path,
-            DatasetRules(
-                provider=provider.name,
-                model=spec.base_model,
-                method="dpo" if spec.method is Method.DPO else "sft",
-                max_tokens_per_example=spec.hyperparameters.max_length,
-                min_examples=minimum,
-                epochs=spec.hyperparameters.epochs,
-            ),
+        rules = DatasetRules(
+            provider=provider.name,
+            model=spec.base_model,
+            method="dpo" if spec.method is Method.DPO else "sft",
+            max_tokens_per_example=spec.hyperparameters.max_length,
+            min_examples=minimum,
+            epochs=spec.hyperparameters.epochs,
         )
+        made = sources.get(role)
+        if made is None:
+            check_dataset(path, rules)
+        else:
+            _check_converted(made, rules)
+
+
+def _check_converted(made: Materialised, rules: DatasetRules) -> None:
+    """Validate a converted file; on errors, raise them named by the source's rows and fields."""
+    import tempfile
+
+    from anytune._data.pipeline import remap_report, write_canonical
+    from anytune._data.validate import validate_file
+    from anytune.errors import DataValidationError
+
+    report = validate_file(made.path, rules)
+    if report.ok:
+        return
+    # The line map is not cached with the file: convert once more (the same rows, the same order)
+    # to tell each issue against the row it came from.
+    with tempfile.TemporaryDirectory(prefix="anytune-remap-") as tmp:
+        conversion = write_canonical(made.source, Path(tmp) / "canonical.jsonl", **made.options)
+    report = remap_report(report, conversion, rules)
+    raise DataValidationError(report.summary(), [i for i in report.issues if i.severity == "error"])
 
 
 def _check_files_exist(spec: JobSpec) -> None:
@@ -189,19 +224,24 @@ def _prepare(
     if built.quantization not in impl.capabilities.quantization:
         # Before the provider's own rules, which would refuse the LoRA defaults it implies instead.
         check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
-    impl.validate(built)
-    check_spec(built, config.provider, impl.capabilities, _registry.capabilities())
-    _check_files_exist(built)
+    # Every source becomes canonical JSONL before the provider sees the spec (a data section, a
+    # CSV, Parquet, folder or Alpaca training_file...); the store keeps the spec as the user gave it.
+    from anytune._data.jobdata import materialise
+
+    ready, converted = materialise(built, config.home)
+    _check_files_exist(ready)
+    impl.validate(ready)
+    check_spec(ready, config.provider, impl.capabilities, _registry.capabilities())
     # Before the dataset checks (which may count tokens with the model's tokenizer): a missing
     # folder, an unknown id or an offline machine is said at once, before anything is recorded.
-    impl.check_base_model(built, dry_run=dry_run)
+    impl.check_base_model(ready, dry_run=dry_run)
     if validate_data:
-        _check_files(built, impl)
+        _check_files(ready, impl, converted)
     # Explicit settings are kept with the job (secrets left out) so another process can re-attach;
     # for an instance, what it was built with beyond the defaults.
     explicit = impl.settings.model_dump(exclude_defaults=True) if isinstance(provider, Provider) else settings
     kept = {k: v for k, v in (explicit or {}).items() if not is_secret_name(k) and not isinstance(v, SecretStr)}
-    return _Prepared(config, built, impl, the_store, kept)
+    return _Prepared(config, built, impl, the_store, kept, ready, tuple(converted))
 
 
 def _new_key() -> str:
@@ -663,7 +703,7 @@ class FineTuneJob(_Handle):
             if earlier is not None and earlier.job_id is not None:
                 record = prep.provider.get(earlier.job_id)  # created before under this key
             else:
-                record = prep.provider.submit(prep.spec, idempotency_key=key)
+                record = prep.provider.submit(prep.submitted, idempotency_key=key)
         except BaseException as exc:
             instead = _failed_submit(prep.store, key, earlier, exc)
             if instead is not None:
@@ -735,7 +775,14 @@ class FineTuneJob(_Handle):
             store=None,
             dry_run=True,
         )
-        return prep.provider.plan(prep.spec, idempotency_key="<assigned at submit>")
+        plan = prep.provider.plan(prep.submitted, idempotency_key="<assigned at submit>")
+        if not prep.converted:
+            return plan
+        notes = [f"converted {m.describe()}" for m in prep.converted]
+        if prep.spec.data is not None:
+            section = prep.spec.data.model_dump(mode="json", exclude_none=True)
+            notes.insert(0, "data: " + ", ".join(f"{k}={v!r}" for k, v in section.items()))
+        return plan.model_copy(update={"notes": [*notes, *plan.notes]})
 
     @classmethod
     def get(
@@ -1003,7 +1050,7 @@ class AsyncFineTuneJob(_Handle):
             if earlier is not None and earlier.job_id is not None:
                 record = await prep.provider.aget(earlier.job_id)  # created before under this key
             else:
-                record = await prep.provider.asubmit(prep.spec, idempotency_key=key)
+                record = await prep.provider.asubmit(prep.submitted, idempotency_key=key)
         except BaseException as exc:
             instead = await _to_thread(_failed_submit, prep.store, key, earlier, exc)
             if instead is not None:

@@ -15,6 +15,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from anytune.errors import ConfigError
+
 
 class Method(str, enum.Enum):
     """Training method. ``sft`` takes chat (or prompt/completion) data, ``dpo`` preference pairs."""
@@ -215,6 +217,68 @@ class FakeOptions(_Section):
         return value
 
 
+class DataSpec(_Section):
+    """Where the training data comes from when it is not a canonical JSONL file (section ``data``).
+
+    ``source`` is a local data file or folder (JSONL, JSON, CSV/TSV, Parquet, a ``datasets``
+    folder) or a Hugging Face Hub dataset id (``org/name``); it is converted to canonical JSONL
+    before anything is recorded or uploaded (see ``anytune data convert``, which takes the same
+    options). A relative ``source`` in a spec file is a path when it exists next to the file or is
+    written as one (``./data.csv``); anything else is a Hub id.
+
+    A share of the training rows held out for validation is ``hyperparameters.validation_split``
+    (seeded by ``hyperparameters.seed``): one setting for every data source, not a second one here.
+    """
+
+    source: str = Field(min_length=1, description="a data file or folder, or a Hub dataset id (org/name)")
+    config: str | None = Field(None, min_length=1, description="the Hub dataset's configuration (subset)")
+    revision: str | None = Field(None, min_length=1, description="the Hub dataset's revision (branch, tag, commit)")
+    split: str | None = Field(
+        None, min_length=1, description="the split trained on: train, train[:4096], train[:10%] (default train)"
+    )
+    eval_split: str | None = Field(None, min_length=1, description="a split of the source used as validation_file")
+    format: str = Field("auto", min_length=1, description="auto, or a shape: chat, alpaca, sharegpt...")
+    columns: dict[str, str] | None = Field(None, description="the shape's field <- the source's column")
+    prompt_template: str | None = None
+    completion_template: str | None = None
+    text_template: str | None = Field(None, description="one template, split at its last field: prompt | completion")
+    system: str | None = Field(None, description="a system message put first in every example without one")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_validation_split(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key in ("validation_split", "seed"):
+                if key in data:
+                    raise ValueError(
+                        f"data.{key}: a held-out share of the training rows is hyperparameters.validation_split "
+                        "(seeded by hyperparameters.seed), for every data source; set it there"
+                    )
+        return data
+
+    @field_validator("columns", mode="before")
+    @classmethod
+    def _columns(cls, value: Any) -> Any:
+        if isinstance(value, str):  # "prompt=q,completion=a", as a flag or --set gives it
+            from anytune._data.shapes import parse_columns
+
+            try:
+                return parse_columns(value)
+            except ConfigError as exc:
+                raise ValueError(exc.message) from None
+        return value
+
+    @field_validator("format")
+    @classmethod
+    def _format(cls, value: str) -> str:
+        from anytune._data.shapes import normalise_format
+
+        try:
+            return normalise_format(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+
 _SUFFIX = re.compile(r"^[A-Za-z0-9_\-.]{1,64}$")
 
 #: Experiment trackers the local trainer (locally or on Hugging Face Jobs) can log to.
@@ -242,8 +306,9 @@ class JobSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     base_model: str = Field(min_length=1)
-    training_file: Path
+    training_file: Path | None = None
     validation_file: Path | None = None
+    data: DataSpec | None = None
     method: Method = Method.SFT
     hyperparameters: Hyperparameters = Field(default_factory=Hyperparameters)
     lora: LoraConfig | None = None
@@ -291,6 +356,18 @@ class JobSpec(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
+    def _data_has_a_source(cls, data: Any) -> Any:
+        section = data.get("data") if isinstance(data, dict) else None
+        if isinstance(section, dict) and section.get("source") is None:
+            given = ", ".join(f"data.{k}" for k in section) or "an empty data section"
+            raise ValueError(
+                f"{given} without data.source: the data section's options apply to its source (--dataset); "
+                "a training_file in another shape is converted as it is (format auto)"
+            )
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
     def _qlora_defaults(cls, data: Any) -> Any:
         # Quantization trains an adapter on a quantized base (QLoRA): without a lora section, the
         # LoRA defaults. Set here, before validation, so the stored and dry-run spec show it.
@@ -319,7 +396,38 @@ class JobSpec(BaseModel):
             raise ValueError(
                 "give validation_file or hyperparameters.validation_split (a share of training_file), not both"
             )
+        eval_split = self.data.eval_split if self.data is not None else None
+        if eval_split is not None:
+            if self.validation_file is not None:
+                raise ValueError("give validation_file or data.eval_split, not both")
+            if self.hyperparameters.validation_split is not None:
+                raise ValueError("give data.eval_split or hyperparameters.validation_split, not both")
         return self
+
+    @model_validator(mode="after")
+    def _one_training_source(self) -> JobSpec:
+        if self.training_file is None and self.data is None:
+            raise ValueError("give training_file or a data section with its source (data.source, --dataset)")
+        if self.training_file is not None and self.data is not None:
+            raise ValueError(
+                "give training_file or data.source (--dataset), not both: a data section replaces training_file"
+            )
+        return self
+
+    @property
+    def training_path(self) -> Path:
+        """``training_file``, which every spec a provider receives has: :meth:`FineTuneJob.create`
+        converts a ``data`` section into it before calling the provider.
+
+        Raises:
+            ConfigError: the spec has a ``data`` section that was not converted.
+        """
+        if self.training_file is None:
+            raise ConfigError(
+                "this spec's data section is not converted yet: submit it through FineTuneJob.create",
+                field="training_file",
+            )
+        return self.training_file
 
     @model_validator(mode="after")
     def _one_azure_section(self) -> JobSpec:
@@ -335,10 +443,13 @@ class JobSpec(BaseModel):
 
     def to_json_dict(self) -> dict[str, Any]:
         """A JSON-ready dict holding only what the user set (what the job store keeps)."""
-        return self.model_dump(mode="json", exclude_none=True, exclude_defaults=True) | {
-            "base_model": self.base_model,
-            "training_file": str(self.training_file),
-        }
+        dumped = self.model_dump(mode="json", exclude_none=True, exclude_defaults=True)
+        dumped["base_model"] = self.base_model
+        if self.training_file is not None:
+            dumped["training_file"] = str(self.training_file)
+        if self.data is not None:
+            dumped["data"] = self.data.model_dump(mode="json", exclude_none=True)
+        return dumped
 
 
 SECTIONS: tuple[str, ...] = ("openai", "azure_openai", "azureml", "azure", "hf", "local", "fake")

@@ -101,6 +101,12 @@ def _under(folder: Path, value: Any) -> Path | None:
     return folder / value
 
 
+def _data_extension(name: str) -> bool:
+    from anytune._data.sources import KINDS
+
+    return os.path.splitext(name)[1].lower() in KINDS
+
+
 def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``data`` with every relative path taken relative to ``folder`` (the spec file's), whichever
     folder anytune runs from.
@@ -108,7 +114,9 @@ def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     Data files and ``local.output_dir`` are paths whatever they hold. ``base_model`` is a path
     when it exists under ``folder`` or is written as one (``./models/tiny``); otherwise it stays
     as given (``Qwen/Qwen2.5-0.5B`` is a Hub id). ``local.chat_template`` is a path when a file of
-    that name is there (else it is the template itself).
+    that name is there (else it is the template itself). ``data.source`` is a path when it exists
+    under ``folder`` or is written as one (``./train.csv``, or ends in a data file's extension);
+    otherwise it stays as given: ``org/name`` is a Hub dataset id.
     """
     for key in ("training_file", "validation_file"):
         if (joined := _under(folder, data.get(key))) is not None:
@@ -116,6 +124,13 @@ def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     base = data.get("base_model")
     if (joined := _under(folder, base)) is not None and (os.path.exists(joined) or looks_like_path(str(base))):
         data["base_model"] = str(joined)
+    section = data.get("data")
+    if isinstance(section, dict):
+        source = section.get("source")
+        if (joined := _under(folder, source)) is not None and (
+            os.path.exists(joined) or looks_like_path(str(source)) or _data_extension(str(source))
+        ):
+            section["source"] = str(joined)
     local = data.get("local")
     if isinstance(local, dict):
         if (joined := _under(folder, local.get("output_dir"))) is not None:

@@ -214,7 +214,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
             ensure_marketplace(self.connection, sub, sleep=self.sleep, clock=self.clock)
         compute = self._check_compute(sub, ws) if sub.compute else None
         uploads = self._uploads()
-        training = uploads.upload(Path(spec.training_file), sub.task)
+        training = uploads.upload(spec.training_path, sub.task)
         validation = uploads.upload(Path(spec.validation_file), sub.task) if spec.validation_file else None
         record = to_record(self.name, self._create(sub, model_uri, training, validation, compute))
         self.journal.record_status(record)

@@ -425,7 +425,7 @@ class _OpenAIAdapter(Provider[FamilyT]):
         existing = self._find_job(idempotency_key)  # a retried submit, from any process
         if existing is not None:
             return existing
-        files = {"training_file": Path(spec.training_file)}
+        files = {"training_file": spec.training_path}
         if spec.validation_file is not None:
             files["validation_file"] = Path(spec.validation_file)
         for role, given in files.items():  # every file within the limit before any upload

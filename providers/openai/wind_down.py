@@ -104,7 +104,7 @@ def equivalent_commands(spec: JobSpec) -> tuple[str, str]:
     available locally.
     """
     hp = spec.hyperparameters
-    data = ["--training-file", str(Path(spec.training_file))]
+    data = ["--training-file", str(spec.training_path)]
     if spec.validation_file is not None:
         data += ["--validation-file", str(Path(spec.validation_file))]
     common = data + _flag("--method", spec.method.value) + _flag("--epochs", hp.epochs) + _flag("--seed", hp.seed)

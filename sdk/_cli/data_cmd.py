@@ -58,9 +58,29 @@ TemplateOpt = Annotated[
         show_default=False,
     ),
 ]
+SourceArg = Annotated[
+    str,
+    typer.Argument(
+        help="Data file (.jsonl, .ndjson, .json, .csv, .tsv, .parquet), folder (saved by datasets, or of data "
+        "files), or Hugging Face Hub dataset id (org/name; a name that exists on disk is a path).",
+        show_default=False,
+    ),
+]
 SplitOpt = Annotated[
     str | None,
-    typer.Option("--split", help="Split of a folder saved from a DatasetDict (default: train).", show_default=False),
+    typer.Option(
+        "--split",
+        help="Split of a Hub dataset, with an optional slice (train[:4096], train[4096:4224], train[:10%], "
+        "train[-100:]), or of a folder saved from a DatasetDict (default: train).",
+        show_default=False,
+    ),
+]
+ConfigOpt = Annotated[
+    str | None, typer.Option("--config", help="Config of a Hub dataset (default: its default).", show_default=False)
+]
+RevisionOpt = Annotated[
+    str | None,
+    typer.Option("--revision", help="Branch, tag or commit of a Hub dataset (default: main).", show_default=False),
 ]
 
 #: Sources that are always converted first: the JSONL validator and converter read JSON Lines only.
@@ -78,12 +98,14 @@ class _Reading:
     template: str | None = None
     system: str | None = None
     split: str | None = None
+    config: str | None = None
+    revision: str | None = None
 
     @property
     def shaping(self) -> bool:
         """Options beyond --format and --system that only the conversion pipeline honours."""
         options = (self.columns, self.prompt_template, self.completion_template, self.template, self.split)
-        return any(v is not None for v in options)
+        return any(v is not None for v in (*options, self.config, self.revision))
 
     def kwargs(self) -> dict[str, Any]:
         from anytune._data.shapes import parse_columns
@@ -96,11 +118,13 @@ class _Reading:
             "text_template": self.template,
             "system": self.system,
             "split": self.split,
+            "config": self.config,
+            "revision": self.revision,
         }
 
 
 def _as_is(
-    path: Path, reading: _Reading, field: str, shapes: tuple[str, ...], method: str | None
+    source: str, reading: _Reading, field: str, shapes: tuple[str, ...], method: str | None
 ) -> tuple[bool, str | None]:
     """Whether ``path`` goes to the JSON Lines validator (``method`` given) or prompt/completion
     converter as it is, as before other sources and shapes were read; and, for the validator, a
@@ -109,13 +133,22 @@ def _as_is(
     As it is: a file not named as another kind, read with no shaping option (for the validator,
     --system is one), whose first row is one of ``shapes`` as the validator reads it or cannot be
     read (the validator or converter says why); for the validator, also a first row of no known
-    shape, with the hint.
+    shape, with the hint. A Hub dataset id never is.
     """
     from anytune._data.shapes import describe_mismatch, detect_shape, is_canonical, normalise_format
-    from anytune._data.sources import first_row
+    from anytune._data.sources import classify_source, first_row
     from anytune._data.validate import require_data_file
 
     fmt = normalise_format(reading.format)
+    try:
+        kind = classify_source(source)
+    except FileNotFoundError as exc:
+        from anytune.errors import ConfigError
+
+        raise ConfigError(f"{source}: {exc.strerror}", field=field) from None
+    if kind == "hub":
+        return False, None
+    path = Path(source)
     if os.path.isdir(path):
         return False, None
     require_data_file(path, field)
@@ -149,7 +182,7 @@ def _read_as(source: str, shape: Shape | None, unused: tuple[str, ...]) -> list[
 
 @app.command("validate")
 def validate(
-    file: FileArg,
+    file: SourceArg,
     method: Annotated[str, typer.Option(help="sft or dpo.")] = "sft",
     provider: Annotated[
         str | None, typer.Option("--provider", "-p", help="Apply this provider's limits and prices.")
@@ -169,12 +202,16 @@ def validate(
     template: TemplateOpt = None,
     system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
     split: SplitOpt = None,
+    config: ConfigOpt = None,
+    revision: RevisionOpt = None,
 ) -> None:
     """Check every row of FILE, print problems with row (or line) and field, and token/cost statistics.
 
     Rows in another shape than OpenAI chat / DPO (Alpaca, ShareGPT, TRL, prompt/completion, any
     columns through --columns or a template) are converted first, and each problem is reported
-    against the row it came from. Exit status 0 when the file is valid, 3 when it has errors.
+    against the row it came from. FILE may be a Hub dataset id (org/name; --config, --revision,
+    --split "train[:4096]"): rows are named org/name[train]:row N. Exit status 0 when the file is
+    valid, 3 when it has errors.
     """
     from anytune._data.pipeline import validate_source
     from anytune._data.validate import DatasetRules, validate_file
@@ -182,7 +219,7 @@ def validate(
 
     if method not in ("sft", "dpo"):
         raise ConfigError(f"expected 'sft' or 'dpo', got {method!r}", field="method", source="--method")
-    reading = _Reading(format, columns, prompt_template, completion_template, template, system, split)
+    reading = _Reading(format, columns, prompt_template, completion_template, template, system, split, config, revision)
     as_is, hint = _as_is(file, reading, "FILE", ("chat", "preference", "prompt_completion"), method)
     rules = DatasetRules(
         provider=provider,
@@ -266,7 +303,9 @@ def _summary(report: object) -> None:
 
 @app.command("convert")
 def convert(
-    src: Annotated[Path, typer.Argument(help="Data file or folder, in any shape (see --format).")],
+    src: Annotated[
+        str, typer.Argument(help="Data file or folder, or Hub dataset id (org/name), in any shape (see --format).")
+    ],
     dst: Annotated[Path, typer.Argument(help="Chat (or DPO) JSONL to write, or - for standard output.")],
     system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists.")] = False,
@@ -276,10 +315,13 @@ def convert(
     completion_template: CompletionTemplateOpt = None,
     template: TemplateOpt = None,
     split: SplitOpt = None,
+    config: ConfigOpt = None,
+    revision: RevisionOpt = None,
 ) -> None:
     """Turn any source into OpenAI chat JSONL (DPO JSONL for preference data).
 
-    Reads JSONL, JSON, CSV/TSV, Parquet and folders; rows in OpenAI chat or DPO, prompt/completion,
+    Reads JSONL, JSON, CSV/TSV, Parquet, folders and Hub datasets (org/name, with --config,
+    --revision and --split "train[:4096]"); rows in OpenAI chat or DPO, prompt/completion,
     TRL, Alpaca or ShareGPT shape, or any columns through --columns or templates. Nothing is written
     when a row cannot be converted. With DST "-" the result goes to standard output (nothing at all
     when a row cannot be converted); the count goes to standard error.
@@ -288,7 +330,7 @@ def convert(
     from anytune._data.pipeline import write_canonical, write_canonical_to
     from anytune.errors import ConfigError
 
-    reading = _Reading(format, columns, prompt_template, completion_template, template, system, split)
+    reading = _Reading(format, columns, prompt_template, completion_template, template, system, split, config, revision)
     legacy, _ = _as_is(src, reading, "SRC", ("prompt_completion",), None)
     kwargs = {} if legacy else reading.kwargs()
     notes: list[str] = []

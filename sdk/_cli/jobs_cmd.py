@@ -79,6 +79,16 @@ def _lora(r: int | None, alpha: int | None, dropout: float | None, modules: str 
     return given or None
 
 
+def _data(given: dict[str, Any]) -> dict[str, Any] | None:
+    """The data section the data flags set (None when none is given)."""
+    from anytune._data.shapes import parse_columns
+
+    section = {k: v for k, v in given.items() if v is not None}
+    if isinstance(section.get("columns"), str):
+        section["columns"] = parse_columns(section["columns"])  # a bad pair: ConfigError naming columns
+    return section or None
+
+
 def _tags(values: list[str] | None) -> dict[str, str] | None:
     if not values:
         return None
@@ -117,8 +127,48 @@ def create(
     provider: ProviderOpt = None,
     profile: ProfileOpt = None,
     base_model: Annotated[str | None, typer.Option(help="Base model id or local path.")] = None,
-    training_file: Annotated[Path | None, typer.Option(help="Training data (JSONL).")] = None,
-    validation_file: Annotated[Path | None, typer.Option(help="Validation data (JSONL).")] = None,
+    training_file: Annotated[
+        Path | None,
+        typer.Option(help="Training data: JSONL, or CSV/JSON/Parquet/a folder/Alpaca... (converted, format auto)."),
+    ] = None,
+    validation_file: Annotated[Path | None, typer.Option(help="Validation data (as --training-file).")] = None,
+    dataset: Annotated[
+        str | None,
+        typer.Option(
+            "--dataset",
+            help="Data source instead of --training-file: a file or folder (CSV, JSON, Parquet, datasets) "
+            "or a Hub dataset id (org/name); the data section's source.",
+            show_default=False,
+        ),
+    ] = None,
+    split: Annotated[
+        str | None, typer.Option(help="Split trained on: train, train[:4096], train[:10%].", show_default=False)
+    ] = None,
+    eval_split: Annotated[
+        str | None, typer.Option(help="Split of --dataset used for validation.", show_default=False)
+    ] = None,
+    data_format: Annotated[
+        str | None,
+        typer.Option(
+            "--format", help="Shape of the rows: auto, chat, alpaca, sharegpt, prompt_completion...", show_default=False
+        ),
+    ] = None,
+    columns: Annotated[
+        str | None,
+        typer.Option(help="Column mapping, e.g. prompt=question,completion=answer.", show_default=False),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            help="One text template split at its last field, e.g. '### Q: {question} ### A: {answer}'.",
+            show_default=False,
+        ),
+    ] = None,
+    prompt_template: Annotated[str | None, typer.Option(help="Template of the prompt.", show_default=False)] = None,
+    completion_template: Annotated[
+        str | None, typer.Option(help="Template of the completion.", show_default=False)
+    ] = None,
     method: Annotated[str | None, typer.Option(help="sft or dpo.")] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -208,6 +258,18 @@ def create(
         "validation_file": validation_file,
         "method": method,
         "hyperparameters": {k: v for k, v in hyper.items() if v is not None} or None,
+        "data": _data(
+            {
+                "source": dataset,
+                "split": split,
+                "eval_split": eval_split,
+                "format": data_format,
+                "columns": columns,
+                "text_template": template,
+                "prompt_template": prompt_template,
+                "completion_template": completion_template,
+            }
+        ),
         "lora": _lora(lora_r, lora_alpha, lora_dropout, lora_target_modules),
         "quantization": quantization,
         "suffix": suffix,

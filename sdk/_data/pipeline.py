@@ -1,4 +1,4 @@
-"""One pipeline from any local source to canonical examples: rows → shapes → OpenAI chat / DPO JSONL.
+"""One pipeline from any source (a local file or folder, a Hub dataset) to OpenAI chat / DPO JSONL.
 
 * :func:`to_canonical` yields ``(location, example)`` for each row of a source;
 * :func:`write_canonical` writes the examples as JSONL, atomically: on any bad row nothing is
@@ -36,6 +36,7 @@ __all__ = [
     "Conversion",
     "LineMap",
     "SourceValidation",
+    "remap_report",
     "to_canonical",
     "validate_source",
     "write_canonical",
@@ -89,6 +90,8 @@ class Conversion:
         examples: examples written.
         locations: output line → source location.
         unused_columns: columns of the first row that nothing read (dropped from the examples).
+        files: what was read, in order (the source's files).
+        size: bytes on disk of what was read.
     """
 
     source: str
@@ -96,6 +99,13 @@ class Conversion:
     examples: int
     locations: LineMap
     unused_columns: tuple[str, ...] = ()
+    files: tuple[str, ...] = ()
+    size: int = 0
+
+    @property
+    def name(self) -> str:
+        """The source as messages name it (:attr:`source`)."""
+        return self.source
 
 
 @dataclass
@@ -155,7 +165,7 @@ def _examples(
 def _run(src: Source, conv: RowConverter, out: IO[bytes], *, max_issues: int, keep_writing: bool) -> _Outcome:
     """Convert every row of ``src`` into ``out``; after a bad row, write on only if ``keep_writing``."""
     lines = LineMap()
-    outcome = _Outcome(Conversion(src.name, None, 0, lines))
+    outcome = _Outcome(Conversion(src.name, None, 0, lines, files=src.files, size=src.size))
     columns: list[str] = []
     for loc, item in _examples(src, conv, columns):
         outcome.rows += 1
@@ -211,6 +221,8 @@ def to_canonical(
     text_template: str | None = None,
     system: str | None = None,
     split: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
 ) -> Iterator[tuple[Location, dict[str, Any]]]:
     """The canonical example of each row of ``source``, with the row's location, in order.
 
@@ -224,7 +236,9 @@ def to_canonical(
         text_template: one template in Olive's style, split at its last field into prompt and
             completion (:func:`anytune._data.shapes.split_text_template`).
         system: a system message put first in every example that has none.
-        split: the split of a folder saved from a ``DatasetDict`` (default ``train``).
+        split: the split of a folder saved from a ``DatasetDict`` (default ``train``), or of a Hub
+            dataset with an optional slice (``train[:4096]``, ``train[:10%]``).
+        config, revision: a Hub dataset's config and revision (:func:`anytune._data.hub.open_hub`).
 
     Raises:
         ConfigError: options that do not fit together, a source that is not a data file or folder.
@@ -234,7 +248,7 @@ def to_canonical(
         OSError: the source cannot be read.
     """
     conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split)
+    src = open_source(source, split=split, config=config, revision=revision)
     empty = True
     for loc, item in _examples(src, conv):
         empty = False
@@ -256,6 +270,8 @@ def write_canonical(
     text_template: str | None = None,
     system: str | None = None,
     split: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
     max_issues: int = MAX_REPORTED,
 ) -> Conversion:
     """Write ``source`` as canonical JSONL (OpenAI chat, or DPO for preference shapes) to ``out``.
@@ -277,7 +293,7 @@ def write_canonical(
         OSError: the source cannot be read, or ``out`` cannot be written (``out`` is untouched).
     """
     conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split)
+    src = open_source(source, split=split, config=config, revision=revision)
     with atomic_write(out, prefix=".anytune-convert-", suffix=".jsonl.tmp") as fout:
         return _write(src, conv, fout, max_issues, f"{os.fspath(out)} not written")
 
@@ -293,6 +309,8 @@ def write_canonical_to(
     text_template: str | None = None,
     system: str | None = None,
     split: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
     max_issues: int = MAX_REPORTED,
 ) -> Conversion:
     """Like :func:`write_canonical`, writing to the binary ``stream`` (standard output, a pipe). The
@@ -302,7 +320,7 @@ def write_canonical_to(
         The errors of :func:`write_canonical`; ``OSError`` also when ``stream`` cannot be written.
     """
     conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split)
+    src = open_source(source, split=split, config=config, revision=revision)
     with tempfile.TemporaryFile() as spool:
         conversion = _write(src, conv, spool, max_issues, "nothing written")
         spool.seek(0)
@@ -348,8 +366,16 @@ def _order(files: tuple[str, ...]) -> Any:
     return key
 
 
+def remap_report(
+    report: DatasetReport, conversion: Conversion, rules: DatasetRules, *, max_issues: int = 1000
+) -> DatasetReport:
+    """``report``, of the file :func:`write_canonical` wrote, told against the source it converted:
+    each issue's file, line and ``location`` become the source row's (``train.csv:row 12``)."""
+    return _remap(report, conversion, _Outcome(conversion), rules, max(0, max_issues))
+
+
 def _remap(
-    report: DatasetReport, src: Source, outcome: _Outcome, rules: DatasetRules, max_issues: int
+    report: DatasetReport, src: Source | Conversion, outcome: _Outcome, rules: DatasetRules, max_issues: int
 ) -> DatasetReport:
     """``report`` (on the converted file) told against the source, the conversion's problems merged in."""
     lines = outcome.conversion.locations
@@ -401,6 +427,8 @@ def validate_source(
     text_template: str | None = None,
     system: str | None = None,
     split: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
     max_issues: int = 1000,
     field: str | None = None,
 ) -> SourceValidation:
@@ -425,7 +453,7 @@ def validate_source(
     """
     rules = rules or DatasetRules()
     conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split, field=field)
+    src = open_source(source, split=split, field=field, config=config, revision=revision)
     with tempfile.TemporaryDirectory(prefix="anytune-validate-") as tmp:
         path = os.path.join(tmp, "canonical.jsonl")
         with open(path, "wb") as out:

@@ -13,13 +13,19 @@ written by ``datasets.Dataset.save_to_disk`` or ``DatasetDict.save_to_disk`` (a 
 hidden files are not read). Memory stays flat whatever the size, except for ``.json``: a JSON
 document is one value, parsed whole.
 
-Parquet needs ``pyarrow``, and a ``datasets`` folder ``datasets``, both from ``anytune[data]``;
-they are imported only when such a source is read.
+A name that is not an existing path may be a Hugging Face Hub dataset id (``org/name``):
+:func:`classify_source` tells which, and :func:`open_source` hands a Hub id to
+:func:`anytune._data.hub.open_hub` (a config, a revision, a split with a slice such as
+``train[:4096]``; locations ``org/name[train]:row 4097``).
+
+Parquet needs ``pyarrow``, and a ``datasets`` folder or a Hub dataset ``datasets``, both from
+``anytune[data]``; they are imported only when such a source is read.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +41,8 @@ __all__ = [
     "Location",
     "Row",
     "Source",
+    "SourceKind",
+    "classify_source",
     "first_row",
     "open_source",
     "read_rows",
@@ -54,6 +62,8 @@ _ACCEPTED: Final = (
     "or holding data files of one of these kinds"
 )
 _BATCH: Final = 1024
+#: What a source's name means: a local file or folder, or a Hub dataset id.
+SourceKind = Literal["path", "hub"]
 _BOM: Final = b"\xef\xbb\xbf"
 
 
@@ -183,23 +193,78 @@ def _data_folder(path: str, split: str | None, field: str | None) -> Source:
     return Source(path, kind, path, members, None, sum(os.stat(m).st_size for m in members))
 
 
-def open_source(path: str | os.PathLike[str], *, split: str | None = None, field: str | None = None) -> Source:
-    """What ``path`` is and how to read it; nothing is read yet but folder listings and metadata.
+def classify_source(text: str | os.PathLike[str]) -> SourceKind:
+    """Whether ``text`` names a local file or folder (``"path"``) or a Hub dataset (``"hub"``).
+
+    The rule: a name that exists on disk is a path, even when it could be an id (``org/name``
+    checked out next to you). Otherwise a name written as a path (``./``, ``/``, ``~``, more than
+    one ``/``, a drive letter) or ending in a data file's extension (``train.jsonl``) is a path,
+    missing; any other name that is a valid Hub repo id (``org/name``, or a bare ``name``) is a Hub
+    dataset id.
+
+    Raises:
+        FileNotFoundError: neither an existing path nor a valid Hub dataset id (``filename`` is
+            ``text``, ``strerror`` says both).
+    """
+    from anytune._base_model import is_repo_id, looks_like_path
+
+    name = os.fspath(text)
+    if isinstance(text, os.PathLike):
+        return "path"  # a Path object is a path, whatever its text
+    try:
+        if os.path.lexists(name):
+            return "path"
+    except (OSError, ValueError):
+        return "path"  # unreadable or an odd name: opening it says why
+    if looks_like_path(name) or os.path.splitext(name)[1].lower() in KINDS:
+        return "path"
+    if is_repo_id(name):
+        return "hub"
+    raise FileNotFoundError(errno.ENOENT, "neither an existing file or folder nor a Hub dataset id (org/name)", name)
+
+
+def open_source(
+    path: str | os.PathLike[str],
+    *,
+    split: str | None = None,
+    field: str | None = None,
+    config: str | None = None,
+    revision: str | None = None,
+) -> Source:
+    """What ``path`` is and how to read it; nothing is read yet but folder listings and metadata
+    (for a Hub dataset: the pre-flight look-up and its data files' listing).
 
     Args:
-        path: a data file or a folder (see the module's docstring).
-        split: the split of a folder saved from a ``DatasetDict``; default ``train``.
+        path: a data file, a folder, or a Hub dataset id (see the module's docstring and
+            :func:`classify_source`).
+        split: the split of a folder saved from a ``DatasetDict`` (default ``train``); of a Hub
+            dataset, with an optional slice (``train[:4096]``, ``train[:10%]``; default ``train``).
         field: the argument ``path`` came from, for the messages (``"FILE"``, ``"training_file"``).
+        config: a Hub dataset's config (default: its default one).
+        revision: a Hub dataset's branch, tag or commit (default ``main``).
 
     Raises:
         ConfigError: an extension that is not a data file's (the message lists those accepted), a
             folder without data files or mixing kinds, a split that does not exist (its splits are
-            listed) or a split asked of a source that has none.
-        OSError: ``path`` is missing, not a regular file (a FIFO, a device) or cannot be read.
+            listed) or a split asked of a source that has none, a config or revision given for a
+            local source; for a Hub dataset, those of :func:`anytune._data.hub.open_hub`.
+        ProviderError: a Hub dataset that is gated or a Hub that cannot be reached
+            (:func:`anytune._data.hub.open_hub`).
+        OSError: ``path`` is missing, not a regular file (a FIFO, a device) or cannot be read;
+            ``FileNotFoundError`` for a name that is neither a path nor a Hub dataset id.
     """
     from anytune._data.validate import regular_file_size
 
     name = os.fspath(path)
+    if classify_source(path) == "hub":
+        from anytune._data.hub import open_hub
+
+        return open_hub(name, split=split, config=config, revision=revision)
+    for option, value in (("config", config), ("revision", revision)):
+        if value is not None:
+            raise ConfigError(
+                f"{name}: a local source has no {option} ({option} {value!r}); it is for Hub datasets", field=option
+            )
     if os.path.isdir(name):
         if os.path.isfile(os.path.join(name, "dataset_dict.json")):
             return _dataset_dict(name, split, field)
@@ -215,9 +280,11 @@ def open_source(path: str | os.PathLike[str], *, split: str | None = None, field
     return Source(name, kind, name, (name,), None, size)
 
 
-def read_rows(path: str | os.PathLike[str], *, split: str | None = None) -> Iterator[Row]:
-    """``open_source(path, split=split).rows()``."""
-    return open_source(path, split=split).rows()
+def read_rows(
+    path: str | os.PathLike[str], *, split: str | None = None, config: str | None = None, revision: str | None = None
+) -> Iterator[Row]:
+    """``open_source(path, split=split, config=config, revision=revision).rows()``."""
+    return open_source(path, split=split, config=config, revision=revision).rows()
 
 
 #: How much of a JSON Lines file :func:`first_row` reads at most.

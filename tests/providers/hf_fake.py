@@ -211,6 +211,8 @@ class Repo:
     files: dict[str, bytes] = field(default_factory=dict)
     commits: list[str] = field(default_factory=list)
     gated: bool = False
+    #: Branch or tag names a dataset repo answers for besides ``main`` and its commits.
+    branches: set[str] = field(default_factory=set)
     #: The files stored as LFS pointers: path -> sha256 of the content.
     lfs: dict[str, str] = field(default_factory=dict)
     #: This repo's LFS storage, by sha256: what was PUT (checked when a commit points at it).
@@ -373,6 +375,9 @@ class FakeHub:
         self.faults: list[Fault] = []
         self.tokens = {TOKEN: USER}
         self.payment_method = True
+        #: Whether a request without a token may read public dataset repos (info, tree, downloads), as
+        #: on the Hub; off, every request needs a token (the Jobs tests' Hub).
+        self.anonymous_reads = False
         #: LFS objects larger than this are uploaded in parts of this size (the Hub's ``multipart``
         #: transfer: one signed URL per part, then a completion call); None: one PUT each.
         self.multipart_chunk_size: int | None = None
@@ -500,16 +505,23 @@ class FakeHub:
             ("POST", rf"{repo}/(.+?)/preupload/([^/]+)", lambda r, user, m: self._preupload(m[1], m[2], r)),
             (None, rf"{repo}/(.+?)/xet-(?:read|write)-token/.*", lambda r, user, m: _error(501, _NO_XET)),
             (None, rf"{repo}/(.+?)/commit/([^/]+)", lambda r, user, m: self._commit(m[1], m[2], r)),
-            (None, rf"{repo}/([^/]+/[^/]+)(?:/revision/([^/]+))?", lambda r, user, m: self._repo_info(m[1], m[2])),
             (
                 None,
-                rf"{repo}/([^/]+/[^/]+)/tree/.*",
-                lambda r, user, m: _error(404, "Entry not found", "EntryNotFound"),
+                rf"{repo}/([^/]+/[^/]+)(?:/revision/([^/]+))?",
+                lambda r, user, m: self._dataset_refusal(m[1], m[2], m[3], user) or self._repo_info(m[1], m[2]),
+            ),
+            (
+                "GET",
+                rf"{repo}/([^/]+/[^/]+)/tree/([^/]+)(?:/(.*))?",
+                lambda r, user, m: self._tree(m[1], m[2], m[3], m[4] or "", r, user),
             ),
             (
                 None,
                 r"/(datasets/)?([^/]+/[^/]+)/resolve/([^/]+)/(.+)",
-                lambda r, user, m: self._resolve("dataset" if m[1] else "model", m[2], m[4], r),
+                lambda r, user, m: (
+                    self._dataset_refusal("dataset" if m[1] else "model", m[2], m[3], user, files=True)
+                    or self._resolve("dataset" if m[1] else "model", m[2], m[4], r)
+                ),
             ),
             (
                 "POST",
@@ -540,6 +552,8 @@ class FakeHub:
             if r.method in methods and (found := re.fullmatch(pattern, r.path)) is not None:
                 return signed_handler(r, found)
         user = self._user(r)
+        if user is None and self.anonymous_reads and r.method in ("GET", "HEAD") and "/api/jobs" not in r.path:
+            user = ""  # anonymous: public dataset repos only (see _dataset_refusal)
         if user is None:
             return _error(401, "Invalid credentials in Authorization header")
         for method, pattern, handler in self._routes():
@@ -840,8 +854,84 @@ class FakeHub:
                 "gated": "manual" if repo.gated else False,
                 "tags": [],
                 "siblings": [{"rfilename": f} for f in sorted(repo.files)],
+                **self._card_data(repo),
             },
         )
+
+    @staticmethod
+    def _card_data(repo: Repo) -> dict[str, Any]:
+        """A dataset repo's ``cardData``: its README's YAML front matter, as the Hub gives it."""
+        text = repo.files.get("README.md", b"").decode("utf-8", "replace")
+        if repo.kind != "dataset" or not text.startswith("---\n") or "\n---" not in text[3:]:
+            return {}
+        import yaml
+
+        data = yaml.safe_load(text[4 : text.index("\n---", 3)])
+        return {"cardData": data} if isinstance(data, dict) else {}
+
+    def _tree(self, kind: str, repo_id: str, revision: str, folder: str, r: Recorded, user: str) -> httpx2.Response:
+        """A folder's listing (``list_repo_tree``, and ``HfFileSystem`` under ``datasets``): its files with
+        size and blob id (LFS files with their sha256), its subfolders, everything below with ``recursive``."""
+        repo = self._repo(kind, repo_id)
+        if repo is None:
+            return _error(404, "Repository not found", "RepoNotFound")
+        refused = self._dataset_refusal(kind, repo_id, revision, user, files=True)
+        if refused is not None:
+            return refused
+        prefix = folder.strip("/") + "/" if folder.strip("/") else ""
+        recursive = dict(r.query).get("recursive", "false").lower() == "true"
+        entries: dict[str, dict[str, Any]] = {}
+        for path in sorted(repo.files):
+            if not path.startswith(prefix):
+                continue
+            parts = path[len(prefix) :].split("/")
+            for depth in range(1, len(parts)):
+                sub = prefix + "/".join(parts[:depth])
+                if depth == 1 or recursive:
+                    entries.setdefault(sub, {"type": "directory", "oid": SHA1_EMPTY, "size": 0, "path": sub})
+            if len(parts) == 1 or recursive:
+                data = repo.files[path]
+                entry: dict[str, Any] = {"type": "file", "oid": git_oid(data), "size": len(data), "path": path}
+                sha = repo.lfs.get(path)
+                if sha is not None:
+                    entry["lfs"] = {"oid": sha, "size": len(data), "pointerSize": len(lfs_pointer(sha, len(data)))}
+                entries[path] = entry
+        if prefix and not entries:
+            return _error(404, f"{folder} does not exist on {revision}", "EntryNotFound")
+        return httpx2.Response(200, json=list(entries.values()))
+
+    def _dataset_refusal(
+        self, kind: str, repo_id: str, revision: str | None, user: str, *, files: bool = False
+    ) -> httpx2.Response | None:
+        """The Hub's refusal of a read of a dataset repo, or None (model repos: None, as before).
+
+        A private repo is "not found" to others: 401 without a token, 404 with another user's. A gated
+        repo's info is public, its files answer 403 ``GatedRepo``. An unknown revision is 404
+        ``RevisionNotFound``."""
+        repo = self._repo(kind, repo_id)
+        if kind != "dataset" or repo is None:
+            return None
+        if not self._can_read(repo, user or None):
+            return _error(401 if not user else 404, "Repository not found", "RepoNotFound")
+        if not self._known_revision(repo, revision):
+            return _error(404, f"Invalid rev id: {revision}", "RevisionNotFound")
+        if files and repo.gated:
+            return _error(
+                403, f"Access to dataset {repo_id} is restricted and you are not in the authorized list", "GatedRepo"
+            )
+        return None
+
+    def _can_read(self, repo: Repo, user: str | None) -> bool:
+        return not repo.private or (user is not None and repo.id.startswith(f"{user}/"))
+
+    @staticmethod
+    def _known_revision(repo: Repo, revision: str | None) -> bool:
+        """A dataset repo answers for ``main``, its commits and its :attr:`Repo.branches` only (model
+        repos, as before, for any revision)."""
+        if repo.kind != "dataset" or revision is None:
+            return True
+        revision = unquote(revision)
+        return revision in ("main", repo.head, *repo.commits, *repo.branches)
 
     def _resolve(self, kind: str, repo_id: str, path: str, r: Recorded) -> httpx2.Response:
         """A file's download: its bytes, or for an LFS file the Hub's redirect to a signed CDN URL."""
