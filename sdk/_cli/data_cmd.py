@@ -376,3 +376,7 @@ def _convert_to_stdout(write: Callable[[IO[bytes]], int]) -> int:
         for line in spool:
             out.print(safe(line.decode().rstrip("\n")), markup=False)
     return count
+
+
+# `data preview` lives in its own module, which reuses the options above and registers itself on app.
+from anytune._cli import preview_cmd  # noqa: E402, F401
