@@ -7,6 +7,7 @@ so neither the developer's configuration nor a real ``anytune.toml`` can change 
 
 from __future__ import annotations
 
+import csv
 import importlib.util
 import ipaddress
 import json
@@ -127,6 +128,15 @@ def chat_example(i: int) -> dict[str, Any]:
 
 def write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def write_csv(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> Path:
+    """``rows`` as a CSV (or, with ``delimiter="\\t"``, TSV) file with a header row of the first row's keys."""
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
+        writer.writeheader()
+        writer.writerows(rows)
     return path
 
 

@@ -4,7 +4,6 @@ model's tokenizer: tests/local/test_data_preview_local.py.)"""
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -15,21 +14,7 @@ from rich.console import Console
 
 from anytune._cli import preview_cmd
 from tests.clitools import run_cli
-from tests.conftest import run_python
-
-
-def _csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
+from tests.conftest import run_python, write_csv, write_jsonl
 
 QA = [{"question": f"What is {i} plus {i}?", "answer": f"{2 * i}.", "id": str(i)} for i in range(12)]
 ALPACA = [{"instruction": f"Add {i} and {i}.", "input": f"{i}, {i}", "output": f"{2 * i}"} for i in range(12)]
@@ -48,7 +33,7 @@ def _learned(example: dict[str, Any]) -> list[str]:
 
 
 def test_csv_with_a_template(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _csv(tmp_path / "qa.csv", QA)
+    src = write_csv(tmp_path / "qa.csv", QA)
     examples = _preview_json(capsys, str(src), "--template", TEMPLATE)
     assert len(examples) == 3  # the default
     first = examples[0]
@@ -63,7 +48,7 @@ def test_csv_with_a_template(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 
 
 def test_text_output_marks_learned_text_without_colour(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _csv(tmp_path / "qa.csv", QA)
+    src = write_csv(tmp_path / "qa.csv", QA)
     result = run_cli(capsys, "data", "preview", str(src), "--template", TEMPLATE, "-n", "1")
     assert result.code == 0, result.err
     assert f"example 1 · {src}:row 2" in result.out
@@ -74,7 +59,7 @@ def test_text_output_marks_learned_text_without_colour(tmp_path: Path, capsys: p
 
 
 def test_alpaca_jsonl(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _jsonl(tmp_path / "alpaca.jsonl", ALPACA)
+    src = write_jsonl(tmp_path / "alpaca.jsonl", ALPACA)
     (example,) = _preview_json(capsys, str(src), "-n", "1")
     assert example["location"] == f"{src}:line 1"
     assert [(s["role"], s["learned"]) for s in example["segments"]] == [("user", False), ("assistant", True)]
@@ -96,7 +81,7 @@ def test_only_assistant_messages_with_weight_are_learned(tmp_path: Path, capsys:
     only_context = {
         "messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "No", "weight": 0}]
     }
-    first, second = _preview_json(capsys, str(_jsonl(tmp_path / "chat.jsonl", [chat, only_context])))
+    first, second = _preview_json(capsys, str(write_jsonl(tmp_path / "chat.jsonl", [chat, only_context])))
     assert [s["learned"] for s in first["segments"]] == [False, False, False, False, True, True]
     assert _learned(first) == ["Good answer.", '→ add({"a": 1})']
     assert first["notes"] == []
@@ -110,7 +95,7 @@ def _call(name: str, arguments: str) -> dict[str, Any]:
 
 def test_preference_pairs_show_prompt_chosen_and_rejected(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"prompt": "Capital of France?", "chosen": "Paris.", "rejected": "Lyon."}]
-    src = _jsonl(tmp_path / "pref.jsonl", rows)
+    src = write_jsonl(tmp_path / "pref.jsonl", rows)
     (example,) = _preview_json(capsys, str(src))
     assert example["method"] == "dpo"
     assert [s["text"] for s in example["prompt"]["segments"]] == ["Capital of France?"]
@@ -125,7 +110,7 @@ def test_preference_pairs_show_prompt_chosen_and_rejected(tmp_path: Path, capsys
 def test_only_the_first_rows_are_read(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "chat.jsonl"
     good = [{"prompt": f"Q{i}", "completion": f"A{i}"} for i in range(4)]
-    _jsonl(path, good)
+    write_jsonl(path, good)
     with path.open("a", encoding="utf-8") as f:
         f.write("\n".join(json.dumps(r) for r in good) + "\n{not json\n")  # line 9
     examples = _preview_json(capsys, str(path), "-n", "4")
@@ -137,7 +122,7 @@ def test_only_the_first_rows_are_read(tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_a_short_source_shows_what_it_has(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _csv(tmp_path / "qa.csv", QA[:2])
+    src = write_csv(tmp_path / "qa.csv", QA[:2])
     assert len(_preview_json(capsys, str(src), "--template", TEMPLATE, "-n", "5")) == 2
 
 
@@ -162,7 +147,7 @@ def test_bad_input(
     code: int,
     said: str,
 ) -> None:
-    _csv(tmp_path / "qa.csv", QA)
+    write_csv(tmp_path / "qa.csv", QA)
     monkeypatch.chdir(tmp_path)
     result = run_cli(capsys, "data", "preview", *args)
     assert result.code == code, result.err
@@ -176,7 +161,7 @@ def test_a_base_model_without_the_local_extra(
     from anytune._data import preview
 
     monkeypatch.setattr(preview, "_TRAINER_NEEDS", ("anytune_no_such_module",))
-    src = _csv(tmp_path / "qa.csv", QA)
+    src = write_csv(tmp_path / "qa.csv", QA)
     result = run_cli(capsys, "data", "preview", str(src), "--template", TEMPLATE, "--base-model", str(tmp_path))
     assert result.code == 2
     assert 'pip install "anytune[local]"' in result.err
@@ -189,7 +174,7 @@ def test_colour_or_markers(
     buffer = io.StringIO()
     console = Console(file=buffer, force_terminal=True, color_system="standard", no_color=no_color, width=200)
     monkeypatch.setattr(preview_cmd, "out", console)
-    src = _csv(tmp_path / "qa.csv", QA)
+    src = write_csv(tmp_path / "qa.csv", QA)
     assert run_cli(capsys, "data", "preview", str(src), "--template", TEMPLATE, "-n", "1").code == 0
     shown = buffer.getvalue()
     assert ("⟦0.⟧" in shown) is marked
@@ -198,14 +183,14 @@ def test_colour_or_markers(
 
 def test_data_from_the_source_is_not_markup(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [{"question": "[bold]x[/bold]\x1b[2J", "answer": "[red]y"}]
-    src = _csv(tmp_path / "qa.csv", rows)
+    src = write_csv(tmp_path / "qa.csv", rows)
     result = run_cli(capsys, "data", "preview", str(src), "--template", TEMPLATE)
     assert result.code == 0, result.err
     assert "[bold]x[/bold]\\x1b[2J" in result.out and "⟦[red]y⟧" in result.out
 
 
 def test_no_ml_stack_without_a_base_model(tmp_path: Path) -> None:
-    src = _csv(tmp_path / "qa.csv", QA)
+    src = write_csv(tmp_path / "qa.csv", QA)
     code = (
         "import contextlib, io, sys\n"
         "from anytune._cli.main import main\n"

@@ -22,6 +22,7 @@ from anytune._data.pipeline import LineMap, to_canonical, validate_source, write
 from anytune._data.sources import BadRow, Location, first_row, open_source
 from anytune._data.validate import DatasetRules
 from anytune.errors import ConfigError, DataValidationError, MissingDependencyError
+from tests.conftest import write_csv, write_jsonl
 
 QA = [
     {"question": "What is 1 plus 1?", "answer": "2."},
@@ -33,19 +34,6 @@ EXPECTED = [
     {"messages": [{"role": "user", "content": r["question"]}, {"role": "assistant", "content": r["answer"]}]}
     for r in QA
 ]
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def _csv(path: Path, rows: list[dict[str, Any]], delimiter: str = ",") -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]), delimiter=delimiter)
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def _parquet(path: Path, rows: list[dict[str, Any]]) -> Path:
@@ -79,7 +67,7 @@ def _make_jsonl(tmp: Path) -> Made:
 
 
 def _make_ndjson(tmp: Path) -> Made:
-    path = _jsonl(tmp / "qa.ndjson", QA)
+    path = write_jsonl(tmp / "qa.ndjson", QA)
     return path, [f"{path}:line {i}" for i in (1, 2, 3)]
 
 
@@ -102,12 +90,12 @@ def _make_json_columns(tmp: Path) -> Made:
 
 
 def _make_csv(tmp: Path) -> Made:
-    path = _csv(tmp / "qa.csv", QA)
+    path = write_csv(tmp / "qa.csv", QA)
     return path, [f"{path}:row {i}" for i in (2, 3, 4)]
 
 
 def _make_tsv(tmp: Path) -> Made:
-    path = _csv(tmp / "qa.tsv", QA, "\t")
+    path = write_csv(tmp / "qa.tsv", QA, "\t")
     return path, [f"{path}:row {i}" for i in (2, 3, 4)]
 
 
@@ -129,8 +117,8 @@ def _make_saved_dict(tmp: Path) -> Made:
 def _make_folder(tmp: Path) -> Made:
     folder = tmp / "parts"
     folder.mkdir()
-    _csv(folder / "b.csv", QA[2:])
-    _csv(folder / "a.csv", QA[:2])
+    write_csv(folder / "b.csv", QA[2:])
+    write_csv(folder / "a.csv", QA[:2])
     (folder / ".hidden.csv").write_text("junk\n", encoding="utf-8")
     (folder / "README.md").write_text("# about\n", encoding="utf-8")
     return folder, [f"{folder / 'a.csv'}:row 2", f"{folder / 'a.csv'}:row 3", f"{folder / 'b.csv'}:row 2"]
@@ -195,7 +183,7 @@ def test_csv_rows_are_counted_as_a_spreadsheet_shows_them(tmp_path: Path) -> Non
 
 def test_csv_fields_longer_than_the_csv_modules_default_limit(tmp_path: Path) -> None:
     long = "x" * 200_000
-    path = _csv(tmp_path / "long.csv", [{"prompt": long, "completion": "y"}])
+    path = write_csv(tmp_path / "long.csv", [{"prompt": long, "completion": "y"}])
     [(_, example)] = list(to_canonical(path))
     assert example["messages"][0]["content"] == long
 
@@ -213,7 +201,7 @@ def test_jsonl_bad_lines_are_rows_the_others_still_read(tmp_path: Path) -> None:
 
 
 def test_first_row_peeks_in_bounded_memory(tmp_path: Path) -> None:
-    assert first_row(_jsonl(tmp_path / "a.jsonl", [{"a": 1}, {"b": 2}])) == {"a": 1}
+    assert first_row(write_jsonl(tmp_path / "a.jsonl", [{"a": 1}, {"b": 2}])) == {"a": 1}
     blank_first = tmp_path / "b.jsonl"
     blank_first.write_text('\n  \n{"b": 2}', encoding="utf-8")
     assert first_row(blank_first) == {"b": 2}
@@ -251,7 +239,7 @@ def _refused(call: Callable[[], object]) -> DataValidationError:
 
 
 def test_mixed_shapes_name_the_row_and_both_shapes(tmp_path: Path) -> None:
-    path = _jsonl(
+    path = write_jsonl(
         tmp_path / "mixed.jsonl",
         [{"instruction": "i", "output": "o"}, {"instruction": "j", "output": "p"}, {"messages": [{"role": "user"}]}],
     )
@@ -265,14 +253,14 @@ def test_mixed_shapes_name_the_row_and_both_shapes(tmp_path: Path) -> None:
 
 
 def test_missing_mapped_column_names_row_field_and_columns(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "qa.csv", [{"question": "q", "reply": "a"}])
+    path = write_csv(tmp_path / "qa.csv", [{"question": "q", "reply": "a"}])
     error = _refused(lambda: list(to_canonical(path, columns=PC)))
     assert str(error).startswith(f"a row cannot be converted: {path}:row 2: answer: column 'answer'")
     assert "its columns: question, reply" in str(error)
 
 
 def test_template_field_absent_names_row_field_and_columns(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "qa.csv", QA)
+    path = write_csv(tmp_path / "qa.csv", QA)
     error = _refused(lambda: write_canonical(path, tmp_path / "o.jsonl", text_template="Q: {question} A: {answr}"))
     assert len(error.issues) == 3 and "3 rows cannot be converted" in error.headline
     first = error.issues[0]
@@ -282,7 +270,7 @@ def test_template_field_absent_names_row_field_and_columns(tmp_path: Path) -> No
 
 
 def test_every_bad_row_is_counted_and_the_first_ones_listed(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "qa.csv", [{"question": "q", "answer": ""}] * 2 + QA)
+    path = write_csv(tmp_path / "qa.csv", [{"question": "q", "answer": ""}] * 2 + QA)
     (tmp_path / "qa.csv").write_text(path.read_text(encoding="utf-8") + "x\ny\nz\n", encoding="utf-8")
     out = tmp_path / "o.jsonl"
     out.write_text("precious\n", encoding="utf-8")
@@ -394,7 +382,7 @@ def test_json_that_holds_no_records(content: str, fragment: str, tmp_path: Path)
 
 
 def test_json_lines_named_json_says_so(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "d.json", QA)
+    path = write_jsonl(tmp_path / "d.json", QA)
     assert "it looks like JSON Lines (one object per line): name it .jsonl" in str(
         _refused(lambda: list(open_source(path).rows()))
     )
@@ -477,7 +465,7 @@ def test_arrow_nulls_do_not_reach_the_examples(tmp_path: Path) -> None:
 
 
 def test_unknown_first_row_lists_the_columns_and_the_options(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "qa.csv", QA)
+    path = write_csv(tmp_path / "qa.csv", QA)
     error = _refused(lambda: write_canonical(path, tmp_path / "o.jsonl"))
     assert error.headline == f"{path}: cannot tell the shape of its rows"
     [issue] = error.issues
@@ -488,7 +476,7 @@ def test_unknown_first_row_lists_the_columns_and_the_options(tmp_path: Path) -> 
 
 
 def test_conversion_reports_the_columns_it_did_not_read(tmp_path: Path) -> None:
-    path = _csv(tmp_path / "a.csv", [{"id": "1", "instruction": "i", "input": "", "output": "o", "text": "t"}])
+    path = write_csv(tmp_path / "a.csv", [{"id": "1", "instruction": "i", "input": "", "output": "o", "text": "t"}])
     conversion = write_canonical(path, tmp_path / "o.jsonl")
     assert conversion.shape == "alpaca" and conversion.unused_columns == ("id", "text")
 
@@ -508,7 +496,7 @@ def test_a_value_json_cannot_hold_is_a_bad_row(tmp_path: Path) -> None:
 def test_validate_source_reports_issues_against_the_source_rows(tmp_path: Path) -> None:
     rows = [{"question": f"q{i}", "answer": f"a{i}"} for i in range(12)]
     rows[4]["answer"] = " "
-    path = _csv(tmp_path / "qa.csv", rows)
+    path = write_csv(tmp_path / "qa.csv", rows)
     with path.open("a", encoding="utf-8") as f:
         f.write("only one field\n")
     result = validate_source(path, columns=PC)
@@ -532,7 +520,7 @@ def test_validate_source_with_every_row_bad_is_not_called_empty(tmp_path: Path) 
 
 
 def test_validate_source_of_preference_data_for_sft_says_which_method(tmp_path: Path) -> None:
-    path = _jsonl(tmp_path / "pref.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 3)
+    path = write_jsonl(tmp_path / "pref.jsonl", [{"prompt": "p", "chosen": "a", "rejected": "b"}] * 3)
     error = _refused(lambda: validate_source(path))
     assert "reads as TRL preference (prompt/chosen/rejected), preference (DPO) data" in str(error)
     assert "--method dpo" in str(error)

@@ -3,28 +3,13 @@ what they print, their exit status, and that a failed conversion leaves nothing 
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from tests.clitools import run_cli
-
-
-def _csv(path: Path, rows: list[dict[str, Any]]) -> Path:
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
-
-
-def _jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
+from tests.conftest import write_csv, write_jsonl
 
 QA = [{"question": f"What is {i} plus {i}?", "answer": f"{2 * i}.", "id": str(i)} for i in range(12)]
 ALPACA = [
@@ -35,7 +20,7 @@ ALPACA = [
 def test_convert_csv_with_a_template_gives_chat_that_validate_accepts(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src, dst = _csv(tmp_path / "qa.csv", QA), tmp_path / "chat.jsonl"
+    src, dst = write_csv(tmp_path / "qa.csv", QA), tmp_path / "chat.jsonl"
     result = run_cli(
         capsys, "data", "convert", str(src), str(dst), "--template", "### Question: {question} ### Answer: {answer}"
     )
@@ -55,7 +40,7 @@ def test_convert_csv_with_a_template_gives_chat_that_validate_accepts(
 
 
 def test_convert_with_columns_and_system_to_standard_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _csv(tmp_path / "qa.csv", QA[:2])
+    src = write_csv(tmp_path / "qa.csv", QA[:2])
     result = run_cli(
         capsys,
         "data",
@@ -75,7 +60,7 @@ def test_convert_with_columns_and_system_to_standard_output(tmp_path: Path, caps
 
 
 def test_validate_alpaca_jsonl_reads_it_as_alpaca(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _jsonl(tmp_path / "alpaca.jsonl", ALPACA)
+    src = write_jsonl(tmp_path / "alpaca.jsonl", ALPACA)
     result = run_cli(capsys, "data", "validate", str(src))
     assert result.code == 0, result.err
     assert result.err.splitlines()[0] == (
@@ -87,7 +72,7 @@ def test_validate_alpaca_jsonl_reads_it_as_alpaca(tmp_path: Path, capsys: pytest
 
 
 def test_convert_alpaca_then_validate(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src, dst = _jsonl(tmp_path / "alpaca.jsonl", ALPACA), tmp_path / "chat.jsonl"
+    src, dst = write_jsonl(tmp_path / "alpaca.jsonl", ALPACA), tmp_path / "chat.jsonl"
     result = run_cli(capsys, "data", "convert", str(src), str(dst))
     assert result.code == 0, result.err
     assert "read" in result.err and "as Alpaca" in result.err
@@ -97,7 +82,7 @@ def test_convert_alpaca_then_validate(tmp_path: Path, capsys: pytest.CaptureFixt
 def test_validate_csv_with_a_bad_row_reports_the_row(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rows = [dict(r) for r in QA]
     rows[6]["answer"] = ""
-    src = _csv(tmp_path / "qa.csv", rows)
+    src = write_csv(tmp_path / "qa.csv", rows)
     result = run_cli(capsys, "data", "validate", str(src), "--columns", "prompt=question,completion=answer")
     assert result.code == 3
     assert f"error {src}:row 8: messages[1].content: content is empty" in result.err
@@ -112,7 +97,7 @@ def test_validate_csv_with_a_bad_row_reports_the_row(tmp_path: Path, capsys: pyt
 def test_validate_unknown_columns_says_which_option_reads_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    src = _jsonl(tmp_path / "qa.jsonl", QA)
+    src = write_jsonl(tmp_path / "qa.jsonl", QA)
     result = run_cli(capsys, "data", "validate", str(src))
     assert result.code == 3
     first = result.err.splitlines()[0]
@@ -123,7 +108,9 @@ def test_validate_unknown_columns_says_which_option_reads_them(
 
 
 def test_validate_preference_data_with_the_right_method(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src = _jsonl(tmp_path / "pref.jsonl", [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(12)])
+    src = write_jsonl(
+        tmp_path / "pref.jsonl", [{"prompt": f"q{i}", "chosen": "yes", "rejected": "no"} for i in range(12)]
+    )
     wrong = run_cli(capsys, "data", "validate", str(src))
     assert wrong.code == 3 and "--method dpo" in wrong.err and "Traceback" not in wrong.err
     right = run_cli(capsys, "data", "validate", str(src), "--method", "dpo")
@@ -227,7 +214,7 @@ def test_convert_failures_leave_no_output(
 
 
 def test_convert_keeps_refusing_to_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    src, dst = _csv(tmp_path / "qa.csv", QA), tmp_path / "chat.jsonl"
+    src, dst = write_csv(tmp_path / "qa.csv", QA), tmp_path / "chat.jsonl"
     dst.write_text("precious\n", encoding="utf-8")
     args = ("data", "convert", str(src), str(dst), "--columns", "prompt=question,completion=answer")
     assert run_cli(capsys, *args).code == 2 and dst.read_text(encoding="utf-8") == "precious\n"
@@ -236,7 +223,7 @@ def test_convert_keeps_refusing_to_overwrite(tmp_path: Path, capsys: pytest.Capt
 
 def test_prompt_completion_jsonl_converts_as_before(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     # The prompt/completion converter of before: an unknown key is an error, named by line.
-    src = _jsonl(
+    src = write_jsonl(
         tmp_path / "pc.jsonl", [{"prompt": "p", "completion": "c"}, {"prompt": "p", "completion": "c", "x": 1}]
     )
     result = run_cli(capsys, "data", "convert", str(src), str(tmp_path / "out.jsonl"))

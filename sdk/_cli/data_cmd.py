@@ -66,6 +66,9 @@ SourceArg = Annotated[
         show_default=False,
     ),
 ]
+SystemOpt = Annotated[
+    str | None, typer.Option(help="System message to add to every example (one that has none).", show_default=False)
+]
 SplitOpt = Annotated[
     str | None,
     typer.Option(
@@ -200,7 +203,7 @@ def validate(
     prompt_template: PromptTemplateOpt = None,
     completion_template: CompletionTemplateOpt = None,
     template: TemplateOpt = None,
-    system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
+    system: SystemOpt = None,
     split: SplitOpt = None,
     config: ConfigOpt = None,
     revision: RevisionOpt = None,
@@ -307,7 +310,7 @@ def convert(
         str, typer.Argument(help="Data file or folder, or Hub dataset id (org/name), in any shape (see --format).")
     ],
     dst: Annotated[Path, typer.Argument(help="Chat (or DPO) JSONL to write, or - for standard output.")],
-    system: Annotated[str | None, typer.Option(help="System message to add to every example.")] = None,
+    system: SystemOpt = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite DST if it exists.")] = False,
     format: FormatOpt = "auto",
     columns: ColumnsOpt = None,
