@@ -165,7 +165,7 @@ def _write_canonical(source: str, out: Path, options: Mapping[str, Any], field: 
     from anytune._data.pipeline import write_canonical
 
     try:
-        conversion = write_canonical(source, out, **options)
+        conversion = write_canonical(source, out, field=field, **options)
     except FileNotFoundError as exc:
         raise ConfigError(f"file not found: {exc.filename or source}", field=field) from exc
     except IsADirectoryError as exc:

@@ -273,13 +273,15 @@ def write_canonical(
     config: str | None = None,
     revision: str | None = None,
     max_issues: int = MAX_REPORTED,
+    field: str | None = None,
 ) -> Conversion:
     """Write ``source`` as canonical JSONL (OpenAI chat, or DPO for preference shapes) to ``out``.
 
     The options are :func:`to_canonical`'s. ``out`` is written through a temporary file renamed
     over it only when every row converted: on a bad row nothing is written, every row is still
     read, and the error lists the bad rows (up to ``max_issues``; all are counted). ``out`` gets
-    the permissions of the file it replaces, or a new file's.
+    the permissions of the file it replaces, or a new file's. ``field`` names the argument
+    ``source`` came from in configuration errors (``"training_file"``).
 
     Returns:
         The :class:`Conversion`: the shape read, the examples written and, in ``locations``, the
@@ -293,7 +295,7 @@ def write_canonical(
         OSError: the source cannot be read, or ``out`` cannot be written (``out`` is untouched).
     """
     conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split, config=config, revision=revision)
+    src = open_source(source, split=split, field=field, config=config, revision=revision)
     with atomic_write(out, prefix=".anytune-convert-", suffix=".jsonl.tmp") as fout:
         return _write(src, conv, fout, max_issues, f"{os.fspath(out)} not written")
 
