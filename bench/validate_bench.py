@@ -2,6 +2,7 @@
 
     python bench/validate_bench.py [--size-mb 100] [--small-mb 25] [--seed 7] [--repeat 1] [--keep DIR]
     python bench/validate_bench.py --pathological [--line-mb 200] [--blank-lines 20000000]
+    python bench/validate_bench.py --sources [--sources-rows 1000000] [--sources-small-rows N] [--repeat 1]
 
 The peer is the straightforward script (JSON parser + OpenAI tokenizer, the checks of OpenAI's
 cookbook, "Data preparation and analysis for chat model fine-tuning"), given the fast paths its
@@ -52,12 +53,30 @@ Peak memory: ``VmHWM`` of the process itself, the largest ``VmHWM`` of its worke
 peak total PSS (proportional set size: shared pages split between the processes sharing them) of
 the whole process tree, sampled every 20 ms: the honest "how much RAM did the tool take" figure.
 
-The last line printed is one JSON object: ``{"bench": "validate", ...}``.
+**Sources** (``--sources``, instead of the comparison above: a run of its own, since at a million
+rows it takes minutes on top of the comparison's). The same examples as chat JSONL, CSV and Parquet,
+each validated by ``anytune data validate`` as a user runs it. A CSV cell holds text and ``--system``
+gives every example the same system prompt, so the examples are single-turn: the first user turn of
+each of the generator's chats and its reply, without the system prompt. The JSONL holds them as
+``{"messages": [user, assistant]}`` (the path that validates the file as it is), the CSV and Parquet
+files as ``question`` / ``answer`` columns read with ``--columns prompt=question,completion=answer``
+(converted to canonical JSONL in a temporary file, then validated). Parquet: pyarrow's writer
+(snappy), ``--sources-row-group`` rows per row group. Each source runs at ``--sources-rows`` rows
+and at ``--sources-small-rows`` (a tenth by default, the first rows of the same examples). The
+table gives seconds, MB/s of the source's own file, examples/s and peak memory; ``ratio_to_jsonl``
+is each source's MB/s and examples/s over the JSONL path's (the goal: >= 1.0 per MB; a Parquet file
+is compressed, so its MB hold more examples: examples/s is the like-with-like figure, the same work
+per MB of the equivalent JSONL); ``memory_growth`` is the peak RSS (and tree PSS) of the large run
+over the small one's: about 1.0 when memory does not grow with the rows. Needs pyarrow.
+
+The last line printed is one JSON object: ``{"bench": "validate", ...}`` (``{"bench":
+"validate-sources", "sources": {...}}`` with ``--sources``).
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import gzip
 import hashlib
 import importlib.util
@@ -70,6 +89,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,6 +146,32 @@ def _lognormal_words(rng: random.Random, median: float, sigma: float, cap: int) 
     return max(1, min(cap, int(rng.lognormvariate(math.log(median), sigma))))
 
 
+def _chats(rng: random.Random, *, unique_system: bool = False) -> Iterator[list[dict[str, Any]]]:
+    """Chat examples (message lists) without end, drawn from ``rng``: the examples of :func:`generate`."""
+    shared_system = [_text(rng, _lognormal_words(rng, 60, 0.8, 600)) for _ in range(12)]
+    while True:
+        msgs: list[dict[str, Any]] = []
+        r = rng.random()
+        system = None
+        if r < 0.65:
+            system = _text(rng, _lognormal_words(rng, 60, 0.8, 600)) if unique_system else rng.choice(shared_system)
+        elif r < 0.8:
+            system = _text(rng, _lognormal_words(rng, 40, 0.7, 400))
+        if system is not None:
+            msgs.append({"role": "system", "content": system})
+        turns = 1 if rng.random() < 0.72 else rng.randint(2, 4)
+        for t in range(turns):
+            msgs.append({"role": "user", "content": _text(rng, _lognormal_words(rng, 45, 1.0, 4000))})
+            reply: dict[str, Any] = {
+                "role": "assistant",
+                "content": _text(rng, _lognormal_words(rng, 110, 1.0, 8000)),
+            }
+            if t < turns - 1 and rng.random() < 0.3:
+                reply["weight"] = 0
+            msgs.append(reply)
+        yield msgs
+
+
 def generate(path: Path, size_mb: float, seed: int, *, unique_system: bool = False) -> dict[str, Any]:
     """Write a realistic chat JSONL of about ``size_mb`` MB; return its shape.
 
@@ -138,32 +184,17 @@ def generate(path: Path, size_mb: float, seed: int, *, unique_system: bool = Fal
     text that repeats an earlier example's system prompt (what a count cache need not tokenize).
     """
     rng = random.Random(seed)
-    shared_system = [_text(rng, _lognormal_words(rng, 60, 0.8, 600)) for _ in range(12)]
     target = int(size_mb * 1_000_000)
     written = examples = messages = chars = 0
     systems: dict[str, int] = {}  # system prompt -> examples using it
+    chats = _chats(rng, unique_system=unique_system)
     with path.open("w", encoding="utf-8") as f:
         while written < target:
-            msgs: list[dict[str, Any]] = []
-            r = rng.random()
-            system = None
-            if r < 0.65:
-                system = _text(rng, _lognormal_words(rng, 60, 0.8, 600)) if unique_system else rng.choice(shared_system)
-            elif r < 0.8:
-                system = _text(rng, _lognormal_words(rng, 40, 0.7, 400))
-            if system is not None:
-                msgs.append({"role": "system", "content": system})
+            msgs = next(chats)
+            if msgs[0]["role"] == "system":
+                system = msgs[0]["content"]
                 systems[system] = systems.get(system, 0) + 1
-            turns = 1 if rng.random() < 0.72 else rng.randint(2, 4)
-            for t in range(turns):
-                msgs.append({"role": "user", "content": _text(rng, _lognormal_words(rng, 45, 1.0, 4000))})
-                reply: dict[str, Any] = {
-                    "role": "assistant",
-                    "content": _text(rng, _lognormal_words(rng, 110, 1.0, 8000)),
-                }
-                if t < turns - 1 and rng.random() < 0.3:
-                    reply["weight"] = 0
-                msgs.append(reply)
+            # Drawn after the example, as before _chats was split out: the same bytes as earlier runs.
             line = json.dumps({"messages": msgs}, ensure_ascii=rng.random() < 0.5) + "\n"
             f.write(line)
             written += len(line.encode("utf-8"))
@@ -559,6 +590,270 @@ def pathological(line_mb: float, blank_lines: int) -> int:
     return 0
 
 
+# --- sources: the same examples as JSONL, CSV and Parquet ---------------------------------------
+
+#: The kinds of source compared, in order; the first is the reference (the JSON Lines path).
+SOURCE_KINDS = ("jsonl", "csv", "parquet")
+#: The CSV and Parquet columns, and the option that reads them as prompt/completion.
+SOURCE_COLUMNS = ("question", "answer")
+SOURCE_OPTIONS: dict[str, list[str]] = {
+    "jsonl": [],
+    "csv": ["--columns", "prompt=question,completion=answer"],
+    "parquet": ["--columns", "prompt=question,completion=answer"],
+}
+#: Parquet rows per row group (pyarrow's own default is up to 1,048,576 rows: one group for 1 M rows).
+PARQUET_ROW_GROUP = 10_000
+
+# `anytune data validate --json ... OPTIONS FILE`: the CLI as a user runs it, with the options the
+# source needs (run_tool appends the file).
+ANYTUNE_CLI_ARGS = r"""
+import runpy, sys
+sys.argv = ["anytune", "data", "validate", "--json", "--provider", "openai", "--model", MODEL, *sys.argv[1:]]
+try:
+    runpy.run_module("anytune", run_name="__main__", alter_sys=True)
+except SystemExit as exc:
+    if exc.code not in (None, 0, 3):
+        raise
+""".replace("MODEL", repr(MODEL))
+
+# The library, when the CLI is not installed: validate_file for JSON Lines, validate_source otherwise.
+ANYTUNE_LIB_ARGS = r"""
+import json, sys
+from anytune._data.validate import DatasetRules, validate_file
+from anytune._data.pipeline import validate_source
+rules = DatasetRules(provider="openai", model=MODEL)
+path, options = sys.argv[-1], sys.argv[1:-1]
+if options:
+    columns = dict(kv.split("=", 1) for kv in options[1].split(","))
+    report = validate_source(path, rules, columns=columns).report
+else:
+    report = validate_file(path, rules)
+print(json.dumps(report.model_dump(mode="json")))
+""".replace("MODEL", repr(MODEL))
+
+
+def source_pairs(seed: int) -> Iterator[tuple[str, str]]:
+    """(prompt, completion) pairs without end: the first user turn of each of :func:`generate`'s
+    examples and the assistant's reply to it (its system prompt and later turns left out: a CSV
+    cell holds text, and ``--system`` gives every example the same one)."""
+    for msgs in _chats(random.Random(seed)):
+        first = next(i for i, m in enumerate(msgs) if m["role"] == "user")
+        yield msgs[first]["content"], msgs[first + 1]["content"]
+
+
+def _chat_line(prompt: str, completion: str) -> str:
+    messages = [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    return json.dumps({"messages": messages}, ensure_ascii=False) + "\n"
+
+
+class _SourceFiles:
+    """The three files of one size, written together, one example at a time."""
+
+    def __init__(self, where: Path, name: str, row_group: int) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        self.paths = {kind: where / f"{name}.{kind}" for kind in SOURCE_KINDS}
+        self._pa = pa
+        self._jsonl = self.paths["jsonl"].open("w", encoding="utf-8")
+        self._csv_file = self.paths["csv"].open("w", encoding="utf-8", newline="")
+        self._csv = csv.writer(self._csv_file)
+        self._csv.writerow(SOURCE_COLUMNS)
+        self._schema = pa.schema([(c, pa.string()) for c in SOURCE_COLUMNS])
+        self._parquet = pq.ParquetWriter(self.paths["parquet"], self._schema)
+        self._row_group = max(1, row_group)
+        self._pending: list[tuple[str, str]] = []
+        self.rows = 0
+
+    def add(self, prompt: str, completion: str) -> None:
+        self._jsonl.write(_chat_line(prompt, completion))
+        self._csv.writerow((prompt, completion))
+        self._pending.append((prompt, completion))
+        self.rows += 1
+        if len(self._pending) >= self._row_group:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._pending:
+            columns = [self._pa.array(list(col), self._pa.string()) for col in zip(*self._pending, strict=True)]
+            self._parquet.write_table(self._pa.Table.from_arrays(columns, schema=self._schema))
+            self._pending = []
+
+    def close(self) -> dict[str, Any]:
+        self._flush()
+        self._parquet.close()
+        self._jsonl.close()
+        self._csv_file.close()
+        return {
+            "rows": self.rows,
+            "bytes": {kind: p.stat().st_size for kind, p in self.paths.items()},
+            "files": {kind: str(p) for kind, p in self.paths.items()},
+        }
+
+
+def write_sources(
+    where: Path, rows: int, small_rows: int, seed: int, *, row_group: int = PARQUET_ROW_GROUP
+) -> dict[str, dict[str, Any]]:
+    """The same ``rows`` prompt/completion examples as chat JSONL, CSV and Parquet (``large.*``),
+    and their first ``small_rows`` as ``small.*``; returns each size's rows, bytes and paths.
+
+    The JSONL holds ``{"messages": [user, assistant]}`` (UTF-8, not escaped); the CSV and Parquet
+    files the columns ``question`` and ``answer`` (Parquet: strings, snappy, ``row_group`` rows per
+    row group). Needs pyarrow.
+    """
+    large = _SourceFiles(where, "large", row_group)
+    small = _SourceFiles(where, "small", row_group)
+    pairs = source_pairs(seed)
+    for i in range(rows):
+        prompt, completion = next(pairs)
+        large.add(prompt, completion)
+        if i < small_rows:
+            small.add(prompt, completion)
+    return {"large": large.close(), "small": small.close()}
+
+
+def source_ratios(
+    runs: dict[str, dict[str, Any]], sizes: dict[str, int], reference: str = "jsonl"
+) -> dict[str, dict[str, float]]:
+    """Each source's examples/s and MB/s (of its own file, ``sizes`` in bytes) over the reference's,
+    the JSON Lines path: >= 1.0 is as fast. From the exact counts, not the rounded figures."""
+
+    def speeds(kind: str) -> tuple[float, float]:
+        run = runs[kind]
+        return run["result"]["examples"] / run["seconds"], sizes[kind] / run["seconds"]
+
+    ref_examples, ref_bytes = speeds(reference)
+    out = {}
+    for kind in runs:
+        if kind != reference:
+            examples, size = speeds(kind)
+            out[kind] = {"examples_per_s": round(examples / ref_examples, 2), "mb_per_s": round(size / ref_bytes, 2)}
+    return out
+
+
+def memory_growth(large: dict[str, dict[str, Any]], small: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Peak memory on the large file over the small one's, per source (1.0: it does not grow), with
+    the workers each run had: a small file too small to share runs fewer, whose tree PSS is then
+    lower for that reason (the process's own RSS is the figure that compares)."""
+    return {
+        kind: {
+            "rss": round(large[kind]["peak_rss_mib"] / small[kind]["peak_rss_mib"], 2),
+            "tree_pss": round(large[kind]["peak_tree_pss_mib"] / small[kind]["peak_tree_pss_mib"], 2),
+            "workers": [small[kind]["workers"], large[kind]["workers"]],
+        }
+        for kind in large
+        if kind in small
+    }
+
+
+_SOURCE_RUN_KEYS = (
+    "mb",
+    "workers",
+    "seconds",
+    "mb_per_s",
+    "examples_per_s",
+    "peak_rss_mib",
+    "peak_worker_rss_mib",
+    "peak_tree_pss_mib",
+)
+
+
+def sources_summary(
+    files: dict[str, dict[str, Any]],
+    large: dict[str, dict[str, Any]],
+    small: dict[str, dict[str, Any]],
+    tool: str,
+    row_group: int,
+) -> dict[str, Any]:
+    """The ``sources`` object of the JSON line, from the files and the runs on each size."""
+    ratios = source_ratios(large, files["large"]["bytes"])
+    growth = memory_growth(large, small)
+    ref = large["jsonl"]["result"]
+    return {
+        "tool": tool,
+        "form": "prompt_completion",
+        "form_note": "single-turn: the first user turn of each generated chat and its reply, no system prompt; "
+        "the JSONL as chat messages, CSV and Parquet as question/answer columns",
+        "options": {kind: SOURCE_OPTIONS[kind] for kind in large},
+        "parquet_row_group": row_group,
+        "rows": {"large": files["large"]["rows"], "small": files["small"]["rows"]},
+        "bytes": {"large": files["large"]["bytes"], "small": files["small"]["bytes"]},
+        "bytes_per_example": {
+            kind: round(b / max(1, files["large"]["rows"]), 1) for kind, b in files["large"]["bytes"].items()
+        },
+        "counts_match": all(r["result"].get(k) == ref.get(k) for r in large.values() for k in COUNT_KEYS),
+        "tokens": ref.get("total"),
+        "large": {kind: {k: run[k] for k in _SOURCE_RUN_KEYS} for kind, run in large.items()},
+        "small": {kind: {k: run[k] for k in _SOURCE_RUN_KEYS} for kind, run in small.items()},
+        "ratio_to_jsonl": ratios,
+        "ratio_note": "mb_per_s: per MB of each source's own file (Parquet is compressed: fewer bytes hold the "
+        "same examples); examples_per_s: the same work, so also per MB of the equivalent JSONL",
+        "per_mb_goal_met": all(r["mb_per_s"] >= 1.0 for r in ratios.values()),
+        "per_example_goal_met": all(r["examples_per_s"] >= 1.0 for r in ratios.values()),
+        "memory_growth": growth,
+    }
+
+
+def _print_sources(summary: dict[str, Any]) -> None:
+    rows = summary["rows"]
+    print(
+        f"\n{'source':<8} {'rows':>9} {'MB':>7} {'B/ex':>6} {'s':>8} {'MB/s':>7} {'ex/s':>9} "
+        f"{'RSS MiB':>8} {'tree PSS':>9} {'x MB/s':>7} {'x ex/s':>7}"
+    )
+    for size in ("small", "large"):
+        for kind, run in summary[size].items():
+            ratio = summary["ratio_to_jsonl"].get(kind) if size == "large" else None
+            per_mb, per_ex = (ratio["mb_per_s"], ratio["examples_per_s"]) if ratio else ("-", "-")
+            bpe = round(summary["bytes"][size][kind] / max(1, rows[size]))
+            print(
+                f"{kind:<8} {rows[size]:>9,} {run['mb']:>7} {bpe:>6} {run['seconds']:>8} {run['mb_per_s']:>7} "
+                f"{run['examples_per_s']:>9} {run['peak_rss_mib']:>8} {run['peak_tree_pss_mib']:>9} "
+                f"{per_mb:>7} {per_ex:>7}"
+            )
+    print(f"\nsame examples in every file ({summary['form']}); token counts identical: {summary['counts_match']}")
+    for kind, r in summary["ratio_to_jsonl"].items():
+        verdict = "met" if r["mb_per_s"] >= 1.0 else "NOT met"
+        print(
+            f"{kind} / jsonl: {r['mb_per_s']}x per MB of its own file, {r['examples_per_s']}x per example; "
+            f"goal (>= 1.0 per MB) {verdict}"
+        )
+    for kind, g in summary["memory_growth"].items():
+        print(
+            f"{kind}: peak memory {rows['large']:,} rows / {rows['small']:,} rows: RSS {g['rss']}x, "
+            f"tree PSS {g['tree_pss']}x (workers {g['workers'][0]}, {g['workers'][1]})"
+        )
+
+
+def sources_bench(args: argparse.Namespace) -> int:
+    """``--sources``: validate the same examples as JSONL, CSV and Parquet at two sizes."""
+    if importlib.util.find_spec("pyarrow") is None:
+        raise SystemExit("--sources needs pyarrow (pip install 'anytune[data]')")
+    rows = max(1, args.sources_rows)
+    small_rows = max(1, args.sources_small_rows if args.sources_small_rows is not None else rows // 10)
+    py = sys.executable
+    with tempfile.TemporaryDirectory(prefix="anytune-bench-") as tmp:
+        where = args.keep or Path(tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        files = write_sources(where, rows, small_rows, args.seed, row_group=args.sources_row_group)
+        print(
+            f"wrote {rows:,} + {small_rows:,} rows as JSONL, CSV and Parquet in "
+            f"{time.perf_counter() - start:.1f} s: {files['large']['bytes']}",
+            file=sys.stderr,
+        )
+        tool, script = ("anytune-cli", ANYTUNE_CLI_ARGS) if _cli_available() else ("anytune-lib", ANYTUNE_LIB_ARGS)
+        runner = Runner(args.repeat, {})
+        runs: dict[str, dict[str, dict[str, Any]]] = {"small": {}, "large": {}}
+        for size in ("small", "large"):
+            for kind in SOURCE_KINDS:
+                argv = [py, "-c", script + PEAK_FOOTER, *SOURCE_OPTIONS[kind]]
+                runs[size][kind] = runner.run(kind, argv, Path(files[size]["files"][kind]))
+    summary = sources_summary(files, runs["large"], runs["small"], tool, args.sources_row_group)
+    _print_sources(summary)
+    print(json.dumps({"bench": "validate-sources", "cpus": usable_cpus(), "sources": summary}))
+    return 0
+
+
 # --- the comparison -------------------------------------------------------------------------------
 
 
@@ -786,9 +1081,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--line-mb", type=float, default=200.0)
     ap.add_argument("--blank-lines", type=int, default=20_000_000)
+    ap.add_argument(
+        "--sources",
+        action="store_true",
+        help="instead: the same examples as JSONL, CSV and Parquet, validated at --sources-rows and a tenth of it",
+    )
+    ap.add_argument("--sources-rows", type=int, default=1_000_000, help="rows of the large files (default 1000000)")
+    ap.add_argument("--sources-small-rows", type=int, default=None, help="rows of the small files (default a tenth)")
+    ap.add_argument(
+        "--sources-row-group",
+        type=int,
+        default=PARQUET_ROW_GROUP,
+        help=f"Parquet rows per row group (default {PARQUET_ROW_GROUP})",
+    )
     args = ap.parse_args(argv)
     if args.pathological:
         return pathological(args.line_mb, args.blank_lines)
+    if args.sources:
+        return sources_bench(args)
     return run_bench(args)
 
 
