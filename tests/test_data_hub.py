@@ -1,11 +1,5 @@
-"""Hugging Face Hub datasets as a source: the real ``datasets`` and huggingface_hub against the HTTP fake.
-
-The fake Hub (:mod:`tests.providers.hf_fake`) holds dataset repos of JSON Lines files; ``datasets``
-finds their splits from the file names (``data/train.jsonl``), or from the configs of the
-README's YAML, exactly as on huggingface.co. Both libraries read their endpoint, offline switch and
-cache folders at import, so the fixture points those module constants at the fake and at this
-test's folders (the variables are set too, for what anytune reads itself).
-"""
+"""Hugging Face Hub datasets as a source: the real ``datasets`` and huggingface_hub against the HTTP
+fake, served by :func:`tests.hubdata.serve_hub_datasets`."""
 
 from __future__ import annotations
 
@@ -25,68 +19,19 @@ from anytune._data.validate import DatasetRules
 from anytune.errors import ConfigError, DataValidationError, PermissionDeniedError, ServiceUnavailableError
 from tests.clitools import run_cli
 from tests.conftest import FakeClock
+from tests.hubdata import QA, REPO, serve_hub_datasets
+from tests.hubdata import card as _card
+from tests.hubdata import jsonl as _jsonl
 from tests.providers.hf_fake import TOKEN, FakeHub
 
 pytest.importorskip("datasets")
-
-ENDPOINT = "http://hub.test"
-REPO = "acme/qa"
-QA = [{"question": f"What is {i} plus {i}?", "answer": f"{2 * i}.", "id": i} for i in range(20)]
-
-
-def _jsonl(rows: list[dict[str, Any]]) -> bytes:
-    return "".join(json.dumps(r) + "\n" for r in rows).encode()
-
-
-def _card(*, sizes: dict[str, int] | None = None, configs: str = "") -> bytes:
-    """A dataset card whose YAML gives the splits' sizes (``dataset_info``) and configs, as the Hub's do."""
-    lines = ["---"]
-    if sizes:
-        lines += ["dataset_info:", "  splits:"]
-        lines += [f"  - name: {name}\n    num_examples: {n}" for name, n in sizes.items()]
-    lines += [configs.rstrip("\n")] if configs else []
-    lines += ["---", "# A dataset", ""]
-    return "\n".join(lines).encode()
 
 
 @pytest.fixture
 def hub(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> Iterator[FakeHub]:
     """The fake Hub holding ``acme/qa`` (train: 20 rows, test: 3), read anonymously or with ``HF_TOKEN``."""
-    import datasets
-    import huggingface_hub
-    from huggingface_hub import constants
-    from huggingface_hub.utils._http import default_client_factory
-
-    fake = FakeHub(clock)
-    fake.anonymous_reads = True
-    fake.add_repo("dataset", REPO, {"data/train.jsonl": _jsonl(QA), "data/test.jsonl": _jsonl(QA[:3])})
-    home = tmp_path / "hf-home"
-    home.mkdir()
-    monkeypatch.setenv("HF_ENDPOINT", ENDPOINT)
-    monkeypatch.setenv("HF_HOME", str(home))
-    for module, name, value in (
-        (constants, "ENDPOINT", ENDPOINT),
-        (constants, "HUGGINGFACE_CO_URL_TEMPLATE", ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"),
-        (constants, "HF_HUB_CACHE", str(home / "hub")),
-        (constants, "HF_TOKEN_PATH", str(home / "token")),
-        (constants, "HF_STORED_TOKENS_PATH", str(home / "stored_tokens")),
-        (constants, "AGENT_HARNESSES_PATH", str(home / ".agent_harnesses.json")),
-        (constants, "HF_HUB_DISABLE_XET", True),
-        (constants, "HF_HUB_OFFLINE", False),
-        (datasets.config, "HF_ENDPOINT", ENDPOINT),
-        (datasets.config, "HUB_DATASETS_URL", ENDPOINT + "/datasets/{repo_id}/resolve/{revision}/{path}"),
-        (datasets.config, "HF_DATASETS_CACHE", home / "datasets"),
-        (datasets.config, "HF_MODULES_CACHE", home / "modules"),
-        (datasets.config, "DOWNLOADED_DATASETS_PATH", home / "datasets" / "downloads"),
-        (datasets.config, "EXTRACTED_DATASETS_PATH", home / "datasets" / "downloads" / "extracted"),
-        (datasets.config, "HF_HUB_OFFLINE", False),
-    ):
-        monkeypatch.setattr(module, name, value, raising=hasattr(module, name))
-    huggingface_hub.set_client_factory(fake.client)
-    try:
+    with serve_hub_datasets(tmp_path, monkeypatch, clock) as fake:
         yield fake
-    finally:
-        huggingface_hub.set_client_factory(default_client_factory)
 
 
 def _rows(source: str = REPO, **kwargs: Any) -> list[tuple[str, dict[str, Any]]]:
