@@ -5,9 +5,9 @@ anything is recorded."""
 
 from __future__ import annotations
 
-import csv
 import json
 import os
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,10 @@ import pytest
 from anytune import ConfigError, DataValidationError, FineTuneJob, JobSpec, JobStore
 from anytune.providers.fake import FakeProvider
 from tests.clitools import jobs_in_store, run_cli
-from tests.conftest import write_jsonl
+from tests.conftest import FakeClock, write_csv, write_jsonl
+from tests.hubdata import serve_hub_datasets
 
 TEMPLATE = "### Question: {question} ### Answer: {answer}"
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> Path:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return path
 
 
 def qa_rows(n: int = 12, start: int = 0) -> list[dict[str, str]]:
@@ -259,6 +252,47 @@ def test_cli_flags_and_set_fill_the_data_section(
     assert clash.code == 2 and "data.split" in clash.err
 
 
+@pytest.mark.parametrize(
+    ("provider", "model", "extra"),
+    [
+        ("openai", "gpt-4o-mini-2024-07-18", ()),
+        ("azure-openai", "gpt-4o-mini-2024-07-18", ()),
+        ("azureml", "Phi-4-mini-instruct", ()),
+        ("huggingface", "Qwen/Qwen2.5-0.5B-Instruct", ("--set", "hf.namespace=acme")),
+    ],
+)
+def test_hosted_dry_runs_plan_on_the_converted_data_and_send_nothing(
+    tmp_path: Path,
+    anytune_home: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    clock: FakeClock,
+    provider: str,
+    model: str,
+    extra: tuple[str, ...],
+) -> None:
+    hub = ExitStack()
+    if provider == "huggingface":  # its dry run looks the base model up on the (fake) Hub
+        pytest.importorskip("datasets")
+        fake = hub.enter_context(serve_hub_datasets(tmp_path, monkeypatch, clock))
+        fake.add_repo("model", model, {"config.json": b"{}"})
+    source = write_csv(tmp_path / "qa.csv", [{"q": r["question"], "a": r["answer"]} for r in qa_rows()])
+    result = run_cli(
+        capsys, "jobs", "create", "--provider", provider, "--base-model", model, "--dataset", str(source),
+        "--columns", "prompt=q,completion=a", *extra, "--dry-run", "--json",
+    )  # fmt: skip
+    hub.close()
+    assert result.code == 0, result.err
+    converted = next(n for n in json.loads(result.out)["notes"] if n.startswith("converted data.source"))
+    assert "read as prompt_completion: 12 examples in " in converted
+    canonical = Path(converted.rsplit(" in ", 1)[1])
+    lines = [json.loads(line) for line in canonical.read_text(encoding="utf-8").splitlines()]
+    assert lines[3] == {
+        "messages": [{"role": "user", "content": "What is 3 plus 3?"}, {"role": "assistant", "content": "It is 6."}]
+    }
+    assert jobs_in_store(anytune_home) == 0
+
+
 def test_a_relative_source_in_a_spec_file_resolves_against_the_file(
     tmp_path: Path, workdir: Path, capsys: pytest.CaptureFixture[str], received: list[dict[str, Any]]
 ) -> None:
@@ -330,7 +364,7 @@ def test_a_hub_id_is_passed_through_and_reused_only_when_pinned_to_a_commit(
     assert [c[0] for c in calls] == ["org/name", "org/name"]  # a branch may move: converted each time
     assert received[0]["spec"].training_file == received[1]["spec"].training_file  # ... named by content
     assert len(list((anytune_home / "data").iterdir())) == 1
-    assert calls[0][1] | {} == {"format": "auto", "config": "main", "split": "train[:12]"}
+    assert calls[0][1] == {"format": "auto", "config": "main", "split": "train[:12]", "field": "data.source"}
     pinned = data | {"revision": "0123456789abcdef0123456789abcdef01234567"}
     for _ in range(2):
         FineTuneJob.create(provider="fake", base_model="tiny", data=pinned)
