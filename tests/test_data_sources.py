@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 import subprocess
 import sys
 import tracemalloc
@@ -20,8 +22,8 @@ import pytest
 from anytune._data import sources
 from anytune._data.pipeline import LineMap, to_canonical, validate_source, write_canonical
 from anytune._data.sources import BadRow, Location, first_row, open_source
-from anytune._data.validate import DatasetRules
-from anytune.errors import ConfigError, DataValidationError, MissingDependencyError
+from anytune._data.validate import DatasetRules, validate_file
+from anytune.errors import AnytuneError, ConfigError, DataValidationError, MissingDependencyError
 from tests.conftest import write_csv, write_jsonl
 
 QA = [
@@ -526,6 +528,98 @@ def test_validate_source_of_preference_data_for_sft_says_which_method(tmp_path: 
     assert "--method dpo" in str(error)
     report = validate_source(path, DatasetRules(method="dpo", min_examples=3)).report
     assert report.ok and report.format == "preference"
+
+
+def _qa_with_problems(tmp_path: Path, n: int = 600) -> Path:
+    """A CSV of ``n`` question/answer rows, some bad at conversion (ragged) and some at validation
+    (an empty answer, one too long), spread over every chunk the parallel tests cut."""
+    rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}. " * (1 + i % 7)} for i in range(n)]
+    for i in range(3, n, 97):
+        rows[i]["answer"] = " "
+    rows[n // 2]["answer"] = "long " * 400
+    path = write_csv(tmp_path / "qa.csv", rows)
+    text = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    for k in range(len(text) - 1, 1, -151):
+        text.insert(k, "a row with one field\n")
+    path.write_text("".join(text), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def parallel(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Validation with two worker processes and small chunks, whatever the file's size."""
+    from anytune._data import _scan, validate
+
+    monkeypatch.setattr(_scan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_scan, "MIN_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(validate, "OVERLAP_CHUNK_BYTES", 4096)
+    monkeypatch.setenv("ANYTUNE_DATA_WORKERS", "2")
+
+
+@pytest.mark.parametrize("fork", [True, False], ids=["fork", "spawn"])
+def test_validating_while_converting_reports_what_one_process_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fork: bool
+) -> None:
+    from anytune._data import _scan
+
+    path = _qa_with_problems(tmp_path)
+    rules = DatasetRules(provider="openai", model="gpt-4o-mini", max_tokens_per_example=300)
+    single = validate_source(path, rules, columns=PC, max_issues=10_000).report
+    assert single.workers == 1
+    assert {"ragged_row", "empty_content", "too_many_tokens"} <= set(single.issue_counts)
+
+    monkeypatch.setattr(_scan, "PARALLEL_MIN_BYTES", 0)
+    monkeypatch.setattr(_scan, "MIN_CHUNK_BYTES", 4096)
+    monkeypatch.setattr("anytune._data.validate.OVERLAP_CHUNK_BYTES", 4096)
+    monkeypatch.setenv("ANYTUNE_DATA_WORKERS", "2")
+    if not fork:
+        monkeypatch.setattr(_scan, "fork_is_safe", lambda: False)
+    multi = validate_source(path, rules, columns=PC, max_issues=10_000).report
+    assert multi.workers == 2
+    assert multi.model_dump(exclude={"seconds", "workers"}) == single.model_dump(exclude={"seconds", "workers"})
+    first = min((i for i in multi.issues if i.code == "empty_content"), key=lambda i: i.line or 0)
+    assert first.location == f"{path}:row 5"  # the header is row 1, so the fourth answer is row 5
+    capped = validate_source(path, rules, columns=PC, max_issues=4).report
+    assert capped.issues == single.issues[:4] and capped.issue_counts == single.issue_counts
+
+
+def _killed(bounds: tuple[int, int]) -> object:
+    os.kill(os.getpid(), signal.SIGKILL)
+    return None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="forked workers inherit the patched task")
+def test_a_worker_that_dies_fails_the_validation_instead_of_waiting_for_ever(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: None
+) -> None:
+    import multiprocessing
+
+    from anytune._data import _scan
+
+    monkeypatch.setattr(_scan, "scan_chunk", _killed)  # what an out-of-memory kill does to a worker
+    path = _qa_with_problems(tmp_path)
+    chat = [{"role": "user", "content": "What is 1 plus 1?"}, {"role": "assistant", "content": "It is 2."}]
+    canonical = write_jsonl(tmp_path / "c.jsonl", [{"messages": chat}] * 400)
+    for run in (
+        lambda: validate_source(path, columns=PC),
+        lambda: validate_file(canonical),
+    ):
+        with pytest.raises(AnytuneError, match=r"validation worker process ended abruptly.*ANYTUNE_DATA_WORKERS=1"):
+            run()
+        assert multiprocessing.active_children() == []
+
+
+def test_a_refused_validation_leaves_no_worker_running(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, parallel: None
+) -> None:
+    import multiprocessing
+
+    rows = [{"prompt": f"p{i}", "completion": f"c{i}"} for i in range(400)]
+    rows += [{"prompt": "p", "chosen": "a", "rejected": "b"}]  # another shape: a bad row
+    path = write_jsonl(tmp_path / "mixed.jsonl", rows)
+    with pytest.raises(DataValidationError):
+        validate_source(path, DatasetRules(method="dpo"), format="prompt-completion")
+    assert multiprocessing.active_children() == []
 
 
 # -- streaming ------------------------------------------------------------------------------------

@@ -5,8 +5,8 @@
   written and every bad row (up to a cap) is reported; it returns the :class:`Conversion`, whose
   :attr:`~Conversion.locations` map each output line back to its row in the source;
 * :func:`write_canonical_to` does the same into a stream (standard output);
-* :func:`validate_source` converts into a temporary file, validates it with
-  :func:`~anytune._data.validate.validate_file` and reports every issue against the source
+* :func:`validate_source` converts into a temporary file validated as it is written
+  (:class:`~anytune._data.validate.ValidatingWriter`) and reports every issue against the source
   (``train.csv:row 12: messages[1].content: content is empty``).
 
 Sources are those of :mod:`anytune._data.sources`, shapes and options those of
@@ -22,13 +22,13 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple
+from typing import IO, Any, NamedTuple, Protocol
 
 import orjson
 
 from anytune._data.shapes import SHAPES, RowConverter, RowError, Shape, UnknownShapeError, unknown_shape_advice
 from anytune._data.sources import BadRow, Location, Source, open_source
-from anytune._data.validate import DatasetReport, DatasetRules, ValidationIssue, validate_file
+from anytune._data.validate import DatasetReport, DatasetRules, ValidatingWriter, ValidationIssue
 from anytune._files import atomic_write
 from anytune.errors import DataValidationError
 
@@ -162,7 +162,11 @@ def _examples(
             yield loc, _issue(loc, exc.code, exc.message, exc.field)
 
 
-def _run(src: Source, conv: RowConverter, out: IO[bytes], *, max_issues: int, keep_writing: bool) -> _Outcome:
+class _Lines(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+def _run(src: Source, conv: RowConverter, out: _Lines, *, max_issues: int, keep_writing: bool) -> _Outcome:
     """Convert every row of ``src`` into ``out``; after a bad row, write on only if ``keep_writing``."""
     lines = LineMap()
     outcome = _Outcome(Conversion(src.name, None, 0, lines, files=src.files, size=src.size))
@@ -173,12 +177,11 @@ def _run(src: Source, conv: RowConverter, out: IO[bytes], *, max_issues: int, ke
             if outcome.bad and not keep_writing:
                 continue
             try:
-                data = orjson.dumps(item)
+                data = orjson.dumps(item, option=orjson.OPT_APPEND_NEWLINE)
             except orjson.JSONEncodeError as exc:
                 item = _issue(loc, "bad_value", f"a value cannot be written as JSON: {exc}", None)
             else:
-                out.write(data)
-                out.write(b"\n")
+                out.write(data)  # one whole line per write (what a ValidatingWriter takes)
                 lines.append(loc)
                 continue
         outcome.bad += 1
@@ -457,11 +460,13 @@ def validate_source(
     conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
     src = open_source(source, split=split, field=field, config=config, revision=revision)
     with tempfile.TemporaryDirectory(prefix="anytune-validate-") as tmp:
+        # Validated while it is written: worker processes count the tokens of the converted lines
+        # while this process converts the next rows.
         path = os.path.join(tmp, "canonical.jsonl")
-        with open(path, "wb") as out:
+        with ValidatingWriter(path, rules, expected_size=src.size, max_issues=max_issues) as out:
             outcome = _run(src, conv, out, max_issues=max(0, max_issues), keep_writing=True)
-        if conv.shape is not None and conv.method != rules.method:
-            raise _method_mismatch(src, conv.shape, rules.method)
-        report = validate_file(path, rules, max_issues=max_issues)
+            if conv.shape is not None and conv.method != rules.method:
+                raise _method_mismatch(src, conv.shape, rules.method)
+            report = out.report()
     report = _remap(report, src, outcome, rules, max(0, max_issues))
     return SourceValidation(report, conv.shape, outcome.conversion.unused_columns)

@@ -9,6 +9,8 @@ tokens and the cost. :func:`check_dataset` does the same and raises
 
 from __future__ import annotations
 
+import concurrent.futures
+import concurrent.futures.process
 import errno
 import math
 import os
@@ -29,7 +31,7 @@ from anytune._data.pricing import (
     max_tokens_per_example,
 )
 from anytune._data.tokens import counter_for, fast_count
-from anytune.errors import ConfigError, DataValidationError
+from anytune.errors import AnytuneError, ConfigError, DataValidationError
 
 __all__ = [
     "CostEstimate",
@@ -37,6 +39,7 @@ __all__ = [
     "DatasetRules",
     "Severity",
     "TokenStats",
+    "ValidatingWriter",
     "ValidationIssue",
     "check_dataset",
     "regular_file_size",
@@ -238,11 +241,8 @@ def _chunk_results(
 ) -> tuple[Iterable[_scan.ChunkResult], int]:
     """Chunk results in file order, and the number of processes producing them."""
     workers = _scan.plan_workers(size, fork_safe)
-    if workers > 1:
-        import multiprocessing
-
-        if multiprocessing.current_process().daemon:  # daemonic processes may not have children
-            workers = 1
+    if workers > 1 and _daemonic():
+        workers = 1
     if workers <= 1:
         return [_scan.scan_range(path, 0, None, config, count, emit)], 1
     return _parallel(path, size, workers, rules, config, fork_safe), workers
@@ -251,17 +251,48 @@ def _chunk_results(
 def _parallel(
     path: str, size: int, workers: int, rules: DatasetRules, config: _scan.ScanConfig, fork_safe: bool
 ) -> Generator[_scan.ChunkResult, None, None]:
+    chunks = _scan.plan_chunks(size, workers)
+    pool = _pool(path, min(workers, len(chunks)), rules, config, fork_safe)
+    try:
+        for future in [pool.submit(_scan.scan_chunk, bounds) for bounds in chunks]:
+            yield _chunk_result(future)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _pool(
+    path: str, workers: int, rules: DatasetRules, config: _scan.ScanConfig, fork_safe: bool
+) -> concurrent.futures.ProcessPoolExecutor:
+    """``workers`` processes scanning byte ranges of ``path`` (:func:`_scan.scan_chunk`), started now:
+    forked when the tokenizer allows it and this process has no other threads, spawned otherwise.
+
+    An executor rather than a ``multiprocessing.Pool``: a worker that dies (killed, out of memory)
+    fails the validation (:func:`_chunk_result`) where a pool would wait for its result forever."""
     import multiprocessing
 
     method = "fork" if fork_safe and _scan.fork_is_safe() else "spawn"
-    ctx = multiprocessing.get_context(method)
-    chunks = _scan.plan_chunks(size, workers)
-    with ctx.Pool(
-        min(workers, len(chunks)),
+    pool = concurrent.futures.ProcessPoolExecutor(
+        workers,
+        mp_context=multiprocessing.get_context(method),
         initializer=_scan.init_worker,
         initargs=(path, config, rules.provider, rules.model),
-    ) as pool:
-        yield from pool.imap(_scan.scan_chunk, chunks)
+    )
+    pool.submit(int)  # starts the processes (forked ones: before this process reads on and starts threads)
+    return pool
+
+
+def _chunk_result(future: concurrent.futures.Future[_scan.ChunkResult]) -> _scan.ChunkResult:
+    try:
+        return future.result()
+    except concurrent.futures.process.BrokenProcessPool as exc:
+        raise _worker_died() from exc
+
+
+def _worker_died() -> AnytuneError:
+    return AnytuneError(
+        "a dataset validation worker process ended abruptly (killed, or out of memory); "
+        "ANYTUNE_DATA_WORKERS=1 validates in this process"
+    )
 
 
 _KINDS = (
@@ -338,16 +369,13 @@ def validate_file(
     rules = rules or DatasetRules()
     fname = os.fspath(path)
     size = regular_file_size(fname)
-    counter = counter_for(rules.provider, rules.model)
-    limit = rules.max_tokens_per_example or max_tokens_per_example(rules.provider, rules.model)
-    label = f" for {rules.model}" if rules.model and rules.max_tokens_per_example is None else ""
-    config = _scan.ScanConfig(method=rules.method, max_tokens=limit, max_issues=max(0, max_issues), limit_label=label)
+    setup = _Setup(rules, max_issues)
     acc = _Accumulator(fname, max(0, max_issues), on_issue)
     emit: _scan.Emit | None = None
     if on_issue is not None:  # in-process scans report issues the moment they are found
         emit = acc.keep
     results, workers = _chunk_results(
-        fname, size, rules, config, fast_count(counter), getattr(counter, "fork_safe", False), emit
+        fname, size, rules, setup.config, fast_count(setup.counter), getattr(setup.counter, "fork_safe", False), emit
     )
     try:
         for res in results:
@@ -355,35 +383,146 @@ def validate_file(
     finally:
         if isinstance(results, Generator):  # stops the worker pool even when on_issue raised
             results.close()
+    return setup.report(acc, size, workers, t0)
 
-    fmt = acc.file_level_checks(rules.min_examples)
-    stats = token_stats(acc.lengths)
-    epochs = billed = None
-    cost = None
-    if stats is not None:
-        epochs = rules.epochs or default_epochs(stats.examples)
-        billed = billed_tokens(acc.lengths, epochs, limit)
-        cost = estimate_cost(rules.provider, rules.model, epochs, billed)
-    return DatasetReport(
-        file=fname,
-        method=rules.method,
-        format=fmt,
-        examples=acc.examples,
-        valid_examples=acc.valid,
-        issues=acc.kept,
-        issue_counts=acc.counts,
-        errors=acc.errors,
-        warnings=acc.warnings,
-        tokens=stats,
-        tokenizer=counter.name,
-        tokens_exact=counter.exact,
-        epochs_estimate=epochs,
-        billed_tokens_estimate=billed,
-        cost=cost,
-        bytes=size,
-        seconds=time.perf_counter() - t0,
-        workers=workers,
-    )
+
+class _Setup:
+    """What a validation checks against, and the report it ends with: shared by :func:`validate_file`
+    and :class:`ValidatingWriter`."""
+
+    def __init__(self, rules: DatasetRules, max_issues: int) -> None:
+        self.rules = rules
+        self.counter = counter_for(rules.provider, rules.model)
+        self.limit = rules.max_tokens_per_example or max_tokens_per_example(rules.provider, rules.model)
+        label = f" for {rules.model}" if rules.model and rules.max_tokens_per_example is None else ""
+        self.config = _scan.ScanConfig(
+            method=rules.method, max_tokens=self.limit, max_issues=max(0, max_issues), limit_label=label
+        )
+
+    def report(self, acc: _Accumulator, size: int, workers: int, t0: float) -> DatasetReport:
+        rules = self.rules
+        fmt = acc.file_level_checks(rules.min_examples)
+        stats = token_stats(acc.lengths)
+        epochs = billed = None
+        cost = None
+        if stats is not None:
+            epochs = rules.epochs or default_epochs(stats.examples)
+            billed = billed_tokens(acc.lengths, epochs, self.limit)
+            cost = estimate_cost(rules.provider, rules.model, epochs, billed)
+        return DatasetReport(
+            file=acc.fname,
+            method=rules.method,
+            format=fmt,
+            examples=acc.examples,
+            valid_examples=acc.valid,
+            issues=acc.kept,
+            issue_counts=acc.counts,
+            errors=acc.errors,
+            warnings=acc.warnings,
+            tokens=stats,
+            tokenizer=self.counter.name,
+            tokens_exact=self.counter.exact,
+            epochs_estimate=epochs,
+            billed_tokens_estimate=billed,
+            cost=cost,
+            bytes=size,
+            seconds=time.perf_counter() - t0,
+            workers=workers,
+        )
+
+
+class ValidatingWriter:
+    """A JSON Lines file validated while it is written: one pass where writing then validating takes two.
+
+    Each stretch of :data:`OVERLAP_CHUNK_BYTES` of complete lines goes to a worker process as soon as
+    it is on disk, so the workers count tokens while the writer produces the next lines: a
+    conversion's CPU work overlaps validation's instead of leaving the other cores idle before it.
+    With one worker (an ``expected_size`` too small to share, one CPU, a daemonic process) the
+    file is validated in-process once closed. Either way the report is :func:`validate_file`'s on
+    the finished file.
+
+    Use it as a context manager (leaving it stops the workers); :meth:`write` whole lines, then
+    :meth:`report`.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        rules: DatasetRules | None = None,
+        *,
+        expected_size: int,
+        max_issues: int = 1000,
+    ) -> None:
+        self._t0 = time.perf_counter()
+        self._path = os.fspath(path)
+        self._rules = rules or DatasetRules()
+        self._max_issues = max_issues
+        self._file = open(self._path, "wb")  # noqa: SIM115 - closed by report() or close()
+        self._written = self._handed = 0
+        self._pending: list[concurrent.futures.Future[_scan.ChunkResult]] = []  # in file order
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._setup = _Setup(self._rules, max_issues)
+        fork_safe = bool(getattr(self._setup.counter, "fork_safe", False))
+        workers = _scan.plan_workers(expected_size, fork_safe)
+        self._workers = workers if workers > 1 and not _daemonic() else 1
+        if self._workers > 1:
+            # Started before the caller reads anything: forked while this process has no other threads.
+            self._pool = _pool(self._path, self._workers, self._rules, self._setup.config, fork_safe)
+
+    def write(self, lines: bytes) -> None:
+        """Append ``lines``: one or more whole lines, the last ending in a newline."""
+        self._file.write(lines)
+        self._written += len(lines)
+        if self._pool is not None and self._written - self._handed >= OVERLAP_CHUNK_BYTES:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        assert self._pool is not None  # only called with workers
+        self._file.flush()  # the workers read the file itself
+        bounds = (self._handed, self._written)
+        try:
+            self._pending.append(self._pool.submit(_scan.scan_chunk, bounds))
+        except concurrent.futures.process.BrokenProcessPool as exc:  # a worker died on an earlier chunk
+            raise _worker_died() from exc
+        self._handed = self._written
+
+    def report(self) -> DatasetReport:
+        """Close the file and validate what is left; the report of the whole file."""
+        if self._pool is None:
+            self._file.close()
+            return validate_file(self._path, self._rules, max_issues=self._max_issues)
+        if self._written > self._handed:
+            self._hand_over()
+        self._file.close()
+        acc = _Accumulator(self._path, max(0, self._max_issues), None)
+        for pending in self._pending:
+            acc.add(_chunk_result(pending), issues_already_kept=False)
+        self.close()
+        return self._setup.report(acc, self._written, self._workers, self._t0)
+
+    def close(self) -> None:
+        """Stop the workers and close the file (what :meth:`report` does not need again)."""
+        self._file.close()
+        if self._pool is not None:
+            # Chunks not yet started are dropped; the ones running (a few MB each) end first.
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def __enter__(self) -> ValidatingWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+#: Bytes of complete lines a :class:`ValidatingWriter` gathers before handing them to a worker.
+OVERLAP_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+def _daemonic() -> bool:
+    import multiprocessing
+
+    return bool(multiprocessing.current_process().daemon)  # daemonic processes may not have children
 
 
 class _Accumulator:
