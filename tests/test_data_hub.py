@@ -16,7 +16,13 @@ from anytune._data.hub import parse_split
 from anytune._data.pipeline import validate_source, write_canonical
 from anytune._data.sources import classify_source, open_source
 from anytune._data.validate import DatasetRules
-from anytune.errors import ConfigError, DataValidationError, PermissionDeniedError, ServiceUnavailableError
+from anytune.errors import (
+    ConfigError,
+    DataValidationError,
+    PermissionDeniedError,
+    RateLimitError,
+    ServiceUnavailableError,
+)
 from tests.clitools import run_cli
 from tests.conftest import FakeClock
 from tests.hubdata import QA, REPO, serve_hub_datasets
@@ -25,6 +31,9 @@ from tests.hubdata import jsonl as _jsonl
 from tests.providers.hf_fake import TOKEN, FakeHub
 
 pytest.importorskip("datasets")
+
+
+PC = {"prompt": "question", "completion": "answer"}
 
 
 @pytest.fixture
@@ -297,3 +306,78 @@ def test_cli_neither_a_file_nor_an_id(capsys: pytest.CaptureFixture[str]) -> Non
     result = run_cli(capsys, "data", "validate", "not an id!")
     assert result.code == 2
     assert "neither an existing file or folder nor a Hub dataset id" in result.err
+
+
+# -- faults while the rows are read ---------------------------------------------------------------
+
+_DATA_FILE = r"/resolve/[0-9a-f]{40}/data/train\.jsonl$"
+_FAULTS: dict[str, dict[str, Any]] = {
+    "500": {"status": 500},
+    "503": {"status": 503},
+    "429": {"status": 429, "headers": {"Retry-After": "3"}},
+    "dropped": {"exception": httpx2.RemoteProtocolError},
+    "timeout": {"exception": httpx2.ReadTimeout},
+}
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    """Every wait huggingface_hub and datasets ask for (not slept: the test runs in moments)."""
+    import time
+
+    asked: list[float] = []
+    monkeypatch.setattr(time, "sleep", asked.append)
+    return asked
+
+
+# An absolute slice streams; a percentage of a split of unknown size is prepared in the datasets cache.
+@pytest.mark.parametrize("split", ["train[:5]", "train[:25%]"], ids=["streamed", "prepared"])
+@pytest.mark.parametrize("fault", sorted(_FAULTS))
+def test_a_hub_that_keeps_failing_a_read_is_named_within_a_minute(
+    hub: FakeHub, monkeypatch: pytest.MonkeyPatch, sleeps: list[float], fault: str, split: str
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    hub.fail("GET", _DATA_FILE, times=1000, **_FAULTS[fault])
+    with pytest.raises((ServiceUnavailableError, RateLimitError)) as info:
+        validate_source(REPO, DatasetRules(min_examples=1), split=split, columns=PC)
+    message = str(info.value)
+    assert message.startswith(f"huggingface: reading dataset {REPO}") and "hub.test" in message
+    assert TOKEN not in message
+    expected = {
+        "500": "failed (HTTP 500)",
+        "503": "failed (HTTP 503)",
+        "429": "rate-limiting this client and still was after retries; try again after 3 s (HTTP 429)",
+        "dropped": "the connection was dropped",
+        "timeout": "no answer in time",
+    }[fault]
+    assert expected in message
+    if fault == "429":
+        assert isinstance(info.value, RateLimitError) and info.value.retry_after == 3
+    # huggingface_hub's back-off alone (the Hub's Retry-After honoured): datasets alone would add up
+    # to 20 x 60 s on a throttled read.
+    assert 0 < sum(sleeps) <= 30, sleeps
+
+
+@pytest.mark.parametrize("split", ["train[:5]", "train[:25%]"], ids=["streamed", "prepared"])
+@pytest.mark.parametrize("fault", sorted(_FAULTS))
+def test_a_read_that_fails_once_is_retried_and_reads_every_row(
+    hub: FakeHub, sleeps: list[float], fault: str, split: str
+) -> None:
+    hub.fail("GET", _DATA_FILE, times=1, **_FAULTS[fault])
+    report = validate_source(REPO, DatasetRules(min_examples=1), split=split, columns=PC).report
+    assert report.ok and report.examples == 5
+    assert sum(sleeps) <= 10, sleeps
+
+
+def test_cli_says_the_hub_is_throttling_in_one_line(
+    hub: FakeHub, sleeps: list[float], capsys: pytest.CaptureFixture[str]
+) -> None:
+    hub.fail("GET", _DATA_FILE, times=1000, **_FAULTS["429"])
+    result = run_cli(
+        capsys, "data", "validate", REPO, "--split", "train[:5]", "--columns", "prompt=question,completion=answer"
+    )
+    assert result.code == 1, result.err
+    assert result.err.strip().splitlines() == [
+        f"provider error: huggingface: reading dataset {REPO}: hub.test is rate-limiting this client and still was "
+        "after retries; try again after 3 s (HTTP 429)"
+    ]

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Final
@@ -50,6 +51,7 @@ from anytune._base_model import (
     hub_offline,
 )
 from anytune._data.sources import Location, Row, Source
+from anytune._retry import RetryPolicy, is_retryable_status
 from anytune.errors import (
     AnytuneError,
     ConfigError,
@@ -57,6 +59,7 @@ from anytune.errors import (
     MissingDependencyError,
     PermissionDeniedError,
     ProviderError,
+    RateLimitError,
     ServiceUnavailableError,
 )
 
@@ -165,7 +168,7 @@ class HubSource(Source):
                 split and its size).
             ServiceUnavailableError, PermissionDeniedError: the Hub failed while the rows were read.
         """
-        with _hub_errors(self.path, self.revision, offline=self.offline):
+        with _hub_errors(self.path, self.revision, offline=self.offline, doing="reading"):
             if self.streaming:
                 first, end = self._slice.bounds(self.rows_in_split)
                 stream = self._builder.as_streaming_dataset(split=self._slice.name)
@@ -199,11 +202,25 @@ class HubSource(Source):
             ) from exc
 
     def _prepared(self) -> Any:
-        """The split, downloaded into the ``datasets`` cache (or found there) as memory-mapped Arrow."""
+        """The split, downloaded into the ``datasets`` cache (or found there) as memory-mapped Arrow.
+
+        The download is retried on the Hub's 5xx answers with the shared policy: huggingface_hub
+        retries 429s and network failures of the data files' download, not 5xx, where one 500
+        failed the whole read. A download that fails half-way is safe to repeat (``datasets`` keeps
+        the files done and takes a lock)."""
         import datasets
 
+        from anytune._retry import retry_call
+
         try:
-            self._builder.download_and_prepare()
+            retry_call(
+                self._builder.download_and_prepare,
+                policy=PREPARE_RETRIES,
+                retry_on=_transient,
+                retry_after=lambda exc: _retry_after(getattr(_hub_http_error(exc), "response", None)),
+                sleep=lambda seconds: time.sleep(seconds),  # looked up at each wait, so tests can record them
+                what=f"downloading dataset {self.path}",
+            )
             return self._builder.as_dataset(split=self._slice.name)
         except datasets.exceptions.DatasetsError as exc:
             cause = exc.__cause__ or exc
@@ -231,6 +248,31 @@ class HubSource(Source):
         raise DataValidationError(f"split {split!r} of dataset {self.path} {has}: {self.split} starts past its end")
 
 
+#: Retries of a split's download into the ``datasets`` cache (:meth:`HubSource._prepared`).
+PREPARE_RETRIES: Final = RetryPolicy(max_attempts=5, initial_backoff=1.0, max_backoff=16.0, deadline=60.0)
+
+
+def _hub_http_error(exc: BaseException) -> Any:
+    """The Hub's HTTP error in ``exc``'s chain (``datasets`` wraps some), or None."""
+    import huggingface_hub.errors as hub_errors
+
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, hub_errors.HfHubHTTPError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _transient(exc: BaseException) -> bool:
+    """Whether a download failed for a reason worth another try that nothing below retried: the Hub
+    answering 5xx. (huggingface_hub already retries 429s, honouring their hint, and dropped
+    connections and timeouts: retrying those again would multiply the waits.)"""
+    http = _hub_http_error(exc)
+    status = http.response.status_code if http is not None and http.response is not None else None
+    return status is not None and status >= 500 and is_retryable_status(status)
+
+
 # -- the pre-flight ------------------------------------------------------------------------------
 def _dataset_url(repo_id: str) -> str:
     return f"{hub_endpoint()}/datasets/{repo_id}"
@@ -249,13 +291,17 @@ def _token() -> str | None:
 
 
 def _translate(
-    exc: Exception, repo_id: str, revision: str | None, host: str, offline: bool = False
+    exc: Exception, repo_id: str, revision: str | None, host: str, offline: bool = False, doing: str = "looking up"
 ) -> AnytuneError | None:
     """The anytune error for a failed look-up or read of a dataset (None: not the Hub's or the transport's)."""
     import huggingface_hub.errors as hub_errors
 
     if offline and isinstance(exc, (hub_errors.OfflineModeIsEnabled, ConnectionError)):
         return _offline_error(repo_id)  # datasets: "Couldn't reach 'org/name' on the Hub (OfflineModeIsEnabled)"
+    if isinstance(exc, ConnectionError) and isinstance(exc.__cause__, hub_errors.HfHubHTTPError):
+        # datasets gave up retrying a read the Hub answered with 429 or 503 ("Server Disconnected"):
+        # the Hub's answer is the reason, not the connection.
+        exc = exc.__cause__
 
     if isinstance(exc, hub_errors.GatedRepoError):
         return PermissionDeniedError(
@@ -289,8 +335,18 @@ def _translate(
             return PermissionDeniedError(
                 f"dataset {repo_id}: {host} refused access with this token", provider=PROVIDER, status_code=status
             )
+        if status == 429:
+            wait = _retry_after(exc.response)
+            when = f"after {wait:g} s" if wait is not None else "in a while"
+            return RateLimitError(
+                f"{doing} dataset {repo_id}: {host} is rate-limiting this client and still was after retries; "
+                f"try again {when}",
+                provider=PROVIDER,
+                status_code=status,
+                retry_after=wait,
+            )
         family = ServiceUnavailableError if status is None or status >= 500 else ProviderError
-        return family(f"looking up dataset {repo_id} on {host} failed", provider=PROVIDER, status_code=status)
+        return family(f"{doing} dataset {repo_id} on {host} failed", provider=PROVIDER, status_code=status)
     import httpx2
 
     if isinstance(exc, (httpx2.TransportError, ConnectionError, TimeoutError)):
@@ -299,8 +355,23 @@ def _translate(
         hint = (
             "check the connection (or HF_ENDPOINT); a dataset read once is in the datasets cache: set HF_HUB_OFFLINE=1"
         )
-        return ServiceUnavailableError(f"looking up dataset {repo_id}: {said}. {hint}", provider=PROVIDER)
+        return ServiceUnavailableError(f"{doing} dataset {repo_id}: {said}. {hint}", provider=PROVIDER)
     return None
+
+
+def _retry_after(response: Any) -> float | None:
+    """The Hub's hint of when to come back: ``Retry-After``, or its rate-limit headers' reset."""
+    from huggingface_hub.utils import parse_ratelimit_headers  # type: ignore[attr-defined]  # documented, not in __all__
+
+    from anytune._retry import parse_retry_after
+
+    if response is None:
+        return None
+    wait = parse_retry_after(response.headers)
+    if wait is None:
+        info = parse_ratelimit_headers(response.headers)
+        wait = float(info.reset_in_seconds) if info is not None else None
+    return wait
 
 
 def _token_state() -> str | None:
@@ -309,24 +380,48 @@ def _token_state() -> str | None:
     return get_token()
 
 
+#: ``datasets``' own retries around a streamed read, turned off. Each read already goes through
+#: huggingface_hub's back-off (5 retries of 429/5xx answers and dropped connections: about 23 s in
+#: all, or the Hub's ``Retry-After`` in full); ``datasets`` multiplied that by 20 attempts 60 s apart
+#: on a throttled read, which held a read for about half an hour before saying anything. One attempt
+#: of ``datasets`` (no wait after it) leaves the official client's back-off as the one policy.
+STREAMING_RETRIES: Final[dict[str, int]] = {
+    "STREAMING_READ_MAX_RETRIES": 1,
+    "STREAMING_READ_RETRY_INTERVAL": 0,
+    "STREAMING_READ_SERVER_UNAVAILABLE_RETRY_INTERVAL": 0,
+    "STREAMING_READ_RATE_LIMIT_RETRY_INTERVAL": 0,
+    "STREAMING_OPEN_MAX_RETRIES": 1,
+    "STREAMING_OPEN_RETRY_INTERVAL": 0,
+}
+
+
 @contextlib.contextmanager
-def _hub_errors(repo_id: str, revision: str | None, offline: bool = False) -> Iterator[None]:
+def _hub_errors(repo_id: str, revision: str | None, offline: bool = False, doing: str = "looking up") -> Iterator[None]:
     """The boundary of every call into huggingface_hub and ``datasets`` for one dataset.
 
     With ``offline``, both libraries run offline inside the block: they read ``HF_HUB_OFFLINE``
-    once, at their import, and this process may have imported them before it was set.
+    once, at their import, and this process may have imported them before it was set. ``datasets``'
+    retries are bounded inside the block (:data:`STREAMING_RETRIES`). ``doing`` says what failed in
+    the messages (``looking up``, ``reading``).
     """
     from anytune._boundary import boundary
 
     host = hub_host(hub_endpoint())
     with contextlib.ExitStack() as stack:
+        try:
+            import datasets.config as config
+        except ImportError:  # a look-up before datasets is needed: it says what to install when it is
+            config = None
+        for name, value in STREAMING_RETRIES.items():
+            if hasattr(config, name):  # the knobs of the datasets versions that have them
+                stack.enter_context(_patched(config, name, value))
         if offline:
-            import datasets.config
             from huggingface_hub import constants
 
-            for module in (datasets.config, constants):
-                stack.enter_context(_patched(module, "HF_HUB_OFFLINE", True))
-        stack.enter_context(boundary(lambda exc: _translate(exc, repo_id, revision, host, offline)))
+            for module in (config, constants):
+                if module is not None:
+                    stack.enter_context(_patched(module, "HF_HUB_OFFLINE", True))
+        stack.enter_context(boundary(lambda exc: _translate(exc, repo_id, revision, host, offline, doing)))
         yield
 
 
