@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
@@ -174,6 +176,23 @@ def test_the_same_source_is_converted_once_and_an_edited_one_again(
     FineTuneJob.create(provider="fake", base_model="tiny", data=data)
     assert received[2]["spec"].training_file != first
     assert len(received[2]["training_file"]) == 13
+
+
+def test_jobs_created_at_once_from_one_source_share_one_converted_file(tmp_path: Path, anytune_home: Path) -> None:
+    # Four `anytune jobs create` processes at the same moment, as a script launching a sweep does:
+    # each gets its job, the conversion's cache ends with one whole file and no temporary left.
+    source = write_csv(tmp_path / "qa.csv", qa_rows())
+    argv = [sys.executable, "-m", "anytune", "jobs", "create", "--provider", "fake", "--base-model", "tiny"]
+    argv += ["--dataset", str(source), "--template", TEMPLATE, "--json"]
+    procs = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(4)]
+    outs = [proc.communicate(timeout=120) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0] * 4, [err for _, err in outs]
+    assert len({json.loads(out)["ref"] for out, _ in outs}) == 4
+    files = sorted(p.name for p in (anytune_home / "data").iterdir())
+    assert len(files) == 2 and files[0].endswith(".json") and files[1].endswith(".jsonl"), files
+    lines = (anytune_home / "data" / files[1]).read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["messages"][1]["content"] for line in lines] == [r["answer"] for r in qa_rows()]
+    assert jobs_in_store(anytune_home) == 4
 
 
 def test_bad_rows_exit_3_naming_row_and_field_and_record_nothing(
