@@ -62,6 +62,8 @@ _ACCEPTED: Final = (
     "or holding data files of one of these kinds"
 )
 _BATCH: Final = 1024
+#: Bytes a Parquet column chunk is read in (pyarrow's ``buffer_size``).
+_PARQUET_BUFFER: Final = 1 << 20
 #: What a source's name means: a local file or folder, or a Hub dataset id.
 SourceKind = Literal["path", "hub"]
 _BOM: Final = b"\xef\xbb\xbf"
@@ -464,7 +466,10 @@ def _parquet(path: str) -> Iterator[Row]:
         raise MissingDependencyError("pyarrow", "data", "reading Parquet files") from exc
     number = 0
     try:
-        parquet = pq.ParquetFile(path)
+        # Without pre_buffer: pyarrow's read-ahead cache keeps every column chunk it fetched for
+        # the file's lifetime (a 1 M-row file's peak memory grew 3x over a 100 k-row one's);
+        # buffered reads take each column chunk 1 MiB at a time instead of whole.
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=_PARQUET_BUFFER)
         for batch in parquet.iter_batches(batch_size=_BATCH):
             for row in batch.to_pylist():
                 number += 1

@@ -9,6 +9,7 @@ tokens and the cost. :func:`check_dataset` does the same and raises
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import concurrent.futures.process
 import errno
@@ -459,7 +460,10 @@ class ValidatingWriter:
         self._max_issues = max_issues
         self._file = open(self._path, "wb")  # noqa: SIM115 - closed by report() or close()
         self._written = self._handed = 0
-        self._pending: list[concurrent.futures.Future[_scan.ChunkResult]] = []  # in file order
+        # Chunks handed over and not merged yet, in file order; merged as soon as they are done, so
+        # memory holds a few results whatever the file's size.
+        self._pending: collections.deque[concurrent.futures.Future[_scan.ChunkResult]] = collections.deque()
+        self._acc = _Accumulator(self._path, max(0, max_issues), None)
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._setup = _Setup(self._rules, max_issues)
         fork_safe = bool(getattr(self._setup.counter, "fork_safe", False))
@@ -485,6 +489,13 @@ class ValidatingWriter:
         except concurrent.futures.process.BrokenProcessPool as exc:  # a worker died on an earlier chunk
             raise _worker_died() from exc
         self._handed = self._written
+        self._merge(keep=IN_FLIGHT_PER_WORKER * self._workers)
+
+    def _merge(self, keep: int) -> None:
+        """Merge the finished chunks at the head of the queue; wait for the head while more than
+        ``keep`` are in flight (a writer faster than the workers waits, instead of queueing)."""
+        while self._pending and (self._pending[0].done() or len(self._pending) > keep):
+            self._acc.add(_chunk_result(self._pending.popleft()), issues_already_kept=False)
 
     def report(self) -> DatasetReport:
         """Close the file and validate what is left; the report of the whole file."""
@@ -494,11 +505,9 @@ class ValidatingWriter:
         if self._written > self._handed:
             self._hand_over()
         self._file.close()
-        acc = _Accumulator(self._path, max(0, self._max_issues), None)
-        for pending in self._pending:
-            acc.add(_chunk_result(pending), issues_already_kept=False)
+        self._merge(keep=0)
         self.close()
-        return self._setup.report(acc, self._written, self._workers, self._t0)
+        return self._setup.report(self._acc, self._written, self._workers, self._t0)
 
     def close(self) -> None:
         """Stop the workers and close the file (what :meth:`report` does not need again)."""
@@ -517,6 +526,8 @@ class ValidatingWriter:
 
 #: Bytes of complete lines a :class:`ValidatingWriter` gathers before handing them to a worker.
 OVERLAP_CHUNK_BYTES = 4 * 1024 * 1024
+#: Chunks a :class:`ValidatingWriter` lets wait per worker before the writer waits for them.
+IN_FLIGHT_PER_WORKER = 2
 
 
 def _daemonic() -> bool:
