@@ -32,6 +32,7 @@ __all__ = [
     "TrainingPlan",
     "check_optimizer",
     "check_validation_split",
+    "default_max_length",
     "make_plan",
     "resolved_settings",
     "split_validation",
@@ -210,10 +211,16 @@ def _max_length(spec: JobSpec) -> tuple[int, str]:
     """The max_length the trainer will use, and where it comes from."""
     if spec.hyperparameters.max_length is not None:
         return spec.hyperparameters.max_length, "spec"
-    limit = _model_max_length(spec.base_model)
+    return default_max_length(spec.base_model)
+
+
+def default_max_length(base_model: str) -> tuple[int, str]:
+    """The max_length the trainer uses when the spec sets none, and where it comes from:
+    :data:`DEFAULT_MAX_LENGTH`, or the model's ``max_position_embeddings`` when lower."""
+    limit = _model_max_length(base_model)
     if limit is not None and limit < DEFAULT_MAX_LENGTH:
         return limit, "the model's max_position_embeddings"
-    if limit is None and not Path(spec.base_model).expanduser().is_dir():
+    if limit is None and not Path(base_model).expanduser().is_dir():
         return DEFAULT_MAX_LENGTH, "default (lower if the model's max_position_embeddings is)"
     return DEFAULT_MAX_LENGTH, "default"
 

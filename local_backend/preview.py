@@ -10,7 +10,6 @@ preview adds only the character offsets of the tokens, to show the text each tok
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -20,6 +19,7 @@ from anytune._data.formats import example_format
 from anytune._data.preview import Rendered, Segment
 from anytune.errors import DataValidationError
 from anytune.local_backend import data as D
+from anytune.local_backend.hparams import default_max_length
 from anytune.local_backend.model import load_tokenizer
 
 __all__ = ["render_examples"]
@@ -70,7 +70,8 @@ def render_examples(
             errors name it.
         base_model: a local model folder or a Hub id (its tokenizer is loaded).
         chat_template: ``local.chat_template``: a Jinja template or a file holding one.
-        max_length: the trainer's ``max_length`` (None: no cut).
+        max_length: the trainer's ``max_length`` (None: the trainer's default for ``base_model``,
+            :func:`anytune.local_backend.hparams.default_max_length`).
 
     Returns:
         Per example, its sequences by name (``text``; or ``chosen`` and ``rejected``) and notes on
@@ -83,7 +84,7 @@ def render_examples(
     template = D.resolve_chat_template(chat_template)
     tokenizer = load_tokenizer(base_model, template)
     render = D._Renderer(tokenizer, template)
-    limit = max_length if max_length is not None else sys.maxsize
+    limit = max_length if max_length is not None else default_max_length(base_model)[0]
     out: list[tuple[dict[str, Rendered], tuple[str, ...]]] = []
     for where, example in examples:
         fmt = example_format(example)

@@ -101,7 +101,11 @@ def preview(
     n: Annotated[int, typer.Option("-n", help="Examples to show (only those rows are read).")] = 3,
     max_length: Annotated[
         int | None,
-        typer.Option(help="The trainer's max_length: show where it cuts (needs --base-model).", show_default=False),
+        typer.Option(
+            help="The trainer's max_length: show where it cuts (needs --base-model; default: the trainer's, "
+            "1024 or the model's max_position_embeddings when lower).",
+            show_default=False,
+        ),
     ] = None,
     chat_template: Annotated[
         str | None,

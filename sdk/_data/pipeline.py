@@ -22,7 +22,7 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import IO, Any, NamedTuple, Protocol
+from typing import IO, TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict
 
 import orjson
 
@@ -32,9 +32,13 @@ from anytune._data.validate import DatasetReport, DatasetRules, ValidatingWriter
 from anytune._files import atomic_write
 from anytune.errors import DataValidationError
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "Conversion",
     "LineMap",
+    "ReadOptions",
     "SourceValidation",
     "remap_report",
     "to_canonical",
@@ -118,22 +122,55 @@ class _Outcome:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def _converter(
-    format: str,
-    columns: Mapping[str, str] | None,
-    prompt_template: str | None,
-    completion_template: str | None,
-    text_template: str | None,
-    system: str | None,
-) -> RowConverter:
-    return RowConverter(
-        format,
-        columns=columns,
-        prompt_template=prompt_template,
-        completion_template=completion_template,
-        text_template=text_template,
-        system=system,
+class ReadOptions(TypedDict, total=False):
+    """How a source is read: the keyword options of :func:`to_canonical`, :func:`write_canonical`,
+    :func:`write_canonical_to` and :func:`validate_source`.
+
+    Attributes:
+        format: ``"auto"`` (the default: the first row's shape, which every row must share) or a
+            shape of :data:`anytune._data.shapes.SHAPES`.
+        columns: the shape's field ← the source's column, e.g. ``{"prompt": "question"}``.
+        prompt_template, completion_template: ``str.format`` templates over the row's columns
+            building a prompt/completion pair.
+        text_template: one template in Olive's style, split at its last field into prompt and
+            completion (:func:`anytune._data.shapes.split_text_template`).
+        system: a system message put first in every example that has none.
+        split: the split of a folder saved from a ``DatasetDict`` (default ``train``), or of a Hub
+            dataset with an optional slice (``train[:4096]``, ``train[:10%]``).
+        config, revision: a Hub dataset's config and revision (:func:`anytune._data.hub.open_hub`).
+    """
+
+    format: str
+    columns: Mapping[str, str] | None
+    prompt_template: str | None
+    completion_template: str | None
+    text_template: str | None
+    system: str | None
+    split: str | None
+    config: str | None
+    revision: str | None
+
+
+def _open(
+    source: str | os.PathLike[str], options: ReadOptions, field: str | None = None
+) -> tuple[Source, RowConverter]:
+    """The source and the converter ``options`` describe; the options are checked first, so a bad
+    one is refused before the source is touched."""
+    unknown = sorted(set(options) - set(ReadOptions.__annotations__))
+    if unknown:  # what a keyword argument the function does not take raised before: a typo stays loud
+        raise TypeError(f"unexpected reading option(s): {', '.join(unknown)}")
+    conv = RowConverter(
+        options.get("format", "auto"),
+        columns=options.get("columns"),
+        prompt_template=options.get("prompt_template"),
+        completion_template=options.get("completion_template"),
+        text_template=options.get("text_template"),
+        system=options.get("system"),
     )
+    src = open_source(
+        source, split=options.get("split"), field=field, config=options.get("config"), revision=options.get("revision")
+    )
+    return src, conv
 
 
 def _issue(loc: Location, code: str, message: str, where: str | None) -> ValidationIssue:
@@ -215,33 +252,13 @@ def _empty(src: Source, untouched: str) -> DataValidationError:
 
 
 def to_canonical(
-    source: str | os.PathLike[str],
-    *,
-    format: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    prompt_template: str | None = None,
-    completion_template: str | None = None,
-    text_template: str | None = None,
-    system: str | None = None,
-    split: str | None = None,
-    config: str | None = None,
-    revision: str | None = None,
+    source: str | os.PathLike[str], **options: Unpack[ReadOptions]
 ) -> Iterator[tuple[Location, dict[str, Any]]]:
     """The canonical example of each row of ``source``, with the row's location, in order.
 
     Args:
-        source: a data file or folder (:func:`anytune._data.sources.open_source`).
-        format: ``"auto"`` (the first row's shape, which every row must share) or a shape of
-            :data:`anytune._data.shapes.SHAPES`.
-        columns: the shape's field ← the source's column, e.g. ``{"prompt": "question"}``.
-        prompt_template, completion_template: ``str.format`` templates over the row's columns
-            building a prompt/completion pair.
-        text_template: one template in Olive's style, split at its last field into prompt and
-            completion (:func:`anytune._data.shapes.split_text_template`).
-        system: a system message put first in every example that has none.
-        split: the split of a folder saved from a ``DatasetDict`` (default ``train``), or of a Hub
-            dataset with an optional slice (``train[:4096]``, ``train[:10%]``).
-        config, revision: a Hub dataset's config and revision (:func:`anytune._data.hub.open_hub`).
+        source: a data file or folder, or a Hub dataset id (:func:`anytune._data.sources.open_source`).
+        options: how to read it (:class:`ReadOptions`).
 
     Raises:
         ConfigError: options that do not fit together, a source that is not a data file or folder.
@@ -250,8 +267,7 @@ def to_canonical(
         MissingDependencyError: Parquet or ``datasets`` without ``anytune[data]``.
         OSError: the source cannot be read.
     """
-    conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split, config=config, revision=revision)
+    src, conv = _open(source, options)
     empty = True
     for loc, item in _examples(src, conv):
         empty = False
@@ -266,21 +282,13 @@ def write_canonical(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    format: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    prompt_template: str | None = None,
-    completion_template: str | None = None,
-    text_template: str | None = None,
-    system: str | None = None,
-    split: str | None = None,
-    config: str | None = None,
-    revision: str | None = None,
     max_issues: int = MAX_REPORTED,
     field: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> Conversion:
     """Write ``source`` as canonical JSONL (OpenAI chat, or DPO for preference shapes) to ``out``.
 
-    The options are :func:`to_canonical`'s. ``out`` is written through a temporary file renamed
+    ``options`` say how to read ``source`` (:class:`ReadOptions`). ``out`` is written through a temporary file renamed
     over it only when every row converted: on a bad row nothing is written, every row is still
     read, and the error lists the bad rows (up to ``max_issues``; all are counted). ``out`` gets
     the permissions of the file it replaces, or a new file's. ``field`` names the argument
@@ -297,26 +305,13 @@ def write_canonical(
         MissingDependencyError: Parquet or ``datasets`` without ``anytune[data]``.
         OSError: the source cannot be read, or ``out`` cannot be written (``out`` is untouched).
     """
-    conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split, field=field, config=config, revision=revision)
+    src, conv = _open(source, options, field)
     with atomic_write(out, prefix=".anytune-convert-", suffix=".jsonl.tmp") as fout:
         return _write(src, conv, fout, max_issues, f"{os.fspath(out)} not written")
 
 
 def write_canonical_to(
-    source: str | os.PathLike[str],
-    stream: IO[bytes],
-    *,
-    format: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    prompt_template: str | None = None,
-    completion_template: str | None = None,
-    text_template: str | None = None,
-    system: str | None = None,
-    split: str | None = None,
-    config: str | None = None,
-    revision: str | None = None,
-    max_issues: int = MAX_REPORTED,
+    source: str | os.PathLike[str], stream: IO[bytes], *, max_issues: int = MAX_REPORTED, **options: Unpack[ReadOptions]
 ) -> Conversion:
     """Like :func:`write_canonical`, writing to the binary ``stream`` (standard output, a pipe). The
     examples are held in a temporary file until every row converted: a bad source writes nothing.
@@ -324,8 +319,7 @@ def write_canonical_to(
     Raises:
         The errors of :func:`write_canonical`; ``OSError`` also when ``stream`` cannot be written.
     """
-    conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split, config=config, revision=revision)
+    src, conv = _open(source, options)
     with tempfile.TemporaryFile() as spool:
         conversion = _write(src, conv, spool, max_issues, "nothing written")
         spool.seek(0)
@@ -425,22 +419,14 @@ def validate_source(
     source: str | os.PathLike[str],
     rules: DatasetRules | None = None,
     *,
-    format: str = "auto",
-    columns: Mapping[str, str] | None = None,
-    prompt_template: str | None = None,
-    completion_template: str | None = None,
-    text_template: str | None = None,
-    system: str | None = None,
-    split: str | None = None,
-    config: str | None = None,
-    revision: str | None = None,
     max_issues: int = 1000,
     field: str | None = None,
+    **options: Unpack[ReadOptions],
 ) -> SourceValidation:
     """Validate any source: convert it (in a temporary folder), validate, report against the source.
 
-    The options are :func:`to_canonical`'s; ``field`` names the argument ``source`` came from in
-    configuration errors. Rows that cannot be converted are issues of the report like the
+    ``options`` say how to read ``source`` (:class:`ReadOptions`); ``field`` names the argument
+    ``source`` came from in configuration errors. Rows that cannot be converted are issues of the report like the
     validator's own (codes such as ``missing_column``, ``mixed_shapes``, ``ragged_row``); every
     issue's ``location`` names the row (``train.csv:row 12``) and ``field`` the place in the
     converted example (``messages[1].content``) or the source's column.
@@ -457,8 +443,7 @@ def validate_source(
         OSError: the source cannot be read.
     """
     rules = rules or DatasetRules()
-    conv = _converter(format, columns, prompt_template, completion_template, text_template, system)
-    src = open_source(source, split=split, field=field, config=config, revision=revision)
+    src, conv = _open(source, options, field)
     with tempfile.TemporaryDirectory(prefix="anytune-validate-") as tmp:
         # Validated while it is written: worker processes count the tokens of the converted lines
         # while this process converts the next rows.

@@ -216,7 +216,8 @@ def preview(
             the examples, and the trainer's labelling marks them.
         chat_template: a Jinja chat template, or a file holding one, instead of the tokenizer's
             (the local trainer's ``local.chat_template``).
-        max_length: the trainer's ``max_length``: where it cuts (needs ``base_model``).
+        max_length: the trainer's ``max_length``: where it cuts (needs ``base_model``; None: the
+            trainer's default for that model, as a job without ``hyperparameters.max_length``).
         **reading: :func:`~anytune._data.pipeline.to_canonical`'s options (``format``, ``columns``,
             templates, ``system``, ``split``).
 

@@ -154,6 +154,22 @@ def test_max_length_shows_the_cut(
     assert "✂ max_length" in shown.out and "cut at max_length 24" in shown.out
 
 
+def test_without_max_length_the_cut_is_where_a_job_with_none_cuts(
+    tmp_path: Path, model_dir: Path, tokenizer: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from anytune.local_backend.data import load_dataset
+    from anytune.local_backend.hparams import DEFAULT_MAX_LENGTH, default_max_length
+
+    assert default_max_length(str(model_dir))[0] == DEFAULT_MAX_LENGTH  # 2048 positions: the trainer's 1024
+    long = {"messages": [{"role": "user", "content": "Count."}, {"role": "assistant", "content": "7. " * 1200}]}
+    src = write_jsonl(tmp_path / "long.jsonl", [long])
+    (cut,) = _preview(capsys, str(src), "--base-model", str(model_dir))
+    (trained,) = load_dataset(src, tokenizer, method="sft", max_length=DEFAULT_MAX_LENGTH).examples
+    assert cut["tokens"] > DEFAULT_MAX_LENGTH and cut["cut_at"] == DEFAULT_MAX_LENGTH
+    assert cut["learned_tokens"] == trained.seqs[0].num_targets
+    assert any(f"cut at max_length={DEFAULT_MAX_LENGTH}" in note for note in cut["notes"])
+
+
 def test_a_chat_template_file_replaces_the_tokenizers(
     tmp_path: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
