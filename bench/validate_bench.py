@@ -344,19 +344,29 @@ SINGLE_PEERS = (
 
 MODEL = "gpt-4o-mini-2024-07-18"
 
-# The library function, as `FineTuneJob.create` calls it.
+# The library functions, as `FineTuneJob.create` calls them (when the CLI is not installed):
+# validate_file for JSON Lines, validate_source for a source read with options (--sources:
+# `--columns prompt=...,completion=...` before the file).
 ANYTUNE_LIB = r"""
 import json, sys
 from anytune._data.validate import DatasetRules, validate_file
-report = validate_file(sys.argv[1], DatasetRules(provider="openai", model=MODEL))
+from anytune._data.pipeline import validate_source
+rules = DatasetRules(provider="openai", model=MODEL)
+path, options = sys.argv[-1], sys.argv[1:-1]
+if options:
+    columns = dict(kv.split("=", 1) for kv in options[1].split(","))
+    report = validate_source(path, rules, columns=columns).report
+else:
+    report = validate_file(path, rules)
 print(json.dumps(report.model_dump(mode="json")))
 """.replace("MODEL", repr(MODEL))
 
-# The real command line, `anytune data validate --json ...`, run in-process so the footer can read
-# the peak memory after it exits (it exits 3 when the file has errors).
+# The real command line, `anytune data validate --json ... [OPTIONS] FILE`, run in-process so the
+# footer can read the peak memory after it exits (it exits 3 when the file has errors); the options
+# a source needs (--sources) come before the file run_tool appends.
 ANYTUNE_CLI = r"""
 import json, runpy, sys
-sys.argv = ["anytune", "data", "validate", "--json", "--provider", "openai", "--model", MODEL, sys.argv[1]]
+sys.argv = ["anytune", "data", "validate", "--json", "--provider", "openai", "--model", MODEL, *sys.argv[1:]]
 try:
     runpy.run_module("anytune", run_name="__main__", alter_sys=True)
 except SystemExit as exc:
@@ -604,33 +614,6 @@ SOURCE_OPTIONS: dict[str, list[str]] = {
 #: Parquet rows per row group (pyarrow's own default is up to 1,048,576 rows: one group for 1 M rows).
 PARQUET_ROW_GROUP = 10_000
 
-# `anytune data validate --json ... OPTIONS FILE`: the CLI as a user runs it, with the options the
-# source needs (run_tool appends the file).
-ANYTUNE_CLI_ARGS = r"""
-import runpy, sys
-sys.argv = ["anytune", "data", "validate", "--json", "--provider", "openai", "--model", MODEL, *sys.argv[1:]]
-try:
-    runpy.run_module("anytune", run_name="__main__", alter_sys=True)
-except SystemExit as exc:
-    if exc.code not in (None, 0, 3):
-        raise
-""".replace("MODEL", repr(MODEL))
-
-# The library, when the CLI is not installed: validate_file for JSON Lines, validate_source otherwise.
-ANYTUNE_LIB_ARGS = r"""
-import json, sys
-from anytune._data.validate import DatasetRules, validate_file
-from anytune._data.pipeline import validate_source
-rules = DatasetRules(provider="openai", model=MODEL)
-path, options = sys.argv[-1], sys.argv[1:-1]
-if options:
-    columns = dict(kv.split("=", 1) for kv in options[1].split(","))
-    report = validate_source(path, rules, columns=columns).report
-else:
-    report = validate_file(path, rules)
-print(json.dumps(report.model_dump(mode="json")))
-""".replace("MODEL", repr(MODEL))
-
 
 def source_pairs(seed: int) -> Iterator[tuple[str, str]]:
     """(prompt, completion) pairs without end: the first user turn of each of :func:`generate`'s
@@ -841,7 +824,7 @@ def sources_bench(args: argparse.Namespace) -> int:
             f"{time.perf_counter() - start:.1f} s: {files['large']['bytes']}",
             file=sys.stderr,
         )
-        tool, script = ("anytune-cli", ANYTUNE_CLI_ARGS) if _cli_available() else ("anytune-lib", ANYTUNE_LIB_ARGS)
+        tool, script = ("anytune-cli", ANYTUNE_CLI) if _cli_available() else ("anytune-lib", ANYTUNE_LIB)
         runner = Runner(args.repeat, {})
         runs: dict[str, dict[str, dict[str, Any]]] = {"small": {}, "large": {}}
         for size in ("small", "large"):
