@@ -241,9 +241,7 @@ def _chunk_results(
     emit: _scan.Emit | None,
 ) -> tuple[Iterable[_scan.ChunkResult], int]:
     """Chunk results in file order, and the number of processes producing them."""
-    workers = _scan.plan_workers(size, fork_safe)
-    if workers > 1 and _daemonic():
-        workers = 1
+    workers = _workers_for(size, fork_safe)
     if workers <= 1:
         return [_scan.scan_range(path, 0, None, config, count, emit)], 1
     return _parallel(path, size, workers, rules, config, fork_safe), workers
@@ -467,8 +465,7 @@ class ValidatingWriter:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._setup = _Setup(self._rules, max_issues)
         fork_safe = bool(getattr(self._setup.counter, "fork_safe", False))
-        workers = _scan.plan_workers(expected_size, fork_safe)
-        self._workers = workers if workers > 1 and not _daemonic() else 1
+        self._workers = _workers_for(expected_size, fork_safe)
         if self._workers > 1:
             # Started before the caller reads anything: forked while this process has no other threads.
             self._pool = _pool(self._path, self._workers, self._rules, self._setup.config, fork_safe)
@@ -530,10 +527,13 @@ OVERLAP_CHUNK_BYTES = 4 * 1024 * 1024
 IN_FLIGHT_PER_WORKER = 2
 
 
-def _daemonic() -> bool:
+def _workers_for(size: int, fork_safe: bool) -> int:
+    """Worker processes for ``size`` bytes (:func:`_scan.plan_workers`); 1 in a daemonic process,
+    which may not have children."""
     import multiprocessing
 
-    return bool(multiprocessing.current_process().daemon)  # daemonic processes may not have children
+    workers = _scan.plan_workers(size, fork_safe)
+    return 1 if workers > 1 and multiprocessing.current_process().daemon else workers
 
 
 class _Accumulator:
