@@ -293,13 +293,19 @@ def test_pause_and_resume_a_job(pausable: list[tuple[str, str]], capsys: pytest.
     paused = run_cli(capsys, "jobs", "pause", ref, "--json")
     assert paused.code == 0, paused.err
     assert json.loads(paused.out)["status"] == "paused"
+    assert json.loads(paused.out)["ref"] == ref  # what the next command takes, like create/get/cancel
     (row,) = FineTuneJob.list(refresh=False)
     assert row.status == "paused"  # the store keeps the state the command saw
     resumed = run_cli(capsys, "jobs", "resume", ref)
     assert resumed.code == 0, resumed.err
     assert "running" in resumed.out or "queued" in resumed.out or "validating" in resumed.out
+    paused_again = run_cli(capsys, "jobs", "pause", ref)
+    assert paused_again.code == 0, paused_again.err
+    resumed_json = run_cli(capsys, "jobs", "resume", ref, "--json")
+    assert resumed_json.code == 0, resumed_json.err
+    assert json.loads(resumed_json.out)["ref"] == ref
     job_id = ref.split(":", 1)[1]
-    assert pausable == [("pause", job_id), ("resume", job_id)]
+    assert pausable == [("pause", job_id), ("resume", job_id), ("pause", job_id), ("resume", job_id)]
 
 
 @pytest.mark.parametrize(

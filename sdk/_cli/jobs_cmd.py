@@ -511,7 +511,7 @@ def resume(
     if wait:
         _follow(job, timeout=None, json=json, interval=progress_interval)
     elif json:
-        print_json(record)
+        print_json(_record_json(record))
     else:
         _show_record(record)
 
@@ -525,7 +525,7 @@ def pause(ref: RefArg, json: JsonOpt = False) -> None:
     """
     record = FineTuneJob.get(ref).pause()
     if json:
-        print_json(record)
+        print_json(_record_json(record))
     else:
         _show_record(record)
 
