@@ -29,6 +29,7 @@ from anytune import _registry
 from anytune._capabilities import Capabilities, check_spec
 from anytune._config import ResolvedConfig, resolve
 from anytune._create_once import outcome_unknown
+from anytune._netfail import classify
 from anytune._polling import Follower, PollPolicy
 from anytune._provider import Provider, SubmitPlan, _to_thread
 from anytune._refresh import DEFAULT_TIMEOUT, fetch_all
@@ -310,14 +311,21 @@ def _failed_submit(store: JobStore, key: str, earlier: StoredJob | None, exc: Ba
 
 def _sent_nothing(exc: Exception) -> bool:
     """Whether a failed submit surely created nothing, so its row can go: a usage error (the error
-    tree's promise: nothing was uploaded or created), or credentials missing or refused on this
-    side (an authentication error without an HTTP status: no service answered). Anything else
-    may have reached the service and keeps its row as ``submit_failed``."""
+    tree's promise: nothing was uploaded or created), credentials missing or refused on this side
+    (an authentication error without an HTTP status: no service answered), or a service that was
+    never reached (no network, no such host, connection refused, TLS failed: nothing was sent).
+    Anything else may have reached the service (a timeout, a connection dropped after sending)
+    and keeps its row as ``submit_failed``."""
     if outcome_unknown(exc):
         return False
     if isinstance(exc, UsageError):
         return True
-    return isinstance(exc, AuthenticationError) and exc.status_code is None and exc.request_id is None
+    if not isinstance(exc, ProviderError) or exc.status_code is not None or exc.request_id is not None:
+        return False  # a service answered: it may have acted
+    if isinstance(exc, AuthenticationError):
+        return True
+    failure = classify(exc)  # the SDK's error is chained below the adapter's translation
+    return failure is not None and failure.permanent
 
 
 def _reconcile_row(store: JobStore, row: StoredJob, provider: Provider[Any] | None) -> None:

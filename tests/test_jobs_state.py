@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import socket
 import sqlite3
 import threading
 import time
@@ -338,13 +339,23 @@ def test_create_wait_on_a_failed_job_ends_with_the_error(capsys: pytest.CaptureF
 # -- failed submits: a row only when the service may have been reached ----------------------------
 
 
+def _translated(cause: Exception) -> ServiceUnavailableError:
+    """What an adapter raises for a connection-level failure: no status, the SDK's error below."""
+    try:
+        raise ServiceUnavailableError(f"cannot reach the service: {cause}", provider="fake") from cause
+    except ServiceUnavailableError as exc:
+        return exc
+
+
 @pytest.mark.parametrize(
     "error",
     [
         ConfigError("no API key: set OPENAI_API_KEY", field="api_key"),
         AuthenticationError("no Hugging Face token", provider="fake"),
+        _translated(ConnectionRefusedError(111, "Connection refused")),
+        _translated(socket.gaierror(socket.EAI_NONAME, "Name or service not known")),
     ],
-    ids=["config", "no-credentials"],
+    ids=["config", "no-credentials", "refused", "dns"],
 )
 def test_a_submit_refused_before_sending_leaves_no_row(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, error: Exception
@@ -354,7 +365,7 @@ def test_a_submit_refused_before_sending_leaves_no_row(
 
     monkeypatch.setattr(FakeProvider, "submit", refuse)
     result = run_cli(capsys, "jobs", "create", "-p", "fake", "--base-model", "tiny", "--training-file", TRAIN)
-    assert result.code in (2, 7)
+    assert result.code in (1, 2, 7)  # a network failure is a provider error (1)
     assert jobs_in_store(home()) == 0
     assert listed(capsys) == []
 
@@ -365,8 +376,10 @@ def test_a_submit_refused_before_sending_leaves_no_row(
         AuthenticationError("invalid API key", provider="fake", status_code=401),
         ServiceUnavailableError("upstream timed out", provider="fake", status_code=503),
         RuntimeError("a bug in the adapter"),
+        _translated(TimeoutError("timed out")),
+        _translated(ConnectionResetError(104, "Connection reset by peer")),
     ],
-    ids=["refused-key", "unavailable", "bug"],
+    ids=["refused-key", "unavailable", "bug", "timeout", "dropped"],
 )
 def test_a_submit_that_may_have_reached_the_service_keeps_its_row(
     monkeypatch: pytest.MonkeyPatch, error: Exception

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import itertools
+import os
 import socket
 import ssl
 import threading
@@ -20,7 +21,7 @@ from typing import Any
 import pytest
 
 from anytune._netfail import NetFailure, classify, host_of
-from tests.clitools import run_cli
+from tests.clitools import jobs_in_store, run_cli
 from tests.conftest import chat_example, write_jsonl
 
 # -- the classifier, on chains built by hand ---------------------------------------------------------
@@ -258,6 +259,8 @@ def test_openai_unreachable_fails_at_once_naming_host_and_kind(
     assert last.startswith("provider error:") and expected in last and "Traceback" not in result.err
     assert result.err.count("cannot reach") == 1
     assert len(connects) == 1  # not retried: seconds later it would fail the same way
+    # Nothing reached the service, so no job exists: no submit_failed row clutters `jobs list`.
+    assert jobs_in_store(Path(os.environ["ANYTUNE_HOME"])) == 0
 
 
 @pytest.mark.usefixtures("hub_registry_here")
