@@ -6,6 +6,7 @@ import itertools
 import json
 import math
 import random
+import re
 import sys
 from collections import Counter
 from collections.abc import Iterator
@@ -158,19 +159,31 @@ _AWKWARD = [
 ]
 
 
-@pytest.mark.parametrize("rust", [True, False], ids=["rust-counter", "public-api"])
-def test_both_counting_paths_equal_the_public_encoding(rust: bool, enc: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The fast Rust counter (bpe-openai's private module) and the public-API fallback count alike."""
-    if not rust:
-        monkeypatch.setitem(sys.modules, "bpe_openai._bindings", None)  # as if a bpe-openai lacked it
-        monkeypatch.delattr("bpe_openai._bindings", raising=False)
+def test_counts_equal_the_public_encoding(enc: Any) -> None:
+    """The counter counts as ``encode_ordinary`` does: special-token strings are ordinary text."""
     rng = random.Random(3)
     texts = _AWKWARD + [
         "".join(rng.choice("ab cé日\n🤖<|>.,'") for _ in range(rng.randint(0, 300))) for _ in range(300)
     ]
     counter = BpeOpenAICounter("o200k_base")
-    assert (getattr(counter._count, "__name__", "") == "<lambda>") is not rust  # the path under test
     assert [counter.count(t) for t in texts] == [len(enc.encode_ordinary(t)) for t in texts]
+
+
+_PRIVATE_BPE = re.compile(r"bpe_openai\._|from\s+bpe_openai\S*\s+import\s+\(?\s*_")
+
+
+def test_the_package_uses_only_bpe_openai_public_api() -> None:
+    """Counting goes through bpe-openai's public ``Encoding`` API only: a private module (its
+    ``_bindings``) may change or go in any release."""
+    root = Path(__file__).parents[1]
+    found = [
+        f"{path.relative_to(root)}:{n}"
+        for folder in ("sdk", "providers", "local_backend")
+        for path in sorted((root / folder).rglob("*.py"))
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if _PRIVATE_BPE.search(line)
+    ]
+    assert found == []
 
 
 # --- statistics ---------------------------------------------------------------------------------
