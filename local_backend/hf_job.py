@@ -40,6 +40,7 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from anytune._quiet import quiet_worker
 from anytune._secrets import redact, register_secret
 from anytune._spec import JobSpec
 from anytune._types import Checkpoint, JobStatus, MetricPoint
@@ -169,6 +170,9 @@ def _fail(message: str, code: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one Hugging Face job. Returns the exit status (0 once the adapter is pushed)."""
     args = _parser().parse_args(argv)
+    # Before huggingface_hub, transformers or bitsandbytes load: the job's log (what `anytune jobs
+    # events` shows) is the job's, not its libraries' deprecation notes, as in the local worker.
+    quiet_worker(os.environ)
     register_secret(os.environ.get("HF_TOKEN"))
     work = args.workdir or Path(tempfile.mkdtemp(prefix="anytune-job-"))
     work.mkdir(parents=True, exist_ok=True)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 import torch.nn.functional as F
 
+from anytune._quiet import debug_requested
 from anytune._spec import JobSpec, LoraConfig, Quantization
 from anytune.errors import ConfigError, MissingDependencyError, NotSupportedError
 from anytune.local_backend.devices import device_kind
@@ -233,7 +234,11 @@ def resolve_model_source(name: str) -> str:
 @contextlib.contextmanager
 def quiet_transformers() -> Iterator[None]:
     """No progress bars, info logs or deprecation notices from the ML stack while it loads or saves
-    (the worker's log and the demo's output are for our users, not for those libraries' authors)."""
+    (the worker's log and the demo's output are for our users, not for those libraries' authors).
+    Under ``--debug`` (``ANYTUNE_DEBUG``) it changes nothing: those notes are what was asked for."""
+    if debug_requested(os.environ):
+        yield
+        return
     from transformers.utils import logging as _hf_logging
 
     hf_logging: Any = _hf_logging  # its functions are untyped

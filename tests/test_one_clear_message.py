@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import re
 import warnings
 from pathlib import Path
@@ -164,6 +165,61 @@ def test_worker_quiets_libraries_unless_debug(monkeypatch: pytest.MonkeyPatch) -
         assert not quiet_worker(debug)
         warnings.warn("`foo` is deprecated", FutureWarning, stacklevel=1)
     assert len(seen) == 1 and debug == {DEBUG_ENV: "1"}
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["quiet", "debug"])
+def test_the_hugging_face_job_quiets_libraries_unless_debug(
+    debug: bool, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    """The job's log is what `anytune jobs events` shows: like the local worker's, no library notes."""
+    from anytune.local_backend import hf_job
+
+    for name in QUIET_LIBRARY_ENV:  # absent, and absent again after the test whatever main sets
+        monkeypatch.setenv(name, "-")
+        monkeypatch.delenv(name)
+    if debug:
+        monkeypatch.setenv(DEBUG_ENV, "1")
+    else:
+        monkeypatch.delenv(DEBUG_ENV, raising=False)
+
+    def download(repo: str, path: str, folder: Path) -> Path:
+        warnings.warn("resume_download is deprecated", FutureWarning, stacklevel=1)  # as huggingface_hub would
+        raise OSError("no network here")
+
+    monkeypatch.setattr(hf_job, "_download", download)
+    argv = ["--dataset-repo", "me/data", "--train", "train.jsonl", "--output-repo", "me/out", "--spec", "{}"]
+    with warnings.catch_warnings(record=True) as seen:  # main's filters end with the test
+        warnings.simplefilter("always")
+        code = hf_job.main([*argv, "--workdir", str(tmp_path)])
+    assert code == 1 and "could not prepare the job: OSError: no network here" in capsys.readouterr().out
+    assert [str(w.message) for w in seen] == (["resume_download is deprecated"] if debug else [])
+    assert (os.environ.get("TRANSFORMERS_VERBOSITY") == "error") is not debug
+
+
+@pytest.mark.parametrize("debug", [False, True], ids=["quiet", "debug"])
+def test_quiet_transformers_lets_everything_through_under_debug(debug: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("torch")
+    pytest.importorskip("transformers")
+    from transformers.utils import logging as hf_logging
+
+    from anytune.local_backend.model import quiet_transformers
+
+    if debug:
+        monkeypatch.setenv(DEBUG_ENV, "1")
+    else:
+        monkeypatch.delenv(DEBUG_ENV, raising=False)
+    before = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_info()
+    try:
+        with warnings.catch_warnings(record=True) as seen:
+            warnings.simplefilter("always")
+            with quiet_transformers():
+                warnings.warn("`foo` is deprecated", FutureWarning, stacklevel=1)
+                inside = hf_logging.get_verbosity()
+    finally:
+        hf_logging.set_verbosity(before)
+    assert (len(seen) == 1) is debug
+    assert (inside == hf_logging.INFO) is debug
 
 
 # -- 5. config show never fails -------------------------------------------------------------------
