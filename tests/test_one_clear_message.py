@@ -16,7 +16,7 @@ import pytest
 
 from anytune._cli.main import EXIT_CODES
 from anytune._quiet import DEBUG_ENV, QUIET_LIBRARY_ENV, demote_warnings, quiet_worker
-from tests.clitools import run_cli
+from tests.clitools import jobs_in_store, run_cli
 from tests.conftest import chat_example, write_jsonl
 
 README = Path(__file__).resolve().parent.parent / "README.md"
@@ -78,6 +78,35 @@ def test_missing_credentials_exit_2_naming_the_variable(
         result = run_cli(capsys, "jobs", "get", ref)
         assert result.code == 2, result.err
         assert result.err.startswith("configuration error:") and variable in result.err
+
+
+@pytest.mark.parametrize(
+    ("provider", "base_model", "missing"),
+    [
+        ("openai", "gpt-4o-mini-2024-07-18", "OPENAI_API_KEY"),
+        ("azure-openai", "gpt-4o-mini-2024-07-18", "AZURE_OPENAI_ENDPOINT"),
+        ("huggingface", "Qwen/Qwen2.5-0.5B-Instruct", "HF_TOKEN"),
+    ],
+)
+def test_a_create_without_credentials_exits_2_and_records_nothing(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    anytune_home: Path,
+    provider: str,
+    base_model: str,
+    missing: str,
+) -> None:
+    if provider == "huggingface":  # nor the developer's `hf auth login` (read from a path fixed at import)
+        constants = pytest.importorskip("huggingface_hub.constants")
+        monkeypatch.setattr(constants, "HF_TOKEN_PATH", str(tmp_path / "no-token"))
+    train = str(Path(__file__).parents[1] / "samples" / "data" / "train.jsonl")
+    result = run_cli(capsys, "jobs", "create", "-p", provider, "--base-model", base_model, "--training-file", train)
+    assert result.code == 2, result.err
+    last = result.err.strip().splitlines()[-1]  # after anytune's own notices (a model's retirement date)
+    assert last.startswith("configuration error: field 'settings.") and missing in last, result.err
+    assert "Traceback" not in result.err
+    assert jobs_in_store(anytune_home) == 0
 
 
 # -- 4. third-party chatter -----------------------------------------------------------------------
