@@ -476,3 +476,33 @@ def test_hf_jobs_offline_refuse_a_create_at_once_but_plan(
         provider="huggingface", base_model=MODEL_ID, training_file=chat_jsonl, hf={"namespace": "acme"}
     )
     assert plan.provider == "huggingface"
+
+
+# -- OpenAI and Azure OpenAI: the service fine-tunes the models it hosts, by name ---------------------
+
+
+@pytest.mark.parametrize("provider", ["openai", "azure-openai"])
+@pytest.mark.parametrize("given", ["./models/mine", "/opt/models/mine", "~/models/mine", "acme/tiny-chat"])
+def test_openai_services_refuse_a_local_path_before_anything_is_recorded(
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    chat_jsonl: Path,
+    anytune_home: Path,
+    workdir: Path,
+    network_guard: list[Any],
+    provider: str,
+    given: str,
+) -> None:
+    (workdir / "acme" / "tiny-chat").mkdir(parents=True)  # an "org/name" that is a folder here
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test-0123456789abcdef")
+    monkeypatch.setenv("AZURE_OPENAI_ENDPOINT", "https://example.openai.azure.com")
+    monkeypatch.setenv("AZURE_OPENAI_API_KEY", "0123456789abcdef0123456789abcdef")
+    result = run_cli(
+        capsys, "jobs", "create", "-p", provider, "--base-model", given, "--training-file", str(chat_jsonl)
+    )
+    assert result.code == 2, result.err
+    last = result.err.strip().splitlines()[-1]
+    assert last.startswith("configuration error: field 'base_model':") and repr(given) in last, result.err
+    assert "local provider" in last and "Traceback" not in result.err
+    assert nothing_recorded(anytune_home)
+    assert network_guard == []  # refused here, not by the service after the uploads

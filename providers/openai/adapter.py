@@ -38,6 +38,7 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
+from anytune._base_model import looks_like_path
 from anytune._boundary import boundary
 from anytune._capabilities import Capabilities
 from anytune._create_once import create_once
@@ -55,7 +56,7 @@ from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import register_secret
 from anytune._spec import JobSpec, Method
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, JobStatus, MetricPoint
-from anytune.errors import InvalidRequestError, NotSupportedError, PermissionDeniedError
+from anytune.errors import ConfigError, InvalidRequestError, NotSupportedError, PermissionDeniedError
 
 from .capabilities import AZURE_OPENAI_CAPABILITIES, OPENAI_CAPABILITIES, spec_problems
 from .clients import (
@@ -205,6 +206,19 @@ class _OpenAIAdapter(Provider[FamilyT]):
             if len(problems) > 1:
                 reason += "; also " + "; ".join(f"{f}: {r}" for f, r, _ in problems[1:])
             raise NotSupportedError(reason, field=field_name, provider=self.name, alternatives=alternatives)
+
+    def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
+        """Refuse a model in a local folder before anything is recorded or sent: the service
+        fine-tunes the models it hosts, by name, and would only answer "model not found" after the
+        uploads. A name is not looked up (the service checks its own names when the job is made)."""
+        name = spec.base_model
+        if looks_like_path(name) or ("/" in name and Path(name).expanduser().is_dir()):
+            raise ConfigError(
+                f"base model {name!r} is a local path, and {self.name} fine-tunes only the models it hosts, "
+                "by name (such as gpt-4o-mini-2024-07-18): a model in a folder is trained by the local "
+                "provider, or by huggingface once uploaded to the Hub",
+                field="base_model",
+            )
 
     def _version_problems(self, spec: JobSpec) -> builtins.list[tuple[str, str, tuple[str, ...]]]:
         """What the configured Azure api-version cannot carry (see :mod:`.versions`)."""
