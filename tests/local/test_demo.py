@@ -53,6 +53,7 @@ def test_demo_runs_end_to_end_and_lowers_the_validation_loss(
     assert "smoke-size model" in text
     assert "anytune demo --base-model Qwen/Qwen2.5-0.5B-Instruct" in text
     assert "sample answers" in text
+    assert "\ufffd" not in text + result.err  # the sample answers are text, not stray bytes
     adapter = re.search(r"adapter\s+(\S+)", text)
     assert adapter and (Path(adapter[1]) / "adapter_config.json").is_file()
     assert Path(adapter[1]).is_relative_to(anytune_home)
@@ -92,6 +93,7 @@ def test_the_readme_demo_as_a_user_runs_it(anytune_home: Path) -> None:
     finished = re.search(r"finished (\d+) steps", run.stderr)
     assert planned and finished and finished[1] == planned[1] and int(planned[1]) >= 100, both
     assert "sample answers (validation)" in run.stdout, both
+    assert "\ufffd" not in both, both  # the sample answers are text, not stray bytes
     assert "Loss curve: anytune jobs metrics local:" in run.stdout, both
     adapter = re.search(r"^adapter\s+(\S+)", run.stdout, re.M)
     assert adapter, both

@@ -192,6 +192,28 @@ def test_create_returns_at_once_and_the_worker_completes_the_job(
     assert again.id == job.id and len(LocalProvider().list()) == 1
 
 
+def test_create_wait_ends_with_the_adapter_path(
+    tiny_model: Path, train_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What a user runs to get an adapter in one command ends by saying where the adapter is."""
+    sets = {
+        "hyperparameters.max_steps": "2",
+        "hyperparameters.batch_size": "4",
+        "hyperparameters.max_length": "64",
+        "lora.r": "4",
+        "local.device": "cpu",
+    }
+    argv = ["jobs", "create", "-p", "local", "--base-model", str(tiny_model), "--training-file", str(train_file)]
+    result = run_cli(capsys, *argv, *(x for k, v in sets.items() for x in ("--set", f"{k}={v}")), "--wait")
+    assert result.code == 0, result.out + result.err
+    ref = next(word for word in result.out.split() if word.startswith("local:run-"))
+    adapter = str(FineTuneJob.get(ref).result().adapter_path)
+    assert (Path(adapter) / "adapter_config.json").is_file()
+    after = result.out.split(f"result of {ref}", 1)[1]
+    # A long path may wrap in the table: compare without the line breaks and padding.
+    assert "".join(after.split()).startswith("adapter" + "".join(adapter.split())), result.out
+
+
 def test_get_wait_stream_and_cancel_from_other_processes(tiny_model: Path, train_file: Path, valid_file: Path) -> None:
     job = create(tiny_model, train_file, valid_file, steps=2000, save_steps=2)
     run = run_of(job)
