@@ -8,6 +8,9 @@ The source is walked with ``ast``; each import's top-level module is mapped to i
   dependency or one of an extra;
 * each provider package, ``local_backend/`` and ``anytune.testing``: a core dependency or one of the
   extras that area serves (table below);
+* a core module that runs only for the users of some extras (:data:`SERVED`: the base-model check
+  of the hf and local providers, Hub datasets): whatever it imports, each of those extras declares
+  (an import some other extra happens to declare is not enough);
 * imports under ``if TYPE_CHECKING:`` never run, and are not counted.
 
 So importing a package no extra declares (one another package happens to bring along today) fails here.
@@ -41,6 +44,14 @@ AREAS: dict[str, tuple[str, ...] | None] = {
     "providers/huggingface/": ("hf",),
     "providers/local.py": ("local",),
     "local_backend/": ("local",),
+}
+
+#: Core modules (paths relative to the repository) that only the users of these extras run: each
+#: of the extras must declare every package the module imports, lazily or not.
+SERVED: dict[str, tuple[str, ...]] = {
+    "sdk/_base_model.py": ("hf", "local"),  # the base-model check of the huggingface and local providers
+    "sdk/_data/hub.py": ("data",),  # Hub dataset ids as a data source
+    "sdk/_data/sources.py": ("data",),  # Parquet files and folders saved by `datasets`
 }
 
 
@@ -154,9 +165,15 @@ def undeclared(files: Mapping[str, str], project: Mapping[str, object], table: M
             else:
                 allowed = set().union(*(extras.get(e, set()) for e in area))
                 where = " or ".join(f"anytune[{e}]" for e in area) or "the core dependencies"
+            kind = "lazy import" if imp.lazy else "import"
             if dist not in allowed:
-                kind = "lazy import" if imp.lazy else "import"
                 problems.append(f"{imp.file}:{imp.line}: {kind} of {imp.module} needs {dist}, not declared in {where}")
+                continue
+            for extra in SERVED.get(file, ()):
+                if dist not in extras.get(extra, set()):
+                    problems.append(
+                        f"{imp.file}:{imp.line}: {kind} of {imp.module} needs {dist}, not declared in anytune[{extra}]"
+                    )
     return problems
 
 
@@ -191,6 +208,9 @@ def test_every_imported_package_is_declared_where_it_is_used(table: Mapping[str,
             "needs azure-identity, not declared in anytune[hf]",
         ),
         ("providers/fake.py", "def f():\n    import numpy\n", "providers/fake.py:2: lazy import of numpy"),
+        # A core module the local provider runs: another extra declaring the package is not enough.
+        ("sdk/_base_model.py", "def f():\n    import torch\n", "needs torch, not declared in anytune[hf]"),
+        ("sdk/_data/hub.py", "def f():\n    import tokenizers\n", "needs tokenizers, not declared in anytune[data]"),
     ],
 )
 def test_an_undeclared_import_is_reported(file: str, source: str, message: str, table: Mapping[str, list[str]]) -> None:
