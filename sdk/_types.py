@@ -21,6 +21,12 @@ ADAPTER_LOADER = "anytune.local_backend.inference:load_result"
 #: ``module:function`` taking ``(model, *, repo, private, token, endpoint)`` and returning the model
 #: with ``hub_repo`` and ``revision`` set. Imported on first use, like :data:`ADAPTER_LOADER`.
 HUB_PUBLISHER = "anytune.local_backend.publish:push_result"
+#: The hooks that export a result (``FineTunedModel.export``) and open an export
+#: (``FineTunedModel.load(format=...)``): ``module:function``, imported on first use.
+EXPORTER = "anytune.local_backend.export:export_result"
+EXPORT_LOADER = "anytune.local_backend.export:load_export"
+
+ExportFormat = Literal["merged", "onnx", "gguf"]
 
 #: A Hub repo id: ``NAME`` or ``OWNER/NAME``; letters, digits, '-', '_', '.'; starting and ending with
 #: a letter or digit, at most 96 characters each (huggingface_hub's own rule; '--' and '..' refused below).
@@ -187,6 +193,23 @@ class JobRecord(_Model):
         return self.status in TERMINAL_STATUSES
 
 
+class Export(_Model):
+    """An export of a fine-tuned model (:meth:`FineTunedModel.export`): where it lies and what it holds.
+
+    ``path`` is the folder; ``files`` its file names. ``adapter`` names the ``.onnx_adapter`` file
+    of an ONNX export that keeps the adapter apart from the base (``None`` when merged). Every
+    export folder also holds ``anytune-export.json``, the same facts for other tools.
+    """
+
+    format: ExportFormat
+    path: str
+    files: tuple[str, ...]
+    job_ref: str
+    base_model: str | None = None
+    adapter: str | None = None
+    options: dict[str, Any] = Field(default_factory=dict)
+
+
 class FineTunedModel(_Model):
     """What a succeeded job produced.
 
@@ -207,21 +230,39 @@ class FineTunedModel(_Model):
     extra: dict[str, Any] = Field(default_factory=dict)
 
     _loaded: Any = PrivateAttr(default=None)
+    _exports: dict[str, Export] = PrivateAttr(default_factory=dict)
 
-    def load(self, *, device: str | None = None, base_model: str | None = None) -> LoadedModel:
-        """Load the base model with this adapter applied (transformers + peft; ``anytune[local]``).
+    def load(
+        self,
+        *,
+        device: str | None = None,
+        base_model: str | None = None,
+        format: Literal["adapter", "onnx"] = "adapter",
+        path: str | None = None,
+    ) -> LoadedModel:
+        """Load the fine-tuned model for :meth:`generate`.
 
-        Works for results that carry an adapter: the local backend's ``adapter_path``, or a
-        Hugging Face ``hub_repo``. The loaded model is kept for :meth:`generate`.
+        ``format="adapter"`` (default): the base model with this adapter applied (transformers +
+        peft; ``anytune[local]``), for results that carry an adapter: the local backend's
+        ``adapter_path``, or a Hugging Face ``hub_repo``. ``format="onnx"``: an ONNX export run with
+        ONNX Runtime GenAI on the CPU (``anytune[onnx]``), from ``path`` or from this object's last
+        :meth:`export` to ONNX. The loaded model is kept for :meth:`generate`.
 
         Args:
-            device: ``cpu``, ``cuda``, ``mps`` or ``auto`` (default).
+            device: ``cpu``, ``cuda``, ``mps`` or ``auto`` (default); adapter format only.
             base_model: override the base model the adapter records.
+            format: ``"adapter"`` or ``"onnx"``.
+            path: the ONNX export folder (default: this result's last ONNX export).
 
         Raises:
             NotSupportedError: a hosted model (only a ``model_id``): call it through its service.
-            MissingDependencyError: torch, transformers or peft is not installed.
+            MissingDependencyError: torch, transformers or peft (onnxruntime-genai) is not installed.
+            UsageError: ``format="onnx"`` with no export to load.
         """
+        if format != "adapter":
+            loaded_export: LoadedModel = self._load_export(format, path)
+            self._loaded = loaded_export
+            return loaded_export
         if self.adapter_path is None and self.hub_repo is None:
             from anytune.errors import NotSupportedError
 
@@ -238,6 +279,91 @@ class FineTunedModel(_Model):
         loaded: LoadedModel = loader(self, device=device, base_model=base_model)
         self._loaded = loaded
         return loaded
+
+    def _load_export(self, format: str, path: str | None) -> LoadedModel:
+        from anytune.errors import UsageError
+
+        if format != "onnx":
+            raise UsageError(f"load(format={format!r}): choose 'adapter' or 'onnx'")
+        if path is None:
+            known = self._exports.get("onnx")
+            if known is None:
+                raise UsageError(
+                    "no ONNX export to load: export one first (model.export('onnx', out=DIR)) or pass path=DIR"
+                )
+            path = known.path
+        module, _, name = EXPORT_LOADER.partition(":")
+        opener = getattr(importlib.import_module(module), name)
+        loaded: LoadedModel = opener(path, format=format)
+        return loaded
+
+    def export(
+        self,
+        format: ExportFormat,
+        out: str | None = None,
+        *,
+        into: str | None = None,
+        adapter: Literal["separate", "merged"] = "separate",
+        precision: str | None = None,
+        outtype: str | None = None,
+        dtype: str = "auto",
+        base_model: str | None = None,
+        overwrite: bool = False,
+    ) -> Export:
+        """Export the fine-tuned weights for another runtime (``anytune[local]``, plus the format's extra).
+
+        - ``"merged"``: the adapter merged into the base weights, a Hugging Face model folder that
+          plain transformers loads (a bitsandbytes-quantised base is dequantised first).
+        - ``"onnx"`` (``anytune[onnx]``): ONNX Runtime GenAI through Microsoft Olive
+          (``olive auto-opt --use_model_builder --use_ort_genai``); the base model as ONNX and the
+          adapter as ``<job>.onnx_adapter`` beside it (``adapter="separate"``, so one base serves
+          several adapters: add another job's with ``into=``), or merged (``adapter="merged"``).
+          Run it with ``load(format="onnx")``.
+        - ``"gguf"`` (``anytune[gguf]``): one GGUF file for llama.cpp and Ollama, written with the
+          ``gguf`` package, for Llama, Mistral, Qwen2 and Qwen3 models with byte-level BPE tokenizers.
+
+        Works for results with weights: local runs and Hugging Face jobs (the adapter is downloaded
+        from the Hub). Everything is checked before any weights are loaded or any file written.
+
+        Args:
+            format: ``"merged"``, ``"onnx"`` or ``"gguf"``.
+            out: a new (or empty) folder to write.
+            into: instead of ``out``, an ONNX export (``adapter="separate"``) of the same base model
+                to add this result's adapter to.
+            adapter: ONNX only: ``"separate"`` (default) or ``"merged"``.
+            precision: ONNX only: ``"fp32"`` (default), ``"fp16"`` or ``"int4"``.
+            outtype: GGUF only: ``"f16"`` (default), ``"f32"``, ``"bf16"`` or ``"q8_0"``.
+            dtype: merged (and GGUF's merge step): ``"auto"`` (the checkpoint's), ``"float32"``,
+                ``"float16"`` or ``"bfloat16"``.
+            base_model: override the base model the adapter records.
+            overwrite: replace the files of a non-empty ``out`` (only once the new export is whole).
+
+        Raises:
+            NotSupportedError: a hosted result (the service keeps its weights), or an architecture
+                the format's converter does not handle.
+            UsageError: an unknown format or option, ``out`` not empty, ``into`` not a matching export.
+            MissingDependencyError: the format's packages are not installed.
+            AnytuneError: the converter itself failed (the message quotes it).
+        """
+        module, _, name = EXPORTER.partition(":")
+        exporter = getattr(importlib.import_module(module), name)
+        export: Export = exporter(
+            self,
+            format=format,
+            out=out,
+            into=into,
+            adapter=adapter,
+            precision=precision,
+            outtype=outtype,
+            dtype=dtype,
+            base_model=base_model,
+            overwrite=overwrite,
+        )
+        return export
+
+    def _remember_export(self, export: Export) -> None:
+        """Keep the latest export of each format, for ``load(format=...)`` (exporters call this)."""
+        self._exports[export.format] = export
 
     def generate(
         self,

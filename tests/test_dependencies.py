@@ -44,6 +44,8 @@ AREAS: dict[str, tuple[str, ...] | None] = {
     "providers/huggingface/": ("hf",),
     "providers/local.py": ("local",),
     "local_backend/": ("local",),
+    "local_backend/export/onnx.py": ("onnx",),
+    "local_backend/export/gguf.py": ("gguf",),
 }
 
 #: Core modules (paths relative to the repository) that only the users of these extras run: each
