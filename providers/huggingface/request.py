@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from anytune._provider import IDEMPOTENCY_TAG
+from anytune._quiet import DEBUG_ENV, debug_requested
 from anytune._spec import HFOptions, JobSpec
 from anytune.errors import ConfigError
 
@@ -352,6 +353,8 @@ def build_job_request(
     if endpoint.rstrip("/") != DEFAULT_ENDPOINT:
         env["HF_ENDPOINT"] = endpoint
     env.update(tracker_env(spec.report_to, os.environ))
+    if debug_requested(os.environ):  # `anytune --debug`: the job's log keeps its libraries' notes too
+        env[DEBUG_ENV] = "1"
     return {
         "image": settings.image,
         "command": job_command(
