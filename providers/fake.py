@@ -245,6 +245,8 @@ class FakeProvider(Provider[FakeSettings]):
             "cancelled_at": None,
             "base_model": spec.base_model,
             "suffix": spec.suffix,
+            # What its fine-tuned model "learned": chat() answers from this file (see there).
+            "training_file": str(Path(spec.training_path).resolve()),
             "metadata": body["metadata"],
             "timeline": body["timeline"],
         }
@@ -253,6 +255,28 @@ class FakeProvider(Provider[FakeSettings]):
 
     def get(self, job_id: str) -> JobRecord:
         return self._record(self._load(job_id))
+
+    #: What the fake's base models answer to everything.
+    BASE_ANSWER = "I do not know."
+
+    def chat(
+        self,
+        model: str,
+        messages: builtins.list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> str:
+        """Deterministic answers: a fine-tuned model of this fake has memorised its training file (the
+        assistant reply of the training example whose last user message is the same; else the base
+        answer); any other model answers :attr:`BASE_ANSWER`. Cut to ``max_tokens`` words."""
+        question = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+        answer = self.BASE_ANSWER
+        job_id = model.rsplit(":", 1)[-1]
+        if model.startswith(f"{self.settings.fine_tuned_prefix}:") and self._path(job_id).is_file():
+            answer = _memorised(self._load(job_id).get("training_file")).get(question, answer)
+        return " ".join(answer.split(" ")[:max_tokens])
 
     def cancel(self, job_id: str) -> JobRecord:
         state = self._load(job_id)
@@ -288,3 +312,23 @@ class FakeProvider(Provider[FakeSettings]):
             for point in self.metrics(job_id)
             if point.valid_loss is not None
         ]
+
+
+def _memorised(training_file: str | None) -> dict[str, str]:
+    """Last user message → assistant reply, for each chat example of a (canonical JSONL) training file."""
+    import json
+
+    found: dict[str, str] = {}
+    if not training_file or not Path(training_file).is_file():
+        return found
+    with open(training_file, encoding="utf-8") as f:
+        for line in f:
+            try:
+                messages = json.loads(line).get("messages") or []
+            except (ValueError, AttributeError):
+                continue
+            users = [m for m in messages if isinstance(m, dict) and m.get("role") == "user"]
+            replies = [m for m in messages if isinstance(m, dict) and m.get("role") == "assistant"]
+            if users and replies:
+                found.setdefault(str(users[-1].get("content") or ""), str(replies[-1].get("content") or ""))
+    return found

@@ -14,6 +14,8 @@ the local backend is used.
 
 from anytune import errors
 from anytune._capabilities import Capabilities
+from anytune._eval.judge import OpenAIJudge
+from anytune._eval.report import EvalReport, GenerationSettings
 from anytune._job import AsyncFineTuneJob, FineTuneJob
 from anytune._polling import PollPolicy
 from anytune._provider import (
@@ -90,12 +92,14 @@ __all__ = [
     "ConfigError",
     "DataSpec",
     "DataValidationError",
+    "EvalReport",
     "Event",
     "Export",
     "FakeOptions",
     "FakeStep",
     "FineTuneJob",
     "FineTunedModel",
+    "GenerationSettings",
     "HFOptions",
     "Hyperparameters",
     "InvalidRequestError",
@@ -113,6 +117,7 @@ __all__ = [
     "MissingDependencyError",
     "ModelNotAvailableError",
     "NotSupportedError",
+    "OpenAIJudge",
     "OpenAIOptions",
     "PermissionDeniedError",
     "PlannedRequest",

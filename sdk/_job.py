@@ -17,7 +17,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -63,6 +63,7 @@ from anytune.errors import (
 if TYPE_CHECKING:
     from anytune._data.jobdata import Materialised
     from anytune._data.validate import DatasetRules
+    from anytune._eval.report import EvalReport
 
 OnEvent = Callable[[Event], object]
 logger = logging.getLogger("anytune.store")
@@ -85,6 +86,39 @@ def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None
         store.save(record, profile=profile)
     except StoreError as exc:
         _warn_unsaved(exc)
+
+
+def _evaluate_job(
+    provider: Provider[Any], record: JobRecord, store: JobStore | None, data: str, options: Mapping[str, Any]
+) -> EvalReport:
+    """Evaluate a succeeded job's result against its base (see :meth:`FineTuneJob.evaluate`) and keep
+    the report with the job in the store (a store that cannot be written costs a warning)."""
+    from anytune._eval.report import GenerationSettings
+    from anytune._eval.run import evaluate_model
+
+    if record.status is not JobStatus.SUCCEEDED:
+        hint = f"wait for it with `anytune jobs wait {record.ref}`" if not record.done else "nothing was trained"
+        raise UsageError(f"job {record.ref} is {record.status.value}: only a succeeded job can be evaluated ({hint})")
+    model = provider.result(record)
+    generation = {k: options[k] for k in ("max_new_tokens", "temperature", "seed") if options.get(k) is not None}
+    report = evaluate_model(
+        model,
+        data,
+        metrics=options.get("metrics"),
+        chat=provider.chat,
+        base_model_id=record.base_model or model.base_model,
+        max_examples=options.get("max_examples"),
+        settings=GenerationSettings(**generation),
+        judge=options.get("judge"),
+        device=options.get("device"),
+        progress=options.get("progress"),
+    )
+    if store is not None:
+        try:
+            store.save_evaluation(record.ref, report.model_dump(mode="json"))
+        except StoreError as exc:
+            _warn_unsaved(exc)
+    return report
 
 
 def _resolve_submission(store: JobStore | None, provider: Provider[Any], record: JobRecord) -> None:
@@ -1009,6 +1043,55 @@ class FineTuneJob(_Handle):
         _outcome(record)
         return self._provider.result(record)
 
+    def evaluate(
+        self,
+        data: str,
+        *,
+        metrics: Sequence[str] | None = None,
+        max_examples: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        judge: Any | None = None,
+        device: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EvalReport:
+        """The base model and the fine-tuned model side by side on the held-out examples of ``data``,
+        kept with the job in the job store (``evaluations()``; ``anytune eval``).
+
+        Results with weights (local, Hugging Face Jobs) are loaded here and give loss and
+        perplexity too; hosted models answer through their provider's chat API (``chat``), the
+        fine-tuned model and the job's base model alike. See :meth:`FineTunedModel.evaluate` for
+        the arguments; ``progress(done, total)`` is called after each example.
+
+        Raises:
+            UsageError: the job has not succeeded; a metric this result cannot give.
+            NotSupportedError: the provider cannot answer chat messages here.
+            DataValidationError: the data, naming location and field.
+        """
+        return _evaluate_job(
+            self._provider,
+            self._record,
+            self._store,
+            data,
+            {
+                "metrics": metrics,
+                "max_examples": max_examples,
+                "max_new_tokens": max_new_tokens,
+                "temperature": temperature,
+                "seed": seed,
+                "judge": judge,
+                "device": device,
+                "progress": progress,
+            },
+        )
+
+    def evaluations(self) -> builtins.list[EvalReport]:
+        """The evaluation reports kept with this job, oldest first (none without a job store)."""
+        from anytune._eval.report import EvalReport
+
+        return [] if self._store is None else [EvalReport.model_validate(r) for r in self._store.evaluations(self.ref)]
+
 
 class AsyncFineTuneJob(_Handle):
     """The coroutine twin of :class:`FineTuneJob` (same methods, ``await``-ed)."""
@@ -1218,3 +1301,38 @@ class AsyncFineTuneJob(_Handle):
         record = self._record if self._record.done else await self.wait(timeout)
         _outcome(record)
         return await self._provider.aresult(record)
+
+    async def evaluate(
+        self,
+        data: str,
+        *,
+        metrics: Sequence[str] | None = None,
+        max_examples: int | None = None,
+        max_new_tokens: int | None = None,
+        temperature: float | None = None,
+        seed: int | None = None,
+        judge: Any | None = None,
+        device: str | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> EvalReport:
+        """See :meth:`FineTuneJob.evaluate` (run in a worker thread)."""
+        options = {
+            "metrics": metrics,
+            "max_examples": max_examples,
+            "max_new_tokens": max_new_tokens,
+            "temperature": temperature,
+            "seed": seed,
+            "judge": judge,
+            "device": device,
+            "progress": progress,
+        }
+        return await _to_thread(_evaluate_job, self._provider, self._record, self._store, data, options)
+
+    async def evaluations(self) -> builtins.list[EvalReport]:
+        """See :meth:`FineTuneJob.evaluations`."""
+        from anytune._eval.report import EvalReport
+
+        if self._store is None:
+            return []
+        rows = await _to_thread(self._store.evaluations, self.ref)
+        return [EvalReport.model_validate(r) for r in rows]

@@ -47,3 +47,44 @@ def plot_loss(points: Sequence[MetricPoint], path: str | Path, *, title: str | N
     finally:
         plt.close(fig)
     return out
+
+
+def plot_evaluation(summary: dict[str, dict[str, float]], path: str | Path, *, title: str | None = None) -> Path:
+    """Bars of each metric, base model beside fine-tuned model (an :class:`~anytune.EvalReport`'s
+    ``summary``), written like :func:`plot_loss`. Perplexity gets its own axis: its scale is not 0..1."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "local", "plotting evaluation results") from exc
+
+    roles = [r for r in ("base", "fine-tuned") if summary.get(r)]
+    metrics = list(dict.fromkeys(m for r in roles for m in summary[r]))
+    if not metrics:
+        raise ConfigError("the evaluation has no results to plot", field="metrics")
+    groups = [
+        [m for m in metrics if m not in ("loss", "perplexity")],
+        [m for m in metrics if m in ("loss", "perplexity")],
+    ]
+    groups = [g for g in groups if g]
+    out = Path(path)
+    fig, axes = plt.subplots(1, len(groups), figsize=(4 + 2 * len(metrics), 4), dpi=120, squeeze=False)
+    try:
+        width = 0.8 / len(roles)
+        for ax, group in zip(axes[0], groups, strict=True):
+            for k, role in enumerate(roles):
+                values = [summary[role].get(m, 0.0) for m in group]
+                ax.bar([i + k * width for i in range(len(group))], values, width, label=role)
+            ax.set_xticks([i + width * (len(roles) - 1) / 2 for i in range(len(group))], group)
+            ax.grid(True, axis="y", alpha=0.3)
+            ax.legend()
+        if title:
+            fig.suptitle(title)
+        fig.tight_layout()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out)
+    finally:
+        plt.close(fig)
+    return out

@@ -365,6 +365,27 @@ class Provider(abc.ABC, Generic[SettingsT]):
 
         raise NotSupportedError("resuming is not offered", field="resume", provider=self.name)
 
+    def chat(
+        self,
+        model: str,
+        messages: builtins.list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> str:
+        """One chat completion from ``model`` (a base model or a fine-tuned model this provider serves),
+        for evaluation: the assistant's reply text. Hosted providers call their service's chat API.
+
+        Raises:
+            NotSupportedError: the provider cannot serve chat completions here.
+        """
+        from anytune.errors import NotSupportedError
+
+        raise NotSupportedError(
+            "answering chat messages through this provider's API is not offered", field="evaluate", provider=self.name
+        )
+
     # -- async shells ---------------------------------------------------------------------------
     async def asubmit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
         return await _to_thread(self.submit, spec, idempotency_key=idempotency_key)

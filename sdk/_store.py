@@ -24,7 +24,7 @@ from __future__ import annotations
 import builtins
 import sqlite3
 import threading
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -63,6 +63,14 @@ CREATE TABLE IF NOT EXISTS uploads (
     created_at TEXT NOT NULL,
     PRIMARY KEY (provider, scope, sha256)
 );
+-- Evaluations of a job's result (anytune eval): the report as JSON, newest last.
+CREATE TABLE IF NOT EXISTS evaluations (
+    id         INTEGER PRIMARY KEY AUTOINCREMENT,
+    ref        TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    report     TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS evaluations_ref ON evaluations(ref, id);
 """
 
 SUBMITTING = "submitting"
@@ -420,9 +428,23 @@ class JobStore:
         """The providers that have rows here."""
         return {str(r[0]) for r in self._query("SELECT DISTINCT provider FROM jobs")}
 
+    # -- evaluations ---------------------------------------------------------------------------
+    def save_evaluation(self, ref: str, report: Mapping[str, Any]) -> None:
+        """Keep an evaluation report (a JSON-able mapping) with job ``ref``."""
+        created = str(report.get("created_at") or datetime.now(timezone.utc).isoformat())
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO evaluations (ref, created_at, report) VALUES (?, ?, ?)", (ref, created, _dumps(report))
+            )
+
+    def evaluations(self, ref: str) -> builtins.list[dict[str, Any]]:
+        """The evaluation reports kept with job ``ref``, oldest first."""
+        rows = self._query("SELECT report FROM evaluations WHERE ref=? ORDER BY id", (ref,))
+        return [orjson.loads(r[0]) for r in rows]
+
     # -- removal ------------------------------------------------------------------------------
     def delete(self, ref: str) -> StoredJob | None:
-        """Remove the row of job ``ref`` (only the row: the job itself is not touched).
+        """Remove the row of job ``ref`` and its evaluations (only rows: the job itself is not touched).
 
         Returns:
             The row removed, or None when there was none.
@@ -430,6 +452,7 @@ class JobStore:
         with self._tx() as db:
             rows = db.execute("SELECT * FROM jobs WHERE ref=?", (ref,)).fetchall()
             db.execute("DELETE FROM jobs WHERE ref=?", (ref,))
+            db.execute("DELETE FROM evaluations WHERE ref=?", (ref,))
         return _row(rows[0], self.path) if rows else None
 
     def prune(

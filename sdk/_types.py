@@ -383,6 +383,53 @@ class FineTunedModel(_Model):
         loaded = self._loaded if self._loaded is not None else self.load()
         return loaded.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
 
+    def evaluate(
+        self,
+        data: str,
+        *,
+        metrics: Sequence[str] | None = None,
+        max_examples: int | None = None,
+        max_new_tokens: int = 128,
+        temperature: float = 0.0,
+        seed: int = 0,
+        judge: Any | None = None,
+        device: str | None = None,
+        base_model: str | None = None,
+    ) -> Any:
+        """The base model and this fine-tuned model side by side on the held-out examples of ``data``
+        (``anytune[local]``; ``rouge_l`` needs ``anytune[eval]``).
+
+        For results with weights (local runs, Hugging Face Jobs results): the base model is loaded
+        once and answers with the adapter on and off. A hosted result is evaluated through its
+        service's chat API by ``FineTuneJob.evaluate``. Each example's last assistant turn is the
+        reference; the turns before it are the prompt.
+
+        Args:
+            data: a held-out data file or folder (any shape ``anytune data`` reads), or a Hub dataset id.
+            metrics: from ``loss``, ``perplexity``, ``exact_match``, ``token_f1``, ``rouge_l``, ``judge``;
+                default all but ``judge``.
+            max_examples: evaluate the first this many examples.
+            max_new_tokens, temperature, seed: generation settings (greedy by default), recorded.
+            judge: an LLM judge (:class:`anytune.OpenAIJudge`) for the ``judge`` metric.
+            device, base_model: as for :meth:`load`.
+
+        Returns:
+            An :class:`anytune.EvalReport`.
+        """
+        from anytune._eval.report import GenerationSettings
+        from anytune._eval.run import evaluate_model
+
+        return evaluate_model(
+            self,
+            data,
+            metrics=metrics,
+            max_examples=max_examples,
+            settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+            judge=judge,
+            device=device,
+            base_model=base_model,
+        )
+
     def push_to_hub(
         self, repo: str, *, private: bool = True, token: str | None = None, endpoint: str | None = None
     ) -> FineTunedModel:

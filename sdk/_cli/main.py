@@ -11,7 +11,17 @@ from typing import Annotated, NoReturn
 import typer
 
 from anytune import errors
-from anytune._cli import config_cmd, data_cmd, demo_cmd, export_cmd, jobs_cmd, providers_cmd, push_cmd, reconcile_cmd
+from anytune._cli import (
+    config_cmd,
+    data_cmd,
+    demo_cmd,
+    eval_cmd,
+    export_cmd,
+    jobs_cmd,
+    providers_cmd,
+    push_cmd,
+    reconcile_cmd,
+)
 from anytune._cli._common import err, lit, safe
 from anytune._quiet import DEBUG_ENV, silence_library_warnings
 from anytune._secrets import install_log_filter, redacting_handler
@@ -31,6 +41,7 @@ app.command("providers")(providers_cmd.providers)
 app.command("demo")(demo_cmd.demo)
 app.command("push")(push_cmd.push)
 app.command("export")(export_cmd.export)
+app.command("eval")(eval_cmd.eval_)
 
 _state = {"debug": False}
 

@@ -1,0 +1,165 @@
+"""``anytune eval``: a succeeded job's fine-tuned model and its base model, side by side on held-out data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from anytune import FineTuneJob, JobStatus
+from anytune._cli._common import JsonOpt, ProfileOpt, cell, err, lit, out, print_json, safe
+from anytune._eval import METRICS, EvalReport, read_examples, summary_rows
+from anytune.errors import UsageError
+
+
+def _metric_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    names = [m.strip() for m in value.split(",") if m.strip()]
+    unknown = [m for m in names if m not in METRICS]
+    if unknown or not names:
+        raise UsageError(f"unknown --metrics {', '.join(unknown) or value!r}: choose from {', '.join(METRICS)}")
+    return names
+
+
+def _fmt(value: float | None, metric: str) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.3f}" if metric not in ("perplexity",) else f"{value:.2f}"
+
+
+def _print_report(report: EvalReport, show_diff: int) -> None:
+    settings = report.settings
+    err.print(
+        f"{report.examples} examples of {lit(report.data)}; base: {lit(report.models.get('base'))}; "
+        f"fine-tuned: {lit(report.models.get('fine-tuned'))}; temperature {settings.temperature}, "
+        f"max {settings.max_new_tokens} new tokens, seed {settings.seed}"
+    )
+    table = Table("metric", "base", "fine-tuned", "change")
+    for metric, base, tuned, change in summary_rows(report):
+        sign = "" if change is None or change < 0 else "+"
+        table.add_row(
+            cell(metric), cell(_fmt(base, metric)), cell(_fmt(tuned, metric)), cell(f"{sign}{_fmt(change, metric)}")
+        )
+    out.print(table)
+    for row in report.disagreements(show_diff):
+        out.print(f"\n{safe(row.location)}", markup=False)
+        out.print(f"  prompt:     {safe(row.prompt)}", markup=False)
+        out.print(f"  reference:  {safe(row.reference)}", markup=False)
+        for role in ("base", "fine-tuned"):
+            scores = ", ".join(f"{k} {v:.2f}" for k, v in row.scores.get(role, {}).items())
+            out.print(f"  {role + ':':11} {safe(row.answers.get(role, ''))}  ({scores})", markup=False)
+
+
+def eval_(
+    ref: Annotated[str, typer.Argument(help="Job reference (PROVIDER:ID) of a succeeded job.", show_default=False)],
+    data: Annotated[
+        str, typer.Option("--data", "-d", help="Held-out data: a file, folder or Hub dataset id.", show_default=False)
+    ],
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            "-m",
+            help=f"Comma-separated: {', '.join(METRICS)} (default: all the result can give, no judge).",
+            show_default=False,
+        ),
+    ] = None,
+    max_examples: Annotated[
+        int | None, typer.Option("--max-examples", "-n", min=1, help="Evaluate the first N examples.")
+    ] = None,
+    max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length cap.")] = 128,
+    temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0: greedy (reproducible).")] = 0.0,
+    seed: Annotated[int, typer.Option("--seed", help="Sampling seed, recorded with the results.")] = 0,
+    judge: Annotated[
+        str | None,
+        typer.Option("--judge", help="Judge model for the judge metric (OpenAI-compatible chat).", show_default=False),
+    ] = None,
+    judge_base_url: Annotated[
+        str | None,
+        typer.Option(
+            "--judge-base-url",
+            help="The judge's endpoint (default OpenAI); key: ANYTUNE_JUDGE_API_KEY or OPENAI_API_KEY.",
+        ),
+    ] = None,
+    show_diff: Annotated[
+        int, typer.Option("--show-diff", min=0, help="Also show the N examples where the two models differ most.")
+    ] = 0,
+    save: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Also write the full report as JSON here.", show_default=False)
+    ] = None,
+    plot: Annotated[
+        Path | None,
+        typer.Option("--plot", help="Also draw the metrics as a picture (PNG/SVG/PDF).", show_default=False),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Check the data and say how many model calls it would make.")
+    ] = False,
+    device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, mps or auto (weights only).")] = None,
+    profile: ProfileOpt = None,
+    json: JsonOpt = False,
+) -> None:
+    """Evaluate a succeeded job: base model and fine-tuned model on the same held-out examples.
+
+    Each example's last assistant turn is the reference and the turns before it the prompt. Local runs
+    and Hugging Face jobs give loss and perplexity too; hosted models answer through their service's
+    chat API. The report is kept with the job (`anytune eval REF --data ... --json` prints it all).
+    """
+    asked = _metric_list(metrics)
+    if asked is not None and "judge" in asked and judge is None:
+        raise UsageError("--metrics judge needs --judge MODEL")
+    job = FineTuneJob.get(ref, profile=profile)
+    if job.record.status is not JobStatus.SUCCEEDED:
+        status = job.record.status
+        hint = f"wait for it with `anytune jobs wait {ref}`" if not status.is_terminal else "nothing was trained"
+        raise UsageError(f"job {ref} is {status.value}: only a succeeded job can be evaluated ({hint})")
+    grader: Any = None
+    if judge is not None:
+        from anytune._eval.judge import OpenAIJudge
+
+        grader = OpenAIJudge(judge, base_url=judge_base_url)
+        if asked is None:
+            asked = ["exact_match", "token_f1", "rouge_l", "judge"]
+    if dry_run:
+        examples = read_examples(data, limit=max_examples)
+        calls = len(examples) * 2
+        judged = len(examples) * 2 if grader is not None else 0
+        plan = {"job": job.ref, "examples": len(examples), "model_calls": calls, "judge_calls": judged}
+        if json:
+            print_json({**plan, "cost": None})
+            return
+        judging = f", {judged} judge calls" if judged else ""
+        err.print(
+            f"{len(examples)} examples: {calls} answers (base and fine-tuned){judging}; no cost estimate: "
+            "anytune's price table holds training prices only (see the provider's price list)"
+        )
+        return
+
+    def progress(done: int, total: int) -> None:
+        if not json and (done == total or done % 10 == 0):
+            err.print(f"  {done}/{total} examples", highlight=False)
+
+    report = job.evaluate(
+        data,
+        metrics=asked,
+        max_examples=max_examples,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        judge=grader,
+        device=device,
+        progress=progress,
+    )
+    if save is not None:
+        save.parent.mkdir(parents=True, exist_ok=True)
+        save.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    if plot is not None:
+        from anytune._plot import plot_evaluation
+
+        plot_evaluation(report.summary, plot, title=f"{job.ref} on {Path(str(data)).name}")
+    if json:
+        print_json(report)
+        return
+    _print_report(report, show_diff)

@@ -1,0 +1,309 @@
+"""Run an evaluation: read the held-out examples, ask each model, score, summarise.
+
+The models are :class:`Answerer` objects handed in by whoever can reach them (the local backend for
+weights, a provider's chat API for hosted models, a fake in tests), so this module holds the one
+definition of what is scored and how it adds up, and no I/O of its own beyond reading the data.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from anytune._eval.metrics import GENERATION_METRICS, METRICS, WEIGHT_METRICS
+from anytune._eval.report import EvalReport, EvalRow, GenerationSettings
+from anytune.errors import DataValidationError, UsageError
+
+__all__ = ["Answerer", "EvalExample", "check_metrics", "read_examples", "run_evaluation"]
+
+Messages = Sequence[Mapping[str, Any]]
+#: Called after each example: (examples done, examples in all).
+Progress = Callable[[int, int], None]
+
+
+class Answerer(Protocol):
+    """One model under evaluation."""
+
+    #: What is called, as the report names it (a model id, a folder, ``base + adapter``).
+    name: str
+
+    def answer(self, messages: Messages, settings: GenerationSettings) -> str:
+        """The model's reply to ``messages`` (ending with a user turn)."""
+        ...
+
+    def loss(self, messages: Messages) -> tuple[float, int] | None:
+        """``(summed token loss, tokens)`` over the assistant turns of ``messages``; ``None`` when the
+        weights are out of reach."""
+        ...
+
+
+@dataclass(frozen=True)
+class EvalExample:
+    """A held-out conversation: the whole of it (for loss), the turns before its last assistant turn
+    (the prompt) and that turn's text (the reference)."""
+
+    location: str
+    messages: tuple[Mapping[str, Any], ...]
+    prompt: tuple[Mapping[str, Any], ...]
+    reference: str
+
+
+def check_metrics(metrics: Sequence[str], *, judge: bool, weights: bool) -> tuple[str, ...]:
+    """The metrics asked for, checked: known names, a judge for ``judge``, weights for loss.
+
+    Raises:
+        UsageError: naming the metric and what it needs.
+    """
+    asked = tuple(dict.fromkeys(metrics))
+    if not asked:
+        raise UsageError(f"no metrics asked for: choose from {', '.join(METRICS)}")
+    for metric in asked:
+        if metric not in METRICS:
+            raise UsageError(f"unknown metric {metric!r}: choose from {', '.join(METRICS)}")
+    if "judge" in asked and not judge:
+        raise UsageError("the judge metric needs a judge model: pass judge= (--judge MODEL)")
+    needs_weights = [m for m in asked if m in WEIGHT_METRICS]
+    if needs_weights and not weights:
+        raise UsageError(
+            f"{', '.join(needs_weights)} need the model's weights, which this result does not give (a hosted "
+            f"model answers through its API): use {', '.join(m for m in METRICS if m not in WEIGHT_METRICS)}"
+        )
+    return asked
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # content parts: the text ones
+        return "".join(str(p.get("text") or "") for p in content if isinstance(p, Mapping))
+    return "" if content is None else str(content)
+
+
+def read_examples(source: str | os.PathLike[str], *, limit: int | None = None) -> list[EvalExample]:
+    """The chat examples of ``source`` (any shape ``anytune data`` reads), each ending with an
+    assistant turn, in order; at most ``limit``.
+
+    Raises:
+        DataValidationError: a row that cannot be read, a preference (DPO) row, or a conversation
+            with no assistant turn to compare against, naming its location and field.
+    """
+    from anytune._data.pipeline import to_canonical
+    from anytune._data.validate import ValidationIssue
+
+    def refuse(loc: Any, code: str, message: str) -> DataValidationError:
+        issue = ValidationIssue(
+            file=loc.file, line=loc.number, field="messages", code=code, message=message, location=str(loc)
+        )
+        return DataValidationError(f"{loc.file}: cannot evaluate on this data", [issue])
+
+    out: list[EvalExample] = []
+    for loc, example in _take(to_canonical(source), limit):
+        where = str(loc)
+        messages = example.get("messages") if "input" not in example else None
+        if not isinstance(messages, list) or not messages:
+            raise refuse(loc, "not_chat", "evaluation takes chat examples (messages), not preference pairs")
+        last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+        if last is None or last == 0:
+            raise refuse(loc, "no_reference", "no assistant turn after a prompt: nothing to compare an answer with")
+        out.append(
+            EvalExample(
+                location=where,
+                messages=tuple(messages[: last + 1]),
+                prompt=tuple(messages[:last]),
+                reference=_text(messages[last].get("content")),
+            )
+        )
+    return out
+
+
+def _take(items: Iterator[Any], limit: int | None) -> Iterator[Any]:
+    for i, item in enumerate(items):
+        if limit is not None and i >= limit:
+            return
+        yield item
+
+
+def _last_user(prompt: Sequence[Mapping[str, Any]]) -> str:
+    return next((_text(m.get("content")) for m in reversed(prompt) if m.get("role") == "user"), "")
+
+
+def run_evaluation(
+    examples: Sequence[EvalExample],
+    answerers: Mapping[str, Answerer],
+    *,
+    metrics: Sequence[str],
+    settings: GenerationSettings,
+    job_ref: str,
+    data: str,
+    judge: Any | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Score every answerer (``base``, ``fine-tuned``) on every example.
+
+    Args:
+        judge: an object with ``grade(prompt, reference, answer) -> float`` (1 to 5) and ``describe()``.
+    """
+    generation = [m for m in metrics if m in GENERATION_METRICS]
+    answers_needed = bool(generation) or "judge" in metrics
+    rows: list[EvalRow] = []
+    loss_total = {role: [0.0, 0] for role in answerers}
+    for done, example in enumerate(examples, 1):
+        answers: dict[str, str] = {}
+        scores: dict[str, dict[str, float]] = {}
+        for role, model in answerers.items():
+            row_scores: dict[str, float] = {}
+            if "loss" in metrics or "perplexity" in metrics:
+                measured = model.loss(example.messages)
+                if measured is not None and measured[1] > 0:
+                    loss_total[role][0] += measured[0]
+                    loss_total[role][1] += measured[1]
+                    row_scores["loss"] = measured[0] / measured[1]
+            if answers_needed:
+                answer = model.answer(example.prompt, settings)
+                answers[role] = answer
+                for metric in generation:
+                    row_scores[metric] = GENERATION_METRICS[metric](answer, example.reference)
+                if "judge" in metrics and judge is not None:
+                    row_scores["judge"] = float(judge.grade(example.prompt, example.reference, answer))
+            scores[role] = row_scores
+        rows.append(
+            EvalRow(
+                location=example.location,
+                prompt=_last_user(example.prompt),
+                reference=example.reference,
+                answers=answers,
+                scores=scores,
+            )
+        )
+        if progress is not None:
+            progress(done, len(examples))
+    return EvalReport(
+        job_ref=job_ref,
+        data=data,
+        examples=len(rows),
+        models={role: model.name for role, model in answerers.items()},
+        metrics=tuple(metrics),
+        settings=settings,
+        summary=_summarise(rows, metrics, loss_total),
+        rows=tuple(rows),
+        judge=judge.describe() if judge is not None and "judge" in metrics else None,
+    )
+
+
+def _summarise(
+    rows: Sequence[EvalRow], metrics: Sequence[str], loss_total: Mapping[str, list[float]]
+) -> dict[str, dict[str, float]]:
+    summary: dict[str, dict[str, float]] = {}
+    for role, (total, tokens) in loss_total.items():
+        means: dict[str, float] = {}
+        if tokens:
+            if "loss" in metrics:
+                means["loss"] = total / tokens
+            if "perplexity" in metrics:
+                means["perplexity"] = math.exp(total / tokens)
+        for metric in metrics:
+            if metric in ("loss", "perplexity"):
+                continue
+            values = [row.scores[role][metric] for row in rows if metric in row.scores.get(role, {})]
+            if values:
+                means[metric] = sum(values) / len(values)
+        summary[role] = means
+    return summary
+
+
+# -- the two models, wherever they are -----------------------------------------------------------------
+
+#: ``module:function`` giving ``{"base": ..., "fine-tuned": ...}`` answerers for a result with
+#: weights, ``(model, *, device, base_model)``; imported on first use (the core never imports torch).
+WEIGHTS_ANSWERERS = "anytune.local_backend.evaluate:answerers_for"
+#: What ``metrics=None`` means: everything that needs no judge and that the result can give.
+DEFAULT_WEIGHT_METRICS = ("loss", "perplexity", "exact_match", "token_f1", "rouge_l")
+DEFAULT_CHAT_METRICS = ("exact_match", "token_f1", "rouge_l")
+
+#: A provider's chat call: ``(model, messages, *, max_tokens, temperature, seed) -> reply text``.
+ChatCall = Callable[..., str]
+
+
+@dataclass(frozen=True)
+class ChatAnswerer:
+    """A model reached through a chat API (a hosted model, a provider's fake): answers, no loss."""
+
+    name: str
+    call: ChatCall
+
+    def answer(self, messages: Messages, settings: GenerationSettings) -> str:
+        return self.call(
+            self.name,
+            [dict(m) for m in messages],
+            max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            seed=settings.seed,
+        )
+
+    def loss(self, messages: Messages) -> tuple[float, int] | None:
+        return None
+
+
+def evaluate_model(
+    model: Any,
+    data: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] | None = None,
+    chat: ChatCall | None = None,
+    base_model_id: str | None = None,
+    max_examples: int | None = None,
+    settings: GenerationSettings | None = None,
+    judge: Any | None = None,
+    device: str | None = None,
+    base_model: str | None = None,
+    progress: Progress | None = None,
+) -> EvalReport:
+    """Evaluate a :class:`~anytune.FineTunedModel` and its base on ``data``.
+
+    A result with weights (a local adapter, a Hub adapter) is loaded once and answers as both
+    models (adapter on and off); a hosted result answers through ``chat`` (its provider's chat API),
+    its base through ``base_model_id``. The metrics and the data are checked before any model loads.
+
+    Raises:
+        UsageError: unknown metrics, or ones this result cannot give.
+        NotSupportedError: a hosted result without a chat call to reach it.
+        DataValidationError: the data, naming location and field.
+    """
+    import importlib
+
+    from anytune.errors import NotSupportedError
+
+    weights = model.adapter_path is not None or model.hub_repo is not None
+    asked = check_metrics(
+        metrics or (DEFAULT_WEIGHT_METRICS if weights else DEFAULT_CHAT_METRICS),
+        judge=judge is not None,
+        weights=weights,
+    )
+    if not weights and (chat is None or not model.model_id or not base_model_id):
+        raise NotSupportedError(
+            f"evaluating {model.job_ref} needs its service's chat API: use "
+            f"FineTuneJob.get({model.job_ref!r}).evaluate(...) (or `anytune eval`), which calls the fine-tuned "
+            "model and its base model there",
+            field="evaluate",
+            provider=model.provider,
+        )
+    examples = read_examples(data, limit=max_examples)
+    if weights:
+        module, _, name = WEIGHTS_ANSWERERS.partition(":")
+        answerers = getattr(importlib.import_module(module), name)(model, device=device, base_model=base_model)
+    else:
+        assert chat is not None and base_model_id is not None
+        answerers = {"base": ChatAnswerer(base_model_id, chat), "fine-tuned": ChatAnswerer(str(model.model_id), chat)}
+    return run_evaluation(
+        examples,
+        answerers,
+        metrics=asked,
+        settings=settings or GenerationSettings(),
+        job_ref=model.job_ref,
+        data=os.fspath(data),
+        judge=judge,
+        progress=progress,
+    )

@@ -1,0 +1,91 @@
+"""Evaluating a local run: base and fine-tuned from one load, loss and perplexity as the trainer
+defines them, generation metrics, through ``FineTuneJob.evaluate`` and ``anytune eval``."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from anytune import FineTuneJob
+from tests.clitools import run_cli
+from tests.conftest import write_jsonl
+from tests.local.test_export import _succeeded_run, make_adapter
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+
+QA = [
+    ("What is the capital of France?", "The capital of France is Paris."),
+    ("Name a primary colour.", "Red is a primary colour."),
+    ("How many days are in a week?", "A week has seven days."),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    from anytune.local_backend.tiny import build_tiny_model
+
+    root = tmp_path_factory.mktemp("eval-models")
+    base = build_tiny_model(root / "base", hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2)
+    return base, make_adapter(base, root / "adapter", seed=5)
+
+
+def _reference_loss(base: Path, adapter: Path | None, messages: list[dict[str, Any]]) -> tuple[float, int]:
+    """Cross-entropy over the assistant turn's tokens, computed independently: the tokens the chat
+    template renders for the assistant's reply (and its end-of-turn), with plain transformers + peft."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(base)
+    prompt = tok.apply_chat_template(messages[:-1], tokenize=False, add_generation_prompt=True)
+    full = tok.apply_chat_template(messages, tokenize=False)
+    reply_end = len(full.rstrip())
+    ids = tok(full[:reply_end], add_special_tokens=False)["input_ids"]
+    n_prompt = len(tok(prompt, add_special_tokens=False)["input_ids"])
+    model: Any = AutoModelForCausalLM.from_pretrained(base)
+    if adapter is not None:
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    with torch.no_grad():
+        logits = model(torch.tensor([ids])).logits[0, :-1]
+    targets = torch.tensor(ids[1:])
+    nll = torch.nn.functional.cross_entropy(logits[n_prompt - 1 :], targets[n_prompt - 1 :], reduction="sum")
+    return float(nll), len(ids) - n_prompt
+
+
+def test_a_local_run_is_evaluated_with_loss_perplexity_and_answers(
+    tiny: tuple[Path, Path], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base, adapter = tiny
+    run = _succeeded_run(workdir, adapter, base)
+    data = write_jsonl(
+        workdir / "heldout.jsonl",
+        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA],
+    )
+    job = FineTuneJob.get(f"local:{run.id}")
+    report = job.evaluate(str(data), max_new_tokens=8)
+    assert report.metrics == ("loss", "perplexity", "exact_match", "token_f1", "rouge_l")
+    for role, with_adapter in (("base", None), ("fine-tuned", adapter)):
+        summary = report.summary[role]
+        assert summary["perplexity"] == pytest.approx(math.exp(summary["loss"]))
+        totals = [
+            _reference_loss(base, with_adapter, [{"role": "user", "content": q}, {"role": "assistant", "content": a}])
+            for q, a in QA
+        ]
+        # Token-weighted over the three examples, as training reports loss; float32 on both sides.
+        assert summary["loss"] == pytest.approx(sum(t[0] for t in totals) / sum(t[1] for t in totals), rel=1e-4)
+        assert 0.0 <= summary["token_f1"] <= 1.0
+    assert report.summary["base"]["loss"] != pytest.approx(report.summary["fine-tuned"]["loss"], rel=1e-3)
+    assert report.models["fine-tuned"].endswith(str(run.adapter_dir)) and report.models["base"] == str(base)
+    assert all(set(row.answers) == {"base", "fine-tuned"} for row in report.rows)
+
+    done = run_cli(capsys, "eval", job.ref, "--data", str(data), "-m", "loss,perplexity", "--json")
+    assert done.code == 0, done.err
+    cli = json.loads(done.out)
+    assert cli["summary"]["fine-tuned"]["loss"] == pytest.approx(report.summary["fine-tuned"]["loss"], rel=1e-6)
+    assert all(row["answers"] == {} for row in cli["rows"])  # loss only: nothing generated
+    assert len(FineTuneJob.get(job.ref).evaluations()) == 2
