@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from anytune.local_backend.inference import LoadedModel, generate
+from anytune.local_backend.inference import LoadedModel
 
 if TYPE_CHECKING:
     from anytune._eval.report import GenerationSettings
@@ -23,43 +23,88 @@ __all__ = ["WeightsAnswerer", "answerers_for"]
 
 @dataclass
 class WeightsAnswerer:
-    """One role (adapter on or off) of a loaded base + adapter."""
+    """One role (adapter on or off) of a loaded base + adapter, a batch of examples at a time."""
 
     loaded: LoadedModel
     adapter: bool
     name: str
 
-    def answer(self, messages: Sequence[Mapping[str, Any]], settings: GenerationSettings) -> str:
+    def _switch(self) -> contextlib.AbstractContextManager[Any]:
+        return contextlib.nullcontext() if self.adapter else self.loaded.model.disable_adapter()
+
+    def answer(self, prompts: Sequence[Sequence[Mapping[str, Any]]], settings: GenerationSettings) -> list[str]:
+        """Greedy (or seeded sampling) answers to a batch of prompts, padded on the left as
+        transformers' batched generation wants."""
         import torch
 
+        tokenizer = self.loaded.tokenizer
+        texts = [_prompt_text(tokenizer, messages) for messages in prompts]
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        side = tokenizer.padding_side
+        tokenizer.padding_side = "left"
+        try:
+            batch = tokenizer(texts, return_tensors="pt", add_special_tokens=False, padding=True)
+        finally:
+            tokenizer.padding_side = side
+        batch = batch.to(self.loaded.device)
+        options: dict[str, Any] = {
+            "max_new_tokens": settings.max_new_tokens,
+            "do_sample": settings.temperature > 0,
+            "pad_token_id": pad_id,
+        }
         if settings.temperature > 0:
+            options["temperature"] = settings.temperature
             torch.manual_seed(settings.seed)
-        return generate(
-            self.loaded,
-            list(messages),
-            max_new_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            adapter=self.adapter,
-        )
+        with torch.inference_mode(), self._switch():
+            output = self.loaded.model.generate(**batch, **options)
+        new = output[:, batch["input_ids"].shape[1] :]
+        # max_new_tokens can cut a multi-byte character in two: its first bytes alone are no text.
+        return [str(tokenizer.decode(row, skip_special_tokens=True)).rstrip("\ufffd").strip() for row in new]
 
-    def loss(self, messages: Sequence[Mapping[str, Any]]) -> tuple[float, int] | None:
+    def loss(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[float, int] | None]:
+        """Summed cross-entropy over each conversation's assistant tokens. The head runs on those
+        positions only (as the trainer's label-only head does): a batch never holds its full
+        ``tokens x vocabulary`` logits."""
         import torch
 
         from anytune.local_backend.data import encode_conversation
 
-        encoded = encode_conversation(self.loaded.tokenizer, list(messages), where="evaluation example")
-        if encoded.num_targets == 0:
-            return None
-        ids = torch.as_tensor(encoded.input_ids, dtype=torch.long, device=self.loaded.device)[None]
-        learn = torch.as_tensor(encoded.learn, device=self.loaded.device)
-        switch = contextlib.nullcontext() if self.adapter else self.loaded.model.disable_adapter()
-        with torch.inference_mode(), switch:
-            logits = self.loaded.model(input_ids=ids).logits[0, :-1].float()
-        # learn[j] marks token j as a target, predicted at position j - 1.
-        targets = ids[0, 1:]
-        mask = learn[1:]
-        nll = torch.nn.functional.cross_entropy(logits[mask], targets[mask], reduction="sum")
-        return float(nll), int(mask.sum())
+        encoded = [
+            encode_conversation(self.loaded.tokenizer, list(m), where="evaluation example") for m in conversations
+        ]
+        width = max(len(e) for e in encoded)
+        pad = self.loaded.tokenizer.pad_token_id or 0
+        ids = torch.full((len(encoded), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(encoded), width), dtype=torch.long)
+        learn = torch.zeros((len(encoded), width), dtype=torch.bool)
+        for i, e in enumerate(encoded):
+            ids[i, : len(e)] = torch.as_tensor(e.input_ids, dtype=torch.long)
+            attention[i, : len(e)] = 1
+            learn[i, : len(e)] = torch.as_tensor(e.learn)
+        ids, attention, learn = (t.to(self.loaded.device) for t in (ids, attention, learn))
+        base = self.loaded.model.get_base_model()
+        # learn[j] marks token j as a target, predicted from position j - 1.
+        predicts = learn[:, 1:]
+        targets = ids[:, 1:][predicts]
+        with torch.inference_mode(), self._switch():
+            hidden = base.get_decoder()(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+            logits = base.get_output_embeddings()(hidden[predicts]).float()
+        nll = torch.nn.functional.cross_entropy(logits, targets, reduction="none")
+        out: list[tuple[float, int] | None] = []
+        start = 0
+        for row in predicts:
+            n = int(row.sum())
+            out.append((float(nll[start : start + n].sum()), n) if n else None)
+            start += n
+        return out
+
+
+def _prompt_text(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:
+    """The prompt as :func:`~.inference.generate` renders it: the chat template with the assistant's
+    turn opened, or the plain contents without a template."""
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
+    return "\n".join(str(m.get("content") or "") for m in messages) + "\n"
 
 
 def answerers_for(

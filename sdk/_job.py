@@ -100,7 +100,9 @@ def _evaluate_job(
         hint = f"wait for it with `anytune jobs wait {record.ref}`" if not record.done else "nothing was trained"
         raise UsageError(f"job {record.ref} is {record.status.value}: only a succeeded job can be evaluated ({hint})")
     model = provider.result(record)
-    generation = {k: options[k] for k in ("max_new_tokens", "temperature", "seed") if options.get(k) is not None}
+    generation = {
+        k: options[k] for k in ("max_new_tokens", "temperature", "seed", "batch_size") if options.get(k) is not None
+    }
     report = evaluate_model(
         model,
         data,
@@ -1052,6 +1054,7 @@ class FineTuneJob(_Handle):
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
+        batch_size: int | None = None,
         judge: Any | None = None,
         device: str | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -1080,6 +1083,7 @@ class FineTuneJob(_Handle):
                 "max_new_tokens": max_new_tokens,
                 "temperature": temperature,
                 "seed": seed,
+                "batch_size": batch_size,
                 "judge": judge,
                 "device": device,
                 "progress": progress,
@@ -1311,6 +1315,7 @@ class AsyncFineTuneJob(_Handle):
         max_new_tokens: int | None = None,
         temperature: float | None = None,
         seed: int | None = None,
+        batch_size: int | None = None,
         judge: Any | None = None,
         device: str | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -1322,6 +1327,7 @@ class AsyncFineTuneJob(_Handle):
             "max_new_tokens": max_new_tokens,
             "temperature": temperature,
             "seed": seed,
+            "batch_size": batch_size,
             "judge": judge,
             "device": device,
             "progress": progress,

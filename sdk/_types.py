@@ -392,6 +392,7 @@ class FineTunedModel(_Model):
         max_new_tokens: int = 128,
         temperature: float = 0.0,
         seed: int = 0,
+        batch_size: int = 8,
         judge: Any | None = None,
         device: str | None = None,
         base_model: str | None = None,
@@ -410,6 +411,7 @@ class FineTunedModel(_Model):
                 default all but ``judge``.
             max_examples: evaluate the first this many examples.
             max_new_tokens, temperature, seed: generation settings (greedy by default), recorded.
+            batch_size: examples asked of a model at once.
             judge: an LLM judge (:class:`anytune.OpenAIJudge`) for the ``judge`` metric.
             device, base_model: as for :meth:`load`.
 
@@ -424,7 +426,9 @@ class FineTunedModel(_Model):
             data,
             metrics=metrics,
             max_examples=max_examples,
-            settings=GenerationSettings(max_new_tokens=max_new_tokens, temperature=temperature, seed=seed),
+            settings=GenerationSettings(
+                max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size
+            ),
             judge=judge,
             device=device,
             base_model=base_model,

@@ -73,6 +73,7 @@ def eval_(
     max_new_tokens: Annotated[int, typer.Option("--max-new-tokens", min=1, help="Answer length cap.")] = 128,
     temperature: Annotated[float, typer.Option("--temperature", min=0.0, help="0: greedy (reproducible).")] = 0.0,
     seed: Annotated[int, typer.Option("--seed", help="Sampling seed, recorded with the results.")] = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Examples asked of a model at once.")] = 8,
     judge: Annotated[
         str | None,
         typer.Option("--judge", help="Judge model for the judge metric (OpenAI-compatible chat).", show_default=False),
@@ -148,6 +149,7 @@ def eval_(
         max_new_tokens=max_new_tokens,
         temperature=temperature,
         seed=seed,
+        batch_size=batch_size,
         judge=grader,
         device=device,
         progress=progress,

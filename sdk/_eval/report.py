@@ -26,6 +26,9 @@ class GenerationSettings(BaseModel):
     max_new_tokens: int = Field(default=128, ge=1)
     temperature: float = Field(default=0.0, ge=0.0)
     seed: int = 0
+    #: Examples asked of a model at once (padding to the longest in a batch changes float sums in
+    #: the last digits, so it is recorded too).
+    batch_size: int = Field(default=8, ge=1)
 
 
 class EvalRow(BaseModel):

@@ -25,18 +25,18 @@ Progress = Callable[[int, int], None]
 
 
 class Answerer(Protocol):
-    """One model under evaluation."""
+    """One model under evaluation, asked a batch of examples at a time (``GenerationSettings.batch_size``)."""
 
     #: What is called, as the report names it (a model id, a folder, ``base + adapter``).
     name: str
 
-    def answer(self, messages: Messages, settings: GenerationSettings) -> str:
-        """The model's reply to ``messages`` (ending with a user turn)."""
+    def answer(self, prompts: Sequence[Messages], settings: GenerationSettings) -> list[str]:
+        """The model's reply to each prompt (messages ending with a user turn), in order."""
         ...
 
-    def loss(self, messages: Messages) -> tuple[float, int] | None:
-        """``(summed token loss, tokens)`` over the assistant turns of ``messages``; ``None`` when the
-        weights are out of reach."""
+    def loss(self, conversations: Sequence[Messages]) -> list[tuple[float, int] | None]:
+        """``(summed token loss, tokens)`` over the assistant turns of each conversation; ``None``
+        where the weights are out of reach."""
         ...
 
 
@@ -148,38 +148,42 @@ def run_evaluation(
     """
     generation = [m for m in metrics if m in GENERATION_METRICS]
     answers_needed = bool(generation) or "judge" in metrics
+    losses_needed = "loss" in metrics or "perplexity" in metrics
     rows: list[EvalRow] = []
     loss_total = {role: [0.0, 0] for role in answerers}
-    for done, example in enumerate(examples, 1):
-        answers: dict[str, str] = {}
-        scores: dict[str, dict[str, float]] = {}
+    size = settings.batch_size
+    for first in range(0, len(examples), size):
+        chunk = examples[first : first + size]
+        scores: list[dict[str, dict[str, float]]] = [{role: {} for role in answerers} for _ in chunk]
+        answers: list[dict[str, str]] = [{} for _ in chunk]
         for role, model in answerers.items():
-            row_scores: dict[str, float] = {}
-            if "loss" in metrics or "perplexity" in metrics:
-                measured = model.loss(example.messages)
-                if measured is not None and measured[1] > 0:
-                    loss_total[role][0] += measured[0]
-                    loss_total[role][1] += measured[1]
-                    row_scores["loss"] = measured[0] / measured[1]
+            if losses_needed:
+                for i, measured in enumerate(model.loss([ex.messages for ex in chunk])):
+                    if measured is not None and measured[1] > 0:
+                        loss_total[role][0] += measured[0]
+                        loss_total[role][1] += measured[1]
+                        scores[i][role]["loss"] = measured[0] / measured[1]
             if answers_needed:
-                answer = model.answer(example.prompt, settings)
-                answers[role] = answer
-                for metric in generation:
-                    row_scores[metric] = GENERATION_METRICS[metric](answer, example.reference)
-                if "judge" in metrics and judge is not None:
-                    row_scores["judge"] = float(judge.grade(example.prompt, example.reference, answer))
-            scores[role] = row_scores
-        rows.append(
+                for i, (ex, answer) in enumerate(
+                    zip(chunk, model.answer([ex.prompt for ex in chunk], settings), strict=True)
+                ):
+                    answers[i][role] = answer
+                    for metric in generation:
+                        scores[i][role][metric] = GENERATION_METRICS[metric](answer, ex.reference)
+                    if "judge" in metrics and judge is not None:
+                        scores[i][role]["judge"] = float(judge.grade(ex.prompt, ex.reference, answer))
+        rows.extend(
             EvalRow(
-                location=example.location,
-                prompt=_last_user(example.prompt),
-                reference=example.reference,
-                answers=answers,
-                scores=scores,
+                location=ex.location,
+                prompt=_last_user(ex.prompt),
+                reference=ex.reference,
+                answers=answers[i],
+                scores=scores[i],
             )
+            for i, ex in enumerate(chunk)
         )
         if progress is not None:
-            progress(done, len(examples))
+            progress(len(rows), len(examples))
     return EvalReport(
         job_ref=job_ref,
         data=data,
@@ -234,17 +238,20 @@ class ChatAnswerer:
     name: str
     call: ChatCall
 
-    def answer(self, messages: Messages, settings: GenerationSettings) -> str:
-        return self.call(
-            self.name,
-            [dict(m) for m in messages],
-            max_tokens=settings.max_new_tokens,
-            temperature=settings.temperature,
-            seed=settings.seed,
-        )
+    def answer(self, prompts: Sequence[Messages], settings: GenerationSettings) -> list[str]:
+        return [
+            self.call(
+                self.name,
+                [dict(m) for m in messages],
+                max_tokens=settings.max_new_tokens,
+                temperature=settings.temperature,
+                seed=settings.seed,
+            )
+            for messages in prompts
+        ]
 
-    def loss(self, messages: Messages) -> tuple[float, int] | None:
-        return None
+    def loss(self, conversations: Sequence[Messages]) -> list[tuple[float, int] | None]:
+        return [None for _ in conversations]
 
 
 def evaluate_model(

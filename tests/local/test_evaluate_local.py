@@ -79,7 +79,7 @@ def test_a_local_run_is_evaluated_with_loss_perplexity_and_answers(
         # Token-weighted over the three examples, as training reports loss; float32 on both sides.
         assert summary["loss"] == pytest.approx(sum(t[0] for t in totals) / sum(t[1] for t in totals), rel=1e-4)
         assert 0.0 <= summary["token_f1"] <= 1.0
-    assert report.summary["base"]["loss"] != pytest.approx(report.summary["fine-tuned"]["loss"], rel=1e-3)
+    assert abs(report.summary["base"]["loss"] - report.summary["fine-tuned"]["loss"]) > 1e-3  # the adapter counts
     assert report.models["fine-tuned"].endswith(str(run.adapter_dir)) and report.models["base"] == str(base)
     assert all(set(row.answers) == {"base", "fine-tuned"} for row in report.rows)
 
@@ -89,3 +89,22 @@ def test_a_local_run_is_evaluated_with_loss_perplexity_and_answers(
     assert cli["summary"]["fine-tuned"]["loss"] == pytest.approx(report.summary["fine-tuned"]["loss"], rel=1e-6)
     assert all(row["answers"] == {} for row in cli["rows"])  # loss only: nothing generated
     assert len(FineTuneJob.get(job.ref).evaluations()) == 2
+
+
+def test_batches_give_the_answers_and_losses_of_one_example_at_a_time(tiny: tuple[Path, Path], workdir: Path) -> None:
+    """Left-padded generation and right-padded loss: same greedy answers, losses within 1e-5."""
+    base, adapter = tiny
+    run = _succeeded_run(workdir, adapter, base)
+    rows = [
+        {"messages": [{"role": "user", "content": q * k}, {"role": "assistant", "content": a}]}
+        for k, (q, a) in enumerate(QA, 1)
+    ]
+    data = write_jsonl(workdir / "uneven.jsonl", rows)  # prompts of different lengths: padding matters
+    result = FineTuneJob.get(f"local:{run.id}").result()
+    one = result.evaluate(str(data), batch_size=1, max_new_tokens=6)
+    batched = result.evaluate(str(data), batch_size=3, max_new_tokens=6)
+    assert [r.answers for r in one.rows] == [r.answers for r in batched.rows]
+    for a, b in zip(one.rows, batched.rows, strict=True):
+        for role in ("base", "fine-tuned"):
+            assert a.scores[role]["loss"] == pytest.approx(b.scores[role]["loss"], rel=1e-5)
+    assert batched.settings.batch_size == 3

@@ -48,7 +48,9 @@ def make_adapter(base: Path, out: Path, *, seed: int, targets: Sequence[str] = T
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(base)
-    peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=list(targets)))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # A's initialisation too: the same adapter on every run
+        peft_model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=list(targets)))
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, param in peft_model.named_parameters():
