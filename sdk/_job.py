@@ -109,6 +109,7 @@ def _evaluate_job(
         metrics=options.get("metrics"),
         chat=provider.chat,
         base_model_id=record.base_model or model.base_model,
+        call_as=options.get("call_as"),
         max_examples=options.get("max_examples"),
         settings=GenerationSettings(**generation),
         judge=options.get("judge"),
@@ -1055,6 +1056,7 @@ class FineTuneJob(_Handle):
         temperature: float | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
+        call_as: Mapping[str, str] | None = None,
         judge: Any | None = None,
         device: str | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -1064,8 +1066,10 @@ class FineTuneJob(_Handle):
 
         Results with weights (local, Hugging Face Jobs) are loaded here and give loss and
         perplexity too; hosted models answer through their provider's chat API (``chat``), the
-        fine-tuned model and the job's base model alike. See :meth:`FineTunedModel.evaluate` for
-        the arguments; ``progress(done, total)`` is called after each example.
+        fine-tuned model and the job's base model alike; ``call_as`` names them for that API
+        (``{"fine-tuned": "my-ft-deployment", "base": "my-base-deployment"}`` on Azure OpenAI,
+        which serves models by deployment). See :meth:`FineTunedModel.evaluate` for the other
+        arguments; ``progress(done, total)`` is called after each batch.
 
         Raises:
             UsageError: the job has not succeeded; a metric this result cannot give.
@@ -1084,6 +1088,7 @@ class FineTuneJob(_Handle):
                 "temperature": temperature,
                 "seed": seed,
                 "batch_size": batch_size,
+                "call_as": call_as,
                 "judge": judge,
                 "device": device,
                 "progress": progress,
@@ -1316,6 +1321,7 @@ class AsyncFineTuneJob(_Handle):
         temperature: float | None = None,
         seed: int | None = None,
         batch_size: int | None = None,
+        call_as: Mapping[str, str] | None = None,
         judge: Any | None = None,
         device: str | None = None,
         progress: Callable[[int, int], None] | None = None,
@@ -1328,6 +1334,7 @@ class AsyncFineTuneJob(_Handle):
             "temperature": temperature,
             "seed": seed,
             "batch_size": batch_size,
+            "call_as": call_as,
             "judge": judge,
             "device": device,
             "progress": progress,

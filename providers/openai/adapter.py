@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import date, datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, cast
 
 from anytune._base_model import looks_like_path
 from anytune._boundary import boundary
@@ -193,6 +193,35 @@ class _OpenAIAdapter(Provider[FamilyT]):
 
     def _record(self, job: Any) -> JobRecord:
         return record_from_job(self.name, as_dict(job), self.status_table)
+
+    # -- chat (evaluation) ------------------------------------------------------------------------
+    def chat(
+        self,
+        model: str,
+        messages: builtins.list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> str:
+        """One chat completion (``client.chat.completions.create``): on OpenAI ``model`` is a model id
+        (a fine-tuned ``ft:...`` one included); on Azure OpenAI it is a deployment's name. Retried on
+        408/429/5xx and connection failures like every read (a completion changes nothing on the
+        service; it is billed per call, so ``anytune eval --dry-run`` counts the calls first)."""
+        client = self._client()
+
+        def call() -> Any:
+            return client.chat.completions.create(
+                model=model,
+                messages=cast(Any, messages),
+                max_completion_tokens=max_tokens,
+                temperature=temperature,
+                seed=seed,
+            )
+
+        response = self._call(f"chat completion from {model}", call)
+        choices = getattr(response, "choices", None) or []
+        return str(choices[0].message.content or "") if choices else ""
 
     # -- validation and plan --------------------------------------------------------------------
     def validate(self, spec: JobSpec) -> None:

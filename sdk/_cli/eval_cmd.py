@@ -85,6 +85,22 @@ def eval_(
             help="The judge's endpoint (default OpenAI); key: ANYTUNE_JUDGE_API_KEY or OPENAI_API_KEY.",
         ),
     ] = None,
+    deployment: Annotated[
+        str | None,
+        typer.Option(
+            "--deployment",
+            help="Call the fine-tuned model by this name (Azure OpenAI: its deployment).",
+            show_default=False,
+        ),
+    ] = None,
+    base_deployment: Annotated[
+        str | None,
+        typer.Option(
+            "--base-deployment",
+            help="Call the base model by this name (Azure OpenAI: its deployment).",
+            show_default=False,
+        ),
+    ] = None,
     show_diff: Annotated[
         int, typer.Option("--show-diff", min=0, help="Also show the N examples where the two models differ most.")
     ] = 0,
@@ -150,6 +166,7 @@ def eval_(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
+        call_as={k: v for k, v in (("fine-tuned", deployment), ("base", base_deployment)) if v} or None,
         judge=grader,
         device=device,
         progress=progress,

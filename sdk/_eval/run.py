@@ -261,6 +261,7 @@ def evaluate_model(
     metrics: Sequence[str] | None = None,
     chat: ChatCall | None = None,
     base_model_id: str | None = None,
+    call_as: Mapping[str, str] | None = None,
     max_examples: int | None = None,
     settings: GenerationSettings | None = None,
     judge: Any | None = None,
@@ -272,7 +273,9 @@ def evaluate_model(
 
     A result with weights (a local adapter, a Hub adapter) is loaded once and answers as both
     models (adapter on and off); a hosted result answers through ``chat`` (its provider's chat API),
-    its base through ``base_model_id``. The metrics and the data are checked before any model loads.
+    its base through ``base_model_id``; ``call_as`` renames either for the call (``{"fine-tuned":
+    "my-deployment", "base": "gpt-4o-mini"}``: Azure OpenAI serves models by deployment name). The
+    metrics and the data are checked before any model loads.
 
     Raises:
         UsageError: unknown metrics, or ones this result cannot give.
@@ -284,6 +287,13 @@ def evaluate_model(
     from anytune.errors import NotSupportedError
 
     weights = model.adapter_path is not None or model.hub_repo is not None
+    names = dict(call_as or {})
+    unknown = sorted(set(names) - {"base", "fine-tuned"})
+    if unknown:
+        raise UsageError(f"call_as takes 'base' and 'fine-tuned', not {', '.join(unknown)}")
+    if names and weights:
+        raise UsageError("call_as renames models reached through a chat API; this result's weights are loaded here")
+    base_model_id = names.get("base", base_model_id)
     asked = check_metrics(
         metrics or (DEFAULT_WEIGHT_METRICS if weights else DEFAULT_CHAT_METRICS),
         judge=judge is not None,
@@ -303,7 +313,8 @@ def evaluate_model(
         answerers = getattr(importlib.import_module(module), name)(model, device=device, base_model=base_model)
     else:
         assert chat is not None and base_model_id is not None
-        answerers = {"base": ChatAnswerer(base_model_id, chat), "fine-tuned": ChatAnswerer(str(model.model_id), chat)}
+        tuned = names.get("fine-tuned", str(model.model_id))
+        answerers = {"base": ChatAnswerer(base_model_id, chat), "fine-tuned": ChatAnswerer(tuned, chat)}
     return run_evaluation(
         examples,
         answerers,

@@ -375,6 +375,8 @@ class FakeOpenAIService:
         self.uploads: dict[str, dict[str, Any]] = {}
         self.upload_parts: dict[str, dict[str, Path]] = {}
         self.jobs: dict[str, _Job] = {}
+        #: Azure: deployment name -> model (a base or fine-tuned model); chat is served by deployment.
+        self.deployments: dict[str, str] = {}
         self.log: list[Request] = []
         self.violations: list[str] = []
         #: (surface, operation, schema) of every request body and answer checked against a schema.
@@ -529,6 +531,9 @@ class FakeOpenAIService:
         if self.flavour == "azure":
             req.surface = self._surface(request.url.path, query)
         self._authorised(headers)
+        chat = _CHAT_PATH.fullmatch(path)
+        if method == "POST" and chat is not None:
+            return httpx2.Response(200, json=self._chat(req, chat.group(1)))
         route = next(((r, m) for r in _ROUTES if r.method == method and (m := r.pattern.fullmatch(path))), None)
         if route is None:
             raise self._error(404, f"Invalid URL ({method} {path})")
@@ -557,6 +562,99 @@ class FakeOpenAIService:
         elif version in AZURE_SCHEMAS["versions"]:
             return str(version)
         raise _Reply(404, {"error": {"code": "404", "message": "Resource not found"}})
+
+    # -- chat completions (evaluation) ------------------------------------------------------------
+    #: What a base model answers to everything (a fine-tuned one answers from its training file).
+    BASE_ANSWER = "I do not know."
+
+    def _chat(self, req: Request, deployment: str | None) -> dict[str, Any]:
+        """``POST /chat/completions`` (Azure's dated surfaces: ``/deployments/{name}/chat/completions``).
+
+        The shared description holds the fine-tuning API only, so this operation is held to the
+        ``openai`` SDK's own types instead: the body's fields to ``CompletionCreateParamsBase`` (an
+        unknown one refused as OpenAI words it), the answer to ``ChatCompletion``. A fine-tuned model
+        this fake made answers with the assistant reply its training file gives for the same last
+        user message (else :attr:`BASE_ANSWER`); the base models of its jobs answer
+        :attr:`BASE_ANSWER`; any other model is unknown (404). On Azure ``model`` names a deployment
+        (:attr:`deployments`).
+        """
+        from openai.types.chat import ChatCompletion
+        from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+
+        body = req.json or {}
+        allowed = set(CompletionCreateParamsBase.__annotations__)
+        for name in sorted(set(body) - allowed):
+            raise self._error(400, f"Unrecognized request argument supplied: {name}")
+        for name in ("messages", "model"):
+            if name not in body:
+                self.violations.append(f"POST /chat/completions: required field {name!r} missing")
+        model = str(body.get("model") or deployment or "")
+        if self.flavour == "azure":
+            name = deployment or model
+            if name not in self.deployments:
+                raise self._error(
+                    404,
+                    "The API deployment for this resource does not exist. If you created the deployment within the "
+                    "last 5 minutes, please wait a moment and try again.",
+                    code="DeploymentNotFound",
+                )
+            model = self.deployments[name]
+        answer = self._answer(model, body.get("messages") or [])
+        limit = body.get("max_completion_tokens")
+        words = answer.split(" ")
+        finish = "length" if isinstance(limit, int) and len(words) > limit else "stop"
+        payload = {
+            "id": self._id("chatcmpl-"),
+            "object": "chat.completion",
+            "created": self._tick(),
+            "model": model,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {
+                        "role": "assistant",
+                        "content": " ".join(words[:limit] if limit else words),
+                        "refusal": None,
+                    },
+                    "logprobs": None,
+                    "finish_reason": finish,
+                }
+            ],
+            "usage": {
+                "prompt_tokens": 10,
+                "completion_tokens": min(len(words), limit or len(words)),
+                "total_tokens": 10,
+            },
+        }
+        ChatCompletion.model_validate(payload)  # the SDK's own answer type
+        missing = {n for n, f in ChatCompletion.model_fields.items() if f.is_required()} - set(payload)
+        if missing:
+            self.violations.append(f"POST /chat/completions answer lacks {sorted(missing)}")
+        return payload
+
+    def _answer(self, model: str, messages: list[dict[str, Any]]) -> str:
+        question = next((str(m.get("content") or "") for m in reversed(messages) if m.get("role") == "user"), "")
+        for job in self.jobs.values():
+            if job.obj.get("fine_tuned_model") == model:
+                return self._memorised(job.obj["training_file"]).get(question, self.BASE_ANSWER)
+        if any(job.obj.get("model") == model for job in self.jobs.values()):
+            return self.BASE_ANSWER
+        raise self._error(
+            404,
+            f"The model `{model}` does not exist or you do not have access to it.",
+            code="model_not_found",
+        )
+
+    def _memorised(self, file_id: str) -> dict[str, str]:
+        found: dict[str, str] = {}
+        path = self.file_paths.get(file_id)
+        for line in path.read_text(encoding="utf-8").splitlines() if path else []:
+            messages = json.loads(line).get("messages") or []
+            users = [m for m in messages if m.get("role") == "user"]
+            replies = [m for m in messages if m.get("role") == "assistant"]
+            if users and replies:
+                found.setdefault(str(users[-1]["content"]), str(replies[-1]["content"]))
+        return found
 
     # -- holding requests and answers to the published descriptions ------------------------------
     def _check_request(
@@ -1315,6 +1413,7 @@ _ROUTES: list[_Route] = [
     _Route("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/pause", _S.pause_job),
     _Route("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/resume", _S.resume_job),
 ]
+_CHAT_PATH = re.compile(r"(?:/deployments/([^/]+))?/chat/completions")
 _PATTERNS: dict[str, re.Pattern[str]] = {
     route.template: re.compile(re.sub(r"\{[^}]+\}", "([^/]+)", route.template)) for route in _ROUTES
 }
