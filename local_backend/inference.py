@@ -43,6 +43,25 @@ def adapter_base(adapter: str | Path) -> str | None:
     return str(base) if base else None
 
 
+def hub_adapter_folder(repo: str, revision: str | None) -> Path:
+    """A Hub repo's adapter, downloaded into the Hub cache (``HF_ENDPOINT`` read now, as ``push``
+    reads it). Loading and exporting read the adapter from this folder, one way for both.
+
+    Raises:
+        ConfigError: the repo holds no ``adapter_config.json`` at its top level.
+    """
+    import os
+
+    from huggingface_hub import snapshot_download
+
+    folder = Path(snapshot_download(repo_id=repo, revision=revision, endpoint=os.environ.get("HF_ENDPOINT") or None))
+    if not (folder / "adapter_config.json").is_file():
+        raise ConfigError(
+            f"Hub repo {repo} holds no adapter_config.json at its top level: not a PEFT adapter", field="hub_repo"
+        )
+    return folder
+
+
 def as_messages(prompt: Prompt) -> list[dict[str, Any]]:
     """A plain string becomes one user message; a message list is used as given."""
     if isinstance(prompt, str):
@@ -116,10 +135,12 @@ def _load(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = str(adapter_path) if adapter_path is not None else hub_repo
-    if source is None:
+    if adapter_path is None and hub_repo is None:
         raise ConfigError("nothing to load: give an adapter path or a Hub repository", field="adapter_path")
-    base = base_model or (adapter_base(adapter_path) if adapter_path is not None else None)
+    if adapter_path is None and hub_repo is not None:
+        adapter_path = hub_adapter_folder(hub_repo, revision)
+    source = str(adapter_path)
+    base = base_model or adapter_base(adapter_path)
     if base is None:
         raise ConfigError(
             f"the adapter at {source} does not record its base model: pass base_model=", field="base_model"
@@ -128,20 +149,16 @@ def _load(
     dtype = torch.bfloat16 if where == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     # The local backend saves the tokenizer (chat template included) next to the adapter.
-    tok_source = source if adapter_path is not None and (Path(source) / "tokenizer_config.json").is_file() else base
+    tok_source = source if (Path(source) / "tokenizer_config.json").is_file() else base
     tokenizer = AutoTokenizer.from_pretrained(tok_source)
-    peft_model = (
-        PeftModel.from_pretrained(model, source, revision=revision)
-        if revision
-        else PeftModel.from_pretrained(model, source)
-    )
+    peft_model = PeftModel.from_pretrained(model, source)
     peft_model.to(where)
     peft_model.eval()
     return LoadedModel(
         model=peft_model,
         tokenizer=tokenizer,
         device=where,
-        adapter_path=str(adapter_path) if adapter_path is not None else None,
+        adapter_path=str(adapter_path),
         base_model=base,
     )
 

@@ -9,7 +9,6 @@ so that every refusal happens before a byte is downloaded or written.
 from __future__ import annotations
 
 import json
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,21 +132,13 @@ def resolve_source(model: FineTunedModel, *, base_model: str | None) -> Source:
 
 
 def adapter_folder(source: Source) -> Path:
-    """The adapter on disk: its own folder, or a Hub result downloaded into the Hub cache
-    (``HF_ENDPOINT`` read now, as ``push`` reads it, so another Hub set in-process is honoured)."""
+    """The adapter on disk: its own folder, or a Hub result downloaded into the Hub cache."""
     if source.adapter_path is not None:
         return Path(source.adapter_path)
-    from huggingface_hub import snapshot_download
+    from anytune.local_backend.inference import hub_adapter_folder
 
     assert source.hub_repo is not None
-    endpoint = os.environ.get("HF_ENDPOINT") or None
-    folder = Path(snapshot_download(repo_id=source.hub_repo, revision=source.revision, endpoint=endpoint))
-    if not (folder / "adapter_config.json").is_file():
-        raise ConfigError(
-            f"Hub repo {source.hub_repo} holds no adapter_config.json at its top level: not a PEFT adapter",
-            field="hub_repo",
-        )
-    return folder
+    return hub_adapter_folder(source.hub_repo, source.revision)
 
 
 def base_config(base_model: str) -> dict[str, Any]:

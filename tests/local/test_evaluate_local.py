@@ -14,6 +14,7 @@ from anytune import FineTuneJob
 from tests.clitools import run_cli
 from tests.conftest import write_jsonl
 from tests.local.test_export import _succeeded_run, make_adapter
+from tests.test_push import hub as hub  # the fake Hub fixture
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -108,3 +109,38 @@ def test_batches_give_the_answers_and_losses_of_one_example_at_a_time(tiny: tupl
         for role in ("base", "fine-tuned"):
             assert a.scores[role]["loss"] == pytest.approx(b.scores[role]["loss"], rel=1e-5)
     assert batched.settings.batch_size == 3
+
+
+def test_a_hugging_face_jobs_result_is_evaluated_from_its_hub_adapter(
+    tiny: tuple[Path, Path], tmp_path: Path, hub: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The adapter a Hugging Face job pushed is loaded through huggingface_hub (the fake Hub here)."""
+    from huggingface_hub import constants
+
+    from anytune import FineTunedModel
+    from tests.providers.hf_fake import USER
+
+    monkeypatch.setattr(
+        constants, "HUGGINGFACE_CO_URL_TEMPLATE", constants.ENDPOINT + "/{repo_id}/resolve/{revision}/{filename}"
+    )
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub-cache"))
+    base, adapter = tiny
+    local = FineTunedModel(provider="local", job_ref="local:x", adapter_path=str(adapter), base_model=str(base))
+    pushed = local.push_to_hub(f"{USER}/eval-adapter")
+    remote = FineTunedModel(
+        provider="huggingface",
+        job_ref="huggingface:job-1",
+        hub_repo=pushed.hub_repo,
+        revision=pushed.revision,
+        base_model=str(base),
+    )
+    data = write_jsonl(
+        tmp_path / "heldout.jsonl",
+        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA],
+    )
+    from_hub = remote.evaluate(str(data), metrics=["loss"])
+    from_disk = local.evaluate(str(data), metrics=["loss"])
+    for role in ("base", "fine-tuned"):  # the same adapter, fetched
+        assert from_hub.summary[role]["loss"] == pytest.approx(from_disk.summary[role]["loss"], rel=1e-6)
+    assert from_hub.models["fine-tuned"].endswith(f"{USER}/eval-adapter@{pushed.revision}")
