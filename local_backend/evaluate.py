@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from anytune.local_backend.inference import LoadedModel
@@ -120,3 +121,67 @@ def answerers_for(
         "base": WeightsAnswerer(loaded, adapter=False, name=str(loaded.base_model)),
         "fine-tuned": WeightsAnswerer(loaded, adapter=True, name=f"{loaded.base_model} + {where}"),
     }
+
+
+def _task_metrics(results: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """lm-eval's ``results`` (``{"task": {"acc,none": 0.5, "acc_stderr,none": 0.1, "alias": ...}}``) as
+    ``{"task": {"acc": 0.5}}``: the numbers, under the metric's name, standard errors left out."""
+    out: dict[str, dict[str, float]] = {}
+    for task, values in results.items():
+        metrics: dict[str, float] = {}
+        for key, value in values.items():
+            name, _, filt = str(key).partition(",")
+            if not filt or name.endswith("_stderr") or isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            metrics[name if filt == "none" else f"{name}[{filt}]"] = float(value)
+        out[str(task)] = metrics
+    return out
+
+
+def lm_eval_scores(
+    model: FineTunedModel,
+    tasks: Sequence[str],
+    *,
+    include: str | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+    device: str | None = None,
+    base_model: str | None = None,
+) -> dict[str, dict[str, dict[str, float]]]:
+    """EleutherAI's lm-evaluation-harness tasks on the base model and on base + adapter
+    (``lm_eval.simple_evaluate`` with its ``hf`` model and ``peft=``), ``{role: {task: {metric: value}}}``.
+
+    ``include`` is a folder of task definitions of your own (lm-eval's ``include_path``); ``limit``
+    caps the documents per task.
+
+    Raises:
+        MissingDependencyError: lm-eval is not installed (``anytune[lm-eval]``).
+    """
+    import importlib.util
+
+    from anytune.errors import MissingDependencyError
+    from anytune.local_backend.devices import device_kind
+    from anytune.local_backend.inference import adapter_base, hub_adapter_folder
+    from anytune.local_backend.model import resolve_model_source
+
+    if importlib.util.find_spec("lm_eval") is None:
+        raise MissingDependencyError("lm-eval", "lm-eval", "lm-evaluation-harness tasks")
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    adapter = (
+        Path(model.adapter_path)
+        if model.adapter_path is not None
+        else hub_adapter_folder(str(model.hub_repo), model.revision)
+    )
+    base = resolve_model_source(base_model or adapter_base(adapter) or str(model.base_model))
+    manager = TaskManager(include_path=include) if include else TaskManager()
+    where = device_kind(device)
+    scores: dict[str, dict[str, dict[str, float]]] = {}
+    for role, extra in (("base", {}), ("fine-tuned", {"peft": str(adapter)})):
+        args = {"pretrained": base, "dtype": "float32" if where == "cpu" else "auto", "device": where, **extra}
+        out = lm_eval.simple_evaluate(
+            model="hf", model_args=args, tasks=list(tasks), task_manager=manager, limit=limit, batch_size=batch_size
+        )
+        scores[role] = _task_metrics((out or {}).get("results") or {})
+    return scores

@@ -135,9 +135,9 @@ def _load(
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if adapter_path is None and hub_repo is None:
-        raise ConfigError("nothing to load: give an adapter path or a Hub repository", field="adapter_path")
-    if adapter_path is None and hub_repo is not None:
+    if adapter_path is None:
+        if hub_repo is None:
+            raise ConfigError("nothing to load: give an adapter path or a Hub repository", field="adapter_path")
         adapter_path = hub_adapter_folder(hub_repo, revision)
     source = str(adapter_path)
     base = base_model or adapter_base(adapter_path)

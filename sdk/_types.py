@@ -394,6 +394,8 @@ class FineTunedModel(_Model):
         seed: int = 0,
         batch_size: int = 8,
         judge: Any | None = None,
+        lm_eval_tasks: Sequence[str] = (),
+        lm_eval_include: str | None = None,
         device: str | None = None,
         base_model: str | None = None,
     ) -> Any:
@@ -413,6 +415,8 @@ class FineTunedModel(_Model):
             max_new_tokens, temperature, seed: generation settings (greedy by default), recorded.
             batch_size: examples asked of a model at once.
             judge: an LLM judge (:class:`anytune.OpenAIJudge`) for the ``judge`` metric.
+            lm_eval_tasks: lm-evaluation-harness tasks to run on both models too (``anytune[lm-eval]``);
+                ``lm_eval_include`` is a folder of your own task definitions.
             device, base_model: as for :meth:`load`.
 
         Returns:
@@ -430,6 +434,8 @@ class FineTunedModel(_Model):
                 max_new_tokens=max_new_tokens, temperature=temperature, seed=seed, batch_size=batch_size
             ),
             judge=judge,
+            lm_eval_tasks=lm_eval_tasks,
+            lm_eval_include=lm_eval_include,
             device=device,
             base_model=base_model,
         )

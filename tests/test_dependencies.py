@@ -44,6 +44,7 @@ AREAS: dict[str, tuple[str, ...] | None] = {
     "providers/huggingface/": ("hf",),
     "providers/local.py": ("local",),
     "local_backend/": ("local",),
+    "local_backend/evaluate.py": ("local", "lm-eval"),  # lm-eval only for --lm-eval-tasks
     "local_backend/export/onnx.py": ("onnx",),
     "local_backend/export/gguf.py": ("gguf",),
 }

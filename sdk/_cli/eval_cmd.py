@@ -43,6 +43,18 @@ def _print_report(report: EvalReport, show_diff: int) -> None:
         table.add_row(
             cell(metric), cell(_fmt(base, metric)), cell(_fmt(tuned, metric)), cell(f"{sign}{_fmt(change, metric)}")
         )
+    tasks = report.tasks
+    for task in dict.fromkeys(t for role in tasks.values() for t in role):
+        for metric in dict.fromkeys(m for role in tasks.values() for m in role.get(task, {})):
+            base, tuned = (tasks.get(r, {}).get(task, {}).get(metric) for r in ("base", "fine-tuned"))
+            change = tuned - base if base is not None and tuned is not None else None
+            sign = "" if change is None or change < 0 else "+"
+            table.add_row(
+                cell(f"{task}:{metric}"),
+                cell(_fmt(base, metric)),
+                cell(_fmt(tuned, metric)),
+                cell(f"{sign}{_fmt(change, metric)}"),
+            )
     out.print(table)
     for row in report.disagreements(show_diff):
         out.print(f"\n{safe(row.location)}", markup=False)
@@ -100,6 +112,18 @@ def eval_(
             help="Call the base model by this name (Azure OpenAI: its deployment).",
             show_default=False,
         ),
+    ] = None,
+    lm_eval_tasks: Annotated[
+        str | None,
+        typer.Option(
+            "--lm-eval-tasks",
+            help="lm-evaluation-harness tasks to run on both models (weights only).",
+            show_default=False,
+        ),
+    ] = None,
+    lm_eval_include: Annotated[
+        str | None,
+        typer.Option("--lm-eval-include", help="A folder of your own lm-eval task definitions.", show_default=False),
     ] = None,
     show_diff: Annotated[
         int, typer.Option("--show-diff", min=0, help="Also show the N examples where the two models differ most.")
@@ -167,6 +191,8 @@ def eval_(
         seed=seed,
         batch_size=batch_size,
         call_as={k: v for k, v in (("fine-tuned", deployment), ("base", base_deployment)) if v} or None,
+        lm_eval_tasks=[t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()],
+        lm_eval_include=lm_eval_include,
         judge=grader,
         device=device,
         progress=progress,

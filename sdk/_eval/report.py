@@ -63,6 +63,8 @@ class EvalReport(BaseModel):
     summary: dict[str, dict[str, float]]
     rows: tuple[EvalRow, ...] = ()
     judge: dict[str, Any] | None = None
+    #: lm-evaluation-harness results, ``tasks[role][task][metric]`` (weights only).
+    tasks: dict[str, dict[str, dict[str, float]]] = Field(default_factory=dict)
     created_at: datetime = Field(default_factory=_now)
 
     def disagreements(self, n: int, metric: str | None = None) -> list[EvalRow]:

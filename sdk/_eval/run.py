@@ -262,6 +262,8 @@ def evaluate_model(
     chat: ChatCall | None = None,
     base_model_id: str | None = None,
     call_as: Mapping[str, str] | None = None,
+    lm_eval_tasks: Sequence[str] = (),
+    lm_eval_include: str | None = None,
     max_examples: int | None = None,
     settings: GenerationSettings | None = None,
     judge: Any | None = None,
@@ -283,6 +285,7 @@ def evaluate_model(
         DataValidationError: the data, naming location and field.
     """
     import importlib
+    import importlib.util
 
     from anytune.errors import NotSupportedError
 
@@ -294,6 +297,12 @@ def evaluate_model(
     if names and weights:
         raise UsageError("call_as renames models reached through a chat API; this result's weights are loaded here")
     base_model_id = names.get("base", base_model_id)
+    if lm_eval_tasks and not weights:
+        raise UsageError("lm-eval tasks run on weights (local runs, Hugging Face Jobs results), not on a hosted model")
+    if lm_eval_tasks and importlib.util.find_spec("lm_eval") is None:
+        from anytune.errors import MissingDependencyError
+
+        raise MissingDependencyError("lm-eval", "lm-eval", "lm-evaluation-harness tasks")
     asked = check_metrics(
         metrics or (DEFAULT_WEIGHT_METRICS if weights else DEFAULT_CHAT_METRICS),
         judge=judge is not None,
@@ -315,7 +324,7 @@ def evaluate_model(
         assert chat is not None and base_model_id is not None
         tuned = names.get("fine-tuned", str(model.model_id))
         answerers = {"base": ChatAnswerer(base_model_id, chat), "fine-tuned": ChatAnswerer(tuned, chat)}
-    return run_evaluation(
+    report = run_evaluation(
         examples,
         answerers,
         metrics=asked,
@@ -325,3 +334,16 @@ def evaluate_model(
         judge=judge,
         progress=progress,
     )
+    if lm_eval_tasks:
+        module, _, _ = WEIGHTS_ANSWERERS.partition(":")
+        tasks = importlib.import_module(module).lm_eval_scores(
+            model,
+            list(lm_eval_tasks),
+            include=lm_eval_include,
+            limit=max_examples,
+            batch_size=report.settings.batch_size,
+            device=device,
+            base_model=base_model,
+        )
+        report = report.model_copy(update={"tasks": tasks})
+    return report

@@ -144,3 +144,74 @@ def test_a_hugging_face_jobs_result_is_evaluated_from_its_hub_adapter(
     for role in ("base", "fine-tuned"):  # the same adapter, fetched
         assert from_hub.summary[role]["loss"] == pytest.approx(from_disk.summary[role]["loss"], rel=1e-6)
     assert from_hub.models["fine-tuned"].endswith(f"{USER}/eval-adapter@{pushed.revision}")
+
+
+TASK = """task: anytune_tiny_qa
+dataset_path: json
+dataset_kwargs:
+  data_files:
+    test: {data}
+test_split: test
+output_type: loglikelihood
+doc_to_text: "Question: {{{{question}}}}\\nAnswer:"
+doc_to_target: " {{{{answer}}}}"
+metric_list:
+  - metric: acc
+    aggregation: mean
+    higher_is_better: true
+"""
+
+
+@pytest.mark.slow
+def test_lm_eval_harness_tasks_run_on_both_models(
+    tiny: tuple[Path, Path], workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task of the user's own (a folder of lm-eval YAML, local data) through `--lm-eval-tasks`."""
+    pytest.importorskip("lm_eval")
+    import datasets
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)  # also: no download-count ping for "json"
+    base, adapter = tiny
+    run = _succeeded_run(workdir, adapter, base)
+    qa = write_jsonl(workdir / "qa.jsonl", [{"question": q, "answer": a.split()[-1].rstrip(".")} for q, a in QA])
+    tasks = workdir / "tasks"
+    tasks.mkdir()
+    (tasks / "tiny_qa.yaml").write_text(TASK.format(data=qa))
+    data = write_jsonl(
+        workdir / "heldout.jsonl",
+        [{"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]} for q, a in QA],
+    )
+    done = run_cli(
+        capsys,
+        "eval",
+        f"local:{run.id}",
+        "--data",
+        str(data),
+        "-m",
+        "loss",
+        "--lm-eval-tasks",
+        "anytune_tiny_qa",
+        "--lm-eval-include",
+        str(tasks),
+        "--json",
+    )
+    assert done.code == 0, done.err
+    report = json.loads(done.out)
+    for role in ("base", "fine-tuned"):
+        acc = report["tasks"][role]["anytune_tiny_qa"]["acc"]
+        assert 0.0 <= acc <= 1.0
+    assert FineTuneJob.get(f"local:{run.id}").evaluations()[-1].tasks == report["tasks"]
+
+
+def test_lm_eval_tasks_on_a_hosted_model_are_refused(workdir: Path) -> None:
+    from anytune import FineTunedModel
+    from anytune.errors import UsageError
+
+    hosted = FineTunedModel(provider="openai", job_ref="openai:ftjob-1", model_id="ft:x")
+    data = write_jsonl(
+        workdir / "d.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    )
+    with pytest.raises(UsageError, match="lm-eval tasks run on weights"):
+        hosted.evaluate(str(data), lm_eval_tasks=["hellaswag"])
