@@ -88,6 +88,19 @@ def _save_quietly(store: JobStore | None, record: JobRecord, profile: str | None
         _warn_unsaved(exc)
 
 
+def require_succeeded(record: JobRecord, action: str) -> None:
+    """Refuse to use the result of a job that has not succeeded (``action``: "evaluated", "exported"...).
+
+    Raises:
+        UsageError: naming the job's status and what to do (wait for it, or nothing to use).
+    """
+    if record.status is not JobStatus.SUCCEEDED:
+        hint = f"wait for it with `anytune jobs wait {record.ref}`" if not record.done else "nothing was trained"
+        raise UsageError(
+            f"job {record.ref} is {record.status.value}: only a succeeded job's result can be {action} ({hint})"
+        )
+
+
 def _evaluate_job(
     provider: Provider[Any], record: JobRecord, store: JobStore | None, data: str, options: Mapping[str, Any]
 ) -> EvalReport:
@@ -96,9 +109,7 @@ def _evaluate_job(
     from anytune._eval.report import GenerationSettings
     from anytune._eval.run import evaluate_model
 
-    if record.status is not JobStatus.SUCCEEDED:
-        hint = f"wait for it with `anytune jobs wait {record.ref}`" if not record.done else "nothing was trained"
-        raise UsageError(f"job {record.ref} is {record.status.value}: only a succeeded job can be evaluated ({hint})")
+    require_succeeded(record, "evaluated")
     model = provider.result(record)
     generation = {
         k: options[k] for k in ("max_new_tokens", "temperature", "seed", "batch_size") if options.get(k) is not None

@@ -4,9 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from anytune._types import MetricPoint
 from anytune.errors import ConfigError, MissingDependencyError
+
+
+def _pyplot(purpose: str) -> Any:
+    """matplotlib's pyplot on the file-only backend (no display needed, none opened)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise MissingDependencyError("matplotlib", "local", purpose) from exc
+    return plt
 
 
 def plot_loss(points: Sequence[MetricPoint], path: str | Path, *, title: str | None = None) -> Path:
@@ -16,13 +29,7 @@ def plot_loss(points: Sequence[MetricPoint], path: str | Path, *, title: str | N
         MissingDependencyError: matplotlib is not installed.
         ConfigError: there is no loss to plot.
     """
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")  # files only: no display needed, none opened
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "local", "plotting loss curves") from exc
+    plt = _pyplot("plotting loss curves")
 
     train = [(p.step, p.train_loss) for p in points if p.train_loss is not None]
     valid = [(p.step, p.valid_loss) for p in points if p.valid_loss is not None]
@@ -52,13 +59,7 @@ def plot_loss(points: Sequence[MetricPoint], path: str | Path, *, title: str | N
 def plot_evaluation(summary: dict[str, dict[str, float]], path: str | Path, *, title: str | None = None) -> Path:
     """Bars of each metric, base model beside fine-tuned model (an :class:`~anytune.EvalReport`'s
     ``summary``), written like :func:`plot_loss`. Perplexity gets its own axis: its scale is not 0..1."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError as exc:
-        raise MissingDependencyError("matplotlib", "local", "plotting evaluation results") from exc
+    plt = _pyplot("plotting evaluation results")
 
     roles = [r for r in ("base", "fine-tuned") if summary.get(r)]
     metrics = list(dict.fromkeys(m for r in roles for m in summary[r]))

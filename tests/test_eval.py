@@ -208,7 +208,7 @@ def test_bad_requests_exit_with_a_clear_message_and_store_nothing(
 def test_an_unfinished_job_is_refused(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
     job = FineTuneJob.create(provider="fake", base_model="tiny-chat", training_file=data, fake={"seconds": 3600})
     done = run_cli(capsys, "eval", job.ref, "--data", str(data))
-    assert done.code == 2 and "only a succeeded job can be evaluated" in done.err
+    assert done.code == 2 and "only a succeeded job's result can be evaluated" in done.err
 
 
 def test_a_hosted_result_alone_points_to_the_job_handle(data: Path) -> None:

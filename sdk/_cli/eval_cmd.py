@@ -8,9 +8,10 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from anytune import FineTuneJob, JobStatus
+from anytune import FineTuneJob
 from anytune._cli._common import JsonOpt, ProfileOpt, cell, err, lit, out, print_json, safe
 from anytune._eval import METRICS, EvalReport, read_examples, summary_rows
+from anytune._job import require_succeeded
 from anytune.errors import UsageError
 
 
@@ -152,10 +153,7 @@ def eval_(
     if asked is not None and "judge" in asked and judge is None:
         raise UsageError("--metrics judge needs --judge MODEL")
     job = FineTuneJob.get(ref, profile=profile)
-    if job.record.status is not JobStatus.SUCCEEDED:
-        status = job.record.status
-        hint = f"wait for it with `anytune jobs wait {ref}`" if not status.is_terminal else "nothing was trained"
-        raise UsageError(f"job {ref} is {status.value}: only a succeeded job can be evaluated ({hint})")
+    require_succeeded(job.record, "evaluated")
     grader: Any = None
     if judge is not None:
         from anytune._eval.judge import OpenAIJudge

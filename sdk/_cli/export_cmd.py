@@ -6,8 +6,9 @@ from typing import Annotated, cast
 
 import typer
 
-from anytune import FineTuneJob, JobStatus
+from anytune import FineTuneJob
 from anytune._cli._common import JsonOpt, ProfileOpt, err, lit, out, print_json, safe
+from anytune._job import require_succeeded
 from anytune._types import ExportFormat
 from anytune.errors import UsageError
 
@@ -65,10 +66,7 @@ def export(
     if (out_dir is None) == (into is None):
         raise UsageError("give --out DIR (a new folder) or --into DIR (an ONNX export to add this adapter to)")
     job = FineTuneJob.get(ref, profile=profile)
-    status = job.record.status
-    if status is not JobStatus.SUCCEEDED:
-        hint = f"wait for it with `anytune jobs wait {ref}`" if not status.is_terminal else "nothing was trained"
-        raise UsageError(f"job {ref} is {status.value}: only a succeeded job's result can be exported ({hint})")
+    require_succeeded(job.record, "exported")
     err.print(f"exporting {lit(job.ref)} as {lit(format_)} ...")
     done = job.result().export(
         cast(ExportFormat, format_),

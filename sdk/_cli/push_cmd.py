@@ -6,10 +6,10 @@ from typing import Annotated
 
 import typer
 
-from anytune import FineTuneJob, JobStatus
+from anytune import FineTuneJob
 from anytune._cli._common import JsonOpt, ProfileOpt, err, lit, out, print_json, safe
+from anytune._job import require_succeeded
 from anytune._types import check_hub_repo_id
-from anytune.errors import UsageError
 
 
 def push(
@@ -29,10 +29,7 @@ def push(
     """
     check_hub_repo_id(repo)  # before anything is read or sent
     job = FineTuneJob.get(ref, profile=profile)
-    status = job.record.status
-    if status is not JobStatus.SUCCEEDED:
-        hint = f"wait for it with `anytune jobs wait {ref}`" if not status.is_terminal else "nothing was trained"
-        raise UsageError(f"job {ref} is {status.value}: only a succeeded job's result can be pushed ({hint})")
+    require_succeeded(job.record, "pushed")
     pushed = job.result().push_to_hub(repo, private=not public)
     url = str(pushed.extra.get("hub_url") or pushed.hub_repo)
     if json:

@@ -572,29 +572,25 @@ def test_a_hugging_face_job_installs_the_trackers_and_gets_their_settings(monkey
         report_to=["tensorboard", "wandb"],
         hyperparameters={"gradient_accumulation_steps": 4, "lr_scheduler": "cosine", "validation_split": 0.1},
     )
-    request = build_job_request(
-        spec,
-        "key",
-        JobFiles(dataset_repo="me/data", train="train.jsonl", valid=None, wheel="anytune.whl"),
-        namespace="me",
-        output_repo="me/out",
-        settings=HuggingFaceSettings(),
-        endpoint="https://huggingface.co",
-    )
+
+    def request_for() -> dict[str, Any]:
+        return build_job_request(
+            spec,
+            "key",
+            JobFiles(dataset_repo="me/data", train="train.jsonl", valid=None, wheel="anytune.whl"),
+            namespace="me",
+            output_repo="me/out",
+            settings=HuggingFaceSettings(),
+            endpoint="https://huggingface.co",
+        )
+
+    request = request_for()
     assert any(arg.startswith("anytune[local,tensorboard,wandb] @ ") for arg in request["command"])
     assert request["env"]["WANDB_PROJECT"] == "my-project"
     assert "WANDB_API_KEY" not in request["env"] and "MLFLOW_TRACKING_URI" not in request["env"]
     assert "ANYTUNE_DEBUG" not in request["env"]  # the job's log is quiet unless --debug asked
     monkeypatch.setenv("ANYTUNE_DEBUG", "1")
-    debug = build_job_request(
-        spec,
-        "key",
-        JobFiles(dataset_repo="me/data", train="train.jsonl", valid=None, wheel="anytune.whl"),
-        namespace="me",
-        output_repo="me/out",
-        settings=HuggingFaceSettings(),
-        endpoint="https://huggingface.co",
-    )
+    debug = request_for()
     assert debug["env"]["ANYTUNE_DEBUG"] == "1"
     args = entry_args(request["command"])
     sent = json.loads(args[args.index("--spec") + 1])
