@@ -112,9 +112,8 @@ def answerers_for(
     model: FineTunedModel, *, device: str | None = None, base_model: str | None = None
 ) -> dict[str, WeightsAnswerer]:
     """``base`` and ``fine-tuned`` for a result with weights (a local adapter, a Hub adapter)."""
-    loaded = (
-        model._loaded if isinstance(model._loaded, LoadedModel) else model.load(device=device, base_model=base_model)
-    )
+    reuse = isinstance(model._loaded, LoadedModel) and device is None and base_model is None
+    loaded = model._loaded if reuse else model.load(device=device, base_model=base_model)
     assert isinstance(loaded, LoadedModel)
     where = model.adapter_path or (f"{model.hub_repo}@{model.revision}" if model.revision else model.hub_repo)
     return {

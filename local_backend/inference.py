@@ -145,7 +145,7 @@ def _load(
         raise ConfigError(
             f"the adapter at {source} does not record its base model: pass base_model=", field="base_model"
         )
-    where = device_kind(device)
+    where = _available(device_kind(device))
     dtype = torch.bfloat16 if where == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
     # The local backend saves the tokenizer (chat template included) next to the adapter.
@@ -161,6 +161,27 @@ def _load(
         adapter_path=str(adapter_path),
         base_model=base,
     )
+
+
+def _available(where: str) -> str:
+    """``where`` when this machine has it (``cpu``, ``cuda``, ``cuda:N``, ``mps``).
+
+    Raises:
+        ConfigError: another name, or a device torch cannot use here.
+    """
+    import torch
+
+    kind = where.split(":", 1)[0]
+    if kind not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"unknown device {where!r}: choose cpu, cuda, cuda:N, mps or auto", field="device")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device cuda is not available here (no CUDA device, or torch built without CUDA)", field="device"
+        )
+    mps = getattr(torch.backends, "mps", None)
+    if kind == "mps" and (mps is None or not mps.is_available()):
+        raise ConfigError("device mps is not available here", field="device")
+    return where
 
 
 def load_result(model: FineTunedModel, *, device: str | None = None, base_model: str | None = None) -> LoadedModel:

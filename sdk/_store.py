@@ -22,6 +22,7 @@ is read-only is opened read-only.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
@@ -253,6 +254,9 @@ class JobStore:
             if not {"jobs", "uploads"} <= tables:
                 # executescript manages its own transaction; IF NOT EXISTS makes racing creators harmless.
                 conn.executescript(_SCHEMA)
+            elif "evaluations" not in tables:  # stores written before evaluations were kept
+                with contextlib.suppress(sqlite3.OperationalError):  # read-only: evaluations() answers none
+                    conn.executescript(_SCHEMA)
             columns = {row["name"] for row in conn.execute("PRAGMA table_info(jobs)")}
             if "settings" not in columns:  # stores written before settings were kept
                 conn.execute("ALTER TABLE jobs ADD COLUMN settings TEXT")
@@ -439,7 +443,13 @@ class JobStore:
 
     def evaluations(self, ref: str) -> builtins.list[dict[str, Any]]:
         """The evaluation reports kept with job ``ref``, oldest first."""
-        rows = self._query("SELECT report FROM evaluations WHERE ref=? ORDER BY id", (ref,))
+        with self._errors():
+            try:
+                rows = self._conn().execute("SELECT report FROM evaluations WHERE ref=? ORDER BY id", (ref,)).fetchall()
+            except sqlite3.OperationalError as exc:
+                if "no such table" not in str(exc):
+                    raise
+                return []  # an older store that could not be upgraded (read-only)
         return [orjson.loads(r[0]) for r in rows]
 
     # -- removal ------------------------------------------------------------------------------
@@ -476,6 +486,7 @@ class JobStore:
             rows = db.execute(f"SELECT * FROM jobs{where} ORDER BY created_at DESC, rowid DESC", args).fetchall()
             if not dry_run:
                 db.execute(f"DELETE FROM jobs{where}", args)
+                db.executemany("DELETE FROM evaluations WHERE ref=?", [(r["ref"],) for r in rows if r["ref"]])
         return [_row(r, self.path) for r in rows]
 
     def discard_submit(self, key: str) -> bool:

@@ -152,10 +152,14 @@ def test_dry_run_counts_the_calls_and_calls_nothing(
     assert json.loads(done.out) == {
         "job": fake_job.ref,
         "examples": 12,
+        "metrics": ["exact_match", "token_f1", "rouge_l"],
         "model_calls": 24,
         "judge_calls": 0,
         "cost": None,
     }
+    # A dry run refuses what the run would refuse.
+    refused = run_cli(capsys, "eval", fake_job.ref, "--data", str(data), "--dry-run", "-m", "loss")
+    assert refused.code == 2 and "loss needs the model's weights" in refused.err
     assert FineTuneJob.get(fake_job.ref).evaluations() == []
 
 
@@ -190,19 +194,34 @@ def test_data_without_a_reference_answer_exits_3_naming_the_line(
     ("args", "code", "expected"),
     [
         (["-m", "bleu"], 2, "unknown --metrics 'bleu'"),
-        (["-m", "loss"], 2, "need the model's weights"),
+        (["-m", "loss"], 2, "loss needs the model's weights"),
         (["-m", "judge"], 2, "--metrics judge needs --judge MODEL"),
         (["--data", "missing.jsonl"], 74, "missing.jsonl"),
+        (["--plot", "eval.txt"], 2, "--plot eval.txt: name a .png"),
+        (["--out", "."], 2, "--out . is a folder"),
     ],
 )
 def test_bad_requests_exit_with_a_clear_message_and_store_nothing(
-    fake_job: FineTuneJob, data: Path, capsys: pytest.CaptureFixture[str], args: list[str], code: int, expected: str
+    fake_job: FineTuneJob,
+    data: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    code: int,
+    expected: str,
 ) -> None:
+    from anytune.providers.fake import FakeProvider
+
+    calls: list[str] = []
+    real_chat = FakeProvider.chat
+    monkeypatch.setattr(
+        FakeProvider, "chat", lambda self, model, *a, **k: calls.append(model) or real_chat(self, model, *a, **k)
+    )
     base = ["--data", str(data)] if "--data" not in args else []
     done = run_cli(capsys, "eval", fake_job.ref, *base, *args)
     assert done.code == code, done.err
     assert expected in done.err and "Traceback" not in done.err
-    assert FineTuneJob.get(fake_job.ref).evaluations() == []
+    assert FineTuneJob.get(fake_job.ref).evaluations() == [] and calls == []  # refused before any model call
 
 
 def test_an_unfinished_job_is_refused(data: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -215,7 +234,7 @@ def test_a_hosted_result_alone_points_to_the_job_handle(data: Path) -> None:
     hosted = FineTunedModel(provider="openai", job_ref="openai:ftjob-1", model_id="ft:gpt-4o-mini:org::x")
     with pytest.raises(NotSupportedError, match=r"FineTuneJob.get\('openai:ftjob-1'\).evaluate"):
         hosted.evaluate(str(data))
-    with pytest.raises(UsageError, match="need the model's weights"):
+    with pytest.raises(UsageError, match=r"needs? the model's weights"):
         hosted.evaluate(str(data), metrics=["perplexity"])
 
 
@@ -352,6 +371,38 @@ def test_a_judge_that_refuses_the_key_exits_7_without_echoing_it(
     assert FineTuneJob.get(fake_job.ref).evaluations() == []
 
 
+def test_credentials_in_the_judge_url_are_never_shown_or_stored(
+    fake_job: FineTuneJob,
+    data: Path,
+    judge_server: LoopbackServer,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("ANYTUNE_JUDGE_API_KEY", JUDGE_KEY)
+    url = judge_server.url.replace("http://", "http://judge-user:URLSECRET123@") + "/v1"
+    # The URL's credentials replace the key (HTTP basic auth): this judge refuses them, exit 7.
+    live = run_cli(capsys, "eval", fake_job.ref, "-d", str(data), "-n", "1", "--judge", "g", "--judge-base-url", url)
+    dead = run_cli(
+        capsys,
+        "eval",
+        fake_job.ref,
+        "-d",
+        str(data),
+        "-n",
+        "1",
+        "--judge",
+        "g",
+        "--judge-base-url",
+        "http://u:URLSECRET123@127.0.0.1:9/v1",
+    )
+    assert (live.code, dead.code) == (7, 1)
+    assert "URLSECRET123" not in live.out + live.err + dead.out + dead.err
+    assert f"the judge ({judge_server.url.split('//')[1]})" in live.err
+    from anytune._eval.judge import OpenAIJudge
+
+    assert OpenAIJudge("g", base_url=url, api_key="k").describe()["host"] == judge_server.url.split("//")[1]
+
+
 def test_a_judge_without_a_key_is_refused_before_any_call(
     fake_job: FineTuneJob, data: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -365,3 +416,22 @@ def test_deleting_a_job_forgets_its_evaluations(fake_job: FineTuneJob, data: Pat
     assert store is not None and len(store.evaluations(fake_job.ref)) == 1
     FineTuneJob.delete(fake_job.ref)
     assert store.evaluations(fake_job.ref) == []
+
+
+def test_a_store_from_before_evaluations_is_upgraded_when_opened(data: Path, anytune_home: Path) -> None:
+    """Stores written by earlier versions have no evaluations table: opening one adds it, so delete,
+    prune and evaluate keep working."""
+    import sqlite3
+
+    job = FineTuneJob.create(provider="fake", base_model="tiny-chat", training_file=data, fake={"seconds": 0.0})
+    job.wait(timeout=30)
+    store_path = anytune_home / "jobs.db"
+    with sqlite3.connect(store_path) as db:
+        db.execute("DROP TABLE evaluations")
+    again = FineTuneJob.get(job.ref)
+    assert again.evaluations() == []
+    again.evaluate(str(data), metrics=["exact_match"], max_examples=1)
+    assert len(FineTuneJob.get(job.ref).evaluations()) == 1
+    FineTuneJob.prune(status=["succeeded"])
+    with sqlite3.connect(store_path) as db:
+        assert db.execute("SELECT COUNT(*) FROM evaluations").fetchone()[0] == 0  # pruned with its job

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import shutil
 import tempfile
 from datetime import datetime, timezone
@@ -114,17 +115,20 @@ def export_result(
 
     if dtype not in DTYPES:
         raise UsageError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    if format == "onnx" and dtype != "auto":
+        raise UsageError("dtype applies to the merged and gguf formats; for onnx use precision (fp32, fp16, int4)")
     source = resolve_source(model, base_model=base_model)
     name = adapter_name(source.job_ref)
     if into is not None:
-        return _add_to_onnx(model, Path(into), source=source, name=name, precision=precision or "fp32")
-    target = Path(out).expanduser().resolve()  # type: ignore[arg-type]
-    check_out_dir(target, overwrite=overwrite)
+        return _add_to_onnx(model, Path(into), source=source, name=name, precision=precision)
+    keep = tuple(Path(p) for p in (source.adapter_path, source.base_model) if p and Path(p).exists())
+    target = check_out_dir(str(out), overwrite=overwrite, keep=keep)
     adapter_dir = adapter_folder(source)  # a Hugging Face job's adapter is downloaded (read only)
     _preflight(format, source.base_model, adapter_dir)
 
     target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{target.name}.anytune-", dir=target.parent) as scratch:
+    _remove_stale_scratch(target.parent, target.name)
+    with tempfile.TemporaryDirectory(prefix=_scratch_prefix(target.name), dir=target.parent) as scratch:
         work = Path(scratch)
         built = work / "export"
         built.mkdir()
@@ -193,6 +197,29 @@ def export_result(
     return export
 
 
+def _scratch_prefix(name: str) -> str:
+    """Scratch folders beside the destination carry the exporting process's id, so that one left by
+    a killed export (SIGKILL runs no clean-up) is recognised and removed by the next export there."""
+    return f".{name}.anytune-{os.getpid()}-"
+
+
+def _remove_stale_scratch(parent: Path, name: str) -> None:
+    for folder in parent.glob(f".{name}.anytune-*-*"):
+        pid = folder.name[len(f".{name}.anytune-") :].split("-", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def _move_into_place(built: Path, target: Path, *, overwrite: bool) -> None:
     """Rename the finished export to ``target``: the old export (``overwrite``) goes only now that the
     new one is whole; an export that another process finished there meanwhile is not replaced."""
@@ -206,7 +233,7 @@ def _move_into_place(built: Path, target: Path, *, overwrite: bool) -> None:
         raise
 
 
-def _add_to_onnx(model: FineTunedModel, into: Path, *, source: Any, name: str, precision: str) -> Export:
+def _add_to_onnx(model: FineTunedModel, into: Path, *, source: Any, name: str, precision: str | None) -> Export:
     """Add ``model``'s adapter to the ONNX export in ``into`` (Olive's one base, many adapters)."""
     from anytune._types import Export
     from anytune.local_backend.export import onnx
@@ -221,11 +248,17 @@ def _add_to_onnx(model: FineTunedModel, into: Path, *, source: Any, name: str, p
             f"{into} serves base model {manifest.get('base_model')!r}, this adapter was trained on "
             f"{source.base_model!r}: adapters share an ONNX model only with their own base"
         )
+    precision = precision or str(manifest.get("precision", "fp32"))
+    if manifest.get("precision", "fp32") != precision:
+        raise UsageError(
+            f"{into} holds a {manifest.get('precision', 'fp32')} model: add adapters at that precision, not {precision}"
+        )
     adapters = dict(manifest.get("adapters") or {})
     if name in adapters:
         raise UsageError(f"{into} already holds adapter {name!r} ({adapters[name]})")
     onnx.require()
-    with tempfile.TemporaryDirectory(prefix=".anytune-adapter-", dir=into) as scratch:
+    _remove_stale_scratch(into.resolve().parent, into.resolve().name)
+    with tempfile.TemporaryDirectory(prefix=_scratch_prefix(into.resolve().name), dir=into.resolve().parent) as scratch:
         file = onnx.add_adapter(
             adapter_folder(source), source.base_model, into, Path(scratch), name=name, precision=precision
         )

@@ -66,6 +66,16 @@ ONNX_ARCHITECTURES = frozenset(
 )
 #: Olive's ``--precision`` values that make sense for an ONNX Runtime GenAI model on a CPU.
 PRECISIONS = ("fp32", "fp16", "int4")
+#: The files of a saved tokenizer (transformers' save_pretrained), chat template included.
+_TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "chat_template.jinja",
+    "vocab.json",
+    "merges.txt",
+    "tokenizer.model",
+)
 #: What the model builder names the adapter file it writes.
 _BUILT_ADAPTER = "adapter_weights.onnx_adapter"
 
@@ -150,6 +160,11 @@ def export_onnx(
     _run_olive(olive_argv(base_model, out, adapter=adapter, precision=precision), workdir)
     adapter_file = f"{name}.onnx_adapter"
     (out / _BUILT_ADAPTER).rename(out / adapter_file)
+    # Olive copies the base model's tokenizer; a run that saved its own (a chat template of its own,
+    # local.chat_template) must be prompted as it was trained, as load() and the merged export are.
+    for file in _TOKENIZER_FILES:
+        if (adapter / file).is_file():
+            shutil.copyfile(adapter / file, out / file)
     return sorted(p.name for p in out.iterdir()), adapter_file
 
 

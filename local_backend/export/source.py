@@ -63,17 +63,33 @@ def check_request(fmt: str, *, adapter: str, precision: str | None, outtype: str
         raise UsageError(f"outtype applies to the gguf format only, not to {fmt}")
 
 
-def check_out_dir(out: Path, *, overwrite: bool) -> None:
-    """The destination must be a new or empty folder, unless ``overwrite`` (an export never mixes
-    its files with another's).
+def check_out_dir(out: str, *, overwrite: bool, keep: tuple[Path, ...] = ()) -> Path:
+    """The destination, resolved: a new or empty folder, or (``overwrite``) an earlier export.
+
+    ``overwrite`` replaces only a folder that holds an anytune export (its ``anytune-export.json``):
+    never the adapter, the base model, a folder holding either (``keep``), or any other folder.
 
     Raises:
-        UsageError: ``out`` is a file, or a folder with files in it and no ``overwrite``.
+        UsageError: an empty path, a file, a folder in the way, or one of ``keep`` (or above it).
     """
-    if out.is_file():
-        raise UsageError(f"{out} is a file: give a folder to write the export into")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise UsageError(f"{out} is not empty: choose a new folder, or pass overwrite (--force) to replace it")
+    if not str(out).strip():
+        raise UsageError("the export folder is an empty path: name a new folder to write")
+    target = Path(out).expanduser().resolve()
+    for kept in keep:
+        kept = kept.resolve()
+        if target == kept or target in kept.parents:
+            raise UsageError(f"{target} holds {kept}, which the export reads: choose a folder of its own")
+    if target.is_file():
+        raise UsageError(f"{target} is a file: give a folder to write the export into")
+    if target.is_dir() and any(target.iterdir()):
+        if not overwrite:
+            raise UsageError(f"{target} is not empty: choose a new folder, or pass overwrite (--force) to replace it")
+        if not (target / MANIFEST).is_file():
+            raise UsageError(
+                f"{target} is not an anytune export (no {MANIFEST}): overwrite (--force) replaces earlier exports "
+                "only; choose a new folder"
+            )
+    return target
 
 
 @dataclass(frozen=True)

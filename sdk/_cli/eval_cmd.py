@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +11,8 @@ from rich.table import Table
 
 from anytune import FineTuneJob
 from anytune._cli._common import JsonOpt, ProfileOpt, cell, err, lit, out, print_json, safe
-from anytune._eval import METRICS, EvalReport, read_examples, summary_rows
+from anytune._eval import METRICS, EvalReport, summary_rows
+from anytune._eval.run import plan_evaluation
 from anytune._job import require_succeeded
 from anytune.errors import UsageError
 
@@ -23,6 +25,23 @@ def _metric_list(value: str | None) -> list[str] | None:
     if unknown or not names:
         raise UsageError(f"unknown --metrics {', '.join(unknown) or value!r}: choose from {', '.join(METRICS)}")
     return names
+
+
+#: Picture formats ``--plot`` writes (by suffix, as matplotlib does).
+_PLOT_SUFFIXES = (".png", ".svg", ".pdf", ".jpg", ".jpeg")
+
+
+def _check_output(path: Path, what: str) -> None:
+    """Refuse an output path that cannot be written, before the evaluation runs."""
+    if path.is_dir():
+        raise UsageError(f"{what} {path} is a folder: name a file")
+    if what == "--plot" and path.suffix.lower() not in _PLOT_SUFFIXES:
+        raise UsageError(f"--plot {path}: name a {', '.join(_PLOT_SUFFIXES)} file")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise UsageError(f"{what} {path}: {parent} is not a folder this user can write in")
 
 
 def _fmt(value: float | None, metric: str) -> str:
@@ -161,20 +180,32 @@ def eval_(
         grader = OpenAIJudge(judge, base_url=judge_base_url)
         if asked is None:
             asked = ["exact_match", "token_f1", "rouge_l", "judge"]
+    call_as = {k: v for k, v in (("fine-tuned", deployment), ("base", base_deployment)) if v} or None
+    tasks = [t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()]
     if dry_run:
-        examples = read_examples(data, limit=max_examples)
-        calls = len(examples) * 2
-        judged = len(examples) * 2 if grader is not None else 0
-        plan = {"job": job.ref, "examples": len(examples), "model_calls": calls, "judge_calls": judged}
+        plan = plan_evaluation(
+            job.result(),
+            data,
+            metrics=asked,
+            judge=grader,
+            call_as=call_as,
+            lm_eval_tasks=tasks,
+            max_examples=max_examples,
+        )
         if json:
-            print_json({**plan, "cost": None})
+            print_json({"job": job.ref, **plan, "cost": None})
             return
-        judging = f", {judged} judge calls" if judged else ""
+        judging = f", {plan['judge_calls']} judge calls" if plan["judge_calls"] else ""
         err.print(
-            f"{len(examples)} examples: {calls} answers (base and fine-tuned){judging}; no cost estimate: "
-            "anytune's price table holds training prices only (see the provider's price list)"
+            f"{plan['examples']} examples, metrics {', '.join(plan['metrics'])}: {plan['model_calls']} model calls"
+            f"{judging}; no cost estimate: anytune's price table holds training prices only (see the provider's "
+            "price list)"
         )
         return
+    # Where the results go is checked before any model is called: a long or paid run is not wasted.
+    for path, what in ((save, "--out"), (plot, "--plot")):
+        if path is not None:
+            _check_output(path, what)
 
     def progress(done: int, total: int) -> None:
         if not json and (done == total or done % 10 == 0):
@@ -188,8 +219,8 @@ def eval_(
         temperature=temperature,
         seed=seed,
         batch_size=batch_size,
-        call_as={k: v for k, v in (("fine-tuned", deployment), ("base", base_deployment)) if v} or None,
-        lm_eval_tasks=[t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()],
+        call_as=call_as,
+        lm_eval_tasks=tasks,
         lm_eval_include=lm_eval_include,
         judge=grader,
         device=device,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
+import threading
 import warnings
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -187,6 +189,7 @@ def main(argv: list[str] | None = None) -> None:
     set_debug_env = debug and DEBUG_ENV not in os.environ
     if set_debug_env:
         os.environ[DEBUG_ENV] = "1"  # the local worker this run may start keeps its libraries' warnings
+    previous = _interrupt_on_sigterm()
     try:
         with warnings.catch_warnings():
             if not debug:
@@ -200,7 +203,24 @@ def main(argv: list[str] | None = None) -> None:
             _print_traceback(exc)
         _fail(exc)
     finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         _stop_debug_logging()
         _stop_quiet_logging()
         if set_debug_env:
             os.environ.pop(DEBUG_ENV, None)
+
+
+def _interrupt_on_sigterm() -> Any:
+    """SIGTERM (``kill``, a scheduler's stop) ends a command like Ctrl-C: clean-up runs (an export's
+    scratch folder, a store transaction) and it exits 130, instead of dying mid-write. Only from the
+    main thread, and only where nothing else handles SIGTERM; returns the handler to put back."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, interrupt)

@@ -102,7 +102,9 @@ class OpenAIJudge:
 
     def describe(self) -> dict[str, Any]:
         """What the report records about the judge (the host only, never a key)."""
-        host = urlsplit(self.base_url).netloc if self.base_url else "api.openai.com"
+        # The host and port only: a URL's user:password@ part is a credential.
+        parts = urlsplit(self.base_url) if self.base_url else None
+        host = "api.openai.com" if parts is None else f"{parts.hostname or ''}{f':{parts.port}' if parts.port else ''}"
         return {"model": self.model, "host": host, "rubric_version": RUBRIC_VERSION, "temperature": 0}
 
     def grade(self, prompt: Sequence[Mapping[str, Any]], reference: str, answer: str) -> float:

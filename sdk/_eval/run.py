@@ -68,7 +68,8 @@ def check_metrics(metrics: Sequence[str], *, judge: bool, weights: bool) -> tupl
     needs_weights = [m for m in asked if m in WEIGHT_METRICS]
     if needs_weights and not weights:
         raise UsageError(
-            f"{', '.join(needs_weights)} need the model's weights, which this result does not give (a hosted "
+            f"{', '.join(needs_weights)} {'need' if len(needs_weights) > 1 else 'needs'} the model's weights, "
+            "which this result does not give (a hosted "
             f"model answers through its API): use {', '.join(m for m in METRICS if m not in WEIGHT_METRICS)}"
         )
     return asked
@@ -285,37 +286,13 @@ def evaluate_model(
         DataValidationError: the data, naming location and field.
     """
     import importlib
-    import importlib.util
 
-    from anytune.errors import NotSupportedError
-
-    weights = model.adapter_path is not None or model.hub_repo is not None
-    names = dict(call_as or {})
-    unknown = sorted(set(names) - {"base", "fine-tuned"})
-    if unknown:
-        raise UsageError(f"call_as takes 'base' and 'fine-tuned', not {', '.join(unknown)}")
-    if names and weights:
-        raise UsageError("call_as renames models reached through a chat API; this result's weights are loaded here")
-    base_model_id = names.get("base", base_model_id)
-    if lm_eval_tasks and not weights:
-        raise UsageError("lm-eval tasks run on weights (local runs, Hugging Face Jobs results), not on a hosted model")
-    if lm_eval_tasks and importlib.util.find_spec("lm_eval") is None:
-        from anytune.errors import MissingDependencyError
-
-        raise MissingDependencyError("lm-eval", "lm-eval", "lm-evaluation-harness tasks")
-    asked = check_metrics(
-        metrics or (DEFAULT_WEIGHT_METRICS if weights else DEFAULT_CHAT_METRICS),
-        judge=judge is not None,
-        weights=weights,
+    weights, names, asked = _settle(
+        model, metrics, judge=judge, call_as=call_as, lm_eval_tasks=lm_eval_tasks, reachable=chat is not None
     )
-    if not weights and (chat is None or not model.model_id or not base_model_id):
-        raise NotSupportedError(
-            f"evaluating {model.job_ref} needs its service's chat API: use "
-            f"FineTuneJob.get({model.job_ref!r}).evaluate(...) (or `anytune eval`), which calls the fine-tuned "
-            "model and its base model there",
-            field="evaluate",
-            provider=model.provider,
-        )
+    base_model_id = names.get("base", base_model_id)
+    if not weights and not base_model_id:
+        raise UsageError(f"{model.job_ref} does not say which base model it was trained from: name it with call_as")
     examples = read_examples(data, limit=max_examples)
     if weights:
         module, _, name = WEIGHTS_ANSWERERS.partition(":")
@@ -347,3 +324,68 @@ def evaluate_model(
         )
         report = report.model_copy(update={"tasks": tasks})
     return report
+
+
+def _settle(
+    model: Any,
+    metrics: Sequence[str] | None,
+    *,
+    judge: Any | None,
+    call_as: Mapping[str, str] | None,
+    lm_eval_tasks: Sequence[str],
+    reachable: bool,
+) -> tuple[bool, dict[str, str], tuple[str, ...]]:
+    """Every check an evaluation makes before it reads data or loads a model (shared by the run and
+    its dry run): ``(weights, call_as names, metrics)``."""
+    import importlib.util
+
+    from anytune.errors import MissingDependencyError, NotSupportedError
+
+    weights = model.adapter_path is not None or model.hub_repo is not None
+    names = dict(call_as or {})
+    unknown = sorted(set(names) - {"base", "fine-tuned"})
+    if unknown:
+        raise UsageError(f"call_as takes 'base' and 'fine-tuned', not {', '.join(unknown)}")
+    if names and weights:
+        raise UsageError("call_as renames models reached through a chat API; this result's weights are loaded here")
+    if lm_eval_tasks and not weights:
+        raise UsageError("lm-eval tasks run on weights (local runs, Hugging Face Jobs results), not on a hosted model")
+    if lm_eval_tasks and importlib.util.find_spec("lm_eval") is None:
+        raise MissingDependencyError("lm-eval", "lm-eval", "lm-evaluation-harness tasks")
+    asked = check_metrics(
+        metrics or (DEFAULT_WEIGHT_METRICS if weights else DEFAULT_CHAT_METRICS),
+        judge=judge is not None,
+        weights=weights,
+    )
+    if not weights and (not reachable or not model.model_id):
+        raise NotSupportedError(
+            f"evaluating {model.job_ref} needs its service's chat API: use "
+            f"FineTuneJob.get({model.job_ref!r}).evaluate(...) (or `anytune eval`), which calls the fine-tuned "
+            "model and its base model there",
+            field="evaluate",
+            provider=model.provider,
+        )
+    return weights, names, asked
+
+
+def plan_evaluation(
+    model: Any,
+    data: str | os.PathLike[str],
+    *,
+    metrics: Sequence[str] | None = None,
+    judge: Any | None = None,
+    call_as: Mapping[str, str] | None = None,
+    lm_eval_tasks: Sequence[str] = (),
+    max_examples: int | None = None,
+) -> dict[str, Any]:
+    """What :func:`evaluate_model` would do, checked the same way, calling and loading nothing: the
+    examples, the metrics, and the model and judge calls it would make."""
+    _, _, asked = _settle(model, metrics, judge=judge, call_as=call_as, lm_eval_tasks=lm_eval_tasks, reachable=True)
+    examples = read_examples(data, limit=max_examples)
+    answers = 2 * len(examples) if any(m in GENERATION_METRICS or m == "judge" for m in asked) else 0
+    return {
+        "examples": len(examples),
+        "metrics": list(asked),
+        "model_calls": answers,
+        "judge_calls": answers if "judge" in asked else 0,
+    }

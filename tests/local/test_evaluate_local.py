@@ -215,3 +215,20 @@ def test_lm_eval_tasks_on_a_hosted_model_are_refused(workdir: Path) -> None:
     )
     with pytest.raises(UsageError, match="lm-eval tasks run on weights"):
         hosted.evaluate(str(data), lm_eval_tasks=["hellaswag"])
+
+
+@pytest.mark.parametrize(
+    ("device", "expected"), [("tpu", "unknown device 'tpu'"), ("cuda", "device cuda is not available")]
+)
+def test_a_device_this_machine_lacks_exits_2(
+    tiny: tuple[Path, Path], workdir: Path, capsys: pytest.CaptureFixture[str], device: str, expected: str
+) -> None:
+    if device == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    base, adapter = tiny
+    run = _succeeded_run(workdir, adapter, base)
+    data = write_jsonl(
+        workdir / "d.jsonl", [{"messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}]
+    )
+    done = run_cli(capsys, "eval", f"local:{run.id}", "--data", str(data), "--device", device)
+    assert done.code == 2 and expected in done.err and "Traceback" not in done.err

@@ -10,6 +10,7 @@ asserted. The models and adapters are built here (a few MB), nothing is download
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sys
@@ -19,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from anytune import Export, FineTunedModel, JobSpec, JobStatus
+from anytune import Export, FineTunedModel, FineTuneJob, JobSpec, JobStatus
 from anytune.errors import AnytuneError, MissingDependencyError, NotSupportedError, UsageError
 from anytune.local_backend.rundir import RunDir
 from anytune.providers.local import LocalProvider
@@ -180,16 +181,47 @@ def test_bad_options_are_refused_before_anything_is_written(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_folder_with_files_is_not_overwritten_unless_asked(models: dict[str, Path], tmp_path: Path) -> None:
+def test_a_folder_with_files_is_never_replaced_and_an_earlier_export_only_when_asked(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
     out = tmp_path / "taken"
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
     model = result(models["adapter"], models["llama"])
     with pytest.raises(UsageError, match="not empty"):
         model.export("merged", str(out))
-    assert (out / "precious.txt").read_text() == "keep me"
-    model.export("merged", str(out), overwrite=True)
-    assert not (out / "precious.txt").exists() and (out / "model.safetensors").is_file()
+    with pytest.raises(UsageError, match="not an anytune export"):
+        model.export("merged", str(out), overwrite=True)
+    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    earlier = tmp_path / "earlier"
+    model.export("gguf", str(earlier), outtype="f32")
+    model.export("merged", str(earlier), overwrite=True)  # an export replaces an export
+    assert (earlier / "model.safetensors").is_file() and not any(earlier.glob("*.gguf"))
+
+
+def test_the_adapter_its_run_and_the_base_model_are_never_the_destination(
+    models: dict[str, Path], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _succeeded_run(workdir, models["adapter"], models["llama"])
+    ref = f"local:{run.id}"
+    before = sorted(p.name for p in run.adapter_dir.iterdir())
+    for out in (str(run.adapter_dir), str(run.adapter_dir.parent), str(models["llama"]), ""):
+        done = run_cli(capsys, "export", ref, "-f", "gguf", "--out", out, "--force")
+        assert done.code == 2 and "Traceback" not in done.err, (out, done.err)
+    assert sorted(p.name for p in run.adapter_dir.iterdir()) == before
+    assert FineTuneJob.get(ref).status() is JobStatus.SUCCEEDED
+
+
+def test_a_scratch_folder_left_by_a_killed_export_is_removed_by_the_next(
+    models: dict[str, Path], tmp_path: Path
+) -> None:
+    """SIGKILL runs no clean-up: the scratch folder carries the dead process's id, and goes."""
+    left = tmp_path / ".out.anytune-999999999-abc"
+    (left / "export").mkdir(parents=True)
+    mine = tmp_path / f".out.anytune-{os.getpid()}-live"  # a live process's: kept
+    mine.mkdir()
+    result(models["adapter"], models["llama"]).export("gguf", str(tmp_path / "out"))
+    assert not left.exists() and mine.exists()
 
 
 def test_an_adapter_folder_that_is_gone_is_named(tmp_path: Path, models: dict[str, Path]) -> None:
@@ -359,10 +391,22 @@ onnx_needed = pytest.mark.skipif(
 )
 
 
+#: A chat template of the run's own (local.chat_template), saved with the adapter's tokenizer.
+RUN_TEMPLATE = "{% for m in messages %}<<{{ m['role'] }}>> {{ m['content'] }}\n{% endfor %}<<assistant>> "
+
+
 @pytest.fixture(scope="module")
 def onnx_export(models: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> tuple[FineTunedModel, Export]:
-    model = result(models["adapter"], models["llama"])
-    return model, model.export("onnx", str(tmp_path_factory.mktemp("onnx") / "model"))
+    from transformers import AutoTokenizer
+
+    root = tmp_path_factory.mktemp("onnx")
+    adapter = root / "adapter"
+    shutil.copytree(models["adapter"], adapter)
+    tokenizer = AutoTokenizer.from_pretrained(models["llama"])
+    tokenizer.chat_template = RUN_TEMPLATE
+    tokenizer.save_pretrained(adapter)
+    model = result(adapter, models["llama"])
+    return model, model.export("onnx", str(root / "model"))
 
 
 @onnx_needed
@@ -379,6 +423,11 @@ def test_onnx_logits_and_greedy_tokens_match_pytorch(
     assert export.adapter == "local_job-1.onnx_adapter" and export.adapter in export.files
     assert {"model.onnx", "genai_config.json", "tokenizer.json"} <= set(export.files)
     onnx_model = model.load(format="onnx")
+    # Prompted as the run was trained: its own template, not the base model's Olive copied.
+    assert onnx_model.tokenizer.chat_template == RUN_TEMPLATE
+    assert onnx_model.prompt_ids(PROMPT) == token_ids(
+        Path(model.adapter_path or ""), "<<user>> " + PROMPT + "\n<<assistant>> "
+    )
     reference = peft_model(models["llama"], models["adapter"])
     base = AutoModelForCausalLM.from_pretrained(models["llama"]).eval()
     eos = json.loads((models["llama"] / "config.json").read_text())["eos_token_id"]
