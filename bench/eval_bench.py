@@ -5,9 +5,10 @@
 One Llama-shaped model and LoRA adapter built here from a seed, and held-out chat examples of the
 shape the samples have. Both sides evaluate the fine-tuned model (adapter on) on the same examples:
 
-* loss: anytune's ``WeightsAnswerer.loss`` (batches of ``--batch-size``, right-padded, the LM head
-  only on the assistant tokens) against ``model(input_ids, labels=...)`` one example at a time with
-  the same labels (what the transformers documentation shows), full logits;
+* loss: anytune's ``WeightsAnswerer.loss`` (batches of ``--batch-size``, sequences of like length
+  together, the LM head only on the assistant tokens) against ``model(input_ids, labels=...)`` one
+  example at a time with the same labels (what the transformers documentation shows), full logits;
+  both sides tokenize inside the timed loop;
 * generation: anytune's batched greedy ``generate`` (left-padded) against one ``generate`` call per
   example, ``--new-tokens`` each at most.
 
@@ -109,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
 
         peer: Any = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base), str(root / "adapter")).eval()
         peer.generation_config.bad_words_ids = None
-        encoded = [encode_conversation(loaded.tokenizer, c) for c in convs]
 
-        def peer_loss(e: Any) -> tuple[float, int]:
+        def peer_loss(conversation: list[dict[str, str]]) -> tuple[float, int]:
+            # The same labels (assistant tokens), tokenized inside the timed loop as anytune's are.
+            e = encode_conversation(loaded.tokenizer, conversation)
             ids = torch.as_tensor(e.input_ids, dtype=torch.long)[None]
             labels = torch.where(torch.as_tensor(e.learn)[None], ids, torch.tensor(-100))
             with torch.inference_mode():
@@ -119,9 +121,9 @@ def main(argv: list[str] | None = None) -> int:
             n = int(e.learn[1:].sum())
             return float(out.loss) * n, n
 
-        peer_loss(encoded[0])
+        peer_loss(convs[0])
         t0 = time.perf_counter()
-        peer_losses = [peer_loss(e) for e in encoded]
+        peer_losses = [peer_loss(c) for c in convs]
         loss_peer_s = time.perf_counter() - t0
         same_loss = all(
             a is not None and abs(a[0] / a[1] - b[0] / b[1]) <= 1e-4 * abs(b[0] / b[1])

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from anytune._eval.report import GenerationSettings
     from anytune._types import FineTunedModel
 
-__all__ = ["WeightsAnswerer", "answerers_for"]
+__all__ = ["WeightsAnswerer", "answerers_for", "lm_eval_scores", "padding_groups"]
 
 
 @dataclass
@@ -63,16 +63,24 @@ class WeightsAnswerer:
         return [str(tokenizer.decode(row, skip_special_tokens=True)).rstrip("\ufffd").strip() for row in new]
 
     def loss(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[float, int] | None]:
-        """Summed cross-entropy over each conversation's assistant tokens. The head runs on those
-        positions only (as the trainer's label-only head does): a batch never holds its full
+        """Summed cross-entropy over each conversation's assistant tokens. Sequences of like length
+        run together (:func:`padding_groups`: padding is compute thrown away); the head runs on the
+        assistant positions only (as the trainer's label-only head does), so no batch holds its full
         ``tokens x vocabulary`` logits."""
-        import torch
-
         from anytune.local_backend.data import encode_conversation
 
         encoded = [
             encode_conversation(self.loaded.tokenizer, list(m), where="evaluation example") for m in conversations
         ]
+        out: list[tuple[float, int] | None] = [None] * len(encoded)
+        for group in padding_groups([len(e) for e in encoded]):
+            for i, measured in zip(group, self._group_loss([encoded[i] for i in group]), strict=True):
+                out[i] = measured
+        return out
+
+    def _group_loss(self, encoded: Sequence[Any]) -> list[tuple[float, int] | None]:
+        import torch
+
         width = max(len(e) for e in encoded)
         pad = self.loaded.tokenizer.pad_token_id or 0
         ids = torch.full((len(encoded), width), pad, dtype=torch.long)
@@ -98,6 +106,23 @@ class WeightsAnswerer:
             out.append((float(nll[start : start + n].sum()), n) if n else None)
             start += n
         return out
+
+
+def padding_groups(lengths: Sequence[int], slack: float = 0.1) -> list[list[int]]:
+    """Indices of ``lengths`` in groups that pad to their longest member with at most ``slack`` of
+    their real tokens added (shortest first; a sequence alone is a group of one)."""
+    groups: list[list[int]] = []
+    current: list[int] = []
+    real = 0
+    for i in sorted(range(len(lengths)), key=lengths.__getitem__):
+        if current and lengths[i] * (len(current) + 1) > (1 + slack) * (real + lengths[i]):
+            groups.append(current)
+            current, real = [], 0
+        current.append(i)
+        real += lengths[i]
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _prompt_text(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:

@@ -232,3 +232,18 @@ def test_a_device_this_machine_lacks_exits_2(
     )
     done = run_cli(capsys, "eval", f"local:{run.id}", "--data", str(data), "--device", device)
     assert done.code == 2 and expected in done.err and "Traceback" not in done.err
+
+
+@pytest.mark.parametrize(
+    ("lengths", "groups"),
+    [
+        ([10, 10, 10], [[0, 1, 2]]),  # no padding at all
+        ([100, 10, 101, 11], [[1, 3], [0, 2]]),  # like with like, shortest first
+        ([5, 50], [[0], [1]]),  # padding 5 to 50 would waste more than it saves
+        ([], []),
+    ],
+)
+def test_sequences_of_like_length_run_together(lengths: list[int], groups: list[list[int]]) -> None:
+    from anytune.local_backend.evaluate import padding_groups
+
+    assert padding_groups(lengths) == groups
