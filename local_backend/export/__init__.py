@@ -32,6 +32,7 @@ from anytune.local_backend.export.source import (
     read_manifest,
     resolve_source,
 )
+from anytune.local_backend.rundir import pid_alive
 
 if TYPE_CHECKING:
     from anytune._types import Export, FineTunedModel
@@ -206,18 +207,8 @@ def _scratch_prefix(name: str) -> str:
 def _remove_stale_scratch(parent: Path, name: str) -> None:
     for folder in parent.glob(f".{name}.anytune-*-*"):
         pid = folder.name[len(f".{name}.anytune-") :].split("-", 1)[0]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _move_into_place(built: Path, target: Path, *, overwrite: bool) -> None:
