@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from anytune.local_backend.inference import LoadedModel
+from anytune.local_backend.inference import LoadedModel, answer_text, prompt_text
 
 if TYPE_CHECKING:
     from anytune._eval.report import GenerationSettings
@@ -39,7 +39,7 @@ class WeightsAnswerer:
         import torch
 
         tokenizer = self.loaded.tokenizer
-        texts = [_prompt_text(tokenizer, messages) for messages in prompts]
+        texts = [prompt_text(tokenizer, messages) for messages in prompts]
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         side = tokenizer.padding_side
         tokenizer.padding_side = "left"
@@ -58,9 +58,7 @@ class WeightsAnswerer:
             torch.manual_seed(settings.seed)
         with torch.inference_mode(), self._switch():
             output = self.loaded.model.generate(**batch, **options)
-        new = output[:, batch["input_ids"].shape[1] :]
-        # max_new_tokens can cut a multi-byte character in two: its first bytes alone are no text.
-        return [str(tokenizer.decode(row, skip_special_tokens=True)).rstrip("\ufffd").strip() for row in new]
+        return [answer_text(tokenizer, row) for row in output[:, batch["input_ids"].shape[1] :]]
 
     def loss(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[float, int] | None]:
         """Summed cross-entropy over each conversation's assistant tokens. Sequences of like length
@@ -123,14 +121,6 @@ def padding_groups(lengths: Sequence[int], slack: float = 0.1) -> list[list[int]
     if current:
         groups.append(current)
     return groups
-
-
-def _prompt_text(tokenizer: Any, messages: Sequence[Mapping[str, Any]]) -> str:
-    """The prompt as :func:`~.inference.generate` renders it: the chat template with the assistant's
-    turn opened, or the plain contents without a template."""
-    if getattr(tokenizer, "chat_template", None):
-        return str(tokenizer.apply_chat_template(list(messages), tokenize=False, add_generation_prompt=True))
-    return "\n".join(str(m.get("content") or "") for m in messages) + "\n"
 
 
 def answerers_for(

@@ -197,6 +197,22 @@ def load_result(model: FineTunedModel, *, device: str | None = None, base_model:
     )
 
 
+def prompt_text(tokenizer: Any, prompt: Prompt) -> str:
+    """``prompt`` as the model is asked it: the chat template with the assistant's turn opened; with
+    no template, the plain concatenation of the contents (the only honest prompt). Shared by every
+    way anytune generates (here, evaluation, ONNX exports)."""
+    messages = as_messages(prompt)
+    if getattr(tokenizer, "chat_template", None):
+        return str(tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    return "\n".join(str(m.get("content") or "") for m in messages) + "\n"
+
+
+def answer_text(tokenizer: Any, new_ids: Any) -> str:
+    """The generated ids as text, special tokens dropped. max_new_tokens can cut a multi-byte
+    character in two: its first bytes alone are no text, so a trailing U+FFFD goes."""
+    return str(tokenizer.decode(new_ids, skip_special_tokens=True)).rstrip("\ufffd").strip()
+
+
 def generate(
     loaded: LoadedModel,
     prompt: Prompt,
@@ -210,13 +226,7 @@ def generate(
     import torch
 
     tokenizer = loaded.tokenizer
-    messages = as_messages(prompt)
-    if getattr(tokenizer, "chat_template", None):
-        text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    else:
-        # No template: the plain concatenation of the contents is the only honest prompt.
-        text = "\n".join(str(m.get("content") or "") for m in messages) + "\n"
-    inputs = tokenizer(text, return_tensors="pt", add_special_tokens=False).to(loaded.device)
+    inputs = tokenizer(prompt_text(tokenizer, prompt), return_tensors="pt", add_special_tokens=False).to(loaded.device)
     options: dict[str, Any] = {
         "max_new_tokens": max_new_tokens,
         "do_sample": temperature > 0,
@@ -228,6 +238,4 @@ def generate(
     switch = contextlib.nullcontext() if adapter else loaded.model.disable_adapter()
     with torch.inference_mode(), switch:
         output = loaded.model.generate(**inputs, **options)
-    new = output[0, inputs["input_ids"].shape[1] :]
-    # max_new_tokens can cut a multi-byte character in two: its first bytes alone are no text.
-    return str(tokenizer.decode(new, skip_special_tokens=True)).rstrip("\ufffd").strip()
+    return answer_text(tokenizer, output[0, inputs["input_ids"].shape[1] :])

@@ -240,14 +240,9 @@ class OnnxModel:
 
     def prompt_ids(self, prompt: str | Messages) -> list[int]:
         """The token ids of ``prompt`` as the chat template renders it (as the PyTorch path does)."""
-        from anytune.local_backend.inference import as_messages
+        from anytune.local_backend.inference import prompt_text
 
-        messages = as_messages(prompt)
-        if getattr(self.tokenizer, "chat_template", None):
-            text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        else:
-            text = "\n".join(str(m.get("content") or "") for m in messages) + "\n"
-        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return list(self.tokenizer(prompt_text(self.tokenizer, prompt), add_special_tokens=False)["input_ids"])
 
     def next_token_logits(self, ids: Sequence[int], *, adapter: bool | str = True) -> Any:
         """The logits (a numpy vector) for the token after ``ids``."""
@@ -300,8 +295,9 @@ class OnnxModel:
         new = self.generate_ids(
             self.prompt_ids(prompt), max_new_tokens=max_new_tokens, temperature=temperature, adapter=adapter
         )
-        # max_new_tokens can cut a multi-byte character in two: its first bytes alone are no text.
-        return str(self.tokenizer.decode(new, skip_special_tokens=True)).rstrip("\ufffd").strip()
+        from anytune.local_backend.inference import answer_text
+
+        return answer_text(self.tokenizer, new)
 
 
 def load_onnx(path: str | Path) -> OnnxModel:
