@@ -232,6 +232,12 @@ class FineTunedModel(_Model):
     _loaded: Any = PrivateAttr(default=None)
     _exports: dict[str, Export] = PrivateAttr(default_factory=dict)
 
+    @property
+    def has_weights(self) -> bool:
+        """Whether the weights can be reached from here (a local adapter, or one on the Hub): what
+        loading, exporting and loss-based evaluation need; hosted results have a ``model_id`` only."""
+        return self.adapter_path is not None or self.hub_repo is not None
+
     def load(
         self,
         *,
@@ -263,7 +269,7 @@ class FineTunedModel(_Model):
             loaded_export: LoadedModel = self._load_export(format, path)
             self._loaded = loaded_export
             return loaded_export
-        if self.adapter_path is None and self.hub_repo is None:
+        if not self.has_weights:
             from anytune.errors import NotSupportedError
 
             target = f"model {self.model_id!r}" if self.model_id else "the fine-tuned model"

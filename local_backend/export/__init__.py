@@ -27,6 +27,7 @@ from anytune.local_backend.export.source import (
     adapter_name,
     architecture_of,
     base_config,
+    base_file,
     check_out_dir,
     check_request,
     read_manifest,
@@ -56,20 +57,12 @@ def _versions(packages: tuple[str, ...]) -> dict[str, str]:
 
 def _tokenizer_json(adapter_dir: Path, base_model: str) -> dict[str, Any] | None:
     """The ``tokenizer.json`` an export will carry: the adapter's own copy, else the base model's."""
-    from anytune.local_backend.model import resolve_model_source
-
-    for folder in (adapter_dir, Path(resolve_model_source(base_model))):
-        file = folder / "tokenizer.json"
-        if file.is_file():
-            data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
-            return data
-    base = resolve_model_source(base_model)
-    if Path(base).is_dir():
+    own = adapter_dir / "tokenizer.json"
+    file = own if own.is_file() else base_file(base_model, "tokenizer.json")
+    if file is None:
         return None
-    from huggingface_hub import hf_hub_download
-
-    loaded: dict[str, Any] = json.loads(Path(hf_hub_download(base, "tokenizer.json")).read_text(encoding="utf-8"))
-    return loaded
+    data: dict[str, Any] = json.loads(file.read_text(encoding="utf-8"))
+    return data
 
 
 def _preflight(fmt: str, base_model: str, adapter_dir: Path) -> None:

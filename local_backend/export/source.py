@@ -26,6 +26,7 @@ __all__ = [
     "adapter_folder",
     "architecture_of",
     "base_config",
+    "base_file",
     "check_out_dir",
     "check_request",
     "read_manifest",
@@ -116,7 +117,7 @@ def resolve_source(model: FineTunedModel, *, base_model: str | None) -> Source:
     """
     from anytune.local_backend.inference import adapter_base
 
-    if model.adapter_path is None and model.hub_repo is None:
+    if not model.has_weights:
         named = f" (model={model.model_id!r})" if model.model_id else ""
         raise NotSupportedError(
             _HOSTED_ADVICE.format(provider=model.provider, model=named),
@@ -157,18 +158,24 @@ def adapter_folder(source: Source) -> Path:
     return hub_adapter_folder(source.hub_repo, source.revision)
 
 
-def base_config(base_model: str) -> dict[str, Any]:
-    """The base model's ``config.json`` as a dict (a local folder, else through the Hub cache)."""
+def base_file(base_model: str, name: str) -> Path | None:
+    """A file of the base model: in its folder (``None`` when the folder lacks it), else fetched
+    through the Hub cache."""
     from anytune.local_backend.model import resolve_model_source
 
     source = resolve_model_source(base_model)
-    folder = Path(source)
-    if folder.is_dir():
-        path = folder / "config.json"
-    else:
-        from huggingface_hub import hf_hub_download
+    if Path(source).is_dir():
+        path = Path(source) / name
+        return path if path.is_file() else None
+    from huggingface_hub import hf_hub_download
 
-        path = Path(hf_hub_download(source, "config.json"))
+    return Path(hf_hub_download(source, name))
+
+
+def base_config(base_model: str) -> dict[str, Any]:
+    """The base model's ``config.json`` as a dict (a local folder, else through the Hub cache)."""
+    path = base_file(base_model, "config.json")
+    assert path is not None  # resolve_model_source refuses a folder without one
     data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
     return data
 

@@ -341,7 +341,7 @@ def _settle(
 
     from anytune.errors import MissingDependencyError, NotSupportedError
 
-    weights = model.adapter_path is not None or model.hub_repo is not None
+    weights = bool(model.has_weights)
     names = dict(call_as or {})
     unknown = sorted(set(names) - {"base", "fine-tuned"})
     if unknown:
