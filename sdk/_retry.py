@@ -44,6 +44,7 @@ __all__ = [
     "RetryPolicy",
     "RetrySettings",
     "is_retryable_status",
+    "is_transient_api_error",
     "parse_retry_after",
     "retry_call",
 ]
@@ -97,6 +98,15 @@ def parse_retry_after(headers: Mapping[str, str] | None, *, now: Callable[[], fl
     if when.tzinfo is None:  # RFC 7231 dates are GMT; parsedate gives naive for "-0000"
         return None
     return max(0.0, when.timestamp() - now())
+
+
+def is_transient_api_error(exc: BaseException) -> bool:
+    """Whether an HTTP SDK's exception (``openai`` and alike) is worth retrying: a retryable
+    ``status_code`` (:func:`is_retryable_status`), or no answer at all (connection failure, timeout)."""
+    status = getattr(exc, "status_code", None)
+    if isinstance(status, int):
+        return is_retryable_status(status)
+    return type(exc).__name__ in ("APIConnectionError", "APITimeoutError")
 
 
 def retry_after_of(exc: BaseException) -> float | None:

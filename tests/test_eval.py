@@ -149,14 +149,21 @@ def test_dry_run_counts_the_calls_and_calls_nothing(
     monkeypatch.setattr(FakeProvider, "chat", refuse)
     done = run_cli(capsys, "eval", fake_job.ref, "--data", str(data), "--dry-run", "--json")
     assert done.code == 0, done.err
-    assert json.loads(done.out) == {
+    plan = json.loads(done.out)
+    costs = plan.pop("costs")
+    assert plan == {
         "job": fake_job.ref,
         "examples": 12,
         "metrics": ["exact_match", "token_f1", "rouge_l"],
         "model_calls": 24,
         "judge_calls": 0,
-        "cost": None,
+        "usd": 0.0,  # the fake provider bills nothing
     }
+    assert [(c["what"], c["calls"], c["max_output_tokens"]) for c in costs] == [
+        ("fine-tuned", 12, 12 * 128),
+        ("base", 12, 12 * 128),
+    ]
+    assert all(c["input_tokens"] > 12 * 7 for c in costs)  # every prompt counted, message overhead included
     # A dry run refuses what the run would refuse.
     refused = run_cli(capsys, "eval", fake_job.ref, "--data", str(data), "--dry-run", "-m", "loss")
     assert refused.code == 2 and "loss needs the model's weights" in refused.err

@@ -33,6 +33,7 @@ from anytune.errors import (
 )
 from anytune.providers.azureml.catalog import ensure_marketplace, resolve_model
 from anytune.providers.azureml.data import Uploads, converted_digest
+from anytune.providers.azureml.endpoints import EndpointChat
 from anytune.providers.azureml.errors import NAME
 from anytune.providers.azureml.journal import EventJournal
 from anytune.providers.azureml.mapping import (
@@ -84,6 +85,8 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         sleep, clock, rand: the time sources of retries and waits (tests pass a fake clock).
         credential: an azure-core ``TokenCredential`` (default: from the ``identity`` setting).
         transport: an azure-core ``HttpTransport`` every request goes through (tests pass a fake).
+        http_client: the ``httpx2.Client`` serverless endpoints are called through by the ``openai``
+            SDK (evaluation's chat; tests pass a fake).
         env: the environment the workspace falls back to (default: ``os.environ``).
     """
 
@@ -117,6 +120,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         *,
         credential: Any = None,
         transport: Any = None,
+        http_client: Any = None,
         env: Mapping[str, str] | None = None,
         **base: Unpack[ProviderArgs],
     ) -> None:
@@ -130,6 +134,13 @@ class AzureMLProvider(Provider[AzureMLSettings]):
             clock=self.clock,
         )
         self.runs = RunHistory(self.connection)
+        s = self.settings
+        self._chat = EndpointChat(
+            self.connection,
+            http_client=http_client,
+            policy=s.retry_policy(max_attempts=s.retry_total + 1, deadline=s.timeout, max_backoff=s.retry_backoff_max),
+            sleep=self.sleep,
+        )
         self.journal = EventJournal(self.home)
         # Base models resolved by check_base_model, for the submit that follows it.
         self._models: dict[Any, str] = {}
@@ -326,6 +337,22 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         for event in self.journal.read(job_id):
             if after is None or event.id > after:
                 yield event
+
+    # -- chat (evaluation) ------------------------------------------------------------------------
+    def chat(
+        self,
+        model: str,
+        messages: builtins.list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> str:
+        """One reply from the endpoint ``model`` names (``ENDPOINT`` or ``ENDPOINT/DEPLOYMENT``): a
+        serverless endpoint through its OpenAI-shaped chat API, a managed online endpoint through
+        ``online_endpoints.invoke`` (see :mod:`.endpoints`). A registered model answers only once
+        deployed, so ``anytune eval`` on Azure ML needs ``--deployment`` (and ``--base-deployment``)."""
+        return self._chat(model, messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
 
     # -- result ---------------------------------------------------------------------------------
     def result(self, record: JobRecord) -> FineTunedModel:

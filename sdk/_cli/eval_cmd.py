@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -48,6 +49,28 @@ def _fmt(value: float | None, metric: str) -> str:
     if value is None:
         return "-"
     return f"{value:.3f}" if metric not in ("perplexity",) else f"{value:.2f}"
+
+
+def _print_costs(plan: Mapping[str, Any]) -> None:
+    """The dry run's cost lines: per model called, then the total (an upper bound)."""
+    costs = plan["costs"]
+    if not costs:
+        err.print("cost: none (the models run here)", highlight=False)
+        return
+    for c in costs:
+        price = "price unknown" if c["usd"] is None else f"at most ${c['usd']:.4f}"
+        err.print(
+            f"  {c['what']} {c['model']}: {c['calls']} calls, {c['input_tokens']} input tokens, "
+            f"<= {c['max_output_tokens']} output tokens: {price}",
+            highlight=False,
+        )
+    if plan["usd"] is None:
+        err.print(
+            "cost: not estimated: a price above is not in anytune's table (see the provider's price list)",
+            highlight=False,
+        )
+    else:
+        err.print(f"cost: at most ${plan['usd']:.4f} (prices as of {costs[0]['price_as_of']})", highlight=False)
 
 
 def _print_report(report: EvalReport, show_diff: int) -> None:
@@ -121,7 +144,8 @@ def eval_(
         str | None,
         typer.Option(
             "--deployment",
-            help="Call the fine-tuned model by this name (Azure OpenAI: its deployment).",
+            help="Call the fine-tuned model by this name (Azure OpenAI: its deployment; Azure ML: its endpoint, "
+            "or ENDPOINT/DEPLOYMENT).",
             show_default=False,
         ),
     ] = None,
@@ -129,7 +153,7 @@ def eval_(
         str | None,
         typer.Option(
             "--base-deployment",
-            help="Call the base model by this name (Azure OpenAI: its deployment).",
+            help="Call the base model by this name (Azure OpenAI: its deployment; Azure ML: its endpoint).",
             show_default=False,
         ),
     ] = None,
@@ -183,24 +207,29 @@ def eval_(
     call_as = {k: v for k, v in (("fine-tuned", deployment), ("base", base_deployment)) if v} or None
     tasks = [t.strip() for t in (lm_eval_tasks or "").split(",") if t.strip()]
     if dry_run:
+        from anytune._eval.report import GenerationSettings
+
         plan = plan_evaluation(
             job.result(),
             data,
             metrics=asked,
             judge=grader,
             call_as=call_as,
+            base_model_id=job.record.base_model,
             lm_eval_tasks=tasks,
             max_examples=max_examples,
+            settings=GenerationSettings(max_new_tokens=max_new_tokens),
         )
         if json:
-            print_json({"job": job.ref, **plan, "cost": None})
+            print_json({"job": job.ref, **plan})
             return
         judging = f", {plan['judge_calls']} judge calls" if plan["judge_calls"] else ""
         err.print(
             f"{plan['examples']} examples, metrics {', '.join(plan['metrics'])}: {plan['model_calls']} model calls"
-            f"{judging}; no cost estimate: anytune's price table holds training prices only (see the provider's "
-            "price list)"
+            f"{judging}",
+            highlight=False,
         )
+        _print_costs(plan)
         return
     # Where the results go is checked before any model is called: a long or paid run is not wasted.
     for path, what in ((save, "--out"), (plot, "--plot")):

@@ -1,4 +1,4 @@
-"""Training prices, per-example token limits and OpenAI's billed-token heuristic.
+"""Training and inference prices, per-example token limits and OpenAI's billed-token heuristic.
 
 Everything here is data plus small pure functions. Prices change: each table records the date it was
 checked (:data:`PRICE_AS_OF`) and every estimate carries it.
@@ -12,14 +12,18 @@ from dataclasses import dataclass
 from pydantic import BaseModel
 
 __all__ = [
+    "INFERENCE_PRICES",
     "MAX_TOKENS_PER_EXAMPLE",
     "PRICE_AS_OF",
     "TRAINING_PRICES",
+    "CallCost",
     "CostEstimate",
+    "InferencePrice",
     "ModelPrice",
     "billed_tokens",
     "default_epochs",
     "estimate_cost",
+    "inference_cost",
     "max_tokens_per_example",
     "price_for",
 ]
@@ -46,6 +50,31 @@ TRAINING_PRICES: dict[str, dict[str, ModelPrice]] = {
         "gpt-4.1-mini": ModelPrice("gpt-4.1-mini-2025-04-14", 5.00),
         "gpt-4.1-nano": ModelPrice("gpt-4.1-nano-2025-04-14", 1.50),
         "gpt-3.5-turbo": ModelPrice("gpt-3.5-turbo-0125", 8.00),
+    },
+}
+
+
+@dataclass(frozen=True)
+class InferencePrice:
+    """Chat-completion prices of one model family (USD per 1M tokens): the base model's and those of
+    models fine-tuned from it (OpenAI bills fine-tuned models at their own, higher rate)."""
+
+    input: float
+    output: float
+    tuned_input: float
+    tuned_output: float
+
+
+#: OpenAI inference prices (standard tier), same family matching as :data:`TRAINING_PRICES`.
+#: Azure OpenAI's depend on region and deployment type, Azure ML's on the model's offer: unknown here.
+INFERENCE_PRICES: dict[str, dict[str, InferencePrice]] = {
+    "openai": {
+        "gpt-4o-mini": InferencePrice(0.15, 0.60, 0.30, 1.20),
+        "gpt-4o": InferencePrice(2.50, 10.00, 3.75, 15.00),
+        "gpt-4.1": InferencePrice(2.00, 8.00, 3.00, 12.00),
+        "gpt-4.1-mini": InferencePrice(0.40, 1.60, 0.80, 3.20),
+        "gpt-4.1-nano": InferencePrice(0.10, 0.40, 0.20, 0.80),
+        "gpt-3.5-turbo": InferencePrice(0.50, 1.50, 3.00, 6.00),
     },
 }
 
@@ -168,4 +197,43 @@ def estimate_cost(provider: str | None, model: str | None, epochs: int, billed: 
         usd=round(billed * price.usd_per_million / 1_000_000, 6),
         price_as_of=PRICE_AS_OF,
         note=f"priced as {price.snapshot}",
+    )
+
+
+class CallCost(BaseModel):
+    """What a batch of chat calls to one model may cost: ``usd`` is an upper bound (every answer as
+    long as ``max_output_tokens`` allows), None where the price is not known."""
+
+    what: str
+    model: str
+    calls: int
+    input_tokens: int
+    max_output_tokens: int
+    usd: float | None
+    price_as_of: str = PRICE_AS_OF
+
+
+def inference_cost(
+    provider: str, what: str, model: str, *, calls: int, input_tokens: int, max_output_tokens: int
+) -> CallCost:
+    """The cost of ``calls`` chat completions from ``model`` on ``provider`` (see :class:`CallCost`).
+    A fine-tuned id (``ft:<base>:...``) is priced at its base family's fine-tuned rate."""
+    usd: float | None = None
+    if provider in FREE_PROVIDERS:
+        usd = 0.0
+    else:
+        table = INFERENCE_PRICES.get(provider) or {}
+        family = _family_match(table, model)
+        if family is not None:
+            price = table[family]
+            tuned = model.lower().startswith("ft:")
+            per_in, per_out = (price.tuned_input, price.tuned_output) if tuned else (price.input, price.output)
+            usd = (input_tokens * per_in + max_output_tokens * per_out) / 1_000_000
+    return CallCost(
+        what=what,
+        model=model,
+        calls=calls,
+        input_tokens=input_tokens,
+        max_output_tokens=max_output_tokens,
+        usd=usd,
     )

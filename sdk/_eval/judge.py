@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import urlsplit
 
-from anytune._retry import RetryPolicy, is_retryable_status, retry_after_of, retry_call
+from anytune._retry import RetryPolicy, is_transient_api_error, retry_after_of, retry_call
 from anytune.errors import AuthenticationError, ConfigError, MissingDependencyError, ProviderError
 
 __all__ = ["RUBRIC", "RUBRIC_VERSION", "OpenAIJudge", "parse_score"]
@@ -57,13 +57,6 @@ def parse_score(text: str) -> float:
     if match is None:
         raise ProviderError(f"the judge's reply holds no score from 1 to 5: {text[:200]!r}")
     return float(match.group(1) or match.group(2))
-
-
-def _transient(exc: BaseException) -> bool:
-    status = getattr(exc, "status_code", None)
-    if isinstance(status, int):
-        return is_retryable_status(status)
-    return type(exc).__name__ in ("APIConnectionError", "APITimeoutError")
 
 
 class OpenAIJudge:
@@ -118,7 +111,11 @@ class OpenAIJudge:
 
         try:
             response = retry_call(
-                call, policy=self._policy, retry_on=_transient, retry_after=retry_after_of, what="judge call"
+                call,
+                policy=self._policy,
+                retry_on=is_transient_api_error,
+                retry_after=retry_after_of,
+                what="judge call",
             )
         except Exception as exc:
             if isinstance(exc, ProviderError):

@@ -375,17 +375,80 @@ def plan_evaluation(
     metrics: Sequence[str] | None = None,
     judge: Any | None = None,
     call_as: Mapping[str, str] | None = None,
+    base_model_id: str | None = None,
     lm_eval_tasks: Sequence[str] = (),
     max_examples: int | None = None,
+    settings: GenerationSettings | None = None,
 ) -> dict[str, Any]:
     """What :func:`evaluate_model` would do, checked the same way, calling and loading nothing: the
-    examples, the metrics, and the model and judge calls it would make."""
-    _, _, asked = _settle(model, metrics, judge=judge, call_as=call_as, lm_eval_tasks=lm_eval_tasks, reachable=True)
+    examples, the metrics, the model and judge calls it would make and what they may cost
+    (``costs``: one :class:`~anytune._data.pricing.CallCost` per model called; ``usd``: their sum,
+    an upper bound, or None when a price is not known)."""
+    weights, names, asked = _settle(
+        model, metrics, judge=judge, call_as=call_as, lm_eval_tasks=lm_eval_tasks, reachable=True
+    )
     examples = read_examples(data, limit=max_examples)
-    answers = 2 * len(examples) if any(m in GENERATION_METRICS or m == "judge" for m in asked) else 0
+    answers = len(examples) if any(m in GENERATION_METRICS or m == "judge" for m in asked) else 0
+    costs = [] if weights or not answers else _call_costs(model, examples, names, base_model_id, judge, settings)
+    known = [c.usd for c in costs]
     return {
         "examples": len(examples),
         "metrics": list(asked),
-        "model_calls": answers,
-        "judge_calls": answers if "judge" in asked else 0,
+        "model_calls": 2 * answers,
+        "judge_calls": 2 * answers if "judge" in asked else 0,
+        "costs": [c.model_dump() for c in costs],
+        "usd": None if any(u is None for u in known) else sum(u for u in known if u is not None),
     }
+
+
+#: Output tokens a judge's reply is reckoned at (``{"score": N, "reason": "<one sentence>"}``).
+JUDGE_REPLY_TOKENS = 60
+
+
+def _call_costs(
+    model: Any,
+    examples: Sequence[EvalExample],
+    names: Mapping[str, str],
+    base_model_id: str | None,
+    judge: Any | None,
+    settings: GenerationSettings | None,
+) -> list[Any]:
+    """Token counts and prices of the chat calls an evaluation of a hosted model makes. Prompts are
+    counted with the base model's tokenizer as OpenAI's cookbook counts chat messages (4 tokens per
+    message, 3 to prime the reply); answers at their ``max_new_tokens`` ceiling."""
+    from anytune._data.pricing import inference_cost
+    from anytune._data.tokens import counter_for
+    from anytune._eval.judge import RUBRIC
+
+    provider = str(model.provider)
+    base = names.get("base", base_model_id or model.base_model or "")
+    tuned = names.get("fine-tuned", str(model.model_id))
+    count = counter_for(provider, base or None).count
+    max_tokens = (settings or GenerationSettings()).max_new_tokens
+    prompt = sum(sum(count(str(m.get("content") or "")) + 4 for m in ex.prompt) + 3 for ex in examples)
+    n = len(examples)
+    costs = [
+        inference_cost(provider, what, name, calls=n, input_tokens=prompt, max_output_tokens=n * max_tokens)
+        for what, name in (("fine-tuned", tuned), ("base", base))
+    ]
+    if judge is not None:
+        described = judge.describe()
+
+        def question(ex: EvalExample) -> str:
+            return next((str(m.get("content") or "") for m in reversed(ex.prompt) if m.get("role") == "user"), "")
+
+        rubric = sum(
+            count(RUBRIC.format(question=question(ex), reference=ex.reference, answer="")) + 7 + max_tokens
+            for ex in examples
+        )
+        costs.append(
+            inference_cost(
+                "openai" if described.get("host") == "api.openai.com" else "judge",
+                "judge",
+                str(described.get("model")),
+                calls=2 * n,
+                input_tokens=2 * rubric,
+                max_output_tokens=2 * n * JUDGE_REPLY_TOKENS,
+            )
+        )
+    return costs

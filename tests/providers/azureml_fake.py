@@ -482,6 +482,32 @@ def _offset(token: str | None) -> int:
         raise ValueError(f"invalid page token {token!r}") from exc
 
 
+#: What an endpoint answers a question it was not given an answer for.
+ENDPOINT_DEFAULT_ANSWER = "I do not know."
+#: The api-versions azure-ai-ml sends endpoint reads with (its ServiceClient012024PreviewArm and
+#: ServiceClient022022Preview).
+ENDPOINT_API_VERSIONS = {"serverless": "2024-01-01-preview", "online": "2022-02-01-preview"}
+#: Generation parameters the model catalog's chat-completion scoring schema takes.
+SCORING_PARAMETERS = frozenset({"max_new_tokens", "temperature", "top_p", "do_sample", "return_full_text"})
+
+
+@dataclass
+class Endpoint:
+    """A deployed model: answers the last user message from ``answers``."""
+
+    name: str
+    kind: str  # "serverless" | "online"
+    answers: dict[str, str]
+    auth_mode: str
+    key: str
+    #: Managed online: the deployments behind the endpoint (all of them answer alike).
+    deployments: tuple[str, ...] = ("blue",)
+
+    def answer(self, messages: list[dict[str, Any]]) -> str:
+        question = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
+        return self.answers.get(question, ENDPOINT_DEFAULT_ANSWER)
+
+
 class FakeAzureML:
     """One subscription, resource group and workspace, the ``azureml`` and ``azureml-meta``
     registries, a blob datastore, and a run-history/MLflow data plane."""
@@ -515,6 +541,11 @@ class FakeAzureML:
         self.history_page_size: int | None = None
         self.cancel_seconds = 5.0  # how long a job stays CancelRequested
         self.run_warnings: list[str] = []
+        #: Deployed endpoints (name -> Endpoint): serverless (MaaS) and managed online (MaaP).
+        self.endpoints: dict[str, Endpoint] = {}
+        #: Statuses (or "drop") the next serverless chat calls answer with, one each.
+        self.chat_faults: list[int | str] = []
+        self.chat_requests: list[dict[str, Any]] = []
         self.add_registry_model("azureml", "Phi-3-mini-4k-instruct", "7", tasks="chat-completion,text-generation")
         self.add_registry_model("azureml-meta", "Meta-Llama-3-8B-Instruct", "9", tasks="chat-completion")
         self.add_registry_model("azureml", "bert-base-uncased", "3", tasks="text-classification")
@@ -530,6 +561,21 @@ class FakeAzureML:
         for prefix in ("https://", "http://"):
             session.mount(prefix, _Adapter(self))
         return session
+
+    def add_endpoint(
+        self, name: str, kind: str, answers: Mapping[str, str] | None = None, *, auth_mode: str = "Key"
+    ) -> Endpoint:
+        """Deploy a model to ``name``: ``kind`` "serverless" or "online"; it answers a last user
+        message from ``answers`` (else :data:`ENDPOINT_DEFAULT_ANSWER`)."""
+        endpoint = Endpoint(name, kind, dict(answers or {}), auth_mode, key=f"ep-key-{name}-{uuid.uuid4().hex}")
+        self.endpoints[name] = endpoint
+        return endpoint
+
+    def http_client(self) -> Any:
+        """An ``httpx2.Client`` answering serverless endpoints' chat API (the ``openai`` SDK's path)."""
+        import httpx2
+
+        return httpx2.Client(transport=httpx2.MockTransport(self._serverless_chat))
 
     def add_registry_model(self, registry: str, name: str, version: str, *, tasks: str) -> None:
         self.registry_models.setdefault((registry, name), []).append(
@@ -641,6 +687,8 @@ class FakeAzureML:
         if host.endswith(".blob.core.windows.net"):
             denied = self._storage_auth(rec, host)
             return self._refuse(rec.path, denied) if denied else self._blob(rec)
+        if host.endswith(".inference.ml.azure.com"):
+            return self._score(rec, host.split(".", 1)[0])
         audience = self._bearer_audience(rec)
         if host == "management.azure.com":
             if audience not in CONTRACT["audiences"]["arm"]:
@@ -750,7 +798,152 @@ class FakeAzureML:
             return 200, {}, compute
         if rest == "/computes":
             return 200, {}, {"value": list(self.computes.values())}
+        m = re.fullmatch(r"/(serverlessEndpoints|onlineEndpoints)/([^/]+)(/listKeys)?", rest)
+        if m:
+            return self._endpoint_resource(rec, m.group(1), m.group(2), keys=bool(m.group(3)))
+        m = re.fullmatch(r"/onlineEndpoints/([^/]+)/deployments", rest)
+        if m and rec.method == "GET":
+            return self._online_deployments(m.group(1))
         return self._arm_assets(rec, rest)
+
+    # -- endpoints (evaluation's chat) ---------------------------------------------------------
+    def _endpoint_resource(self, rec: Recorded, collection: str, name: str, *, keys: bool) -> Answer:
+        """``GET serverlessEndpoints/{name}`` / ``onlineEndpoints/{name}`` and their ``POST listKeys``,
+        answered with the SDK's generated REST models (from the published spec), at the api-versions
+        azure-ai-ml sends for each."""
+        from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+        kind = "serverless" if collection == "serverlessEndpoints" else "online"
+        expected = ENDPOINT_API_VERSIONS[kind]
+        if rec.query.get("api-version") != expected:
+            return self._refuse(rec.path, _error(400, "UserError", f"api-version {rec.query.get('api-version')}"))
+        if (rec.method, keys) not in (("GET", False), ("POST", True)):
+            return _error(405, "MethodNotAllowed", f"{rec.method} {rec.path}")
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.kind != kind:
+            label = "ServerlessEndpoint" if kind == "serverless" else "OnlineEndpoint"
+            return _error(404, "UserError", f"{label} {name} not found in workspace {WS}.")
+        if keys:
+            if "key" not in endpoint.auth_mode.lower():
+                return _error(400, "UserError", f"Endpoint {name} does not use key authentication.")
+            return 200, {}, rest.EndpointAuthKeys(primary_key=endpoint.key, secondary_key=endpoint.key + "-2").as_dict()
+        common = {"id": f"{WS_PATH}/{collection}/{name}", "name": name, "location": LOCATION}
+        if kind == "serverless":
+            properties: Any = rest.ServerlessEndpointProperties(
+                auth_mode=endpoint.auth_mode,
+                inference_endpoint=rest.ServerlessInferenceEndpoint(
+                    uri=f"https://{name}.{LOCATION}.models.ai.azure.com"
+                ),
+                model_settings=rest.ModelSettings(model_id=f"azureml://registries/azureml/models/{name}"),
+                provisioning_state="Succeeded",
+                endpoint_state="Online",
+            )
+            body = rest.ServerlessEndpoint(properties=properties, **common).as_dict()
+            body["type"] = "Microsoft.MachineLearningServices/workspaces/serverlessEndpoints"
+        else:
+            properties = rest.OnlineEndpointProperties(
+                auth_mode=endpoint.auth_mode,
+                scoring_uri=f"https://{name}.{LOCATION}.inference.ml.azure.com/score",
+                provisioning_state="Succeeded",
+                traffic={"blue": 100},
+            )
+            body = rest.OnlineEndpoint(properties=properties, **common).as_dict()
+            body["type"] = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
+        return 200, {}, body
+
+    def _online_deployments(self, name: str) -> Answer:
+        from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.kind != "online":
+            return _error(404, "UserError", f"OnlineEndpoint {name} not found in workspace {WS}.")
+        value = [
+            rest.OnlineDeployment(
+                id=f"{WS_PATH}/onlineEndpoints/{name}/deployments/{d}",
+                name=d,
+                location=LOCATION,
+                properties=rest.ManagedOnlineDeployment(
+                    model=f"azureml:{name}:1",
+                    instance_type="Standard_NC24ads_A100_v4",
+                    provisioning_state="Succeeded",
+                    scale_settings=rest.DefaultScaleSettings(),
+                ),
+                sku=rest.Sku(name="Default", capacity=1),
+            ).as_dict()
+            for d in endpoint.deployments
+        ]
+        return 200, {}, {"value": value}
+
+    def _score(self, rec: Recorded, name: str) -> Answer:
+        """``POST <scoring uri>`` of a managed online endpoint: the model catalog's chat-completion
+        scoring schema in, ``{"output": ...}`` out; the endpoint's key as a bearer token."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.kind != "online" or rec.method != "POST" or rec.path != "/score":
+            return _error(404, "NotFound", f"no route for {rec.method} {rec.path}")
+        if rec.headers.get("Authorization") != f"Bearer {endpoint.key}":
+            return self._refuse(rec.path, (401, {}, {"message": "Key based authentication failed."}))
+        target = rec.headers.get("azureml-model-deployment")
+        if target is not None and target not in endpoint.deployments:
+            return 404, {}, {"message": f"Deployment {target} not found for endpoint {name}"}
+        body = rec.body if isinstance(rec.body, dict) else {}
+        data = body.get("input_data")
+        problem = None
+        if set(body) != {"input_data"} or not isinstance(data, dict) or set(data) - {"input_string", "parameters"}:
+            problem = "the body must be {'input_data': {'input_string': [...], 'parameters': {...}}}"
+        elif not isinstance(data.get("input_string"), list) or not all(
+            isinstance(m, dict) and set(m) == {"role", "content"} for m in data["input_string"]
+        ):
+            problem = "input_string must be a list of {'role', 'content'} messages"
+        elif set(data.get("parameters") or {}) - SCORING_PARAMETERS:
+            problem = f"unknown parameters {sorted(set(data['parameters']) - SCORING_PARAMETERS)}"
+        elif (data.get("parameters") or {}).get("do_sample") and not (data.get("parameters") or {}).get("temperature"):
+            problem = "`temperature` (=0) has to be a strictly positive float when sampling"
+        if problem is not None:
+            return self._refuse(rec.path, (400, {}, {"message": problem}))
+        return 200, {}, {"output": endpoint.answer(data["input_string"])}
+
+    def _serverless_chat(self, request: Any) -> Any:
+        """``POST https://<name>.<region>.models.ai.azure.com/v1/chat/completions`` (OpenAI's shape,
+        held to the ``openai`` SDK's own request and answer types; the endpoint key as bearer)."""
+        import httpx2
+        from openai.types.chat import ChatCompletion
+        from openai.types.chat.completion_create_params import CompletionCreateParamsBase
+
+        name = request.url.host.split(".", 1)[0]
+        endpoint = self.endpoints.get(name)
+        if endpoint is None or endpoint.kind != "serverless" or request.url.path != "/v1/chat/completions":
+            return httpx2.Response(404, json={"error": {"code": "NotFound", "message": "Resource not found"}})
+        if self.chat_faults:
+            fault = self.chat_faults.pop(0)
+            if fault == "drop":
+                raise httpx2.ReadError("connection dropped", request=request)
+            headers = {"Retry-After": "3"} if fault == 429 else {}
+            return httpx2.Response(int(fault), headers=headers, json={"error": {"code": str(fault), "message": "x"}})
+        if request.headers.get("authorization") != f"Bearer {endpoint.key}":
+            self.rejections.append((request.url.path, "wrong or no key"))
+            return httpx2.Response(401, json={"error": {"code": "Unauthorized", "message": "Access denied"}})
+        body = json.loads(request.content)
+        self.chat_requests.append(body)
+        unknown = sorted(set(body) - set(CompletionCreateParamsBase.__annotations__))
+        if unknown or "messages" not in body:
+            self.rejections.append((request.url.path, f"unknown fields {unknown}"))
+            return httpx2.Response(400, json={"error": {"code": "BadRequest", "message": f"unknown {unknown}"}})
+        payload = {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:12]}",
+            "object": "chat.completion",
+            "created": int(self.clock()),
+            "model": name,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": endpoint.answer(body["messages"])},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13},
+        }
+        ChatCompletion.model_validate(payload)
+        return httpx2.Response(200, json=payload)
 
     def _arm_assets(self, rec: Recorded, rest: str) -> Answer:
         if rest == "/datastores":

@@ -111,6 +111,7 @@ def make(
             home=anytune_home,
             credential=credential,
             transport=fake.transport(),
+            http_client=fake.http_client(),
             sleep=clock.sleep,
             clock=clock,
         )
@@ -1095,3 +1096,136 @@ class TestAzureMLContract(ProviderContract):
     @pytest.fixture
     def spec(self, train: Path) -> JobSpec:
         return JobSpec(base_model="Phi-3-mini-4k-instruct", training_file=train)
+
+
+# -- evaluation through deployed endpoints -----------------------------------------------------
+
+
+@pytest.fixture
+def finished(
+    fake: FakeAzureML, clock: FakeClock, train: Path, provider: AzureMLProvider, store: JobStore
+) -> FineTuneJob:
+    created = FineTuneJob.create(provider=provider, base_model="Phi-3-mini-4k-instruct", training_file=train)
+    job = handle(created, clock, store)
+    assert job.wait().status is JobStatus.SUCCEEDED
+    return job
+
+
+@pytest.fixture
+def heldout(tmp_path: Path) -> Path:
+    return write_jsonl(tmp_path / "heldout.jsonl", [chat_example(i) for i in (0, 1, 2, 500)])
+
+
+def _answers(indices: tuple[int, ...]) -> dict[str, str]:
+    """What a model that learnt ``chat_example(i)`` for these ``i`` answers."""
+    out = {}
+    for i in indices:
+        messages = chat_example(i)["messages"]
+        out[messages[-2]["content"]] = messages[-1]["content"]
+    return out
+
+
+@pytest.mark.parametrize("kind", ["serverless", "online"])
+def test_evaluation_calls_the_endpoints_the_models_are_deployed_to(
+    fake: FakeAzureML, finished: FineTuneJob, heldout: Path, kind: str
+) -> None:
+    fake.add_endpoint("ft-phi", kind, _answers((0, 1, 2)))
+    fake.add_endpoint("phi-base", kind, {})
+    report = finished.evaluate(
+        str(heldout),
+        metrics=["exact_match", "token_f1"],
+        max_new_tokens=24,
+        call_as={"fine-tuned": "ft-phi", "base": "phi-base"},
+    )
+    assert report.summary["fine-tuned"]["exact_match"] == pytest.approx(3 / 4)
+    assert report.summary["base"]["exact_match"] == 0.0
+    assert finished.evaluations()[0].summary == report.summary  # kept with the job
+    if kind == "serverless":
+        assert len(fake.chat_requests) == 8
+        first = fake.chat_requests[0]
+        assert first["max_tokens"] == 24 and first["temperature"] == 0.0 and first["seed"] == 0
+        assert first["messages"][-1] == {"role": "user", "content": "What is 0 plus 0?"}
+        assert len(fake.calls("POST", r"/serverlessEndpoints/ft-phi/listKeys$")) == 1  # keys fetched once
+    else:
+        scored = fake.calls("POST", r"^/score$")
+        assert len(scored) == 8
+        assert scored[0].body["input_data"]["parameters"] == {"max_new_tokens": 24, "do_sample": False}
+
+
+def test_a_named_deployment_behind_an_online_endpoint_gets_the_header(
+    fake: FakeAzureML, provider: AzureMLProvider
+) -> None:
+    fake.add_endpoint("ep", "online", {"hi": "hello"}).deployments = ("blue", "green")
+    reply = provider.chat("ep/green", [{"role": "user", "content": "hi"}], max_tokens=8, temperature=0.7, seed=1)
+    assert reply == "hello"
+    sent = fake.calls("POST", r"^/score$")[-1]
+    assert sent.headers["azureml-model-deployment"] == "green"
+    assert sent.body["input_data"]["parameters"] == {"max_new_tokens": 8, "do_sample": True, "temperature": 0.7}
+    with pytest.raises(AnytuneError, match="red") as info:  # a deployment the endpoint does not have
+        provider.chat("ep/red", [{"role": "user", "content": "hi"}], max_tokens=8, temperature=0.0, seed=1)
+    assert "not found" in str(info.value) and "Traceback" not in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["no-such-endpoint", "no-such/deployment"])
+def test_an_endpoint_that_does_not_exist_is_a_clear_error_and_nothing_is_stored(
+    fake: FakeAzureML, finished: FineTuneJob, heldout: Path, name: str
+) -> None:
+    with pytest.raises(ConfigError, match=r"no (serverless or )?(managed online )?endpoint named 'no-such") as info:
+        finished.evaluate(str(heldout), call_as={"fine-tuned": name, "base": name})
+    assert info.value.field == "deployment" and WS in str(info.value)
+    assert finished.evaluations() == [] and fake.calls("POST", "/score") == []
+
+
+def test_without_endpoint_names_the_registered_model_is_not_called(
+    fake: FakeAzureML, finished: FineTuneJob, heldout: Path
+) -> None:
+    # A registered model is not served: its asset id is no endpoint name, refused before any call.
+    with pytest.raises(ConfigError) as info:
+        finished.evaluate(str(heldout))
+    assert info.value.field == "deployment" and "deploy" in str(info.value)
+    assert fake.calls("POST", "/score") == [] and fake.chat_requests == [] and finished.evaluations() == []
+
+
+def test_serverless_chat_rides_out_429_5xx_and_drops(
+    fake: FakeAzureML, provider: AzureMLProvider, clock: FakeClock
+) -> None:
+    fake.add_endpoint("ep", "serverless", {"hi": "hello"})
+    fake.chat_faults = [429, 503, "drop"]
+    before = clock()
+    reply = provider.chat("ep", [{"role": "user", "content": "hi"}], max_tokens=8, temperature=0.0, seed=0)
+    assert reply == "hello" and fake.chat_faults == []
+    assert clock() - before >= 3.0  # the endpoint's Retry-After was honoured
+
+
+def test_online_scoring_rides_out_429_and_5xx(fake: FakeAzureML, provider: AzureMLProvider) -> None:
+    fake.add_endpoint("ep", "online", {"hi": "hello"})
+    fake.fail("POST", r"^/score$", status=429, headers={"Retry-After": "1"}, times=1)
+    fake.fail("POST", r"^/score$", status=503, times=1)
+    reply = provider.chat("ep", [{"role": "user", "content": "hi"}], max_tokens=8, temperature=0.0, seed=0)
+    assert reply == "hello" and len(fake.calls("POST", r"^/score$")) == 3
+
+
+def test_endpoint_keys_never_reach_logs_errors_or_the_store(
+    fake: FakeAzureML, finished: FineTuneJob, heldout: Path, caplog: pytest.LogCaptureFixture, anytune_home: Path
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    tuned = fake.add_endpoint("ft-phi", "serverless", _answers((0,)))
+    base = fake.add_endpoint("phi-base", "online", {})
+    finished.evaluate(str(heldout), metrics=["exact_match"], call_as={"fine-tuned": "ft-phi", "base": "phi-base"})
+    fake.chat_faults = [401]
+    with pytest.raises(AnytuneError) as info:
+        finished.evaluate(str(heldout), metrics=["exact_match"], call_as={"fine-tuned": "ft-phi", "base": "phi-base"})
+    texts = [caplog.text, str(info.value), repr(info.value)]
+    texts += [p.read_bytes().decode("utf-8", "replace") for p in anytune_home.rglob("*") if p.is_file()]
+    for text in texts:
+        assert tuned.key not in text and base.key not in text
+
+
+def test_an_answer_outside_the_scoring_shape_is_a_clear_error(fake: FakeAzureML, provider: AzureMLProvider) -> None:
+    from anytune.errors import ProviderError
+    from anytune.providers.azureml.endpoints import score_answer
+
+    assert score_answer('{"output": "yes"}', endpoint="ep") == "yes"
+    for text in ('[{"0": "yes"}]', "not json", '{"output": 3}'):
+        with pytest.raises(ProviderError, match="chat-completion scoring shape"):
+            score_answer(text, endpoint="ep")

@@ -104,3 +104,63 @@ def test_loss_is_refused_for_a_hosted_model_before_any_call(rig: Rig, job: FineT
     with pytest.raises(UsageError, match=r"needs? the model's weights"):
         job.evaluate(str(heldout), metrics=["loss"])
     assert rig.service.requests("POST", r"(/deployments/[^/]+)?/chat/completions") == []
+
+
+def test_a_dry_run_prices_the_calls_from_the_published_rates_and_sends_none(
+    tmp_path: Path, heldout: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    from anytune._data.pricing import INFERENCE_PRICES
+    from anytune._data.tokens import counter_for
+    from anytune._eval.run import read_examples
+    from tests.clitools import run_cli
+    from tests.providers.openai_support import register_by_name
+
+    rig = make_rig(tmp_path, "openai")
+    register_by_name(monkeypatch, rig)
+    monkeypatch.setenv("OPENAI_API_KEY", OPENAI_KEY)
+    job = FineTuneJob.create(provider="openai", base_model=MODEL, training_file=chat_file(tmp_path / "t.jsonl"))
+    assert job.wait().status is JobStatus.SUCCEEDED
+
+    done = run_cli(capsys, "eval", job.ref, "--data", str(heldout), "--dry-run", "--max-new-tokens", "20", "--json")
+    assert done.code == 0, done.err
+    plan = json.loads(done.out)
+    assert rig.service.requests("POST", "/chat/completions") == []  # nothing called
+    # Prompt tokens as OpenAI's cookbook counts chat messages, with the model's own encoding.
+    count = counter_for("openai", MODEL).count
+    prompt = sum(sum(count(str(m["content"])) + 4 for m in ex.prompt) + 3 for ex in read_examples(heldout))
+    price = INFERENCE_PRICES["openai"]["gpt-4o-mini"]
+    tuned, base = plan["costs"]
+    assert (tuned["what"], tuned["model"], tuned["input_tokens"], tuned["max_output_tokens"]) == (
+        "fine-tuned",
+        job.result().model_id,
+        prompt,
+        6 * 20,
+    )
+    assert tuned["usd"] == pytest.approx((prompt * price.tuned_input + 120 * price.tuned_output) / 1e6)
+    assert base["usd"] == pytest.approx((prompt * price.input + 120 * price.output) / 1e6)
+    assert plan["usd"] == pytest.approx(tuned["usd"] + base["usd"])
+
+    plain = run_cli(capsys, "eval", job.ref, "--data", str(heldout), "--dry-run", "--judge", "gpt-4o-mini")
+    assert plain.code == 0, plain.err
+    assert "12 model calls, 12 judge calls" in plain.err and "cost: at most $" in plain.err
+    assert OPENAI_KEY not in plain.err + plain.out
+    assert rig.service.requests("POST", "/chat/completions") == []
+
+
+def test_a_dry_run_says_when_a_price_is_not_known(
+    tmp_path: Path, heldout: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from anytune._eval.judge import OpenAIJudge
+    from anytune._eval.run import plan_evaluation
+
+    rig = make_rig(tmp_path, "azure")
+    job = FineTuneJob.create(provider=rig.provider(), base_model=MODEL, training_file=chat_file(tmp_path / "t.jsonl"))
+    assert job.wait().status is JobStatus.SUCCEEDED
+    judge = OpenAIJudge("llama3", base_url="http://127.0.0.1:11434/v1", api_key="k")
+    names = {"fine-tuned": "ft", "base": "b"}
+    plan = plan_evaluation(job.result(), heldout, metrics=["exact_match", "judge"], judge=judge, call_as=names)
+    # Azure OpenAI bills by region and deployment type, a self-hosted judge not at all: unknown, not guessed.
+    assert [c["usd"] for c in plan["costs"]] == [None, None, None] and plan["usd"] is None
+    assert plan["judge_calls"] == 12
