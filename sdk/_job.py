@@ -127,6 +127,7 @@ def _evaluate_job(
         settings=GenerationSettings(**generation),
         judge=options.get("judge"),
         device=options.get("device"),
+        onnx=options.get("onnx"),
         progress=options.get("progress"),
     )
     if store is not None:
@@ -1074,6 +1075,7 @@ class FineTuneJob(_Handle):
         lm_eval_include: str | None = None,
         judge: Any | None = None,
         device: str | None = None,
+        onnx: str | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> EvalReport:
         """The base model and the fine-tuned model side by side on the held-out examples of ``data``,
@@ -1084,7 +1086,8 @@ class FineTuneJob(_Handle):
         fine-tuned model and the job's base model alike; ``call_as`` names them for that API
         (``{"fine-tuned": "my-ft-deployment", "base": "my-base-deployment"}`` on Azure OpenAI,
         which serves models by deployment). See :meth:`FineTunedModel.evaluate` for the other
-        arguments; ``progress(done, total)`` is called after each batch.
+        arguments (``onnx``: evaluate the result's ONNX export in that folder); ``progress(done,
+        total)`` is called after each batch.
 
         Raises:
             UsageError: the job has not succeeded; a metric this result cannot give.
@@ -1108,6 +1111,7 @@ class FineTuneJob(_Handle):
                 "lm_eval_include": lm_eval_include,
                 "judge": judge,
                 "device": device,
+                "onnx": onnx,
                 "progress": progress,
             },
         )
@@ -1343,6 +1347,7 @@ class AsyncFineTuneJob(_Handle):
         lm_eval_include: str | None = None,
         judge: Any | None = None,
         device: str | None = None,
+        onnx: str | None = None,
         progress: Callable[[int, int], None] | None = None,
     ) -> EvalReport:
         """See :meth:`FineTuneJob.evaluate` (run in a worker thread)."""
@@ -1358,6 +1363,7 @@ class AsyncFineTuneJob(_Handle):
             "lm_eval_include": lm_eval_include,
             "judge": judge,
             "device": device,
+            "onnx": onnx,
             "progress": progress,
         }
         return await _to_thread(_evaluate_job, self._provider, self._record, self._store, data, options)

@@ -404,6 +404,7 @@ class FineTunedModel(_Model):
         lm_eval_include: str | None = None,
         device: str | None = None,
         base_model: str | None = None,
+        onnx: str | None = None,
     ) -> Any:
         """The base model and this fine-tuned model side by side on the held-out examples of ``data``
         (``anytune[local]``; ``rouge_l`` needs ``anytune[eval]``).
@@ -424,6 +425,9 @@ class FineTunedModel(_Model):
             lm_eval_tasks: lm-evaluation-harness tasks to run on both models too (``anytune[lm-eval]``);
                 ``lm_eval_include`` is a folder of your own task definitions.
             device, base_model: as for :meth:`load`.
+            onnx: evaluate this result's ONNX export in that folder (``anytune export --format onnx``,
+                adapter kept apart) in ONNX Runtime instead of the PyTorch weights: the same metrics,
+                loss included, with the export's adapter on and off (``anytune[onnx]``).
 
         Returns:
             An :class:`anytune.EvalReport`.
@@ -444,6 +448,7 @@ class FineTunedModel(_Model):
             lm_eval_include=lm_eval_include,
             device=device,
             base_model=base_model,
+            onnx=onnx,
         )
 
     def push_to_hub(

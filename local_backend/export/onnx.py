@@ -30,12 +30,14 @@ from anytune.errors import AnytuneError, MissingDependencyError, NotSupportedErr
 __all__ = [
     "ONNX_ARCHITECTURES",
     "PRECISIONS",
+    "OnnxAnswerer",
     "OnnxModel",
     "add_adapter",
     "check_architecture",
     "export_onnx",
     "load_onnx",
     "olive_argv",
+    "onnx_answerers",
     "require",
 ]
 
@@ -251,6 +253,14 @@ class OnnxModel:
         logits = generator.get_output("logits")
         return logits[0, -1] if logits.ndim == 3 else logits[0]
 
+    def sequence_logits(self, ids: Sequence[int], *, adapter: bool | str = True) -> Any:
+        """The logits (numpy, ``len(ids) x vocabulary``) at every position of ``ids``: the prompt
+        pass of ONNX Runtime GenAI returns them all."""
+        generator = self._generator(len(ids) + 1, adapter)
+        generator.append_tokens(list(ids))
+        logits = generator.get_output("logits")
+        return logits[0] if logits.ndim == 3 else logits
+
     def generate_ids(
         self,
         ids: Sequence[int],
@@ -259,14 +269,17 @@ class OnnxModel:
         min_new_tokens: int = 0,
         temperature: float = 0.0,
         adapter: bool | str = True,
+        seed: int | None = None,
     ) -> list[int]:
-        """New token ids after ``ids`` (greedy unless ``temperature > 0``), stopping at end of text
-        once ``min_new_tokens`` are out."""
+        """New token ids after ``ids`` (greedy unless ``temperature > 0``, sampled with ``seed``),
+        stopping at end of text once ``min_new_tokens`` are out."""
         search: dict[str, Any] = {"do_sample": temperature > 0}
         if min_new_tokens:
             search["min_length"] = len(ids) + min_new_tokens
         if temperature > 0:
             search["temperature"] = temperature
+            if seed is not None:
+                search["random_seed"] = seed
         generator = self._generator(len(ids) + max_new_tokens, adapter, **search)
         generator.append_tokens(list(ids))
         new: list[int] = []
@@ -298,6 +311,78 @@ class OnnxModel:
         from anytune.local_backend.inference import answer_text
 
         return answer_text(self.tokenizer, new)
+
+
+@dataclass
+class OnnxAnswerer:
+    """One role of an ONNX export under evaluation (``FineTunedModel.evaluate(onnx=DIR)``): the
+    export's own adapter on (fine-tuned) or off (base), with the evaluation's definitions: answers
+    through the chat template, loss as the trainer's (cross-entropy over the assistant turns' tokens,
+    :func:`~anytune.local_backend.data.encode_conversation`), computed from ONNX Runtime's logits."""
+
+    model: OnnxModel
+    adapter: bool
+    name: str
+
+    def answer(self, prompts: Sequence[Sequence[Mapping[str, Any]]], settings: Any) -> list[str]:
+        from anytune.local_backend.inference import answer_text
+
+        return [
+            answer_text(
+                self.model.tokenizer,
+                self.model.generate_ids(
+                    self.model.prompt_ids(list(messages)),
+                    max_new_tokens=settings.max_new_tokens,
+                    temperature=settings.temperature,
+                    adapter=self.adapter,
+                    seed=settings.seed,
+                ),
+            )
+            for messages in prompts
+        ]
+
+    def loss(self, conversations: Sequence[Sequence[Mapping[str, Any]]]) -> list[tuple[float, int] | None]:
+        import numpy as np
+
+        from anytune.local_backend.data import encode_conversation
+
+        out: list[tuple[float, int] | None] = []
+        for messages in conversations:
+            encoded = encode_conversation(self.model.tokenizer, list(messages), where="evaluation example")
+            ids = np.asarray(encoded.input_ids, dtype=np.int64)
+            learn = np.asarray(encoded.learn, dtype=bool)
+            # learn[j] marks token j as a target, predicted from position j - 1.
+            predicts = learn[1:]
+            if not predicts.any():
+                out.append(None)
+                continue
+            logits = np.asarray(self.model.sequence_logits(ids.tolist(), adapter=self.adapter), dtype=np.float64)
+            rows = logits[:-1][predicts]
+            peak = rows.max(axis=1, keepdims=True)
+            log_norm = peak[:, 0] + np.log(np.exp(rows - peak).sum(axis=1))
+            nll = log_norm - rows[np.arange(len(rows)), ids[1:][predicts]]
+            out.append((float(nll.sum()), int(predicts.sum())))
+        return out
+
+
+def onnx_answerers(model: Any, path: str | Path | None = None) -> dict[str, OnnxAnswerer]:
+    """``base`` and ``fine-tuned`` from an ONNX export that keeps the adapter apart (the adapter off
+    and on).
+
+    Raises:
+        UsageError: no export to evaluate, or a merged one (it holds no base model to compare with).
+    """
+    loaded = model.load(format="onnx", path=None if path is None else str(path))
+    assert isinstance(loaded, OnnxModel)
+    if loaded.default_adapter is None:
+        raise UsageError(
+            f"{loaded.path} is a merged ONNX export: it holds no base model to compare the fine-tuned one "
+            "with; evaluate an export that keeps the adapter apart (anytune export --format onnx, without --merge)"
+        )
+    return {
+        "base": OnnxAnswerer(loaded, adapter=False, name=f"{loaded.path} (ONNX, adapter off)"),
+        "fine-tuned": OnnxAnswerer(loaded, adapter=True, name=f"{loaded.path} (ONNX, {loaded.default_adapter})"),
+    }
 
 
 def load_onnx(path: str | Path) -> OnnxModel:

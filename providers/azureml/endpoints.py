@@ -10,8 +10,9 @@ the endpoint, and the kind of endpoint decides how it is called:
   goes through the ``openai`` SDK, retried by anytune's shared policy.
 * **managed online endpoint** (MaaP): its scoring URI (``online_endpoints.get``) with its key or
   token (``online_endpoints.get_keys``), posted the model catalog's chat-completion scoring schema,
-  ``{"input_data": {"input_string": messages, "parameters": {...}}}``, answered ``{"output": "..."}``. ``NAME`` may be ``endpoint/deployment``
-  to address one deployment behind the endpoint's traffic split. The scoring schema has no seed.
+  ``{"input_data": {"input_string": messages, "parameters": {...}}}``, answered
+  ``{"output": "..."}``. ``NAME`` may be ``endpoint/deployment`` to address one deployment behind
+  the endpoint's traffic split. The scoring schema has no seed.
 
 The serverless endpoint is looked up first; a name that is neither is a :class:`ConfigError`
 before any model is called.

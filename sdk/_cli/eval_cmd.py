@@ -183,6 +183,14 @@ def eval_(
         bool, typer.Option("--dry-run", help="Check the data and say how many model calls it would make.")
     ] = False,
     device: Annotated[str | None, typer.Option("--device", help="cpu, cuda, mps or auto (weights only).")] = None,
+    onnx: Annotated[
+        Path | None,
+        typer.Option(
+            "--onnx",
+            help="Evaluate this ONNX export of the job (anytune export --format onnx) in ONNX Runtime.",
+            show_default=False,
+        ),
+    ] = None,
     profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -253,6 +261,7 @@ def eval_(
         lm_eval_include=lm_eval_include,
         judge=grader,
         device=device,
+        onnx=None if onnx is None else str(onnx),
         progress=progress,
     )
     if save is not None:

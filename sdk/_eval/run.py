@@ -224,6 +224,8 @@ def _summarise(
 #: ``module:function`` giving ``{"base": ..., "fine-tuned": ...}`` answerers for a result with
 #: weights, ``(model, *, device, base_model)``; imported on first use (the core never imports torch).
 WEIGHTS_ANSWERERS = "anytune.local_backend.evaluate:answerers_for"
+#: The same for an ONNX export of such a result, ``(model, path)``.
+ONNX_ANSWERERS = "anytune.local_backend.export.onnx:onnx_answerers"
 #: What ``metrics=None`` means: everything that needs no judge and that the result can give.
 DEFAULT_WEIGHT_METRICS = ("loss", "perplexity", "exact_match", "token_f1", "rouge_l")
 DEFAULT_CHAT_METRICS = ("exact_match", "token_f1", "rouge_l")
@@ -270,6 +272,7 @@ def evaluate_model(
     judge: Any | None = None,
     device: str | None = None,
     base_model: str | None = None,
+    onnx: str | os.PathLike[str] | None = None,
     progress: Progress | None = None,
 ) -> EvalReport:
     """Evaluate a :class:`~anytune.FineTunedModel` and its base on ``data``.
@@ -277,8 +280,9 @@ def evaluate_model(
     A result with weights (a local adapter, a Hub adapter) is loaded once and answers as both
     models (adapter on and off); a hosted result answers through ``chat`` (its provider's chat API),
     its base through ``base_model_id``; ``call_as`` renames either for the call (``{"fine-tuned":
-    "my-deployment", "base": "gpt-4o-mini"}``: Azure OpenAI serves models by deployment name). The
-    metrics and the data are checked before any model loads.
+    "my-deployment", "base": "gpt-4o-mini"}``: Azure OpenAI serves models by deployment name).
+    ``onnx`` evaluates an ONNX export of the result instead of its PyTorch weights (the export's
+    adapter on and off, in ONNX Runtime). The metrics and the data are checked before any model loads.
 
     Raises:
         UsageError: unknown metrics, or ones this result cannot give.
@@ -290,11 +294,19 @@ def evaluate_model(
     weights, names, asked = _settle(
         model, metrics, judge=judge, call_as=call_as, lm_eval_tasks=lm_eval_tasks, reachable=chat is not None
     )
+    if onnx is not None and (lm_eval_tasks or not weights):
+        raise UsageError(
+            "onnx= evaluates an ONNX export of a result with weights (local, Hugging Face Jobs), without lm-eval "
+            "tasks (they run on the PyTorch weights)"
+        )
     base_model_id = names.get("base", base_model_id)
     if not weights and not base_model_id:
         raise UsageError(f"{model.job_ref} does not say which base model it was trained from: name it with call_as")
     examples = read_examples(data, limit=max_examples)
-    if weights:
+    if onnx is not None:
+        module, _, name = ONNX_ANSWERERS.partition(":")
+        answerers = getattr(importlib.import_module(module), name)(model, onnx)
+    elif weights:
         module, _, name = WEIGHTS_ANSWERERS.partition(":")
         answerers = getattr(importlib.import_module(module), name)(model, device=device, base_model=base_model)
     else:

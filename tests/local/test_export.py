@@ -449,6 +449,37 @@ def test_onnx_logits_and_greedy_tokens_match_pytorch(
 
 @onnx_needed
 @pytest.mark.slow
+def test_an_onnx_export_is_evaluated_as_its_pytorch_weights_are(
+    onnx_export: tuple[FineTunedModel, Export], tmp_path: Path
+) -> None:
+    """Loss from ONNX Runtime's logits within 1e-4 of PyTorch's for the adapter on (fine-tuned) and off
+    (base); answers are ONNX Runtime's greedy ones (PyTorch's batched generation applies the tiny
+    model's generation config, which ONNX Runtime GenAI does not read, so the texts are not compared)."""
+    from anytune.errors import UsageError
+    from tests.conftest import chat_example, write_jsonl
+
+    model, export = onnx_export
+    data = write_jsonl(tmp_path / "heldout.jsonl", [chat_example(i) for i in range(4)])
+    metrics = ["loss", "perplexity", "exact_match", "token_f1"]
+    torch_report = model.evaluate(str(data), metrics=metrics, max_new_tokens=8)
+    onnx_report = model.evaluate(str(data), metrics=metrics, max_new_tokens=8, onnx=export.path)
+    for role in ("base", "fine-tuned"):
+        assert onnx_report.summary[role]["loss"] == pytest.approx(torch_report.summary[role]["loss"], abs=1e-4)
+    onnx_model = model.load(format="onnx", path=export.path)
+    for row, example in zip(onnx_report.rows, [chat_example(i) for i in range(4)], strict=True):
+        prompt = example["messages"][:-1]
+        assert row.answers == {
+            "base": onnx_model.generate(prompt, max_new_tokens=8, adapter=False),
+            "fine-tuned": onnx_model.generate(prompt, max_new_tokens=8),
+        }
+    assert onnx_report.summary["base"]["loss"] != pytest.approx(onnx_report.summary["fine-tuned"]["loss"])
+    assert "ONNX" in onnx_report.models["fine-tuned"]
+    with pytest.raises(UsageError, match="lm-eval"):
+        model.evaluate(str(data), onnx=export.path, lm_eval_tasks=["arc_easy"])
+
+
+@onnx_needed
+@pytest.mark.slow
 def test_a_second_adapter_joins_the_same_onnx_model(
     models: dict[str, Path], onnx_export: tuple[FineTunedModel, Export], tmp_path: Path
 ) -> None:
@@ -497,6 +528,13 @@ def test_onnx_with_the_adapter_merged_matches_too(models: dict[str, Path], tmp_p
     ids = loaded.prompt_ids(PROMPT)
     want = last_logits(peft_model(models["llama"], models["adapter"]), ids).numpy()
     np.testing.assert_allclose(loaded.next_token_logits(ids), want, atol=F32_TOLERANCE)
+    # Merged weights hold no base model: evaluating it against "base" would compare it with itself.
+    from anytune.errors import UsageError
+    from tests.conftest import chat_example, write_jsonl
+
+    data = write_jsonl(tmp_path / "heldout.jsonl", [chat_example(0)])
+    with pytest.raises(UsageError, match="merged ONNX export"):
+        model.evaluate(str(data), onnx=export.path)
 
 
 @onnx_needed
@@ -559,6 +597,17 @@ def test_cli_exports_a_local_job_and_prints_where(
     assert data["format"] == "merged" and data["job_ref"] == ref and "model.safetensors" in data["files"]
     again = run_cli(capsys, "export", ref, "-f", "merged", "-o", str(workdir / "m"))
     assert again.code == 2 and "not empty" in again.err and "Traceback" not in again.err
+
+
+def test_cli_eval_of_a_folder_that_is_no_onnx_export_exits_2_and_stores_nothing(
+    models: dict[str, Path], workdir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run = _succeeded_run(workdir, models["adapter"], models["llama"])
+    data = write_jsonl(workdir / "heldout.jsonl", [chat_example(0)])
+    (workdir / "not-onnx").mkdir()
+    done = run_cli(capsys, "eval", f"local:{run.id}", "--data", str(data), "--onnx", str(workdir / "not-onnx"))
+    assert done.code == 2 and "not-onnx" in done.err and "Traceback" not in done.err
+    assert FineTuneJob.get(f"local:{run.id}").evaluations() == []
 
 
 @pytest.mark.parametrize(
