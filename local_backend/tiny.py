@@ -111,7 +111,7 @@ def _round_up(n: int, multiple: int) -> int:
 def build_tiny_model(
     path: str | Path,
     *,
-    arch: Literal["llama", "qwen2"] = "llama",
+    arch: Literal["llama", "qwen2", "qwen3"] = "llama",
     hidden_size: int = 256,
     num_layers: int = 4,
     num_heads: int = 4,
@@ -131,7 +131,8 @@ def build_tiny_model(
 
     Args:
         path: folder to write (created; existing files of the same names are replaced).
-        arch: ``"llama"`` (untied embeddings by default) or ``"qwen2"`` (tied, q/k/v biases).
+        arch: ``"llama"`` (untied embeddings by default), ``"qwen2"`` (tied, q/k/v biases) or
+            ``"qwen3"`` (tied, q/k norms, no biases, Qwen3's head size of 128).
         hidden_size, num_layers, num_heads, num_kv_heads, intermediate_size: the decoder's shape;
             ``intermediate_size`` defaults to ``~2.7 * hidden_size`` rounded up to a multiple of 64
             (bitsandbytes' CPU 4-bit kernels need output sizes divisible by 32).
@@ -145,7 +146,7 @@ def build_tiny_model(
         ``Path(path)``, loadable with ``AutoModelForCausalLM.from_pretrained`` and ``AutoTokenizer``.
     """
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM, Qwen3Config, Qwen3ForCausalLM
     from transformers import PreTrainedTokenizerFast as _Fast
 
     PreTrainedTokenizerFast: Any = _Fast
@@ -186,8 +187,14 @@ def build_tiny_model(
         tie = True if tie_word_embeddings is None else tie_word_embeddings
         config = Qwen2Config(tie_word_embeddings=tie, use_sliding_window=False, **common)
         model_cls = Qwen2ForCausalLM
+    elif arch == "qwen3":
+        tie = True if tie_word_embeddings is None else tie_word_embeddings
+        # head_dim stays Qwen3's 128 whatever the width, as every Qwen3 checkpoint has it (and as
+        # transformers' GGUF reader assumes: it does not read the key length).
+        config = Qwen3Config(tie_word_embeddings=tie, use_sliding_window=False, **common)
+        model_cls = Qwen3ForCausalLM
     else:
-        raise ValueError(f"arch must be 'llama' or 'qwen2', not {arch!r}")
+        raise ValueError(f"arch must be 'llama', 'qwen2' or 'qwen3', not {arch!r}")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = model_cls(config)

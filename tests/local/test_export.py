@@ -69,9 +69,12 @@ def models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     shape: dict[str, Any] = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}
     llama = build_tiny_model(root / "llama", arch="llama", **shape)
     qwen = build_tiny_model(root / "qwen2", arch="qwen2", **shape, seed=1)
+    qwen3 = build_tiny_model(root / "qwen3", arch="qwen3", **shape, seed=5)
     return {
         "llama": llama,
         "qwen2": qwen,
+        "qwen3": qwen3,
+        "qwen3_adapter": make_adapter(qwen3, root / "qwen3-adapter", seed=6),
         "adapter": make_adapter(llama, root / "adapter", seed=1),
         "adapter2": make_adapter(llama, root / "adapter2", seed=2),
         "adapter_attn": make_adapter(llama, root / "adapter-attn", seed=3, targets=["q_proj", "v_proj"]),
@@ -344,11 +347,14 @@ def _load_gguf(export: Export) -> tuple[Any, Any]:
     return model, AutoTokenizer.from_pretrained(export.path, gguf_file=file)
 
 
-@pytest.mark.parametrize(("arch", "adapter"), [("llama", "adapter"), ("qwen2", "qwen_adapter")])
+@pytest.mark.parametrize(
+    ("arch", "adapter"), [("llama", "adapter"), ("qwen2", "qwen_adapter"), ("qwen3", "qwen3_adapter")]
+)
 def test_gguf_reads_back_through_transformers_as_the_merged_model(
     models: dict[str, Path], tmp_path: Path, arch: str, adapter: str
 ) -> None:
-    """Llama's q/k permutation and Qwen2's tied head and biases survive the round trip (f32: 1e-4)."""
+    """Llama's q/k permutation, Qwen2's tied head and biases and Qwen3's q/k norms survive the round
+    trip (f32: 1e-4)."""
     from transformers import AutoTokenizer
 
     model = result(models[adapter], models[arch])
