@@ -106,6 +106,9 @@ def needs_conversion(path: str | os.PathLike[str]) -> bool:
         return True
     if KINDS.get(os.path.splitext(name)[1].lower()) in ("json", "csv", "tsv", "parquet"):
         return True
+    if not os.path.isfile(name):
+        # A FIFO or a device: opening it would wait for a writer, for ever; the data checks refuse it.
+        return False
     try:
         row = first_row(name)
     except OSError:
