@@ -53,11 +53,20 @@ class Profile(BaseModel):
     spec: dict[str, Any] = {}
 
 
+class ServeSection(BaseModel):
+    """``[serve]``: what ``anytune serve`` reads (keys are secrets: masked in every repr and dump)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    api_keys: list[SecretStr] = []
+
+
 class ConfigFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     default_profile: str | None = None
     profiles: dict[str, Profile] = {}
+    serve: ServeSection = ServeSection()
 
 
 def user_config_file(env: Mapping[str, str] | None = None) -> Path:

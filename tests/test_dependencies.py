@@ -38,6 +38,8 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 AREAS: dict[str, tuple[str, ...] | None] = {
     "sdk/": None,
     "sdk/testing/": ("testing",),
+    "sdk/_serve/": ("serve",),
+    "sdk/_serve/chat.py": ("serve", "local"),  # chat loads local weights (transformers, torch)
     "providers/": (),  # the registry, the fake provider: core only
     "providers/openai/": ("openai", "azure"),  # also azure-openai (Entra ID through azure-identity)
     "providers/azureml/": ("azure",),

@@ -23,6 +23,7 @@ from anytune._cli import (
     providers_cmd,
     push_cmd,
     reconcile_cmd,
+    serve_cmd,
 )
 from anytune._cli._common import err, lit, safe
 from anytune._quiet import DEBUG_ENV, silence_library_warnings
@@ -44,6 +45,7 @@ app.command("demo")(demo_cmd.demo)
 app.command("push")(push_cmd.push)
 app.command("export")(export_cmd.export)
 app.command("eval")(eval_cmd.eval_)
+app.command("serve")(serve_cmd.serve)
 
 _state = {"debug": False}
 

@@ -1,0 +1,73 @@
+"""``anytune serve``: OpenAI's files, fine-tuning and chat API over anytune, with uvicorn."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated
+
+import typer
+
+from anytune._cli._common import ProfileOpt, err
+from anytune.errors import MissingDependencyError
+
+
+def _configured_keys() -> list[str]:
+    """``[serve] api_keys`` of the project's and the user's ``anytune.toml``."""
+    from anytune._config import load_config_file, project_config_file, user_config_file
+
+    keys: list[str] = []
+    for path in (project_config_file(), user_config_file()):
+        if path is not None and path.is_file():
+            keys += [k.get_secret_value() for k in load_config_file(path).serve.api_keys]
+    return keys
+
+
+def serve(
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (other machines: 0.0.0.0).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    profile: ProfileOpt = None,
+    provider: Annotated[
+        str, typer.Option("--provider", help="Provider of models without a PROVIDER: prefix (unless --profile).")
+    ] = "local",
+    max_upload_mb: Annotated[int, typer.Option("--max-upload-mb", min=1, help="Largest file accepted.")] = 512,
+    requests_per_minute: Annotated[
+        float, typer.Option("--requests-per-minute", min=0, help="Per key; 0: no limit.")
+    ] = 600.0,
+    max_models: Annotated[int, typer.Option("--max-models", min=1, help="Fine-tuned models held in memory.")] = 2,
+) -> None:
+    """Serve OpenAI's fine-tuning and chat-completions API: files, fine_tuning.jobs, models, chat.
+
+    Applications written against the `openai` SDK point `base_url` at http://HOST:PORT/v1 and use
+    an API key from ANYTUNE_SERVE_API_KEYS (comma-separated) or `[serve] api_keys` in anytune.toml.
+    Jobs run on the provider a model's prefix names (`local:Qwen/Qwen2.5-0.5B-Instruct`), else on
+    --profile's or --provider's; they live in the job store, so a restart loses nothing.
+    """
+    from anytune._home import anytune_home
+    from anytune._serve import KeyRing, ServeOptions, ServeState, create_app, keys_from
+
+    keys = KeyRing(keys_from(os.environ, _configured_keys()))
+    try:
+        import uvicorn
+    except ImportError as exc:
+        raise MissingDependencyError("uvicorn", "serve", "anytune serve") from exc
+    if profile is not None:
+        from anytune._config import resolve
+
+        provider = resolve(profile=profile).provider
+    options = ServeOptions(
+        provider=provider,
+        profile=profile,
+        max_upload_bytes=max_upload_mb * 1024 * 1024,
+        requests_per_minute=requests_per_minute,
+        burst=max(1, int(requests_per_minute // 10) or 1),
+        max_models=max_models,
+    )
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err.print(f"anytune serve listens on {host}: reachable from other machines; keys are required on every route")
+    state = ServeState(anytune_home() / "serve")
+    app = create_app(keys, state, options)
+    err.print(
+        f"anytune serve: http://{host}:{port}/v1 (provider {provider}{f', profile {profile}' if profile else ''})"
+    )
+    # Access logs name paths only; uvicorn's own log never prints headers (the keys).
+    uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)

@@ -1,0 +1,158 @@
+"""Chat completions of ``anytune serve``: fine-tuned models loaded on demand, least recently used
+evicted, answers whole or streamed token by token.
+
+A model is a result with weights (a local run, a Hugging Face Jobs adapter): its base model with
+the adapter, loaded through :meth:`FineTunedModel.load` (transformers + peft, on the device the
+machine has). A loaded model answers one request at a time (its lock): generation already uses
+every core, and peft's adapter switch is not thread-safe.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["ChatRequest", "ModelCache", "completion", "stream_chunks"]
+
+
+@dataclass(frozen=True)
+class ChatRequest:
+    """What a chat completion asks (checked by the route): messages and generation settings."""
+
+    model: str
+    messages: list[dict[str, Any]]
+    max_tokens: int
+    temperature: float
+    seed: int | None
+
+
+@dataclass
+class _Entry:
+    loaded: Any  # FineTunedModel.load()'s model: generate() and its tokenizer
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+class ModelCache:
+    """At most ``size`` loaded models; the least recently used is dropped for a new one."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = max(1, size)
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+
+    def __contains__(self, key: str) -> bool:
+        with self._lock:
+            return key in self._entries
+
+    def keys(self) -> list[str]:
+        with self._lock:
+            return list(self._entries)
+
+    def get(self, key: str, load: Callable[[], Any]) -> _Entry:
+        """The entry of ``key``, loaded by ``load()`` on first use (once, however many ask at once)."""
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+                return entry
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None:
+                    return entry
+            entry = _Entry(load().load())  # weights into memory now, outside the cache lock
+            with self._lock:
+                self._entries[key] = entry
+                self._entries.move_to_end(key)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+                self._loading.pop(key, None)
+            return entry
+
+
+def _options(request: ChatRequest) -> dict[str, Any]:
+    options: dict[str, Any] = {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
+    if request.temperature > 0 and request.seed is not None:
+        import torch
+
+        torch.manual_seed(request.seed)
+    return options
+
+
+def _count(tokenizer: Any, text: str) -> int:
+    return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _prompt_tokens(loaded: Any, messages: Sequence[Mapping[str, Any]]) -> int:
+    from anytune.local_backend.inference import prompt_text
+
+    return _count(loaded.tokenizer, prompt_text(loaded.tokenizer, messages))
+
+
+def completion(entry: _Entry, request: ChatRequest) -> dict[str, Any]:
+    """A whole ``chat.completion``."""
+    with entry.lock:
+        loaded = entry.loaded
+        text = loaded.generate(request.messages, **_options(request))
+        prompt = _prompt_tokens(loaded, request.messages)
+        used = _count(loaded.tokenizer, text)
+    return {
+        "id": "chatcmpl-" + uuid.uuid4().hex[:24],
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": request.model,
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": text, "refusal": None},
+                "logprobs": None,
+                "finish_reason": "length" if used >= request.max_tokens else "stop",
+            }
+        ],
+        "usage": {"prompt_tokens": prompt, "completion_tokens": used, "total_tokens": prompt + used},
+    }
+
+
+def stream_chunks(entry: _Entry, request: ChatRequest) -> Iterator[dict[str, Any]]:
+    """``chat.completion.chunk`` objects as the tokens come (transformers' TextIteratorStreamer,
+    generation in a thread): the role first, then the text, then the finish reason."""
+    from transformers import TextIteratorStreamer
+
+    base = {"id": "chatcmpl-" + uuid.uuid4().hex[:24], "object": "chat.completion.chunk", "created": int(time.time())}
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {**base, "model": request.model, "choices": [choice]}
+
+    with entry.lock:
+        loaded = entry.loaded
+        streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        failure: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                loaded.generate(request.messages, streamer=streamer, **_options(request))
+            except BaseException as exc:  # re-raised in the consumer's thread below
+                failure.append(exc)
+                streamer.end()  # type: ignore[no-untyped-call]
+
+        worker = threading.Thread(target=run, name="anytune-serve-generate", daemon=True)
+        worker.start()
+        yield chunk({"role": "assistant", "content": ""})
+        pieces: list[str] = []
+        for piece in streamer:
+            if piece:
+                pieces.append(piece)
+                yield chunk({"content": piece})
+        worker.join()
+        if failure:
+            raise failure[0]
+        used = _count(loaded.tokenizer, "".join(pieces))
+    yield chunk({}, "length" if used >= request.max_tokens else "stop")
