@@ -413,3 +413,14 @@ def test_the_cli_refuses_to_serve_without_keys_and_never_prints_configured_ones(
     assert options["host"] == "127.0.0.1" and options["port"] == 8123  # loopback unless told otherwise
     assert raw(app, KEY_A).get("/v1/files").status_code == 200  # the configured key is accepted
     assert KEY_A not in done.out + done.err
+
+
+@pytest.mark.parametrize(
+    "pieces",
+    [["  he", "llo ", " wor", "ld  \n"], ["\ufffd"], ["a", "\ufffd", " b"], ["", " ", "x"], ["ab\ufffd"], ["x", " \n "]],
+)
+def test_streamed_pieces_join_to_the_whole_answer(pieces: list[str]) -> None:
+    from anytune._serve.chat import _as_answer_text
+
+    whole = "".join(pieces).rstrip("\ufffd").strip()  # what answer_text makes of the same text
+    assert "".join(_as_answer_text(iter(pieces))) == whole

@@ -147,12 +147,32 @@ def stream_chunks(entry: _Entry, request: ChatRequest) -> Iterator[dict[str, Any
         worker.start()
         yield chunk({"role": "assistant", "content": ""})
         pieces: list[str] = []
-        for piece in streamer:
-            if piece:
-                pieces.append(piece)
-                yield chunk({"content": piece})
+        for piece in _as_answer_text(streamer):
+            pieces.append(piece)
+            yield chunk({"content": piece})
         worker.join()
         if failure:
             raise failure[0]
         used = _count(loaded.tokenizer, "".join(pieces))
     yield chunk({}, "length" if used >= request.max_tokens else "stop")
+
+
+def _as_answer_text(pieces: Iterator[str]) -> Iterator[str]:
+    """The streamed pieces as the whole answer reads (``answer_text``: no leading or trailing
+    whitespace, no trailing half character): leading whitespace is dropped, and trailing whitespace
+    or U+FFFD is held back until more text follows it."""
+    held = ""
+    started = False
+    for piece in pieces:
+        text = held + piece
+        if not started:
+            text = text.lstrip()
+            if not text:
+                continue
+            started = True
+        body = text.rstrip()
+        while body.endswith("\ufffd"):
+            body = body[:-1].rstrip()
+        held = text[len(body) :]
+        if body:
+            yield body
