@@ -187,16 +187,8 @@ class EndpointChat:
                 seed=seed,
             )
 
-        extra = {"sleep": self._sleep} if self._sleep is not None else {}
         try:
-            response = retry_call(
-                call,
-                policy=self.policy,
-                retry_on=is_transient_api_error,
-                retry_after=retry_after_of,
-                what=f"chat with {endpoint}",
-                **extra,
-            )
+            response = self._retry(call, is_transient_api_error, f"chat with {endpoint}")
         except AnytuneError:
             raise
         except Exception as exc:
@@ -246,16 +238,13 @@ class EndpointChat:
             response.raise_for_status()
             return str(response.text())
 
-        wait = {"sleep": self._sleep} if self._sleep is not None else {}
         with boundary(self.connection.errors(f"score with online endpoint {endpoint}")):
-            return retry_call(
-                call,
-                policy=self.policy,
-                retry_on=_transient_azure,
-                retry_after=retry_after_of,
-                what=f"score with {endpoint}",
-                **wait,
-            )
+            return str(self._retry(call, _transient_azure, f"score with {endpoint}"))
+
+    def _retry(self, call: Any, retry_on: Any, what: str) -> Any:
+        """``call()`` under the shared policy (a chat or scoring call changes nothing: safe to repeat)."""
+        wait = {"sleep": self._sleep} if self._sleep is not None else {}
+        return retry_call(call, policy=self.policy, retry_on=retry_on, retry_after=retry_after_of, what=what, **wait)
 
 
 def _transient_azure(exc: BaseException) -> bool:
