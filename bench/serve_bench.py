@@ -5,10 +5,11 @@
 One Llama-shaped model and a LoRA adapter built here from a seed, recorded as a succeeded local run
 and as a job of the server's one key. Measured in the same run, on the same prompt:
 
-* chat: greedy completions of ``--new-tokens`` tokens at most, one request at a time, through the
-  server over HTTP (uvicorn on 127.0.0.1, the ``openai`` SDK as the client, whole and streamed)
-  against ``FineTunedModel.load().generate`` called directly (the peer: what the server wraps).
-  Latency per request and tokens/s; the ratio is the server's overhead;
+* chat: greedy completions of ``--new-tokens`` tokens at most, one request at a time (the three
+  sides interleaved), through the server over HTTP (uvicorn on 127.0.0.1, the ``openai`` SDK as
+  the client, whole and streamed) against ``FineTunedModel.load().generate`` called directly (the
+  peer: what the server wraps). Latency per request and tokens/s; the ratio is the server's
+  overhead;
 * job reads: ``GET /v1/fine_tuning/jobs/{id}`` over HTTP, requests/s, against
   ``FineTuneJob.get(ref)`` in process.
 
@@ -151,9 +152,20 @@ def main(argv: list[str] | None = None) -> int:
 
         served()  # the server loads the model on its first chat: not timed
         direct_gen()
-        t_direct, direct_out = _timed(direct_gen, args.requests)
-        t_served, served_out = _timed(served, args.requests)
-        t_stream, stream_out = _timed(streamed, args.requests)
+        # Interleaved, one request of each side in turn: a machine that slows down or speeds up
+        # during the run weighs on all three alike.
+        t_direct = t_served = t_stream = 0.0
+        direct_out, served_out, stream_out = [], [], []
+        for _ in range(args.requests):
+            for fn, outs in ((direct_gen, direct_out), (served, served_out), (streamed, stream_out)):
+                spent, got = _timed(fn, 1)
+                outs.extend(got)
+                if fn is direct_gen:
+                    t_direct += spent
+                elif fn is served:
+                    t_served += spent
+                else:
+                    t_stream += spent
         if not (direct_out[0] == served_out[0] == stream_out[0]):
             print(f"answers differ: {direct_out[0]!r} {served_out[0]!r} {stream_out[0]!r}", file=sys.stderr)
             return 1
