@@ -99,6 +99,71 @@ def test_an_oversized_upload_is_refused_and_nothing_is_kept(app: Any, tmp_path: 
     assert not any((anytune_home / "serve" / "files").iterdir())
 
 
+def test_a_chunked_upload_over_the_limit_is_cut_off_as_it_comes(app: Any, anytune_home: Path) -> None:
+    """A body without Content-Length (chunked) is read only up to the limit: the app is driven at the
+    ASGI level and counts the chunks it pulls (starlette would otherwise spool a file part of any
+    size to disk before anything looked at its size)."""
+    import asyncio
+
+    chunks = [
+        b'--xyz\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nfine-tune\r\n',
+        b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="a.jsonl"\r\n\r\n',
+        *[b"x" * (1 << 20)] * 200,  # 200 MiB offered to a server that takes 4096 bytes
+        b"\r\n--xyz--\r\n",
+    ]
+    pulled = [0]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        i = pulled[0]
+        pulled[0] += 1
+        return {"type": "http.request", "body": chunks[i], "more_body": i + 1 < len(chunks)}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/files",
+        "raw_path": b"/v1/files",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"host", b"testserver"),
+            (b"authorization", f"Bearer {KEY_A}".encode()),
+            (b"content-type", b"multipart/form-data; boundary=xyz"),
+            (b"transfer-encoding", b"chunked"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("testserver", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 413
+    assert pulled[0] < 5  # stopped at the limit
+    assert not any((anytune_home / "serve" / "files").iterdir())
+
+
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("x" * 300 + ".jsonl", "x" * 100 + ".jsonl"),
+        ("训练.jsonl", "upload.jsonl"),
+        ("é data.csv", "data.csv"),
+        ("../../etc/passwd", "passwd"),
+        ("..", "upload"),
+        ("a\\b\x00c.jsonl", "b_00c.jsonl"),  # the NUL arrives percent-encoded
+    ],
+)
+def test_upload_names_are_kept_safe_short_and_with_their_suffix(app: Any, given: str, stored: str) -> None:
+    answer = raw(app).post("/v1/files", files={"file": (given, b"{}\n")}, data={"purpose": "fine-tune"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["filename"] == stored
+
+
 def test_a_file_of_another_purpose_or_without_one_is_refused(app: Any, train: Path) -> None:
     with train.open("rb") as f:
         answer = raw(app).post("/v1/files", files={"file": f}, data={"purpose": "assistants"})
@@ -273,7 +338,34 @@ def test_concurrent_creates_from_two_keys_lose_nothing_and_leak_nothing(app: Any
         ({"model": "gpt-test"}, 400, "training_file"),
         ({"model": "gpt-test", "training_file": "file-nope"}, 404, "training_file"),
         ({"model": "gpt-test", "training_file": "FILE", "metadata": {"a": 1}}, 400, "metadata"),
-        ({"model": "gpt-test", "training_file": "FILE", "method": {"type": "reinforcement"}}, 400, None),
+        ({"model": "gpt-test", "training_file": "FILE", "method": {"type": "reinforcement"}}, 400, "method.type"),
+        ({"model": "gpt-test", "training_file": "FILE", "method": "supervised"}, 400, "method"),
+        (
+            {"model": "gpt-test", "training_file": "FILE", "method": {"type": "supervised", "supervised": "x"}},
+            400,
+            "method.supervised",
+        ),
+        ({"model": "gpt-test", "training_file": "FILE", "hyperparameters": "x"}, 400, "hyperparameters"),
+        ({"model": "gpt-test", "training_file": "FILE", "hyperparameters": {"bogus": 1}}, 400, "hyperparameters.bogus"),
+        (
+            {"model": "gpt-test", "training_file": "FILE", "hyperparameters": {"n_epochs": "3"}},
+            400,
+            "hyperparameters.n_epochs",
+        ),
+        (
+            {"model": "gpt-test", "training_file": "FILE", "hyperparameters": {"n_epochs": True}},
+            400,
+            "hyperparameters.n_epochs",
+        ),
+        ({"model": "gpt-test", "training_file": "FILE", "seed": True}, 400, "seed"),
+        (
+            {"model": "gpt-test", "training_file": "FILE", "metadata": {f"k{i}": "v" for i in range(17)}},
+            400,
+            "metadata",
+        ),
+        ({"model": "gpt-test", "training_file": "FILE", "metadata": {"k": "v" * 513}}, 400, "metadata"),
+        ({"model": "local:/etc", "training_file": "FILE"}, 400, "model"),
+        ({"model": "local:../../", "training_file": "FILE"}, 400, "model"),
     ],
 )
 def test_bad_create_requests_are_refused_naming_the_field_and_make_no_job(
@@ -285,6 +377,13 @@ def test_bad_create_requests_are_refused_naming_the_field_and_make_no_job(
     assert answer.status_code == status, answer.text
     assert set(answer.json()) == {"error"} and answer.json()["error"]["param"] == param
     assert raw(app).get("/v1/fine_tuning/jobs").json()["data"] == []
+
+
+def test_deeply_nested_json_is_a_400_not_a_crash(app: Any) -> None:
+    for body in (b'{"a":' * 5000 + b"1" + b"}" * 5000, b"[" * 100000):
+        for path in ("/v1/fine_tuning/jobs", "/v1/chat/completions"):
+            answer = raw(app).post(path, content=body, headers={"Content-Type": "application/json"})
+            assert answer.status_code == 400, (path, answer.text[:200])
 
 
 def test_malformed_json_is_a_400_in_openais_shape(app: Any) -> None:
@@ -338,6 +437,8 @@ def test_a_hosted_result_is_not_served_here(app: Any, train: Path) -> None:
         ({"model": "ft:ftjob-1", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}, "max_tokens"),
         ({"model": "ft:ftjob-1", "messages": [{"role": "user", "content": "x"}], "temperature": 9}, "temperature"),
         ({"model": "ft:ftjob-1", "messages": [{"role": "user", "content": "x"}], "n": 2}, "n"),
+        ({"model": "ft:ftjob-1", "messages": [{"role": "user", "content": "x"}], "seed": 10**40}, "seed"),
+        ({"model": "ft:ftjob-1", "messages": [{"role": "user", "content": "x"}], "stream": "no"}, "stream"),
     ],
 )
 def test_bad_chat_requests_name_the_field(app: Any, body: dict[str, Any], param: str) -> None:
@@ -417,10 +518,61 @@ def test_the_cli_refuses_to_serve_without_keys_and_never_prints_configured_ones(
 
 @pytest.mark.parametrize(
     "pieces",
-    [["  he", "llo ", " wor", "ld  \n"], ["\ufffd"], ["a", "\ufffd", " b"], ["", " ", "x"], ["ab\ufffd"], ["x", " \n "]],
+    [
+        ["  he", "llo ", " wor", "ld  \n"],
+        ["\ufffd"],
+        ["a", "\ufffd", " b"],
+        ["", " ", "x"],
+        ["ab\ufffd"],
+        ["x", " \n "],
+    ],
 )
 def test_streamed_pieces_join_to_the_whole_answer(pieces: list[str]) -> None:
     from anytune._serve.chat import _as_answer_text
 
     whole = "".join(pieces).rstrip("\ufffd").strip()  # what answer_text makes of the same text
     assert "".join(_as_answer_text(iter(pieces))) == whole
+
+
+def test_a_file_is_deleted_once_and_not_while_a_running_job_uses_it(app: Any, train: Path, workdir: Path) -> None:
+    client = sdk(app)
+    spare = upload(app, train).id
+    codes: list[int] = []
+
+    def delete() -> None:
+        codes.append(raw(app).delete(f"/v1/files/{spare}").status_code)
+
+    threads = [threading.Thread(target=delete) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(codes) == [200, 404, 404, 404, 404, 404]
+    (workdir / "anytune.toml").write_text('[profiles.srv]\nprovider = "fake"\nsettings = { speed = 0.001 }\n')
+    used = upload(app, train).id
+    job = client.fine_tuning.jobs.create(model="gpt-test", training_file=used)
+    with pytest.raises(openai.ConflictError, match=job.id):
+        client.files.delete(used)
+    client.fine_tuning.jobs.cancel(job.id)
+    assert client.files.delete(used).deleted is True  # once the job has ended
+
+
+def test_no_path_of_the_server_reaches_an_error(app: Any, tmp_path: Path, anytune_home: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text('prompt,completion\n"unterminated,x\n')
+    file_id = upload(app, bad).id
+    answer = raw(app).post("/v1/fine_tuning/jobs", json={"model": "gpt-test", "training_file": file_id})
+    assert answer.status_code == 400
+    text = answer.text
+    assert str(anytune_home) not in text and str(Path.cwd()) not in text and "bad.csv" in text
+
+
+def test_a_checkpoint_that_does_not_exist_is_no_model(app: Any, train: Path) -> None:
+    client = sdk(app)
+    job = client.fine_tuning.jobs.create(model="gpt-test", training_file=upload(app, train).id)
+    deadline = time.monotonic() + 30
+    while client.fine_tuning.jobs.retrieve(job.id).status != "succeeded":
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    with pytest.raises(openai.NotFoundError, match="no checkpoint at step 99999"):
+        client.models.retrieve(f"ft:{job.id}:ckpt-step-99999")

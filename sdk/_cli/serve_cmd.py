@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -34,6 +35,14 @@ def serve(
         float, typer.Option("--requests-per-minute", min=0, help="Per key; 0: no limit.")
     ] = 600.0,
     max_models: Annotated[int, typer.Option("--max-models", min=1, help="Fine-tuned models held in memory.")] = 2,
+    model_dir: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--model-dir",
+            help="A folder whose models jobs may name by path (repeatable); Hugging Face ids are always taken.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve OpenAI's fine-tuning and chat-completions API: files, fine_tuning.jobs, models, chat.
 
@@ -61,6 +70,7 @@ def serve(
         requests_per_minute=requests_per_minute,
         burst=max(1, int(requests_per_minute // 10) or 1),
         max_models=max_models,
+        model_dirs=tuple(d.expanduser().resolve() for d in model_dir or ()),
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"anytune serve listens on {host}: reachable from other machines; keys are required on every route")

@@ -18,11 +18,12 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import re
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 
 from anytune import FineTunedModel, FineTuneJob
 from anytune._serve.chat import ChatRequest, ModelCache, completion, stream_chunks
@@ -73,6 +75,7 @@ class ServeOptions:
         requests_per_minute, burst: each key's request rate (429 with ``Retry-After`` above it).
         max_models: fine-tuned models held in memory at once for chat.
         max_tokens_cap: the most new tokens a chat completion may ask for.
+        model_dirs: folders whose models may be named by path (resolved; Hub ids are always taken).
     """
 
     provider: str = "local"
@@ -82,6 +85,8 @@ class ServeOptions:
     burst: int = 60
     max_models: int = 2
     max_tokens_cap: int = 4096
+    #: Folders whose models jobs may be trained from by path (``--model-dir``); Hub ids always.
+    model_dirs: tuple[Path, ...] = ()
     clock: Callable[[], float] = time.monotonic
     _create_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
@@ -163,7 +168,10 @@ def _refusal_of(exc: AnytuneError) -> _Refusal:
 
 async def _on_anytune(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AnytuneError)
-    return _refuse(_refusal_of(exc))
+    refusal = _refusal_of(exc)
+    server: _Server = request.app.state.server
+    scrubbed = server.scrub(str(refusal))
+    return _refuse(_Refusal(refusal.status, scrubbed, kind=refusal.kind, param=refusal.param, code=refusal.code))
 
 
 async def _on_invalid(request: Request, exc: Exception) -> Response:
@@ -221,6 +229,8 @@ class _Server:
         raw = await request.body()
         try:
             body = json.loads(raw or b"{}")
+        except RecursionError:
+            raise _Refusal(400, "the request body nests too deeply") from None
         except ValueError as exc:
             where = f" at line {exc.lineno}" if isinstance(exc, json.JSONDecodeError) else ""
             raise _Refusal(400, f"the request body is not valid JSON{where}") from None
@@ -235,10 +245,27 @@ class _Server:
 
     async def upload(self, request: Request) -> Any:
         owner = self.owner_of(request)
+        limit = self.opts.max_upload_bytes + 64 * 1024  # the file plus the form's own bytes
         length = request.headers.get("content-length")
-        if length is not None and length.isdigit() and int(length) > self.opts.max_upload_bytes + 64 * 1024:
+        if length is not None and length.isdigit() and int(length) > limit:
             raise self._too_large()
-        form = await request.form(max_part_size=self.opts.max_upload_bytes + 1)
+        if not request.headers.get("content-type", "").startswith("multipart/form-data"):
+            raise _Refusal(400, "upload a file as multipart/form-data (fields file and purpose)", param="file")
+
+        async def counted() -> AsyncGenerator[bytes, None]:
+            # Chunked uploads carry no length: the bytes are counted as they come, and the read
+            # stops past the limit (starlette would spool a file part of any size to disk first).
+            seen = 0
+            async for chunk in request.stream():
+                seen += len(chunk)
+                if seen > limit:
+                    raise self._too_large()
+                yield chunk
+
+        try:
+            form = await MultiPartParser(request.headers, counted(), max_part_size=64 * 1024).parse()
+        except MultiPartException as exc:
+            raise _Refusal(400, f"the upload is not a readable multipart form: {exc.message}", param="file") from None
         try:
             upload, purpose = form.get("file"), form.get("purpose")
             if purpose is None or not isinstance(purpose, str):
@@ -260,8 +287,7 @@ class _Server:
         )
 
     def _store_upload(self, owner: str, upload: Any, purpose: str) -> dict[str, Any]:
-        raw = str(upload.filename or "upload.jsonl").replace("\\", "/").rsplit("/", 1)[-1]
-        name = _UNSAFE.sub("_", raw).strip("._") or "upload.jsonl"
+        name = _stored_name(str(upload.filename or ""))
         file_id, folder = self.state.new_file_path()
         folder.mkdir(parents=True)
         target = folder / name
@@ -319,7 +345,14 @@ class _Server:
     def delete_file(self, request: Request, file_id: str) -> Any:
         owner = self.owner_of(request)
         row = self.own_file(owner, file_id)
-        self.state.delete_file(owner, file_id)
+        for job in self.state.jobs(owner):
+            uses = file_id in (job.request.get("training_file"), job.request.get("validation_file"))
+            if uses and not self.handle(job).record.done:
+                raise _Refusal(
+                    409, f"file {file_id} is used by {job.id}, which has not ended: cancel it or wait", param="file_id"
+                )
+        if not self.state.delete_file(owner, file_id):
+            raise _not_found("file", file_id)
         shutil.rmtree(_folder_of(row), ignore_errors=True)
         return {"id": file_id, "object": "file", "deleted": True}
 
@@ -333,7 +366,10 @@ class _Server:
 
     def job_json(self, row: JobRow, job: FineTuneJob | None = None) -> dict[str, Any]:
         job = job if job is not None else self.handle(row)
-        return job_object(row.id, row.request, job.record, row.created_at)
+        answer = job_object(row.id, row.request, job.record, row.created_at)
+        if answer["error"] is not None:
+            answer["error"]["message"] = self.scrub(answer["error"]["message"])
+        return answer
 
     def own_job(self, owner: str, job_id: str) -> JobRow:
         row = self.state.job(owner, job_id)
@@ -351,13 +387,19 @@ class _Server:
                 )
         metadata = body.get("metadata")
         if metadata is not None and (
-            not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values())
+            not isinstance(metadata, dict)
+            or len(metadata) > 16
+            or not all(isinstance(v, str) and len(k) <= 64 and len(v) <= 512 for k, v in metadata.items())
         ):
-            raise _Refusal(400, "metadata must map strings to strings", param="metadata")
+            raise _Refusal(
+                400, "metadata maps at most 16 keys (64 characters) to strings (512 characters)", param="metadata"
+            )
         idempotency = request.headers.get("idempotency-key") or (metadata or {}).get("idempotency_key")
         return await run_in_threadpool(self._create, owner, body, idempotency)
 
-    def _create_lock(self, key: str) -> threading.Lock:
+    def _create_lock(self, key: str, keyed: bool) -> threading.Lock:
+        if not keyed:  # a fresh key: nobody else creates under it
+            return threading.Lock()
         with self._locks_lock:
             return self.opts._create_locks.setdefault(key, threading.Lock())
 
@@ -365,7 +407,9 @@ class _Server:
         # Without a key every create is a new job; with one, the owner's key names one job forever.
         idem = idempotency or f"auto-{time.time_ns()}-{threading.get_ident()}"
         key = "srv-" + hashlib.sha256(f"{owner}:{idem}".encode()).hexdigest()[:40]
-        with self._create_lock(key):  # the same key at once: one create, the others find its row
+        with self._create_lock(
+            key, idempotency is not None
+        ):  # the same key at once: one create, the others find its row
             earlier = self.state.job_by_key(owner, idem)
             if earlier is not None:
                 return self.job_json(earlier)
@@ -376,6 +420,7 @@ class _Server:
                 else None
             )
             provider, base = split_model(str(body["model"]), self.opts.provider)
+            self._check_model_path(base)
             fields = spec_fields(body, training.path, validation.path if validation else None)
             profile = self.opts.profile if provider == self.opts.provider else None
             try:
@@ -394,7 +439,7 @@ class _Server:
                     if row.path in message:
                         message = message.replace(row.path, row.filename) + f" ({row.filename} is {row.id})"
                 raise _Refusal(
-                    refusal.status, message, kind=refusal.kind, param=refusal.param, code=refusal.code
+                    refusal.status, self.scrub(message), kind=refusal.kind, param=refusal.param, code=refusal.code
                 ) from None
             request = {k: body.get(k) for k in _KEPT_FIELDS}
             made = JobRow(
@@ -406,6 +451,32 @@ class _Server:
                 int(time.time()),
             )
             return self.job_json(self.state.add_job(made), job)
+
+    def _check_model_path(self, base: str) -> None:
+        """A base model in a folder of this machine is trained only from the folders the server was
+        told to offer (``--model-dir``): a key holder may not read the server's disk through it."""
+        if not (base.startswith(("/", ".", "~")) or "\\" in base or Path(base).is_absolute()):
+            return  # a Hub id
+        where = Path(base).expanduser()
+        try:
+            resolved = where.resolve()
+        except (OSError, RuntimeError):
+            resolved = where
+        if not any(resolved.is_relative_to(d) for d in self.opts.model_dirs):
+            raise _Refusal(
+                400,
+                "a base model in a folder must lie under a folder this server offers (anytune serve --model-dir DIR); "
+                "name a Hugging Face model id instead",
+                param="model",
+                code="model_not_offered",
+            )
+
+    def scrub(self, text: str) -> str:
+        """``text`` without this machine's paths: the server's home and working folder."""
+        for root, label in ((str(self.state.root.parent), "ANYTUNE_HOME"), (os.getcwd(), ".")):
+            if len(root) > 1:
+                text = text.replace(root, label)
+        return text
 
     def list_jobs(self, request: Request, after: str | None = None, limit: int = 20) -> Any:
         owner = self.owner_of(request)
@@ -481,12 +552,17 @@ class _Server:
         return row, int(match.group(2)) if match.group(2) else None
 
     def retrieve_model(self, request: Request, name: str) -> Any:
-        row, _ = self.served(self.owner_of(request), name)
-        if self.handle(row).record.status is not JobStatus.SUCCEEDED:
+        row, step = self.served(self.owner_of(request), name)
+        job = self.handle(row)
+        if step is not None and all(c.step != step for c in job.checkpoints()):
+            raise _Refusal(
+                404, f"The model `{name}` does not exist: no checkpoint at step {step}.", code="model_not_found"
+            )
+        if job.record.status is not JobStatus.SUCCEEDED:
             raise _Refusal(
                 404, f"The model `{name}` does not exist yet: its job has not succeeded.", code="model_not_found"
             )
-        return self.model_json(row)
+        return {**self.model_json(row), "id": name}
 
     def result_for(self, row: JobRow, step: int | None) -> FineTunedModel:
         job = self.handle(row)
@@ -528,7 +604,7 @@ class _Server:
             return model
 
         entry = await run_in_threadpool(self.models.get, parsed.model, load)
-        if not body.get("stream"):
+        if not parsed.stream:
             return await run_in_threadpool(completion, entry, parsed)
 
         def events() -> Iterator[str]:
@@ -545,6 +621,18 @@ class _Server:
 
 #: The create request's fields kept with the job (what the job object echoes).
 _KEPT_FIELDS = ("model", "training_file", "validation_file", "seed", "suffix", "metadata", "method", "hyperparameters")
+
+
+def _stored_name(given: str) -> str:
+    """The name an upload is kept under: its last path part, unsafe characters replaced, at most
+    120 characters, its suffix kept (the data reader goes by it)."""
+    raw = given.replace("\\", "/").rsplit("/", 1)[-1].strip().lstrip(".")
+    stem, dot, suffix = raw.rpartition(".")
+    if not dot:
+        stem, suffix = raw, ""
+    stem = _UNSAFE.sub("_", stem).strip("_")[:100] or "upload"
+    suffix = _UNSAFE.sub("_", suffix).strip("_")[:16]
+    return f"{stem}.{suffix}" if suffix else stem
 
 
 def _folder_of(row: FileRow) -> Path:
@@ -596,6 +684,9 @@ def _chat_request(body: Mapping[str, Any], cap: int) -> ChatRequest:
     if not isinstance(temperature, (int, float)) or isinstance(temperature, bool) or not 0 <= temperature <= 2:
         raise _Refusal(400, "temperature must be a number from 0 to 2", param="temperature")
     seed = body.get("seed")
-    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-        raise _Refusal(400, "seed must be an integer", param="seed")
-    return ChatRequest(model, [dict(m) for m in messages], tokens, float(temperature), seed)
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**63):
+        raise _Refusal(400, "seed must be an integer from 0 to 2**63 - 1", param="seed")
+    stream = body.get("stream", False)
+    if not isinstance(stream, bool) and stream is not None:
+        raise _Refusal(400, "stream must be true or false", param="stream")
+    return ChatRequest(model, [dict(m) for m in messages], tokens, float(temperature), seed, bool(stream))

@@ -29,6 +29,7 @@ class ChatRequest:
     max_tokens: int
     temperature: float
     seed: int | None
+    stream: bool = False
 
 
 @dataclass
@@ -77,13 +78,30 @@ class ModelCache:
             return entry
 
 
+#: torch's seed is the process's: seeded sampling runs one at a time across models.
+_SEEDED = threading.Lock()
+
+
 def _options(request: ChatRequest) -> dict[str, Any]:
-    options: dict[str, Any] = {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
-    if request.temperature > 0 and request.seed is not None:
+    return {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
+
+
+def _seeded(request: ChatRequest) -> Any:
+    """A context in which sampling is reproducible for ``request.seed`` (nothing when greedy)."""
+    import contextlib
+
+    if request.temperature <= 0 or request.seed is None:
+        return contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def hold() -> Iterator[None]:
         import torch
 
-        torch.manual_seed(request.seed)
-    return options
+        with _SEEDED:
+            torch.manual_seed(int(request.seed or 0))
+            yield
+
+    return hold()
 
 
 def _count(tokenizer: Any, text: str) -> int:
@@ -100,7 +118,8 @@ def completion(entry: _Entry, request: ChatRequest) -> dict[str, Any]:
     """A whole ``chat.completion``."""
     with entry.lock:
         loaded = entry.loaded
-        text = loaded.generate(request.messages, **_options(request))
+        with _seeded(request):
+            text = loaded.generate(request.messages, **_options(request))
         prompt = _prompt_tokens(loaded, request.messages)
         used = _count(loaded.tokenizer, text)
     return {
@@ -138,7 +157,8 @@ def stream_chunks(entry: _Entry, request: ChatRequest) -> Iterator[dict[str, Any
 
         def run() -> None:
             try:
-                loaded.generate(request.messages, streamer=streamer, **_options(request))
+                with _seeded(request):
+                    loaded.generate(request.messages, streamer=streamer, **_options(request))
             except BaseException as exc:  # re-raised in the consumer's thread below
                 failure.append(exc)
                 streamer.end()  # type: ignore[no-untyped-call]

@@ -29,6 +29,7 @@ __all__ = [
     "event_object",
     "file_object",
     "job_object",
+    "method_of",
     "model_id",
     "spec_fields",
     "split_model",
@@ -67,11 +68,57 @@ def split_model(model: str, default: str) -> tuple[str, str]:
     return default, model
 
 
+#: The hyperparameters each method takes, with the check each value passes ("auto" always does).
+_WHOLE = ("an integer of at least 1", lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+_POSITIVE = ("a number above 0", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
+HYPERPARAMETERS: dict[str, dict[str, tuple[str, Any]]] = {
+    "supervised": {"n_epochs": _WHOLE, "batch_size": _WHOLE, "learning_rate_multiplier": _POSITIVE},
+    "dpo": {"n_epochs": _WHOLE, "batch_size": _WHOLE, "learning_rate_multiplier": _POSITIVE, "beta": _POSITIVE},
+}
+
+
+def method_of(request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """The method and hyperparameters of a create request (``method.<type>.hyperparameters``, or the
+    older top-level ``hyperparameters``), checked.
+
+    Raises:
+        ConfigError: naming the field: not an object, a method not offered, an unknown
+            hyperparameter or a value out of its range.
+    """
+    method = request.get("method")
+    if method is None:
+        method = {"type": "supervised"}
+    if not isinstance(method, Mapping):
+        raise ConfigError("method must be an object such as {'type': 'supervised'}", field="method")
+    kind = method.get("type") or "supervised"
+    if kind not in HYPERPARAMETERS:
+        raise ConfigError(f"method.type {kind!r} is not offered here: use supervised or dpo", field="method.type")
+    section = method.get(kind)
+    if section is not None and not isinstance(section, Mapping):
+        raise ConfigError(f"method.{kind} must be an object", field=f"method.{kind}")
+    where = f"method.{kind}.hyperparameters"
+    hyper = (section or {}).get("hyperparameters")
+    if hyper is None:
+        where, hyper = "hyperparameters", request.get("hyperparameters")
+    if hyper is None:
+        return str(kind), {}
+    if not isinstance(hyper, Mapping):
+        raise ConfigError(f"{where} must be an object", field=where)
+    allowed = HYPERPARAMETERS[str(kind)]
+    for name, value in hyper.items():
+        if name not in allowed:
+            raise ConfigError(
+                f"unknown hyperparameter {name!r}: {kind} takes {', '.join(allowed)}", field=f"{where}.{name}"
+            )
+        what, ok = allowed[name]
+        if value != "auto" and not ok(value):
+            raise ConfigError(f'{name} must be "auto" or {what}, not {value!r}', field=f"{where}.{name}")
+    return str(kind), dict(hyper)
+
+
 def job_object(job_id: str, request: Mapping[str, Any], record: JobRecord, created_at: int) -> dict[str, Any]:
-    """A ``fine_tuning.job`` for ``record`` (the job made from ``request``)."""
-    method = request.get("method") or {"type": "supervised"}
-    kind = str(method.get("type") or "supervised")
-    hyper = dict((method.get(kind) or {}).get("hyperparameters") or request.get("hyperparameters") or {})
+    """A ``fine_tuning.job`` for ``record`` (the job made from ``request``, checked at create)."""
+    kind, hyper = method_of(request)
     error = None
     if record.status is JobStatus.FAILED:
         err = record.error
@@ -186,19 +233,21 @@ def spec_fields(request: Mapping[str, Any], training: str, validation: str | Non
     """JobSpec fields of a CreateFineTuningJobRequest whose files lie at ``training``/``validation``.
 
     Raises:
-        UsageError: a method anytune does not run (reinforcement), naming the field.
+        ConfigError: a malformed method or hyperparameter, or a seed that is no integer, naming the field.
     """
-    method = request.get("method") or {}
-    kind = str(method.get("type") or "supervised")
-    if kind not in ("supervised", "dpo"):
-        raise UsageError(f"method.type {kind!r} is not offered here: use supervised or dpo")
-    hyper = dict((method.get(kind) or {}).get("hyperparameters") or request.get("hyperparameters") or {})
+    kind, hyper = method_of(request)
+    seed = request.get("seed")
+    if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2**31):
+        raise ConfigError("seed must be an integer from 0 to 2**31 - 1", field="seed")
+    suffix = request.get("suffix")
+    if suffix is not None and not isinstance(suffix, str):
+        raise ConfigError("suffix must be text", field="suffix")
     hyperparameters = {
         "epochs": _auto(hyper.get("n_epochs")),
         "batch_size": _auto(hyper.get("batch_size")),
         "learning_rate_multiplier": _auto(hyper.get("learning_rate_multiplier")),
-        "beta": _auto(hyper.get("beta")) if kind == "dpo" else None,
-        "seed": request.get("seed"),
+        "beta": _auto(hyper.get("beta")),
+        "seed": seed,
     }
     fields: dict[str, Any] = {
         "training_file": training,
@@ -207,6 +256,6 @@ def spec_fields(request: Mapping[str, Any], training: str, validation: str | Non
     }
     if validation is not None:
         fields["validation_file"] = validation
-    if request.get("suffix"):
-        fields["suffix"] = str(request["suffix"])
+    if suffix:
+        fields["suffix"] = suffix
     return fields

@@ -47,10 +47,11 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def app(workdir: Path, anytune_home: Path) -> Iterator[Any]:
+def app(workdir: Path, anytune_home: Path, tiny: Path) -> Iterator[Any]:
     (workdir / "anytune.toml").write_text(PROFILE)
     state = ServeState(anytune_home / "serve")
-    yield create_app(KeyRing([KEY]), state, ServeOptions(provider="local", profile="loc"))
+    options = ServeOptions(provider="local", profile="loc", model_dirs=(tiny.parent.resolve(),))
+    yield create_app(KeyRing([KEY]), state, options)
     state.close()
 
 
