@@ -47,9 +47,9 @@ def serve(
     """Serve OpenAI's fine-tuning and chat-completions API: files, fine_tuning.jobs, models, chat.
 
     Applications written against the `openai` SDK point `base_url` at http://HOST:PORT/v1 and use
-    an API key from ANYTUNE_SERVE_API_KEYS (comma-separated) or `[serve] api_keys` in anytune.toml.
-    Jobs run on the provider a model's prefix names (`local:Qwen/Qwen2.5-0.5B-Instruct`), else on
-    --profile's or --provider's; they live in the job store, so a restart loses nothing.
+    an API key from ANYTUNE_SERVE_API_KEYS (comma-separated) or `api_keys` in the `serve` table of
+    anytune.toml. Jobs run on the provider a model's prefix names (`local:Qwen/Qwen2.5-0.5B-Instruct`),
+    else on --profile's or --provider's; they live in the job store, so a restart loses nothing.
     """
     from anytune._home import anytune_home
     from anytune._serve import KeyRing, ServeOptions, ServeState, create_app, keys_from
