@@ -56,6 +56,16 @@ def published(schema: str, payload: Any) -> None:
     assert not problems, problems
 
 
+def wait_for(client: Any, job_id: str, status: str, timeout: float = 30) -> Any:
+    """The job once it reaches ``status`` (failing the test if it ends otherwise or takes too long)."""
+    deadline = time.monotonic() + timeout
+    while (job := client.fine_tuning.jobs.retrieve(job_id)).status != status:
+        assert job.status not in ("succeeded", "failed", "cancelled"), job
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+    return job
+
+
 @pytest.fixture
 def train(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", [chat_example(i) for i in range(12)])
@@ -243,12 +253,8 @@ def test_a_job_is_created_followed_and_listed_as_openai_describes_it(app: Any, t
     )
     assert job.model == "gpt-test" and job.training_file == training.id and job.seed == 7
     published("FineTuningJob", raw(app).get(f"/v1/fine_tuning/jobs/{job.id}").json())
-    deadline = time.monotonic() + 30
-    while client.fine_tuning.jobs.retrieve(job.id).status not in ("succeeded", "failed"):
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    done = client.fine_tuning.jobs.retrieve(job.id)
-    assert done.status == "succeeded" and done.fine_tuned_model == f"ft:{job.id}"
+    done = wait_for(client, job.id, "succeeded")
+    assert done.fine_tuned_model == f"ft:{job.id}"
     assert done.hyperparameters.n_epochs == 2
     events = client.fine_tuning.jobs.list_events(job.id, limit=100).data
     assert events and events[0].created_at >= events[-1].created_at  # newest first
@@ -419,10 +425,7 @@ def test_an_unknown_model_is_a_404_from_chat(app: Any) -> None:
 def test_a_hosted_result_is_not_served_here(app: Any, train: Path) -> None:
     client = sdk(app)
     job = client.fine_tuning.jobs.create(model="gpt-test", training_file=upload(app, train).id)
-    deadline = time.monotonic() + 30
-    while client.fine_tuning.jobs.retrieve(job.id).status != "succeeded":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(client, job.id, "succeeded")
     with pytest.raises(openai.BadRequestError, match="call it through that service"):
         client.chat.completions.create(model=f"ft:{job.id}", messages=[{"role": "user", "content": "hi"}])
 
@@ -570,9 +573,6 @@ def test_no_path_of_the_server_reaches_an_error(app: Any, tmp_path: Path, anytun
 def test_a_checkpoint_that_does_not_exist_is_no_model(app: Any, train: Path) -> None:
     client = sdk(app)
     job = client.fine_tuning.jobs.create(model="gpt-test", training_file=upload(app, train).id)
-    deadline = time.monotonic() + 30
-    while client.fine_tuning.jobs.retrieve(job.id).status != "succeeded":
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
+    wait_for(client, job.id, "succeeded")
     with pytest.raises(openai.NotFoundError, match="no checkpoint at step 99999"):
         client.models.retrieve(f"ft:{job.id}:ckpt-step-99999")

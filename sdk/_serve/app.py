@@ -319,14 +319,7 @@ class _Server:
         if order == "asc":
             rows.reverse()
         page, more = _page(rows, after, limit, key=lambda r: r.id)
-        data = [self.file_json(r) for r in page]
-        return {
-            "object": "list",
-            "data": data,
-            "first_id": data[0]["id"] if data else None,
-            "last_id": data[-1]["id"] if data else None,
-            "has_more": more,
-        }
+        return _bounded_list([self.file_json(r) for r in page], more)
 
     def own_file(self, owner: str, file_id: str, param: str | None = None) -> FileRow:
         row = self.state.file(owner, file_id)
@@ -521,13 +514,7 @@ class _Server:
         row = self.own_job(self.owner_of(request), job_id)
         points = sorted(self.handle(row).checkpoints(), key=lambda c: c.step, reverse=True)
         page, more = _page([checkpoint_object(row.id, c) for c in points], after, limit, key=lambda c: str(c["id"]))
-        return {
-            "object": "list",
-            "data": page,
-            "first_id": page[0]["id"] if page else None,
-            "last_id": page[-1]["id"] if page else None,
-            "has_more": more,
-        }
+        return _bounded_list(page, more)
 
     # -- models and chat -----------------------------------------------------------------------
     @staticmethod
@@ -621,6 +608,12 @@ class _Server:
 
 #: The create request's fields kept with the job (what the job object echoes).
 _KEPT_FIELDS = ("model", "training_file", "validation_file", "seed", "suffix", "metadata", "method", "hyperparameters")
+
+
+def _bounded_list(data: list[dict[str, Any]], more: bool) -> dict[str, Any]:
+    """A list answer that names its first and last ids (files, checkpoints)."""
+    first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+    return {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": more}
 
 
 def _stored_name(given: str) -> str:
