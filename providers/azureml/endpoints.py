@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from anytune._boundary import boundary
@@ -97,7 +97,7 @@ class EndpointChat:
     Args:
         connection: the provider's workspace connection (MLClient, credential, error mapping).
         http_client: the ``httpx2.Client`` the ``openai`` SDK sends through (tests pass a fake).
-        policy: retries of serverless calls (the managed path retries in azure-core's pipeline).
+        policy: retries of the chat and scoring calls.
         sleep: how retries wait.
     """
 
@@ -113,12 +113,19 @@ class EndpointChat:
         self.http_client = http_client
         self.policy = policy or RetryPolicy()
         self._sleep = sleep
-        self._clients: dict[str, Any] = {}
-        self._tokens: dict[str, str] = {}
+        #: name -> how to ask it: the endpoint, its kind and its key are looked up once per name,
+        #: not once per example of an evaluation.
+        self._targets: dict[str, Callable[[list[dict[str, Any]], int, float, int], str]] = {}
 
     def __call__(
         self, name: str, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float, seed: int
     ) -> str:
+        target = self._targets.get(name)
+        if target is None:
+            target = self._targets[name] = self._resolve(name)
+        return target(messages, max_tokens, temperature, seed)
+
+    def _resolve(self, name: str) -> Callable[[list[dict[str, Any]], int, float, int], str]:
         endpoint, deployment = split_endpoint(name)
         ml = self.connection.ml()
         if deployment is None:
@@ -127,7 +134,9 @@ class EndpointChat:
             )
             if serverless is not None:
                 client = self._serverless_client(endpoint, serverless)
-                return self._serverless_chat(client, endpoint, messages, max_tokens, temperature, seed)
+                return lambda messages, max_tokens, temperature, seed: self._serverless_chat(
+                    client, endpoint, messages, max_tokens, temperature, seed
+                )
         online = self.connection.find(f"get online endpoint {endpoint}", lambda: ml.online_endpoints.get(endpoint))
         if online is None:
             ws = self.connection.workspace(required=False)
@@ -138,14 +147,13 @@ class EndpointChat:
                 "extra['deploy'] shows how) and name that endpoint",
                 field="deployment",
             )
-        body = score_request(messages, max_tokens=max_tokens, temperature=temperature)
-        return score_answer(self._score(endpoint, online, deployment, body), endpoint=endpoint)
+        post = self._scorer(endpoint, online, deployment)
+        return lambda messages, max_tokens, temperature, _seed: score_answer(
+            post(score_request(messages, max_tokens=max_tokens, temperature=temperature)), endpoint=endpoint
+        )
 
     # -- serverless (MaaS) ----------------------------------------------------------------------
     def _serverless_client(self, endpoint: str, entity: Any) -> Any:
-        client = self._clients.get(endpoint)
-        if client is not None:
-            return client
         uri = str(getattr(entity, "scoring_uri", None) or "")
         if not uri:
             raise ProviderError(
@@ -165,15 +173,13 @@ class EndpointChat:
 
             raise MissingDependencyError("openai", "azure", "chat with an Azure ML serverless endpoint") from exc
         # Retries are the shared policy's (below): the SDK's own would multiply them.
-        client = openai.OpenAI(
+        return openai.OpenAI(
             api_key=key,
             base_url=uri.rstrip("/") + "/v1",
             max_retries=0,
             timeout=self.connection.settings.timeout,
             http_client=self.http_client,
         )
-        self._clients[endpoint] = client
-        return client
 
     def _serverless_chat(
         self, client: Any, endpoint: str, messages: list[dict[str, Any]], max_tokens: int, temperature: float, seed: int
@@ -205,8 +211,8 @@ class EndpointChat:
         return str(choices[0].message.content or "") if choices else ""
 
     # -- managed online (MaaP) ------------------------------------------------------------------
-    def _score(self, endpoint: str, entity: Any, deployment: str | None, body: Mapping[str, Any]) -> str:
-        """POST the scoring body to the endpoint's scoring URI with its key (or token).
+    def _scorer(self, endpoint: str, entity: Any, deployment: str | None) -> Callable[[Mapping[str, Any]], str]:
+        """How to POST a scoring body to the endpoint's scoring URI with its key (or token).
 
         Not ``online_endpoints.invoke``: azure-ai-ml hands one retry-policy instance to every
         pipeline of an ``MLClient``, and azure-core links policies through the instance, so invoke's
@@ -221,25 +227,25 @@ class EndpointChat:
         uri = str(getattr(entity, "scoring_uri", None) or "")
         if not uri:
             raise ProviderError(f"online endpoint {endpoint!r} has no scoring URI yet (still creating?)", provider=NAME)
-        token = self._tokens.get(endpoint)
-        if token is None:
-            with boundary(self.connection.errors(f"get keys of online endpoint {endpoint}")):
-                keys = self.connection.ml().online_endpoints.get_keys(endpoint)
-            token = str(getattr(keys, "primary_key", None) or getattr(keys, "access_token", None) or "")
-            self._tokens[endpoint] = token
+        with boundary(self.connection.errors(f"get keys of online endpoint {endpoint}")):
+            keys = self.connection.ml().online_endpoints.get_keys(endpoint)
+        token = str(getattr(keys, "primary_key", None) or getattr(keys, "access_token", None) or "")
         extra = {"transport": self.connection.transport} if self.connection.transport is not None else {}
         client = PipelineClient(uri, policies=[HeadersPolicy(), UserAgentPolicy("anytune")], **extra)
         headers = {"Content-Type": "application/json", "Authorization": f"Bearer {token}"}
         if deployment:
             headers["azureml-model-deployment"] = deployment
 
-        def call() -> str:
-            response = client.send_request(HttpRequest("POST", uri, json=dict(body), headers=headers))
-            response.raise_for_status()
-            return str(response.text())
+        def post(body: Mapping[str, Any]) -> str:
+            def call() -> str:
+                response = client.send_request(HttpRequest("POST", uri, json=dict(body), headers=headers))
+                response.raise_for_status()
+                return str(response.text())
 
-        with boundary(self.connection.errors(f"score with online endpoint {endpoint}")):
-            return str(self._retry(call, _transient_azure, f"score with {endpoint}"))
+            with boundary(self.connection.errors(f"score with online endpoint {endpoint}")):
+                return str(self._retry(call, _transient_azure, f"score with {endpoint}"))
+
+        return post
 
     def _retry(self, call: Any, retry_on: Any, what: str) -> Any:
         """``call()`` under the shared policy (a chat or scoring call changes nothing: safe to repeat)."""

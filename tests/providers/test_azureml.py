@@ -1146,9 +1146,12 @@ def test_evaluation_calls_the_endpoints_the_models_are_deployed_to(
         assert first["max_tokens"] == 24 and first["temperature"] == 0.0 and first["seed"] == 0
         assert first["messages"][-1] == {"role": "user", "content": "What is 0 plus 0?"}
         assert len(fake.calls("POST", r"/serverlessEndpoints/ft-phi/listKeys$")) == 1  # keys fetched once
+        assert len(fake.calls("GET", r"/serverlessEndpoints/ft-phi$")) == 1  # the endpoint looked up once
     else:
         scored = fake.calls("POST", r"^/score$")
         assert len(scored) == 8
+        # Looked up once, not per example (azure-ai-ml's get_keys reads the endpoint a second time).
+        assert len(fake.calls("GET", r"/onlineEndpoints/ft-phi$")) == 2
         assert scored[0].body["input_data"]["parameters"] == {"max_new_tokens": 24, "do_sample": False}
 
 
