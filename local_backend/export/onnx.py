@@ -248,10 +248,7 @@ class OnnxModel:
 
     def next_token_logits(self, ids: Sequence[int], *, adapter: bool | str = True) -> Any:
         """The logits (a numpy vector) for the token after ``ids``."""
-        generator = self._generator(len(ids) + 1, adapter)
-        generator.append_tokens(list(ids))
-        logits = generator.get_output("logits")
-        return logits[0, -1] if logits.ndim == 3 else logits[0]
+        return self.sequence_logits(ids, adapter=adapter)[-1]
 
     def sequence_logits(self, ids: Sequence[int], *, adapter: bool | str = True) -> Any:
         """The logits (numpy, ``len(ids) x vocabulary``) at every position of ``ids``: the prompt

@@ -101,8 +101,9 @@ class OpenAIJudge:
         return {"model": self.model, "host": host, "rubric_version": RUBRIC_VERSION, "temperature": 0}
 
     def grade(self, prompt: Sequence[Mapping[str, Any]], reference: str, answer: str) -> float:
-        question = next((str(m.get("content") or "") for m in reversed(prompt) if m.get("role") == "user"), "")
-        content = RUBRIC.format(question=question, reference=reference, answer=answer)
+        from anytune._eval.run import _last_user
+
+        content = RUBRIC.format(question=_last_user(prompt), reference=reference, answer=answer)
 
         def call() -> Any:
             return self._client.chat.completions.create(

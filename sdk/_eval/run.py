@@ -226,6 +226,18 @@ def _summarise(
 WEIGHTS_ANSWERERS = "anytune.local_backend.evaluate:answerers_for"
 #: The same for an ONNX export of such a result, ``(model, path)``.
 ONNX_ANSWERERS = "anytune.local_backend.export.onnx:onnx_answerers"
+#: lm-evaluation-harness scores of both models, ``(model, tasks, *, include, limit, ...)``.
+LM_EVAL_SCORES = "anytune.local_backend.evaluate:lm_eval_scores"
+
+
+def _hook(spec: str) -> Any:
+    """The function a ``module:function`` hook names, imported now (not when the core is)."""
+    import importlib
+
+    module, _, name = spec.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
 #: What ``metrics=None`` means: everything that needs no judge and that the result can give.
 DEFAULT_WEIGHT_METRICS = ("loss", "perplexity", "exact_match", "token_f1", "rouge_l")
 DEFAULT_CHAT_METRICS = ("exact_match", "token_f1", "rouge_l")
@@ -289,8 +301,6 @@ def evaluate_model(
         NotSupportedError: a hosted result without a chat call to reach it.
         DataValidationError: the data, naming location and field.
     """
-    import importlib
-
     weights, names, asked = _settle(
         model, metrics, judge=judge, call_as=call_as, lm_eval_tasks=lm_eval_tasks, reachable=chat is not None
     )
@@ -304,11 +314,9 @@ def evaluate_model(
         raise UsageError(f"{model.job_ref} does not say which base model it was trained from: name it with call_as")
     examples = read_examples(data, limit=max_examples)
     if onnx is not None:
-        module, _, name = ONNX_ANSWERERS.partition(":")
-        answerers = getattr(importlib.import_module(module), name)(model, onnx)
+        answerers = _hook(ONNX_ANSWERERS)(model, onnx)
     elif weights:
-        module, _, name = WEIGHTS_ANSWERERS.partition(":")
-        answerers = getattr(importlib.import_module(module), name)(model, device=device, base_model=base_model)
+        answerers = _hook(WEIGHTS_ANSWERERS)(model, device=device, base_model=base_model)
     else:
         assert chat is not None and base_model_id is not None
         tuned = names.get("fine-tuned", str(model.model_id))
@@ -324,8 +332,7 @@ def evaluate_model(
         progress=progress,
     )
     if lm_eval_tasks:
-        module, _, _ = WEIGHTS_ANSWERERS.partition(":")
-        tasks = importlib.import_module(module).lm_eval_scores(
+        tasks = _hook(LM_EVAL_SCORES)(
             model,
             list(lm_eval_tasks),
             include=lm_eval_include,
@@ -445,12 +452,8 @@ def _call_costs(
     ]
     if judge is not None:
         described = judge.describe()
-
-        def question(ex: EvalExample) -> str:
-            return next((str(m.get("content") or "") for m in reversed(ex.prompt) if m.get("role") == "user"), "")
-
         rubric = sum(
-            count(RUBRIC.format(question=question(ex), reference=ex.reference, answer="")) + 7 + max_tokens
+            count(RUBRIC.format(question=_last_user(ex.prompt), reference=ex.reference, answer="")) + 7 + max_tokens
             for ex in examples
         )
         costs.append(
