@@ -576,3 +576,18 @@ def test_a_checkpoint_that_does_not_exist_is_no_model(app: Any, train: Path) -> 
     wait_for(client, job.id, "succeeded")
     with pytest.raises(openai.NotFoundError, match="no checkpoint at step 99999"):
         client.models.retrieve(f"ft:{job.id}:ckpt-step-99999")
+
+
+def test_a_throttled_provider_is_a_429_with_its_retry_after(
+    app: Any, train: Path, monkeypatch: pytest.MonkeyPatch, anytune_home: Path
+) -> None:
+    from anytune import FineTuneJob
+    from anytune.errors import RateLimitError
+
+    def throttled(*args: Any, **kwargs: Any) -> Any:
+        raise RateLimitError(f"slow down (see {anytune_home}/x)", retry_after=7, provider="fake")
+
+    monkeypatch.setattr(FineTuneJob, "create", throttled)
+    answer = raw(app).post("/v1/fine_tuning/jobs", json={"model": "gpt-test", "training_file": upload(app, train).id})
+    assert answer.status_code == 429 and answer.headers["Retry-After"] == "8"
+    assert str(anytune_home) not in answer.text

@@ -68,7 +68,7 @@ def serve(
         profile=profile,
         max_upload_bytes=max_upload_mb * 1024 * 1024,
         requests_per_minute=requests_per_minute,
-        burst=max(1, int(requests_per_minute // 10) or 1),
+        burst=max(1, int(requests_per_minute // 10)),
         max_models=max_models,
         model_dirs=tuple(d.expanduser().resolve() for d in model_dir or ()),
     )

@@ -23,8 +23,8 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +88,6 @@ class ServeOptions:
     #: Folders whose models jobs may be trained from by path (``--model-dir``); Hub ids always.
     model_dirs: tuple[Path, ...] = ()
     clock: Callable[[], float] = time.monotonic
-    _create_locks: dict[str, threading.Lock] = field(default_factory=dict)
 
 
 class _Refusal(Exception):
@@ -157,21 +156,10 @@ async def _on_refusal(request: Request, exc: Exception) -> Response:
     return _refuse(exc)
 
 
-def _refusal_of(exc: AnytuneError) -> _Refusal:
-    status, kind, code = error_status(exc)
-    headers = {}
-    retry_after = getattr(exc, "retry_after", None)
-    if status == 429 and retry_after:
-        headers["Retry-After"] = str(int(retry_after) + 1)
-    return _Refusal(status, str(exc), kind=kind, param=getattr(exc, "field", None), code=code, headers=headers)
-
-
 async def _on_anytune(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, AnytuneError)
-    refusal = _refusal_of(exc)
     server: _Server = request.app.state.server
-    scrubbed = server.scrub(str(refusal))
-    return _refuse(_Refusal(refusal.status, scrubbed, kind=refusal.kind, param=refusal.param, code=refusal.code))
+    return _refuse(server.refusal_of(exc))
 
 
 async def _on_invalid(request: Request, exc: Exception) -> Response:
@@ -201,6 +189,7 @@ class _Server:
         self.opts = options
         self.limiter = RateLimiter(options.requests_per_minute, options.burst, clock=options.clock)
         self.models = ModelCache(options.max_models)
+        self._create_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
     # -- auth and rate limit -------------------------------------------------------------------
@@ -394,15 +383,14 @@ class _Server:
         if not keyed:  # a fresh key: nobody else creates under it
             return threading.Lock()
         with self._locks_lock:
-            return self.opts._create_locks.setdefault(key, threading.Lock())
+            return self._create_locks.setdefault(key, threading.Lock())
 
     def _create(self, owner: str, body: dict[str, Any], idempotency: str | None) -> dict[str, Any]:
         # Without a key every create is a new job; with one, the owner's key names one job forever.
         idem = idempotency or f"auto-{time.time_ns()}-{threading.get_ident()}"
         key = "srv-" + hashlib.sha256(f"{owner}:{idem}".encode()).hexdigest()[:40]
-        with self._create_lock(
-            key, idempotency is not None
-        ):  # the same key at once: one create, the others find its row
+        # The same key at once: one create, the others find its row.
+        with self._create_lock(key, idempotency is not None):
             earlier = self.state.job_by_key(owner, idem)
             if earlier is not None:
                 return self.job_json(earlier)
@@ -425,15 +413,7 @@ class _Server:
                     **fields,
                 )
             except AnytuneError as exc:
-                refusal = _refusal_of(exc)
-                # anytune's messages name the stored copy; the user knows the upload's name and id.
-                message = str(refusal)
-                for row in [training] + ([validation] if validation else []):
-                    if row.path in message:
-                        message = message.replace(row.path, row.filename) + f" ({row.filename} is {row.id})"
-                raise _Refusal(
-                    refusal.status, self.scrub(message), kind=refusal.kind, param=refusal.param, code=refusal.code
-                ) from None
+                raise self.refusal_of(exc, [training] + ([validation] if validation else [])) from None
             request = {k: body.get(k) for k in _KEPT_FIELDS}
             made = JobRow(
                 "ftjob-" + hashlib.sha256(key.encode()).hexdigest()[:24],
@@ -470,6 +450,21 @@ class _Server:
             if len(root) > 1:
                 text = text.replace(root, label)
         return text
+
+    def refusal_of(self, exc: AnytuneError, uploads: Sequence[FileRow] = ()) -> _Refusal:
+        """An anytune error as the API answers it: status and type mapped, ``Retry-After`` kept, the
+        stored copies of ``uploads`` named as the user knows them, no path of this machine."""
+        status, kind, code = error_status(exc)
+        headers = {}
+        retry_after = getattr(exc, "retry_after", None)
+        if status == 429 and retry_after:
+            headers["Retry-After"] = str(int(retry_after) + 1)
+        message = str(exc)
+        for row in uploads:
+            if row.path in message:
+                message = message.replace(row.path, row.filename) + f" ({row.filename} is {row.id})"
+        param = getattr(exc, "field", None)
+        return _Refusal(status, self.scrub(message), kind=kind, param=param, code=code, headers=headers)
 
     def list_jobs(self, request: Request, after: str | None = None, limit: int = 20) -> Any:
         owner = self.owner_of(request)

@@ -9,6 +9,7 @@ every core, and peft's adapter switch is not thread-safe.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -47,14 +48,6 @@ class ModelCache:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
 
-    def __contains__(self, key: str) -> bool:
-        with self._lock:
-            return key in self._entries
-
-    def keys(self) -> list[str]:
-        with self._lock:
-            return list(self._entries)
-
     def get(self, key: str, load: Callable[[], Any]) -> _Entry:
         """The entry of ``key``, loaded by ``load()`` on first use (once, however many ask at once)."""
         with self._lock:
@@ -86,22 +79,17 @@ def _options(request: ChatRequest) -> dict[str, Any]:
     return {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
 
 
-def _seeded(request: ChatRequest) -> Any:
-    """A context in which sampling is reproducible for ``request.seed`` (nothing when greedy)."""
-    import contextlib
-
+@contextlib.contextmanager
+def _seeded(request: ChatRequest) -> Iterator[None]:
+    """Sampling reproducible for ``request.seed`` (nothing to do when greedy)."""
     if request.temperature <= 0 or request.seed is None:
-        return contextlib.nullcontext()
+        yield
+        return
+    import torch
 
-    @contextlib.contextmanager
-    def hold() -> Iterator[None]:
-        import torch
-
-        with _SEEDED:
-            torch.manual_seed(int(request.seed or 0))
-            yield
-
-    return hold()
+    with _SEEDED:
+        torch.manual_seed(request.seed)
+        yield
 
 
 def _count(tokenizer: Any, text: str) -> int:
