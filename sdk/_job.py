@@ -1058,7 +1058,7 @@ class FineTuneJob(_Handle):
         """
         record = self._record if self._record.done else self.wait(timeout)
         _outcome(record)
-        return self._provider.result(record)
+        return self._provider.result(record).attach(self._provider)
 
     def evaluate(
         self,
@@ -1330,7 +1330,7 @@ class AsyncFineTuneJob(_Handle):
     async def result(self, timeout: float | None = None) -> FineTunedModel:
         record = self._record if self._record.done else await self.wait(timeout)
         _outcome(record)
-        return await self._provider.aresult(record)
+        return (await self._provider.aresult(record)).attach(self._provider)
 
     async def evaluate(
         self,

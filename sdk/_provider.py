@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, Protocol, TypedDict, T
 from pydantic import BaseModel, ConfigDict, Field
 
 from anytune._capabilities import Capabilities
+from anytune._deploy import Deployment, NoSettings
 from anytune._files import file_digest
 from anytune._secrets import is_secret_name, mask
 from anytune._spec import JobSpec
@@ -180,6 +181,9 @@ class Provider(abc.ABC, Generic[SettingsT]):
     #: The typed options section of a provider outside anytune: ``JobSpec.options[name]`` is
     #: validated against it (list ``name`` in ``capabilities.sections`` too).
     Options: ClassVar[type[BaseModel] | None] = None
+    #: The settings ``FineTunedModel.deploy(**settings)`` takes on this provider (an instance type,
+    #: a capacity...), validated before anything is sent.
+    DeploySettings: ClassVar[type[BaseModel]] = NoSettings
 
     def __init__(self, settings: SettingsT | None = None, **base: Unpack[ProviderArgs]) -> None:
         from anytune._home import anytune_home
@@ -385,6 +389,31 @@ class Provider(abc.ABC, Generic[SettingsT]):
         raise NotSupportedError(
             "answering chat messages through this provider's API is not offered", field="evaluate", provider=self.name
         )
+
+    # -- deploy ---------------------------------------------------------------------------------
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        """Make ``model`` callable under ``name``: the deployment of that name when it exists (serving
+        this model; another model under the name is refused), else a new one; never a second.
+        ``settings`` is a validated :attr:`DeploySettings`. With ``wait``, returns once it is ready
+        (or failed) or raises ``WaitTimeoutError`` after ``timeout`` seconds (it keeps deploying).
+
+        Raises:
+            NotSupportedError: this provider cannot deploy models.
+        """
+        from anytune.errors import NotSupportedError
+
+        raise NotSupportedError("deploying a fine-tuned model is not offered", field="deploy", provider=self.name)
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """The deployment ``name`` of ``model`` as it is now, or None when there is none."""
+        return None
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """Delete the deployment ``name`` (what keeps being billed); waits until it is gone.
+        Returns what was deleted, None when there was nothing to delete (a repeat is harmless)."""
+        from anytune.errors import NotSupportedError
+
+        raise NotSupportedError("deploying a fine-tuned model is not offered", field="undeploy", provider=self.name)
 
     # -- async shells ---------------------------------------------------------------------------
     async def asubmit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:

@@ -7,11 +7,14 @@ import importlib
 import re
 from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator
 
 from anytune._secrets import redact_value
+
+if TYPE_CHECKING:
+    from anytune._deploy import Deployment
 
 #: The one hook between the uniform types and the code that loads weights: ``module:function``
 #: taking ``(model: FineTunedModel, *, device, base_model)`` and returning a :class:`LoadedModel`.
@@ -231,6 +234,13 @@ class FineTunedModel(_Model):
 
     _loaded: Any = PrivateAttr(default=None)
     _exports: dict[str, Export] = PrivateAttr(default_factory=dict)
+    #: The provider that made it (set by ``FineTuneJob.result``): what deploys and calls it.
+    _provider: Any = PrivateAttr(default=None)
+
+    def attach(self, provider: Any) -> FineTunedModel:
+        """Remember the provider that made this result, for :meth:`deploy` and :meth:`chat`."""
+        self._provider = provider
+        return self
 
     @property
     def has_weights(self) -> bool:
@@ -388,6 +398,119 @@ class FineTunedModel(_Model):
         """
         loaded = self._loaded if self._loaded is not None else self.load()
         return loaded.generate(prompt, max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+
+    # -- deploy and call ----------------------------------------------------------------------------
+    def _deployer(self, action: str) -> Any:
+        if self._provider is None:
+            from anytune.errors import UsageError
+
+            raise UsageError(
+                f"this FineTunedModel was not made by a job: {action} the one FineTuneJob.get(ref).result() gives",
+                field=action,
+            )
+        return self._provider
+
+    def _named(self, name: str | None) -> str:
+        from anytune._deploy import check_name, default_name
+
+        return check_name(name) if name is not None else default_name(self.job_ref)
+
+    def _bound(self, deployment: Deployment | None, name: str) -> Deployment | None:
+        if deployment is None:
+            return None
+        provider = self._provider
+        if deployment._answer is None:
+            target = deployment.target
+
+            def answer(messages: list[dict[str, Any]], max_tokens: int, temperature: float, seed: int) -> str:
+                reply: str = provider.chat(target, messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+                return reply
+
+            deployment._answer = answer
+        deployment._remove = lambda: self.undeploy(name)
+        return deployment
+
+    def deploy(
+        self, name: str | None = None, *, wait: bool = True, timeout: float | None = None, **settings: Any
+    ) -> Deployment:
+        """Make the fine-tuned model callable, on its provider: an Azure OpenAI model deployment, an
+        Azure ML serverless (MaaS) or managed online (MaaP) endpoint, a Hugging Face Inference
+        Endpoint; OpenAI serves its fine-tuned models as they are, and local results are loaded in
+        this process. Idempotent: the deployment ``name`` (default: one derived from the job, the
+        same every time) is found when it exists, created otherwise; never a second.
+
+        Hosted deployments cost money while they exist, called or not: ``cost_notes`` says what and
+        how much is known; :meth:`undeploy` stops it.
+
+        Args:
+            name: the deployment's name (3-32 lowercase letters, digits and '-').
+            wait: return once it is ready (or failed).
+            timeout: seconds to wait at most (default one hour); it keeps deploying after.
+            settings: the provider's own (``anytune deploy --help`` lists them): ``sku``/``capacity``
+                on Azure OpenAI, ``instance_type``/``instance_count`` on Azure ML managed compute,
+                ``vendor``/``region``/``instance_type``/``instance_size`` on Hugging Face...
+
+        Raises:
+            UsageError: a bad name or setting (nothing is created).
+            NotSupportedError: the provider cannot deploy this result.
+            WaitTimeoutError: still deploying at the deadline.
+        """
+        from anytune._deploy import DEFAULT_TIMEOUT, check_settings
+
+        provider = self._deployer("deploy")
+        named = self._named(name)
+        checked = check_settings(provider.DeploySettings, settings, provider.name)
+        deployment = provider.deploy(
+            self, named, checked, wait=wait, timeout=DEFAULT_TIMEOUT if timeout is None else timeout
+        )
+        bound = self._bound(deployment, named)
+        assert bound is not None
+        return bound
+
+    def deployment(self, name: str | None = None) -> Deployment | None:
+        """The deployment ``name`` (default: the one :meth:`deploy` makes) as it is now, or None."""
+        provider = self._deployer("deployment")
+        named = self._named(name)
+        return self._bound(provider.deployment(self, named), named)
+
+    def undeploy(self, name: str | None = None) -> Deployment | None:
+        """Delete the deployment ``name`` (default: the one :meth:`deploy` makes) and stop what it
+        costs; waits until it is gone. None when there was nothing to delete (a repeat is harmless).
+        The fine-tuned model itself is kept: ``deploy()`` again brings it back."""
+        provider = self._deployer("undeploy")
+        named = self._named(name)
+        gone: Deployment | None = provider.undeploy(self, named)
+        return gone
+
+    def chat(
+        self,
+        messages: str | Sequence[Mapping[str, Any]],
+        *,
+        name: str | None = None,
+        max_tokens: int = 256,
+        temperature: float = 0.0,
+        seed: int = 0,
+    ) -> str:
+        """The fine-tuned model's reply to ``messages`` (chat messages, or one user message as
+        text), through its deployment ``name`` (default: the one :meth:`deploy` makes). OpenAI's
+        models and local results need no deploy; other hosted ones must be deployed first.
+
+        Raises:
+            UsageError: bad messages, or no deployment of that name (``deploy()`` first).
+        """
+        from anytune._deploy import as_messages
+
+        checked = as_messages(messages)
+        found = self.deployment(name)
+        if found is None:
+            from anytune.errors import UsageError
+
+            raise UsageError(
+                f"{self.job_ref} has no deployment {self._named(name)!r}: deploy it first (model.deploy() / "
+                f"anytune deploy {self.job_ref}; see its cost notes)",
+                field="chat",
+            )
+        return found.chat(checked, max_tokens=max_tokens, temperature=temperature, seed=seed)
 
     def evaluate(
         self,
