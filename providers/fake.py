@@ -25,6 +25,7 @@ import orjson
 from pydantic import Field
 
 from anytune._capabilities import ALL_TRACKERS, Capabilities
+from anytune._deploy import Deployment, is_settled, wait_until
 from anytune._provider import (
     IDEMPOTENCY_TAG,
     PlannedRequest,
@@ -36,8 +37,8 @@ from anytune._provider import (
 )
 from anytune._secrets import redact
 from anytune._spec import FakeOptions, FakeStep, JobSpec, Method, Quantization
-from anytune._types import Checkpoint, Event, JobError, JobRecord, JobStatus, MetricPoint
-from anytune.errors import JobNotFoundError
+from anytune._types import Checkpoint, Event, FineTunedModel, JobError, JobRecord, JobStatus, MetricPoint
+from anytune.errors import JobNotFoundError, UsageError
 
 NAME = "fake"
 
@@ -277,6 +278,70 @@ class FakeProvider(Provider[FakeSettings]):
         if model.startswith(f"{self.settings.fine_tuned_prefix}:") and self._path(job_id).is_file():
             answer = _memorised(self._load(job_id).get("training_file")).get(question, answer)
         return " ".join(answer.split(" ")[:max_tokens])
+
+    # -- deploy: a simulated deployment, one JSON file per name -----------------------------------------
+    #: Seconds (divided by ``speed``) a fake deployment stays ``creating``.
+    DEPLOY_SECONDS = 2.0
+
+    def _deployment_path(self, name: str) -> Path:
+        return self.dir / "deployments" / f"{name}.json"
+
+    def _deployment_of(self, state: dict[str, Any]) -> Deployment:
+        ready = (self.clock() - state["created_at"]) * self.settings.speed >= self.DEPLOY_SECONDS
+        return Deployment(
+            provider=self.name,
+            job_ref=state["job_ref"],
+            name=state["name"],
+            kind="fake-deployment",
+            target=state["model"],
+            model=state["model"],
+            status="ready" if ready else "creating",
+            cost_notes=("The fake provider's deployments cost nothing.",),
+        )
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        path = self._deployment_path(name)
+        if not path.is_file():
+            return None
+        state = orjson.loads(path.read_bytes())
+        if state["model"] != model.model_id:
+            raise UsageError(
+                f"deployment {name!r} serves {state['model']}, not {model.model_id}: choose another name",
+                field="name",
+            )
+        return self._deployment_of(state)
+
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        found = self.deployment(model, name)
+        if found is None:
+            state = {"name": name, "job_ref": model.job_ref, "model": model.model_id, "created_at": self.clock()}
+            path = self._deployment_path(name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_bytes(orjson.dumps(state))
+            os.replace(tmp, path)
+            found = self._deployment_of(state).model_copy(update={"created": True})
+        if wait and not is_settled(found):
+            settled = wait_until(
+                lambda: self.deployment(model, name),
+                settled=is_settled,
+                sleep=self.sleep,
+                clock=self.clock,
+                timeout=timeout,
+                what=f"{self.name} deployment {name}",
+                interval=0.5,
+            )
+            if settled is None:
+                raise UsageError(f"deployment {name!r} was removed while it was being created", field="name")
+            found = settled.model_copy(update={"created": found.created})
+        return found
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        found = self.deployment(model, name)
+        if found is None:
+            return None
+        self._deployment_path(name).unlink(missing_ok=True)
+        return found.model_copy(update={"status": "deleted"})
 
     def cancel(self, job_id: str) -> JobRecord:
         state = self._load(job_id)

@@ -44,10 +44,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from anytune._base_model import DEFAULT_HUB_TIMEOUT, HubClient, check_base_model
 from anytune._capabilities import ALL_TRACKERS, Capabilities
+from anytune._deploy import Deployment, DeploymentStatus
 from anytune._provider import (
     IDEMPOTENCY_TAG,
     PlannedRequest,
@@ -171,6 +172,32 @@ def _reap() -> None:
     for pid, proc in builtins.list(_children.items()):
         if proc.poll() is not None:
             del _children[pid]
+
+
+class LocalDeploySettings(BaseModel):
+    """``deploy(**settings)`` on the local provider: where the model is loaded in this process."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    base_model: str | None = Field(None, description="override the base model the adapter records")
+
+
+def _local_deployment(model: FineTunedModel, status: DeploymentStatus) -> Deployment:
+    """The in-process deployment of a local result (pure)."""
+    return Deployment(
+        provider=NAME,
+        job_ref=model.job_ref,
+        name="in-process",
+        kind="in-process",
+        target=model.adapter_path or model.job_ref,
+        model=model.adapter_path or model.job_ref,
+        status=status,
+        cost_notes=(
+            "Runs in this process on your own hardware: nothing is billed; undeploy() frees its memory.",
+            "To serve it to other programs over OpenAI's API, run `anytune serve` (anytune[serve]).",
+        ),
+    )
 
 
 class LocalProvider(Provider[LocalSettings]):
@@ -630,6 +657,41 @@ class LocalProvider(Provider[LocalSettings]):
                 )
             )
         return out
+
+    # -- deploy: in this process ----------------------------------------------------------------------
+    DeploySettings: ClassVar[type[BaseModel]] = LocalDeploySettings
+
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        """Load the base model with the adapter here (transformers + peft) once; later chats reuse it.
+        ``name`` plays no part: there is one in-process deployment per result."""
+        created = model.loaded is None
+        if created:
+            model.load(device=settings.device, base_model=settings.base_model)
+        return self._bind(model, _local_deployment(model, "ready").model_copy(update={"created": created}))
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """Always there: a local result answers in process, loaded on its first chat."""
+        if not model.has_weights:
+            return None
+        return self._bind(model, _local_deployment(model, "ready"))
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """Drop the loaded weights (and the accelerator's cache); None when nothing was loaded."""
+        if model.loaded is None:
+            return None
+        model.unload()
+        return _local_deployment(model, "deleted")
+
+    @staticmethod
+    def _bind(model: FineTunedModel, deployment: Deployment) -> Deployment:
+        def answer(messages: builtins.list[dict[str, Any]], max_tokens: int, temperature: float, seed: int) -> str:
+            if temperature > 0:
+                import torch
+
+                torch.manual_seed(seed)
+            return model.generate(messages, max_new_tokens=max_tokens, temperature=temperature)
+
+        return deployment.bind(answer, None)
 
     def result(self, record: JobRecord) -> FineTunedModel:
         run = self._run(record.id)

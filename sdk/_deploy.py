@@ -164,6 +164,48 @@ def check_settings(model: type[BaseModel], given: Mapping[str, Any], provider: s
         raise UsageError(f"deploy setting {where}: {first['msg']}{hint}", field=where) from None
 
 
+def wait_until(
+    read: Callable[[], Deployment | None],
+    *,
+    settled: Callable[[Deployment | None], bool],
+    sleep: Callable[[float], None],
+    clock: Callable[[], float],
+    timeout: float,
+    what: str,
+    interval: float = 10.0,
+) -> Deployment | None:
+    """Read until ``settled`` holds (a deploy: ready or failed; an undeploy: gone), sleeping
+    ``interval`` between reads with the provider's injected ``sleep``/``clock``.
+
+    Raises:
+        WaitTimeoutError: not settled after ``timeout`` seconds (the service carries on).
+    """
+    from anytune.errors import WaitTimeoutError
+
+    deadline = clock() + timeout
+    current = read()
+    while not settled(current):
+        left = deadline - clock()
+        if left <= 0:
+            status = current.status if current is not None else "gone"
+            raise WaitTimeoutError(
+                what, timeout, message=f"{what}: still {status} after {timeout:g} s (it carries on; look again later)"
+            )
+        sleep(min(interval, left))
+        current = read()
+    return current
+
+
+def is_settled(deployment: Deployment | None) -> bool:
+    """A deploy's wait ends: ready or failed (or gone, which the caller reports)."""
+    return deployment is None or deployment.status in ("ready", "failed")
+
+
+def is_gone(deployment: Deployment | None) -> bool:
+    """An undeploy's wait ends: nothing left under the name."""
+    return deployment is None or deployment.status == "deleted"
+
+
 class NoSettings(BaseModel):
     """Deploy settings of a provider that takes none."""
 

@@ -431,7 +431,9 @@ def _not_offered(action: str, exc: NotSupportedError) -> NotSupportedError:
     others = sorted(_registry.capabilities().items())
     can = [name for name, caps in others if name not in (exc.provider, "fake") and _able_to(action, caps)]
     doing = {"pause": "pausing", "resume": "resuming"}[action]
-    return NotSupportedError(f"{doing} a job is not offered", field=exc.field, provider=exc.provider, alternatives=can)
+    return NotSupportedError(
+        f"{doing} a job is not offered", field=exc.field or action, provider=exc.provider, alternatives=can
+    )
 
 
 def _after_cancel(answer: JobRecord, read: Callable[[], JobRecord]) -> JobRecord:

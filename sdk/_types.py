@@ -236,6 +236,25 @@ class FineTunedModel(_Model):
     _exports: dict[str, Export] = PrivateAttr(default_factory=dict)
     #: The provider that made it (set by ``FineTuneJob.result``): what deploys and calls it.
     _provider: Any = PrivateAttr(default=None)
+    #: Deployments deploy()/deployment() found, by name: chat() reuses a ready one without a read.
+    _deployments: dict[str, Deployment] = PrivateAttr(default_factory=dict)
+
+    @property
+    def loaded(self) -> LoadedModel | None:
+        """The model :meth:`load` loaded (kept for :meth:`generate` and :meth:`chat`), or None."""
+        loaded: LoadedModel | None = self._loaded
+        return loaded
+
+    def unload(self) -> None:
+        """Let go of the loaded model, and of the accelerator memory it held."""
+        self._loaded = None
+        import gc
+        import sys
+
+        gc.collect()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
     def attach(self, provider: Any) -> FineTunedModel:
         """Remember the provider that made this result, for :meth:`deploy` and :meth:`chat`."""
@@ -428,6 +447,7 @@ class FineTunedModel(_Model):
 
             deployment._answer = answer
         deployment._remove = lambda: self.undeploy(name)
+        self._deployments[name] = deployment
         return deployment
 
     def deploy(
@@ -479,6 +499,7 @@ class FineTunedModel(_Model):
         The fine-tuned model itself is kept: ``deploy()`` again brings it back."""
         provider = self._deployer("undeploy")
         named = self._named(name)
+        self._deployments.pop(named, None)
         gone: Deployment | None = provider.undeploy(self, named)
         return gone
 
@@ -501,7 +522,8 @@ class FineTunedModel(_Model):
         from anytune._deploy import as_messages
 
         checked = as_messages(messages)
-        found = self.deployment(name)
+        known = self._deployments.get(self._named(name))
+        found = known if known is not None and known.ready else self.deployment(name)
         if found is None:
             from anytune.errors import UsageError
 

@@ -77,7 +77,18 @@ class AnytuneError(Exception):
 
 
 class UsageError(AnytuneError):
-    """The request cannot be sent as it stands. Nothing was uploaded or created."""
+    """The request cannot be sent as it stands. Nothing was uploaded or created.
+
+    Attributes:
+        field: the argument or setting at fault, when one is (the message names it too).
+    """
+
+    field: str | None = None
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        if field is not None:
+            self.field = field
+        super().__init__(message)
 
 
 class ConfigError(UsageError):
@@ -165,12 +176,14 @@ class JobNotFoundError(AnytuneError):
 class WaitTimeoutError(AnytuneError, TimeoutError):
     """``wait(timeout=...)`` ran out; the job keeps running and can be waited on again."""
 
-    def __init__(self, ref: str, timeout: float, record: JobRecord | None = None) -> None:
+    def __init__(
+        self, ref: str, timeout: float, record: JobRecord | None = None, *, message: str | None = None
+    ) -> None:
         self.ref = ref
         self.timeout = timeout
         self.record = record
         last = f" (last status: {record.status.value})" if record is not None else ""
-        super().__init__(f"job {ref} did not finish within {timeout:g} s{last}")
+        super().__init__(message or f"job {ref} did not finish within {timeout:g} s{last}")
 
 
 class StoreError(AnytuneError):

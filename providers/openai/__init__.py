@@ -18,6 +18,8 @@ The package, by what each file holds:
 * ``errors``: SDK exceptions -> anytune's error tree; what is retried, what is ambiguous.
 * ``versions``: what each Azure api-version's fine-tuning API has (v1 surface, dated versions).
 * ``wind_down``: OpenAI's wind-down of self-serve fine-tuning (phases, retirements), as data.
+* ``deployments``: Azure OpenAI model deployments (ARM, ``azure-mgmt-cognitiveservices``): settings,
+  request body, resource -> ``Deployment``, provisioning states, cost notes, errors, and the client.
 
 The openai SDK (and azure-identity) are imported on first use: reading ``capabilities`` or making a
 dry-run plan never needs them.  Collaborators come in through the constructor: ``http_client`` (the

@@ -42,6 +42,7 @@ from anytune._base_model import looks_like_path
 from anytune._boundary import boundary
 from anytune._capabilities import Capabilities
 from anytune._create_once import create_once
+from anytune._deploy import Deployment
 from anytune._files import FileDigest, file_digests
 from anytune._provider import (
     IDEMPOTENCY_TAG,
@@ -56,7 +57,13 @@ from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import register_secret
 from anytune._spec import JobSpec, Method
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, JobStatus, MetricPoint
-from anytune.errors import ConfigError, InvalidRequestError, NotSupportedError, PermissionDeniedError
+from anytune.errors import (
+    ConfigError,
+    InvalidRequestError,
+    ModelNotAvailableError,
+    NotSupportedError,
+    PermissionDeniedError,
+)
 
 from .capabilities import AZURE_OPENAI_CAPABILITIES, OPENAI_CAPABILITIES, spec_problems
 from .clients import (
@@ -72,6 +79,7 @@ from .clients import (
     openai_client,
     openai_client_config,
 )
+from .deployments import AzureDeployments, AzureOpenAIDeploySettings, check_deploy_settings, resolve_scope
 from .errors import WindDownRefusal, is_ambiguous, is_transient, translate_error
 from .mapping import (
     MAX_USER_SUFFIX_WITH_TOKEN,
@@ -643,13 +651,89 @@ class OpenAIProvider(_OpenAIAdapter[OpenAISettings]):
     def _build_client(self, openai: Any, timeout: Any) -> OpenAI:
         return openai_client(openai, self._config, http_client=self._http_client, timeout=timeout)
 
+    # -- deploy: OpenAI serves fine-tuned models as they are ------------------------------------------
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        """Nothing to create: OpenAI serves a fine-tuned model once its job succeeds. Checks that the
+        model is there to call (``models.retrieve``; a deleted one is refused)."""
+        found = self.deployment(model, name)
+        if found is None:
+            raise ModelNotAvailableError(
+                f"model {model.model_id!r} of {model.job_ref} is not available on OpenAI (deleted, or another "
+                "organisation's)",
+                provider=self.name,
+            )
+        return found
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """The fine-tuned model as a deployment of itself (ready while ``models.retrieve`` finds it);
+        ``name`` plays no part: OpenAI calls the model by its id."""
+        import openai
+
+        if not model.model_id:
+            raise NotSupportedError(
+                f"{model.job_ref} has no fine-tuned model id to call", field="deploy", provider=self.name
+            )
+        model_id = model.model_id
+        client = self._client()
+        with self._boundary(f"read model {model_id}"):
+            try:
+                self._retrying(f"read model {model_id}", lambda: client.models.retrieve(model_id))
+            except openai.NotFoundError:
+                return None
+        return Deployment(
+            provider=self.name,
+            job_ref=model.job_ref,
+            name=model_id,
+            kind="model",
+            target=model_id,
+            model=model_id,
+            status="ready",
+            url=self._config.base_url or "https://api.openai.com/v1",
+            cost_notes=openai_cost_notes(model_id),
+        )
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """Nothing to remove (no deployment, no hosting charge): None. Deleting the fine-tuned model
+        itself is a different, irreversible act this does not take."""
+        logger.info(
+            "%s: %s is served without a deployment and costs nothing while unused; nothing to undeploy",
+            self.name,
+            model.model_id,
+        )
+        return None
+
+
+def openai_cost_notes(model_id: str) -> tuple[str, ...]:
+    """What calling an OpenAI fine-tuned model costs (pure): per token only, at the fine-tuned rate
+    of :data:`~anytune._data.pricing.INFERENCE_PRICES` where the family is known."""
+    from anytune._data.pricing import PRICE_AS_OF, inference_cost
+
+    notes = ["No deployment and no hosting charge: OpenAI bills each call per token, at the fine-tuned model's rate."]
+    per_million = inference_cost("openai", "", model_id, calls=1, input_tokens=1_000_000, max_output_tokens=0).usd
+    per_million_out = inference_cost("openai", "", model_id, calls=1, input_tokens=0, max_output_tokens=1_000_000).usd
+    if per_million is not None and per_million_out is not None:
+        notes.append(
+            f"USD {per_million:.2f} per 1M input and {per_million_out:.2f} per 1M output tokens "
+            f"(OpenAI's published prices as of {PRICE_AS_OF})."
+        )
+    return tuple(notes)
+
 
 class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
     """Azure OpenAI's fine-tuning API: the same shapes on ``{endpoint}/openai/...?api-version=``.
 
+    Deploying (:meth:`deploy`) makes a model deployment, an Azure Resource Manager resource of the
+    account, through ``azure-mgmt-cognitiveservices`` (:mod:`.deployments`): it signs in with Entra
+    ID whatever ``auth`` says (ARM takes no API key), and needs ``subscription_id`` and
+    ``resource_group`` (settings or ``AZURE_SUBSCRIPTION_ID`` / ``AZURE_RESOURCE_GROUP``).
+
     Args:
         azure_token_provider: returns an Entra ID bearer token; replaces azure-identity's
             ``DefaultAzureCredential`` when Entra ID is used (no API key).
+        azure_credential: an azure-core ``TokenCredential`` for Azure Resource Manager (deployments);
+            default: azure-identity's ``DefaultAzureCredential``.
+        arm_transport: an azure-core ``HttpTransport`` the management client sends through (a proxy,
+            a test's fake); default: azure-core's.
         settings, store, home, sleep, clock, rand, http_client: as for :class:`OpenAIProvider`.
     """
 
@@ -660,6 +744,9 @@ class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
     wait_for_file_processing: ClassVar[bool] = True
     Settings: ClassVar[type[ProviderSettings]] = AzureOpenAISettings
     capabilities: ClassVar[Capabilities] = AZURE_OPENAI_CAPABILITIES
+    DeploySettings: ClassVar[type[AzureOpenAIDeploySettings]] = AzureOpenAIDeploySettings
+    #: Seconds between reads while a deployment is created or deleted (it takes minutes).
+    deploy_poll_interval: ClassVar[float] = 15.0
 
     def __init__(
         self,
@@ -667,11 +754,16 @@ class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
         *,
         http_client: httpx2.Client | None = None,
         azure_token_provider: Callable[[], str] | None = None,
+        azure_credential: Any = None,
+        arm_transport: Any = None,
         today: Callable[[], date] | None = None,
         **base: Unpack[ProviderArgs],
     ) -> None:
         super().__init__(settings, http_client=http_client, today=today, **base)
         self._token_provider = azure_token_provider
+        self._azure_credential = azure_credential
+        self._arm_transport = arm_transport
+        self._deployments_obj: AzureDeployments | None = None
 
     def _resolve(self, env: Mapping[str, str]) -> ClientConfig:
         return azure_client_config(self.settings, env)
@@ -685,3 +777,48 @@ class AzureOpenAIProvider(_OpenAIAdapter[AzureOpenAISettings]):
         return azure_client(
             openai, self._config, http_client=self._http_client, timeout=timeout, token_provider=self._token_provider
         )
+
+    # -- deploy: a model deployment (ARM), called through chat completions by its name -------------------
+    def _deployments(self) -> AzureDeployments:
+        """The account's deployments client (made on first use; the scope is checked first).
+
+        Raises:
+            ConfigError: subscription, resource group or account not set (nothing sent).
+        """
+        with self._lock:
+            if self._deployments_obj is None:
+                self._deployments_obj = AzureDeployments(
+                    provider=self.name,
+                    scope=resolve_scope(self.settings, os.environ, self._config.base_url),
+                    url=self._config.base_url,
+                    credential=self._azure_credential,
+                    transport=self._arm_transport,
+                    policy=self._policy,
+                    sleep=self.sleep,
+                    clock=self.clock,
+                    rand=self.rand,
+                    poll_interval=self.deploy_poll_interval,
+                    settle=self.create_settle,
+                )
+            return self._deployments_obj
+
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        """Create (or find) the deployment ``name`` serving ``model.model_id``; ``chat(name, ...)`` calls it.
+
+        Raises:
+            NotSupportedError: the result has no fine-tuned model id.
+            UsageError: a bad setting, or ``name`` serves another model (nothing is sent).
+            ConfigError: subscription, resource group or account missing (nothing is sent).
+            WaitTimeoutError: still creating at the deadline (it carries on).
+        """
+        checked = check_deploy_settings(settings)
+        return self._deployments().deploy(model, name, checked, wait=wait, timeout=timeout)
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        return self._deployments().deployment(model, name)
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        """Delete the deployment (its hourly hosting fee stops) and wait until it is gone."""
+        from anytune._deploy import DEFAULT_TIMEOUT
+
+        return self._deployments().undeploy(model, name, timeout=DEFAULT_TIMEOUT)

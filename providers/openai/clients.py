@@ -111,6 +111,9 @@ class AzureOpenAISettings(FamilySettings):
     it the service answers "base model does not support fine-tuning"); the default ``standard``
     trains in the resource's own region, ``globalstandard`` wherever capacity is (data may leave the
     region's geography), ``developer`` on spare capacity (sent as ``developerTier``).
+
+    ``subscription_id``, ``resource_group``, ``account``: the Azure OpenAI resource as Azure Resource
+    Manager knows it, where ``deploy()`` makes model deployments (Entra ID sign-in, never the key).
     """
 
     endpoint: str | None = None
@@ -122,6 +125,10 @@ class AzureOpenAISettings(FamilySettings):
     training_type: Literal["standard", "globalstandard", "developer"] = Field(
         DEFAULT_AZURE_TRAINING_TYPE, description="trainingType when the spec names none"
     )
+    # Where deployments are made (``FineTunedModel.deploy``): an ARM resource of the account.
+    subscription_id: str | None = Field(None, description="the account's subscription (else AZURE_SUBSCRIPTION_ID)")
+    resource_group: str | None = Field(None, description="the account's resource group (else AZURE_RESOURCE_GROUP)")
+    account: str | None = Field(None, description="the account's name (default: the endpoint's first host label)")
 
 
 # -- what they resolve to (pure) --------------------------------------------------------------------

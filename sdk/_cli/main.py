@@ -17,6 +17,7 @@ from anytune._cli import (
     config_cmd,
     data_cmd,
     demo_cmd,
+    deploy_cmd,
     eval_cmd,
     export_cmd,
     jobs_cmd,
@@ -46,6 +47,9 @@ app.command("push")(push_cmd.push)
 app.command("export")(export_cmd.export)
 app.command("eval")(eval_cmd.eval_)
 app.command("serve")(serve_cmd.serve)
+app.command("deploy")(deploy_cmd.deploy)
+app.command("undeploy")(deploy_cmd.undeploy)
+app.command("chat")(deploy_cmd.chat)
 
 _state = {"debug": False}
 

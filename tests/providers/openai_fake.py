@@ -384,6 +384,8 @@ class FakeOpenAIService:
         #: (surface, operation, payload) of every JSON answer given.
         self.answers: list[tuple[str, str, Any]] = []
         self.unavailable_models: set[str] = set()
+        #: Fine-tuned models deleted on the service: ``GET /models/{id}`` answers 404.
+        self.deleted_models: set[str] = set()
         self.scenario = "succeed"  # the script of jobs that carry no metadata["scenario"]
         self.refuse_fine_tuning = False
         self.quota_exhausted = False
@@ -534,6 +536,8 @@ class FakeOpenAIService:
         chat = _CHAT_PATH.fullmatch(path)
         if method == "POST" and chat is not None:
             return httpx2.Response(200, json=self._chat(req, chat.group(1)))
+        if method == "GET" and self.flavour == "openai" and (model := _MODEL_PATH.fullmatch(path)) is not None:
+            return httpx2.Response(200, json=self._model(model.group(1)))
         route = next(((r, m) for r in _ROUTES if r.method == method and (m := r.pattern.fullmatch(path))), None)
         if route is None:
             raise self._error(404, f"Invalid URL ({method} {path})")
@@ -630,6 +634,24 @@ class FakeOpenAIService:
         missing = {n for n, f in ChatCompletion.model_fields.items() if f.is_required()} - set(payload)
         if missing:
             self.violations.append(f"POST /chat/completions answer lacks {sorted(missing)}")
+        return payload
+
+    def _model(self, model: str) -> dict[str, Any]:
+        """``GET /models/{model}``, held to the ``openai`` SDK's ``Model`` type (the shared description
+        has the fine-tuning API only): a succeeded job's fine-tuned model and its jobs' base models
+        exist, anything else (a deleted model included, :attr:`deleted_models`) is OpenAI's 404."""
+        from openai.types import Model
+
+        created = next(
+            (int(j.obj.get("finished_at") or 0) for j in self.jobs.values() if j.obj.get("fine_tuned_model") == model),
+            None,
+        )
+        if created is None and any(j.obj.get("model") == model for j in self.jobs.values()):
+            created = 0
+        if created is None or model in self.deleted_models:
+            raise self._error(404, f"The model '{model}' does not exist", param="model", code="model_not_found")
+        payload = {"id": model, "object": "model", "created": created, "owned_by": "user-fake" if created else "system"}
+        Model.model_validate(payload)
         return payload
 
     def _answer(self, model: str, messages: list[dict[str, Any]]) -> str:
@@ -1414,6 +1436,7 @@ _ROUTES: list[_Route] = [
     _Route("POST", "/fine_tuning/jobs/{fine_tuning_job_id}/resume", _S.resume_job),
 ]
 _CHAT_PATH = re.compile(r"(?:/deployments/([^/]+))?/chat/completions")
+_MODEL_PATH = re.compile(r"/models/([^/]+)")
 _PATTERNS: dict[str, re.Pattern[str]] = {
     route.template: re.compile(re.sub(r"\{[^}]+\}", "([^/]+)", route.template)) for route in _ROUTES
 }
