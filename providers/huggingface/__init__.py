@@ -16,6 +16,7 @@ Where things are:
 * :mod:`.request` — the job request (pure): repo names, the ``uv`` command, labels, ``run_job`` arguments;
 * :mod:`.records` — a job read back (pure): ``JobView``, uniform record, events and error;
 * :mod:`.status` — the Jobs stage table;
+* :mod:`.endpoints` — deploy on Inference Endpoints (pure): settings, the create request, endpoint -> ``Deployment``;
 * :mod:`.wheel` and :mod:`.uploads` — the data plane: the trainer wheel, content-addressed uploads;
 * :mod:`.errors` — huggingface_hub / httpx2 exceptions to anytune errors, retry predicates.
 
@@ -35,6 +36,7 @@ from anytune.local_backend.joblog import (
 )
 
 from .adapter import HuggingFaceProvider
+from .endpoints import HuggingFaceDeploySettings
 from .errors import is_ambiguous, is_transient, known_flavors, translate_error
 from .hub import DEFAULT_ENDPOINT, DEFAULT_IMAGE, NAME, HuggingFaceSettings
 from .records import TERMINAL_EVENT_ID, JobView, job_events, record_from_view, view_from_info
@@ -82,6 +84,7 @@ __all__ = [
     "WARNING_PREFIX",
     "WHEEL_DIR",
     "WHEEL_PLACEHOLDER",
+    "HuggingFaceDeploySettings",
     "HuggingFaceProvider",
     "HuggingFaceSettings",
     "JobFiles",

@@ -20,10 +20,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
+from pydantic import BaseModel
+
 from anytune._base_model import check_base_model, hub_offline
 from anytune._boundary import Translate, boundary
 from anytune._capabilities import ALL_TRACKERS, Capabilities
 from anytune._create_once import create_once
+from anytune._deploy import Deployment, is_gone, is_settled, wait_until
 from anytune._provider import PlannedRequest, Provider, ProviderArgs, ProviderSettings, SubmitPlan
 from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import redact
@@ -36,9 +39,20 @@ from anytune.errors import (
     JobNotFoundError,
     NotSupportedError,
     ProviderError,
+    UsageError,
 )
 from anytune.local_backend.joblog import RESULT_PREFIX
 
+from .endpoints import (
+    HuggingFaceDeploySettings,
+    adapter_of,
+    chat_model_of,
+    create_arguments,
+    deployment_from_raw,
+    describe,
+    serves,
+    split_target,
+)
 from .errors import is_ambiguous, is_transient, translate_error
 from .hub import NAME, HttpClientFactory, HuggingFaceSettings, import_hub, make_api, resolve_endpoint, resolve_token
 from .records import EPOCH, JobView, job_events, last_of_kind, metric_points, record_from_view, view_from_info
@@ -106,6 +120,11 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
     poll_interval: ClassVar[float] = 10.0
     #: ``NAMESPACE/ID`` (or the bare id, in the token's own namespace).
     job_id_pattern: ClassVar[str] = r"(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9]{1,64}"
+    DeploySettings: ClassVar[type[BaseModel]] = HuggingFaceDeploySettings
+    #: Seconds between reads of an endpoint being created or deleted (it takes minutes).
+    deploy_poll_interval: ClassVar[float] = 15.0
+    #: Seconds undeploy waits for a deleted endpoint to be gone.
+    undeploy_timeout: ClassVar[float] = 600.0
 
     def __init__(
         self,
@@ -123,6 +142,10 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         # Per job: the longest log replay read so far, and whether it is final (job terminal).
         self._logs: dict[str, list[str]] = {}
         self._final_logs: set[str] = set()
+        # Per chat target: (endpoint URL, the request's model), resolved once per name.
+        self._endpoints: dict[str, tuple[str, str]] = {}
+        # (job_ref, deployment name) -> the namespace this provider deployed it in.
+        self._deployed_in: dict[tuple[str, str], str] = {}
 
     @property
     def endpoint(self) -> str:
@@ -473,3 +496,249 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
             trained_tokens=trained if isinstance(trained, int) else None,
             extra={"url": view.url, "result": outcome},
         )
+
+    # -- deploy: Inference Endpoints (the request and the mapping: .endpoints) -----------------------
+    def _endpoint_namespace(self, model: FineTunedModel, name: str) -> str:
+        """Where ``name`` of ``model`` lives: where this provider deployed it, else the provider's namespace."""
+        return self._deployed_in.get((model.job_ref, name)) or self._namespace()
+
+    def _read_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The endpoint as the API returns it, None when there is none (404); a read, retried."""
+        api = self._api()
+
+        def read() -> dict[str, Any] | None:
+            from huggingface_hub.errors import HfHubHTTPError
+
+            try:
+                return dict(api.get_inference_endpoint(name, namespace=namespace).raw)
+            except HfHubHTTPError as exc:
+                if exc.response is not None and exc.response.status_code == 404:
+                    return None
+                raise
+
+        return self._call(f"reading Inference Endpoint {namespace}/{name}", read)
+
+    def _refuse_other(self, raw: Mapping[str, Any], model: FineTunedModel, namespace: str, name: str) -> None:
+        if not serves(raw, model):
+            raise UsageError(
+                f"Inference Endpoint {namespace}/{name} serves {describe(raw)}, not {adapter_of(model)} on "
+                f"{model.base_model} ({model.job_ref}): choose another name, or undeploy that one first",
+                field="name",
+            )
+
+    def _as_deployment(
+        self,
+        raw: Mapping[str, Any],
+        model: FineTunedModel,
+        namespace: str,
+        *,
+        created: bool = False,
+        price: float | None = None,
+    ) -> Deployment:
+        return deployment_from_raw(
+            raw, provider=self.name, job_ref=model.job_ref, namespace=namespace, created=created, price=price
+        )
+
+    def _hardware_price(self, namespace: str, settings: HuggingFaceDeploySettings) -> float | None:
+        """The chosen hardware's hourly price from the hardware API; a combination it does not list is
+        refused before anything is created."""
+        api = self._api()
+        listed = self._call(
+            "listing Inference Endpoints hardware", lambda: api.list_inference_endpoints_hardware(namespace=namespace)
+        )
+        wanted = (
+            settings.vendor,
+            settings.region,
+            settings.accelerator,
+            settings.instance_type,
+            settings.instance_size,
+        )
+        for hw in listed:
+            if (hw.vendor, hw.region, hw.accelerator, hw.instance_type, hw.instance_size) == wanted:
+                return float(hw.price_per_hour)
+        offered = sorted(
+            f"{hw.instance_type} {hw.instance_size}"
+            for hw in listed
+            if (hw.vendor, hw.region, hw.accelerator) == wanted[:3] and hw.status != "deprecated"
+        )
+        raise UsageError(
+            f"deploy setting instance_type: {settings.instance_type} {settings.instance_size} ({settings.accelerator}) "
+            f"is not offered in {settings.vendor} {settings.region}; offered there: {', '.join(offered) or 'none'}",
+            field="instance_type",
+        )
+
+    def _create_endpoint(
+        self, model: FineTunedModel, namespace: str, name: str, arguments: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create the endpoint once: its name is the key; after an ambiguous failure (or a 409) the
+        name is looked up before anything is sent again."""
+        api = self._api()
+        # The adapter repo is private by default: TGI downloads it with the token, held as a secret.
+        secrets = {"HF_TOKEN": self._job_token()}
+
+        def create() -> dict[str, Any]:
+            return dict(api.create_inference_endpoint(**arguments, secrets=secrets).raw)
+
+        def ambiguous(exc: BaseException) -> bool:
+            response = getattr(exc, "response", None)
+            return is_ambiguous(exc) or getattr(response, "status_code", None) == 409
+
+        with boundary(self._translator(f"creating Inference Endpoint {namespace}/{name}")):
+            raw = create_once(
+                create,
+                lambda: self._read_endpoint(namespace, name),
+                is_ambiguous=ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after_of,
+                settle=self.create_settle,
+                **self.timing,
+                what=f"{self.name}: creating Inference Endpoint {namespace}/{name}",
+            )
+        self._refuse_other(raw, model, namespace, name)  # a lookup may find someone else's
+        return raw
+
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        from anytune._deploy import check_name
+
+        chosen = (
+            settings
+            if isinstance(settings, HuggingFaceDeploySettings)
+            else HuggingFaceDeploySettings.model_validate(settings or {})
+        )
+        check_name(name)
+        arguments = create_arguments(model, name, chosen, namespace="")  # checks the result before any call
+        namespace = chosen.namespace or self._namespace()
+        arguments["namespace"] = namespace
+        self._deployed_in[(model.job_ref, name)] = namespace
+        raw = self._read_endpoint(namespace, name)
+        created, price = raw is None, None
+        if raw is None:
+            price = self._hardware_price(namespace, chosen)
+            raw = self._create_endpoint(model, namespace, name, arguments)
+        else:
+            self._refuse_other(raw, model, namespace, name)
+        deployment = self._as_deployment(raw, model, namespace, created=created, price=price)
+        if not wait or deployment.status != "creating":
+            return deployment
+
+        def read() -> Deployment | None:
+            now = self._read_endpoint(namespace, name)
+            return None if now is None else self._as_deployment(now, model, namespace, created=created, price=price)
+
+        final = wait_until(
+            read,
+            settled=is_settled,
+            sleep=self.sleep,
+            clock=self.clock,
+            timeout=timeout,
+            what=f"Inference Endpoint {namespace}/{name}",
+            interval=self.deploy_poll_interval,
+        )
+        if final is None:
+            raise ProviderError(
+                f"Inference Endpoint {namespace}/{name} was deleted while it was deploying", provider=self.name
+            )
+        return final
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        adapter_of(model)
+        namespace = self._endpoint_namespace(model, name)
+        raw = self._read_endpoint(namespace, name)
+        if raw is None:
+            return None
+        self._refuse_other(raw, model, namespace, name)
+        return self._as_deployment(raw, model, namespace)
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        adapter_of(model)
+        namespace = self._endpoint_namespace(model, name)
+        raw = self._read_endpoint(namespace, name)
+        if raw is None:
+            return None
+        self._refuse_other(raw, model, namespace, name)
+        gone = self._as_deployment(raw, model, namespace)
+        api = self._api()
+
+        def delete() -> None:
+            from huggingface_hub.errors import HfHubHTTPError
+
+            try:
+                api.delete_inference_endpoint(name, namespace=namespace)
+            except HfHubHTTPError as exc:
+                # A retried delete whose first attempt went through: gone is what was asked.
+                if exc.response is None or exc.response.status_code != 404:
+                    raise
+
+        # Deleting twice is harmless, so the request is retried like a read.
+        self._call(f"deleting Inference Endpoint {namespace}/{name}", delete)
+        self._endpoints.pop(gone.target, None)
+
+        def read() -> Deployment | None:
+            return (
+                None if self._read_endpoint(namespace, name) is None else gone.model_copy(update={"status": "deleting"})
+            )
+
+        wait_until(
+            read,
+            settled=is_gone,
+            sleep=self.sleep,
+            clock=self.clock,
+            timeout=self.undeploy_timeout,
+            what=f"deleting Inference Endpoint {namespace}/{name}",
+            interval=self.deploy_poll_interval,
+        )
+        return gone.model_copy(update={"status": "deleted", "url": None})
+
+    # -- chat -------------------------------------------------------------------------------------
+    def _resolve_endpoint(self, target: str) -> tuple[str, str]:
+        """(URL, the request's ``model``) of the endpoint ``NAMESPACE/NAME`` (or ``NAME``), read once per target."""
+        cached = self._endpoints.get(target)
+        if cached is not None:
+            return cached
+        namespace, name = split_target(target, None)
+        namespace = namespace or self._namespace()
+        raw = self._read_endpoint(namespace, name)
+        if raw is None:
+            raise UsageError(
+                f"no Inference Endpoint {namespace}/{name}: deploy the fine-tuned model first (model.deploy())",
+                field="model",
+            )
+        status = raw.get("status") or {}
+        url = status.get("url")
+        if status.get("state") not in ("running", "scaledToZero") or not url:
+            raise UsageError(
+                f"Inference Endpoint {namespace}/{name} is {status.get('state')}, not running: wait for it "
+                "(deploy(wait=True)), resume it if paused, or see its page on endpoints.huggingface.co",
+                field="model",
+            )
+        resolved = (str(url), chat_model_of(raw))
+        self._endpoints[target] = resolved
+        return resolved
+
+    def chat(
+        self,
+        model: str,
+        messages: builtins.list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float,
+        seed: int,
+    ) -> str:
+        """One chat completion from the Inference Endpoint ``model`` (``NAMESPACE/NAME`` or ``NAME``,
+        a :attr:`Deployment.target`), through TGI's Messages API with its adapter as the ``model``."""
+        url, request_model = self._resolve_endpoint(model)
+        from huggingface_hub import InferenceClient
+
+        client = InferenceClient(base_url=url, token=self._job_token())
+
+        def ask() -> Any:
+            return client.chat_completion(
+                messages, model=request_model, max_tokens=max_tokens, temperature=temperature, seed=seed
+            )
+
+        # Asking again is harmless (nothing is created), so a chat is retried like a read; a scaled
+        # to zero endpoint answers 503 while it wakes.
+        answer = self._call(f"chat with Inference Endpoint {model}", ask)
+        content = answer.choices[0].message.content if answer.choices else None
+        return content or ""

@@ -57,6 +57,30 @@ TOKEN = "hf_TESTtokenAbCdEfGhIjKlMnOpQrStUv0123"
 USER = "alice"
 FLAVORS = ("cpu-basic", "cpu-upgrade", "t4-small", "a10g-small", "a10g-large", "a100-large", "h200")
 SHA1_EMPTY = "0" * 40
+#: huggingface_hub's ``constants.INFERENCE_ENDPOINTS_ENDPOINT`` host (``/v2/endpoint/{namespace}[/{name}]``).
+ENDPOINTS_HOST = "api.endpoints.huggingface.cloud"
+#: Inference Endpoints hardware the fake offers: (vendor, region, accelerator, type, size, $/h, status), the
+#: ``/v2/provider/{namespace}`` catalog ``list_inference_endpoints_hardware`` reads. Prices: the pricing page.
+HARDWARE = (
+    ("aws", "us-east-1", "gpu", "nvidia-t4", "x1", 0.5, "available"),
+    ("aws", "us-east-1", "gpu", "nvidia-l4", "x1", 0.8, "available"),
+    ("aws", "us-east-1", "gpu", "nvidia-a10g", "x1", 1.0, "available"),
+    ("aws", "us-east-1", "cpu", "intel-spr", "x2", 0.067, "available"),
+    ("gcp", "us-central1", "gpu", "nvidia-l4", "x1", 0.7, "available"),
+)
+#: The ``model.image`` variants of the API (huggingface_hub's CLI ``ENGINE_IMAGE_KEYS`` and the managed ones).
+IMAGE_VARIANTS = frozenset(
+    {"huggingface", "huggingfaceNeuron", "custom", "hfServe", "llamacpp", "sGLang", "tei", "tgi", "tgiNeuron", "vLLM"}
+    | {"vLLMNeuron"}
+)
+#: What each part of a create body may hold (the API refuses unknown fields).
+_CREATE_KEYS = {
+    "": {"compute", "model", "name", "provider", "type", "privateService", "route", "cacheHttpResponses", "tags"},
+    "compute": {"accelerator", "instanceSize", "instanceType", "scaling"},
+    "scaling": {"maxReplica", "minReplica", "scaleToZeroTimeout", "measure"},
+    "model": {"framework", "repository", "revision", "image", "task", "command", "args", "env", "secrets"},
+    "provider": {"region", "vendor"},
+}
 
 #: Files of this size or more are large files: the Hub refuses them in git ("Your push was rejected
 #: because it contains files larger than 10 MiB", the commit endpoint's answer quoted in
@@ -276,6 +300,31 @@ class Job:
 
 
 @dataclass
+class Endpoint:
+    """An Inference Endpoint: the create body (secrets apart) and its state."""
+
+    namespace: str
+    body: dict[str, Any]
+    secrets: dict[str, str]
+    created_at: datetime
+    id: str
+    state: str = "pending"
+    message: str | None = None
+    updated_at: datetime | None = None
+    #: Reads left before a deleted endpoint answers 404 (a delete takes a while).
+    deleting: int | None = None
+
+    @property
+    def name(self) -> str:
+        return str(self.body["name"])
+
+    @property
+    def url(self) -> str:
+        provider = self.body["provider"]
+        return f"https://{self.id}.{provider['region']}.{provider['vendor']}.endpoints.huggingface.cloud"
+
+
+@dataclass
 class Fault:
     method: str
     pattern: re.Pattern[str]
@@ -372,6 +421,13 @@ class FakeHub:
         self.requests: list[Recorded] = []
         self.repos: dict[tuple[str, str], Repo] = {}
         self.jobs: dict[str, Job] = {}
+        self.endpoints: dict[tuple[str, str], Endpoint] = {}
+        #: Endpoints move on by themselves, one state per read (pending, initializing, running).
+        self.auto_deploy = False
+        #: Reads of a deleted endpoint that still find it (then 404).
+        self.delete_lag = 1
+        #: Chat completions answered: (endpoint name, request body).
+        self.chats: list[tuple[str, dict[str, Any]]] = []
         self.faults: list[Fault] = []
         self.tokens = {TOKEN: USER}
         self.payment_method = True
@@ -536,6 +592,11 @@ class FakeHub:
         ]
 
     def _route(self, r: Recorded) -> httpx2.Response:
+        host = urlsplit(r.url).hostname or ""
+        if host == ENDPOINTS_HOST:
+            return self._endpoints_api(r)
+        if host.endswith(".endpoints.huggingface.cloud"):
+            return self._endpoint_serving(r, host)
         if r.path == "/api/agent-harnesses":
             return httpx2.Response(200, json={"standardEnvVars": [], "harnesses": {}})
         # Signed URLs (storage, CDN, multipart completion): the signature is the credential.
@@ -1022,6 +1083,241 @@ class FakeHub:
         events += job.logs
         content = "".join(f"data: {json.dumps({'timestamp': _iso(t), 'data': line})}\n\n" for t, line in events)
         return httpx2.Response(200, content=content.encode(), headers={"Content-Type": "text/event-stream"})
+
+    # -- Inference Endpoints -----------------------------------------------------------------------
+    def endpoint(self, name: str, namespace: str = USER) -> Endpoint:
+        return self.endpoints[(namespace, name)]
+
+    def set_state(self, name: str, state: str, message: str | None = None, namespace: str = USER) -> None:
+        endpoint = self.endpoint(name, namespace)
+        endpoint.state, endpoint.message, endpoint.updated_at = state, message, self.now()
+
+    @property
+    def endpoint_creates(self) -> list[Recorded]:
+        return [r for r in self.requests if r.method == "POST" and urlsplit(r.url).hostname == ENDPOINTS_HOST]
+
+    def _endpoints_api(self, r: Recorded) -> httpx2.Response:
+        user = self._user(r)
+        if user is None:
+            return _error(401, "Invalid credentials in Authorization header")
+        m = re.fullmatch(r"/v2/(endpoint|provider)/([^/]+)(?:/([^/]+))?", r.path)
+        if m is None:
+            return _error(404, f"no route for {r.method} {r.path}")
+        namespace, name = m[2], m[3]
+        if namespace not in (user, "acme"):
+            return _error(403, f"You don't have access to the namespace {namespace}")
+        if m[1] == "provider":
+            return self._hardware() if r.method == "GET" and name is None else _error(405, "Method not allowed")
+        if name is None:
+            if r.method == "POST":
+                return self._create_endpoint(namespace, r)
+            items = [self._endpoint_json(e) for e in self.endpoints.values() if e.namespace == namespace]
+            return httpx2.Response(200, json={"items": items})
+        endpoint = self.endpoints.get((namespace, name))
+        if endpoint is not None and endpoint.deleting is not None:
+            if endpoint.deleting <= 0:
+                del self.endpoints[(namespace, name)]
+                endpoint = None
+            else:
+                endpoint.deleting -= 1
+        if endpoint is None:
+            return _error(404, f"Endpoint {name} not found")
+        if r.method == "DELETE":
+            endpoint.deleting = self.delete_lag
+            return httpx2.Response(200, json={})
+        if r.method != "GET":
+            return _error(405, "Method not allowed")
+        if self.auto_deploy:
+            moves = {"pending": "initializing", "initializing": "running"}
+            if endpoint.state in moves:
+                self.set_state(name, moves[endpoint.state], namespace=namespace)
+        return httpx2.Response(200, json=self._endpoint_json(endpoint))
+
+    @staticmethod
+    def _hardware() -> httpx2.Response:
+        vendors: dict[str, dict[str, list[dict[str, Any]]]] = {}
+        for vendor, region, accelerator, kind, size, price, status in HARDWARE:
+            vendors.setdefault(vendor, {}).setdefault(region, []).append(
+                {
+                    "id": f"{vendor}-{region}-{kind}-{size}",
+                    "accelerator": accelerator,
+                    "instanceType": kind,
+                    "instanceSize": size,
+                    "architecture": kind.upper(),
+                    "numAccelerators": int(size[1:]),
+                    "numCpus": 8,
+                    "memoryGb": 32.0,
+                    "gpuMemoryGb": 24 if accelerator == "gpu" else None,
+                    "pricePerHour": price,
+                    "status": status,
+                    "quota": {"maxAccelerators": 4, "usedAccelerators": 0},
+                }
+            )
+        return httpx2.Response(
+            200,
+            json={
+                "vendors": [
+                    {"name": v, "regions": [{"name": region, "computes": c} for region, c in regions.items()]}
+                    for v, regions in vendors.items()
+                ]
+            },
+        )
+
+    @staticmethod
+    def _create_problem(body: Any) -> str | None:
+        """Why the API would refuse this create body (None: it would not): the fields huggingface_hub's
+        ``create_inference_endpoint`` sends, checked for presence, type and the values the API knows."""
+        if not isinstance(body, dict):
+            return "the body must be an object"
+        parts = {"": body, **{k: body.get(k) for k in ("compute", "model", "provider")}}
+        parts["scaling"] = (body.get("compute") or {}).get("scaling")
+        for part, keys in _CREATE_KEYS.items():
+            value = parts.get(part)
+            if not isinstance(value, dict):
+                return f"{part} is required"
+            if set(value) - keys:
+                return f"{part or 'body'}: unknown field(s) {sorted(set(value) - keys)}"
+        compute, model, scaling = body["compute"], body["model"], body["compute"]["scaling"]
+        if not isinstance(body.get("name"), str) or not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}[a-z0-9]", body["name"]):
+            return "name: lowercase letters, digits and '-', 2 to 32 characters"
+        if body.get("type") not in ("public", "protected", "authenticated", "private"):
+            return f"type: unknown value {body.get('type')!r}"
+        if body["type"] == "private" and "privateService" not in body:
+            return "a private endpoint needs privateService (AWS PrivateLink)"
+        problem = FakeHub._model_problem(model)
+        if problem is not None:
+            return problem
+        low, high, idle = scaling.get("minReplica"), scaling.get("maxReplica"), scaling.get("scaleToZeroTimeout")
+        if not isinstance(low, int) or not isinstance(high, int) or low < 0 or high < max(1, low):
+            return "compute.scaling: 0 <= minReplica <= maxReplica, maxReplica >= 1"
+        if idle is not None and (not isinstance(idle, int) or idle < 1):
+            return "compute.scaling.scaleToZeroTimeout: minutes, at least 1"
+        wanted = (body["provider"].get("vendor"), body["provider"].get("region"), compute.get("accelerator"))
+        wanted += (compute.get("instanceType"), compute.get("instanceSize"))
+        if wanted not in {h[:5] for h in HARDWARE}:
+            return f"compute: no such instance {wanted}"
+        return None
+
+    @staticmethod
+    def _model_problem(model: dict[str, Any]) -> str | None:
+        """Why the API would refuse a create's ``model`` part."""
+        for key in ("framework", "repository"):
+            if not isinstance(model.get(key), str) or not model[key]:
+                return f"model.{key} is required"
+        image = model.get("image")
+        if not isinstance(image, dict) or len(image) != 1 or next(iter(image)) not in IMAGE_VARIANTS:
+            return f"model.image: one of {sorted(IMAGE_VARIANTS)}"
+        variant, config = next(iter(image.items()))
+        if variant not in ("huggingface", "huggingfaceNeuron") and not isinstance((config or {}).get("url"), str):
+            return f"model.image.{variant}.url is required"
+        for key in ("env", "secrets"):
+            if key in model and not all(isinstance(v, str) for v in (model[key] or {}).values()):
+                return f"model.{key}: string values only"
+        return None
+
+    def _create_endpoint(self, namespace: str, r: Recorded) -> httpx2.Response:
+        try:
+            body = r.json()
+        except ValueError:
+            return _error(400, "the body is not JSON")
+        problem = self._create_problem(body)
+        if problem is not None:
+            return httpx2.Response(400, json={"error": problem})
+        if (namespace, body["name"]) in self.endpoints:
+            return _error(409, f"An endpoint named {body['name']} already exists in {namespace}")
+        if not self.payment_method:
+            return httpx2.Response(402, json={"error": "You must add a payment method to create Inference Endpoints"})
+        secrets = dict(body["model"].pop("secrets", None) or {})
+        endpoint = Endpoint(namespace, body, secrets, self.now(), f"{next(self._ids):016x}")
+        endpoint.updated_at = endpoint.created_at
+        self.endpoints[(namespace, body["name"])] = endpoint
+        return httpx2.Response(200, json=self._endpoint_json(endpoint))
+
+    def _endpoint_json(self, endpoint: Endpoint) -> dict[str, Any]:
+        """An endpoint as the API shows it (what ``InferenceEndpoint._populate_from_raw`` reads)."""
+        body = endpoint.body
+        model = {k: v for k, v in body["model"].items()}
+        model.setdefault("revision", None)
+        model.setdefault("task", None)
+        if endpoint.secrets:
+            model["secrets"] = dict.fromkeys(endpoint.secrets, "")  # names only
+        ready = endpoint.state in ("running", "scaledToZero")
+        return {
+            "name": endpoint.name,
+            "type": body["type"],
+            "accountId": None,
+            "provider": body["provider"],
+            "compute": body["compute"],
+            "model": model,
+            "healthRoute": ((next(iter(model["image"].values())) or {}).get("healthRoute")) or "/health",
+            "tags": body.get("tags") or [],
+            "status": {
+                "createdAt": _iso(endpoint.created_at),
+                "createdBy": {"id": "u1", "name": endpoint.namespace},
+                "updatedAt": _iso(endpoint.updated_at or endpoint.created_at),
+                "updatedBy": {"id": "u1", "name": endpoint.namespace},
+                "state": endpoint.state,
+                "message": endpoint.message or f"Endpoint is {endpoint.state}",
+                "readyReplica": 1 if endpoint.state == "running" else 0,
+                "targetReplica": 1,
+                "url": endpoint.url if ready else None,
+                "private": None,
+            },
+        }
+
+    def _endpoint_serving(self, r: Recorded, host: str) -> httpx2.Response:
+        """A running endpoint's TGI: ``POST /v1/chat/completions`` (the Messages API), its adapters by ``model``."""
+        endpoint = next((e for e in self.endpoints.values() if urlsplit(e.url).hostname == host), None)
+        if endpoint is None or endpoint.deleting is not None:
+            return _error(404, "Not Found")
+        user = self._user(r)
+        if endpoint.body["type"] != "public" and (user is None or endpoint.namespace not in (user, "acme")):
+            return _error(401, "Unauthorized")
+        if endpoint.state == "scaledToZero":  # the request wakes it; until then, 503
+            self.set_state(endpoint.name, "running", namespace=endpoint.namespace)
+            return httpx2.Response(503, json={"error": "Service Unavailable"}, headers={"Retry-After": "30"})
+        if endpoint.state != "running":
+            return _error(503, f"Endpoint is {endpoint.state}")
+        if r.method != "POST" or r.path != "/v1/chat/completions":
+            return _error(404, "Not Found")
+        body = r.json()
+        adapters = [
+            a.split("@")[0].split("=")[0]
+            for a in (endpoint.body["model"].get("env") or {}).get("LORA_ADAPTERS", "").split(",")
+            if a
+        ]
+        model = body.get("model")
+        if model != "tgi" and model not in adapters:
+            return httpx2.Response(422, json={"error": f"Adapter {model} is not loaded", "error_type": "validation"})
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages or not all("role" in m and "content" in m for m in messages):
+            return httpx2.Response(
+                422, json={"error": "messages: a list of {role, content}", "error_type": "validation"}
+            )
+        temperature = body.get("temperature")
+        if temperature is not None and temperature < 0:
+            return httpx2.Response(422, json={"error": "temperature must be >= 0", "error_type": "validation"})
+        self.chats.append((endpoint.name, body))
+        text = f"[{model}] {messages[-1]['content']}"
+        return httpx2.Response(
+            200,
+            json={
+                "object": "chat.completion",
+                "id": "",
+                "created": int(self.clock()),
+                "model": endpoint.body["model"]["repository"],
+                "system_fingerprint": "3.3.2-sha-fake",
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": text},
+                        "logprobs": None,
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8},
+            },
+        )
 
     # -- a real HTTP server, for a child process -------------------------------------------------
     @contextlib.contextmanager
