@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from anytune._boundary import boundary
 from anytune._capabilities import Capabilities
 from anytune._create_once import create_once
+from anytune._deploy import Deployment
 from anytune._provider import PlannedRequest, PlannedUpload, Provider, ProviderArgs, SubmitPlan
 from anytune._spec import JobSpec, Method, Quantization
 from anytune._types import Event, FineTunedModel, JobRecord, MetricPoint
@@ -33,6 +34,7 @@ from anytune.errors import (
 )
 from anytune.providers.azureml.catalog import ensure_marketplace, resolve_model
 from anytune.providers.azureml.data import Uploads, converted_digest
+from anytune.providers.azureml.deploy import AzureMLDeploySettings, Deployer
 from anytune.providers.azureml.endpoints import EndpointChat
 from anytune.providers.azureml.errors import NAME
 from anytune.providers.azureml.journal import EventJournal
@@ -112,6 +114,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         extra={"deployments": ["serverless", "managed"], "tasks": sorted(TASKS)},
     )
     Settings: ClassVar[type[AzureMLSettings]] = AzureMLSettings
+    DeploySettings: ClassVar[type[AzureMLDeploySettings]] = AzureMLDeploySettings
     poll_interval: ClassVar[float] = 30.0
 
     def __init__(
@@ -353,6 +356,21 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         ``online_endpoints.invoke`` (see :mod:`.endpoints`). A registered model answers only once
         deployed, so ``anytune eval`` on Azure ML needs ``--deployment`` (and ``--base-deployment``)."""
         return self._chat(model, messages, max_tokens=max_tokens, temperature=temperature, seed=seed)
+
+    # -- deploy (see :mod:`.deploy`) --------------------------------------------------------------
+    def deploy(self, model: FineTunedModel, name: str, settings: Any, *, wait: bool, timeout: float) -> Deployment:
+        """A serverless endpoint (a serverless job's model) or a managed online endpoint with one
+        deployment (a managed job's model), found or created under ``name``; see :mod:`.deploy`."""
+        found: Deployment = Deployer(self).deploy(model, name, settings, wait=wait, timeout=timeout)
+        return found
+
+    def deployment(self, model: FineTunedModel, name: str) -> Deployment | None:
+        found: Deployment | None = Deployer(self).deployment(model, name)
+        return found
+
+    def undeploy(self, model: FineTunedModel, name: str) -> Deployment | None:
+        gone: Deployment | None = Deployer(self).undeploy(model, name)
+        return gone
 
     # -- result ---------------------------------------------------------------------------------
     def result(self, record: JobRecord) -> FineTunedModel:

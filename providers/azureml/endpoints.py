@@ -125,6 +125,10 @@ class EndpointChat:
             target = self._targets[name] = self._resolve(name)
         return target(messages, max_tokens, temperature, seed)
 
+    def forget(self, name: str) -> None:
+        """Drop what was looked up for ``name`` (its endpoint was deleted: a new one has new keys)."""
+        self._targets.pop(name, None)
+
     def _resolve(self, name: str) -> Callable[[list[dict[str, Any]], int, float, int], str]:
         endpoint, deployment = split_endpoint(name)
         ml = self.connection.ml()

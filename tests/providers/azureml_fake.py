@@ -7,7 +7,13 @@ error mapping) and reach :class:`FakeAzureML`, which answers with the shapes the
 
 * ARM (``management.azure.com``): workspace, jobs (FineTuning, api-versions 2024-01-01-preview and
   2024-10-01-preview), cancel, computes, datastores (+ ``listSecrets``), data versions, workspace
-  models, marketplace subscriptions;
+  models, marketplace subscriptions; serverless endpoints (2024-01-01-preview), managed online
+  endpoints (2022-02-01-preview) and their deployments (2023-04-01-preview): read, and written as
+  ARM does it (PUT: 201 + ``Azure-AsyncOperation``, the resource ``Creating`` until
+  ``endpoint_seconds``/``deployment_seconds`` of the clock have passed; DELETE: 202 + ``Location``
+  and ``Retry-After``, ``Deleting`` for ``delete_seconds``, then 404), each body held to
+  azure-ai-ml's own generated REST models (:func:`check_rest_body`); a created endpoint answers
+  through the scoring and serverless chat routes like one added with :meth:`FakeAzureML.add_endpoint`;
 * registry discovery and the registry model data plane;
 * blob storage (``PUT`` of a block blob);
 * workspace discovery, run history and MLflow tracking (``runs/get``, ``runs/search``,
@@ -491,6 +497,101 @@ ENDPOINT_API_VERSIONS = {"serverless": "2024-01-01-preview", "online": "2022-02-
 SCORING_PARAMETERS = frozenset({"max_new_tokens", "temperature", "top_p", "do_sample", "return_full_text"})
 
 
+#: The api-version azure-ai-ml reads and writes online deployments with (ServiceClient042023Preview).
+DEPLOYMENT_API_VERSION = "2023-04-01-preview"
+#: Properties the generated models mark required that the service fills in when absent:
+#: azure-ai-ml's ``ServerlessEndpoint`` never sends ``authMode`` (key auth is the service's default).
+DEFAULTED = frozenset({("ServerlessEndpointProperties", "authMode")})
+
+
+def _rest_fields(cls: type) -> dict[str, tuple[str, Any]]:
+    """rest name -> (attribute, annotation) of a generated model (azure-ai-ml's arm_ml_service)."""
+    import sys
+    import typing
+
+    from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+    cls({})  # the generated base computes its field table on first use
+    namespace = dict(vars(sys.modules[cls.__module__]), _models=rest)
+    hints = typing.get_type_hints(cls, globalns=namespace)
+    table = cls._attr_to_rest_field  # type: ignore[attr-defined]
+    return {rf._rest_name: (attr, hints.get(attr), rf) for attr, rf in table.items()}
+
+
+def check_rest_body(value: Any, cls: type, path: str = "$") -> None:
+    """Hold a write's JSON body to a generated REST model (from the published spec): an object with
+    only the model's properties (a discriminator picks the subtype), none of them read-only, the
+    required ones present, each of its type. Raises SchemaError at the first mismatch."""
+    import typing
+
+    if not isinstance(value, dict):
+        raise SchemaError(path, f"expected an object ({cls.__name__})")
+    mapping = getattr(cls, "__mapping__", None)
+    if mapping:
+        fields = _rest_fields(cls)
+        tag_name = next((name for name, (_, _, rf) in fields.items() if rf._is_discriminator), None)
+        if tag_name is not None:
+            tag = value.get(tag_name)
+            sub = next((c for k, c in mapping.items() if str(k).lower() == str(tag).lower()), None)
+            if sub is None:
+                raise SchemaError(f"{path}.{tag_name}", f"{tag!r} is not a known {cls.__name__} type")
+            cls = sub
+    fields = _rest_fields(cls)
+    for name, (_, hint, rf) in fields.items():
+        optional = type(None) in typing.get_args(hint)
+        writable = rf._visibility is None or "create" in rf._visibility
+        if not optional and writable and name not in value and (cls.__name__, name) not in DEFAULTED:
+            raise SchemaError(f"{path}.{name}", "required property missing")
+    for key, item in value.items():
+        if key not in fields:
+            raise SchemaError(f"{path}.{key}", f"property not defined on {cls.__name__}")
+        _, hint, rf = fields[key]
+        if rf._visibility is not None and "create" not in rf._visibility:
+            raise SchemaError(f"{path}.{key}", "read-only property sent")
+        _check_value(item, hint, f"{path}.{key}", typing)
+
+
+def _check_value(value: Any, hint: Any, path: str, typing: Any) -> None:
+    """(Extensible enums are ``Union[str, Enum]``: any string, as the service reads them.)"""
+    from azure.ai.ml._restclient.arm_ml_service._utils.model_base import Model
+
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is typing.Union:
+        options = [a for a in args if a is not type(None)]
+        if value is None:
+            return
+        errors = []
+        for option in options:
+            try:
+                _check_value(value, option, path, typing)
+                return
+            except SchemaError as exc:
+                errors.append(str(exc))
+        raise SchemaError(path, f"matches none of {options}: {errors[0] if errors else ''}")
+    if origin is typing.Literal:
+        if str(value).lower() not in {str(getattr(a, "value", a)).lower() for a in args}:
+            raise SchemaError(path, f"{value!r} is not one of {args}")
+        return
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SchemaError(path, "expected an object")
+        for k, v in value.items():
+            _check_value(v, args[1], f"{path}.{k}", typing)
+        return
+    if origin is list:
+        if not isinstance(value, list):
+            raise SchemaError(path, "expected an array")
+        for i, v in enumerate(value):
+            _check_value(v, args[0], f"{path}[{i}]", typing)
+        return
+    if isinstance(hint, type) and issubclass(hint, Model):
+        check_rest_body(value, hint, path)
+        return
+    expected = {str: str, bool: bool, int: int, float: (int, float)}.get(hint)
+    if expected is not None and (not isinstance(value, expected) or (hint is not bool and isinstance(value, bool))):
+        raise SchemaError(path, f"expected {hint.__name__}, got {type(value).__name__}")
+
+
 @dataclass
 class Endpoint:
     """A deployed model: answers the last user message from ``answers``."""
@@ -502,6 +603,16 @@ class Endpoint:
     key: str
     #: Managed online: the deployments behind the endpoint (all of them answer alike).
     deployments: tuple[str, ...] = ("blue",)
+    #: Made through PUT (None: added by a test): the model it serves, its tags and traffic.
+    model: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    traffic: dict[str, int] | None = None
+    #: "Creating"/"Updating" until ``ready_at`` on the clock; "Deleting" until ``gone_at``.
+    state: str = "Succeeded"
+    ready_at: float = 0.0
+    gone_at: float | None = None
+    #: Managed online deployments made through PUT: name -> their state.
+    made: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def answer(self, messages: list[dict[str, Any]]) -> str:
         question = next((str(m.get("content")) for m in reversed(messages) if m.get("role") == "user"), "")
@@ -546,6 +657,17 @@ class FakeAzureML:
         #: Statuses (or "drop") the next serverless chat calls answer with, one each.
         self.chat_faults: list[int | str] = []
         self.chat_requests: list[dict[str, Any]] = []
+        #: Seconds an endpoint (a deployment) takes to provision, and an endpoint to be deleted.
+        self.endpoint_seconds = 60.0
+        self.update_seconds = 10.0
+        self.deployment_seconds = 300.0
+        self.delete_seconds = 30.0
+        #: The reason the next managed deployment made fails with (None: it succeeds).
+        self.deployment_failure: str | None = None
+        #: What endpoints created through PUT answer.
+        self.deploy_answers: dict[str, str] = {}
+        #: ARM async operations: id -> (endpoint name, what it does).
+        self.operations: dict[str, tuple[str, str]] = {}
         self.add_registry_model("azureml", "Phi-3-mini-4k-instruct", "7", tasks="chat-completion,text-generation")
         self.add_registry_model("azureml-meta", "Meta-Llama-3-8B-Instruct", "9", tasks="chat-completion")
         self.add_registry_model("azureml", "bert-base-uncased", "3", tasks="text-classification")
@@ -775,6 +897,13 @@ class FakeAzureML:
     # -- ARM ----------------------------------------------------------------------------------
     def _arm(self, rec: Recorded) -> Answer:
         path = rec.path
+        m = re.fullmatch(
+            rf"/subscriptions/{SUB}/providers/Microsoft\.MachineLearningServices/locations/{LOCATION}/"
+            r"(mfeOperationsStatus|mfeOperationResults)/([^/]+)",
+            path,
+        )
+        if m:
+            return self._operation(m.group(1), m.group(2))
         if not path.startswith(WS_PATH) or not self.workspace_exists:
             return _error(
                 404,
@@ -799,8 +928,13 @@ class FakeAzureML:
         if rest == "/computes":
             return 200, {}, {"value": list(self.computes.values())}
         m = re.fullmatch(r"/(serverlessEndpoints|onlineEndpoints)/([^/]+)(/listKeys)?", rest)
+        if m and rec.method in ("PUT", "DELETE") and not m.group(3):
+            return self._endpoint_write(rec, m.group(1), m.group(2))
         if m:
             return self._endpoint_resource(rec, m.group(1), m.group(2), keys=bool(m.group(3)))
+        m = re.fullmatch(r"/onlineEndpoints/([^/]+)/deployments/([^/]+)", rest)
+        if m:
+            return self._deployment_resource(rec, m.group(1), m.group(2))
         m = re.fullmatch(r"/onlineEndpoints/([^/]+)/deployments", rest)
         if m and rec.method == "GET":
             return self._online_deployments(m.group(1))
@@ -819,7 +953,7 @@ class FakeAzureML:
             return self._refuse(rec.path, _error(400, "UserError", f"api-version {rec.query.get('api-version')}"))
         if (rec.method, keys) not in (("GET", False), ("POST", True)):
             return _error(405, "MethodNotAllowed", f"{rec.method} {rec.path}")
-        endpoint = self.endpoints.get(name)
+        endpoint = self._live(name)
         if endpoint is None or endpoint.kind != kind:
             label = "ServerlessEndpoint" if kind == "serverless" else "OnlineEndpoint"
             return _error(404, "UserError", f"{label} {name} not found in workspace {WS}.")
@@ -827,16 +961,29 @@ class FakeAzureML:
             if "key" not in endpoint.auth_mode.lower():
                 return _error(400, "UserError", f"Endpoint {name} does not use key authentication.")
             return 200, {}, rest.EndpointAuthKeys(primary_key=endpoint.key, secondary_key=endpoint.key + "-2").as_dict()
-        common = {"id": f"{WS_PATH}/{collection}/{name}", "name": name, "location": LOCATION}
+        return 200, {}, self._endpoint_view(endpoint)
+
+    def _endpoint_view(self, endpoint: Endpoint) -> dict[str, Any]:
+        """An endpoint as ARM shows it, through the SDK's generated REST models."""
+        from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+        name, kind = endpoint.name, endpoint.kind
+        collection = "serverlessEndpoints" if kind == "serverless" else "onlineEndpoints"
+        common: dict[str, Any] = {"id": f"{WS_PATH}/{collection}/{name}", "name": name, "location": LOCATION}
+        if endpoint.tags:
+            common["tags"] = dict(endpoint.tags)
+        state = self._state(endpoint)
         if kind == "serverless":
             properties: Any = rest.ServerlessEndpointProperties(
                 auth_mode=endpoint.auth_mode,
                 inference_endpoint=rest.ServerlessInferenceEndpoint(
                     uri=f"https://{name}.{LOCATION}.models.ai.azure.com"
                 ),
-                model_settings=rest.ModelSettings(model_id=f"azureml://registries/azureml/models/{name}"),
-                provisioning_state="Succeeded",
-                endpoint_state="Online",
+                model_settings=rest.ModelSettings(
+                    model_id=endpoint.model or f"azureml://registries/azureml/models/{name}"
+                ),
+                provisioning_state=state,
+                endpoint_state="Online" if state == "Succeeded" else "Offline",
             )
             body = rest.ServerlessEndpoint(properties=properties, **common).as_dict()
             body["type"] = "Microsoft.MachineLearningServices/workspaces/serverlessEndpoints"
@@ -844,12 +991,171 @@ class FakeAzureML:
             properties = rest.OnlineEndpointProperties(
                 auth_mode=endpoint.auth_mode,
                 scoring_uri=f"https://{name}.{LOCATION}.inference.ml.azure.com/score",
-                provisioning_state="Succeeded",
-                traffic={"blue": 100},
+                provisioning_state=state,
+                traffic={"blue": 100} if endpoint.traffic is None else dict(endpoint.traffic),
             )
             body = rest.OnlineEndpoint(properties=properties, **common).as_dict()
             body["type"] = "Microsoft.MachineLearningServices/workspaces/onlineEndpoints"
-        return 200, {}, body
+        return body
+
+    # -- endpoints written through ARM (deploy) ---------------------------------------------------
+    def _live(self, name: str) -> Endpoint | None:
+        """The endpoint ``name`` unless its deletion has finished (then it is gone)."""
+        endpoint = self.endpoints.get(name)
+        if endpoint is not None and endpoint.gone_at is not None and self.clock() >= endpoint.gone_at:
+            del self.endpoints[name]
+            return None
+        return endpoint
+
+    def _state(self, endpoint: Endpoint) -> str:
+        if endpoint.gone_at is not None:
+            return "Deleting"
+        return endpoint.state if self.clock() < endpoint.ready_at else "Succeeded"
+
+    def _async_headers(self, name: str, what: str, *, location: bool) -> dict[str, str]:
+        """What ARM answers a long-running write with: where its status can be read."""
+        op = uuid.uuid4().hex
+        self.operations[op] = (name, what)
+        base = f"https://management.azure.com/subscriptions/{SUB}/providers/Microsoft.MachineLearningServices/locations/{LOCATION}"
+        headers = {
+            "Azure-AsyncOperation": f"{base}/mfeOperationsStatus/{op}?api-version=2024-01-01-preview",
+            "x-ms-async-operation-timeout": "PT1H",
+        }
+        if location:
+            headers |= {
+                "Location": f"{base}/mfeOperationResults/{op}?api-version=2024-01-01-preview",
+                "Retry-After": "10",
+            }
+        return headers
+
+    def _operation(self, kind: str, op: str) -> Answer:
+        """``GET mfeOperationsStatus/{id}`` (``{"status": ...}``) and ``mfeOperationResults/{id}``
+        (202 while it runs, 200 when done), as ARM's async-operation pattern answers them."""
+        if op not in self.operations:
+            return _error(404, "NotFound", f"operation {op} not found")
+        name, what = self.operations[op]
+        endpoint = self._live(name)
+        if what == "delete":
+            done = endpoint is None
+        elif endpoint is None:
+            return 200, {}, {"status": "Failed", "error": {"code": "NotFound", "message": f"{name} is gone"}}
+        else:
+            deployment = endpoint.made.get(what.removeprefix("deployment:")) if what.startswith("deployment:") else None
+            if deployment is not None and self.clock() >= deployment["ready_at"] and deployment["failure"]:
+                return (
+                    200,
+                    {},
+                    {"status": "Failed", "error": {"code": "DeploymentFailed", "message": deployment["failure"]}},
+                )
+            ready_at = deployment["ready_at"] if deployment is not None else endpoint.ready_at
+            done = self.clock() >= ready_at
+        if kind == "mfeOperationResults":
+            return (200, {}, None) if done else (202, {"Retry-After": "10"}, None)
+        return 200, {}, {"status": "Succeeded" if done else "InProgress", "name": op}
+
+    def _endpoint_write(self, rec: Recorded, collection: str, name: str) -> Answer:
+        """``PUT``/``DELETE`` of ``serverlessEndpoints/{name}`` or ``onlineEndpoints/{name}``."""
+        from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+        kind = "serverless" if collection == "serverlessEndpoints" else "online"
+        if rec.query.get("api-version") != ENDPOINT_API_VERSIONS[kind]:
+            return self._refuse(rec.path, _error(400, "UserError", f"api-version {rec.query.get('api-version')}"))
+        endpoint = self._live(name)
+        if rec.method == "DELETE":
+            if endpoint is None or endpoint.kind != kind:
+                return 204, {}, None
+            if endpoint.gone_at is None:
+                endpoint.gone_at = self.clock() + self.delete_seconds
+            return 202, self._async_headers(name, "delete", location=True), None
+        try:
+            check_rest_body(rec.body, rest.ServerlessEndpoint if kind == "serverless" else rest.OnlineEndpoint)
+        except SchemaError as exc:
+            return self._refuse(rec.path, _error(400, "UserError", str(exc), target=exc.path))
+        props = rec.body["properties"]
+        if endpoint is not None and (endpoint.kind != kind or endpoint.gone_at is not None):
+            return _error(409, "Conflict", f"An endpoint named {name} already exists or is being deleted.")
+        if kind == "serverless":
+            model = props["modelSettings"]["modelId"]
+            if endpoint is not None and endpoint.model != model:
+                return _error(400, "UserError", "The model of a serverless endpoint cannot be changed.")
+        if endpoint is not None:  # an update (of the traffic): ARM answers 200 and updates
+            endpoint.tags = dict(rec.body.get("tags") or {})
+            if kind == "online":
+                endpoint.traffic = dict(props.get("traffic") or {})
+            endpoint.state, endpoint.ready_at = "Updating", self.clock() + self.update_seconds
+            return 200, self._async_headers(name, "update", location=False), self._endpoint_view(endpoint)
+        endpoint = self.add_endpoint(name, kind, self.deploy_answers, auth_mode=props.get("authMode") or "Key")
+        endpoint.tags = dict(rec.body.get("tags") or {})
+        endpoint.state, endpoint.ready_at = "Creating", self.clock() + self.endpoint_seconds
+        if kind == "serverless":
+            endpoint.model = props["modelSettings"]["modelId"]
+        else:
+            endpoint.deployments, endpoint.traffic = (), dict(props.get("traffic") or {})
+        return 201, self._async_headers(name, "create", location=False), self._endpoint_view(endpoint)
+
+    def _deployment_resource(self, rec: Recorded, name: str, deployment: str) -> Answer:
+        """``GET``/``PUT``/``DELETE`` of ``onlineEndpoints/{name}/deployments/{deployment}``."""
+        from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+        if rec.query.get("api-version") != DEPLOYMENT_API_VERSION:
+            return self._refuse(rec.path, _error(400, "UserError", f"api-version {rec.query.get('api-version')}"))
+        endpoint = self._live(name)
+        if endpoint is None or endpoint.kind != "online":
+            return _error(404, "UserError", f"OnlineEndpoint {name} not found in workspace {WS}.")
+        made = endpoint.made.get(deployment)
+        if rec.method == "GET":
+            if made is None:
+                return _error(404, "UserError", f"Deployment {deployment} not found under endpoint {name}.")
+            return 200, {}, self._deployment_view(name, deployment, made)
+        if rec.method == "DELETE":
+            if made is None:
+                return 204, {}, None
+            del endpoint.made[deployment]
+            endpoint.deployments = tuple(d for d in endpoint.deployments if d != deployment)
+            return 202, self._async_headers(name, "delete", location=True), None
+        if rec.method != "PUT":
+            return _error(405, "MethodNotAllowed", rec.method)
+        try:
+            check_rest_body(rec.body, rest.OnlineDeployment)
+        except SchemaError as exc:
+            return self._refuse(rec.path, _error(400, "UserError", str(exc), target=exc.path))
+        if self._state(endpoint) != "Succeeded":
+            return _error(409, "Conflict", f"Endpoint {name} is in provisioning state {self._state(endpoint)}.")
+        props = rec.body["properties"]
+        if made is not None:
+            return 200, {}, self._deployment_view(name, deployment, made)
+        made = endpoint.made[deployment] = {
+            "model": props.get("model"),
+            "instance_type": props.get("instanceType"),
+            "capacity": (rec.body.get("sku") or {}).get("capacity", 1),
+            "ready_at": self.clock() + self.deployment_seconds,
+            "failure": self.deployment_failure,
+            "tags": dict(rec.body.get("tags") or {}),
+        }
+        self.deployment_failure = None
+        endpoint.deployments = (*endpoint.deployments, deployment)
+        headers = self._async_headers(name, f"deployment:{deployment}", location=False)
+        return 201, headers, self._deployment_view(name, deployment, made)
+
+    def _deployment_view(self, name: str, deployment: str, made: Mapping[str, Any]) -> dict[str, Any]:
+        from azure.ai.ml._restclient.arm_ml_service import models as rest
+
+        state = "Creating"
+        if self.clock() >= made["ready_at"]:
+            state = "Failed" if made["failure"] else "Succeeded"
+        return rest.OnlineDeployment(
+            id=f"{WS_PATH}/onlineEndpoints/{name}/deployments/{deployment}",
+            name=deployment,
+            location=LOCATION,
+            tags=dict(made["tags"]),
+            properties=rest.ManagedOnlineDeployment(
+                model=made["model"],
+                instance_type=made["instance_type"],
+                provisioning_state=state,
+                scale_settings=rest.DefaultScaleSettings(),
+            ),
+            sku=rest.Sku(name="Default", capacity=made["capacity"]),
+        ).as_dict()
 
     def _online_deployments(self, name: str) -> Answer:
         from azure.ai.ml._restclient.arm_ml_service import models as rest
