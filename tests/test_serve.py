@@ -267,7 +267,7 @@ def test_a_job_is_created_followed_and_listed_as_openai_describes_it(app: Any, t
     assert [j.id for j in listed.data] == [job.id]
     assert client.fine_tuning.jobs.list(metadata={"team": "other"}).data == []
     published("ListPaginatedFineTuningJobsResponse", raw(app).get("/v1/fine_tuning/jobs").json())
-    assert [m.id for m in client.models.list().data] == [f"ft:{job.id}"]
+    assert [m.id for m in client.models.list().data] == [f"ft:{job.id}", "gpt-test"]  # and its base model
     assert client.models.retrieve(f"ft:{job.id}").id == f"ft:{job.id}"
 
 

@@ -20,7 +20,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -270,6 +270,28 @@ class OnnxModel:
     ) -> list[int]:
         """New token ids after ``ids`` (greedy unless ``temperature > 0``, sampled with ``seed``),
         stopping at end of text once ``min_new_tokens`` are out."""
+        return list(
+            self.iter_ids(
+                ids,
+                max_new_tokens=max_new_tokens,
+                min_new_tokens=min_new_tokens,
+                temperature=temperature,
+                adapter=adapter,
+                seed=seed,
+            )
+        )
+
+    def iter_ids(
+        self,
+        ids: Sequence[int],
+        *,
+        max_new_tokens: int = 64,
+        min_new_tokens: int = 0,
+        temperature: float = 0.0,
+        adapter: bool | str = True,
+        seed: int | None = None,
+    ) -> Iterator[int]:
+        """:meth:`generate_ids` one token at a time, as ONNX Runtime GenAI makes them."""
         search: dict[str, Any] = {"do_sample": temperature > 0}
         if min_new_tokens:
             search["min_length"] = len(ids) + min_new_tokens
@@ -279,11 +301,41 @@ class OnnxModel:
                 search["random_seed"] = seed
         generator = self._generator(len(ids) + max_new_tokens, adapter, **search)
         generator.append_tokens(list(ids))
-        new: list[int] = []
         while not generator.is_done():
             generator.generate_next_token()
-            new.append(int(generator.get_next_tokens()[0]))
-        return new
+            yield int(generator.get_next_tokens()[0])
+
+    def stream(
+        self,
+        prompt: str | Messages,
+        *,
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        adapter: bool | str = True,
+        seed: int | None = None,
+    ) -> Iterator[str]:
+        """:meth:`generate`'s answer as pieces of text while the tokens come: each piece is what the
+        decoded answer grew by (a token that ends inside a multi-byte character waits for the next)."""
+        new: list[int] = []
+        shown = ""
+        for token in self.iter_ids(
+            self.prompt_ids(prompt), max_new_tokens=max_new_tokens, temperature=temperature, adapter=adapter, seed=seed
+        ):
+            new.append(token)
+            text = str(self.tokenizer.decode(new, skip_special_tokens=True))
+            if text.endswith("\ufffd") or not text.startswith(shown):
+                continue
+            piece, shown = text[len(shown) :], text
+            if piece:
+                yield piece
+
+    def adapter_for(self, job_ref: str) -> str | None:
+        """The name this export gives the adapter of the job ``job_ref`` (added by ``export`` or
+        ``--into``), or None when it holds none of that job."""
+        from anytune.local_backend.export.source import adapter_name
+
+        name = adapter_name(job_ref)
+        return name if name in self.adapters else None
 
     def generate(
         self,
@@ -300,10 +352,11 @@ class OnnxModel:
             adapter: ``True`` the export's own adapter, ``False`` the base model alone, or the name
                 of another adapter in the folder.
         """
+        seed = kwargs.pop("seed", None)
         if kwargs:
             raise UsageError(f"unknown generation options for an ONNX model: {', '.join(sorted(kwargs))}")
         new = self.generate_ids(
-            self.prompt_ids(prompt), max_new_tokens=max_new_tokens, temperature=temperature, adapter=adapter
+            self.prompt_ids(prompt), max_new_tokens=max_new_tokens, temperature=temperature, adapter=adapter, seed=seed
         )
         from anytune.local_backend.inference import answer_text
 

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from anytune._cli._common import ProfileOpt, err
-from anytune.errors import MissingDependencyError
+from anytune.errors import MissingDependencyError, UsageError
 
 
 def _configured_keys() -> list[str]:
@@ -43,6 +43,15 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    onnx: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--onnx",
+            help="An ONNX export (anytune export --format onnx; repeatable): the jobs whose adapters it holds "
+            "answer from it with ONNX Runtime GenAI (anytune[onnx]).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve OpenAI's fine-tuning and chat-completions API: files, fine_tuning.jobs, models, chat.
 
@@ -71,6 +80,7 @@ def serve(
         burst=max(1, int(requests_per_minute // 10)),
         max_models=max_models,
         model_dirs=tuple(d.expanduser().resolve() for d in model_dir or ()),
+        onnx_dirs=tuple(_onnx_export(d) for d in onnx or ()),
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"anytune serve listens on {host}: reachable from other machines; keys are required on every route")
@@ -81,3 +91,19 @@ def serve(
     )
     # Access logs name paths only; uvicorn's own log never prints headers (the keys).
     uvicorn.run(app, host=host, port=port, log_level="info", server_header=False)
+
+
+def _onnx_export(folder: Path) -> Path:
+    """An ``--onnx`` folder, checked before the server starts.
+
+    Raises:
+        UsageError: not an ONNX Runtime GenAI export.
+    """
+    resolved = folder.expanduser().resolve()
+    if not (resolved / "genai_config.json").is_file():
+        raise UsageError(
+            f"--onnx {folder}: not an ONNX Runtime GenAI export (no genai_config.json); make one with "
+            "anytune export REF --format onnx --out DIR",
+            field="onnx",
+        )
+    return resolved

@@ -24,7 +24,7 @@ import shutil
 import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from anytune import FineTunedModel, FineTuneJob
-from anytune._serve.chat import ChatRequest, ModelCache, completion, stream_chunks
+from anytune._serve.chat import ChatRequest, ModelCache, OnnxAdapter, completion, stream_chunks
 from anytune._serve.keys import KeyRing
 from anytune._serve.limits import RateLimiter
 from anytune._serve.mapping import (
@@ -76,6 +76,8 @@ class ServeOptions:
         max_models: fine-tuned models held in memory at once for chat.
         max_tokens_cap: the most new tokens a chat completion may ask for.
         model_dirs: folders whose models may be named by path (resolved; Hub ids are always taken).
+        onnx_dirs: ONNX exports (``anytune export --format onnx``, adapters kept apart) that answer
+            for the jobs whose adapters they hold, with ONNX Runtime GenAI instead of transformers.
     """
 
     provider: str = "local"
@@ -87,6 +89,8 @@ class ServeOptions:
     max_tokens_cap: int = 4096
     #: Folders whose models jobs may be trained from by path (``--model-dir``); Hub ids always.
     model_dirs: tuple[Path, ...] = ()
+    #: ONNX Runtime GenAI exports (``--onnx``): a job whose adapter one holds answers from it.
+    onnx_dirs: tuple[Path, ...] = ()
     clock: Callable[[], float] = time.monotonic
 
 
@@ -189,6 +193,9 @@ class _Server:
         self.opts = options
         self.limiter = RateLimiter(options.requests_per_minute, options.burst, clock=options.clock)
         self.models = ModelCache(options.max_models)
+        #: The ONNX exports opened so far (one base model each, however many adapters it serves).
+        self._exports: dict[Path, tuple[Any, threading.Lock]] = {}
+        self._exports_lock = threading.Lock()
         self._create_locks: dict[str, threading.Lock] = {}
         self._locks_lock = threading.Lock()
 
@@ -516,25 +523,45 @@ class _Server:
     def model_json(row: JobRow) -> dict[str, Any]:
         return {"id": model_id(row.id), "object": "model", "created": row.created_at, "owned_by": "anytune"}
 
-    def list_models(self, request: Request) -> Any:
-        owner = self.owner_of(request)
-        rows = [r for r in self.state.jobs(owner) if self.handle(r).record.status is JobStatus.SUCCEEDED]
-        return {"object": "list", "data": [self.model_json(r) for r in rows]}
+    def succeeded(self, owner: str) -> list[JobRow]:
+        return [r for r in self.state.jobs(owner) if self.handle(r).record.status is JobStatus.SUCCEEDED]
 
-    def served(self, owner: str, name: str) -> tuple[JobRow, int | None]:
+    def list_models(self, request: Request) -> Any:
+        rows = self.succeeded(self.owner_of(request))
+        bases = {str(r.request.get("model")): r.created_at for r in reversed(rows)}
+        data = [self.model_json(r) for r in rows]
+        data += [{"id": b, "object": "model", "created": at, "owned_by": "system"} for b, at in bases.items()]
+        return {"object": "list", "data": data}
+
+    def served(self, owner: str, name: str) -> tuple[JobRow, int | None, bool]:
+        """The job that answers for ``name``, the checkpoint step, and whether its adapter is on: a
+        fine-tuned model (``ft:JOB[:ckpt-step-N]``), or the base model one of the key's succeeded jobs
+        was trained from (the model it named, with or without its provider prefix), which answers
+        from that job's loaded model with the adapter off: no second copy of the base."""
         match = _MODEL.fullmatch(name)
-        row = self.state.job(owner, match.group(1)) if match else None
-        if row is None or match is None:
-            raise _Refusal(
-                404,
-                f"The model `{name}` does not exist or you do not have access to it.",
-                param="model",
-                code="model_not_found",
-            )
-        return row, int(match.group(2)) if match.group(2) else None
+        if match is not None:
+            row = self.state.job(owner, match.group(1))
+            if row is not None:
+                return row, int(match.group(2)) if match.group(2) else None, True
+        else:
+            base = split_model(name, "")[1]
+            trained = [
+                r for r in self.succeeded(owner) if name == r.request.get("model") or base == _base_of(r.request)
+            ]
+            if trained:
+                loaded = [r for r in trained if self.models.holds(model_id(r.id))]
+                return (loaded or trained)[0], None, False
+        raise _Refusal(
+            404,
+            f"The model `{name}` does not exist or you do not have access to it.",
+            param="model",
+            code="model_not_found",
+        )
 
     def retrieve_model(self, request: Request, name: str) -> Any:
-        row, step = self.served(self.owner_of(request), name)
+        row, step, adapter = self.served(self.owner_of(request), name)
+        if not adapter:
+            return {"id": name, "object": "model", "created": row.created_at, "owned_by": "system"}
         job = self.handle(row)
         if step is not None and all(c.step != step for c in job.checkpoints()):
             raise _Refusal(
@@ -568,13 +595,28 @@ class _Server:
             provider=model.provider, job_ref=model.job_ref, base_model=model.base_model, adapter_path=str(adapter)
         )
 
+    def onnx_adapter(self, model: FineTunedModel) -> OnnxAdapter | None:
+        """The job's adapter in one of the ``--onnx`` exports, the export opened once (ONNX Runtime
+        GenAI); None when none holds it (transformers answers)."""
+        for folder in self.opts.onnx_dirs:
+            with self._exports_lock:
+                if folder not in self._exports:
+                    self._exports[folder] = (model.load(format="onnx", path=str(folder)), threading.Lock())
+                export, lock = self._exports[folder]
+            name = export.adapter_for(model.job_ref)
+            if name is not None:
+                return OnnxAdapter(export, name, lock)
+        return None
+
     async def chat(self, request: Request) -> Any:
         owner = self.owner_of(request)
         body = await self.json_body(request)
         parsed = _chat_request(body, self.opts.max_tokens_cap)
-        row, step = self.served(owner, parsed.model)
+        row, step, adapter = self.served(owner, parsed.model)
+        if not adapter:
+            parsed = replace(parsed, adapter=False)
 
-        def load() -> FineTunedModel:  # only for a model not in memory yet
+        def load() -> Any:  # only for a model not in memory yet
             model = self.result_for(row, step)
             if not model.has_weights:
                 raise _Refusal(
@@ -583,9 +625,10 @@ class _Server:
                     param="model",
                     code="model_not_served",
                 )
-            return model
+            return (self.onnx_adapter(model) if step is None else None) or model.load()
 
-        entry = await run_in_threadpool(self.models.get, parsed.model, load)
+        key = model_id(row.id) if step is None else parsed.model
+        entry = await run_in_threadpool(self.models.get, key, load)
         if not parsed.stream:
             return await run_in_threadpool(completion, entry, parsed)
 
@@ -639,6 +682,11 @@ def _page(items: list[Any], after: str | None, limit: int, *, key: Callable[[Any
         start = keys.index(after) + 1
     page = items[start : start + limit]
     return page, start + limit < len(items)
+
+
+def _base_of(request: Mapping[str, Any]) -> str:
+    """The base model a create request named, without its provider prefix."""
+    return split_model(str(request.get("model") or ""), "")[1]
 
 
 def _chat_request(body: Mapping[str, Any], cap: int) -> ChatRequest:

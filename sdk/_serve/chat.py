@@ -18,12 +18,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatRequest", "ModelCache", "completion", "stream_chunks"]
+__all__ = ["ChatRequest", "ModelCache", "OnnxAdapter", "completion", "stream_chunks"]
 
 
 @dataclass(frozen=True)
 class ChatRequest:
-    """What a chat completion asks (checked by the route): messages and generation settings."""
+    """What a chat completion asks (checked by the route): messages and generation settings.
+    ``adapter`` False answers with the base model alone (the fine-tuned model's adapter switched off)."""
 
     model: str
     messages: list[dict[str, Any]]
@@ -31,12 +32,36 @@ class ChatRequest:
     temperature: float
     seed: int | None
     stream: bool = False
+    adapter: bool = True
 
 
 @dataclass
 class _Entry:
-    loaded: Any  # FineTunedModel.load()'s model: generate() and its tokenizer
+    loaded: Any  # FineTunedModel.load()'s model (generate() and its tokenizer), or an OnnxAdapter
     lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+@dataclass
+class OnnxAdapter:
+    """One job's adapter in an ONNX Runtime GenAI export (``FineTunedModel.load(format="onnx")``):
+    every job whose adapter the export holds answers from the one base model loaded once; ``lock``
+    is the export's (its adapters are loaded into it on first use)."""
+
+    export: Any
+    name: str
+    lock: threading.Lock
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.export.tokenizer
+
+    def generate(self, prompt: Any, *, adapter: bool = True, **options: Any) -> str:
+        text: str = self.export.generate(prompt, adapter=self.name if adapter else False, **options)
+        return text
+
+    def stream(self, prompt: Any, *, adapter: bool = True, **options: Any) -> Iterator[str]:
+        pieces: Iterator[str] = self.export.stream(prompt, adapter=self.name if adapter else False, **options)
+        return pieces
 
 
 class ModelCache:
@@ -47,6 +72,11 @@ class ModelCache:
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
+
+    def holds(self, key: str) -> bool:
+        """Whether ``key`` is loaded now (without touching its place in the order)."""
+        with self._lock:
+            return key in self._entries
 
     def get(self, key: str, load: Callable[[], Any]) -> _Entry:
         """The entry of ``key``, loaded by ``load()`` on first use (once, however many ask at once)."""
@@ -61,7 +91,8 @@ class ModelCache:
                 entry = self._entries.get(key)
                 if entry is not None:
                     return entry
-            entry = _Entry(load().load())  # weights into memory now, outside the cache lock
+            loaded = load()  # weights into memory now, outside the cache lock
+            entry = _Entry(loaded, getattr(loaded, "lock", None) or threading.Lock())
             with self._lock:
                 self._entries[key] = entry
                 self._entries.move_to_end(key)
@@ -76,7 +107,10 @@ _SEEDED = threading.Lock()
 
 
 def _options(request: ChatRequest) -> dict[str, Any]:
-    return {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
+    options: dict[str, Any] = {"max_new_tokens": request.max_tokens, "temperature": request.temperature}
+    if not request.adapter:
+        options["adapter"] = False
+    return options
 
 
 @contextlib.contextmanager
@@ -107,7 +141,8 @@ def completion(entry: _Entry, request: ChatRequest) -> dict[str, Any]:
     with entry.lock:
         loaded = entry.loaded
         with _seeded(request):
-            text = loaded.generate(request.messages, **_options(request))
+            seed = {"seed": request.seed} if isinstance(loaded, OnnxAdapter) else {}
+            text = loaded.generate(request.messages, **seed, **_options(request))
         prompt = _prompt_tokens(loaded, request.messages)
         used = _count(loaded.tokenizer, text)
     return {
@@ -140,6 +175,15 @@ def stream_chunks(entry: _Entry, request: ChatRequest) -> Iterator[dict[str, Any
 
     with entry.lock:
         loaded = entry.loaded
+        if isinstance(loaded, OnnxAdapter):  # ONNX Runtime GenAI hands out tokens one by one itself
+            yield chunk({"role": "assistant", "content": ""})
+            said: list[str] = []
+            for piece in _as_answer_text(loaded.stream(request.messages, seed=request.seed, **_options(request))):
+                said.append(piece)
+                yield chunk({"content": piece})
+            used = _count(loaded.tokenizer, "".join(said))
+            yield chunk({}, "length" if used >= request.max_tokens else "stop")
+            return
         streamer = TextIteratorStreamer(loaded.tokenizer, skip_prompt=True, skip_special_tokens=True)
         failure: list[BaseException] = []
 
