@@ -258,28 +258,9 @@ class OnnxModel:
         logits = generator.get_output("logits")
         return logits[0] if logits.ndim == 3 else logits
 
-    def generate_ids(
-        self,
-        ids: Sequence[int],
-        *,
-        max_new_tokens: int = 64,
-        min_new_tokens: int = 0,
-        temperature: float = 0.0,
-        adapter: bool | str = True,
-        seed: int | None = None,
-    ) -> list[int]:
-        """New token ids after ``ids`` (greedy unless ``temperature > 0``, sampled with ``seed``),
-        stopping at end of text once ``min_new_tokens`` are out."""
-        return list(
-            self.iter_ids(
-                ids,
-                max_new_tokens=max_new_tokens,
-                min_new_tokens=min_new_tokens,
-                temperature=temperature,
-                adapter=adapter,
-                seed=seed,
-            )
-        )
+    def generate_ids(self, ids: Sequence[int], **options: Any) -> list[int]:
+        """All of :meth:`iter_ids` at once."""
+        return list(self.iter_ids(ids, **options))
 
     def iter_ids(
         self,
@@ -291,7 +272,9 @@ class OnnxModel:
         adapter: bool | str = True,
         seed: int | None = None,
     ) -> Iterator[int]:
-        """:meth:`generate_ids` one token at a time, as ONNX Runtime GenAI makes them."""
+        """New token ids after ``ids`` (greedy unless ``temperature > 0``, sampled with ``seed``),
+        stopping at end of text once ``min_new_tokens`` are out; one at a time, as ONNX Runtime
+        GenAI makes them."""
         search: dict[str, Any] = {"do_sample": temperature > 0}
         if min_new_tokens:
             search["min_length"] = len(ids) + min_new_tokens

@@ -36,7 +36,7 @@ from anytune.providers.azureml.catalog import ensure_marketplace, resolve_model
 from anytune.providers.azureml.data import Uploads, converted_digest
 from anytune.providers.azureml.deploy import AzureMLDeploySettings, Deployer
 from anytune.providers.azureml.endpoints import EndpointChat
-from anytune.providers.azureml.errors import NAME
+from anytune.providers.azureml.errors import NAME, is_ambiguous, is_retryable, retry_hint
 from anytune.providers.azureml.journal import EventJournal
 from anytune.providers.azureml.mapping import (
     HYPERPARAMETERS,
@@ -60,21 +60,6 @@ from anytune.providers.azureml.workspace import AzureMLSettings, Connection, Wor
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
-
-
-def _ambiguous(exc: BaseException) -> bool:
-    """Whether a failed create may have created the job anyway: no answer, throttled, or a conflict."""
-    if isinstance(exc, ServiceUnavailableError | RateLimitError):
-        return True
-    return isinstance(exc, InvalidRequestError) and exc.status_code == 409
-
-
-def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, ServiceUnavailableError | RateLimitError)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    return exc.retry_after if isinstance(exc, RateLimitError) else None
 
 
 class AzureMLProvider(Provider[AzureMLSettings]):
@@ -256,8 +241,8 @@ class AzureMLProvider(Provider[AzureMLSettings]):
         return create_once(
             create,
             lambda: self._find_job(sub.name),
-            is_ambiguous=_ambiguous,
-            retry_on=_retryable,
+            is_ambiguous=is_ambiguous,
+            retry_on=is_retryable,
             policy=s.retry_policy(
                 max_attempts=s.create_attempts,
                 initial_backoff=s.retry_backoff,
@@ -266,7 +251,7 @@ class AzureMLProvider(Provider[AzureMLSettings]):
                 jitter=0.0,
                 deadline=s.timeout,
             ),
-            retry_after=_retry_after,
+            retry_after=retry_hint,
             settle=self.create_settle,
             **self.timing,
             what=f"create fine-tuning job {sub.name}",

@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from anytune._deploy import DeploymentStatus
 from anytune.errors import NotSupportedError, UsageError
+from anytune.providers.azureml.errors import is_ambiguous, is_retryable, retry_hint
 
 __all__ = [
     "API_VERSIONS",
@@ -455,8 +456,8 @@ class Deployer:
         retry_call(
             lambda: self._arm("PUT", self._endpoint_path(name), body, "endpoint"),
             policy=self._policy(),
-            retry_on=_retryable,
-            retry_after=_retry_after,
+            retry_on=is_retryable,
+            retry_after=retry_hint,
             what=f"route traffic of {name}",
             **self.provider.timing,
         )
@@ -540,8 +541,8 @@ class Deployer:
         retry_call(
             once,
             policy=self._policy(),
-            retry_on=_retryable,
-            retry_after=_retry_after,
+            retry_on=is_retryable,
+            retry_after=retry_hint,
             what=f"delete {name}",
             **self.provider.timing,
         )
@@ -565,10 +566,10 @@ class Deployer:
         return create_once(
             create,
             lookup,
-            is_ambiguous=_ambiguous,
-            retry_on=_retryable,
+            is_ambiguous=is_ambiguous,
+            retry_on=is_retryable,
             policy=self._policy(),
-            retry_after=_retry_after,
+            retry_after=retry_hint,
             settle=self.provider.create_settle,
             **self.provider.timing,
             what=what,
@@ -651,23 +652,3 @@ class Deployer:
         if self._client is None:
             self._client = self.connection.pipeline(ARM)
         return self._client
-
-
-def _ambiguous(exc: BaseException) -> bool:
-    from anytune.errors import InvalidRequestError, RateLimitError, ServiceUnavailableError
-
-    if isinstance(exc, ServiceUnavailableError | RateLimitError):
-        return True
-    return isinstance(exc, InvalidRequestError) and exc.status_code == 409
-
-
-def _retryable(exc: BaseException) -> bool:
-    from anytune.errors import RateLimitError, ServiceUnavailableError
-
-    return isinstance(exc, ServiceUnavailableError | RateLimitError)
-
-
-def _retry_after(exc: BaseException) -> float | None:
-    from anytune.errors import RateLimitError
-
-    return exc.retry_after if isinstance(exc, RateLimitError) else None

@@ -148,3 +148,23 @@ def azure_errors(
         return map_error(exc, action=action, workspace=workspace())
 
     return translate
+
+
+# -- what the shared retry and create-once mechanisms ask of an Azure ML error (pure) ------------------
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """Whether a failed create may have created the resource anyway: no answer, throttled, or a
+    conflict (another attempt got there first)."""
+    if isinstance(exc, ServiceUnavailableError | RateLimitError):
+        return True
+    return isinstance(exc, InvalidRequestError) and exc.status_code == 409
+
+
+def is_retryable(exc: BaseException) -> bool:
+    return isinstance(exc, ServiceUnavailableError | RateLimitError)
+
+
+def retry_hint(exc: BaseException) -> float | None:
+    """The service's Retry-After, carried by a throttled call's error."""
+    return exc.retry_after if isinstance(exc, RateLimitError) else None

@@ -41,12 +41,12 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
-from azure.core.pipeline.transport import RequestsTransport
 
 from anytune.testing import FakeClock
 from tests.providers.azureml_fake import (
     ARM_AUDIENCE,
     Answer,
+    FakeTransport,
     Fault,
     JobSchema,
     Recorded,
@@ -182,15 +182,8 @@ def fault(**kwargs: Any) -> Fault:
     return Fault("", re.compile(""), **kwargs)
 
 
-class ArmTransport(RequestsTransport):
-    """The azure-core transport the management client sends through; its sleeps advance the clock."""
-
-    def __init__(self, fake: FakeCognitiveServices) -> None:
-        super().__init__(session=fake.session(), session_owner=False, use_env_settings=False)
-        self.fake = fake
-
-    def sleep(self, duration: float) -> None:
-        self.fake.clock.sleep(duration)
+#: The azure-core transport the management client sends through (azureml_fake's: its sleeps advance the clock).
+ArmTransport = FakeTransport
 
 
 @dataclass

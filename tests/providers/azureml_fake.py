@@ -60,7 +60,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from operator import eq, ge, gt, le, lt, ne
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
@@ -215,10 +215,17 @@ class _Adapter(BaseAdapter):
         pass
 
 
-class FakeTransport(RequestsTransport):
-    """The azure-core transport every client in a test sends through; sleeps are recorded."""
+class _Serving(Protocol):
+    clock: FakeClock
 
-    def __init__(self, fake: FakeAzureML) -> None:
+    def session(self) -> requests.Session: ...
+
+
+class FakeTransport(RequestsTransport):
+    """The azure-core transport every client in a test sends through to a fake service (this one,
+    or another answering the same way); sleeps advance the fake's clock."""
+
+    def __init__(self, fake: _Serving) -> None:
         super().__init__(session=fake.session(), session_owner=False, use_env_settings=False)
         self.fake = fake
 
