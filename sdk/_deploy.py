@@ -10,6 +10,7 @@ provider's own ``chat`` with :attr:`Deployment.target` as the model, the same ca
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal
@@ -160,8 +161,22 @@ def check_settings(model: type[BaseModel], given: Mapping[str, Any], provider: s
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "settings"
         known = ", ".join(sorted(model.model_fields))
-        hint = f" (settings {provider} takes: {known})" if first["type"] == "extra_forbidden" else ""
+        takes = f"{provider} takes: {known}" if known else f"{provider} takes no deploy settings"
+        hint = f" ({takes})" if first["type"] == "extra_forbidden" else ""
         raise UsageError(f"deploy setting {where}: {first['msg']}{hint}", field=where) from None
+
+
+def check_timeout(timeout: float) -> float:
+    """A wait's limit: a number of seconds, 0 or more (infinity waits for ever) (pure).
+
+    Raises:
+        UsageError: NaN or a negative number (nothing is created).
+    """
+    if math.isnan(timeout) or timeout < 0:
+        from anytune.errors import UsageError
+
+        raise UsageError(f"timeout must be 0 or more seconds, not {timeout!r}", field="timeout")
+    return timeout
 
 
 def wait_until(

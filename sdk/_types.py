@@ -213,6 +213,11 @@ class Export(_Model):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
+#: What a result's live handles hold (its provider with clients and locks, weights in memory, bound
+#: deployments): shared by a copy, left out of a pickle and of equality, which are the data's.
+_LIVE = ("_provider", "_loaded", "_deployments")
+
+
 class FineTunedModel(_Model):
     """What a succeeded job produced.
 
@@ -255,6 +260,28 @@ class FineTunedModel(_Model):
         torch = sys.modules.get("torch")
         if torch is not None and torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, FineTunedModel):
+            return NotImplemented
+        return type(self) is type(other) and self.__dict__ == other.__dict__
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, like any pydantic model
+
+    def __getstate__(self) -> dict[Any, Any]:
+        state = super().__getstate__()
+        private = dict(state.get("__pydantic_private__") or {})
+        private.update({name: None for name in _LIVE}, _deployments={})
+        state["__pydantic_private__"] = private
+        return state
+
+    def __deepcopy__(self, memo: dict[int, Any] | None = None) -> FineTunedModel:
+        memo = {} if memo is None else memo
+        for name in _LIVE:  # the copy shares them (deepcopy returns what memo already holds)
+            live = getattr(self, name)
+            memo[id(live)] = live
+        copied: FineTunedModel = super().__deepcopy__(memo)
+        return copied
 
     def attach(self, provider: Any) -> FineTunedModel:
         """Remember the provider that made this result, for :meth:`deploy` and :meth:`chat`."""
@@ -475,13 +502,13 @@ class FineTunedModel(_Model):
             NotSupportedError: the provider cannot deploy this result.
             WaitTimeoutError: still deploying at the deadline.
         """
-        from anytune._deploy import DEFAULT_TIMEOUT, check_settings
+        from anytune._deploy import DEFAULT_TIMEOUT, check_settings, check_timeout
 
         provider = self._deployer("deploy")
         named = self._named(name)
         checked = check_settings(provider.DeploySettings, settings, provider.name)
         deployment = provider.deploy(
-            self, named, checked, wait=wait, timeout=DEFAULT_TIMEOUT if timeout is None else timeout
+            self, named, checked, wait=wait, timeout=check_timeout(DEFAULT_TIMEOUT if timeout is None else timeout)
         )
         bound = self._bound(deployment, named)
         assert bound is not None

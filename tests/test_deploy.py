@@ -7,9 +7,12 @@ The hosted providers' deployments are tested beside their adapters (tests/provid
 
 from __future__ import annotations
 
+import copy
 import json
+import pickle
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from pydantic import BaseModel, ConfigDict
@@ -312,3 +315,87 @@ def test_openai_serves_fine_tuned_models_without_a_deployment(tmp_path: Path) ->
     assert model.deployment() is None
     with pytest.raises(ModelNotAvailableError, match="not available"):
         model.deploy()
+
+
+# -- found by adversarial review -----------------------------------------------------------------------
+
+
+def test_cli_deploy_that_ends_failed_exits_non_zero_and_says_why(
+    job: FineTuneJob,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A deployment that ends ``failed`` (Azure OpenAI provisioning Failed, an Azure ML container that
+    does not start, a failed HF endpoint) is printed as "created NAME ...: failed", its target on
+    stdout, exit 0, and the reason (``extra["error"]``) is not shown: ``anytune deploy REF && anytune
+    chat REF ...`` carries on. ``anytune jobs wait`` exits 6 for a job that did not succeed."""
+    from anytune.providers.fake import FakeProvider
+
+    original = FakeProvider._deployment_of
+
+    def failing(self: FakeProvider, state: dict[str, Any]) -> Any:
+        return original(self, state).model_copy(update={"status": "failed", "extra": {"error": "container crashed"}})
+
+    monkeypatch.setattr(FakeProvider, "_deployment_of", failing)
+    made = run_cli(capsys, "deploy", job.ref)
+    assert made.code != 0, f"exit 0 for a failed deployment: {made.err}"
+    assert "container crashed" in made.err
+
+
+def test_a_nan_timeout_is_refused_instead_of_waiting_forever(
+    job: FineTuneJob,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``deploy(timeout=float("nan"))`` (or ``anytune deploy REF --timeout nan``, which typer takes):
+    ``_deploy.wait_until`` computes ``left = nan``, ``nan <= 0`` is False, so a deployment that never
+    gets ready is waited on forever (Hugging Face, Azure OpenAI and the fake use this loop)."""
+    from anytune.providers.fake import FakeProvider
+
+    monkeypatch.setattr(FakeProvider, "DEPLOY_SECONDS", 1e9)  # never ready
+    model = job.result()
+    sleeps = [0]
+
+    def sleep(seconds: float) -> None:
+        sleeps[0] += 1
+        if sleeps[0] > 200:
+            raise AssertionError("still waiting after 200 polls: a NaN timeout never ends")
+
+    model._provider.sleep = sleep
+    with pytest.raises((UsageError, WaitTimeoutError)):
+        model.deploy(timeout=float("nan"))
+
+
+def test_a_negative_timeout_is_refused_before_anything_is_created(job: FineTuneJob) -> None:
+    """``deploy(timeout=-5)`` / ``--timeout -5`` first creates the (billed) deployment, then raises
+    WaitTimeoutError "still creating after -5 s" (exit 5): bad input should be a UsageError with
+    nothing created, like a bad name or setting."""
+    model = job.result()
+    with pytest.raises(UsageError):
+        model.deploy("neg-timeout", timeout=-5)
+    assert not (job._provider.home / "fake" / "deployments" / "neg-timeout.json").exists()
+
+
+def test_a_job_result_pickles_and_deep_copies(job: FineTuneJob) -> None:
+    """``FineTuneJob.result()`` now attaches the provider as a private attribute, which pydantic
+    pickles and deep-copies with the model: the provider holds a ``threading.local`` so
+    ``pickle.dumps(result)`` / ``copy.deepcopy(result)`` raise TypeError (they worked before; a
+    result passed to a process pool, joblib or a cache breaks)."""
+    model = job.result()
+    again = pickle.loads(pickle.dumps(model))
+    assert again.model_id == model.model_id
+    assert copy.deepcopy(model).model_id == model.model_id
+
+
+def test_a_job_result_equals_its_json_round_trip(job: FineTuneJob) -> None:
+    """pydantic's ``==`` compares private attributes too: a result from a job no longer equals the
+    same result read back from its JSON (``model_dump_json``), only because one has a provider."""
+    model = job.result()
+    assert FineTunedModel.model_validate_json(model.model_dump_json()) == model
+
+
+def test_a_provider_taking_no_settings_says_so(job: FineTuneJob) -> None:
+    """On a provider without deploy settings the refusal ends "(settings fake takes: )": an empty
+    list instead of "takes none"."""
+    with pytest.raises(UsageError) as caught:
+        job.result().deploy(capacity=2)
+    assert "takes: )" not in str(caught.value), str(caught.value)

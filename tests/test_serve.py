@@ -267,8 +267,11 @@ def test_a_job_is_created_followed_and_listed_as_openai_describes_it(app: Any, t
     assert [j.id for j in listed.data] == [job.id]
     assert client.fine_tuning.jobs.list(metadata={"team": "other"}).data == []
     published("ListPaginatedFineTuningJobsResponse", raw(app).get("/v1/fine_tuning/jobs").json())
-    assert [m.id for m in client.models.list().data] == [f"ft:{job.id}", "gpt-test"]  # and its base model
+    assert [m.id for m in client.models.list().data] == [f"ft:{job.id}"]  # not its base: a fake job has no weights
     assert client.models.retrieve(f"ft:{job.id}").id == f"ft:{job.id}"
+    for base in ("gpt-test", "openai:gpt-test"):  # a fake job's base has no weights here to answer with
+        with pytest.raises(openai.NotFoundError):
+            client.models.retrieve(base)
 
 
 def test_cancel_pause_and_resume_answer_with_the_job(app: Any, train: Path, workdir: Path) -> None:

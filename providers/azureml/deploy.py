@@ -224,9 +224,12 @@ def cost_notes(kind: Kind, settings: AzureMLDeploySettings | None = None) -> tup
 ARM = "https://management.azure.com"
 
 
-def _managed_tags(entity: Any) -> Mapping[str, str]:
+def _made_for(entity: Any, job_ref: str) -> bool:
+    """Whether anytune made this endpoint for ``job_ref`` (its tag): only then may it be changed or
+    deleted. A workspace's own endpoint serving the same model (with other deployments, or traffic
+    split its own way) is the user's: deploy and undeploy leave it alone."""
     tags = getattr(entity, "tags", None)
-    return tags if isinstance(tags, Mapping) else {}
+    return isinstance(tags, Mapping) and tags.get(JOB_TAG) == job_ref
 
 
 class Deployer:
@@ -340,8 +343,8 @@ class Deployer:
     ) -> Any:
         found = self._serverless(name)
         created = found is None
-        if found is not None and not same_model(getattr(found, "model_id", None), target.model):
-            raise self._refuse_other(name, model, getattr(found, "model_id", None))
+        if found is not None:
+            self._check_serverless(model, name, target, found)
         if found is None:
             # A name held by a managed endpoint is the user's too: refuse rather than fail on the PUT.
             other = self._endpoint(name)
@@ -397,11 +400,9 @@ class Deployer:
     ) -> Any:
         endpoint = self._endpoint(name)
         deployment = self._deployment(name) if endpoint is not None else None
-        if deployment is not None and not same_model(getattr(deployment, "model", None), target.model):
-            raise self._refuse_other(name, model, getattr(deployment, "model", None))
-        if endpoint is not None and deployment is None and _managed_tags(endpoint).get(JOB_TAG) != model.job_ref:
-            raise self._refuse_other(name, model, f"the online endpoint {name!r} (not made for this model)")
-        if endpoint is None and self._serverless(name) is not None:
+        if endpoint is not None:
+            self._check_managed(model, name, target, endpoint, deployment)
+        elif self._serverless(name) is not None:
             raise self._refuse_other(name, model, f"the serverless endpoint {name!r}")
         created = deployment is None
         location = str(self.connection.info().get("location") or "")
@@ -485,8 +486,7 @@ class Deployer:
             found = self._serverless(name)
             if found is None:
                 return None
-            if not same_model(getattr(found, "model_id", None), target.model):
-                raise self._refuse_other(name, model, getattr(found, "model_id", None))
+            self._check_serverless(model, name, target, found)
             return self._serverless_view(model, name, target, found)
         endpoint = self._endpoint(name)
         if endpoint is None:
@@ -495,11 +495,19 @@ class Deployer:
         self._check_managed(model, name, target, endpoint, deployment)
         return self._managed_view(model, name, target, endpoint, deployment)
 
+    def _check_serverless(self, model: Any, name: str, target: Target, found: Any) -> None:
+        if not same_model(getattr(found, "model_id", None), target.model):
+            raise self._refuse_other(name, model, getattr(found, "model_id", None))
+        if not _made_for(found, model.job_ref):
+            raise self._refuse_other(
+                name, model, f"the serverless endpoint {name!r} (not made by anytune for this job)"
+            )
+
     def _check_managed(self, model: Any, name: str, target: Target, endpoint: Any, deployment: Any) -> None:
         if deployment is not None and not same_model(getattr(deployment, "model", None), target.model):
             raise self._refuse_other(name, model, getattr(deployment, "model", None))
-        if deployment is None and _managed_tags(endpoint).get(JOB_TAG) != model.job_ref:
-            raise self._refuse_other(name, model, f"the online endpoint {name!r} (not made for this model)")
+        if not _made_for(endpoint, model.job_ref):
+            raise self._refuse_other(name, model, f"the online endpoint {name!r} (not made by anytune for this job)")
 
     def undeploy(self, model: Any, name: str) -> Any:
         from anytune._deploy import DEFAULT_TIMEOUT

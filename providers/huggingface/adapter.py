@@ -14,7 +14,10 @@ Reliability, and why:
 from __future__ import annotations
 
 import builtins
+import hashlib
 import importlib.util
+import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -144,8 +147,6 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         self._final_logs: set[str] = set()
         # Per chat target: (endpoint URL, the request's model), resolved once per name.
         self._endpoints: dict[str, tuple[str, str]] = {}
-        # (job_ref, deployment name) -> the namespace this provider deployed it in.
-        self._deployed_in: dict[tuple[str, str], str] = {}
 
     @property
     def endpoint(self) -> str:
@@ -498,9 +499,28 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         )
 
     # -- deploy: Inference Endpoints (the request and the mapping: .endpoints) -----------------------
+    def _placement(self, model: FineTunedModel, name: str) -> Path:
+        """Where the namespace of a job's endpoint is noted (``ANYTUNE_HOME/huggingface/endpoints``):
+        an endpoint deployed into an organisation (``namespace=``) is found again by ``deployment``,
+        ``chat`` and ``undeploy`` from any later process, which are not told the namespace."""
+        digest = hashlib.sha256(f"{model.job_ref}\n{name}".encode()).hexdigest()[:24]
+        return self.home / "huggingface" / "endpoints" / f"{name}-{digest}.json"
+
+    def _remember_namespace(self, model: FineTunedModel, name: str, namespace: str) -> None:
+        path = self._placement(model, name)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_text(json.dumps({"job_ref": model.job_ref, "name": name, "namespace": namespace}), encoding="utf-8")
+        os.replace(tmp, path)
+
     def _endpoint_namespace(self, model: FineTunedModel, name: str) -> str:
-        """Where ``name`` of ``model`` lives: where this provider deployed it, else the provider's namespace."""
-        return self._deployed_in.get((model.job_ref, name)) or self._namespace()
+        """Where ``name`` of ``model`` lives: the namespace noted when it was deployed, else the
+        provider's (settings, else the token's user)."""
+        try:
+            noted = json.loads(self._placement(model, name).read_text(encoding="utf-8")).get("namespace")
+        except (OSError, ValueError, AttributeError):
+            noted = None
+        return str(noted) if isinstance(noted, str) and noted else self._namespace()
 
     def _read_endpoint(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The endpoint as the API returns it, None when there is none (404); a read, retried."""
@@ -610,7 +630,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         arguments = create_arguments(model, name, chosen, namespace="")  # checks the result before any call
         namespace = chosen.namespace or self._namespace()
         arguments["namespace"] = namespace
-        self._deployed_in[(model.job_ref, name)] = namespace
+        self._remember_namespace(model, name, namespace)  # before the create: a crash mid-way still finds it
         raw = self._read_endpoint(namespace, name)
         created, price = raw is None, None
         if raw is None:
@@ -655,6 +675,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
         namespace = self._endpoint_namespace(model, name)
         raw = self._read_endpoint(namespace, name)
         if raw is None:
+            self._placement(model, name).unlink(missing_ok=True)
             return None
         self._refuse_other(raw, model, namespace, name)
         gone = self._as_deployment(raw, model, namespace)
@@ -688,6 +709,7 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
             what=f"deleting Inference Endpoint {namespace}/{name}",
             interval=self.deploy_poll_interval,
         )
+        self._placement(model, name).unlink(missing_ok=True)
         return gone.model_copy(update={"status": "deleted", "url": None})
 
     # -- chat -------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from anytune._cli._common import JsonOpt, ProfileOpt, err, lit, out, print_json,
 from anytune._deploy import Deployment
 from anytune._job import require_succeeded
 from anytune._types import FineTunedModel
-from anytune.errors import UsageError
+from anytune.errors import ProviderError, UsageError
 
 RefArg = Annotated[str, typer.Argument(help="Job reference (PROVIDER:ID) of a succeeded job.", show_default=False)]
 NameOpt = Annotated[
@@ -74,7 +74,7 @@ def deploy(
         ),
     ] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Return once the deployment is asked for.")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for it to be ready.")] = 3600.0,
+    timeout: Annotated[float, typer.Option("--timeout", min=0, help="Seconds to wait for it to be ready.")] = 3600.0,
     profile: ProfileOpt = None,
     json: JsonOpt = False,
 ) -> None:
@@ -90,6 +90,12 @@ def deploy(
     err.print(f"deploying {lit(model.job_ref)} ...")
     done = model.deploy(name, wait=not no_wait, timeout=timeout, **settings)
     _show(done, json, "created" if done.created else "found")
+    if done.status == "failed":
+        reason = done.extra.get("error") or "the service gave no reason"
+        raise ProviderError(
+            f"deployment {done.name} failed: {reason}; it still exists: `anytune undeploy {model.job_ref}` removes it",
+            provider=done.provider,
+        )
 
 
 def undeploy(ref: RefArg, name: NameOpt = None, profile: ProfileOpt = None, json: JsonOpt = False) -> None:

@@ -528,7 +528,7 @@ class _Server:
 
     def list_models(self, request: Request) -> Any:
         rows = self.succeeded(self.owner_of(request))
-        bases = {str(r.request.get("model")): r.created_at for r in reversed(rows)}
+        bases = {str(r.request.get("model")): r.created_at for r in reversed(rows) if _has_weights(r)}
         data = [self.model_json(r) for r in rows]
         data += [{"id": b, "object": "model", "created": at, "owned_by": "system"} for b, at in bases.items()]
         return {"object": "list", "data": data}
@@ -544,10 +544,7 @@ class _Server:
             if row is not None:
                 return row, int(match.group(2)) if match.group(2) else None, True
         else:
-            base = split_model(name, "")[1]
-            trained = [
-                r for r in self.succeeded(owner) if name == r.request.get("model") or base == _base_of(r.request)
-            ]
+            trained = [r for r in self.succeeded(owner) if _answers_as_base(r, name)]
             if trained:
                 loaded = [r for r in trained if self.models.holds(model_id(r.id))]
                 return (loaded or trained)[0], None, False
@@ -684,9 +681,21 @@ def _page(items: list[Any], after: str | None, limit: int, *, key: Callable[[Any
     return page, start + limit < len(items)
 
 
-def _base_of(request: Mapping[str, Any]) -> str:
-    """The base model a create request named, without its provider prefix."""
-    return split_model(str(request.get("model") or ""), "")[1]
+#: Providers whose results the chat route answers for (their weights are reachable).
+_WEIGHTED = ("local", "huggingface")
+
+
+def _has_weights(row: JobRow) -> bool:
+    return row.ref.partition(":")[0] in _WEIGHTED
+
+
+def _answers_as_base(row: JobRow, name: str) -> bool:
+    """Whether ``name`` calls the base model of ``row``'s job (pure): the model the job was created
+    with, as written, or without its provider prefix; another provider's prefix never matches."""
+    if not _has_weights(row):
+        return False
+    asked = str(row.request.get("model") or "")
+    return name == asked or (split_model(name, "")[0] == "" and name == split_model(asked, "")[1])
 
 
 def _chat_request(body: Mapping[str, Any], cap: int) -> ChatRequest:

@@ -102,6 +102,9 @@ def test_the_base_model_of_a_keys_job_answers_with_the_adapter_off(
         ids = [m["id"] for m in client.get("/v1/models").json()["data"]]
         assert ids == [f"ft:{job_id}", f"local:{base}"]
         assert client.get(f"/v1/models/local:{base}").json()["owned_by"] == "system"
+        for other_provider in (f"openai:{base}", f"huggingface:{base}", f"local:{base}x"):  # no job named these
+            assert client.get(f"/v1/models/{other_provider}").status_code == 404
+            assert _chat(client, other_provider, 4).status_code == 404
 
         # Another key's base models are not this key's to call, nor any model on the server's disk.
         other = TestClient(client.app, headers={"Authorization": f"Bearer {OTHER}"})

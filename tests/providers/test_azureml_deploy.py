@@ -386,7 +386,7 @@ def test_a_managed_endpoint_of_another_model_is_refused(fake: FakeAzureML, provi
     with pytest.raises(UsageError):
         model.undeploy("ep-one")
     fake.add_endpoint("users-own", "online", {})  # not made by anytune: no deployment of ours, no tag
-    with pytest.raises(UsageError, match="not made for this model"):
+    with pytest.raises(UsageError, match="not made by anytune"):
         model.deploy("users-own")
     with pytest.raises(UsageError, match="serverless"):
         fake.add_endpoint("a-serverless", "serverless", {})
@@ -449,3 +449,77 @@ def test_deploy_from_a_finished_job(
     assert model.chat("hi") == "hello from the fine-tuned model"
     assert model.deploy().created is False
     assert model.undeploy() is not None and model.deployment() is None
+
+
+def _foreign_endpoint(fake: Any, asset: str) -> Any:
+    """A managed online endpoint the user made by hand (no anytune tag): ``default`` serves the same
+    registered model, ``blue`` serves another one and takes all the traffic."""
+    ep = fake.add_endpoint("users-ep", "online", {})
+    ep.deployments = ("default", "blue")
+    for name, model in (("default", asset), ("blue", asset.replace("Phi-3-mini-4k-instruct-ft", "their-model"))):
+        ep.made[name] = {
+            "model": model,
+            "instance_type": "Standard_NC24ads_A100_v4",
+            "capacity": 1,
+            "ready_at": 0.0,
+            "failure": None,
+            "tags": {},
+        }
+    return ep
+
+
+def test_azureml_undeploy_does_not_delete_a_users_endpoint_with_other_deployments(
+    clock: Any, anytune_home: Path
+) -> None:
+    """An endpoint anytune did not make (no ``anytune.job_ref`` tag) is the user's, even when its
+    ``default`` deployment serves the same model: undeploy refuses rather than delete it and its
+    ``blue`` deployment."""
+    pytest.importorskip("azure.ai.ml")
+    from anytune._store import JobStore
+    from anytune.providers.azureml import AzureMLProvider, AzureMLSettings
+    from tests.providers.azureml_fake import FakeAzureML, FakeCredential
+    from tests.providers.test_azureml_deploy import ASSET, SETTINGS, result
+
+    fake = FakeAzureML(clock)
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=JobStore(anytune_home / "jobs.db"),
+        home=anytune_home,
+        credential=FakeCredential(clock),
+        transport=fake.transport(),
+        http_client=fake.http_client(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    _foreign_endpoint(fake, ASSET)
+    model = result(provider, serverless=False)
+    with pytest.raises(UsageError, match="not made by anytune"):
+        model.undeploy("users-ep")
+    assert "users-ep" in fake.endpoints, "the user's endpoint and its 'blue' deployment were deleted"
+    assert fake.calls("DELETE", r"/onlineEndpoints/users-ep$") == []
+
+
+def test_azureml_deploy_does_not_take_over_a_users_endpoint(clock: Any, anytune_home: Path) -> None:
+    """deploy never rewrites a foreign endpoint (its traffic would all go to ``default``)."""
+    pytest.importorskip("azure.ai.ml")
+    from anytune._store import JobStore
+    from anytune.providers.azureml import AzureMLProvider, AzureMLSettings
+    from tests.providers.azureml_fake import FakeAzureML, FakeCredential
+    from tests.providers.test_azureml_deploy import ASSET, SETTINGS, result
+
+    fake = FakeAzureML(clock)
+    provider = AzureMLProvider(
+        AzureMLSettings(**SETTINGS),
+        store=JobStore(anytune_home / "jobs.db"),
+        home=anytune_home,
+        credential=FakeCredential(clock),
+        transport=fake.transport(),
+        http_client=fake.http_client(),
+        sleep=clock.sleep,
+        clock=clock,
+    )
+    _foreign_endpoint(fake, ASSET)
+    model = result(provider, serverless=False)
+    with pytest.raises(UsageError, match="not made by anytune"):
+        model.deploy("users-ep")
+    assert fake.calls("PUT", r"/onlineEndpoints/users-ep$") == [], "the user's endpoint was rewritten"

@@ -371,3 +371,27 @@ def test_the_token_never_shows(hf: HuggingFaceProvider, hub: FakeHub, caplog: py
         texts += [str(caught.value), repr(caught.value)]
     texts.append(caplog.text)
     assert all(TOKEN not in text for text in texts)
+
+
+def test_hf_undeploy_from_a_fresh_process_finds_an_endpoint_deployed_with_namespace(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, clock: Any
+) -> None:
+    """An endpoint deployed into an organisation (``--set namespace=acme``) is found by a later
+    process's ``deployment``/``undeploy``, which are not told the namespace (it is noted at deploy)."""
+    pytest.importorskip("huggingface_hub")
+    from tests.providers.hf_support import install, provider
+    from tests.providers.test_huggingface_deploy import NAME, result
+
+    gen = install(monkeypatch, tmp_path, clock)
+    hub = next(gen)
+    try:
+        hub.auto_deploy = True
+        deployed = result(provider(hub)).deploy(NAME, namespace="acme")
+        assert deployed.ready and deployed.target == f"acme/{NAME}"
+
+        later = result(provider(hub))  # what `anytune undeploy REF` builds in a new process
+        assert later.deployment(NAME) is not None, "the billed endpoint acme/ft-demo is not found"
+        gone = later.undeploy(NAME)
+        assert gone is not None and not hub.endpoints, f"still billing: {list(hub.endpoints)}"
+    finally:
+        gen.close()
