@@ -40,6 +40,7 @@ AREAS: dict[str, tuple[str, ...] | None] = {
     "sdk/testing/": ("testing",),
     "sdk/_serve/": ("serve",),
     "sdk/_serve/chat.py": ("serve", "local"),  # chat loads local weights (transformers, torch)
+    "sdk/_serve/vllm_engine.py": ("serve", "local", "vllm"),  # --engine vllm
     "providers/": (),  # the registry, the fake provider: core only
     "providers/openai/": ("openai", "azure"),  # also azure-openai (Entra ID through azure-identity)
     "providers/azureml/": ("azure",),

@@ -9,6 +9,7 @@ end-to-end run (a tiny model trained, then chatted with, also through a real uvi
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import threading
 import time
@@ -520,6 +521,30 @@ def test_the_cli_refuses_to_serve_without_keys_and_never_prints_configured_ones(
     assert options["host"] == "127.0.0.1" and options["port"] == 8123  # loopback unless told otherwise
     assert raw(app, KEY_A).get("/v1/files").status_code == 200  # the configured key is accepted
     assert KEY_A not in done.out + done.err
+
+
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (("--engine", "tgi"), "choose auto, transformers or vllm"),
+        (("--engine", "vllm"), "anytune[vllm]"),  # vLLM is not installed here
+        (("--onnx", "."), "not an ONNX Runtime GenAI export"),
+        (("--vllm-memory", "2"), "--vllm-memory"),
+    ],
+)
+def test_the_cli_refuses_a_bad_engine_or_export_before_serving(
+    args: tuple[str, ...], needle: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.clitools import run_cli
+
+    if args[:2] == ("--engine", "vllm") and importlib.util.find_spec("vllm") is not None:
+        pytest.skip("vLLM is installed here")
+    monkeypatch.setenv("ANYTUNE_SERVE_API_KEYS", KEY_A)
+    started: list[Any] = []
+    monkeypatch.setattr("uvicorn.run", lambda app, **kw: started.append(app))
+    done = run_cli(capsys, "serve", *args)
+    assert done.code == 2 and needle in done.err and "Traceback" not in done.err
+    assert not started
 
 
 @pytest.mark.parametrize(

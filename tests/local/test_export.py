@@ -575,13 +575,14 @@ def test_olive_is_asked_for_an_ort_genai_model_with_the_adapter_apart() -> None:
 # -- CLI ------------------------------------------------------------------------------------------------
 
 
-def _succeeded_run(workdir: Path, adapter: Path, base: Path) -> RunDir:
-    """A local run as the worker leaves it, its adapter folder holding ``adapter``."""
+def _succeeded_run(workdir: Path, adapter: Path, base: Path, key: str = "export") -> RunDir:
+    """A local run as the worker leaves it, its adapter folder holding ``adapter`` (``key``: its
+    idempotency key; one run per key)."""
     provider = LocalProvider()
     train = write_jsonl(workdir / "train.jsonl", [chat_example(i) for i in range(3)])
     spec = JobSpec(base_model=str(base), training_file=train, lora={"r": 4, "alpha": 8})
-    run = RunDir(provider.runs_dir / provider.job_id_for("export"))
-    run.create(spec, idempotency_key="export")
+    run = RunDir(provider.runs_dir / provider.job_id_for(key))
+    run.create(spec, idempotency_key=key)
     shutil.copytree(adapter, run.adapter_dir)
     run.write_result({"adapter_path": str(run.adapter_dir), "steps": 2})
     run.set_status(JobStatus.SUCCEEDED, step=2, total_steps=2)
