@@ -276,6 +276,8 @@ def resolved_settings(spec: JobSpec, *, device: str) -> dict[str, Any]:
         "validation": validation,
         "device": device,
         "num_devices": local.num_devices,
+        "strategy": local.strategy,
+        "nodes": local.nodes,
         "packing": local.packing,
         "truncation": local.truncation,
         "gradient_checkpointing": "auto" if local.gradient_checkpointing is None else local.gradient_checkpointing,

@@ -97,10 +97,13 @@ class _Dist:
     local_rank: int = 0
     world: int = 1
     owns_group: bool = False
+    #: The global rank that writes the run directory: node 0's first process. Under torchrun's c10d
+    #: rendezvous global ranks come in an order of c10d's own, so it need not be rank 0.
+    writer: int = 0
 
     @property
     def main(self) -> bool:
-        return self.rank == 0
+        return self.rank == self.writer
 
     def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Sum figures over ranks (a no-op in one process)."""
@@ -118,7 +121,7 @@ class _Dist:
         if self.world == 1:
             return obj
         box = [obj]
-        torch.distributed.broadcast_object_list(box, src=0)
+        torch.distributed.broadcast_object_list(box, src=self.writer)
         return box[0]
 
     def gather(self, obj: Any) -> list[Any]:
@@ -129,7 +132,7 @@ class _Dist:
         return out
 
 
-def _init_dist(kind: str) -> _Dist:
+def _init_dist(kind: str, node_rank: int = 0) -> _Dist:
     rank, local_rank, world = world_info()
     if world <= 1:
         return _Dist()
@@ -140,7 +143,16 @@ def _init_dist(kind: str) -> _Dist:
     if not torch.distributed.is_initialized():
         torch.distributed.init_process_group(backend="nccl" if kind == "cuda" else "gloo")
         owns = True
-    return _Dist(rank=rank, local_rank=local_rank, world=world, owns_group=owns)
+    places: list[Any] = [None] * world
+    torch.distributed.all_gather_object(places, (node_rank, local_rank))
+    writers = [r for r, place in enumerate(places) if tuple(place) == (0, 0)]
+    if len(writers) != 1:
+        raise ConfigError(
+            f"{len(writers)} processes claim to be node 0's first (node ranks given: "
+            f"{sorted({p[0] for p in places})}); give each node its own local.node_rank / --node-rank",
+            field="local.node_rank",
+        )
+    return _Dist(rank=rank, local_rank=local_rank, world=world, owns_group=owns, writer=writers[0])
 
 
 def _cpu_threads(world: int) -> int:
@@ -876,12 +888,13 @@ class _Trainer:
         return Path(run.merged_dir)
 
 
-def run_training(run: RunDir, *, resume: bool = False) -> dict[str, Any]:
+def run_training(run: RunDir, *, resume: bool = False, node_rank: int = 0) -> dict[str, Any]:
     """Train the job of ``run`` and record everything in its run directory.
 
     Args:
         run: the job's run directory (``spec.json`` written by the provider).
         resume: continue from ``run.last_checkpoint()`` (from the start when there is none).
+        node_rank: this machine's node on a multi-node job (node 0's first process writes).
 
     Returns:
         The result dict written to ``result.json`` (on rank 0; ``{}`` on other ranks), or
@@ -892,7 +905,7 @@ def run_training(run: RunDir, *, resume: bool = False) -> dict[str, Any]:
             raised before training starts where possible.
     """
     spec = run.spec()
-    dist = _init_dist(device_kind((spec.local or LocalOptions()).device))
+    dist = _init_dist(device_kind((spec.local or LocalOptions()).device), node_rank)
     if resume and dist.main:
         # Resuming is an explicit request to go on: a cancel left over from the interrupted run is void.
         run.cancel_file.unlink(missing_ok=True)
@@ -921,9 +934,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m anytune.local_backend.train")
     parser.add_argument("run_dir", type=Path)
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--node-rank", dest="node_rank", type=int, default=0)
     args = parser.parse_args(argv)
-    result = run_training(RunDir(args.run_dir), resume=args.resume)
-    if result and world_info()[0] == 0:
+    result = run_training(RunDir(args.run_dir), resume=args.resume, node_rank=args.node_rank)
+    if result:
         print(json.dumps(result, default=str))
     return 0
 

@@ -50,6 +50,7 @@ from anytune.errors import (
     ModelNotAvailableError,
     NotSupportedError,
 )
+from anytune.local_backend.launch import NODE_RANK_ARG
 from anytune.local_backend.rundir import LOCK_FD_ENV, RunDir, WorkerLock
 
 #: The exit status of a worker started on a run another worker holds.
@@ -319,6 +320,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("run_dir", type=Path, help="the job's run directory")
     parser.add_argument("--resume", action="store_true", help="continue from the last complete checkpoint")
+    parser.add_argument(
+        NODE_RANK_ARG,
+        dest="node_rank",
+        type=int,
+        default=0,
+        help="this machine's node rank on a multi-node job (node 0's first process writes the run directory)",
+    )
     args = parser.parse_args(argv)
     quiet_worker(os.environ)  # before transformers/bitsandbytes load: their notes stay out of worker.log
     run = RunDir(args.run_dir)
@@ -360,11 +368,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         with devices:
             from anytune.local_backend.train import run_training
 
-            run_training(ExportingRunDir(run.path), resume=args.resume)
+            run_training(ExportingRunDir(run.path), resume=args.resume, node_rank=args.node_rank)
     except BaseException as exc:
         _fail(run, exc)
         return 1
-    if _rank() == 0:
+    if args.node_rank == 0 and int(os.environ.get("LOCAL_RANK", "0")) == 0:
         _finish_unfinished(run)
     return 0
 

@@ -74,6 +74,7 @@ from anytune.errors import ConfigError, InvalidRequestError, JobNotFoundError, N
 from anytune.local_backend.devicequeue import LOCKS_ENV, QUEUE_ENV
 from anytune.local_backend.devices import device_kind
 from anytune.local_backend.hparams import check_optimizer, check_validation_split, resolved_settings
+from anytune.local_backend.launch import check_strategy, node_commands, shell_line, worker_command
 from anytune.local_backend.rundir import (
     CHECKPOINT_PREFIX,
     LOCK_FD_ENV,
@@ -92,7 +93,6 @@ _OUTPUT_DIR = "local.output_dir"
 #: The spec the trainer writes into every adapter folder (and so into ``local.output_dir``).
 OUTPUT_SPEC_FILE = "anytune_spec.json"
 JOB_PREFIX = "run-"
-WORKER_MODULE = "anytune.local_backend.worker"
 #: A run whose worker pid is not recorded yet counts as starting for this long after creation.
 LAUNCH_GRACE_S = 60.0
 #: How long submit/resume try for the run's lock (another caller may hold it for a moment).
@@ -147,13 +147,19 @@ def resolve_device(requested: str) -> str:
     return device_kind(requested)
 
 
-def worker_command(python: str, run_path: Path, *, num_devices: int = 1, resume: bool = False) -> list[str]:
-    """The command line that runs a job's worker (under ``torch.distributed.run`` for several devices)."""
-    tail = ["-m", WORKER_MODULE, str(run_path), *(["--resume"] if resume else [])]
-    if num_devices > 1:
-        # --standalone: a single-node rendezvous on a free port, so two jobs never collide.
-        return [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(num_devices), *tail]
-    return [python, *tail]
+def _visible_cuda() -> int:
+    """CUDA devices this process sees (imports torch: asked only of a multi-device CUDA job)."""
+    import torch
+
+    return int(torch.cuda.device_count())
+
+
+def _launch_plan(python: str, run_path: Path, options: LocalOptions) -> list[dict[str, Any]]:
+    """What ``--dry-run`` shows: each node's launch command, as a list and as a shell line."""
+    return [
+        {"node_rank": rank, "command": command, "shell": shell_line(command)}
+        for rank, command in enumerate(node_commands(python, run_path, options))
+    ]
 
 
 def _cmdline(pid: int) -> str | None:
@@ -323,7 +329,16 @@ class LocalProvider(Provider[LocalSettings]):
     def _launch(self, run: RunDir, spec: JobSpec, *, resume: bool, lock: WorkerLock) -> int:
         """Start the worker and hand it ``lock`` (held by the caller, who closes its copy after)."""
         options = spec.local or LocalOptions()
-        command = worker_command(self.python, run.path, num_devices=options.num_devices, resume=resume)
+        # This machine's node; on a multi-node job the others are started by the user (see plan()).
+        command = worker_command(
+            self.python,
+            run.path,
+            num_devices=options.num_devices,
+            resume=resume,
+            nodes=options.nodes,
+            node_rank=options.node_rank,
+            rdzv_endpoint=options.rdzv_endpoint,
+        )
         env = dict(os.environ)
         env["PYTHONUNBUFFERED"] = "1"  # the log shows progress as it happens
         env.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -507,8 +522,18 @@ class LocalProvider(Provider[LocalSettings]):
         # missing package, an 8-bit optimizer bitsandbytes cannot run on this device.
         check_trackers(spec.report_to)
         check_validation_split(spec)
+        options = spec.local or LocalOptions()
         if spec.hyperparameters.optimizer not in (None, "adamw_torch"):  # only then is the device needed
-            check_optimizer(spec.hyperparameters.optimizer, resolve_device((spec.local or LocalOptions()).device))
+            check_optimizer(spec.hyperparameters.optimizer, resolve_device(options.device))
+        if options.world_size > 1 or options.strategy != "ddp" or options.cpu_offload:
+            device = resolve_device(options.device)
+            check_strategy(
+                options,
+                quantization=spec.quantization,
+                device=device,
+                visible_cuda=_visible_cuda() if device == "cuda" and options.num_devices > 1 else None,
+                deepspeed_installed=importlib.util.find_spec("deepspeed") is not None,
+            )
 
     def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
         # The worker loads the folder, or the id from the Hub or (offline) the local Hub cache:
@@ -525,11 +550,19 @@ class LocalProvider(Provider[LocalSettings]):
         options = spec.local or LocalOptions()
         run_path = self.runs_dir / self.job_id_for(idempotency_key)
         device = resolve_device(options.device)
+        launch = _launch_plan(self.python, run_path, options)
         body = {
             "run_dir": str(run_path),
-            "command": worker_command(self.python, run_path, num_devices=options.num_devices),
+            # What submit starts here: this machine's node.
+            "command": launch[options.node_rank]["command"],
             "device": device,
             "num_devices": options.num_devices,
+            "strategy": options.strategy,
+            "nodes": options.nodes,
+            "world_size": options.world_size,
+            # Every node's command: submit starts node local.node_rank's; the others are started
+            # on their machines, by hand or from a scheduler.
+            "launch": launch,
             "spec": spec.model_dump(mode="json", exclude_none=True),
             # Every value the trainer will use, defaults applied (the spec above holds what was set).
             "resolved": resolved_settings(spec, device=device),
@@ -538,6 +571,14 @@ class LocalProvider(Provider[LocalSettings]):
             "nothing is created before submit: the run directory and the worker process come then",
             "the worker runs detached; follow it with `anytune jobs wait REF` from any shell",
         ]
+        if options.nodes > 1:
+            notes.append(
+                f"{options.nodes} nodes: submit starts node {options.node_rank}'s command here; start each other "
+                "node's command (launch[].shell) on its machine, by hand or from a scheduler, e.g. Slurm: "
+                "srun --nodes N --ntasks-per-node 1 with --node_rank and --node-rank set to $SLURM_NODEID. "
+                f"Every node needs the run directory at {run_path} (a shared filesystem) and reaches "
+                f"{options.rdzv_endpoint}"
+            )
         return SubmitPlan(
             provider=self.name,
             uploads=uploads,
@@ -578,7 +619,7 @@ class LocalProvider(Provider[LocalSettings]):
             # The worker stops at the next step boundary, saves a checkpoint and writes `cancelled`.
             # Under torch.distributed.run the pid is the launcher's: the marker alone reaches every rank.
             spec = run.spec()
-            if spec.local is not None and spec.local.num_devices > 1:
+            if spec.local is not None and spec.local.world_size > 1:
                 run.cancel_file.touch()
             else:
                 run.request_cancel()

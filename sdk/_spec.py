@@ -165,11 +165,35 @@ class HFOptions(_Section):
     private: bool = True
 
 
+#: How the local trainer spreads one job over several processes (``local.strategy``).
+Strategy = Literal["ddp", "fsdp", "zero2", "zero3"]
+STRATEGIES: tuple[str, ...] = ("ddp", "fsdp", "zero2", "zero3")
+
+_ENDPOINT = re.compile(r"^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.\-]+):([0-9]{1,5})$")
+
+
 class LocalOptions(_Section):
-    """Options for the local backend."""
+    """Options for the local backend.
+
+    Several processes: ``num_devices`` per machine, on ``nodes`` machines that meet at
+    ``rdzv_endpoint`` (``host:port`` of a machine every node can reach, usually node 0's), this
+    machine being ``node_rank``. ``strategy`` says how they share the work: ``ddp`` (a full copy of
+    the model on each process), ``fsdp`` (PyTorch FSDP2: parameters, gradients and optimizer states
+    sharded), ``zero2`` / ``zero3`` (DeepSpeed ZeRO; CUDA only). ``cpu_offload`` keeps sharded
+    parameters in CPU memory between uses (fsdp on CUDA). ``activation_checkpointing`` is accepted
+    as another name of ``gradient_checkpointing`` (the name FSDP and DeepSpeed use): one setting,
+    recorded as ``gradient_checkpointing``.
+    """
 
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
-    num_devices: int = Field(1, ge=1)
+    num_devices: int = Field(1, ge=1, description="processes (devices) on each node")
+    strategy: Strategy = "ddp"
+    nodes: int = Field(1, ge=1, description="machines taking part; more than one needs rdzv_endpoint")
+    node_rank: int = Field(0, ge=0, description="this machine's place among the nodes, 0 .. nodes-1")
+    rdzv_endpoint: str | None = Field(
+        None, description="host:port where the nodes meet (torchrun's c10d rendezvous), e.g. 10.0.0.1:29400"
+    )
+    cpu_offload: bool = False
     output_dir: Path | None = None
     packing: bool = True
     truncation: Literal["truncate", "drop"] = "truncate"
@@ -184,6 +208,52 @@ class LocalOptions(_Section):
         description="wait for the device while another local job uses it: auto (GPU/MPS, not CPU), "
         "device (every device, CPU too), none; default: the provider's queue setting (auto)",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _activation_checkpointing(cls, data: Any) -> Any:
+        """``activation_checkpointing`` is ``gradient_checkpointing`` under FSDP's and DeepSpeed's name."""
+        if not isinstance(data, dict) or "activation_checkpointing" not in data:
+            return data
+        data = dict(data)
+        value = data.pop("activation_checkpointing")
+        given = data.get("gradient_checkpointing")
+        if given is not None and value is not None and given != value:
+            raise ValueError(
+                "activation_checkpointing and gradient_checkpointing are one setting; "
+                f"they were given as {value!r} and {given!r}: give one"
+            )
+        if given is None:
+            data["gradient_checkpointing"] = value
+        return data
+
+    @field_validator("rdzv_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        match = _ENDPOINT.match(value.strip())
+        if match is None or not 0 < int(match.group(1)) < 65536:
+            raise ValueError(f"rdzv_endpoint must be host:port (e.g. 10.0.0.1:29400), not {value!r}")
+        return value.strip()
+
+    @model_validator(mode="after")
+    def _nodes(self) -> LocalOptions:
+        if self.node_rank >= self.nodes:
+            raise ValueError(
+                f"node_rank {self.node_rank} is not one of the {self.nodes} node(s): it counts from 0 to nodes-1"
+            )
+        if self.nodes > 1 and self.rdzv_endpoint is None:
+            raise ValueError(
+                f"nodes={self.nodes} needs rdzv_endpoint (host:port of a machine every node reaches, "
+                "usually node 0's), where the nodes meet"
+            )
+        return self
+
+    @property
+    def world_size(self) -> int:
+        """Processes in the whole job: ``num_devices`` on each of ``nodes`` machines."""
+        return self.num_devices * self.nodes
 
 
 class FakeStep(_Section):

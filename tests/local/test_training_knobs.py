@@ -463,6 +463,8 @@ def test_dry_run_shows_every_resolved_value(
         "validation": {"split": 0.25, "seed": 42, "examples": 6},
         "device": resolved["device"],
         "num_devices": 1,
+        "strategy": "ddp",
+        "nodes": 1,
         "packing": True,
         "truncation": "truncate",
         "gradient_checkpointing": "auto",
