@@ -18,10 +18,20 @@ stores everything else that changes (adapter weights, optimizer moments, schedul
 a resumed run ends with the same number of optimizer steps, on the same data, as one that was never
 interrupted.
 
-Several processes (``torchrun`` / ``accelerate launch``, ``WORLD_SIZE > 1``): DDP over the loss
-module, gloo on CPU and nccl on CUDA; each rank takes every ``world``-th example of a step; rank 0
-alone writes the run directory. What is implemented is DDP only; FSDP and DeepSpeed are not wired
-in (use ``accelerate``'s own scripts for those where peft supports them).
+Several processes (``torchrun`` / ``accelerate launch``, ``WORLD_SIZE > 1``), gloo on CPU and nccl
+on CUDA; each rank takes every ``world``-th example of a step; node 0's first process alone writes
+the run directory. ``local.strategy``:
+
+- ``ddp``: DistributedDataParallel over the loss module (a full copy of the model per process).
+- ``fsdp``: PyTorch FSDP2 (``torch.distributed.fsdp.fully_shard``) on each decoder layer, then on the
+  loss module as the root, as peft and accelerate do for LoRA: every parameter (frozen base and
+  adapter) is sharded over the processes; no mixed-precision policy (the trainer's autocast applies
+  as on one device). Every rank runs the same number of forward passes (FSDP gathers the layers'
+  weights at each one): a rank with fewer examples runs zero-weighted ones. Checkpoints and the final
+  adapter gather the trainable parameters and the optimizer's state whole
+  (``torch.distributed.checkpoint.state_dict``, full state dicts), so the adapter is a plain PEFT
+  folder, as from one device, and a checkpoint resumes with any number of processes.
+- ``zero2`` / ``zero3`` (DeepSpeed) are refused before launch: not wired in yet.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ import torch.nn.functional as F
 
 from anytune._spec import JobSpec, LocalOptions, LoraConfig, Method
 from anytune._types import Checkpoint, JobStatus, MetricPoint
-from anytune.errors import ConfigError
+from anytune.errors import ConfigError, NotSupportedError
 from anytune.local_backend import data as D
 from anytune.local_backend.devices import device_kind
 from anytune.local_backend.hparams import (
@@ -85,6 +95,9 @@ from anytune.local_backend.tracking import TENSORBOARD_DIR, Trackers, check_trac
 __all__ = ["TrainingPlan", "run_training"]
 
 STATUS_INTERVAL = 0.5
+#: In an FSDP checkpoint: the adapter's parameters whole, keyed by their names in the model (what
+#: ``set_model_state_dict`` loads back into shards), beside the plain PEFT ``adapter/`` folder.
+FSDP_MODEL_FILE = "fsdp_trainable.pt"
 """Seconds between progress writes to status.json (each is an fsync'd file replace)."""
 
 
@@ -104,6 +117,14 @@ class _Dist:
     @property
     def main(self) -> bool:
         return self.rank == self.writer
+
+    def max(self, value: int, device: torch.device) -> int:
+        """The largest ``value`` over ranks (itself in one process)."""
+        if self.world == 1:
+            return value
+        t = torch.tensor([value], dtype=torch.int64, device=device)
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return int(t.item())
 
     def sum(self, values: Sequence[float], device: torch.device) -> list[float]:
         """Sum figures over ranks (a no-op in one process)."""
@@ -176,6 +197,39 @@ def _available_bytes(device: torch.device) -> int:
         return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
     except (ValueError, OSError, AttributeError):
         return 8 << 30
+
+
+def _fully_shard(head: torch.nn.Module, peft_model: Any, *, cpu_offload: bool) -> list[str]:
+    """Apply FSDP2 to each decoder layer, then to ``head`` (the root); returns what was sharded.
+
+    Layers are found as the decoder's ``layers`` list (Llama, Qwen, Mistral, Gemma, Phi...); a model
+    without one is sharded as one unit (correct, but every forward gathers the whole model).
+    """
+    from torch.distributed.fsdp import CPUOffloadPolicy, OffloadPolicy, fully_shard
+
+    policy: OffloadPolicy = CPUOffloadPolicy() if cpu_offload else OffloadPolicy()
+    decoder = peft_model.get_base_model().get_decoder()
+    layers = getattr(decoder, "layers", None)
+    units: list[str] = []
+    if isinstance(layers, torch.nn.ModuleList):
+        for layer in layers:
+            fully_shard(layer, offload_policy=policy)
+        units.append(f"{len(layers)} decoder layers")
+    fully_shard(head, offload_policy=policy)
+    units.append("the root")
+    return units
+
+
+def _full_options(**extra: Any) -> Any:
+    """Options for whole (unsharded) state dicts of the trainable parameters only.
+
+    ``cpu_offload`` stays off: it keeps the gathered tensors on global rank 0 alone, and the writer
+    is node 0's first process, which c10d need not make rank 0. An adapter is small enough for every
+    rank to hold whole for a moment.
+    """
+    from torch.distributed.checkpoint.state_dict import StateDictOptions
+
+    return StateDictOptions(full_state_dict=True, ignore_frozen_params=True, **extra)
 
 
 # -- the trainer -----------------------------------------------------------------------------------
@@ -293,7 +347,18 @@ class _Trainer:
         with self.autocast():
             self.head.self_check(first)
         self.module: torch.nn.Module = self.head
-        if self.dist.world > 1:
+        self.fsdp = self.dist.world > 1 and self.local.strategy == "fsdp"
+        if self.dist.world > 1 and self.local.strategy not in ("ddp", "fsdp"):
+            raise NotSupportedError(
+                f"strategy {self.local.strategy!r} is not wired into the local trainer yet; use 'ddp' or 'fsdp'",
+                field="local.strategy",
+                provider="local",
+            )
+        if self.fsdp:
+            # In place: the head (and each layer) becomes its FSDP class; self.module is self.head.
+            units = _fully_shard(self.head, self.lm.model, cpu_offload=self.local.cpu_offload)
+            self.log(f"FSDP2 over {self.dist.world} processes: sharded {', '.join(units)}")
+        elif self.dist.world > 1:
             from torch.nn.parallel import DistributedDataParallel
 
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -420,6 +485,23 @@ class _Trainer:
                 D.collate(seqs, self.lm.layout, pad_id=self.pad_id, row_capacity=self.plan.max_length).to(self.device),
             )
 
+    def _even(
+        self, batches: Sequence[tuple[list[D.Example], D.MicroBatch]], data: D.TokenizedData
+    ) -> list[tuple[list[D.Example], D.MicroBatch, float]]:
+        """``batches`` with a weight each (1.0), padded under FSDP to the same count on every rank.
+
+        FSDP gathers each layer's weights at every forward pass, a collective every rank must join:
+        a rank with fewer micro-batches runs the first example of ``data`` at weight 0 instead.
+        """
+        out = [(chunk, mb, 1.0) for chunk, mb in batches]
+        if not self.fsdp:
+            return out
+        most = self.dist.max(len(out), self.device)
+        if len(out) < most:
+            chunk, mb = next(self._batches(data.examples[:1]))
+            out += [(chunk, mb, 0.0)] * (most - len(out))
+        return out
+
     def _seq_logps(self, mb: D.MicroBatch, logits: torch.Tensor) -> torch.Tensor:
         token_logp = -F.cross_entropy(logits, mb.targets, reduction="none")
         return torch.zeros(mb.num_seqs, dtype=token_logp.dtype, device=token_logp.device).index_add_(
@@ -433,9 +515,11 @@ class _Trainer:
         index = {id(ex): i for i, ex in enumerate(data.examples)}
         mine = data.examples[self.dist.rank :: self.dist.world]
         with eval_mode(self.head), self.lm.model.disable_adapter():
-            for chunk, mb in self._batches(mine):
+            for chunk, mb, weight in self._even(list(self._batches(mine)), data):
                 with self.autocast():
                     logps = self._seq_logps(mb, self.head(mb)).float().cpu().view(-1, 2)
+                if weight == 0.0:
+                    continue  # a pass that only keeps this rank in step with the others
                 for ex, row in zip(chunk, logps, strict=True):
                     out[index[id(ex)]] = row
         if self.dist.world > 1:
@@ -467,9 +551,11 @@ class _Trainer:
         loss = weight = correct = targets = chosen_sum = margin_sum = acc = 0.0
         with eval_mode(self.head):
             mine = self.valid_data.examples[self.dist.rank :: self.dist.world]
-            for chunk, mb in self._batches(mine):
+            for chunk, mb, weight in self._even(list(self._batches(mine)), self.valid_data):
                 with self.autocast():
                     out = self.head(mb, loss=not self.dpo)
+                if weight == 0.0:
+                    continue  # a pass that only keeps this rank in step with the others
                 if self.dpo:
                     assert self.ref_valid is not None
                     logits = out
@@ -515,10 +601,16 @@ class _Trainer:
         scale = 1.0
         if not any(parts):  # fewer examples than ranks: take part in the gradient exchange with a zero loss
             parts, scale = [examples[:1]], 0.0
-        chunks = [chunk for part in parts if part for chunk in self._batches(part)]
-        for k, (chunk, mb) in enumerate(chunks):
+        chunks = self._even([chunk for part in parts if part for chunk in self._batches(part)], self.train_data)
+        for k, (chunk, mb, weight) in enumerate(chunks):
             sync = k == len(chunks) - 1 or self.dist.world == 1
-            ctx = contextlib.nullcontext() if sync else self.module.no_sync()  # type: ignore[operator]
+            unit = scale * weight  # 0 for a pass that only keeps this rank in step
+            if self.fsdp:
+                # FSDP2: reduce-scatter the gradients after the last micro-batch only.
+                self.head.set_requires_gradient_sync(sync)  # type: ignore[operator]
+                ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            else:
+                ctx = contextlib.nullcontext() if sync else self.module.no_sync()  # type: ignore[operator]
             with ctx:
                 with self.autocast():
                     out = self.module(mb, loss=not self.dpo)
@@ -527,37 +619,62 @@ class _Trainer:
                     logits = out
                     losses, c, r = self._dpo_terms(mb, logits, self._ref_rows(chunk, self.ref_train, self.train_data))
                     total = losses.sum()
-                    window.add("rewards/chosen", c.sum() * scale)
-                    window.add("rewards/rejected", r.sum() * scale)
-                    window.add("rewards/accuracy", (c > r).float().sum() * scale)
-                    window.add("rewards/margin", (c - r).sum() * scale)
-                    window.weight += len(chunk) * scale
+                    window.add("rewards/chosen", c.sum() * unit)
+                    window.add("rewards/rejected", r.sum() * unit)
+                    window.add("rewards/accuracy", (c > r).float().sum() * unit)
+                    window.add("rewards/margin", (c - r).sum() * unit)
+                    window.weight += len(chunk) * unit
                 else:
                     # Summed cross-entropy and arg-max hits, through the fused head (no full logits).
                     total, correct = out
-                    window.add("correct", correct * scale)
-                    window.targets += mb.num_targets * scale
-                    window.weight += mb.num_targets * scale
-                window.add("loss", total * scale)
-                window.tokens += int(mb.num_tokens * scale)
-                # DDP averages gradients over ranks; the loss is a mean over the whole step's labels.
-                (total * (scale * self.dist.world / denominator)).backward()  # type: ignore[no-untyped-call]
+                    window.add("correct", correct * unit)
+                    window.targets += mb.num_targets * unit
+                    window.weight += mb.num_targets * unit
+                window.add("loss", total * unit)
+                window.tokens += int(mb.num_tokens * unit)
+                # DDP and FSDP average gradients over ranks; the loss is a mean over the whole step's labels.
+                (total * (unit * self.dist.world / denominator)).backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
 
     # -- checkpoints --
+    def _trainable_state(self) -> dict[str, torch.Tensor] | None:
+        """Under FSDP, the adapter's parameters gathered whole, on the CPU (a collective: every rank
+        calls it); None otherwise, where the model's own parameters are whole already."""
+        if not self.fsdp:
+            return None
+        from torch.distributed.checkpoint.state_dict import get_model_state_dict
+
+        state = get_model_state_dict(self.lm.model, options=_full_options())
+        return {k: v.detach().cpu() for k, v in state.items() if isinstance(v, torch.Tensor)}
+
+    def _optimizer_state(self) -> dict[str, Any]:
+        """The optimizer's state to save: under FSDP gathered whole and keyed by parameter name (a
+        collective), so that any number of processes can load it."""
+        if not self.fsdp:
+            return self.optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+        state: dict[str, Any] = get_optimizer_state_dict(self.head, self.optimizer, options=_full_options())
+        return state
+
     def save_checkpoint(self, done: int, state: dict[str, Any]) -> Path | None:
         rng = {"torch": torch.get_rng_state(), "python": random.getstate()}
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         rngs = self.dist.gather(rng)
+        trainable = self._trainable_state()
+        optimizer = self._optimizer_state()
         path: Path | None = None
         if self.dist.main:
             tmp = self.run.new_checkpoint_tmp(done)
-            self.lm.model.save_pretrained(tmp / "adapter")
-            torch.save(self.optimizer.state_dict(), tmp / "optimizer.pt")
+            # A plain PEFT adapter either way: under FSDP from the gathered state.
+            self.lm.model.save_pretrained(tmp / "adapter", state_dict=trainable)
+            if trainable is not None:
+                torch.save(trainable, tmp / FSDP_MODEL_FILE)
+            torch.save(optimizer, tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(rngs, tmp / "rng.pt")
             write_json_atomic(tmp / "state.json", state)
@@ -598,9 +715,29 @@ class _Trainer:
             was = state.get(key, before.get(key))
             if was != getattr(plan, key):
                 raise ConfigError(f"cannot resume from {path}: {key} was {was}, now {getattr(plan, key)}")
-        weights = load_file(str(path / "adapter" / "adapter_model.safetensors"), device=str(self.device))
-        set_peft_model_state_dict(self.lm.model, weights)
-        self.optimizer.load_state_dict(torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True))
+        was_fsdp = (path / FSDP_MODEL_FILE).is_file()
+        if was_fsdp != self.fsdp:
+            # The optimizer's state is keyed by parameter name under FSDP, by position otherwise.
+            raise ConfigError(
+                f"cannot resume from {path}: it was saved with strategy {state.get('strategy', 'ddp')!r} "
+                f"{'over several processes' if was_fsdp else ''}, and this run uses "
+                f"{'fsdp' if self.fsdp else 'ddp or one process'}; resume with the strategy it was saved with",
+                field="local.strategy",
+            )
+        if self.fsdp:
+            from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
+
+            # Whole tensors, every rank loading them: each keeps its own shard (any number of ranks).
+            trainable = torch.load(path / FSDP_MODEL_FILE, map_location="cpu", weights_only=True)
+            set_model_state_dict(self.lm.model, trainable, options=_full_options(strict=False))
+            saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            set_optimizer_state_dict(self.head, self.optimizer, saved, options=_full_options())
+        else:
+            weights = load_file(str(path / "adapter" / "adapter_model.safetensors"), device=str(self.device))
+            set_peft_model_state_dict(self.lm.model, weights)
+            self.optimizer.load_state_dict(
+                torch.load(path / "optimizer.pt", map_location=self.device, weights_only=True)
+            )
         self.scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
         rngs = torch.load(path / "rng.pt", weights_only=False)
         rng = rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0]
@@ -655,6 +792,7 @@ class _Trainer:
             "seed": plan.seed,
             "steps_per_epoch": plan.steps_per_epoch,
             "world_size": self.dist.world,
+            "strategy": self.local.strategy if self.dist.world > 1 else None,
             "last_point": p.last_point.model_dump(mode="json") if p.last_point else None,
         }
 
@@ -794,9 +932,10 @@ class _Trainer:
     ) -> dict[str, Any]:
         run, dist = self.run, self.dist
         result: dict[str, Any] = {}
+        trainable = self._trainable_state()  # every rank: under FSDP gathering is a collective
         if dist.main:
             self.status("saving", "saving the adapter")
-            self._save_adapter()
+            self._save_adapter(trainable)
             merged = self._save_merged() if self.local.merge else None
             plan = self.plan
             result = {
@@ -831,6 +970,7 @@ class _Trainer:
                 "empty": self.train_data.empty,
                 "device": self.device.type,
                 "world_size": dist.world,
+                "strategy": self.local.strategy if dist.world > 1 else None,
                 "layout": self.lm.layout,
                 "gradient_checkpointing": self.lm.gradient_checkpointing,
                 "quantization": self.spec.quantization.value,
@@ -853,11 +993,12 @@ class _Trainer:
         dist.barrier()
         return result
 
-    def _save_adapter(self) -> None:
+    def _save_adapter(self, trainable: dict[str, torch.Tensor] | None) -> None:
+        """Write the final PEFT adapter; ``trainable``: its parameters gathered whole (FSDP), or None."""
         run = self.run
         tmp = run.path / f"{ADAPTER_TMP_PREFIX}{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        self.lm.model.save_pretrained(tmp)
+        self.lm.model.save_pretrained(tmp, state_dict=trainable)
         self.lm.tokenizer.save_pretrained(tmp)
         write_json_atomic(tmp / "anytune_spec.json", self.spec.model_dump(mode="json"))
         points = run.metrics()  # one per step: a resumed run logs the steps after its checkpoint again
