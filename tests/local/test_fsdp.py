@@ -168,3 +168,53 @@ def _torchrun(run: RunDir, *args: str) -> None:
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert run.status()["status"] == JobStatus.SUCCEEDED.value
+
+
+def test_two_nodes_of_two_processes_meet_at_a_c10d_rendezvous(
+    tmp_path: Path, model_dir: Path, train_file: Path
+) -> None:
+    # The commands --dry-run shows for node 0 and node 1, run side by side on this machine.
+    import socket
+
+    from anytune.local_backend.launch import node_commands
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    local = _local(num_devices=2, strategy="fsdp", nodes=2, rdzv_endpoint=f"127.0.0.1:{port}")
+    run = H.make_run(
+        tmp_path,
+        "nodes",
+        base_model=str(model_dir),
+        training_file=str(train_file),
+        hyperparameters=HYPER,
+        lora={"r": 8, "alpha": 16, "dropout": 0.0},
+        local=local,
+    )
+    reference = H.make_run(
+        tmp_path,
+        "one",
+        base_model=str(model_dir),
+        training_file=str(train_file),
+        hyperparameters=HYPER,
+        lora={"r": 8, "alpha": 16, "dropout": 0.0},
+        local=_local(),
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    env["OMP_NUM_THREADS"] = "1"
+    spec = run.spec().local
+    assert spec is not None
+    nodes = [
+        subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for command in reversed(node_commands(sys.executable, run.path, spec))  # node 1 first: order is free
+    ]
+    outputs = [node.communicate(timeout=WAIT)[0] for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), "\n".join(o[-3000:] for o in outputs)
+    result = run.result()
+    assert result is not None and (result["world_size"], result["strategy"]) == (4, "fsdp")
+    single = subprocess.run(
+        [sys.executable, "-m", "anytune.local_backend.train", str(reference.path)], env=env, capture_output=True
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    one, four = _losses(reference), _losses(run)  # _losses: one line per step, so one writer
+    assert max(abs(a - b) for a, b in zip(one, four, strict=True)) < LOSS_TOLERANCE, (one, four)
