@@ -515,10 +515,10 @@ class _Trainer:
         index = {id(ex): i for i, ex in enumerate(data.examples)}
         mine = data.examples[self.dist.rank :: self.dist.world]
         with eval_mode(self.head), self.lm.model.disable_adapter():
-            for chunk, mb, weight in self._even(list(self._batches(mine)), data):
+            for chunk, mb, keep in self._even(list(self._batches(mine)), data):
                 with self.autocast():
                     logps = self._seq_logps(mb, self.head(mb)).float().cpu().view(-1, 2)
-                if weight == 0.0:
+                if keep == 0.0:
                     continue  # a pass that only keeps this rank in step with the others
                 for ex, row in zip(chunk, logps, strict=True):
                     out[index[id(ex)]] = row
@@ -551,10 +551,10 @@ class _Trainer:
         loss = weight = correct = targets = chosen_sum = margin_sum = acc = 0.0
         with eval_mode(self.head):
             mine = self.valid_data.examples[self.dist.rank :: self.dist.world]
-            for chunk, mb, weight in self._even(list(self._batches(mine)), self.valid_data):
+            for chunk, mb, keep in self._even(list(self._batches(mine)), self.valid_data):
                 with self.autocast():
                     out = self.head(mb, loss=not self.dpo)
-                if weight == 0.0:
+                if keep == 0.0:
                     continue  # a pass that only keeps this rank in step with the others
                 if self.dpo:
                     assert self.ref_valid is not None

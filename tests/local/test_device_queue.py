@@ -33,7 +33,7 @@ WAIT = 60.0
 FAKE_PYTHON = """#!{python}
 import runpy, sys, time, types
 
-def run_training(run, resume=False):
+def run_training(run, resume=False, node_rank=0):
     from anytune._types import JobStatus
     run.set_status(JobStatus.RUNNING, raw="training", message="training", step=1, total_steps=10)
     deadline = time.monotonic() + 60

@@ -37,7 +37,7 @@ START_LINE = "anytune worker: pid "
 FAKE_PYTHON = """#!{python}
 import runpy, sys, time, types
 
-def run_training(run, resume=False):
+def run_training(run, resume=False, node_rank=0):
     from anytune._types import JobStatus
     run.set_status(JobStatus.RUNNING, raw="running", message="waiting for a cancel", step=0, total_steps=10**6)
     deadline = time.monotonic() + 60
