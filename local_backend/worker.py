@@ -9,7 +9,8 @@ never ends without a final status.
 
 With several devices the provider runs it under ``python -m torch.distributed.run --standalone
 --nproc_per_node N -m anytune.local_backend.worker RUN_DIR``; ``worker.pid`` then holds the
-launcher's pid, and every rank reports its own failure.
+launcher's pid, and every rank reports its own failure. Each rank ends when its launcher dies,
+however it died (:mod:`.orphan`): killing the launcher never leaves ranks training.
 
 A run has one worker: the worker holds the run's ``worker.lock`` for its whole life (see
 :mod:`anytune.local_backend.rundir`). Started by the provider it inherits the lock the provider took
@@ -328,6 +329,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="this machine's node rank on a multi-node job (node 0's first process writes the run directory)",
     )
     args = parser.parse_args(argv)
+    if _under_launcher():
+        # First thing: a rank whose launcher was killed must not go on training (see .orphan).
+        from anytune.local_backend.orphan import guard
+
+        guard()
     quiet_worker(os.environ)  # before transformers/bitsandbytes load: their notes stay out of worker.log
     run = RunDir(args.run_dir)
     if not run.exists():
