@@ -108,6 +108,22 @@ def _chat_template(exc: BaseException) -> bool:
     return isinstance(exc, ValueError) and ("chat template" in text or "chat_template" in text)
 
 
+#: What a collective says when a peer process is gone (gloo, NCCL, the c10d store).
+_PEER_LOST = (
+    "connection reset by peer",
+    "connection closed by peer",
+    "remote process exited",
+    "communicator was aborted",
+    "broken pipe",
+)
+
+
+def _peer_lost(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    distributed = type(exc).__name__ in ("DistBackendError", "DistNetworkError", "DistStoreError")
+    return isinstance(exc, RuntimeError) and (distributed or any(words in text for words in _PEER_LOST))
+
+
 def _short(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:500] if text else type(exc).__name__
@@ -148,6 +164,14 @@ _RULES: tuple[tuple[Callable[[BaseException], bool], Callable[[BaseException], F
             "bitsandbytes_unavailable",
             f"4-bit/8-bit quantization needs a working bitsandbytes ({_short(e)}); install it with "
             'pip install "anytune[local]", or train without quantization',
+        ),
+    ),
+    (
+        _peer_lost,
+        lambda e: Failure(
+            "rank_lost",
+            "another process of this job stopped (killed, crashed or out of memory: worker.log shows which), so "
+            f"this one could not go on ({_short(e)[:200]}); `anytune jobs resume` continues from the last checkpoint",
         ),
     ),
     (

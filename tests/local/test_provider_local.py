@@ -549,6 +549,14 @@ def test_hosted_results_cannot_be_loaded_here() -> None:
             "anytune[local]",
         ),
         (lambda: ConfigError("bad", field="hyperparameters"), "invalid_config", "bad"),
+        (
+            lambda: RuntimeError(
+                "[gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:56728: Connection reset by peer"
+            ),
+            "rank_lost",
+            "jobs resume",
+        ),
+        (lambda: type("DistBackendError", (RuntimeError,), {})("NCCL error"), "rank_lost", "another process"),
         (lambda: KeyError("boom"), "worker_error", "KeyError"),
     ],
 )
