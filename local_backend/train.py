@@ -189,6 +189,17 @@ def _peak_rss_mib() -> float:
     return round(peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024, 1)
 
 
+def _rss_mib() -> float | None:
+    """This process's resident memory now (Linux; None elsewhere): what it holds after sharding,
+    which its peak (the whole base, loaded before it was sharded) does not show."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
 def _available_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
@@ -933,6 +944,8 @@ class _Trainer:
         run, dist = self.run, self.dist
         result: dict[str, Any] = {}
         trainable = self._trainable_state()  # every rank: under FSDP gathering is a collective
+        # Each rank's own peak (what sharding saves shows per process, not in rank 0's figure alone).
+        rss_per_rank = dist.gather((_peak_rss_mib(), _rss_mib()))
         if dist.main:
             self.status("saving", "saving the adapter")
             self._save_adapter(trainable)
@@ -971,6 +984,8 @@ class _Trainer:
                 "device": self.device.type,
                 "world_size": dist.world,
                 "strategy": self.local.strategy if dist.world > 1 else None,
+                "peak_rss_mib_per_rank": [peak for peak, _ in rss_per_rank],
+                "final_rss_mib_per_rank": [now for _, now in rss_per_rank],
                 "layout": self.lm.layout,
                 "gradient_checkpointing": self.lm.gradient_checkpointing,
                 "quantization": self.spec.quantization.value,

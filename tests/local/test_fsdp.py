@@ -99,6 +99,9 @@ def test_fsdp_on_two_processes_matches_one_process_and_saves_a_plain_peft_adapte
 
     result = sharded.result()
     assert result is not None and (result["world_size"], result["strategy"]) == (2, "fsdp")
+    # Each rank's own peak resident memory (the bench compares strategies on it).
+    assert len(result["peak_rss_mib_per_rank"]) == 2 and min(result["peak_rss_mib_per_rank"]) > 0
+    assert len(result["final_rss_mib_per_rank"]) == 2
     assert "FSDP2 over 2 processes: sharded 2 decoder layers, the root" in "\n".join(
         e.message for e in sharded.events() if e.kind == "log"
     )
