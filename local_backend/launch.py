@@ -20,10 +20,9 @@ import shlex
 from pathlib import Path
 
 from anytune._spec import LocalOptions, Quantization
-from anytune.errors import MissingDependencyError, NotSupportedError
+from anytune.errors import NotSupportedError
 
 __all__ = [
-    "DEEPSPEED_EXTRA",
     "NODE_RANK_ARG",
     "WORKER_MODULE",
     "check_strategy",
@@ -35,11 +34,9 @@ __all__ = [
 WORKER_MODULE = "anytune.local_backend.worker"
 #: The worker's argument naming the node it runs on (multi-node runs only).
 NODE_RANK_ARG = "--node-rank"
-#: The extra that installs DeepSpeed for ``local.strategy`` ``zero2`` / ``zero3``.
-DEEPSPEED_EXTRA = "deepspeed"
-
-#: Strategies the trainer runs today. zero2/zero3 are validated (CUDA, DeepSpeed installed) but not
-#: wired into the trainer yet; they are refused with that reason rather than silently run as DDP.
+#: Strategies the trainer runs today. zero2/zero3 (DeepSpeed ZeRO) are accepted by the spec but not
+#: wired into the trainer yet (it needs a CUDA machine to build and test on): refused before launch
+#: with that reason, never silently run as DDP.
 IMPLEMENTED = frozenset({"ddp", "fsdp"})
 
 
@@ -128,7 +125,6 @@ def check_strategy(
     quantization: Quantization,
     device: str,
     visible_cuda: int | None,
-    deepspeed_installed: bool,
 ) -> None:
     """Refuse, before launch, a distributed set-up this machine cannot run (pure: facts are arguments).
 
@@ -137,12 +133,10 @@ def check_strategy(
         quantization: the spec's quantization.
         device: the resolved device kind (``cuda``, ``cpu``, ``mps``), never ``auto``.
         visible_cuda: CUDA devices this process sees (None: not counted, the device is not cuda).
-        deepspeed_installed: whether ``import deepspeed`` would find the package.
 
     Raises:
         NotSupportedError: the strategy, device count or combination cannot run here; the message
             says why and what would.
-        MissingDependencyError: zero2/zero3 without DeepSpeed installed (names the extra).
     """
     strategy = options.strategy
 
@@ -157,11 +151,8 @@ def check_strategy(
         )
     if device == "mps" and options.world_size > 1:
         raise refuse("several processes need CUDA or the CPU (gloo); MPS runs one process", "local.num_devices")
-    if strategy in ("zero2", "zero3"):
-        if device != "cuda":
-            raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) needs CUDA; this job runs on {device}")
-        if not deepspeed_installed:
-            raise MissingDependencyError("deepspeed", DEEPSPEED_EXTRA, f"local.strategy={strategy!r}")
+    if strategy in ("zero2", "zero3") and device != "cuda":
+        raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) needs CUDA; this job runs on {device}")
     if strategy == "fsdp" and quantization is not Quantization.NONE:
         raise refuse(
             f"strategy 'fsdp' with quantization {quantization.value!r} is not wired in yet (FSDP2 over "

@@ -532,7 +532,6 @@ class LocalProvider(Provider[LocalSettings]):
                 quantization=spec.quantization,
                 device=device,
                 visible_cuda=_visible_cuda() if device == "cuda" and options.num_devices > 1 else None,
-                deepspeed_installed=importlib.util.find_spec("deepspeed") is not None,
             )
 
     def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from anytune import ConfigError, FineTuneJob, MissingDependencyError, NotSupportedError
+from anytune import ConfigError, FineTuneJob, NotSupportedError
 from anytune._spec import LocalOptions, Quantization
 from anytune.local_backend.launch import check_strategy, node_commands, worker_command
 from tests.clitools import jobs_in_store, run_cli
@@ -61,9 +61,8 @@ def test_the_spec_takes(local: dict[str, Any], expected: dict[str, Any]) -> None
 
 # -- what this machine can run (pure: the facts are arguments) ----------------------------------------
 
-CPU = {"device": "cpu", "visible_cuda": None, "deepspeed_installed": False}
-GPU2 = {"device": "cuda", "visible_cuda": 2, "deepspeed_installed": True}
-GPU2_NO_DS = {**GPU2, "deepspeed_installed": False}
+CPU = {"device": "cpu", "visible_cuda": None}
+GPU2 = {"device": "cuda", "visible_cuda": 2}
 
 
 @pytest.mark.parametrize(
@@ -71,7 +70,6 @@ GPU2_NO_DS = {**GPU2, "deepspeed_installed": False}
     [
         ({"strategy": "zero2"}, "none", CPU, NotSupportedError, "DeepSpeed ZeRO\\) needs CUDA; this job runs on cpu"),
         ({"strategy": "zero3", "num_devices": 2}, "none", CPU, NotSupportedError, "needs CUDA"),
-        ({"strategy": "zero3"}, "none", GPU2_NO_DS, MissingDependencyError, r"anytune\[deepspeed\]"),
         ({"strategy": "zero2"}, "none", GPU2, NotSupportedError, "not wired into the local trainer yet"),
         ({"num_devices": 4}, "none", GPU2, NotSupportedError, "num_devices=4 but this machine sees 2 CUDA"),
         ({"num_devices": 2}, "none", {**CPU, "device": "mps"}, NotSupportedError, "MPS runs one process"),
