@@ -557,15 +557,7 @@ class Deployer:
 
     # -- helpers -------------------------------------------------------------------------------------
     def _policy(self) -> Any:
-        s = self.connection.settings
-        return s.retry_policy(
-            max_attempts=s.create_attempts,
-            initial_backoff=s.retry_backoff,
-            multiplier=2.0,
-            max_backoff=s.retry_backoff_max,
-            jitter=0.0,
-            deadline=s.timeout,
-        )
+        return self.connection.settings.create_policy()
 
     def _create(self, what: str, create: Callable[[], Any], lookup: Callable[[], Any]) -> Any:
         """Send a PUT once; after an ambiguous failure look the name up before sending it again."""

@@ -97,6 +97,18 @@ class AzureMLSettings(ProviderSettings, RetrySettings):
     create_attempts: int = Field(3, ge=1, le=10)
     marketplace_wait: float = Field(120.0, ge=0, description="seconds to wait for a new subscription")
 
+    def create_policy(self) -> Any:
+        """The retry policy of a create (a job, an endpoint): ``create_attempts`` within ``timeout``,
+        no jitter (create-once looks the resource up between attempts)."""
+        return self.retry_policy(
+            max_attempts=self.create_attempts,
+            initial_backoff=self.retry_backoff,
+            multiplier=2.0,
+            max_backoff=self.retry_backoff_max,
+            jitter=0.0,
+            deadline=self.timeout,
+        )
+
 
 # -- the workspace -----------------------------------------------------------------------------
 

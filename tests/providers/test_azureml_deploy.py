@@ -469,28 +469,11 @@ def _foreign_endpoint(fake: Any, asset: str) -> Any:
 
 
 def test_azureml_undeploy_does_not_delete_a_users_endpoint_with_other_deployments(
-    clock: Any, anytune_home: Path
+    fake: FakeAzureML, provider: AzureMLProvider
 ) -> None:
     """An endpoint anytune did not make (no ``anytune.job_ref`` tag) is the user's, even when its
     ``default`` deployment serves the same model: undeploy refuses rather than delete it and its
     ``blue`` deployment."""
-    pytest.importorskip("azure.ai.ml")
-    from anytune._store import JobStore
-    from anytune.providers.azureml import AzureMLProvider, AzureMLSettings
-    from tests.providers.azureml_fake import FakeAzureML, FakeCredential
-    from tests.providers.test_azureml_deploy import ASSET, SETTINGS, result
-
-    fake = FakeAzureML(clock)
-    provider = AzureMLProvider(
-        AzureMLSettings(**SETTINGS),
-        store=JobStore(anytune_home / "jobs.db"),
-        home=anytune_home,
-        credential=FakeCredential(clock),
-        transport=fake.transport(),
-        http_client=fake.http_client(),
-        sleep=clock.sleep,
-        clock=clock,
-    )
     _foreign_endpoint(fake, ASSET)
     model = result(provider, serverless=False)
     with pytest.raises(UsageError, match="not made by anytune"):
@@ -499,25 +482,8 @@ def test_azureml_undeploy_does_not_delete_a_users_endpoint_with_other_deployment
     assert fake.calls("DELETE", r"/onlineEndpoints/users-ep$") == []
 
 
-def test_azureml_deploy_does_not_take_over_a_users_endpoint(clock: Any, anytune_home: Path) -> None:
+def test_azureml_deploy_does_not_take_over_a_users_endpoint(fake: FakeAzureML, provider: AzureMLProvider) -> None:
     """deploy never rewrites a foreign endpoint (its traffic would all go to ``default``)."""
-    pytest.importorskip("azure.ai.ml")
-    from anytune._store import JobStore
-    from anytune.providers.azureml import AzureMLProvider, AzureMLSettings
-    from tests.providers.azureml_fake import FakeAzureML, FakeCredential
-    from tests.providers.test_azureml_deploy import ASSET, SETTINGS, result
-
-    fake = FakeAzureML(clock)
-    provider = AzureMLProvider(
-        AzureMLSettings(**SETTINGS),
-        store=JobStore(anytune_home / "jobs.db"),
-        home=anytune_home,
-        credential=FakeCredential(clock),
-        transport=fake.transport(),
-        http_client=fake.http_client(),
-        sleep=clock.sleep,
-        clock=clock,
-    )
     _foreign_endpoint(fake, ASSET)
     model = result(provider, serverless=False)
     with pytest.raises(UsageError, match="not made by anytune"):
