@@ -26,6 +26,7 @@ from pydantic import Field
 
 from anytune._capabilities import ALL_TRACKERS, Capabilities
 from anytune._deploy import Deployment, is_settled, wait_until
+from anytune._files import atomic_write
 from anytune._provider import (
     IDEMPOTENCY_TAG,
     PlannedRequest,
@@ -89,6 +90,14 @@ def _ts(epoch: float) -> datetime:
     return datetime.fromtimestamp(epoch, tz=timezone.utc)
 
 
+def _write_json(path: Path, state: dict[str, Any]) -> None:
+    """``state`` as ``path``, whole or not at (redacted; another process or thread never reads half
+    a file, nor do two writers share a temporary file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_write(path) as f:
+        f.write(redact(orjson.dumps(state).decode()).encode())
+
+
 class FakeProvider(Provider[FakeSettings]):
     """See the module docstring."""
 
@@ -128,14 +137,7 @@ class FakeProvider(Provider[FakeSettings]):
         return state
 
     def _write(self, state: dict[str, Any]) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self._path(state["id"])
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        with tmp.open("wb") as f:
-            f.write(redact(orjson.dumps(state).decode()).encode())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        _write_json(self._path(state["id"]), state)
 
     # -- timeline evaluation (pure given state and now) -----------------------------------------
     def _visible(self, state: dict[str, Any], now: float) -> list[tuple[int, FakeStep]]:
@@ -315,11 +317,7 @@ class FakeProvider(Provider[FakeSettings]):
         found = self.deployment(model, name)
         if found is None:
             state = {"name": name, "job_ref": model.job_ref, "model": model.model_id, "created_at": self.clock()}
-            path = self._deployment_path(name)
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_bytes(orjson.dumps(state))
-            os.replace(tmp, path)
+            _write_json(self._deployment_path(name), state)
             found = self._deployment_of(state).model_copy(update={"created": True})
         if wait and not is_settled(found):
             settled = wait_until(

@@ -190,25 +190,33 @@ def wait_until(
     interval: float = 10.0,
 ) -> Deployment | None:
     """Read until ``settled`` holds (a deploy: ready or failed; an undeploy: gone), sleeping
-    ``interval`` between reads with the provider's injected ``sleep``/``clock``.
+    ``interval`` between reads with the provider's injected ``sleep``/``clock`` (the project's
+    :func:`~anytune._waiting.wait_until` at a steady pace, its last sleep cut at the deadline).
 
     Raises:
         WaitTimeoutError: not settled after ``timeout`` seconds (the service carries on).
     """
+    from anytune._waiting import wait_until as poll_until
     from anytune.errors import WaitTimeoutError
 
     deadline = clock() + timeout
-    current = read()
-    while not settled(current):
-        left = deadline - clock()
-        if left <= 0:
-            status = current.status if current is not None else "gone"
-            raise WaitTimeoutError(
-                what, timeout, message=f"{what}: still {status} after {timeout:g} s (it carries on; look again later)"
-            )
-        sleep(min(interval, left))
-        current = read()
-    return current
+
+    def late(current: Deployment | None) -> WaitTimeoutError:
+        status = current.status if current is not None else "gone"
+        message = f"{what}: still {status} after {timeout:g} s (it carries on; look again later)"
+        return WaitTimeoutError(what, timeout, message=message)
+
+    return poll_until(
+        read,
+        settled,
+        timeout=timeout,
+        on_timeout=late,
+        initial=interval,
+        factor=1.0,
+        maximum=interval,
+        sleep=lambda seconds: sleep(min(seconds, deadline - clock())),
+        clock=clock,
+    )
 
 
 def is_settled(deployment: Deployment | None) -> bool:

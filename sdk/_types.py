@@ -516,9 +516,10 @@ class FineTunedModel(_Model):
 
     def deployment(self, name: str | None = None) -> Deployment | None:
         """The deployment ``name`` (default: the one :meth:`deploy` makes) as it is now, or None."""
-        provider = self._deployer("deployment")
-        named = self._named(name)
-        return self._bound(provider.deployment(self, named), named)
+        return self._current(self._named(name))
+
+    def _current(self, named: str) -> Deployment | None:
+        return self._bound(self._deployer("deployment").deployment(self, named), named)
 
     def undeploy(self, name: str | None = None) -> Deployment | None:
         """Delete the deployment ``name`` (default: the one :meth:`deploy` makes) and stop what it
@@ -549,13 +550,14 @@ class FineTunedModel(_Model):
         from anytune._deploy import as_messages
 
         checked = as_messages(messages)
-        known = self._deployments.get(self._named(name))
-        found = known if known is not None and known.ready else self.deployment(name)
+        named = self._named(name)
+        known = self._deployments.get(named)
+        found = known if known is not None and known.ready else self._current(named)
         if found is None:
             from anytune.errors import UsageError
 
             raise UsageError(
-                f"{self.job_ref} has no deployment {self._named(name)!r}: deploy it first (model.deploy() / "
+                f"{self.job_ref} has no deployment {named!r}: deploy it first (model.deploy() / "
                 f"anytune deploy {self.job_ref}; see its cost notes)",
                 field="chat",
             )

@@ -17,7 +17,6 @@ import builtins
 import hashlib
 import importlib.util
 import json
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -30,6 +29,7 @@ from anytune._boundary import Translate, boundary
 from anytune._capabilities import ALL_TRACKERS, Capabilities
 from anytune._create_once import create_once
 from anytune._deploy import Deployment, is_gone, is_settled, wait_until
+from anytune._files import atomic_write
 from anytune._provider import PlannedRequest, Provider, ProviderArgs, ProviderSettings, SubmitPlan
 from anytune._retry import RetryPolicy, retry_after_of, retry_call
 from anytune._secrets import redact
@@ -509,9 +509,8 @@ class HuggingFaceProvider(Provider[HuggingFaceSettings]):
     def _remember_namespace(self, model: FineTunedModel, name: str, namespace: str) -> None:
         path = self._placement(model, name)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-        tmp.write_text(json.dumps({"job_ref": model.job_ref, "name": name, "namespace": namespace}), encoding="utf-8")
-        os.replace(tmp, path)
+        with atomic_write(path) as f:
+            f.write(json.dumps({"job_ref": model.job_ref, "name": name, "namespace": namespace}).encode())
 
     def _endpoint_namespace(self, model: FineTunedModel, name: str) -> str:
         """Where ``name`` of ``model`` lives: the namespace noted when it was deployed, else the

@@ -90,7 +90,7 @@ class VllmEngine:
         }
         if opts.max_model_len is not None:
             arguments["max_model_len"] = opts.max_model_len
-        fraction = opts.memory_fraction if opts.memory_fraction is not None else None
+        fraction = opts.memory_fraction
         if fraction is None and not torch.cuda.is_available():
             fraction = 0.25
         if fraction is not None:
