@@ -153,10 +153,13 @@ def check_strategy(
         raise refuse("several processes need CUDA or the CPU (gloo); MPS runs one process", "local.num_devices")
     if strategy in ("zero2", "zero3") and device != "cuda":
         raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) needs CUDA; this job runs on {device}")
-    if strategy == "fsdp" and quantization is not Quantization.NONE:
+    # FSDP2 shards a 4-bit base's packed weights like any frozen tensor (bitsandbytes' quant-storage
+    # dtype); an 8-bit base's Int8Params lose their quantisation state when sharded (measured:
+    # "'Parameter' object has no attribute 'CB'" on the first forward).
+    if strategy == "fsdp" and quantization is Quantization.INT8:
         raise refuse(
-            f"strategy 'fsdp' with quantization {quantization.value!r} is not wired in yet (FSDP2 over "
-            "bitsandbytes' quant-storage dtype); use strategy 'ddp' for QLoRA, or quantization 'none'"
+            "strategy 'fsdp' cannot shard an 8-bit base (bitsandbytes' Int8Params lose their state when "
+            "sharded); use quantization '4bit' (QLoRA) with fsdp, or strategy 'ddp' for 8-bit"
         )
     if options.cpu_offload and (strategy == "ddp" or device != "cuda"):
         why = "shards nothing to offload" if strategy == "ddp" else f"keeps everything on {device} already"

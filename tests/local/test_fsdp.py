@@ -131,6 +131,42 @@ def test_fsdp_on_two_processes_matches_one_process_and_saves_a_plain_peft_adapte
     assert (checkpoint / "fsdp_trainable.pt").is_file() and (checkpoint / "adapter" / "adapter_config.json").is_file()
 
 
+def test_fsdp_qlora_shards_a_4bit_base_and_matches_one_process(
+    model_dir: Path, train_file: Path, anytune_home: Path
+) -> None:
+    # FSDP2 shards the 4-bit base's packed weights (bitsandbytes' quant-storage dtype) with the rest;
+    # the same global batch gives the same losses as one process on the same 4-bit base.
+    hyper = {**HYPER, "max_steps": 4}
+
+    def create(local: dict[str, Any]) -> FineTuneJob:
+        return FineTuneJob.create(
+            provider="local",
+            base_model=str(model_dir),
+            training_file=train_file,
+            quantization="4bit",
+            hyperparameters=hyper,
+            lora={"r": 8, "alpha": 16, "dropout": 0.0},
+            local=local,
+        )
+
+    single = _finish(create(_local()))
+    sharded = _finish(create(_local(num_devices=2, strategy="fsdp")))
+    result = sharded.result()
+    assert result is not None and (result["world_size"], result["strategy"], result["quantization"]) == (
+        2,
+        "fsdp",
+        "4bit",
+    )
+    one = [p["train_loss"] for p in H.metrics(single)]
+    two = [p["train_loss"] for p in H.metrics(sharded)]
+    assert len(one) == len(two) == 4
+    assert max(abs(a - b) for a, b in zip(one, two, strict=True)) < LOSS_TOLERANCE, (one, two)
+    # The adapter is the one a single 4-bit run writes: same tensors, same config.
+    assert _tensors(sharded.adapter_dir) == _tensors(single.adapter_dir)
+    assert _config(sharded.adapter_dir) == _config(single.adapter_dir)
+    H.assert_adapter_trained(sharded.adapter_dir)
+
+
 def test_an_fsdp_run_resumed_from_its_checkpoint_ends_like_the_uninterrupted_one(
     tmp_path: Path, model_dir: Path, train_file: Path
 ) -> None:

@@ -73,8 +73,8 @@ GPU2 = {"device": "cuda", "visible_cuda": 2}
         ({"strategy": "zero2"}, "none", GPU2, NotSupportedError, "not wired into the local trainer yet"),
         ({"num_devices": 4}, "none", GPU2, NotSupportedError, "num_devices=4 but this machine sees 2 CUDA"),
         ({"num_devices": 2}, "none", {**CPU, "device": "mps"}, NotSupportedError, "MPS runs one process"),
-        ({"strategy": "fsdp", "num_devices": 2}, "4bit", CPU, NotSupportedError, "fsdp' with quantization '4bit'"),
-        ({"strategy": "fsdp", "num_devices": 2}, "8bit", GPU2, NotSupportedError, "not wired in yet"),
+        ({"strategy": "fsdp", "num_devices": 2}, "8bit", GPU2, NotSupportedError, "cannot shard an 8-bit base"),
+        ({"strategy": "fsdp", "num_devices": 2}, "8bit", CPU, NotSupportedError, "cannot shard an 8-bit base"),
         ({"cpu_offload": True}, "none", GPU2, NotSupportedError, "'ddp' on cuda shards nothing"),
         ({"strategy": "fsdp", "cpu_offload": True}, "none", CPU, NotSupportedError, "keeps everything on cpu"),
     ],
@@ -94,6 +94,8 @@ def test_a_set_up_this_machine_cannot_run_is_refused(
         ({}, "none", CPU),
         ({"num_devices": 2}, "4bit", CPU),  # DDP QLoRA on CPU: unchanged
         ({"strategy": "fsdp", "num_devices": 2}, "none", CPU),
+        ({"strategy": "fsdp", "num_devices": 2}, "4bit", CPU),  # FSDP QLoRA
+        ({"strategy": "fsdp", "num_devices": 2}, "4bit", GPU2),
         ({"strategy": "fsdp", "num_devices": 2, "cpu_offload": True}, "none", GPU2),
         ({"num_devices": 8, "nodes": 2, "rdzv_endpoint": "h:1"}, "none", CPU),  # CPU processes are not counted
         ({"num_devices": 2}, "none", GPU2),
@@ -187,7 +189,7 @@ def train_file(tmp_path: Path) -> Path:
     [
         ({"device": "cpu", "nodes": 2}, "none", ConfigError, "needs rdzv_endpoint"),
         ({"device": "cpu", "strategy": "zero3", "num_devices": 2}, "none", NotSupportedError, "needs CUDA"),
-        ({"device": "cpu", "strategy": "fsdp", "num_devices": 2}, "4bit", NotSupportedError, "not wired in yet"),
+        ({"device": "cpu", "strategy": "fsdp", "num_devices": 2}, "8bit", NotSupportedError, "cannot shard an 8-bit"),
         ({"device": "cpu", "strategy": "fsdp", "cpu_offload": True}, "none", NotSupportedError, "cpu_offload"),
     ],
 )
