@@ -727,18 +727,19 @@ class _Trainer:
             if was != getattr(plan, key):
                 raise ConfigError(f"cannot resume from {path}: {key} was {was}, now {getattr(plan, key)}")
         was_fsdp = (path / FSDP_MODEL_FILE).is_file()
-        if was_fsdp != self.fsdp:
-            # The optimizer's state is keyed by parameter name under FSDP, by position otherwise.
+        if self.fsdp and not was_fsdp:
+            # The optimizer's state is keyed by parameter name under FSDP, by position otherwise: a
+            # name-keyed (FSDP) checkpoint loads anywhere, a position-keyed one only where it was made.
             raise ConfigError(
-                f"cannot resume from {path}: it was saved with strategy {state.get('strategy', 'ddp')!r} "
-                f"{'over several processes' if was_fsdp else ''}, and this run uses "
-                f"{'fsdp' if self.fsdp else 'ddp or one process'}; resume with the strategy it was saved with",
+                f"cannot resume from {path}: it was saved with strategy {state.get('strategy', 'ddp')!r}, "
+                "and this run uses fsdp; resume with the strategy it was saved with",
                 field="local.strategy",
             )
-        if self.fsdp:
+        if was_fsdp:
             from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
-            # Whole tensors, every rank loading them: each keeps its own shard (any number of ranks).
+            # Whole tensors keyed by name, every rank loading them: under FSDP each keeps its own
+            # shard, otherwise the whole; so any number of processes (one included) resumes it.
             trainable = torch.load(path / FSDP_MODEL_FILE, map_location="cpu", weights_only=True)
             set_model_state_dict(self.lm.model, trainable, options=_full_options(strict=False))
             saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)

@@ -3,7 +3,8 @@
 The same global batch on one process and sharded over two computes the same updates: the per-step
 training losses agree within ``LOSS_TOLERANCE`` (measured: under 1e-6; only the order of float
 sums differs), and the saved adapter is the plain PEFT folder a one-device run writes. A run resumed
-from a mid-run FSDP checkpoint ends on the same losses as the run that was never interrupted.
+from a mid-run FSDP checkpoint ends on the same losses as the run that was never interrupted, on
+two processes or on one. QLoRA: a 4-bit base shards too, with the same losses as one process.
 """
 
 from __future__ import annotations
@@ -192,6 +193,22 @@ def test_an_fsdp_run_resumed_from_its_checkpoint_ends_like_the_uninterrupted_one
     after = [p["train_loss"] for p in H.metrics(cut) if p["step"] > 3]
     expected = [p["train_loss"] for p in H.metrics(whole) if p["step"] > 3]
     assert len(after) == 3 and max(abs(a - b) for a, b in zip(after, expected, strict=True)) < LOSS_TOLERANCE
+
+    # The checkpoint holds whole tensors keyed by name: one process resumes it too, to the same losses.
+    alone = H.make_run(tmp_path, "alone", **spec)
+    shutil.copytree(whole.path / "checkpoints" / "step-3", alone.checkpoints_dir / "step-3")
+    alone.metrics_file.write_text("".join(lines))
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE")}
+    proc = subprocess.run(
+        [sys.executable, "-m", "anytune.local_backend.train", str(alone.path), "--resume"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+        env=env,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    single = [p["train_loss"] for p in H.metrics(alone) if p["step"] > 3]
+    assert len(single) == 3 and max(abs(a - b) for a, b in zip(single, expected, strict=True)) < LOSS_TOLERANCE
 
 
 def _torchrun(run: RunDir, *args: str) -> None:
