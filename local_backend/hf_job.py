@@ -28,67 +28,26 @@ Only light modules are imported at module level: torch and the trainer load insi
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
-import signal
 import sys
 import tempfile
-import traceback
 from collections.abc import Sequence
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from anytune._quiet import quiet_worker
-from anytune._secrets import redact, register_secret
+from anytune._secrets import register_secret
 from anytune._spec import JobSpec
-from anytune._types import Checkpoint, JobStatus, MetricPoint
-from anytune.local_backend.joblog import (
-    ERROR_PREFIX,
-    LOG_ERROR_PREFIX,
-    METRIC_PREFIX,
-    RESULT_PREFIX,
-    WARNING_PREFIX,
-)
+from anytune.local_backend.joblog import RESULT_PREFIX
+from anytune.local_backend.jobrun import PrintingRunDir, public_result, train
+from anytune.local_backend.jobrun import fail as _fail
+from anytune.local_backend.jobrun import print_traceback as _traceback
+from anytune.local_backend.jobrun import say as _say
 from anytune.local_backend.rundir import RunDir
 from anytune.local_backend.tracking import TENSORBOARD_DIR
 
 __all__ = ["PrintingRunDir", "main"]
-
-
-def _say(text: str) -> None:
-    print(redact(text), flush=True)
-
-
-def _traceback() -> None:
-    print(redact(traceback.format_exc()), file=sys.stderr, flush=True)
-
-
-class PrintingRunDir(RunDir):
-    """A run directory that also prints each event on stdout: the job's log is its only channel."""
-
-    def emit(
-        self,
-        kind: str,
-        message: str,
-        *,
-        status: JobStatus | None = None,
-        level: str = "info",
-        metric: MetricPoint | None = None,
-        checkpoint: Checkpoint | None = None,
-    ) -> None:
-        super().emit(kind, message, status=status, level=level, metric=metric, checkpoint=checkpoint)
-        if status is JobStatus.QUEUED:
-            return  # the run directory's own bookkeeping: the job is running by now
-        if metric is not None:
-            _say(METRIC_PREFIX + metric.model_dump_json(exclude_none=True, exclude_defaults=True))
-        elif level == "error":
-            _say(LOG_ERROR_PREFIX + message)
-        elif level == "warning":
-            _say(WARNING_PREFIX + message)
-        else:
-            _say(f"[anytune] {message}")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -149,7 +108,7 @@ def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str
             files[f"runs/{path.relative_to(tensorboard).as_posix()}"] = path
     if run.metrics_file.exists():
         files["metrics.jsonl"] = run.metrics_file.read_bytes()
-    public = {k: v for k, v in result.items() if not k.endswith("_path")}
+    public = public_result(result)
     files["anytune_result.json"] = json.dumps(public, indent=1, default=str).encode()
     files["README.md"] = _model_card(spec, result, args.dataset_repo).encode()
     operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source) for name, source in files.items()]
@@ -160,11 +119,6 @@ def _push(run: RunDir, args: argparse.Namespace, spec: JobSpec, result: dict[str
         commit_message=f"anytune: {spec.method.value} LoRA adapter for {spec.base_model}",
     )
     return str(info.oid)
-
-
-def _fail(message: str, code: str) -> int:
-    _say(ERROR_PREFIX + json.dumps({"message": message, "code": code}))
-    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -188,24 +142,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"could not prepare the job: {type(exc).__name__}: {exc}", "invalid_input")
     run = PrintingRunDir(work / "run")
     run.create(spec, idempotency_key="hf-job")
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        with contextlib.suppress(OSError):
-            run.cancel_file.touch()
-        _say(f"[anytune] signal {signum}: stopping at the next step boundary")
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
-        from anytune.local_backend.train import run_training
-
-        result = run_training(run)
-    except Exception as exc:
-        _traceback()
-        code = getattr(exc, "code", None)
-        return _fail(f"{type(exc).__name__}: {exc}", code if isinstance(code, str) else "training_failed")
-    if result.get("status") == "cancelled" or run.cancel_requested():
-        _say(f"[anytune] cancelled after {result.get('steps')} steps: nothing pushed")
-        return 1
+    result = train(run)
+    if isinstance(result, int):
+        return result
     _say(f"[anytune] pushing the adapter to {args.output_repo}")
     try:
         revision = _push(run, args, spec, result)
@@ -214,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(
             f"training finished but pushing to {args.output_repo} failed: {type(exc).__name__}: {exc}", "push_failed"
         )
-    public = {k: v for k, v in result.items() if not k.endswith("_path")}
+    public = public_result(result)
     _say(
         RESULT_PREFIX + json.dumps({"hub_repo": args.output_repo, "revision": revision, "result": public}, default=str)
     )

@@ -100,6 +100,13 @@ BUILTIN: tuple[ProviderEntry, ...] = (
         requires=("huggingface_hub",),
         summary="Hugging Face Jobs running anytune's LoRA/QLoRA trainer; the adapter is pushed to a Hub repo.",
     ),
+    ProviderEntry(
+        "kubernetes",
+        "anytune.providers.kubernetes:KubernetesProvider",
+        extra="kubernetes",
+        requires=("kubernetes", "fsspec"),
+        summary="anytune's LoRA/QLoRA trainer as a Kubernetes Job on your cluster; adapter on a volume or object store.",
+    ),
 )
 
 _lock = threading.Lock()

@@ -16,7 +16,6 @@ torch... a local run would; a package not installed here keeps the extra's decla
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
@@ -29,6 +28,15 @@ from anytune._provider import IDEMPOTENCY_TAG
 from anytune._quiet import DEBUG_ENV, debug_requested
 from anytune._spec import HFOptions, JobSpec
 from anytune.errors import ConfigError
+from anytune.local_backend.jobpackage import (
+    JOB_EXTRA,
+    derive_pins,
+    extra_requirements,
+    installed_pins,
+    job_requirements,
+    local_pins,
+    requirement_name,
+)
 
 from .hub import DEFAULT_ENDPOINT, HuggingFaceSettings
 
@@ -59,8 +67,6 @@ __all__ = [
 
 #: Job labels allow letters, digits, '-' and '_' only, so the tag's dot becomes a dash.
 LABEL_KEY = IDEMPOTENCY_TAG.replace(".", "-")
-#: The extra whose dependencies the training stage pins (the job installs ``anytune[local]``).
-JOB_EXTRA = "local"
 #: The bootstrap stage's only requirement, fetching the wheel; pinned like the others when installed.
 HUB_DISTRIBUTION = "huggingface_hub"
 ENTRY_MODULE = "anytune.local_backend.hf_job"
@@ -159,105 +165,14 @@ class JobFiles:
     wheel: str
 
 
-def _requirement_name(requirement: str) -> str:
-    return re.split(r"[\s<>=!~;\[@(]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-").replace(".", "-")
-
-
-#: ``extra == "local"`` in a ``Requires-Dist`` marker (core metadata writes the extra's name so).
-_EXTRA_CLAUSE = re.compile(r"""\bextra\s*==\s*["']([A-Za-z0-9._-]+)["']""")
-
-
-def extra_requirements(requires_dist: Sequence[str], extra: str) -> list[str]:
-    """The requirements an extra adds, from a distribution's ``Requires-Dist`` lines (pure).
-
-    ``bitsandbytes>=0.43; platform_system != "Darwin" and extra == "local"`` gives
-    ``bitsandbytes>=0.43; platform_system != "Darwin"``: the extra's own clause goes, the rest of the
-    marker stays (uv evaluates it where the job runs). Another extra's requirements and references to
-    the distribution itself (``anytune[...]``) are left out.
-    """
-    out: list[str] = []
-    for line in requires_dist:
-        body, _, marker = line.partition(";")
-        if extra not in _EXTRA_CLAUSE.findall(marker) or _requirement_name(body) == "anytune":
-            continue
-        rest = _EXTRA_CLAUSE.sub("", marker).strip()
-        rest = re.sub(r"^(and\s+)+|(\s+and)+$", "", rest).strip()
-        out.append(body.strip() + (f"; {rest}" if rest else ""))
-    return out
-
-
-_DEV_BUILD = re.compile(r"\.?dev\d*$", re.I)
-
-
-def derive_pins(declared: Sequence[str], installed: Mapping[str, str]) -> list[str]:
-    """Each declared requirement pinned to the installed version, else left as declared (pure).
-
-    ``installed`` maps normalised names (``huggingface-hub``) to versions. A local version label is
-    dropped (``2.13.0+cpu`` -> ``torch==2.13.0``): the submitter's CPU-only build says nothing about
-    the job's hardware, and the job's index has the CUDA build of the same release. A marker stays.
-    A development build (``4.50.0.dev0``, installed from git) is on no index: its declared range
-    stays.
-
-    >>> derive_pins(["torch>=2.1", "peft>=0.12"], {"torch": "2.13.0+cpu"})
-    ['torch==2.13.0', 'peft>=0.12']
-    """
-    pins: list[str] = []
-    for requirement in declared:
-        body, sep, marker = requirement.partition(";")
-        version = installed.get(_requirement_name(body))
-        if version is None or _DEV_BUILD.search(version.split("+", 1)[0]):
-            pins.append(requirement)
-            continue
-        shown = re.split(r"[\s<>=!~\[@(]", body.strip(), maxsplit=1)[0]
-        pins.append(f"{shown}=={version.split('+', 1)[0]}" + (f"; {marker.strip()}" if sep else ""))
-    return pins
-
-
-def _installed_pins(extra: str) -> list[str]:
-    """``extra``'s requirements pinned to this environment's versions (its declared ranges where a
-    package is not installed here)."""
-    from importlib import metadata
-
-    try:
-        requires = metadata.requires("anytune") or []
-    except metadata.PackageNotFoundError:  # not installed as a distribution: the wheel step says so
-        return []
-    declared = extra_requirements(requires, extra)
-    installed: dict[str, str] = {}
-    for requirement in declared:
-        name = _requirement_name(requirement)
-        with contextlib.suppress(metadata.PackageNotFoundError):
-            installed[name] = metadata.version(name)
-    return derive_pins(declared, installed)
-
-
-@functools.lru_cache(maxsize=1)
-def local_pins() -> tuple[str, ...]:
-    """What the training stage pins: ``anytune[local]``'s dependencies at this environment's
-    versions, so the job runs the library versions the submitter runs (cached: read once)."""
-    return tuple(_installed_pins(JOB_EXTRA))
-
-
 @functools.lru_cache(maxsize=1)
 def hub_client_requirement() -> str:
     """The bootstrap's one requirement: the submitter's huggingface_hub version (it is installed
     wherever a job is submitted), else the ``hf`` extra's range."""
-    name = _requirement_name(HUB_DISTRIBUTION)
-    found = [p for p in _installed_pins("hf") if _requirement_name(p) == name]
+    name = requirement_name(HUB_DISTRIBUTION)
+    found = [p for p in installed_pins("hf") if requirement_name(p) == name]
     return found[0] if found else HUB_DISTRIBUTION
 
-
-def job_requirements(overrides: Sequence[str] = (), *, pins: Sequence[str] | None = None) -> list[str]:
-    """The pinned requirements of the training stage; ``overrides`` replace pins of the same name.
-
-    Args:
-        overrides: the ``requirements`` setting: replaces a pin by name, or adds a requirement.
-        pins: the pins to start from (default :func:`local_pins`, derived from this environment).
-    """
-    given = {_requirement_name(r): r for r in overrides}
-    base = local_pins() if pins is None else pins
-    pinned = [given.pop(_requirement_name(r), r) for r in base]
-    return pinned + list(given.values())
 
 
 #: What each tracker of ``report_to`` reads from the environment that a job takes from the submitter's.

@@ -1,0 +1,874 @@
+"""The ``kubernetes`` provider: the contract, on the user's own cluster.
+
+Reliability, and why:
+
+* The Job's name is derived from the idempotency key (:func:`.manifests.job_name`): a create that
+  fails ambiguously (dropped connection, 408, 5xx) or answers 409 ``AlreadyExists`` is resolved by
+  reading that name (:func:`anytune._create_once.create_once`), never by a second create.
+* Everything a bad setting would break is checked before anything is created: the namespace, the
+  PersistentVolumeClaim, the Secrets named (their existence only: the body is never parsed), a node
+  that can hold the GPUs asked for, the size of what a volume would receive through ConfigMaps.
+* Reads retry on 408/429/5xx and connection errors, honouring ``Retry-After``, within a deadline.
+* Every client and urllib3 exception becomes an anytune error at :func:`anytune._boundary.boundary`,
+  which scrubs it before chaining; pod logs are redacted as they are read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+
+from anytune._boundary import Translate, boundary
+from anytune._capabilities import Capabilities
+from anytune._create_once import create_once
+from anytune._provider import (
+    PlannedRequest,
+    PlannedUpload,
+    Provider,
+    ProviderArgs,
+    ProviderSettings,
+    SubmitPlan,
+)
+from anytune._retry import RetryPolicy, retry_call
+from anytune._secrets import redact
+from anytune._spec import JobSpec, LocalOptions, Method, Quantization
+from anytune._timestamps import parse_timestamp
+from anytune._types import Event, FineTunedModel, JobError, JobRecord, JobStatus, MetricPoint
+from anytune.errors import AnytuneError, ConfigError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.local_backend.joblog import ERROR_PREFIX, LOG_ERROR_PREFIX, WARNING_PREFIX, parse_line
+from anytune.local_backend.jobpackage import build_wheel
+
+from .errors import api_status, is_ambiguous, is_transient, retry_after, translate_error
+from .manifests import (
+    ANNOTATION_KEY,
+    JOB_LABEL,
+    LABEL_KEY,
+    MANAGED_LABEL,
+    Inputs,
+    Manifests,
+    build_manifests,
+    configmaps_for,
+    job_name,
+)
+from .settings import NAME, ApiClientFactory, KubernetesSettings, Storage, import_kubernetes, make_api_client
+from .settings import parse_storage as _parse_storage
+from .status import JobState, job_state
+
+if TYPE_CHECKING:
+    from kubernetes.client import ApiClient
+    from typing_extensions import Unpack
+
+__all__ = ["KUBEFLOW_KINDS", "KubernetesProvider", "choose_workload"]
+
+T = TypeVar("T")
+
+#: Kubeflow workload kinds (``workload`` setting) -> the API group that serves them.
+KUBEFLOW_KINDS: Mapping[str, str] = {"trainjob": "trainer.kubeflow.org", "pytorchjob": "kubeflow.org"}
+#: Workload kinds this adapter creates today; the Kubeflow kinds plug in here (and in ``_create``).
+IMPLEMENTED_WORKLOADS: frozenset[str] = frozenset({"job"})
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_TERMINAL_SRC = "9"
+
+
+def choose_workload(setting: str, served_groups: frozenset[str], implemented: frozenset[str]) -> str:
+    """The workload kind to create (pure): ``job``/``trainjob``/``pytorchjob`` as set, or for
+    ``auto`` the first Kubeflow kind both implemented and served by the cluster, else ``job``.
+
+    Raises:
+        NotSupportedError: a kind set explicitly that is not implemented, or not served.
+    """
+    if setting == "auto":
+        for kind, group in KUBEFLOW_KINDS.items():
+            if kind in implemented and group in served_groups:
+                return kind
+        return "job"
+    if setting not in implemented:
+        raise NotSupportedError(
+            f"workload {setting!r} is not wired yet: use workload 'job' (an Indexed Job for several nodes)",
+            field="settings.workload",
+            provider=NAME,
+        )
+    group = KUBEFLOW_KINDS.get(setting)
+    if group is not None and group not in served_groups:
+        raise NotSupportedError(
+            f"workload {setting!r} needs the Kubeflow API group {group}, which this cluster does not serve",
+            field="settings.workload",
+            provider=NAME,
+        )
+    return setting
+
+
+def _eid(t: datetime | None, src: str, index: int) -> str:
+    """Event ids sort as strings in time order, ties by source then position (stable across reads)."""
+    micros = int(((t or _EPOCH) - _EPOCH).total_seconds() * 1_000_000)
+    return f"{max(micros, 0):017d}-{src}{index:07d}"
+
+
+def _split_stamp(line: str) -> tuple[datetime | None, str]:
+    """A log line read with ``timestamps=true``: (its time, its text)."""
+    stamp, sep, text = line.partition(" ")
+    when = parse_timestamp(stamp) if sep else None
+    return (when, text) if when is not None else (None, line)
+
+
+def _level(text: str) -> str:
+    if text.startswith((LOG_ERROR_PREFIX, ERROR_PREFIX, "Traceback (most recent call last)")):
+        return "error"
+    return "warning" if text.startswith(WARNING_PREFIX) else "info"
+
+
+def metric_points(lines: Sequence[str]) -> list[MetricPoint]:
+    """One metric point per step (a repeated step keeps its last), in step order."""
+    points = {p.step: p for kind, p in (parse_line(_split_stamp(x)[1]) for x in lines) if kind == "metric"}
+    return [points[s] for s in sorted(points)]
+
+
+def _last(lines: Sequence[str], kind: str) -> Any:
+    for line in reversed(lines):
+        found, payload = parse_line(_split_stamp(line)[1])
+        if found == kind:
+            return payload
+    return None
+
+
+class KubernetesProvider(Provider[KubernetesSettings]):
+    """anytune's trainer as a Kubernetes Job, inputs and adapter on a volume or an object store.
+
+    Args:
+        settings: the typed settings (default: ``KubernetesSettings()``).
+        api_client_factory: makes the configured ``kubernetes.client.ApiClient`` (default: from the
+            in-cluster config or the kubeconfig, :func:`.settings.make_api_client`).
+        store, home, sleep, clock, rand: as every provider's.
+    """
+
+    name: ClassVar[str] = NAME
+    capabilities: ClassVar[Capabilities] = Capabilities(
+        methods=frozenset({Method.SFT, Method.DPO}),
+        lora=True,
+        quantization=frozenset(Quantization),
+        data_formats=frozenset({"chat", "prompt_completion", "preference"}),
+        # The pods run the local trainer: its options section applies (nodes, num_devices, packing...).
+        sections=frozenset({"local"}),
+        output_name=False,
+        pause=False,
+        min_examples=1,
+        notes="anytune's trainer as a Kubernetes Job; adapter on a PersistentVolumeClaim or an object store",
+        service="Kubernetes",
+        extra={"storage": "pvc://<claim>[/subpath] or an fsspec URL", "nodes": "local.nodes (Indexed Job)"},
+    )
+    Settings: ClassVar[type[ProviderSettings]] = KubernetesSettings
+    poll_interval: ClassVar[float] = 10.0
+    #: ``NAMESPACE/NAME``.
+    job_id_pattern: ClassVar[str] = r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?"
+    #: The Job is read by name, which the API server answers consistently: no settle window.
+    create_settle: ClassVar[float] = 0.0
+
+    def __init__(
+        self,
+        settings: KubernetesSettings | None = None,
+        *,
+        api_client_factory: ApiClientFactory | None = None,
+        **base: Unpack[ProviderArgs],
+    ) -> None:
+        super().__init__(settings, **base)
+        self._factory = api_client_factory
+        self._lock = threading.Lock()
+        self._api_obj: ApiClient | None = None
+        self._logs: dict[str, list[str]] = {}
+        self._final_logs: set[str] = set()
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _api(self) -> ApiClient:
+        with self._lock:
+            if self._api_obj is None:
+                import_kubernetes(self.name)
+                self._api_obj = self._factory() if self._factory is not None else make_api_client(self.settings)
+            return self._api_obj
+
+    def _core(self) -> Any:
+        from kubernetes import client
+
+        return client.CoreV1Api(self._api())
+
+    def _batch(self) -> Any:
+        from kubernetes import client
+
+        return client.BatchV1Api(self._api())
+
+    @property
+    def _policy(self) -> RetryPolicy:
+        s = self.settings
+        return s.retry_policy(max_attempts=s.max_attempts, deadline=s.retry_deadline, max_backoff=s.max_backoff)
+
+    def _translator(self, what: str, job_ref: str | None = None) -> Translate:
+        def translate(exc: Exception) -> AnytuneError | None:
+            return translate_error(exc, provider=self.name, what=what, job_ref=job_ref)
+
+        return translate
+
+    def _call(self, what: str, fn: Callable[[], T], *, job_ref: str | None = None) -> T:
+        """One API call: retried while transient, its failure translated."""
+        with boundary(self._translator(what, job_ref)):
+            return retry_call(
+                fn, policy=self._policy, retry_on=is_transient, retry_after=retry_after, **self.timing, what=what
+            )
+
+    def _read_or_none(self, what: str, fn: Callable[[], T]) -> T | None:
+        """A read whose 404 means "there is none"."""
+
+        def read() -> T | None:
+            try:
+                return fn()
+            except Exception as exc:
+                if api_status(exc) == 404:
+                    return None
+                raise
+
+        return self._call(what, read)
+
+    def _dict(self, obj: Any) -> dict[str, Any]:
+        data = self._api().sanitize_for_serialization(obj)
+        return data if isinstance(data, dict) else {}
+
+    @property
+    def _timeout(self) -> float:
+        return self.settings.request_timeout
+
+    # -- validation and plan --------------------------------------------------------------------
+    def _storage(self) -> Storage:
+        if not self.settings.storage:
+            raise ConfigError(
+                "the kubernetes provider needs a storage for inputs and the adapter: set storage to "
+                "pvc://<claim>[/subpath] or an object-store URL such as s3://bucket/prefix",
+                field="settings.storage",
+            )
+        return _parse_storage(self.settings.storage)
+
+    def validate(self, spec: JobSpec) -> None:
+        if self.settings.mode == "kaito":
+            return  # the Kaito mapping checks its own presets
+        local = spec.local or LocalOptions()
+        if local.output_dir is not None:
+            raise NotSupportedError(
+                "the adapter goes to the storage (STORAGE/jobs/<job>/adapter)",
+                field="local.output_dir",
+                provider=self.name,
+                alternatives=["local"],
+            )
+        if local.device == "mps":
+            raise NotSupportedError("a pod runs on CUDA or CPU", field="local.device", provider=self.name)
+        gpus = self.settings.gpus
+        if gpus and local.num_devices > gpus:
+            raise ConfigError(
+                f"local.num_devices {local.num_devices} processes per pod need as many GPUs; the pod asks for "
+                f"{gpus} (settings.gpus)",
+                field="local.num_devices",
+            )
+        if local.device == "cuda" and not gpus:
+            raise ConfigError("local.device cuda needs settings.gpus >= 1", field="settings.gpus")
+
+    def _refuse_other_modes(self) -> None:
+        if self.settings.mode == "kaito":
+            raise NotSupportedError(
+                "mode 'kaito' (a Kaito tuning Workspace) is not wired into this adapter yet",
+                field="settings.mode",
+                provider=self.name,
+            )
+        choose_workload(self.settings.workload, frozenset(), IMPLEMENTED_WORKLOADS)
+
+    def _inputs(self, spec: JobSpec, storage: Storage, wheel: tuple[str, bytes]) -> tuple[Inputs, list[Any]]:
+        """Where the inputs go under the storage root (content addressed), and for a volume the
+        ConfigMaps that carry them; no I/O beyond reading the local files."""
+        files: list[tuple[str, str, bytes]] = []
+        paths: dict[str, str] = {}
+        for role, path in (("train", spec.training_file), ("valid", spec.validation_file)):
+            if path is None:
+                continue
+            data = Path(path).read_bytes()
+            rel = f"inputs/{hashlib.sha256(data).hexdigest()[:24]}/{Path(path).name}"
+            paths[role] = rel
+            files.append((rel, Path(path).name, data))
+        wheel_name, wheel_bytes = wheel
+        wheel_rel = f"wheels/{hashlib.sha256(wheel_bytes).hexdigest()[:24]}/{wheel_name}"
+        files.append((wheel_rel, wheel_name, wheel_bytes))
+        configmaps: list[Any] = []
+        staged: tuple[Any, ...] = ()
+        if storage.is_volume:
+            maps, staged_list = configmaps_for(files, namespace=self.settings.namespace)
+            configmaps, staged = maps, tuple(staged_list)
+        inputs = Inputs(train=paths["train"], valid=paths.get("valid"), wheel=wheel_rel, staged=staged)
+        return inputs, [*configmaps, files]
+
+    def _manifests(self, spec: JobSpec, key: str) -> tuple[Manifests, Storage, list[tuple[str, str, bytes]]]:
+        storage = self._storage()
+        inputs, parts = self._inputs(spec, storage, build_wheel())
+        files = parts[-1]
+        manifests = build_manifests(spec, key, self.settings, storage, inputs, configmaps=parts[:-1])
+        return manifests, storage, files
+
+    def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        self._refuse_other_modes()
+        manifests, storage, files = self._manifests(spec, idempotency_key)
+        ns = self.settings.namespace
+        requests = []
+        for obj in manifests.all():
+            shown = obj
+            if obj["kind"] == "ConfigMap":  # the bytes are the uploads below, not something to read
+                shown = {**obj, "binaryData": {k: f"<{len(v) * 3 // 4} bytes>" for k, v in obj["binaryData"].items()}}
+            path = {"ConfigMap": "api/v1", "Service": "api/v1", "Job": "apis/batch/v1"}[obj["kind"]]
+            plural = obj["kind"].lower() + ("s" if obj["kind"] != "ConfigMap" else "s")
+            requests.append(PlannedRequest(operation=f"POST /{path}/namespaces/{ns}/{plural}", body=shown))
+        uploads = [
+            PlannedUpload(
+                path=f"{storage.shown}/{rel}",
+                purpose="staged in ConfigMaps" if storage.is_volume else "uploaded through fsspec",
+                bytes=len(data),
+                sha256=hashlib.sha256(data).hexdigest(),
+            )
+            for rel, _, data in files
+        ]
+        notes = [
+            f"Job {ns}/{manifests.name}; outputs at {storage.shown}/jobs/{manifests.name}/ (adapter/, anytune_result.json)"
+        ]
+        nodes = (spec.local or LocalOptions()).nodes
+        if nodes > 1:
+            notes.append(
+                f"{nodes} pods (Indexed Job) meet at {manifests.name}-0.{manifests.name} through a headless Service; "
+                "a pvc:// storage must be ReadWriteMany"
+            )
+        return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
+
+    # -- checks before anything is created -------------------------------------------------------
+    def _check_cluster(self, storage: Storage) -> None:
+        core, ns, s = self._core(), self.settings.namespace, self.settings
+        if (
+            self._read_or_none("reading the namespace", lambda: core.read_namespace(ns, _request_timeout=self._timeout))
+            is None
+        ):
+            raise ConfigError(f"namespace {ns!r} does not exist in the cluster", field="settings.namespace")
+        if storage.claim is not None:
+            claim = storage.claim
+            found = self._read_or_none(
+                "reading the PersistentVolumeClaim",
+                lambda: core.read_namespaced_persistent_volume_claim(claim, ns, _request_timeout=self._timeout),
+            )
+            if found is None:
+                raise ConfigError(
+                    f"PersistentVolumeClaim {claim!r} does not exist in namespace {ns!r}", field="settings.storage"
+                )
+        for field, secret in (
+            ("settings.hub_token_secret", s.hub_token_secret),
+            ("settings.storage_secret", s.storage_secret),
+        ):
+            if secret is None:
+                continue
+
+            def read(name: str = secret) -> bool:
+                # Existence only: the body (the secret's values) is never parsed.
+                response = core.read_namespaced_secret(name, ns, _preload_content=False, _request_timeout=self._timeout)
+                response.release_conn()
+                return True
+
+            if self._read_or_none(f"looking up Secret {secret}", read) is None:
+                raise ConfigError(f"Secret {secret!r} does not exist in namespace {ns!r}", field=field)
+        if s.gpus:
+            self._check_gpus(core)
+
+    def _check_gpus(self, core: Any) -> None:
+        s = self.settings
+        nodes = self._call("listing nodes", lambda: core.list_node(_request_timeout=self._timeout))
+        best = 0
+        for node in nodes.items:
+            labels = node.metadata.labels or {}
+            if any(labels.get(k) != v for k, v in s.node_selector.items()) or (node.spec and node.spec.unschedulable):
+                continue
+            allocatable = (node.status.allocatable or {}) if node.status else {}
+            try:
+                have = int(str(allocatable.get(s.gpu_resource, "0")))
+            except ValueError:
+                have = 0
+            best = max(best, have)
+        if best < s.gpus:
+            where = f" matching nodeSelector {s.node_selector}" if s.node_selector else ""
+            raise ConfigError(
+                f"no schedulable node{where} has {s.gpus} {s.gpu_resource} allocatable (the most is {best}): lower "
+                "gpus, change node_selector, or add GPU nodes",
+                field="settings.gpus",
+            )
+
+    # -- submit ---------------------------------------------------------------------------------
+    def _upload(self, storage: Storage, files: Sequence[tuple[str, str, bytes]]) -> None:
+        """Object-store storage: each input and the wheel, once per content (skipped when present)."""
+        import fsspec.core
+
+        with boundary(self._translator(f"uploading the inputs to {storage.shown}")):
+            fs, root = fsspec.core.url_to_fs(str(storage.url))
+            for rel, _, data in files:
+                target = f"{str(root).rstrip('/')}/{rel}"
+                if fs.exists(target):
+                    continue
+                fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+                fs.pipe_file(target, data)
+
+    def _create_named(self, what: str, create: Callable[[], Any]) -> None:
+        """Create an object whose name says what it is; 409 (already there) is what was wanted."""
+
+        def once() -> None:
+            try:
+                create()
+            except Exception as exc:
+                if api_status(exc) != 409:
+                    raise
+
+        self._call(what, once)
+
+    def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        self._refuse_other_modes()
+        manifests, storage, files = self._manifests(spec, idempotency_key)  # bad input raises here
+        name, ns = manifests.name, self.settings.namespace
+        existing = self._read_job(name)
+        if existing is not None:
+            return self._record(existing)
+        self._check_cluster(storage)
+        core, batch = self._core(), self._batch()
+        if not storage.is_volume:
+            self._upload(storage, files)
+        for cm in manifests.configmaps:
+            self._create_named(
+                f"creating ConfigMap {cm['metadata']['name']}",
+                lambda cm=cm: core.create_namespaced_config_map(ns, cm, _request_timeout=self._timeout),
+            )
+        if manifests.service is not None:
+            svc = manifests.service
+            self._create_named(
+                f"creating Service {name}",
+                lambda: core.create_namespaced_service(ns, svc, _request_timeout=self._timeout),
+            )
+
+        def create() -> Any:
+            return batch.create_namespaced_job(ns, manifests.job, _request_timeout=self._timeout)
+
+        with boundary(self._translator(f"creating Job {ns}/{name}")):
+            job = create_once(
+                create,
+                lambda: self._read_job(name, raw=True),
+                is_ambiguous=is_ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after,
+                settle=self.create_settle,
+                **self.timing,
+                what=f"{self.name}: creating Job {ns}/{name}",
+            )
+        return self._record(self._dict(job) if not isinstance(job, dict) else job)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def _split(self, job_id: str) -> tuple[str, str]:
+        self.check_job_id(job_id)
+        ns, _, name = job_id.partition("/")
+        return ns, name
+
+    def _read_job(self, name: str, *, raw: bool = False, namespace: str | None = None) -> Any:
+        ns = namespace or self.settings.namespace
+        batch = self._batch()
+        found = self._read_or_none(
+            f"reading Job {ns}/{name}", lambda: batch.read_namespaced_job(name, ns, _request_timeout=self._timeout)
+        )
+        if found is None:
+            return None
+        return found if raw else self._dict(found)
+
+    def _pods(self, ns: str, name: str) -> list[dict[str, Any]]:
+        core = self._core()
+        pods = self._call(
+            "listing the job's pods",
+            lambda: core.list_namespaced_pod(ns, label_selector=f"{JOB_LABEL}={name}", _request_timeout=self._timeout),
+        )
+        found = [self._dict(p) for p in pods.items]
+        # Node 0 first (its log is the job's), then by creation.
+        return sorted(
+            found,
+            key=lambda p: (
+                ((p.get("metadata") or {}).get("annotations") or {}).get(
+                    "batch.kubernetes.io/job-completion-index", "0"
+                ),
+                (p.get("metadata") or {}).get("creationTimestamp") or "",
+            ),
+        )
+
+    def _tombstone(self, ns: str, name: str) -> dict[str, Any] | None:
+        core = self._core()
+        found = self._read_or_none(
+            "reading the cancel record",
+            lambda: core.read_namespaced_config_map(f"{name}-cancelled", ns, _request_timeout=self._timeout),
+        )
+        return self._dict(found) if found is not None else None
+
+    def _state(self, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] | None) -> JobState:
+        return job_state(job, pods or [])
+
+    def _record(
+        self,
+        job: Mapping[str, Any],
+        pods: Sequence[Mapping[str, Any]] | None = None,
+        lines: Sequence[str] | None = None,
+    ) -> JobRecord:
+        meta = job.get("metadata") or {}
+        status = job.get("status") or {}
+        state = self._state(job, pods)
+        ns, name = meta.get("namespace") or self.settings.namespace, meta.get("name", "")
+        annotations = meta.get("annotations") or {}
+        storage = annotations.get("anytune.dev/storage")
+        log = list(lines or [])
+        result = _last(log, "result") if log else None
+        points = metric_points(log)
+        error = state.error
+        if state.status is JobStatus.FAILED:
+            trainer = _last(log, "error")
+            if isinstance(trainer, dict) and trainer.get("message"):
+                error = JobError(message=redact(str(trainer["message"])), code=str(trainer.get("code") or "job_failed"))
+            tail = [_split_stamp(x)[1] for x in log if parse_line(_split_stamp(x)[1])[0] != "metric"]
+            if error is not None and tail and self.settings.error_log_lines:
+                shown = "\n".join(tail[-self.settings.error_log_lines :])
+                error = JobError(message=f"{error.message}\nlast log lines:\n{shown}", code=error.code)
+        finished = None
+        for c in status.get("conditions") or []:
+            if c.get("type") in ("Complete", "Failed") and str(c.get("status")) == "True":
+                finished = parse_timestamp(c.get("lastTransitionTime"))
+        location = f"{storage}/jobs/{name}" if storage else None
+        output: dict[str, Any] = {"namespace": ns, "job": name, "location": location}
+        if state.message:
+            output["message"] = state.message
+        if isinstance(result, dict):
+            output["adapter"] = result.get("adapter")
+        trained = result.get("result", {}).get("train_tokens") if isinstance(result, dict) else None
+        return JobRecord(
+            provider=self.name,
+            id=f"{ns}/{name}",
+            status=state.status,
+            raw_status=state.raw_status,
+            base_model=annotations.get("anytune.dev/base-model"),
+            fine_tuned_model=f"{location}/adapter" if location and state.status is JobStatus.SUCCEEDED else None,
+            created_at=parse_timestamp(meta.get("creationTimestamp")),
+            started_at=parse_timestamp(status.get("startTime")),
+            finished_at=parse_timestamp(status.get("completionTime")) or finished,
+            error=error,
+            step=points[-1].step if points else None,
+            trained_tokens=trained if isinstance(trained, int) else None,
+            output={k: v for k, v in output.items() if v is not None},
+            raw={
+                "metadata": {
+                    "name": name,
+                    "namespace": ns,
+                    "labels": meta.get("labels") or {},
+                    "annotations": annotations,
+                },
+                "labels": meta.get("labels") or {},
+                "status": status,
+            },
+        )
+
+    def _cancelled_record(self, ns: str, name: str, tomb: Mapping[str, Any]) -> JobRecord:
+        data = tomb.get("data") or {}
+        meta = tomb.get("metadata") or {}
+        job = {
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": meta.get("labels") or {},
+                "annotations": meta.get("annotations") or {},
+                "creationTimestamp": data.get("created"),
+            },
+            "status": {},
+        }
+        record = self._record(job)
+        return record.model_copy(
+            update={
+                "status": JobStatus.CANCELLED,
+                "raw_status": "Deleted",
+                "finished_at": parse_timestamp(data.get("cancelled")),
+                "error": JobError(message="the job was cancelled (its Job deleted; outputs kept)", code="cancelled"),
+            }
+        )
+
+    def _lines(self, ns: str, name: str, pods: Sequence[Mapping[str, Any]], terminal: bool) -> list[str]:
+        """Node 0's log so far, each line with its time: the longest read kept, read no more once the
+        job has ended and its log was read whole."""
+        key = f"{ns}/{name}"
+        if key in self._final_logs or not pods:
+            return list(self._logs.get(key, []))
+        pod = str((pods[0].get("metadata") or {}).get("name"))
+        phase = (pods[0].get("status") or {}).get("phase")
+        if phase == "Pending":
+            return list(self._logs.get(key, []))
+        core = self._core()
+
+        def read() -> list[str]:
+            text = core.read_namespaced_pod_log(
+                pod, ns, container="trainer", timestamps=True, _request_timeout=self._timeout
+            )
+            # A pod may print anything, a token included: nothing read leaves here unredacted.
+            return [redact(x) for x in str(text or "").splitlines()]
+
+        try:
+            lines = self._call("reading the pod's log", read)
+        except ProviderError as exc:
+            if exc.status_code in (400, 404):  # not started yet, or the pod is gone: nothing more to read
+                lines = []
+            else:
+                raise
+        if len(lines) >= len(self._logs.get(key, [])):
+            self._logs[key] = lines
+        if terminal:
+            self._final_logs.add(key)
+        return list(self._logs.get(key, []))
+
+    def _kube_events(self, ns: str, names: Sequence[str]) -> list[dict[str, Any]]:
+        core = self._core()
+        out: list[dict[str, Any]] = []
+        for obj in names:
+            found = self._call(
+                "listing Kubernetes events",
+                lambda obj=obj: core.list_namespaced_event(
+                    ns, field_selector=f"involvedObject.name={obj}", _request_timeout=self._timeout
+                ),
+            )
+            out += [self._dict(e) for e in found.items]
+        return out
+
+    def _snapshot(self, job_id: str) -> tuple[JobRecord, list[str], list[dict[str, Any]], dict[str, Any] | None]:
+        ns, name = self._split(job_id)
+        job = self._read_job(name, namespace=ns)
+        if job is None:
+            tomb = self._tombstone(ns, name)
+            if tomb is None:
+                raise JobNotFoundError(f"{self.name}:{job_id}", "the cluster has no such Job")
+            return self._cancelled_record(ns, name, tomb), list(self._logs.get(job_id, [])), [], None
+        pods = self._pods(ns, name)
+        state = job_state(job, pods)
+        lines = self._lines(ns, name, pods, state.status.is_terminal)
+        return self._record(job, pods, lines), lines, pods, job
+
+    def get(self, job_id: str) -> JobRecord:
+        return self._snapshot(job_id)[0]
+
+    def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
+        record, lines, pods, job = self._snapshot(job_id)
+        ns, name = self._split(job_id)
+        kube = self._kube_events(ns, [name, *[str((p.get("metadata") or {}).get("name")) for p in pods]]) if job else []
+        events = self._events(record, lines, kube)
+        if after is not None and not (len(after) == 26 and after[17] == "-"):
+            after = None  # not one of ours: everything (the caller's cursor drops what it has seen)
+        for event in events:
+            if after is None or event.id > after:
+                yield event
+
+    def _events(self, record: JobRecord, lines: Sequence[str], kube: Sequence[Mapping[str, Any]]) -> list[Event]:
+        t0 = record.created_at or _EPOCH
+        events = [Event(id=_eid(t0, "0", 0), kind="status", time=t0, status=JobStatus.QUEUED, message="Job created")]
+        last = t0
+        if record.started_at is not None or lines:
+            ts = record.started_at or t0
+            events.append(
+                Event(id=_eid(ts, "0", 1), kind="status", time=ts, status=JobStatus.RUNNING, message="Job started")
+            )
+        for i, e in enumerate(kube):
+            when = parse_timestamp(e.get("lastTimestamp") or e.get("eventTime") or e.get("firstTimestamp")) or t0
+            involved = (e.get("involvedObject") or {}).get("name", "")
+            level = "warning" if e.get("type") == "Warning" else "info"
+            text = redact(f"{involved}: {e.get('reason')}: {e.get('message')}")
+            events.append(
+                Event(
+                    id=_eid(when, "1", i),
+                    kind="log",
+                    time=when,
+                    message=text,
+                    level=level,
+                    raw={"reason": e.get("reason")},
+                )
+            )
+        for i, line in enumerate(lines):
+            when, text = _split_stamp(line)
+            when = when or last
+            last = max(last, when)
+            kind, payload = parse_line(text)
+            if kind == "metric":
+                point: MetricPoint = payload
+                events.append(
+                    Event(id=_eid(when, "2", i), kind="metric", time=when, metric=point, message=f"step {point.step}")
+                )
+                continue
+            if kind == "result":
+                text = f"adapter written to {payload.get('adapter')}"
+            elif kind == "error":
+                text = f"training failed: {payload.get('message')}"
+            events.append(
+                Event(
+                    id=_eid(when, "2", i),
+                    kind="log",
+                    time=when,
+                    message=text,
+                    level="error" if kind == "error" else _level(text),
+                )
+            )  # type: ignore[arg-type]
+        if record.status.is_terminal:
+            end = max([record.finished_at or last, last, *(e.time for e in events)])
+            events.append(
+                Event(
+                    id=_eid(end, _TERMINAL_SRC, 0),
+                    kind="status",
+                    time=end,
+                    status=record.status,
+                    message=f"job {record.status.value}"
+                    + (f": {record.error.message.splitlines()[0]}" if record.error else ""),
+                    level="error" if record.status is JobStatus.FAILED else "info",
+                )
+            )
+        return sorted(events, key=lambda e: e.id)
+
+    def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
+        return metric_points(self._snapshot(job_id)[1])
+
+    def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
+        name = job_name(idempotency_key)
+        job = self._read_job(name)
+        if job is None:
+            ns = self.settings.namespace
+            tomb = self._tombstone(ns, name)
+            return self._cancelled_record(ns, name, tomb) if tomb is not None else None
+        return self._record(job)
+
+    def submitted_under(self, record: JobRecord) -> str | None:
+        meta = record.raw.get("metadata") if isinstance(record.raw, dict) else None
+        key = ((meta or {}).get("annotations") or {}).get(ANNOTATION_KEY)
+        return str(key) if key else super().submitted_under(record)
+
+    def cancel(self, job_id: str) -> JobRecord:
+        ns, name = self._split(job_id)
+        record = self.get(job_id)
+        if record.status.is_terminal:
+            return record
+        core, batch = self._core(), self._batch()
+        meta = record.raw.get("metadata") or {}
+        tomb = {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": f"{name}-cancelled",
+                "namespace": ns,
+                "labels": {
+                    k: v for k, v in (meta.get("labels") or {}).items() if k in (MANAGED_LABEL, LABEL_KEY, JOB_LABEL)
+                },
+                "annotations": meta.get("annotations") or {},
+            },
+            "data": {
+                "created": record.created_at.isoformat() if record.created_at else "",
+                "cancelled": datetime.now(timezone.utc).isoformat(),
+            },
+        }
+        # The record of the cancel first: the Job is gone a moment later, and get() must still say why.
+        self._create_named(
+            "recording the cancel", lambda: core.create_namespaced_config_map(ns, tomb, _request_timeout=self._timeout)
+        )
+
+        def delete(fn: Callable[[], Any]) -> Callable[[], None]:
+            def run() -> None:
+                try:
+                    fn()
+                except Exception as exc:
+                    if api_status(exc) != 404:  # a retried delete whose first attempt went through
+                        raise
+
+            return run
+
+        # Background: the pods get SIGTERM and their grace period (a checkpoint at the step boundary);
+        # the storage is not touched.
+        self._call(
+            f"deleting Job {ns}/{name}",
+            delete(
+                lambda: batch.delete_namespaced_job(
+                    name, ns, propagation_policy="Background", _request_timeout=self._timeout
+                )
+            ),
+        )
+        self._call(
+            f"deleting Service {ns}/{name}",
+            delete(lambda: core.delete_namespaced_service(name, ns, _request_timeout=self._timeout)),
+        )
+        return self.get(job_id)
+
+    def list(self, limit: int = 20) -> builtins.list[JobRecord]:
+        batch, ns = self._batch(), self.settings.namespace
+        found = self._call(
+            "listing jobs",
+            lambda: batch.list_namespaced_job(
+                ns, label_selector=f"{MANAGED_LABEL}=anytune", _request_timeout=self._timeout
+            ),
+        )
+        jobs = [self._dict(j) for j in found.items]
+        jobs.sort(key=lambda j: (j.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
+        return [self._record(j) for j in jobs[:limit]]
+
+    def result(self, record: JobRecord) -> FineTunedModel:
+        current, lines, _, _ = self._snapshot(record.id)
+        written = _last(lines, "result")
+        location = current.output.get("location")
+        if not isinstance(written, dict) or not location:
+            raise ProviderError(
+                f"job {record.ref} completed but its log holds no ANYTUNE_RESULT line (where the adapter was written)",
+                provider=self.name,
+            )
+        points = metric_points(lines)
+        outcome = written.get("result") if isinstance(written.get("result"), dict) else {}
+        adapter = f"{location}/adapter"
+        extra: dict[str, Any] = {"location": location, "adapter": adapter, "result": outcome}
+        local = self._fetch_adapter(str(self.settings.storage or ""), location)
+        if local is None:
+            on_volume = _parse_storage(str(self.settings.storage or location)).is_volume
+            extra["note"] = (
+                f"the adapter is on the volume ({adapter}); mount the claim to load it"
+                if on_volume
+                else f"no adapter found at {adapter}"
+            )
+        trained = (outcome or {}).get("train_tokens")
+        return FineTunedModel(
+            provider=self.name,
+            job_ref=record.ref,
+            base_model=current.base_model or record.base_model,
+            model_id=adapter,
+            adapter_path=str(local) if local is not None else None,
+            final_metrics=points[-1] if points else None,
+            trained_tokens=trained if isinstance(trained, int) else None,
+            extra=extra,
+        )
+
+    def _fetch_adapter(self, storage_setting: str, location: str) -> Path | None:
+        """An object-store adapter, downloaded once under ANYTUNE_HOME; None for a volume."""
+        if not storage_setting or _parse_storage(storage_setting).is_volume:
+            return None
+        import fsspec.core
+
+        digest = hashlib.sha256(location.encode()).hexdigest()[:24]
+        dest = self.home / "kubernetes" / "adapters" / digest
+        if (dest / "adapter_config.json").is_file():
+            return dest
+        with boundary(self._translator(f"downloading the adapter from {location}")):
+            fs, root = fsspec.core.url_to_fs(f"{location}/adapter")
+            if not fs.exists(root):
+                return None
+            tmp = dest.with_name(dest.name + ".part")
+            for found in sorted(fs.find(root)):
+                target = tmp / str(found)[len(str(root)) :].lstrip("/")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(found, str(target))
+            if dest.exists():
+                import shutil
+
+                shutil.rmtree(dest)
+            tmp.rename(dest)
+        return dest

@@ -1,0 +1,464 @@
+"""An HTTP-level fake of the Kubernetes API server on loopback, for the real ``kubernetes`` client.
+
+Serves what the ``kubernetes`` provider (and Kaito/Kubeflow custom resources) use: namespaces,
+nodes, PersistentVolumeClaims, Secrets (existence only), ConfigMaps, Services, batch/v1 Jobs
+(create, get, list with ``labelSelector``, delete), the pods a Job makes (phases scripted per job),
+``pods/{name}/log`` (``timestamps``, ``follow`` streaming that can drop), Events
+(``fieldSelector=involvedObject.name=``), ``GET /apis`` and generic custom objects
+(``/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]``). Errors are ``Status`` objects.
+
+A job advances one stage per read of it (``Pending`` -> ``Running`` -> its outcome), so a
+provider polling with a fake clock sees every stage. ``faults`` holds one-shot faults matched by
+method and path: ``("status", code, headers)``, ``("after", code)`` (the request acts, then the
+answer is that error), or ``("drop",)`` (the connection closes without an answer).
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from tests.loopback import LoopbackServer, serving
+
+T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+
+
+def _ts(seconds: float) -> str:
+    return (T0 + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class Script:
+    """How a job's pods behave: ``outcome`` succeeded | failed | unschedulable | image."""
+
+    outcome: str = "succeeded"
+    lines: list[str] | None = None
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str  # a regular expression searched in the path
+    kind: tuple[Any, ...]
+
+
+@dataclass
+class FakeCluster:
+    namespaces: set[str] = field(default_factory=lambda: {"default"})
+    nodes: list[dict[str, Any]] = field(default_factory=list)
+    pvcs: set[tuple[str, str]] = field(default_factory=set)
+    secrets: dict[tuple[str, str], dict[str, str]] = field(default_factory=dict)
+    objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (plural, ns, name)
+    custom: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
+    groups: list[str] = field(default_factory=list)
+    reads: dict[str, int] = field(default_factory=dict)
+    scripts: dict[str, Script] = field(default_factory=dict)
+    default_script: Script = field(default_factory=Script)
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[tuple[str, str]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def gpu_node(self, name: str, gpus: int, labels: dict[str, str] | None = None) -> None:
+        self.nodes.append(
+            {
+                "apiVersion": "v1",
+                "kind": "Node",
+                "metadata": {"name": name, "labels": labels or {}},
+                "spec": {},
+                "status": {"allocatable": {"cpu": "16", "nvidia.com/gpu": str(gpus)}},
+            }
+        )
+
+    def created(self) -> list[str]:
+        return [p for m, p in self.requests if m == "POST"]
+
+    def fault(self, method: str, path: str, *kind: Any) -> None:
+        self.faults.append(Fault(method, path, kind))
+
+    def jobs(self) -> list[dict[str, Any]]:
+        return [o for (plural, _, _), o in self.objects.items() if plural == "jobs"]
+
+
+def status(code: int, reason: str, message: str) -> dict[str, Any]:
+    return {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": message,
+        "reason": reason,
+        "code": code,
+    }
+
+
+_REASONS = {
+    404: "NotFound",
+    409: "AlreadyExists",
+    429: "TooManyRequests",
+    500: "InternalError",
+    503: "ServiceUnavailable",
+}
+
+
+def default_lines(job: dict[str, Any]) -> list[str]:
+    name = job["metadata"]["name"]
+    storage = job["metadata"].get("annotations", {}).get("anytune.dev/storage", "s3://b")
+    location = f"{storage}/jobs/{name}"
+    result = {"location": location, "adapter": f"{location}/adapter", "result": {"steps": 2, "train_tokens": 40}}
+    return [
+        "[anytune] copying the data",
+        'ANYTUNE_METRIC {"step":1,"train_loss":2.5}',
+        'ANYTUNE_METRIC {"step":2,"train_loss":2.0}',
+        "ANYTUNE_RESULT " + json.dumps(result),
+    ]
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    server: Any
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    @property
+    def cluster(self) -> FakeCluster:
+        return self.server.cluster  # type: ignore[no-any-return]
+
+    # -- plumbing
+    def _send(self, code: int, body: Any, headers: dict[str, str] | None = None, text: bool = False) -> None:
+        data = body.encode() if text else json.dumps(body).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain" if text else "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for k, v in (headers or {}).items():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _error(self, code: int, message: str = "", headers: dict[str, str] | None = None) -> None:
+        self._send(code, status(code, _REASONS.get(code, "BadRequest"), message or f"fake {code}"), headers)
+
+    def _body(self) -> dict[str, Any]:
+        n = int(self.headers.get("Content-Length") or 0)
+        return json.loads(self.rfile.read(n) or b"{}") if n else {}
+
+    def _fault(self, method: str, path: str) -> tuple[Any, ...] | None:
+        with self.cluster.lock:
+            for f in self.cluster.faults:
+                if f.method == method and re.search(f.path, path):
+                    self.cluster.faults.remove(f)
+                    return f.kind
+        return None
+
+    def _dispatch(self, method: str) -> None:
+        url = urlparse(self.path)
+        path, query = url.path, {k: v[0] for k, v in parse_qs(url.query).items()}
+        self.cluster.requests.append((method, path))
+        body = self._body() if method in ("POST", "PUT", "PATCH") else {}
+        fault = self._fault(method, path)
+        if fault is not None and fault[0] == "drop":
+            self.close_connection = True
+            self.connection.close()
+            return
+        if fault is not None and fault[0] == "status":
+            self._error(fault[1], headers=fault[2] if len(fault) > 2 else None)
+            return
+        code, answer = self._route(method, path, query, body)
+        if fault is not None and fault[0] == "after":
+            self._error(fault[1])
+            return
+        if isinstance(answer, str):
+            self._send(code, answer, text=True)
+        else:
+            self._send(code, answer)
+
+    def do_GET(self) -> None:
+        self._dispatch("GET")
+
+    def do_POST(self) -> None:
+        self._dispatch("POST")
+
+    def do_DELETE(self) -> None:
+        self._dispatch("DELETE")
+
+    # -- routes
+    def _route(self, method: str, path: str, q: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
+        c = self.cluster
+        if path == "/apis":
+            groups = [
+                {"name": g, "versions": [], "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}}
+                for g in c.groups
+            ]
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+        if path == "/api/v1/nodes":
+            return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": c.nodes}
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
+        if m:
+            if m[1] in c.namespaces:
+                return 200, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": m[1]}}
+            return 404, status(404, "NotFound", f'namespaces "{m[1]}" not found')
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/persistentvolumeclaims/([^/]+)", path)
+        if m:
+            if (m[1], m[2]) in c.pvcs:
+                return 200, {
+                    "apiVersion": "v1",
+                    "kind": "PersistentVolumeClaim",
+                    "metadata": {"name": m[2]},
+                    "spec": {},
+                }
+            return 404, status(404, "NotFound", f'persistentvolumeclaims "{m[2]}" not found')
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/secrets/([^/]+)", path)
+        if m:
+            if (m[1], m[2]) in c.secrets:
+                data = {k: v for k, v in c.secrets[(m[1], m[2])].items()}
+                return 200, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": m[2]}, "data": data}
+            return 404, status(404, "NotFound", f'secrets "{m[2]}" not found')
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods/([^/]+)/log", path)
+        if m:
+            return self._log(m[1], m[2], q)
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/pods", path)
+        if m:
+            return 200, {"kind": "PodList", "apiVersion": "v1", "metadata": {}, "items": self._pods(m[1], q)}
+        m = re.fullmatch(r"/api/v1/namespaces/([^/]+)/events", path)
+        if m:
+            return 200, {"kind": "EventList", "apiVersion": "v1", "metadata": {}, "items": self._events(m[1], q)}
+        m = re.fullmatch(r"/(?:api/v1|apis/batch/v1)/namespaces/([^/]+)/(configmaps|services|jobs)(?:/([^/]+))?", path)
+        if m:
+            return self._objects(method, m[2], m[1], m[3], q, body)
+        m = re.fullmatch(r"/apis/([^/]+)/([^/]+)/namespaces/([^/]+)/([^/]+)(?:/([^/]+))?", path)
+        if m:
+            return self._custom(method, m[1], m[2], m[3], m[4], m[5], body)
+        return 404, status(404, "NotFound", f"no route {path}")
+
+    def _objects(
+        self, method: str, plural: str, ns: str, name: str | None, q: dict[str, str], body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        c = self.cluster
+        kind = {"configmaps": "ConfigMap", "services": "Service", "jobs": "Job"}[plural]
+        if ns not in c.namespaces:
+            return 404, status(404, "NotFound", f'namespaces "{ns}" not found')
+        if method == "POST":
+            new = body["metadata"]["name"]
+            with c.lock:
+                if (plural, ns, new) in c.objects:
+                    return 409, status(409, "AlreadyExists", f'{plural} "{new}" already exists')
+                body["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _ts(0), "namespace": ns})
+                if plural == "jobs":
+                    body["status"] = {}
+                c.objects[(plural, ns, new)] = body
+            return 201, body
+        if name is None:
+            items = [o for (p, n, _), o in c.objects.items() if p == plural and n == ns]
+            selector = q.get("labelSelector")
+            if selector:
+                k, _, v = selector.partition("=")
+                items = [o for o in items if (o["metadata"].get("labels") or {}).get(k) == v]
+            return 200, {
+                "kind": f"{kind}List",
+                "apiVersion": "v1" if kind != "Job" else "batch/v1",
+                "metadata": {},
+                "items": items,
+            }
+        obj = c.objects.get((plural, ns, name))
+        if obj is None:
+            return 404, status(404, "NotFound", f'{plural} "{name}" not found')
+        if method == "DELETE":
+            with c.lock:
+                c.objects.pop((plural, ns, name), None)
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        if plural == "jobs":
+            self._advance(obj)
+        return 200, obj
+
+    def _script(self, job: dict[str, Any]) -> Script:
+        return self.cluster.scripts.get(job["metadata"]["name"], self.cluster.default_script)
+
+    def _advance(self, job: dict[str, Any]) -> None:
+        c = self.cluster
+        name = job["metadata"]["name"]
+        with c.lock:
+            c.reads[name] = c.reads.get(name, 0) + 1
+            stage = c.reads[name]
+        script = self._script(job)
+        if script.outcome in ("unschedulable", "image"):
+            return
+        if stage >= 2:
+            job["status"] = {"startTime": _ts(1), "active": 1}
+        if stage >= 3:
+            done = script.outcome == "succeeded"
+            cond = {
+                "type": "Complete" if done else "Failed",
+                "status": "True",
+                "lastTransitionTime": _ts(60),
+                "reason": "Completed" if done else "BackoffLimitExceeded",
+                "message": "" if done else "Job has reached the specified backoff limit",
+            }
+            job["status"] = {"startTime": _ts(1), "conditions": [cond], **({"completionTime": _ts(60)} if done else {})}
+
+    def _pod_of(self, job: dict[str, Any]) -> dict[str, Any]:
+        name = job["metadata"]["name"]
+        stage = self.cluster.reads.get(name, 0)
+        script = self._script(job)
+        pod_status: dict[str, Any] = {"phase": "Pending"}
+        if script.outcome == "unschedulable":
+            pod_status["conditions"] = [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ]
+        elif script.outcome == "image":
+            pod_status["containerStatuses"] = [
+                {
+                    "name": "trainer",
+                    "image": "x",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"waiting": {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}},
+                }
+            ]
+        elif stage >= 3:
+            pod_status["phase"] = "Succeeded" if script.outcome == "succeeded" else "Failed"
+        elif stage >= 2:
+            pod_status["phase"] = "Running"
+        return {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": f"{name}-0-abcde",
+                "namespace": job["metadata"]["namespace"],
+                "labels": dict(job["spec"]["template"]["metadata"].get("labels") or {}),
+                "annotations": {"batch.kubernetes.io/job-completion-index": "0"},
+                "creationTimestamp": _ts(0),
+            },
+            "spec": {"containers": [{"name": "trainer", "image": "x"}]},
+            "status": pod_status,
+        }
+
+    def _pods(self, ns: str, q: dict[str, str]) -> list[dict[str, Any]]:
+        k, _, v = q.get("labelSelector", "").partition("=")
+        pods = []
+        for (plural, n, _), job in list(self.cluster.objects.items()):
+            if plural == "jobs" and n == ns and (job["metadata"].get("labels") or {}).get(k) == v:
+                pods.append(self._pod_of(job))
+        return pods
+
+    def _job_of_pod(self, ns: str, pod: str) -> dict[str, Any] | None:
+        for (plural, n, name), job in self.cluster.objects.items():
+            if plural == "jobs" and n == ns and pod.startswith(name + "-"):
+                return job
+        return None
+
+    def _log(self, ns: str, pod: str, q: dict[str, str]) -> tuple[int, Any]:
+        job = self._job_of_pod(ns, pod)
+        if job is None:
+            return 404, status(404, "NotFound", f'pods "{pod}" not found')
+        stage = self.cluster.reads.get(job["metadata"]["name"], 0)
+        if stage < 2:
+            return 400, status(400, "BadRequest", f'container "trainer" in pod "{pod}" is waiting to start')
+        script = self._script(job)
+        lines = script.lines if script.lines is not None else default_lines(job)
+        if stage < 3:
+            lines = lines[:2]
+        if q.get("timestamps") == "true":
+            lines = [f"{_ts(2 + i)[:-1]}.000000000Z {line}" for i, line in enumerate(lines)]
+        return 200, "".join(line + "\n" for line in lines)
+
+    def _events(self, ns: str, q: dict[str, str]) -> list[dict[str, Any]]:
+        _, _, obj = q.get("fieldSelector", "").partition("=")
+        out = []
+        for (plural, n, name), job in self.cluster.objects.items():
+            if plural != "jobs" or n != ns:
+                continue
+            if obj == name:
+                out.append(
+                    self._event(ns, "Job", name, "SuccessfulCreate", f"Created pod: {name}-0-abcde", "Normal", 0)
+                )
+            if obj == f"{name}-0-abcde" and self._script(job).outcome == "unschedulable":
+                out.append(
+                    self._event(
+                        ns,
+                        "Pod",
+                        obj,
+                        "FailedScheduling",
+                        "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                        "Warning",
+                        1,
+                    )
+                )
+        return out
+
+    @staticmethod
+    def _event(ns: str, kind: str, name: str, reason: str, message: str, type_: str, t: int) -> dict[str, Any]:
+        return {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"name": f"{name}.{reason.lower()}", "namespace": ns},
+            "involvedObject": {"kind": kind, "name": name, "namespace": ns},
+            "reason": reason,
+            "message": message,
+            "type": type_,
+            "lastTimestamp": _ts(t),
+        }
+
+    def _custom(
+        self, method: str, group: str, version: str, ns: str, plural: str, name: str | None, body: dict[str, Any]
+    ) -> tuple[int, Any]:
+        c = self.cluster
+        if method == "POST":
+            key = (group, version, ns, plural, body["metadata"]["name"])
+            if key in c.custom:
+                return 409, status(409, "AlreadyExists", f'{plural} "{key[-1]}" already exists')
+            body["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _ts(0), "namespace": ns})
+            c.custom[key] = body
+            return 201, body
+        if name is None:
+            items = [o for k, o in c.custom.items() if k[:4] == (group, version, ns, plural)]
+            return 200, {"apiVersion": f"{group}/{version}", "kind": "List", "items": items}
+        obj = c.custom.get((group, version, ns, plural, name))
+        if obj is None:
+            return 404, status(404, "NotFound", f'{plural} "{name}" not found')
+        if method == "DELETE":
+            c.custom.pop((group, version, ns, plural, name))
+            return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        return 200, obj
+
+
+class _Server(LoopbackServer):
+    def __init__(self, cluster: FakeCluster) -> None:
+        super().__init__(_Handler)
+        self.cluster = cluster
+
+
+@contextmanager
+def fake_cluster(cluster: FakeCluster | None = None) -> Iterator[tuple[FakeCluster, str]]:
+    """Serve ``cluster`` on loopback for the block: ``(cluster, url)``."""
+    cluster = cluster or FakeCluster()
+    with serving(_Server(cluster)) as server:
+        yield cluster, server.url
+
+
+def api_client_factory(url: str) -> Any:
+    """An ``ApiClient`` factory configured to the fake (no urllib3 retries: the provider's policy retries)."""
+
+    def make() -> Any:
+        from kubernetes import client
+
+        configuration = client.Configuration()
+        configuration.host = url
+        configuration.retries = False
+        return client.ApiClient(configuration)
+
+    return make
