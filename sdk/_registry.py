@@ -105,7 +105,7 @@ BUILTIN: tuple[ProviderEntry, ...] = (
         "anytune.providers.kubernetes:KubernetesProvider",
         extra="kubernetes",
         requires=("kubernetes", "fsspec"),
-        summary="anytune's LoRA/QLoRA trainer as a Kubernetes Job on your cluster; adapter on a volume or object store.",
+        summary="anytune's LoRA/QLoRA trainer as a Kubernetes Job on your cluster; adapter on a volume or bucket.",
     ),
 )
 

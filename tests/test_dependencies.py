@@ -49,7 +49,10 @@ AREAS: dict[str, tuple[str, ...] | None] = {
     "providers/kubernetes/": ("kubernetes",),
     "local_backend/": ("local",),
     "local_backend/evaluate.py": ("local", "lm-eval"),
-    "local_backend/k8s_job.py": ("local", "kubernetes"),  # a pod reads and writes its storage through fsspec  # lm-eval only for --lm-eval-tasks
+    "local_backend/k8s_job.py": (
+        "local",
+        "kubernetes",
+    ),  # a pod reads and writes its storage through fsspec  # lm-eval only for --lm-eval-tasks
     "local_backend/export/onnx.py": ("onnx",),
     "local_backend/export/gguf.py": ("gguf",),
 }

@@ -174,7 +174,6 @@ def hub_client_requirement() -> str:
     return found[0] if found else HUB_DISTRIBUTION
 
 
-
 #: What each tracker of ``report_to`` reads from the environment that a job takes from the submitter's.
 #: Settings only: a credential (``WANDB_API_KEY``) would show in the job's definition.
 TRACKER_ENV: Mapping[str, tuple[str, ...]] = {

@@ -51,6 +51,7 @@ from .manifests import (
     MANAGED_LABEL,
     Inputs,
     Manifests,
+    StagedFile,
     build_manifests,
     configmaps_for,
     job_name,
@@ -281,9 +282,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             )
         choose_workload(self.settings.workload, frozenset(), IMPLEMENTED_WORKLOADS)
 
-    def _inputs(self, spec: JobSpec, storage: Storage, wheel: tuple[str, bytes]) -> tuple[Inputs, list[Any]]:
-        """Where the inputs go under the storage root (content addressed), and for a volume the
-        ConfigMaps that carry them; no I/O beyond reading the local files."""
+    def _inputs(
+        self, spec: JobSpec, storage: Storage, wheel: tuple[str, bytes]
+    ) -> tuple[Inputs, list[dict[str, Any]], list[tuple[str, str, bytes]]]:
+        """Where the inputs go under the storage root (content addressed), for a volume the
+        ConfigMaps that carry them, and the files themselves; no I/O beyond reading the local files."""
         files: list[tuple[str, str, bytes]] = []
         paths: dict[str, str] = {}
         for role, path in (("train", spec.training_file), ("valid", spec.validation_file)):
@@ -296,19 +299,17 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         wheel_name, wheel_bytes = wheel
         wheel_rel = f"wheels/{hashlib.sha256(wheel_bytes).hexdigest()[:24]}/{wheel_name}"
         files.append((wheel_rel, wheel_name, wheel_bytes))
-        configmaps: list[Any] = []
-        staged: tuple[Any, ...] = ()
+        configmaps: list[dict[str, Any]] = []
+        staged: list[StagedFile] = []
         if storage.is_volume:
-            maps, staged_list = configmaps_for(files, namespace=self.settings.namespace)
-            configmaps, staged = maps, tuple(staged_list)
-        inputs = Inputs(train=paths["train"], valid=paths.get("valid"), wheel=wheel_rel, staged=staged)
-        return inputs, [*configmaps, files]
+            configmaps, staged = configmaps_for(files, namespace=self.settings.namespace)
+        inputs = Inputs(train=paths["train"], valid=paths.get("valid"), wheel=wheel_rel, staged=tuple(staged))
+        return inputs, configmaps, files
 
     def _manifests(self, spec: JobSpec, key: str) -> tuple[Manifests, Storage, list[tuple[str, str, bytes]]]:
         storage = self._storage()
-        inputs, parts = self._inputs(spec, storage, build_wheel())
-        files = parts[-1]
-        manifests = build_manifests(spec, key, self.settings, storage, inputs, configmaps=parts[:-1])
+        inputs, configmaps, files = self._inputs(spec, storage, build_wheel())
+        manifests = build_manifests(spec, key, self.settings, storage, inputs, configmaps=configmaps)
         return manifests, storage, files
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
@@ -321,7 +322,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             if obj["kind"] == "ConfigMap":  # the bytes are the uploads below, not something to read
                 shown = {**obj, "binaryData": {k: f"<{len(v) * 3 // 4} bytes>" for k, v in obj["binaryData"].items()}}
             path = {"ConfigMap": "api/v1", "Service": "api/v1", "Job": "apis/batch/v1"}[obj["kind"]]
-            plural = obj["kind"].lower() + ("s" if obj["kind"] != "ConfigMap" else "s")
+            plural = obj["kind"].lower() + "s"
             requests.append(PlannedRequest(operation=f"POST /{path}/namespaces/{ns}/{plural}", body=shown))
         uploads = [
             PlannedUpload(
@@ -332,9 +333,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             )
             for rel, _, data in files
         ]
-        notes = [
-            f"Job {ns}/{manifests.name}; outputs at {storage.shown}/jobs/{manifests.name}/ (adapter/, anytune_result.json)"
-        ]
+        outputs = f"{storage.shown}/jobs/{manifests.name}/"
+        notes = [f"Job {ns}/{manifests.name}; outputs at {outputs} (adapter/, anytune_result.json)"]
         nodes = (spec.local or LocalOptions()).nodes
         if nodes > 1:
             notes.append(

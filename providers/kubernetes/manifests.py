@@ -371,6 +371,96 @@ def _init_container(staged: Sequence[StagedFile], image: str) -> dict[str, Any]:
     }
 
 
+def _container(
+    spec: JobSpec, name: str, settings: KubernetesSettings, storage: Storage, inputs: Inputs, pins: Sequence[str] | None
+) -> dict[str, Any]:
+    nodes = _nodes(spec)
+    container: dict[str, Any] = {
+        "name": "trainer",
+        "image": settings.image,
+        "command": ["/bin/sh", "-c", LAUNCHER, "anytune-launch"],
+        "args": trainer_args(spec, name, inputs, storage, settings, pins=pins),
+        "env": _env(settings, nodes),
+        "resources": _resources(settings),
+        "volumeMounts": [],
+    }
+    if settings.image_pull_policy:
+        container["imagePullPolicy"] = settings.image_pull_policy
+    if settings.storage_secret:
+        container["envFrom"] = [{"secretRef": {"name": settings.storage_secret}}]
+    if storage.is_volume:
+        mount: dict[str, Any] = {"name": "storage", "mountPath": STORAGE_MOUNT}
+        if storage.subpath:
+            mount["subPath"] = storage.subpath
+        container["volumeMounts"].append(mount)
+    if settings.shm_size:
+        container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
+    if nodes > 1:
+        container["ports"] = [{"name": "rdzv", "containerPort": _port(name, spec, settings)}]
+    return container
+
+
+def _port(name: str, spec: JobSpec, settings: KubernetesSettings) -> int:
+    return int(rendezvous(name, spec, settings).rsplit(":", 1)[1])
+
+
+def _volumes(settings: KubernetesSettings, storage: Storage, inputs: Inputs) -> list[dict[str, Any]]:
+    volumes: list[dict[str, Any]] = []
+    if storage.is_volume:
+        volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": storage.claim}})
+    if settings.shm_size:
+        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}})
+    volumes += [
+        {"name": f"staged-{i}-{j}", "configMap": {"name": cm}}
+        for i, f in enumerate(inputs.staged)
+        for j, cm in enumerate(f.parts)
+    ]
+    return volumes
+
+
+def _pod(
+    spec: JobSpec, name: str, settings: KubernetesSettings, storage: Storage, inputs: Inputs, pins: Sequence[str] | None
+) -> dict[str, Any]:
+    pod: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "containers": [_container(spec, name, settings, storage, inputs, pins)],
+        "terminationGracePeriodSeconds": settings.grace_period,
+    }
+    if inputs.staged:
+        init = _init_container(inputs.staged, settings.image)
+        if storage.subpath:
+            init["volumeMounts"][0]["subPath"] = storage.subpath
+        pod["initContainers"] = [init]
+    volumes = _volumes(settings, storage, inputs)
+    if volumes:
+        pod["volumes"] = volumes
+    optional = {
+        "nodeSelector": dict(settings.node_selector) or None,
+        "tolerations": [dict(t) for t in settings.tolerations] or None,
+        "priorityClassName": settings.priority_class,
+        "serviceAccountName": settings.service_account,
+        "subdomain": name if _nodes(spec) > 1 else None,
+    }
+    pod.update({k: v for k, v in optional.items() if v is not None})
+    return pod
+
+
+def _service(name: str, namespace: str, labels: Mapping[str, str], port: int) -> dict[str, Any]:
+    """The headless Service that gives each pod of an Indexed Job a DNS name (``<job>-<i>.<job>``)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {"name": name, "namespace": namespace, "labels": dict(labels)},
+        "spec": {
+            "clusterIP": "None",
+            # Node 0's name resolves before its pod is ready: the rendezvous starts first.
+            "publishNotReadyAddresses": True,
+            "selector": {JOB_LABEL: name},
+            "ports": [{"name": "rdzv", "port": port}],
+        },
+    }
+
+
 def build_manifests(
     spec: JobSpec,
     key: str,
@@ -391,73 +481,17 @@ def build_manifests(
     annotations = {ANNOTATION_KEY: key, "anytune.dev/base-model": spec.base_model}
     if settings.storage:
         annotations["anytune.dev/storage"] = storage.shown
-    container: dict[str, Any] = {
-        "name": "trainer",
-        "image": settings.image,
-        "command": ["/bin/sh", "-c", LAUNCHER, "anytune-launch"],
-        "args": trainer_args(spec, name, inputs, storage, settings, pins=pins),
-        "env": _env(settings, nodes),
-        "resources": _resources(settings),
-        "volumeMounts": [],
-    }
-    if settings.image_pull_policy:
-        container["imagePullPolicy"] = settings.image_pull_policy
-    if settings.storage_secret:
-        container["envFrom"] = [{"secretRef": {"name": settings.storage_secret}}]
-    volumes: list[dict[str, Any]] = []
-    if storage.is_volume:
-        volumes.append({"name": "storage", "persistentVolumeClaim": {"claimName": storage.claim}})
-        mount: dict[str, Any] = {"name": "storage", "mountPath": STORAGE_MOUNT}
-        if storage.subpath:
-            mount["subPath"] = storage.subpath
-        container["volumeMounts"].append(mount)
-    if settings.shm_size:
-        volumes.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": settings.shm_size}})
-        container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
-    if nodes > 1:
-        container["ports"] = [{"name": "rdzv", "containerPort": int(rendezvous(name, spec, settings).rsplit(":")[1])}]
-    pod: dict[str, Any] = {"restartPolicy": "Never", "containers": [container]}
-    pod["terminationGracePeriodSeconds"] = settings.grace_period
-    if inputs.staged:
-        init = _init_container(inputs.staged, settings.image)
-        if storage.subpath:
-            init["volumeMounts"][0]["subPath"] = storage.subpath
-        pod["initContainers"] = [init]
-        volumes += [
-            {"name": f"staged-{i}-{j}", "configMap": {"name": cm}}
-            for i, f in enumerate(inputs.staged)
-            for j, cm in enumerate(f.parts)
-        ]
-    if volumes:
-        pod["volumes"] = volumes
-    if settings.node_selector:
-        pod["nodeSelector"] = dict(settings.node_selector)
-    if settings.tolerations:
-        pod["tolerations"] = [dict(t) for t in settings.tolerations]
-    if settings.priority_class:
-        pod["priorityClassName"] = settings.priority_class
-    if settings.service_account:
-        pod["serviceAccountName"] = settings.service_account
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
-        "template": {"metadata": {"labels": dict(labels), "annotations": dict(annotations)}, "spec": pod},
+        "template": {
+            "metadata": {"labels": dict(labels), "annotations": dict(annotations)},
+            "spec": _pod(spec, name, settings, storage, inputs, pins),
+        },
     }
     service = None
     if nodes > 1:
         job_spec.update({"completionMode": "Indexed", "completions": nodes, "parallelism": nodes})
-        pod["subdomain"] = name
-        service = {
-            "apiVersion": "v1",
-            "kind": "Service",
-            "metadata": {"name": name, "namespace": ns, "labels": dict(labels)},
-            "spec": {
-                "clusterIP": "None",
-                # Node 0's name resolves before its pod is ready: the rendezvous starts first.
-                "publishNotReadyAddresses": True,
-                "selector": {JOB_LABEL: name},
-                "ports": [{"name": "rdzv", "port": int(rendezvous(name, spec, settings).rsplit(":")[1])}],
-            },
-        }
+        service = _service(name, ns, labels, _port(name, spec, settings))
     if settings.active_deadline:
         job_spec["activeDeadlineSeconds"] = settings.active_deadline
     if settings.ttl_after_finished is not None:

@@ -41,5 +41,8 @@ def test_the_pod_entry_point_trains_and_writes_to_the_storage(tmp_path: Path) ->
     out = storage / "jobs" / "j1"
     assert written["adapter"] == f"file://{storage}/jobs/j1/adapter"
     assert (out / "adapter" / "adapter_config.json").is_file() and (out / "anytune_result.json").is_file()
-    assert json.loads((out / "anytune_spec.json").read_text())["training_file"] == f"file://{storage}/inputs/abc/train.jsonl"
+    assert (
+        json.loads((out / "anytune_spec.json").read_text())["training_file"]
+        == f"file://{storage}/inputs/abc/train.jsonl"
+    )
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-2.done"]
