@@ -21,7 +21,7 @@ import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar
 
 from anytune._boundary import Translate, boundary
 from anytune._capabilities import Capabilities
@@ -94,10 +94,10 @@ def choose_workload(setting: str, served_groups: frozenset[str], implemented: fr
             field="settings.workload",
             provider=NAME,
         )
-    group = KUBEFLOW_KINDS.get(setting)
-    if group is not None and group not in served_groups:
+    needed = KUBEFLOW_KINDS.get(setting)
+    if needed is not None and needed not in served_groups:
         raise NotSupportedError(
-            f"workload {setting!r} needs the Kubeflow API group {group}, which this cluster does not serve",
+            f"workload {setting!r} needs the Kubeflow API group {needed}, which this cluster does not serve",
             field="settings.workload",
             provider=NAME,
         )
@@ -117,7 +117,7 @@ def _split_stamp(line: str) -> tuple[datetime | None, str]:
     return (when, text) if when is not None else (None, line)
 
 
-def _level(text: str) -> str:
+def _level(text: str) -> Literal["info", "warning", "error"]:
     if text.startswith((LOG_ERROR_PREFIX, ERROR_PREFIX, "Traceback (most recent call last)")):
         return "error"
     return "warning" if text.startswith(WARNING_PREFIX) else "info"
@@ -439,10 +439,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         if not storage.is_volume:
             self._upload(storage, files)
         for cm in manifests.configmaps:
-            self._create_named(
-                f"creating ConfigMap {cm['metadata']['name']}",
-                lambda cm=cm: core.create_namespaced_config_map(ns, cm, _request_timeout=self._timeout),
-            )
+
+            def create_map(body: dict[str, Any] = cm) -> Any:
+                return core.create_namespaced_config_map(ns, body, _request_timeout=self._timeout)
+
+            self._create_named(f"creating ConfigMap {cm['metadata']['name']}", create_map)
         if manifests.service is not None:
             svc = manifests.service
             self._create_named(
@@ -632,12 +633,13 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         core = self._core()
         out: list[dict[str, Any]] = []
         for obj in names:
-            found = self._call(
-                "listing Kubernetes events",
-                lambda obj=obj: core.list_namespaced_event(
-                    ns, field_selector=f"involvedObject.name={obj}", _request_timeout=self._timeout
-                ),
-            )
+
+            def read(involved: str = obj) -> Any:
+                return core.list_namespaced_event(
+                    ns, field_selector=f"involvedObject.name={involved}", _request_timeout=self._timeout
+                )
+
+            found = self._call("listing Kubernetes events", read)
             out += [self._dict(e) for e in found.items]
         return out
 
@@ -693,8 +695,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                 )
             )
         for i, line in enumerate(lines):
-            when, text = _split_stamp(line)
-            when = when or last
+            stamped, text = _split_stamp(line)
+            when = stamped or last
             last = max(last, when)
             kind, payload = parse_line(text)
             if kind == "metric":
@@ -715,7 +717,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                     message=text,
                     level="error" if kind == "error" else _level(text),
                 )
-            )  # type: ignore[arg-type]
+            )
         if record.status.is_terminal:
             end = max([record.finished_at or last, last, *(e.time for e in events)])
             events.append(

@@ -357,7 +357,7 @@ def _init_container(staged: Sequence[StagedFile], image: str) -> dict[str, Any]:
             f'if [ ! -f "{dest}" ]; then mkdir -p "$(dirname "{dest}")"; '
             f'cat {sources} > "{dest}.part"; mv "{dest}.part" "{dest}"; fi'
         )
-    mounts = [{"name": "storage", "mountPath": STORAGE_MOUNT}]
+    mounts: list[dict[str, Any]] = [{"name": "storage", "mountPath": STORAGE_MOUNT}]
     mounts += [
         {"name": f"staged-{i}-{j}", "mountPath": f"{STAGED_MOUNT}/{i}/{j}", "readOnly": True}
         for i, f in enumerate(staged)
