@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import builtins
 import hashlib
+import json
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
@@ -39,7 +40,15 @@ from anytune._secrets import redact
 from anytune._spec import JobSpec, LocalOptions, Method, Quantization
 from anytune._timestamps import parse_timestamp
 from anytune._types import Event, FineTunedModel, JobError, JobRecord, JobStatus, MetricPoint
-from anytune.errors import AnytuneError, ConfigError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune._waiting import wait_until
+from anytune.errors import (
+    AnytuneError,
+    ConfigError,
+    InvalidRequestError,
+    JobNotFoundError,
+    NotSupportedError,
+    ProviderError,
+)
 from anytune.local_backend.joblog import ERROR_PREFIX, LOG_ERROR_PREFIX, WARNING_PREFIX, parse_line
 from anytune.local_backend.jobpackage import build_wheel
 
@@ -64,7 +73,7 @@ if TYPE_CHECKING:
     from kubernetes.client import ApiClient
     from typing_extensions import Unpack
 
-__all__ = ["KUBEFLOW_KINDS", "KubernetesProvider", "choose_workload"]
+__all__ = ["KUBEFLOW_KINDS", "KubernetesProvider", "choose_workload", "recreatable"]
 
 T = TypeVar("T")
 
@@ -121,6 +130,31 @@ def _level(text: str) -> Literal["info", "warning", "error"]:
     if text.startswith((LOG_ERROR_PREFIX, ERROR_PREFIX, "Traceback (most recent call last)")):
         return "error"
     return "warning" if text.startswith(WARNING_PREFIX) else "info"
+
+
+#: Fields the API server adds to a Job (and its pod template) that a create must not send again.
+_SERVER_LABELS = ("controller-uid", "job-name", "batch.kubernetes.io/controller-uid", "batch.kubernetes.io/job-name")
+
+
+def recreatable(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A Job read back, as a create request for the same Job (pure): without its status, server
+    metadata, generated selector and the controller's labels."""
+    if not job:
+        return {}
+    meta = job.get("metadata") or {}
+    spec = {k: v for k, v in (job.get("spec") or {}).items() if k not in ("selector", "manualSelector")}
+    template = dict(spec.get("template") or {})
+    tmeta = dict(template.get("metadata") or {})
+    tmeta["labels"] = {k: v for k, v in (tmeta.get("labels") or {}).items() if k not in _SERVER_LABELS}
+    template["metadata"] = tmeta
+    spec["template"] = template
+    keep = ("name", "namespace", "labels", "annotations")
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {k: meta[k] for k in keep if meta.get(k) is not None},
+        "spec": spec,
+    }
 
 
 def metric_points(lines: Sequence[str]) -> list[MetricPoint]:
@@ -343,6 +377,25 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             )
         return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
 
+    def served_groups(self) -> frozenset[str]:
+        """The API groups the cluster serves (``GET /apis``): where ``workload = "auto"`` looks
+        for the Kubeflow operators (:func:`choose_workload`)."""
+        from kubernetes import client
+
+        apis = client.ApisApi(self._api())
+        found = self._call(
+            "listing the cluster's API groups", lambda: apis.get_api_versions(_request_timeout=self._timeout)
+        )
+        return frozenset(str(g.name) for g in found.groups or [])
+
+    def _workload(self) -> str:
+        """The workload kind to create; the cluster is asked only when a Kubeflow kind could be chosen."""
+        setting = self.settings.workload
+        if setting == "auto" and not (IMPLEMENTED_WORKLOADS & set(KUBEFLOW_KINDS)):
+            return "job"
+        groups = self.served_groups() if setting != "job" else frozenset()
+        return choose_workload(setting, groups, IMPLEMENTED_WORKLOADS)
+
     # -- checks before anything is created -------------------------------------------------------
     def _check_cluster(self, storage: Storage) -> None:
         core, ns, s = self._core(), self.settings.namespace, self.settings
@@ -429,6 +482,10 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
         self._refuse_other_modes()
+        if self._workload() != "job":  # pragma: no cover - no Kubeflow kind is implemented yet
+            raise NotSupportedError(
+                "only batch/v1 Jobs are created today", field="settings.workload", provider=self.name
+            )
         manifests, storage, files = self._manifests(spec, idempotency_key)  # bad input raises here
         name, ns = manifests.name, self.settings.namespace
         existing = self._read_job(name)
@@ -755,7 +812,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         record = self.get(job_id)
         if record.status.is_terminal:
             return record
-        core, batch = self._core(), self._batch()
+        job = self._read_job(name, namespace=ns)
+        core = self._core()
         meta = record.raw.get("metadata") or {}
         tomb = {
             "apiVersion": "v1",
@@ -771,6 +829,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             "data": {
                 "created": record.created_at.isoformat() if record.created_at else "",
                 "cancelled": datetime.now(timezone.utc).isoformat(),
+                # What resume() creates again: the pod then continues from the last checkpoint.
+                "manifest": json.dumps(recreatable(job or {})),
             },
         }
         # The record of the cancel first: the Job is gone a moment later, and get() must still say why.
@@ -778,31 +838,103 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             "recording the cancel", lambda: core.create_namespaced_config_map(ns, tomb, _request_timeout=self._timeout)
         )
 
-        def delete(fn: Callable[[], Any]) -> Callable[[], None]:
-            def run() -> None:
-                try:
-                    fn()
-                except Exception as exc:
-                    if api_status(exc) != 404:  # a retried delete whose first attempt went through
-                        raise
+        self._delete_job(ns, name)
+        self._call(
+            f"deleting Service {ns}/{name}",
+            self._ignore_404(lambda: core.delete_namespaced_service(name, ns, _request_timeout=self._timeout)),
+        )
+        return self.get(job_id)
 
-            return run
+    def resume(self, job_id: str) -> JobRecord:
+        """Create a cancelled or failed Job again under its name: its pod continues from the last
+        complete checkpoint on the storage (:mod:`anytune.local_backend.k8s_job`).
 
-        # Background: the pods get SIGTERM and their grace period (a checkpoint at the step boundary);
-        # the storage is not touched.
+        Raises:
+            InvalidRequestError: the job is still running, or already succeeded.
+            JobNotFoundError: no such Job, and no record of its cancel.
+        """
+        ns, name = self._split(job_id)
+        ref = f"{self.name}:{job_id}"
+        core, batch = self._core(), self._batch()
+        job = self._read_job(name, namespace=ns)
+        tomb = None
+        if job is not None:
+            state = job_state(job, self._pods(ns, name))
+            if state.status is JobStatus.SUCCEEDED:
+                raise InvalidRequestError(
+                    f"job {ref} already succeeded; there is nothing to resume", provider=self.name
+                )
+            if not state.status.is_terminal:
+                raise InvalidRequestError(
+                    f"job {ref} is still {state.status.value}: cancel it first", provider=self.name
+                )
+            manifest = recreatable(job)
+            self._delete_job(ns, name)
+            wait_until(
+                lambda: self._read_job(name, namespace=ns),
+                lambda found: found is None,
+                timeout=self.settings.retry_deadline,
+                on_timeout=lambda _: ProviderError(
+                    f"Job {ns}/{name} is still being deleted; resume again in a moment", provider=self.name
+                ),
+                sleep=self.sleep,
+                clock=self.clock,
+            )
+        else:
+            tomb = self._tombstone(ns, name)
+            if tomb is None:
+                raise JobNotFoundError(ref, "the cluster has no such Job")
+            manifest = json.loads((tomb.get("data") or {}).get("manifest") or "{}")
+            if not manifest:
+                raise JobNotFoundError(ref, "its cancel record holds no manifest to create it again")
+
+        def create() -> Any:
+            return batch.create_namespaced_job(ns, manifest, _request_timeout=self._timeout)
+
+        with boundary(self._translator(f"creating Job {ns}/{name} again")):
+            create_once(
+                create,
+                lambda: self._read_job(name, namespace=ns, raw=True),
+                is_ambiguous=is_ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after,
+                **self.timing,
+                what=f"{self.name}: creating Job {ns}/{name} again",
+            )
+        if tomb is not None:
+            self._call(
+                "removing the cancel record",
+                self._ignore_404(lambda: core.delete_namespaced_config_map(f"{name}-cancelled", ns)),
+            )
+        self._logs.pop(job_id, None)
+        self._final_logs.discard(job_id)
+        return self.get(job_id)
+
+    @staticmethod
+    def _ignore_404(fn: Callable[[], Any]) -> Callable[[], None]:
+        """A delete retried like a read: a 404 means an earlier attempt went through."""
+
+        def run() -> None:
+            try:
+                fn()
+            except Exception as exc:
+                if api_status(exc) != 404:
+                    raise
+
+        return run
+
+    def _delete_job(self, ns: str, name: str) -> None:
+        batch = self._batch()
+        # Background: the pods get SIGTERM and their grace period (a checkpoint at the step boundary).
         self._call(
             f"deleting Job {ns}/{name}",
-            delete(
+            self._ignore_404(
                 lambda: batch.delete_namespaced_job(
                     name, ns, propagation_policy="Background", _request_timeout=self._timeout
                 )
             ),
         )
-        self._call(
-            f"deleting Service {ns}/{name}",
-            delete(lambda: core.delete_namespaced_service(name, ns, _request_timeout=self._timeout)),
-        )
-        return self.get(job_id)
 
     def list(self, limit: int = 20) -> builtins.list[JobRecord]:
         batch, ns = self._batch(), self.settings.namespace

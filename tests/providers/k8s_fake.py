@@ -193,7 +193,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- routes
     def _route(self, method: str, path: str, q: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         c = self.cluster
-        if path == "/apis":
+        if path in ("/apis", "/apis/"):
             groups = [
                 {"name": g, "versions": [], "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}}
                 for g in c.groups

@@ -473,3 +473,118 @@ def validate(obj: Any, model: str, where: str = "") -> None:
     for key, value in obj.items():
         assert key in by_json, f"{where}.{key}: not a field of {model}"
         validate(value, cls.openapi_types[by_json[key]], f"{where}.{key}")
+
+
+# -- resume, workloads, modes ----------------------------------------------------------------------
+
+
+def test_resume_creates_a_cancelled_job_again(
+    provider: KubernetesProvider, cluster: tuple[FakeCluster, str], spec: JobSpec
+) -> None:
+    fake, _ = cluster
+    record = provider.submit(spec, idempotency_key="resume")
+    provider.cancel(record.id)
+    assert fake.jobs() == []
+    again = provider.resume(record.id)
+    assert again.id == record.id and again.status is not JobStatus.CANCELLED
+    job = fake.jobs()[0]
+    assert job["metadata"]["name"] == job_name("resume") and "selector" not in job["spec"]
+    assert ("configmaps", "default", f"{job_name('resume')}-cancelled") not in fake.objects
+
+
+def test_resume_refuses_a_running_or_succeeded_job(provider: KubernetesProvider, spec: JobSpec) -> None:
+    from anytune.errors import InvalidRequestError
+
+    record = provider.submit(spec, idempotency_key="busy")
+    provider.get(record.id)
+    with pytest.raises(InvalidRequestError, match="still"):
+        provider.resume(record.id)
+    provider.get(record.id)
+    with pytest.raises(InvalidRequestError, match="already succeeded"):
+        provider.resume(record.id)
+
+
+def test_resume_of_a_failed_job(provider: KubernetesProvider, cluster: tuple[FakeCluster, str], spec: JobSpec) -> None:
+    fake, _ = cluster
+    fake.scripts[job_name("failed")] = Script("failed", ['ANYTUNE_ERROR {"message": "node lost", "code": "x"}'])
+    record = provider.submit(spec, idempotency_key="failed")
+    for _ in range(3):
+        record = provider.get(record.id)
+    assert record.status is JobStatus.FAILED
+    provider.resume(record.id)
+    assert (
+        len(fake.jobs()) == 1
+        and ("DELETE", f"/apis/batch/v1/namespaces/default/jobs/{job_name('failed')}") in fake.requests
+    )
+
+
+@pytest.mark.parametrize(
+    ("setting", "groups", "implemented", "chosen"),
+    [
+        ("auto", frozenset(), frozenset({"job"}), "job"),
+        ("auto", frozenset({"trainer.kubeflow.org"}), frozenset({"job"}), "job"),
+        ("auto", frozenset({"trainer.kubeflow.org"}), frozenset({"job", "trainjob"}), "trainjob"),
+        ("auto", frozenset({"kubeflow.org"}), frozenset({"job", "trainjob", "pytorchjob"}), "pytorchjob"),
+        ("job", frozenset({"kubeflow.org"}), frozenset({"job", "pytorchjob"}), "job"),
+        ("pytorchjob", frozenset({"kubeflow.org"}), frozenset({"job", "pytorchjob"}), "pytorchjob"),
+    ],
+)
+def test_choose_workload(setting: str, groups: frozenset[str], implemented: frozenset[str], chosen: str) -> None:
+    from anytune.providers.kubernetes import choose_workload
+
+    assert choose_workload(setting, groups, implemented) == chosen
+
+
+@pytest.mark.parametrize(
+    ("setting", "groups", "implemented", "words"),
+    [
+        ("trainjob", frozenset({"trainer.kubeflow.org"}), frozenset({"job"}), "not wired yet"),
+        ("pytorchjob", frozenset(), frozenset({"job", "pytorchjob"}), "does not serve"),
+    ],
+)
+def test_choose_workload_refusals(
+    setting: str, groups: frozenset[str], implemented: frozenset[str], words: str
+) -> None:
+    from anytune.errors import NotSupportedError
+    from anytune.providers.kubernetes import choose_workload
+
+    with pytest.raises(NotSupportedError, match=words):
+        choose_workload(setting, groups, implemented)
+
+
+def test_served_groups_come_from_the_cluster(provider: KubernetesProvider, cluster: tuple[FakeCluster, str]) -> None:
+    cluster[0].groups = ["batch", "kubeflow.org"]
+    assert provider.served_groups() == frozenset({"batch", "kubeflow.org"})
+
+
+@pytest.mark.parametrize(
+    ("settings", "field"), [({"mode": "kaito"}, "settings.mode"), ({"workload": "trainjob"}, "settings.workload")]
+)
+def test_modes_not_wired_yet_create_nothing(
+    cluster: tuple[FakeCluster, str],
+    tmp_path: Path,
+    clock: FakeClock,
+    spec: JobSpec,
+    settings: dict[str, Any],
+    field: str,
+) -> None:
+    from anytune.errors import NotSupportedError
+
+    fake, url = cluster
+    with pytest.raises(NotSupportedError) as caught:
+        make(url, tmp_path, clock, **settings).submit(spec, idempotency_key="mode")
+    assert caught.value.field == field and fake.created() == []
+
+
+def test_plan_prints_the_manifests_without_a_call(
+    cluster: tuple[FakeCluster, str], tmp_path: Path, clock: FakeClock, spec: JobSpec
+) -> None:
+    fake, url = cluster
+    plan = make(url, tmp_path, clock, storage="pvc://data").plan(spec, idempotency_key="plan")
+    assert fake.requests == []
+    kinds = [r.body["kind"] for r in plan.requests]
+    assert kinds == ["ConfigMap", "ConfigMap", "Job"]
+    assert all(
+        v.startswith("<") for r in plan.requests if r.body["kind"] == "ConfigMap" for v in r.body["binaryData"].values()
+    )
+    assert plan.requests[-1].operation == "POST /apis/batch/v1/namespaces/default/jobs"
