@@ -588,3 +588,19 @@ def test_plan_prints_the_manifests_without_a_call(
         v.startswith("<") for r in plan.requests if r.body["kind"] == "ConfigMap" for v in r.body["binaryData"].values()
     )
     assert plan.requests[-1].operation == "POST /apis/batch/v1/namespaces/default/jobs"
+
+
+def test_settings_come_from_the_environment_and_profiles(tmp_path: Path) -> None:
+    from anytune._config import resolve
+
+    (tmp_path / "anytune.toml").write_text(
+        '[profiles.cluster]\nprovider = "kubernetes"\n[profiles.cluster.settings]\n'
+        'storage = "pvc://data"\nnode_selector = { pool = "a100" }\n'
+    )
+    env = {"ANYTUNE_KUBERNETES_NAMESPACE": "ml", "ANYTUNE_KUBERNETES_GPUS": "4"}
+    resolved = resolve(provider="cluster", env=env, cwd=tmp_path)
+    s = resolved.settings
+    assert isinstance(s, KubernetesSettings)
+    assert (s.namespace, s.gpus, s.storage, s.node_selector) == ("ml", 4, "pvc://data", {"pool": "a100"})
+    with pytest.raises(ConfigError, match="storage"):
+        resolve(provider="kubernetes", env={"ANYTUNE_KUBERNETES_STORAGE": "bucket"}, cwd=tmp_path)
