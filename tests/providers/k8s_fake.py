@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
-from tests.loopback import LoopbackServer, serving
+from tests.loopback import LoopbackServer
 
 T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
 
@@ -125,6 +125,8 @@ def default_lines(job: dict[str, Any]) -> list[str]:
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Any
     protocol_version = "HTTP/1.1"
+    # Headers and body leave in two writes: without TCP_NODELAY each answer waits for a delayed ACK.
+    disable_nagle_algorithm = True
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -446,8 +448,17 @@ class _Server(LoopbackServer):
 def fake_cluster(cluster: FakeCluster | None = None) -> Iterator[tuple[FakeCluster, str]]:
     """Serve ``cluster`` on loopback for the block: ``(cluster, url)``."""
     cluster = cluster or FakeCluster()
-    with serving(_Server(cluster)) as server:
+    server = _Server(cluster)
+    # serving()'s loop polls for shutdown every 0.5 s; this fake ends with every test, so poll faster.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+    thread.start()
+    try:
         yield cluster, server.url
+    finally:
+        server.released.set()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def api_client_factory(url: str) -> Any:

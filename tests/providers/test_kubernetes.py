@@ -604,3 +604,35 @@ def test_settings_come_from_the_environment_and_profiles(tmp_path: Path) -> None
     assert (s.namespace, s.gpus, s.storage, s.node_selector) == ("ml", 4, "pvc://data", {"pool": "a100"})
     with pytest.raises(ConfigError, match="storage"):
         resolve(provider="kubernetes", env={"ANYTUNE_KUBERNETES_STORAGE": "bucket"}, cwd=tmp_path)
+
+
+def test_a_dropped_log_read_is_read_again(
+    provider: KubernetesProvider, cluster: tuple[FakeCluster, str], spec: JobSpec
+) -> None:
+    fake, _ = cluster
+    record = provider.submit(spec, idempotency_key="log-drop")
+    for _ in range(3):
+        provider.get(record.id)
+    fresh = make(cluster[1], Path(provider.home).parent, FakeClock())
+    fake.fault("GET", r"/log$", "drop")
+    fake.fault("GET", r"/log$", "status", 500)
+    assert [p.step for p in fresh.metrics(record.id)] == [1, 2]
+
+
+def test_scheduling_warnings_are_events(
+    provider: KubernetesProvider, cluster: tuple[FakeCluster, str], spec: JobSpec
+) -> None:
+    cluster[0].scripts[job_name("sched")] = Script("unschedulable")
+    record = provider.submit(spec, idempotency_key="sched")
+    warnings = [e for e in provider.events(record.id) if e.level == "warning"]
+    assert [e.raw["reason"] for e in warnings] == ["FailedScheduling"]
+    assert "Insufficient nvidia.com/gpu" in warnings[0].message
+
+
+def test_a_5xx_on_a_staged_configmap_is_retried(
+    cluster: tuple[FakeCluster, str], tmp_path: Path, clock: FakeClock, spec: JobSpec
+) -> None:
+    fake, url = cluster
+    fake.fault("POST", r"/configmaps$", "after", 503)  # created, answer lost: the retry's 409 is success
+    make(url, tmp_path, clock, storage="pvc://data").submit(spec, idempotency_key="cm")
+    assert len([k for k in fake.objects if k[0] == "configmaps"]) == 2 and len(fake.jobs()) == 1
