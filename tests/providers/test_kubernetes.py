@@ -88,6 +88,7 @@ class TestKubernetesContract(ProviderContract):
 def test_submit_follow_metrics_and_result(provider: KubernetesProvider, spec: JobSpec, tmp_path: Path) -> None:
     record = provider.submit(spec, idempotency_key="e2e")
     assert record.id == f"default/{job_name('e2e')}" and record.status is JobStatus.QUEUED
+    assert provider.submitted_under(record) == "e2e"
     # The inputs and the wheel went to the object store, content addressed.
     uploaded = sorted(
         p.relative_to(tmp_path / "bucket").as_posix() for p in (tmp_path / "bucket").rglob("*") if p.is_file()

@@ -46,3 +46,24 @@ def test_the_pod_entry_point_trains_and_writes_to_the_storage(tmp_path: Path) ->
         == f"file://{storage}/inputs/abc/train.jsonl"
     )
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step-2", "step-2.done"]
+
+
+def test_only_complete_checkpoints_are_restored(tmp_path: Path) -> None:
+    """A checkpoint is complete once its ``.done`` marker is written (object stores have no atomic
+    folder rename): a pod created again restores the newest complete one, never a half copy."""
+    from anytune import JobSpec
+    from anytune.local_backend.k8s_job import Storage, StorageRunDir, _restore
+
+    remote = tmp_path / "storage" / "jobs" / "j1" / "checkpoints"
+    for step, done in ((2, True), (4, True), (6, False)):
+        (remote / f"step-{step}" / "adapter").mkdir(parents=True)
+        (remote / f"step-{step}" / "state.json").write_text(json.dumps({"step": step}))
+        if done:
+            (remote / f"step-{step}.done").write_text("")
+    storage = Storage(f"file://{tmp_path}/storage")
+    assert storage.complete_checkpoints("jobs/j1/checkpoints") == [2, 4]
+    run = StorageRunDir(tmp_path / "run")
+    run.create(JobSpec(base_model="m", training_file=chat_file(tmp_path / "t.jsonl", n=2)), idempotency_key="j1")
+    assert _restore(storage, "jobs/j1", run) == 4
+    last = run.last_checkpoint()
+    assert last is not None and json.loads((last / "state.json").read_text()) == {"step": 4}
