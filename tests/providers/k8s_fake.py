@@ -64,6 +64,8 @@ class FakeCluster:
     scripts: dict[str, Script] = field(default_factory=dict)
     default_script: Script = field(default_factory=Script)
     faults: list[Fault] = field(default_factory=list)
+    #: A ``follow=true`` log stream ends after this many lines without an end of stream (a drop).
+    cut_follow: int | None = None
     requests: list[tuple[str, str]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -122,6 +124,11 @@ def default_lines(job: dict[str, Any]) -> list[str]:
     ]
 
 
+@dataclass
+class _Stream:
+    lines: list[str]
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     server: Any
     protocol_version = "HTTP/1.1"
@@ -178,10 +185,29 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if fault is not None and fault[0] == "after":
             self._error(fault[1])
             return
-        if isinstance(answer, str):
+        if isinstance(answer, _Stream):
+            self._stream(answer)
+        elif isinstance(answer, str):
             self._send(code, answer, text=True)
         else:
             self._send(code, answer)
+
+    def _stream(self, stream: _Stream) -> None:
+        """A followed log: chunked, one line per chunk; cut short (the socket closed mid-stream)
+        when the cluster says so."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        cut = self.cluster.cut_follow
+        for i, line in enumerate(stream.lines):
+            if cut is not None and i >= cut:
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            data = (line + "\n").encode()
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+        self.wfile.write(b"0\r\n\r\n")
 
     def do_GET(self) -> None:
         self._dispatch("GET")
@@ -376,6 +402,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             lines = lines[:2]
         if q.get("timestamps") == "true":
             lines = [f"{_ts(2 + i)[:-1]}.000000000Z {line}" for i, line in enumerate(lines)]
+        if q.get("follow") == "true":
+            return 200, _Stream(lines)
         return 200, "".join(line + "\n" for line in lines)
 
     def _events(self, ns: str, q: dict[str, str]) -> list[dict[str, Any]]:

@@ -637,3 +637,23 @@ def test_a_5xx_on_a_staged_configmap_is_retried(
     fake.fault("POST", r"/configmaps$", "after", 503)  # created, answer lost: the retry's 409 is success
     make(url, tmp_path, clock, storage="pvc://data").submit(spec, idempotency_key="cm")
     assert len([k for k in fake.objects if k[0] == "configmaps"]) == 2 and len(fake.jobs()) == 1
+
+
+def test_the_fake_streams_followed_logs_and_can_cut_them(
+    provider: KubernetesProvider, cluster: tuple[FakeCluster, str], spec: JobSpec
+) -> None:
+    """The fake's ``follow=true`` stream, through the real client: whole, then cut short."""
+    from kubernetes import client
+
+    fake, url = cluster
+    record = provider.submit(spec, idempotency_key="follow")
+    for _ in range(3):
+        provider.get(record.id)
+    core = client.CoreV1Api(api_client_factory(url)())
+    pod = f"{job_name('follow')}-0-abcde"
+    whole = core.read_namespaced_pod_log(pod, "default", follow=True, _preload_content=False)
+    assert len(whole.data.decode().splitlines()) == 4
+    fake.cut_follow = 2
+    cut = core.read_namespaced_pod_log(pod, "default", follow=True, _preload_content=False)
+    with pytest.raises(Exception, match=r"(?i)prematurely|connection|protocol|incomplete"):
+        list(cut.stream(64))
