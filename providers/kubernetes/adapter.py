@@ -397,7 +397,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return choose_workload(setting, groups, IMPLEMENTED_WORKLOADS)
 
     # -- checks before anything is created -------------------------------------------------------
-    def _check_cluster(self, storage: Storage) -> None:
+    def _check_cluster(self, storage: Storage, pods: int = 1) -> None:
         core, ns, s = self._core(), self.settings.namespace, self.settings
         if (
             self._read_or_none("reading the namespace", lambda: core.read_namespace(ns, _request_timeout=self._timeout))
@@ -430,28 +430,36 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             if self._read_or_none(f"looking up Secret {secret}", read) is None:
                 raise ConfigError(f"Secret {secret!r} does not exist in namespace {ns!r}", field=field)
         if s.gpus:
-            self._check_gpus(core)
+            self._check_gpus(core, pods)
 
-    def _check_gpus(self, core: Any) -> None:
+    def _check_gpus(self, core: Any, pods: int) -> None:
+        """Some schedulable nodes matching ``node_selector`` can hold ``pods`` pods of ``gpus`` each
+        (allocatable, not what is free now: a busy cluster queues the job, an impossible one is refused)."""
         s = self.settings
         nodes = self._call("listing nodes", lambda: core.list_node(_request_timeout=self._timeout))
-        best = 0
+        held = []
         for node in nodes.items:
             labels = node.metadata.labels or {}
             if any(labels.get(k) != v for k, v in s.node_selector.items()) or (node.spec and node.spec.unschedulable):
                 continue
             allocatable = (node.status.allocatable or {}) if node.status else {}
             try:
-                have = int(str(allocatable.get(s.gpu_resource, "0")))
+                held.append(int(str(allocatable.get(s.gpu_resource, "0"))))
             except ValueError:
-                have = 0
-            best = max(best, have)
+                continue
+        where = f" matching nodeSelector {s.node_selector}" if s.node_selector else ""
+        best = max(held, default=0)
         if best < s.gpus:
-            where = f" matching nodeSelector {s.node_selector}" if s.node_selector else ""
             raise ConfigError(
                 f"no schedulable node{where} has {s.gpus} {s.gpu_resource} allocatable (the most is {best}): lower "
                 "gpus, change node_selector, or add GPU nodes",
                 field="settings.gpus",
+            )
+        if sum(h // s.gpus for h in held) < pods:
+            raise ConfigError(
+                f"{pods} pods of {s.gpus} {s.gpu_resource} do not fit on the schedulable nodes{where} "
+                f"({sum(held)} {s.gpu_resource} allocatable in all): lower local.nodes or gpus",
+                field="local.nodes",
             )
 
     # -- submit ---------------------------------------------------------------------------------
@@ -491,7 +499,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         existing = self._read_job(name)
         if existing is not None:
             return self._record(existing)
-        self._check_cluster(storage)
+        self._check_cluster(storage, (spec.local or LocalOptions()).nodes)
         core, batch = self._core(), self._batch()
         if not storage.is_volume:
             self._upload(storage, files)

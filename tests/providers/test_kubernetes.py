@@ -17,7 +17,7 @@ import pytest
 pytest.importorskip("kubernetes")
 pytest.importorskip("fsspec")
 
-from anytune import FineTuneJob, JobSpec, JobStatus
+from anytune import FineTuneJob, JobSpec, JobStatus, LocalOptions
 from anytune.errors import ConfigError, JobNotFoundError, RateLimitError, ServiceUnavailableError
 from anytune.providers.kubernetes import (
     KubernetesProvider,
@@ -657,3 +657,17 @@ def test_the_fake_streams_followed_logs_and_can_cut_them(
     cut = core.read_namespaced_pod_log(pod, "default", follow=True, _preload_content=False)
     with pytest.raises(Exception, match=r"(?i)prematurely|connection|protocol|incomplete"):
         list(cut.stream(64))
+
+
+def test_more_gpu_pods_than_the_cluster_holds_are_refused(
+    cluster: tuple[FakeCluster, str], tmp_path: Path, clock: FakeClock, spec: JobSpec
+) -> None:
+    fake, url = cluster
+    three = spec.model_copy(update={"local": LocalOptions(nodes=3, num_devices=4, rdzv_endpoint="n:29400")})
+    with pytest.raises(ConfigError, match=re.escape("3 pods of 4 nvidia.com/gpu do not fit")) as caught:
+        make(url, tmp_path, clock, gpus=4).submit(three, idempotency_key="three")
+    assert caught.value.field == "local.nodes" and fake.created() == []
+    two = spec.model_copy(update={"local": LocalOptions(nodes=2, num_devices=4, rdzv_endpoint="n:29400")})
+    make(url, tmp_path, clock, gpus=4).submit(two, idempotency_key="two")
+    assert fake.jobs()[0]["spec"]["completions"] == 2
+    assert [k[2] for k in fake.objects if k[0] == "services"] == [job_name("two")]
