@@ -1,11 +1,13 @@
-"""FSDP2 against DDP on several CPU processes: the local trainer's two strategies on the same work.
+"""FSDP2 and DeepSpeed ZeRO-2/3 against DDP on several CPU processes, on the same work.
 
 Run::
 
     python bench/distributed_bench.py                      # 2 processes (gloo), ~4M-param Llama shape
     python bench/distributed_bench.py --processes 2 --steps 20 --hidden 512 --layers 8
+    python bench/distributed_bench.py --strategies ddp zero3   # a subset
 
-Each strategy is one job of the real ``local`` provider (``local.strategy`` ``ddp`` then ``fsdp``,
+Each strategy is one job of the real ``local`` provider (``local.strategy`` ``ddp``, ``fsdp``,
+``zero2``, ``zero3``; the ZeRO runs are left out, with a note, where DeepSpeed is not installed;
 ``local.num_devices`` processes under ``torch.distributed.run``, device ``cpu``), on the same
 random-weight Llama-shaped model (written to disk once, as any Hugging Face folder), the same chat
 dataset and the same hyperparameters (LoRA r=16 on every linear layer, batch ``--batch-size`` per
@@ -25,9 +27,10 @@ strategies must match, and what one process costs in memory.
   FSDP shards it, so the peak shows the load, and this figure shows what sharding saves afterwards.
 * ``final_train_loss``: the last step's loss, to show both strategies computed the same updates.
 
-Ratios are FSDP / DDP: tokens/s above 1 means FSDP is faster; RSS below 1 means FSDP holds less
-per process. On a small model on CPU, FSDP's per-layer all-gathers (forward and backward) cost more
-than DDP's one gradient all-reduce, and what it saves per rank is bounded by how much of the RSS is
+Ratios are each strategy over DDP (``ratios_over_ddp``; ``ratios_fsdp_over_ddp`` is FSDP's):
+tokens/s above 1 means it is faster; RSS below 1 means it holds less per process. On a small model
+on CPU, FSDP's per-layer all-gathers (forward and backward) cost more than DDP's one gradient
+all-reduce, and what it saves per rank is bounded by how much of the RSS is
 the model (torch alone is ~450 MiB).
 
 **glibc keeps freed memory.** On Linux, RSS is what the allocator kept, not what tensors use: after
@@ -54,7 +57,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-STRATEGIES = ("ddp", "fsdp")
+STRATEGIES = ("ddp", "fsdp", "zero2", "zero3")
+#: The strategies that need DeepSpeed (``anytune[deepspeed]``).
+ZERO = ("zero2", "zero3")
 #: The figures of result.json each run reports.
 FIGURES = (
     "tokens_per_second",
@@ -135,9 +140,9 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
-def ratios(runs: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """FSDP / DDP: throughput, the largest and the mean per-rank peak RSS, and the loss gap."""
-    ddp, fsdp = runs.get("ddp"), runs.get("fsdp")
+def ratios(runs: dict[str, dict[str, Any]], strategy: str = "fsdp") -> dict[str, Any]:
+    """``strategy`` / DDP: throughput, the largest and the mean per-rank peak RSS, and the loss gap."""
+    ddp, fsdp = runs.get("ddp"), runs.get(strategy)
     if not ddp or not fsdp:
         return {}
     ddp_rss, fsdp_rss = ddp["peak_rss_mib_per_rank"] or [], fsdp["peak_rss_mib_per_rank"] or []
@@ -187,6 +192,7 @@ def summary(args: argparse.Namespace, model: dict[str, Any], runs: dict[str, dic
         "model": model,
         "runs": runs,
         "ratios_fsdp_over_ddp": ratios(runs),
+        "ratios_over_ddp": {s: ratios(runs, s) for s in STRATEGIES if s != "ddp" and s in runs},
     }
 
 
@@ -201,6 +207,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--vocab", type=int, default=4096)
     parser.add_argument("--no-single", action="store_true", help="leave out the one-process baseline")
+    parser.add_argument("--strategies", nargs="+", choices=STRATEGIES, default=list(STRATEGIES))
     parser.add_argument("--workdir", type=Path, default=None, help="keep the model, data and runs here")
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds each run may take")
     return parser.parse_args(argv)
@@ -236,7 +243,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     shape = {"hidden_size": args.hidden, "layers": args.layers, "vocab_size": args.vocab}
     plan: list[tuple[str, str | None]] = [] if args.no_single else [("single", None)]
-    plan += [(s, s) for s in STRATEGIES]
+    import importlib.util
+
+    chosen = [s for s in STRATEGIES if s in args.strategies]
+    if importlib.util.find_spec("deepspeed") is None and any(s in ZERO for s in chosen):
+        print('zero2/zero3 left out: DeepSpeed is not installed (pip install "anytune[deepspeed]")', file=sys.stderr)
+        chosen = [s for s in chosen if s not in ZERO]
+    plan += [(s, s) for s in chosen]
     runs: dict[str, dict[str, Any]] = {}
     for name, strategy in plan:
         start = time.perf_counter()
@@ -244,12 +257,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{name}: done in {time.perf_counter() - start:.1f} s", file=sys.stderr, flush=True)
     print(table(runs))
     line = summary(args, shape, runs)
-    r = line["ratios_fsdp_over_ddp"]
-    print(
-        f"FSDP / DDP: tokens/s x{r['tokens_per_second']}, peak RSS per rank x{r['max_rank_peak_rss']} (max) "
-        f"x{r['mean_rank_peak_rss']} (mean), RSS per rank after training x{r['max_rank_final_rss']} (max); "
-        f"final loss gap {r['final_train_loss_gap']}"
-    )
+    for name, r in line["ratios_over_ddp"].items():
+        if r:
+            print(
+                f"{name} / DDP: tokens/s x{r['tokens_per_second']}, peak RSS per rank x{r['max_rank_peak_rss']} "
+                f"(max) x{r['mean_rank_peak_rss']} (mean), RSS per rank after training x{r['max_rank_final_rss']} "
+                f"(max); final loss gap {r['final_train_loss_gap']}"
+            )
     print(json.dumps(line, sort_keys=True))
     return 0
 

@@ -20,9 +20,10 @@ import shlex
 from pathlib import Path
 
 from anytune._spec import LocalOptions, Quantization
-from anytune.errors import NotSupportedError
+from anytune.errors import MissingDependencyError, NotSupportedError
 
 __all__ = [
+    "DEEPSPEED_EXTRA",
     "NODE_RANK_ARG",
     "WORKER_MODULE",
     "check_strategy",
@@ -34,10 +35,10 @@ __all__ = [
 WORKER_MODULE = "anytune.local_backend.worker"
 #: The worker's argument naming the node it runs on (multi-node runs only).
 NODE_RANK_ARG = "--node-rank"
-#: Strategies the trainer runs today. zero2/zero3 (DeepSpeed ZeRO) are accepted by the spec but not
-#: wired into the trainer yet (it needs a CUDA machine to build and test on): refused before launch
-#: with that reason, never silently run as DDP.
-IMPLEMENTED = frozenset({"ddp", "fsdp"})
+#: The extra that installs DeepSpeed for ``local.strategy`` ``zero2`` / ``zero3``.
+DEEPSPEED_EXTRA = "deepspeed"
+# zero2/zero3 run on CUDA (nccl) and on the CPU: DeepSpeed's CPU accelerator falls back to gloo when
+# oneCCL's bindings are absent (tested on two CPU processes, tests/local/test_zero.py).
 
 
 def worker_command(
@@ -125,6 +126,7 @@ def check_strategy(
     quantization: Quantization,
     device: str,
     visible_cuda: int | None,
+    deepspeed_installed: bool = False,
 ) -> None:
     """Refuse, before launch, a distributed set-up this machine cannot run (pure: facts are arguments).
 
@@ -133,10 +135,12 @@ def check_strategy(
         quantization: the spec's quantization.
         device: the resolved device kind (``cuda``, ``cpu``, ``mps``), never ``auto``.
         visible_cuda: CUDA devices this process sees (None: not counted, the device is not cuda).
+        deepspeed_installed: whether ``import deepspeed`` would find the package.
 
     Raises:
         NotSupportedError: the strategy, device count or combination cannot run here; the message
             says why and what would.
+        MissingDependencyError: zero2/zero3 without DeepSpeed installed (names the extra).
     """
     strategy = options.strategy
 
@@ -151,8 +155,16 @@ def check_strategy(
         )
     if device == "mps" and options.world_size > 1:
         raise refuse("several processes need CUDA or the CPU (gloo); MPS runs one process", "local.num_devices")
-    if strategy in ("zero2", "zero3") and device != "cuda":
-        raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) needs CUDA; this job runs on {device}")
+    if strategy in ("zero2", "zero3"):
+        if device not in ("cuda", "cpu"):
+            raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) runs on CUDA or the CPU; this job runs on {device}")
+        if quantization is not Quantization.NONE:
+            raise refuse(
+                f"strategy {strategy!r} with quantization {quantization.value!r} is not wired in (ZeRO over "
+                "bitsandbytes' quantized weights); use strategy 'fsdp' or 'ddp' for QLoRA, or quantization 'none'"
+            )
+        if not deepspeed_installed:
+            raise MissingDependencyError("deepspeed", DEEPSPEED_EXTRA, f"local.strategy={strategy!r}")
     # FSDP2 shards a 4-bit base's packed weights like any frozen tensor (bitsandbytes' quant-storage
     # dtype); an 8-bit base's Int8Params lose their quantisation state when sharded (measured:
     # "'Parameter' object has no attribute 'CB'" on the first forward).
@@ -167,9 +179,4 @@ def check_strategy(
             f"local.cpu_offload moves sharded parameters to CPU memory (fsdp, zero2, zero3 on CUDA); "
             f"strategy {strategy!r} on {device} {why}",
             "local.cpu_offload",
-        )
-    if strategy not in IMPLEMENTED:
-        raise refuse(
-            f"strategy {strategy!r} passes this machine's checks but is not wired into the local trainer "
-            "yet; use 'ddp' or 'fsdp'"
         )

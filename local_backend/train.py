@@ -31,7 +31,17 @@ the run directory. ``local.strategy``:
   adapter gather the trainable parameters and the optimizer's state whole
   (``torch.distributed.checkpoint.state_dict``, full state dicts), so the adapter is a plain PEFT
   folder, as from one device, and a checkpoint resumes with any number of processes.
-- ``zero2`` / ``zero3`` (DeepSpeed) are refused before launch: not wired in yet.
+- ``zero2`` / ``zero3``: DeepSpeed ZeRO stage 2 (optimizer states and gradients sharded) or 3
+  (parameters too). ``deepspeed.initialize`` wraps the loss module and the trainer's own AdamW with
+  the config :func:`~anytune.local_backend.zero.deepspeed_config` maps from the spec; the loop is the
+  same one: the trainer marks the accumulation boundary itself (a step's micro-batch count varies
+  with what fits in memory), ``engine.backward`` takes the same scaled loss, ``engine.step`` clips
+  and steps, the trainer's scheduler follows. DeepSpeed's CPU accelerator runs it over gloo without
+  a GPU. Under stage 3 the frozen LM head's weight, which the fused head reads outside its module's
+  forward, is registered with the root module so that ZeRO gathers it there. Checkpoints go through
+  the engine's own ``save_checkpoint`` (per-process shards: resume with the same strategy and number
+  of processes) beside a plain PEFT ``adapter/`` folder; the final adapter is gathered whole, the
+  same PEFT folder one device writes.
 """
 
 from __future__ import annotations
@@ -57,7 +67,7 @@ import torch.nn.functional as F
 
 from anytune._spec import JobSpec, LocalOptions, LoraConfig, Method
 from anytune._types import Checkpoint, JobStatus, MetricPoint
-from anytune.errors import ConfigError, NotSupportedError
+from anytune.errors import ConfigError, MissingDependencyError
 from anytune.local_backend import data as D
 from anytune.local_backend.devices import device_kind
 from anytune.local_backend.hparams import (
@@ -91,6 +101,7 @@ from anytune.local_backend.rundir import (
     write_json_atomic,
 )
 from anytune.local_backend.tracking import TENSORBOARD_DIR, Trackers, check_trackers, open_trackers
+from anytune.local_backend.zero import STAGES, deepspeed_config
 
 __all__ = ["TrainingPlan", "run_training"]
 
@@ -98,6 +109,9 @@ STATUS_INTERVAL = 0.5
 #: In an FSDP checkpoint: the adapter's parameters whole, keyed by their names in the model (what
 #: ``set_model_state_dict`` loads back into shards), beside the plain PEFT ``adapter/`` folder.
 FSDP_MODEL_FILE = "fsdp_trainable.pt"
+#: In a ZeRO checkpoint: the folder the DeepSpeed engine writes (its tag folder ``ZERO_TAG`` inside).
+ZERO_DIR = "deepspeed"
+ZERO_TAG = "state"
 """Seconds between progress writes to status.json (each is an fsync'd file replace)."""
 
 
@@ -359,12 +373,8 @@ class _Trainer:
             self.head.self_check(first)
         self.module: torch.nn.Module = self.head
         self.fsdp = self.dist.world > 1 and self.local.strategy == "fsdp"
-        if self.dist.world > 1 and self.local.strategy not in ("ddp", "fsdp"):
-            raise NotSupportedError(
-                f"strategy {self.local.strategy!r} is not wired into the local trainer yet; use 'ddp' or 'fsdp'",
-                field="local.strategy",
-                provider="local",
-            )
+        self.engine: Any = None  # the DeepSpeed engine under zero2/zero3
+        zero = self.dist.world > 1 and self.local.strategy in STAGES
         if self.fsdp:
             # In place: the head (and each layer) becomes its FSDP class; self.module is self.head.
             units = _fully_shard(self.head, self.lm.model, cpu_offload=self.local.cpu_offload)
@@ -377,10 +387,42 @@ class _Trainer:
         # Only the adapter trains: walking every frozen parameter at each step (to clip) costs time.
         self.params = [p for p in self.head.parameters() if p.requires_grad]
         self.optimizer = self._optimizer()
+        if zero:
+            self._zero_initialize()
         self.scheduler = self._scheduler()
         self._indexes: dict[int, dict[int, int]] = {}
         self.ref_train: torch.Tensor | None = None
         self.ref_valid: torch.Tensor | None = None
+
+    def _zero_initialize(self) -> None:
+        """Wrap the loss module and the optimizer in a DeepSpeed ZeRO engine (``self.module``)."""
+        # DeepSpeed picks its accelerator when first imported: the job's device, not a guess (a CPU
+        # job on a machine with a GPU would otherwise get the CUDA accelerator).
+        os.environ.setdefault("DS_ACCELERATOR", "cuda" if self.device.type == "cuda" else "cpu")
+        try:
+            import deepspeed
+        except ImportError as exc:
+            raise MissingDependencyError("deepspeed", "deepspeed", f"local.strategy={self.local.strategy!r}") from exc
+        plan = self.plan
+        config = deepspeed_config(
+            self.spec,
+            self.local,
+            self.dist.world,
+            batch_size=plan.batch_size,
+            gradient_accumulation_steps=plan.gradient_accumulation_steps,
+        )
+        stage = STAGES[self.local.strategy]
+        if stage == 3:
+            # The fused head reads the frozen head's weight without calling the head module, whose
+            # hooks are where ZeRO-3 gathers it: register it with the root module instead.
+            head = self.lm.model.get_base_model().get_output_embeddings()
+            if head is not None:
+                deepspeed.zero.register_external_parameter(self.head, head.weight)
+        with quiet_transformers():
+            engine, _, _, _ = deepspeed.initialize(model=self.head, optimizer=self.optimizer, config=config)
+        self.engine = self.module = engine
+        offload = " (optimizer states offloaded to the CPU)" if self.local.cpu_offload else ""
+        self.log(f"DeepSpeed ZeRO-{stage} over {self.dist.world} processes{offload}")
 
     def _split_validation(self) -> None:
         """Hold out ``validation_split`` of the training examples (seeded), and say how many."""
@@ -505,7 +547,7 @@ class _Trainer:
         a rank with fewer micro-batches runs the first example of ``data`` at weight 0 instead.
         """
         out = [(chunk, mb, 1.0) for chunk, mb in batches]
-        if not self.fsdp:
+        if not (self.fsdp or self.engine is not None):
             return out
         most = self.dist.max(len(out), self.device)
         if len(out) < most:
@@ -616,10 +658,13 @@ class _Trainer:
         for k, (chunk, mb, weight) in enumerate(chunks):
             sync = k == len(chunks) - 1 or self.dist.world == 1
             unit = scale * weight  # 0 for a pass that only keeps this rank in step
+            ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
             if self.fsdp:
                 # FSDP2: reduce-scatter the gradients after the last micro-batch only.
                 self.head.set_requires_gradient_sync(sync)  # type: ignore[operator]
-                ctx: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+            elif self.engine is not None:
+                # Ours to say, not DeepSpeed's counter: a step's micro-batch count varies.
+                self.engine.set_gradient_accumulation_boundary(sync)
             else:
                 ctx = contextlib.nullcontext() if sync else self.module.no_sync()  # type: ignore[operator]
             with ctx:
@@ -643,8 +688,16 @@ class _Trainer:
                     window.weight += mb.num_targets * unit
                 window.add("loss", total * unit)
                 window.tokens += int(mb.num_tokens * unit)
-                # DDP and FSDP average gradients over ranks; the loss is a mean over the whole step's labels.
-                (total * (unit * self.dist.world / denominator)).backward()  # type: ignore[no-untyped-call]
+                # DDP, FSDP and ZeRO average gradients over ranks; the loss is a mean over the whole step's labels.
+                scaled = total * (unit * self.dist.world / denominator)
+                if self.engine is not None:
+                    self.engine.backward(scaled, scale_wrt_gas=False)  # scaled already
+                else:
+                    scaled.backward()  # type: ignore[no-untyped-call]
+        if self.engine is not None:
+            self.engine.step()  # clips (gradient_clipping), steps, zeroes the gradients
+            self.scheduler.step()
+            return
         torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
         self.optimizer.step()
         self.scheduler.step()
@@ -652,8 +705,13 @@ class _Trainer:
 
     # -- checkpoints --
     def _trainable_state(self) -> dict[str, torch.Tensor] | None:
-        """Under FSDP, the adapter's parameters gathered whole, on the CPU (a collective: every rank
-        calls it); None otherwise, where the model's own parameters are whole already."""
+        """Under FSDP and ZeRO-3, the adapter's parameters gathered whole, on the CPU (a collective:
+        every rank calls it); None otherwise, where the model's own parameters are whole already."""
+        if self.engine is not None and STAGES[self.local.strategy] == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(self.params, modifier_rank=None):
+                return {k: p.detach().cpu().clone() for k, p in self.lm.model.named_parameters() if p.requires_grad}
         if not self.fsdp:
             return None
         from torch.distributed.checkpoint.state_dict import get_model_state_dict
@@ -677,15 +735,27 @@ class _Trainer:
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         rngs = self.dist.gather(rng)
         trainable = self._trainable_state()
-        optimizer = self._optimizer_state()
+        optimizer: dict[str, Any] | None = None
+        tmp: Path | None = None
+        if self.engine is not None:
+            # The engine's own checkpoint: each process writes its shards into the writer's folder.
+            tmp = self.dist.broadcast(self.run.new_checkpoint_tmp(done) if self.dist.main else None)
+            assert tmp is not None
+            self.engine.save_checkpoint(
+                str(tmp / ZERO_DIR), tag=ZERO_TAG, save_latest=False, exclude_frozen_parameters=True
+            )
+            self.dist.barrier()
+        else:
+            optimizer = self._optimizer_state()
         path: Path | None = None
         if self.dist.main:
-            tmp = self.run.new_checkpoint_tmp(done)
+            tmp = tmp or self.run.new_checkpoint_tmp(done)
             # A plain PEFT adapter either way: under FSDP from the gathered state.
             self.lm.model.save_pretrained(tmp / "adapter", state_dict=trainable)
-            if trainable is not None:
+            if self.fsdp:
                 torch.save(trainable, tmp / FSDP_MODEL_FILE)
-            torch.save(optimizer, tmp / "optimizer.pt")
+            if optimizer is not None:
+                torch.save(optimizer, tmp / "optimizer.pt")
             torch.save(self.scheduler.state_dict(), tmp / "scheduler.pt")
             torch.save(rngs, tmp / "rng.pt")
             write_json_atomic(tmp / "state.json", state)
@@ -727,23 +797,44 @@ class _Trainer:
             if was != getattr(plan, key):
                 raise ConfigError(f"cannot resume from {path}: {key} was {was}, now {getattr(plan, key)}")
         was_fsdp = (path / FSDP_MODEL_FILE).is_file()
-        if self.fsdp and not was_fsdp:
-            # The optimizer's state is keyed by parameter name under FSDP, by position otherwise: a
-            # name-keyed (FSDP) checkpoint loads anywhere, a position-keyed one only where it was made.
+        was_zero = (path / ZERO_DIR).is_dir()
+        if was_zero != (self.engine is not None) or (self.fsdp and not was_fsdp):
+            # The optimizer's state is keyed by parameter name in an FSDP checkpoint (which therefore
+            # loads anywhere, one process included), by position otherwise, and in per-process shards
+            # of DeepSpeed's own format under ZeRO.
+            now = self.local.strategy if self.fsdp or self.engine is not None else "ddp or one process"
             raise ConfigError(
-                f"cannot resume from {path}: it was saved with strategy {state.get('strategy', 'ddp')!r}, "
-                "and this run uses fsdp; resume with the strategy it was saved with",
+                f"cannot resume from {path}: it was saved with strategy {state.get('strategy', 'ddp')!r} "
+                f"{'over several processes' if was_fsdp or was_zero else ''}, and this run uses "
+                f"{now}; resume with the strategy it was saved with",
                 field="local.strategy",
             )
-        if was_fsdp:
+        if self.engine is not None:
+            saved = (state.get("strategy"), state.get("world_size"))
+            if saved != (self.local.strategy, self.dist.world):
+                raise ConfigError(
+                    f"cannot resume from {path}: its DeepSpeed shards are of strategy {saved[0]!r} over {saved[1]} "
+                    f"processes, and this run is {self.local.strategy!r} over {self.dist.world}; resume with those",
+                    field="local.num_devices",
+                )
+            loaded, _ = self.engine.load_checkpoint(
+                str(path / ZERO_DIR),
+                tag=ZERO_TAG,
+                load_module_strict=False,  # the frozen base was not saved: it comes from the base model
+                load_optimizer_states=True,
+                load_lr_scheduler_states=False,  # the trainer's scheduler is saved on its own
+            )
+            if loaded is None:
+                raise ConfigError(f"cannot resume from {path}: DeepSpeed found no checkpoint in {path / ZERO_DIR}")
+        elif was_fsdp:
             from torch.distributed.checkpoint.state_dict import set_model_state_dict, set_optimizer_state_dict
 
             # Whole tensors keyed by name, every rank loading them: under FSDP each keeps its own
             # shard, otherwise the whole; so any number of processes (one included) resumes it.
             trainable = torch.load(path / FSDP_MODEL_FILE, map_location="cpu", weights_only=True)
             set_model_state_dict(self.lm.model, trainable, options=_full_options(strict=False))
-            saved = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
-            set_optimizer_state_dict(self.head, self.optimizer, saved, options=_full_options())
+            optimizer_state = torch.load(path / "optimizer.pt", map_location="cpu", weights_only=True)
+            set_optimizer_state_dict(self.head, self.optimizer, optimizer_state, options=_full_options())
         else:
             weights = load_file(str(path / "adapter" / "adapter_model.safetensors"), device=str(self.device))
             set_peft_model_state_dict(self.lm.model, weights)

@@ -71,6 +71,7 @@ from anytune._types import (
     format_ref,
 )
 from anytune.errors import ConfigError, InvalidRequestError, JobNotFoundError, NotSupportedError, ProviderError
+from anytune.local_backend.accelerate_config import apply_accelerate_config
 from anytune.local_backend.devicequeue import LOCKS_ENV, QUEUE_ENV
 from anytune.local_backend.devices import device_kind
 from anytune.local_backend.hparams import check_optimizer, check_validation_split, resolved_settings
@@ -84,6 +85,7 @@ from anytune.local_backend.rundir import (
     write_json_atomic,
 )
 from anytune.local_backend.tracking import check_trackers
+from anytune.local_backend.zero import STAGES, check_with_deepspeed, deepspeed_config, load_user_config
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -160,6 +162,18 @@ def _launch_plan(python: str, run_path: Path, options: LocalOptions) -> list[dic
         {"node_rank": rank, "command": command, "shell": shell_line(command)}
         for rank, command in enumerate(node_commands(python, run_path, options))
     ]
+
+
+def _with_accelerate(spec: JobSpec) -> JobSpec:
+    """``spec`` with its ``local.accelerate_config`` read onto the local fields (itself without one)."""
+    if spec.local is None or spec.local.accelerate_config is None:
+        return spec
+    return spec.model_copy(update={"local": apply_accelerate_config(spec.local)})
+
+
+def _deepspeed_source(options: LocalOptions) -> str | None:
+    given = options.deepspeed_config
+    return str(given) if isinstance(given, Path) else None
 
 
 def _cmdline(pid: int) -> str | None:
@@ -269,15 +283,23 @@ class LocalProvider(Provider[LocalSettings]):
 
     @staticmethod
     def _localised(spec: JobSpec) -> JobSpec:
-        """The spec with every local path made absolute: the worker runs in the run directory."""
+        """The spec with every local path made absolute (the worker runs in the run directory), and
+        ``local.accelerate_config`` read onto the local fields."""
+        spec = _with_accelerate(spec)
         update: dict[str, Any] = {"training_file": spec.training_path.expanduser().resolve()}
         if spec.validation_file is not None:
             update["validation_file"] = spec.validation_file.expanduser().resolve()
         base = Path(spec.base_model).expanduser()
         if base.exists():
             update["base_model"] = str(base.resolve())
+        local: dict[str, Any] = {}
         if spec.local is not None and spec.local.output_dir is not None:
-            update["local"] = spec.local.model_copy(update={"output_dir": spec.local.output_dir.expanduser().resolve()})
+            local["output_dir"] = spec.local.output_dir.expanduser().resolve()
+        if spec.local is not None and isinstance(spec.local.deepspeed_config, Path):
+            # The file's content, recorded in the run's spec: the run keeps what it started with.
+            local["deepspeed_config"] = load_user_config(spec.local.deepspeed_config)
+        if spec.local is not None and local:
+            update["local"] = spec.local.model_copy(update=local)
         return spec.model_copy(update=update)
 
     # -- process ----------------------------------------------------------------------------------
@@ -510,6 +532,7 @@ class LocalProvider(Provider[LocalSettings]):
         return bool(written == self._localised(spec).model_dump(mode="json"))
 
     def validate(self, spec: JobSpec) -> None:
+        spec = _with_accelerate(spec)  # a bad file or a conflict with the spec: said first
         self._check_output_dir(spec)
         if spec.quantization is not Quantization.NONE and importlib.util.find_spec("bitsandbytes") is None:
             raise NotSupportedError(
@@ -532,7 +555,12 @@ class LocalProvider(Provider[LocalSettings]):
                 quantization=spec.quantization,
                 device=device,
                 visible_cuda=_visible_cuda() if device == "cuda" and options.num_devices > 1 else None,
+                deepspeed_installed=importlib.util.find_spec("deepspeed") is not None,
             )
+        if options.strategy in STAGES:
+            # A missing or bad DeepSpeed file, a key the spec decides: said before the run exists.
+            config = deepspeed_config(spec, options, options.world_size)
+            check_with_deepspeed(config, options.world_size, source=_deepspeed_source(options))
 
     def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
         # The worker loads the folder, or the id from the Hub or (offline) the local Hub cache:
@@ -566,6 +594,10 @@ class LocalProvider(Provider[LocalSettings]):
             # Every value the trainer will use, defaults applied (the spec above holds what was set).
             "resolved": resolved_settings(spec, device=device),
         }
+        if options.strategy in STAGES:
+            # The DeepSpeed config the engine gets (the worker maps it again, with the batch the
+            # trainer's plan resolves: capped at the number of examples).
+            body["deepspeed_config"] = deepspeed_config(spec, options, options.world_size)
         notes = [
             "nothing is created before submit: the run directory and the worker process come then",
             "the worker runs detached; follow it with `anytune jobs wait REF` from any shell",

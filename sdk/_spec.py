@@ -179,8 +179,13 @@ class LocalOptions(_Section):
     ``rdzv_endpoint`` (``host:port`` of a machine every node can reach, usually node 0's), this
     machine being ``node_rank``. ``strategy`` says how they share the work: ``ddp`` (a full copy of
     the model on each process), ``fsdp`` (PyTorch FSDP2: parameters, gradients and optimizer states
-    sharded), ``zero2`` / ``zero3`` (DeepSpeed ZeRO; CUDA only). ``cpu_offload`` keeps sharded
-    parameters in CPU memory between uses (fsdp on CUDA). ``activation_checkpointing`` is accepted
+    sharded), ``zero2`` / ``zero3`` (DeepSpeed ZeRO stage 2 / 3; CUDA, or the CPU over gloo).
+    ``cpu_offload`` keeps sharded parameters (and ZeRO's optimizer states) in CPU memory between
+    uses (on CUDA). ``deepspeed_config`` (zero2/zero3): a DeepSpeed JSON file, or an inline table,
+    merged over the config the spec maps to (its keys win, except the batch keys and the stage,
+    which the spec decides). ``accelerate_config``: an ``accelerate config`` YAML file read for the
+    fields above (processes, machines, rendezvous, strategy, offload); a field set here too must
+    agree with it. ``activation_checkpointing`` is accepted
     as another name of ``gradient_checkpointing`` (the name FSDP and DeepSpeed use): one setting,
     recorded as ``gradient_checkpointing``.
     """
@@ -194,6 +199,14 @@ class LocalOptions(_Section):
         None, description="host:port where the nodes meet (torchrun's c10d rendezvous), e.g. 10.0.0.1:29400"
     )
     cpu_offload: bool = False
+    deepspeed_config: Path | dict[str, Any] | None = Field(
+        None, description="zero2/zero3: a DeepSpeed JSON file or an inline table, merged over the mapped config"
+    )
+    accelerate_config: Path | None = Field(
+        None,
+        description="an accelerate config (YAML) whose processes, machines, rendezvous, FSDP and DeepSpeed "
+        "settings fill the fields above that the spec leaves unset",
+    )
     output_dir: Path | None = None
     packing: bool = True
     truncation: Literal["truncate", "drop"] = "truncate"
@@ -247,6 +260,14 @@ class LocalOptions(_Section):
             raise ValueError(
                 f"nodes={self.nodes} needs rdzv_endpoint (host:port of a machine every node reaches, "
                 "usually node 0's), where the nodes meet"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _deepspeed_only(self) -> LocalOptions:
+        if self.deepspeed_config is not None and self.strategy not in ("zero2", "zero3"):
+            raise ValueError(
+                f"deepspeed_config is DeepSpeed's; it applies to strategy zero2 or zero3, not {self.strategy!r}"
             )
         return self
 

@@ -111,7 +111,8 @@ def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
     """``data`` with every relative path taken relative to ``folder`` (the spec file's), whichever
     folder anytune runs from.
 
-    Data files and ``local.output_dir`` are paths whatever they hold. ``base_model`` is a path
+    Data files, ``local.output_dir``, ``local.deepspeed_config`` (as a string: a table is the config
+    itself) and ``local.accelerate_config`` are paths whatever they hold. ``base_model`` is a path
     when it exists under ``folder`` or is written as one (``./models/tiny``); otherwise it stays
     as given (``Qwen/Qwen2.5-0.5B`` is a Hub id). ``local.chat_template`` is a path when a file of
     that name is there (else it is the template itself). ``data.source`` is a path when it exists
@@ -133,8 +134,9 @@ def relative_to_file(data: dict[str, Any], folder: Path) -> dict[str, Any]:
             section["source"] = str(joined)
     local = data.get("local")
     if isinstance(local, dict):
-        if (joined := _under(folder, local.get("output_dir"))) is not None:
-            local["output_dir"] = str(joined)
+        for key in ("output_dir", "deepspeed_config", "accelerate_config"):
+            if (joined := _under(folder, local.get(key))) is not None:
+                local[key] = str(joined)
         template = local.get("chat_template")
         if (joined := _under(folder, template)) is not None and "{" not in str(template) and os.path.isfile(joined):
             local["chat_template"] = str(joined)

@@ -41,7 +41,7 @@ def _figures(tps: float, rss: list[float] | None, loss: float, strategy: str | N
 
 
 def test_importing_the_bench_loads_no_torch(bench: ModuleType) -> None:
-    assert bench.STRATEGIES == ("ddp", "fsdp")
+    assert bench.STRATEGIES == ("ddp", "fsdp", "zero2", "zero3")
     code = (
         "import importlib.util, sys\n"
         f"spec = importlib.util.spec_from_file_location('b', {str(BENCH)!r})\n"
@@ -83,6 +83,9 @@ def test_ratios_are_fsdp_over_ddp(bench: ModuleType) -> None:
     assert r["max_rank_final_rss"] == round(380 / 420, 3)
     assert r["final_train_loss_gap"] == pytest.approx(1e-5)
     assert bench.ratios({"ddp": runs["ddp"]}) == {}
+    zero3 = {**runs, "zero3": _figures(500.0, [300.0, 320.0], 5.0, "zero3")}
+    assert bench.ratios(zero3, "zero3")["tokens_per_second"] == 0.5
+    assert bench.ratios(zero3, "zero3")["max_rank_peak_rss"] == round(320 / 520, 3)
     missing = {**runs, "fsdp": {**runs["fsdp"], "tokens_per_second": None, "peak_rss_mib_per_rank": None}}
     assert bench.ratios(missing)["tokens_per_second"] is None and bench.ratios(missing)["max_rank_peak_rss"] is None
     no_end = {**runs, "ddp": {**runs["ddp"], "final_rss_mib_per_rank": [None, None]}}
@@ -96,6 +99,7 @@ def test_the_summary_is_one_json_line_with_its_settings(bench: ModuleType) -> No
     assert json.loads(json.dumps(line)) == line
     assert (line["bench"], line["processes"], line["steps"]) == ("distributed", 2, 3)
     assert line["ratios_fsdp_over_ddp"] == {}  # no fsdp run
+    assert line["ratios_over_ddp"] == {}
     text = bench.table(runs)
     assert "single" in text and "500, 520" in text and "400, 420" in text and len(text.splitlines()) == 3
 

@@ -48,11 +48,10 @@ AREAS: dict[str, tuple[str, ...] | None] = {
     "providers/local.py": ("local",),
     "providers/kubernetes/": ("kubernetes",),
     "local_backend/": ("local",),
-    "local_backend/evaluate.py": ("local", "lm-eval"),
-    "local_backend/k8s_job.py": (
-        "local",
-        "kubernetes",
-    ),  # a pod reads and writes its storage through fsspec  # lm-eval only for --lm-eval-tasks
+    "local_backend/train.py": ("local", "deepspeed"),  # zero2/zero3 only
+    "local_backend/zero.py": ("local", "deepspeed"),  # the config checked by DeepSpeed's classes
+    "local_backend/evaluate.py": ("local", "lm-eval"),  # lm-eval only for --lm-eval-tasks
+    "local_backend/k8s_job.py": ("local", "kubernetes"),  # a pod reads and writes its storage through fsspec
     "local_backend/export/onnx.py": ("onnx",),
     "local_backend/export/gguf.py": ("gguf",),
 }

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from anytune import ConfigError, FineTuneJob, NotSupportedError
+from anytune import ConfigError, FineTuneJob, MissingDependencyError, NotSupportedError
 from anytune._spec import LocalOptions, Quantization
 from anytune.local_backend.launch import check_strategy, node_commands, worker_command
 from tests.clitools import jobs_in_store, run_cli
@@ -61,16 +61,19 @@ def test_the_spec_takes(local: dict[str, Any], expected: dict[str, Any]) -> None
 
 # -- what this machine can run (pure: the facts are arguments) ----------------------------------------
 
-CPU = {"device": "cpu", "visible_cuda": None}
-GPU2 = {"device": "cuda", "visible_cuda": 2}
+CPU = {"device": "cpu", "visible_cuda": None, "deepspeed_installed": True}
+GPU2 = {"device": "cuda", "visible_cuda": 2, "deepspeed_installed": True}
+GPU2_NO_DS = {**GPU2, "deepspeed_installed": False}
 
 
 @pytest.mark.parametrize(
     ("local", "quantization", "machine", "error", "message"),
     [
-        ({"strategy": "zero2"}, "none", CPU, NotSupportedError, "DeepSpeed ZeRO\\) needs CUDA; this job runs on cpu"),
-        ({"strategy": "zero3", "num_devices": 2}, "none", CPU, NotSupportedError, "needs CUDA"),
-        ({"strategy": "zero2"}, "none", GPU2, NotSupportedError, "not wired into the local trainer yet"),
+        ({"strategy": "zero2", "num_devices": 2}, "none", {**CPU, "device": "mps"}, NotSupportedError, "MPS"),
+        ({"strategy": "zero2"}, "none", {**CPU, "device": "mps"}, NotSupportedError, "runs on CUDA or the CPU"),
+        ({"strategy": "zero3"}, "none", GPU2_NO_DS, MissingDependencyError, r"anytune\[deepspeed\]"),
+        ({"strategy": "zero3", "num_devices": 2}, "4bit", GPU2, NotSupportedError, "'zero3' with quantization"),
+        ({"strategy": "zero2", "cpu_offload": True}, "none", CPU, NotSupportedError, "keeps everything on cpu"),
         ({"num_devices": 4}, "none", GPU2, NotSupportedError, "num_devices=4 but this machine sees 2 CUDA"),
         ({"num_devices": 2}, "none", {**CPU, "device": "mps"}, NotSupportedError, "MPS runs one process"),
         ({"strategy": "fsdp", "num_devices": 2}, "8bit", GPU2, NotSupportedError, "cannot shard an 8-bit base"),
@@ -97,6 +100,8 @@ def test_a_set_up_this_machine_cannot_run_is_refused(
         ({"strategy": "fsdp", "num_devices": 2}, "4bit", CPU),  # FSDP QLoRA
         ({"strategy": "fsdp", "num_devices": 2}, "4bit", GPU2),
         ({"strategy": "fsdp", "num_devices": 2, "cpu_offload": True}, "none", GPU2),
+        ({"strategy": "zero2", "num_devices": 2}, "none", CPU),  # DeepSpeed's CPU accelerator, over gloo
+        ({"strategy": "zero3", "num_devices": 2, "cpu_offload": True}, "none", GPU2),
         ({"num_devices": 8, "nodes": 2, "rdzv_endpoint": "h:1"}, "none", CPU),  # CPU processes are not counted
         ({"num_devices": 2}, "none", GPU2),
     ],
@@ -188,7 +193,13 @@ def train_file(tmp_path: Path) -> Path:
     ("local", "quantization", "error", "message"),
     [
         ({"device": "cpu", "nodes": 2}, "none", ConfigError, "needs rdzv_endpoint"),
-        ({"device": "cpu", "strategy": "zero3", "num_devices": 2}, "none", NotSupportedError, "needs CUDA"),
+        ({"device": "cpu", "strategy": "zero3", "num_devices": 2}, "4bit", NotSupportedError, "'zero3' with quant"),
+        (
+            {"device": "cpu", "strategy": "zero3", "num_devices": 2, "cpu_offload": True},
+            "none",
+            NotSupportedError,
+            "cpu_offload",
+        ),
         ({"device": "cpu", "strategy": "fsdp", "num_devices": 2}, "8bit", NotSupportedError, "cannot shard an 8-bit"),
         ({"device": "cpu", "strategy": "fsdp", "cpu_offload": True}, "none", NotSupportedError, "cpu_offload"),
     ],
