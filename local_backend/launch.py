@@ -163,8 +163,6 @@ def check_strategy(
                 f"strategy {strategy!r} with quantization {quantization.value!r} is not wired in (ZeRO over "
                 "bitsandbytes' quantized weights); use strategy 'fsdp' or 'ddp' for QLoRA, or quantization 'none'"
             )
-        if not deepspeed_installed:
-            raise MissingDependencyError("deepspeed", DEEPSPEED_EXTRA, f"local.strategy={strategy!r}")
     # FSDP2 shards a 4-bit base's packed weights like any frozen tensor (bitsandbytes' quant-storage
     # dtype); an 8-bit base's Int8Params lose their quantisation state when sharded (measured:
     # "'Parameter' object has no attribute 'CB'" on the first forward).
@@ -180,3 +178,6 @@ def check_strategy(
             f"strategy {strategy!r} on {device} {why}",
             "local.cpu_offload",
         )
+    # Last: what could not run anyway is said first, rather than asking for a package in vain.
+    if strategy in ("zero2", "zero3") and not deepspeed_installed:
+        raise MissingDependencyError("deepspeed", DEEPSPEED_EXTRA, f"local.strategy={strategy!r}")

@@ -22,9 +22,12 @@ refuses unknown keys; DeepSpeed itself ignores unknown top-level keys, and so do
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
-from collections.abc import Mapping
+import os
+import sys
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -178,7 +181,9 @@ def deepspeed_config(
     return _merge(mapped, user)
 
 
-def check_with_deepspeed(config: Mapping[str, Any], world_size: int, *, source: str | None = None) -> bool:
+def check_with_deepspeed(
+    config: Mapping[str, Any], world_size: int, *, source: str | None = None, device: str = "cpu"
+) -> bool:
     """Parse ``config`` with DeepSpeed's own config classes; False (nothing checked) without DeepSpeed.
 
     Raises:
@@ -188,6 +193,27 @@ def check_with_deepspeed(config: Mapping[str, Any], world_size: int, *, source: 
 
     if importlib.util.find_spec("deepspeed") is None:
         return False
+    with _quiet_deepspeed(device):
+        return _check(config, world_size, source)
+
+
+@contextlib.contextmanager
+def _quiet_deepspeed(device: str) -> Iterator[None]:
+    """DeepSpeed's logger writes to stdout, where ``--dry-run`` prints its JSON: bind it to stderr
+    (its handler takes the stream current at import), and name the accelerator so that DeepSpeed
+    does not guess and warn. The variable is put back: the job's worker sets its own."""
+    before = os.environ.get("DS_ACCELERATOR")
+    if before is None:
+        os.environ["DS_ACCELERATOR"] = "cuda" if device == "cuda" else "cpu"
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        if before is None:
+            os.environ.pop("DS_ACCELERATOR", None)
+
+
+def _check(config: Mapping[str, Any], world_size: int, source: str | None) -> bool:
     from deepspeed.runtime.config import DeepSpeedConfig
 
     # Offline there is no process group: DeepSpeed counts one process, so check the batch keys as

@@ -560,7 +560,9 @@ class LocalProvider(Provider[LocalSettings]):
         if options.strategy in STAGES:
             # A missing or bad DeepSpeed file, a key the spec decides: said before the run exists.
             config = deepspeed_config(spec, options, options.world_size)
-            check_with_deepspeed(config, options.world_size, source=_deepspeed_source(options))
+            check_with_deepspeed(
+                config, options.world_size, source=_deepspeed_source(options), device=resolve_device(options.device)
+            )
 
     def check_base_model(self, spec: JobSpec, *, dry_run: bool = False) -> None:
         # The worker loads the folder, or the id from the Hub or (offline) the local Hub cache:

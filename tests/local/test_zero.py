@@ -46,11 +46,12 @@ HYPER = {
 }
 
 
-def _run(model_dir: Path, train_file: Path, **local: Any) -> RunDir:
+def _run(model_dir: Path, train_file: Path, valid_file: Path, **local: Any) -> RunDir:
     job = FineTuneJob.create(
         provider="local",
         base_model=str(model_dir),
         training_file=train_file,
+        validation_file=valid_file,  # evaluation runs the model outside the engine: ZeRO-3 gathers there too
         hyperparameters=HYPER,
         # No dropout: the processes draw from their own random streams, one process from one.
         lora={"r": 8, "alpha": 16, "dropout": 0.0},
@@ -87,13 +88,18 @@ def test_zero2_and_zero3_on_two_processes_match_one_process_and_save_a_plain_pef
 
     model_dir = H.build(tmp_path / "model")
     train_file = H.chat_file(tmp_path / "train.jsonl", n=16)
-    single = _run(model_dir, train_file)
+    valid_file = H.chat_file(tmp_path / "valid.jsonl", n=4, start=100)
+    single = _run(model_dir, train_file, valid_file)
+    single_result = single.result()
+    assert single_result is not None
     one = _losses(single)
     reference = _tensors(single.adapter_dir)
     for strategy, stage in (("zero2", 2), ("zero3", 3)):
-        run = _run(model_dir, train_file, num_devices=2, strategy=strategy)
+        run = _run(model_dir, train_file, valid_file, num_devices=2, strategy=strategy)
         result = run.result()
         assert result is not None and (result["world_size"], result["strategy"]) == (2, strategy)
+        for key in ("base_valid_loss", "final_valid_loss"):
+            assert abs(result[key] - single_result[key]) < LOSS_TOLERANCE, (strategy, key)
         assert len(result["peak_rss_mib_per_rank"]) == 2
         logs = "\n".join(e.message for e in run.events() if e.kind == "log")
         assert f"DeepSpeed ZeRO-{stage} over 2 processes" in logs

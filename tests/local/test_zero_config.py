@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +19,7 @@ import pytest
 from anytune import ConfigError, FineTuneJob
 from anytune._spec import JobSpec, LocalOptions
 from anytune.local_backend.zero import check_with_deepspeed, deepspeed_config, load_user_config
-from tests.clitools import jobs_in_store, run_cli
+from tests.clitools import jobs_in_store
 from tests.conftest import chat_example, write_jsonl
 
 HAS_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
@@ -207,9 +210,10 @@ def train_file(tmp_path: Path) -> Path:
     return write_jsonl(tmp_path / "train.jsonl", [chat_example(i) for i in range(4)])
 
 
+@pytest.mark.slow  # a real `anytune` process that imports DeepSpeed (~6 s)
 @pytest.mark.skipif(not HAS_DEEPSPEED, reason="zero2/zero3 are refused at create without DeepSpeed")
 def test_dry_run_shows_the_deepspeed_config_from_a_spec_files_file(
-    model_dir: Path, train_file: Path, anytune_home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    model_dir: Path, train_file: Path, anytune_home: Path, tmp_path: Path
 ) -> None:
     (tmp_path / "ds.json").write_text(json.dumps({"zero_optimization": {"overlap_comm": True}}))
     spec_file = tmp_path / "job.toml"
@@ -228,9 +232,23 @@ num_devices = 2
 deepspeed_config = "{tmp_path / "ds.json"}"
 """
     )
-    result = run_cli(capsys, "jobs", "create", "-f", str(spec_file), "--no-validate-data", "--dry-run")
-    assert result.code == 0, result.err
-    body = json.loads(result.out)["requests"][0]["body"]
+    # A real process: DeepSpeed's logger writes to stdout, which must stay the plan's JSON alone.
+    env = {**os.environ, "ANYTUNE_HOME": str(anytune_home)}
+    env.pop("DS_ACCELERATOR", None)
+    command = [
+        sys.executable,
+        "-m",
+        "anytune",
+        "jobs",
+        "create",
+        "-f",
+        str(spec_file),
+        "--no-validate-data",
+        "--dry-run",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+    body = json.loads(result.stdout)["requests"][0]["body"]
     config = body["deepspeed_config"]
     assert config["zero_optimization"] == {
         "stage": 3,
