@@ -227,7 +227,10 @@ def _check(config: Mapping[str, Any], world_size: int, source: str | None) -> bo
         errors = getattr(exc, "errors", None)
         if callable(errors):
             first = errors()[0]
-            key = ".".join(str(p) for p in first.get("loc", ()))
+            loc = [str(p) for p in first.get("loc", ())]
+            # A section's model does not know its own key: find the section that holds the bad key.
+            section_key = next((k for k, v in one.items() if isinstance(v, Mapping) and loc and loc[0] in v), None)
+            key = ".".join([section_key, *loc] if section_key else loc)
             section = str(getattr(exc, "title", type(exc).__name__))
             raise ConfigError(
                 f"DeepSpeed refuses {key!r} ({section}): {first.get('msg')}", field=key or FIELD, source=source

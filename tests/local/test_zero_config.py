@@ -176,7 +176,11 @@ def test_an_uneven_batch_and_a_non_zero_strategy_are_refused() -> None:
         ({"strategy": "zero2"}, None, None),
         ({"strategy": "zero3", "cpu_offload": True}, None, None),
         ({"strategy": "zero3"}, {"zero_optimization": {"overlap_comm": True, "reduce_bucket_size": 1000}}, None),
-        ({"strategy": "zero3"}, {"zero_optimization": {"no_such_knob": 1}}, "'no_such_knob'.*Extra inputs"),
+        (
+            {"strategy": "zero3"},
+            {"zero_optimization": {"no_such_knob": 1}},
+            "'zero_optimization.no_such_knob'.*Extra inputs",
+        ),
         ({"strategy": "zero2"}, {"zero_optimization": {"offload_optimizer": {"device": "disk"}}}, "offload_optimizer"),
         ({"strategy": "zero2"}, {"bf16": {"enabled": "maybe"}}, "enabled"),
     ],
