@@ -569,6 +569,8 @@ def _training_arguments(spec: JobSpec, gpus: int) -> dict[str, Any]:
         "save_strategy": "no",
         # Transformers logs every 500 steps by default: too rare for the events stream.
         "logging_steps": 10,
+        # Kaito's default too: transformers' own (8 per GPU) runs these models out of memory.
+        "per_device_train_batch_size": 1,
     }
     for name, value in hp.model_dump(exclude_none=True).items():
         if name in _TRAINING_ARGUMENT:

@@ -12,8 +12,10 @@ Two generations of the same project (``kubeflow/trainer``, formerly ``kubeflow/t
   ``Suspended``). A TrainJob names a runtime (``runtimeRef``, the ``torch-distributed``
   ClusterTrainingRuntime by default: ``charts/kubeflow-trainer/files/runtimes/torch-distributed.yaml``,
   one replicated job ``node`` whose container is ``node``) and overrides the trainer; pod-level
-  settings travel in ``runtimePatches`` (the name since v2.2; ``podSpecOverrides`` /
-  ``podTemplateOverrides`` before), which cannot set a priority class.
+  settings travel in ``runtimePatches``, which cannot set a priority class. That field is
+  v2.2's: v2.0 called it ``podSpecOverrides`` and v2.1 ``podTemplateOverrides``, and an API server
+  with an older CRD drops an unknown field without a word, so a caller should check the served
+  CRD has ``spec.runtimePatches`` before relying on node selectors, volumes or tolerations.
 - **training-operator v1**, ``PyTorchJob`` (``kubeflow.org/v1``), release v1.9.4 (commit
   4445c12aa62e4345b0c2c6ac9b215a70eca46ed7): ``pkg/apis/kubeflow.org/v1/pytorch_types.go`` and
   ``common_types.go``, the CRD ``manifests/base/crds/kubeflow.org_pytorchjobs.yaml``, the webhook
@@ -346,7 +348,9 @@ def pytorchjob_manifest(
             replicas["Worker"] = {"replicas": num_nodes - 1, "restartPolicy": restart_policy, "template": template}
     else:
         replicas["Worker"] = {"replicas": num_nodes, "restartPolicy": restart_policy, "template": template}
-    run_policy: dict[str, Any] = {"cleanPodPolicy": "None"}  # keep finished pods' logs readable
+    # Pods still running when the job ends (workers of a failed job) go, freeing their GPUs;
+    # finished pods stay, so their logs remain readable.
+    run_policy: dict[str, Any] = {"cleanPodPolicy": "Running"}
     if backoff_limit is not None:
         run_policy["backoffLimit"] = backoff_limit
     if active_deadline_seconds is not None:

@@ -478,6 +478,8 @@ def test_configmap_yaml_reads_back_with_its_types() -> None:
 def test_image_input_without_a_file_name_lets_kaito_find_the_file() -> None:
     sections = _kaito_accepts(_configmap(_spec(), data=IMAGE), "lora")
     assert "dataset_path" not in sections["DatasetConfig"]
+    # No batch_size: Kaito's default of one example per GPU, not transformers' eight.
+    assert sections["TrainingArguments"]["per_device_train_batch_size"] == 1
 
 
 def test_configmap_refuses_what_the_workspace_would_refuse() -> None:
@@ -826,7 +828,7 @@ def test_pytorchjob_manifest_matches_the_crd(
     spec = job["spec"]
     assert {k: v["replicas"] for k, v in spec["pytorchReplicaSpecs"].items()} == replicas
     assert spec["nprocPerNode"] == "2"
-    assert spec["runPolicy"] == {"cleanPodPolicy": "None", "backoffLimit": 2}
+    assert spec["runPolicy"] == {"cleanPodPolicy": "Running", "backoffLimit": 2}
     pod = next(iter(spec["pytorchReplicaSpecs"].values()))["template"]
     (container,) = pod["spec"]["containers"]
     assert container["name"] == "pytorch" and container["command"] == COMMAND
