@@ -53,6 +53,17 @@ from anytune.local_backend.joblog import ERROR_PREFIX, LOG_ERROR_PREFIX, WARNING
 from anytune.local_backend.jobpackage import build_wheel
 
 from .errors import api_status, is_ambiguous, is_transient, retry_after, translate_error
+from .kaito_mode import (
+    KAITO_GROUP,
+    KAITO_PLURAL,
+    KAITO_VERSION,
+    KaitoPlan,
+    kaito_data,
+    kaito_plan,
+    output_of,
+    require_kaito_settings,
+    workspace_record,
+)
 from .manifests import (
     ANNOTATION_KEY,
     JOB_LABEL,
@@ -286,7 +297,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
     def validate(self, spec: JobSpec) -> None:
         if self.settings.mode == "kaito":
-            return  # the Kaito mapping checks its own presets
+            # The class's capabilities are the trainer's (a ClassVar, one per provider, as Azure ML's
+            # serverless and managed share one): Kaito's narrower ones are enforced here, before
+            # anything is created (SFT only, its presets, node sizes, data and output places).
+            require_kaito_settings(spec, self.settings, kaito_data(spec, self.settings, read=False)[0])
+            return
         local = spec.local or LocalOptions()
         if local.output_dir is not None:
             raise NotSupportedError(
@@ -307,13 +322,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         if local.device == "cuda" and not gpus:
             raise ConfigError("local.device cuda needs settings.gpus >= 1", field="settings.gpus")
 
+    @property
+    def _kaito(self) -> bool:
+        return self.settings.mode == "kaito"
+
     def _refuse_other_modes(self) -> None:
-        if self.settings.mode == "kaito":
-            raise NotSupportedError(
-                "mode 'kaito' (a Kaito tuning Workspace) is not wired into this adapter yet",
-                field="settings.mode",
-                provider=self.name,
-            )
         choose_workload(self.settings.workload, frozenset(), IMPLEMENTED_WORKLOADS)
 
     def _inputs(
@@ -347,6 +360,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return manifests, storage, files
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
+        if self._kaito:
+            return self._kaito_submit_plan(kaito_plan(spec, idempotency_key, self.settings))
         self._refuse_other_modes()
         manifests, storage, files = self._manifests(spec, idempotency_key)
         ns = self.settings.namespace
@@ -380,13 +395,17 @@ class KubernetesProvider(Provider[KubernetesSettings]):
     def served_groups(self) -> frozenset[str]:
         """The API groups the cluster serves (``GET /apis``): where ``workload = "auto"`` looks
         for the Kubeflow operators (:func:`choose_workload`)."""
+        return frozenset(self.served_versions())
+
+    def served_versions(self) -> dict[str, frozenset[str]]:
+        """Each API group the cluster serves (``GET /apis``, one call) -> its served versions."""
         from kubernetes import client
 
         apis = client.ApisApi(self._api())
         found = self._call(
             "listing the cluster's API groups", lambda: apis.get_api_versions(_request_timeout=self._timeout)
         )
-        return frozenset(str(g.name) for g in found.groups or [])
+        return {str(g.name): frozenset(str(v.version) for v in g.versions or []) for g in found.groups or []}
 
     def _workload(self) -> str:
         """The workload kind to create; the cluster is asked only when a Kubeflow kind could be chosen."""
@@ -397,27 +416,18 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return choose_workload(setting, groups, IMPLEMENTED_WORKLOADS)
 
     # -- checks before anything is created -------------------------------------------------------
-    def _check_cluster(self, storage: Storage, pods: int = 1) -> None:
-        core, ns, s = self._core(), self.settings.namespace, self.settings
+    def _check_namespace(self) -> None:
+        core, ns = self._core(), self.settings.namespace
         if (
             self._read_or_none("reading the namespace", lambda: core.read_namespace(ns, _request_timeout=self._timeout))
             is None
         ):
             raise ConfigError(f"namespace {ns!r} does not exist in the cluster", field="settings.namespace")
-        if storage.claim is not None:
-            claim = storage.claim
-            found = self._read_or_none(
-                "reading the PersistentVolumeClaim",
-                lambda: core.read_namespaced_persistent_volume_claim(claim, ns, _request_timeout=self._timeout),
-            )
-            if found is None:
-                raise ConfigError(
-                    f"PersistentVolumeClaim {claim!r} does not exist in namespace {ns!r}", field="settings.storage"
-                )
-        for field, secret in (
-            ("settings.hub_token_secret", s.hub_token_secret),
-            ("settings.storage_secret", s.storage_secret),
-        ):
+
+    def _check_secrets(self, secrets: Sequence[tuple[str, str | None]]) -> None:
+        """Each named Secret exists in the namespace; ``secrets`` is (setting, name) pairs."""
+        core, ns = self._core(), self.settings.namespace
+        for field, secret in secrets:
             if secret is None:
                 continue
 
@@ -429,6 +439,23 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
             if self._read_or_none(f"looking up Secret {secret}", read) is None:
                 raise ConfigError(f"Secret {secret!r} does not exist in namespace {ns!r}", field=field)
+
+    def _check_cluster(self, storage: Storage, pods: int = 1) -> None:
+        core, ns, s = self._core(), self.settings.namespace, self.settings
+        self._check_namespace()
+        if storage.claim is not None:
+            claim = storage.claim
+            found = self._read_or_none(
+                "reading the PersistentVolumeClaim",
+                lambda: core.read_namespaced_persistent_volume_claim(claim, ns, _request_timeout=self._timeout),
+            )
+            if found is None:
+                raise ConfigError(
+                    f"PersistentVolumeClaim {claim!r} does not exist in namespace {ns!r}", field="settings.storage"
+                )
+        self._check_secrets(
+            [("settings.hub_token_secret", s.hub_token_secret), ("settings.storage_secret", s.storage_secret)]
+        )
         if s.gpus:
             self._check_gpus(core, pods)
 
@@ -489,6 +516,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         self._call(what, once)
 
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
+        if self._kaito:
+            return self._kaito_submit(spec, idempotency_key)
         self._refuse_other_modes()
         if self._workload() != "job":  # pragma: no cover - no Kubeflow kind is implemented yet
             raise NotSupportedError(
@@ -549,11 +578,12 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             return None
         return found if raw else self._dict(found)
 
-    def _pods(self, ns: str, name: str) -> list[dict[str, Any]]:
+    def _pods(self, ns: str, name: str, selector: str | None = None) -> list[dict[str, Any]]:
         core = self._core()
+        chosen = selector or f"{JOB_LABEL}={name}"
         pods = self._call(
             "listing the job's pods",
-            lambda: core.list_namespaced_pod(ns, label_selector=f"{JOB_LABEL}={name}", _request_timeout=self._timeout),
+            lambda: core.list_namespaced_pod(ns, label_selector=chosen, _request_timeout=self._timeout),
         )
         found = [self._dict(p) for p in pods.items]
         # Node 0 first (its log is the job's), then by creation.
@@ -662,7 +692,9 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             }
         )
 
-    def _lines(self, ns: str, name: str, pods: Sequence[Mapping[str, Any]], terminal: bool) -> list[str]:
+    def _lines(
+        self, ns: str, name: str, pods: Sequence[Mapping[str, Any]], terminal: bool, container: str = "trainer"
+    ) -> list[str]:
         """Node 0's log so far, each line with its time: the longest read kept, read no more once the
         job has ended and its log was read whole."""
         key = f"{ns}/{name}"
@@ -676,7 +708,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
         def read() -> list[str]:
             text = core.read_namespaced_pod_log(
-                pod, ns, container="trainer", timestamps=True, _request_timeout=self._timeout
+                pod, ns, container=container, timestamps=True, _request_timeout=self._timeout
             )
             # A pod may print anything, a token included: nothing read leaves here unredacted.
             return [redact(x) for x in str(text or "").splitlines()]
@@ -722,10 +754,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return self._record(job, pods, lines), lines, pods, job
 
     def get(self, job_id: str) -> JobRecord:
-        return self._snapshot(job_id)[0]
+        return self._kaito_snapshot(job_id)[0] if self._kaito else self._snapshot(job_id)[0]
 
     def events(self, job_id: str, after: str | None = None) -> Iterator[Event]:
-        record, lines, pods, job = self._snapshot(job_id)
+        snap = self._kaito_snapshot if self._kaito else self._snapshot
+        record, lines, pods, job = snap(job_id)
         ns, name = self._split(job_id)
         kube = self._kube_events(ns, [name, *[str((p.get("metadata") or {}).get("name")) for p in pods]]) if job else []
         events = self._events(record, lines, kube)
@@ -799,10 +832,20 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return sorted(events, key=lambda e: e.id)
 
     def metrics(self, job_id: str) -> builtins.list[MetricPoint]:
+        if self._kaito:  # Kaito's trainer prints transformers' own log lines, not anytune's metric lines
+            self._kaito_snapshot(job_id)
+            return []
         return metric_points(self._snapshot(job_id)[1])
 
     def find(self, idempotency_key: str, *, spec: JobSpec | None = None) -> JobRecord | None:
         name = job_name(idempotency_key)
+        if self._kaito:
+            ns = self.settings.namespace
+            ws = self._read_workspace(ns, name)
+            if ws is not None:
+                return workspace_record(ws)
+            tomb = self._tombstone(ns, name)
+            return self._kaito_cancelled(ns, name, tomb) if tomb is not None else None
         job = self._read_job(name)
         if job is None:
             ns = self.settings.namespace
@@ -820,7 +863,34 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         record = self.get(job_id)
         if record.status.is_terminal:
             return record
+        if self._kaito:
+            # Kaito's Job and pods belong to the Workspace (owner references) and go with it; the
+            # tuning ConfigMap and whatever reached the output image or volume stay.
+            self._record_cancel(ns, name, record, {"tuning": json.dumps(record.raw.get("tuning") or {})})
+            api = self._custom()
+            self._call(
+                f"deleting Workspace {ns}/{name}",
+                self._ignore_404(
+                    lambda: api.delete_namespaced_custom_object(
+                        KAITO_GROUP, KAITO_VERSION, ns, KAITO_PLURAL, name, _request_timeout=self._timeout
+                    )
+                ),
+            )
+            return self.get(job_id)
         job = self._read_job(name, namespace=ns)
+        core = self._core()
+        # What resume() creates again: the pod then continues from the last checkpoint.
+        self._record_cancel(ns, name, record, {"manifest": json.dumps(recreatable(job or {}))})
+        self._delete_job(ns, name)
+        self._call(
+            f"deleting Service {ns}/{name}",
+            self._ignore_404(lambda: core.delete_namespaced_service(name, ns, _request_timeout=self._timeout)),
+        )
+        return self.get(job_id)
+
+    def _record_cancel(self, ns: str, name: str, record: JobRecord, data: Mapping[str, str]) -> None:
+        """The record of a cancel (a ConfigMap ``<name>-cancelled``), written before the delete: the
+        object is gone a moment later, and get() must still say why."""
         core = self._core()
         meta = record.raw.get("metadata") or {}
         tomb = {
@@ -837,21 +907,12 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             "data": {
                 "created": record.created_at.isoformat() if record.created_at else "",
                 "cancelled": datetime.now(timezone.utc).isoformat(),
-                # What resume() creates again: the pod then continues from the last checkpoint.
-                "manifest": json.dumps(recreatable(job or {})),
+                **data,
             },
         }
-        # The record of the cancel first: the Job is gone a moment later, and get() must still say why.
         self._create_named(
             "recording the cancel", lambda: core.create_namespaced_config_map(ns, tomb, _request_timeout=self._timeout)
         )
-
-        self._delete_job(ns, name)
-        self._call(
-            f"deleting Service {ns}/{name}",
-            self._ignore_404(lambda: core.delete_namespaced_service(name, ns, _request_timeout=self._timeout)),
-        )
-        return self.get(job_id)
 
     def resume(self, job_id: str) -> JobRecord:
         """Create a cancelled or failed Job again under its name: its pod continues from the last
@@ -861,6 +922,13 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             InvalidRequestError: the job is still running, or already succeeded.
             JobNotFoundError: no such Job, and no record of its cancel.
         """
+        if self._kaito:
+            raise NotSupportedError(
+                "Kaito's tuning trainer starts from the base model every time: a cancelled or failed Workspace "
+                "cannot continue; submit the job again under a new idempotency key",
+                field="settings.mode",
+                provider=self.name,
+            )
         ns, name = self._split(job_id)
         ref = f"{self.name}:{job_id}"
         core, batch = self._core(), self._batch()
@@ -945,6 +1013,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         )
 
     def list(self, limit: int = 20) -> builtins.list[JobRecord]:
+        if self._kaito:
+            return self._kaito_list(limit)
         batch, ns = self._batch(), self.settings.namespace
         found = self._call(
             "listing jobs",
@@ -957,6 +1027,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return [self._record(j) for j in jobs[:limit]]
 
     def result(self, record: JobRecord) -> FineTunedModel:
+        if self._kaito:
+            return self._kaito_result(record)
         current, lines, _, _ = self._snapshot(record.id)
         written = _last(lines, "result")
         location = current.output.get("location")
@@ -1014,3 +1086,171 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                 shutil.rmtree(dest)
             tmp.rename(dest)
         return dest
+
+    # -- mode "kaito": a Kaito tuning Workspace -------------------------------------------------
+    def _custom(self) -> Any:
+        from kubernetes import client
+
+        return client.CustomObjectsApi(self._api())
+
+    def _read_workspace(self, ns: str, name: str) -> dict[str, Any] | None:
+        api = self._custom()
+        found = self._read_or_none(
+            f"reading Workspace {ns}/{name}",
+            lambda: api.get_namespaced_custom_object(
+                KAITO_GROUP, KAITO_VERSION, ns, KAITO_PLURAL, name, _request_timeout=self._timeout
+            ),
+        )
+        return dict(found) if isinstance(found, Mapping) else None
+
+    def _kaito_submit_plan(self, plan: KaitoPlan) -> SubmitPlan:
+        ns = self.settings.namespace
+        requests = [
+            PlannedRequest(operation=f"POST /api/v1/namespaces/{ns}/configmaps", body=plan.configmap),
+            PlannedRequest(
+                operation=f"POST /apis/{KAITO_GROUP}/{KAITO_VERSION}/namespaces/{ns}/{KAITO_PLURAL}",
+                body=plan.workspace,
+            ),
+        ]
+        uploads = []
+        if plan.upload is not None:
+            rel, data = plan.upload
+            uploads.append(
+                PlannedUpload(
+                    path=f"{self._storage().shown}/{rel}",
+                    purpose="uploaded through fsspec; Kaito's pod downloads it from "
+                    + str(plan.workspace["tuning"]["input"]["urls"][0]),
+                    bytes=len(data),
+                    sha256=hashlib.sha256(data).hexdigest(),
+                )
+            )
+        out = output_of(plan.workspace)
+        where = f"the image {out['image']}" if "image" in out else f"the volume {out.get('volume')}"
+        notes = [
+            f"Kaito Workspace {ns}/{plan.name} after its ConfigMap {plan.configmap['metadata']['name']} "
+            f"(Kaito's webhook reads it); one node of {plan.workspace['resource']['instanceType']}; "
+            f"the adapter goes to {where}"
+        ]
+        return SubmitPlan(provider=self.name, uploads=uploads, requests=requests, notes=notes)
+
+    def _kaito_submit(self, spec: JobSpec, key: str) -> JobRecord:
+        plan = kaito_plan(spec, key, self.settings)  # bad input raises here, before any call
+        ns, name = self.settings.namespace, plan.name
+        existing = self._read_workspace(ns, name)
+        if existing is not None:
+            return workspace_record(existing)
+        self._check_namespace()
+        if KAITO_VERSION not in self.served_versions().get(KAITO_GROUP, frozenset()):
+            raise ConfigError(
+                f"Kaito is not installed in this cluster: it serves no {KAITO_GROUP}/{KAITO_VERSION} API. Install "
+                "Kaito (v0.12 or later; on AKS the AI toolchain operator add-on) or use mode 'trainer'",
+                field="settings.mode",
+            )
+        self._check_secrets(plan.secrets)
+        if plan.upload is not None:
+            rel, data = plan.upload
+            self._upload(self._storage(), [(rel, rel.rsplit("/", 1)[-1], data)])
+        core, api = self._core(), self._custom()
+        cm = plan.configmap
+        # The ConfigMap first: Kaito's webhook refuses a Workspace whose tuning config is missing.
+        self._create_named(
+            f"creating ConfigMap {cm['metadata']['name']}",
+            lambda: core.create_namespaced_config_map(ns, cm, _request_timeout=self._timeout),
+        )
+
+        def create() -> Any:
+            return api.create_namespaced_custom_object(
+                KAITO_GROUP, KAITO_VERSION, ns, KAITO_PLURAL, plan.workspace, _request_timeout=self._timeout
+            )
+
+        with boundary(self._translator(f"creating Workspace {ns}/{name}")):
+            made = create_once(
+                create,
+                lambda: self._read_workspace(ns, name),
+                is_ambiguous=is_ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after,
+                settle=self.create_settle,
+                **self.timing,
+                what=f"{self.name}: creating Workspace {ns}/{name}",
+            )
+        return workspace_record(dict(made))
+
+    def _kaito_snapshot(
+        self, job_id: str
+    ) -> tuple[JobRecord, builtins.list[str], builtins.list[dict[str, Any]], dict[str, Any] | None]:
+        ns, name = self._split(job_id)
+        ws = self._read_workspace(ns, name)
+        if ws is None:
+            tomb = self._tombstone(ns, name)
+            if tomb is None:
+                raise JobNotFoundError(f"{self.name}:{job_id}", "the cluster has no such Kaito Workspace")
+            return self._kaito_cancelled(ns, name, tomb), list(self._logs.get(job_id, [])), [], None
+        terminal = workspace_record(ws).status.is_terminal
+        # Kaito runs a batch/v1 Job named after the workspace, its trainer container named so too.
+        pods = self._pods(ns, name, selector=f"job-name={name}")
+        lines = self._lines(ns, name, pods, terminal, container=name)
+        record = workspace_record(
+            ws, [_split_stamp(x)[1] for x in lines], error_log_lines=self.settings.error_log_lines
+        )
+        return record, lines, pods, ws
+
+    def _kaito_cancelled(self, ns: str, name: str, tomb: Mapping[str, Any]) -> JobRecord:
+        data = tomb.get("data") or {}
+        meta = tomb.get("metadata") or {}
+        gone = {
+            "metadata": {
+                "name": name,
+                "namespace": ns,
+                "labels": meta.get("labels") or {},
+                "annotations": meta.get("annotations") or {},
+                "creationTimestamp": data.get("created"),
+                "deletionTimestamp": data.get("cancelled"),
+            },
+            "tuning": json.loads(data.get("tuning") or "{}"),
+        }
+        record = workspace_record(gone)
+        return record.model_copy(
+            update={"raw_status": "Deleted", "finished_at": parse_timestamp(data.get("cancelled"))}
+        )
+
+    def _kaito_list(self, limit: int) -> builtins.list[JobRecord]:
+        api, ns = self._custom(), self.settings.namespace
+        found = self._call(
+            "listing Kaito workspaces",
+            lambda: api.list_namespaced_custom_object(
+                KAITO_GROUP,
+                KAITO_VERSION,
+                ns,
+                KAITO_PLURAL,
+                label_selector=f"{MANAGED_LABEL}=anytune",
+                _request_timeout=self._timeout,
+            ),
+        )
+        items = [dict(i) for i in (found or {}).get("items") or []]
+        items.sort(key=lambda w: (w.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
+        return [workspace_record(w) for w in items[:limit]]
+
+    def _kaito_result(self, record: JobRecord) -> FineTunedModel:
+        current = self.get(record.id)
+        if current.status is not JobStatus.SUCCEEDED or not current.output:
+            raise ProviderError(
+                f"job {record.ref} is {current.status.value}: Kaito wrote no adapter", provider=self.name
+            )
+        image, volume = current.output.get("image"), current.output.get("volume")
+        # Kaito packs the adapter into an OCI image (or leaves it on the volume): nothing is loaded here.
+        note = (
+            f"Kaito pushed the adapter as the image {image}: reference it from a Kaito inference Workspace "
+            "(inference.adapters) or pull it with an OCI client"
+            if image
+            else f"the adapter is on the output volume {volume}: mount it to load it"
+        )
+        return FineTunedModel(
+            provider=self.name,
+            job_ref=record.ref,
+            base_model=current.base_model or record.base_model,
+            model_id=current.fine_tuned_model,
+            adapter_path=None,
+            extra={k: v for k, v in {"image": image, "volume": volume, "note": note}.items() if v is not None},
+        )

@@ -154,13 +154,35 @@ class KubernetesSettings(ProviderSettings, RetrySettings):
     kaito_instance_type: str | None = Field(None, description="Kaito: the GPU VM size (e.g. Standard_NC24ads_A100_v4)")
     kaito_output_image: str | None = Field(None, description="Kaito: the image the adapter is pushed as")
     kaito_output_secret: str | None = Field(None, description="Kaito: imagePullSecret to push the output image")
+    kaito_output_volume: dict[str, Any] | None = Field(
+        None, description="Kaito: a core/v1 VolumeSource the adapter is written to instead of an image"
+    )
+    kaito_preset: str | None = Field(None, description="Kaito: the tuning preset (default: base_model)")
+    kaito_input_url: str | None = Field(
+        None, description="Kaito: an http(s) URL of the training file the tuning pod downloads"
+    )
+    kaito_input_volume: dict[str, Any] | None = Field(
+        None, description="Kaito: a core/v1 VolumeSource holding the training file (mounted at /mnt/data)"
+    )
+    kaito_input_image: str | None = Field(None, description="Kaito: an image whose /data holds the training file")
+    kaito_input_pull_secrets: list[str] = Field(default_factory=list, description="Kaito: pull Secrets of that image")
+    kaito_dataset_file: str | None = Field(
+        None, description="Kaito: the training file's path inside the input volume or image"
+    )
+    kaito_storage_url: str | None = Field(
+        None,
+        description="Kaito: the https address the object-store storage is readable at by the pod "
+        "(a public container): the local training_file is uploaded there",
+    )
     max_attempts: int = Field(6, ge=1, le=50, description="attempts per call, the first included")
     retry_deadline: float = Field(300.0, gt=0, description="seconds after which no retry is started")
     max_backoff: float = Field(30.0, gt=0, description="cap on our own back-off")
     request_timeout: float = Field(30.0, gt=0, description="seconds one API call may take")
     error_log_lines: int = Field(20, ge=0, le=1000, description="log lines a failed job's error carries")
 
-    @field_validator("namespace", "service_account", "priority_class", "hub_token_secret", "storage_secret")
+    @field_validator(
+        "namespace", "service_account", "priority_class", "hub_token_secret", "storage_secret", "kaito_output_secret"
+    )
     @classmethod
     def _dns_name(cls, value: str | None) -> str | None:
         if value is not None and not _DNS_SUBDOMAIN.match(value):

@@ -558,9 +558,7 @@ def test_served_groups_come_from_the_cluster(provider: KubernetesProvider, clust
     assert provider.served_groups() == frozenset({"batch", "kubeflow.org"})
 
 
-@pytest.mark.parametrize(
-    ("settings", "field"), [({"mode": "kaito"}, "settings.mode"), ({"workload": "trainjob"}, "settings.workload")]
-)
+@pytest.mark.parametrize(("settings", "field"), [({"workload": "trainjob"}, "settings.workload")])
 def test_modes_not_wired_yet_create_nothing(
     cluster: tuple[FakeCluster, str],
     tmp_path: Path,
