@@ -4,8 +4,14 @@ Serves what the ``kubernetes`` provider (and Kaito/Kubeflow custom resources) us
 nodes, PersistentVolumeClaims, Secrets (existence only), ConfigMaps, Services, batch/v1 Jobs
 (create, get, list with ``labelSelector``, delete), the pods a Job makes (phases scripted per job),
 ``pods/{name}/log`` (``timestamps``, ``follow`` streaming that can drop), Events
-(``fieldSelector=involvedObject.name=``), ``GET /apis`` and generic custom objects
-(``/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]``). Errors are ``Status`` objects.
+(``fieldSelector=involvedObject.name=``), API discovery (``GET /apis``, ``GET /apis/{group}``:
+``groups`` with their ``versions``), CustomResourceDefinitions by name (``crds``), and generic custom
+objects (``/apis/{group}/{version}/namespaces/{ns}/{plural}[/{name}]``) whose ``status`` follows a
+script (``statuses[name]``, one entry per read, the last kept). Errors are ``Status`` objects.
+
+Kaito's part is played too: a Workspace is refused (400, as Kaito's webhook does) when its tuning
+ConfigMap is missing, and once made it runs a batch/v1 Job of its name (pods labelled
+``job-name``), whose pods and logs follow the workspace's reads (:func:`kaito_statuses`).
 
 A job advances one stage per read of it (``Pending`` -> ``Running`` -> its outcome), so a
 provider polling with a fake clock sees every stage. ``faults`` holds one-shot faults matched by
@@ -60,6 +66,12 @@ class FakeCluster:
     objects: dict[tuple[str, str, str], dict[str, Any]] = field(default_factory=dict)  # (plural, ns, name)
     custom: dict[tuple[str, str, str, str, str], dict[str, Any]] = field(default_factory=dict)
     groups: list[str] = field(default_factory=list)
+    #: Served versions of a group in ``groups`` (default ``["v1"]``).
+    versions: dict[str, list[str]] = field(default_factory=dict)
+    #: CustomResourceDefinitions served, by name (``trainjobs.trainer.kubeflow.org``).
+    crds: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: A custom object's ``status`` at its first, second... read (the last one stays).
+    statuses: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     reads: dict[str, int] = field(default_factory=dict)
     scripts: dict[str, Script] = field(default_factory=dict)
     default_script: Script = field(default_factory=Script)
@@ -88,6 +100,33 @@ class FakeCluster:
 
     def jobs(self) -> list[dict[str, Any]]:
         return [o for (plural, _, _), o in self.objects.items() if plural == "jobs"]
+
+    def serve(self, group: str, *versions: str) -> None:
+        self.groups.append(group)
+        self.versions[group] = list(versions) or ["v1"]
+
+
+def kaito_statuses(outcome: str = "succeeded") -> list[dict[str, Any]]:
+    """A tuning Workspace's status as Kaito's controller moves it: nodes provisioning, the Job
+    running, then ``outcome`` (succeeded | failed)."""
+    provisioning = {
+        "conditions": [
+            {"type": "ResourceReady", "status": "False", "reason": "NodeClaimNotReady", "message": "provisioning"}
+        ]
+    }
+    started = {"type": "JobStarted", "status": "True", "reason": "JobStarted", "lastTransitionTime": _ts(1)}
+    running = {"state": "Running", "conditions": [started]}
+    if outcome == "succeeded":
+        done = {"type": "WorkspaceSucceeded", "status": "True", "reason": "Succeeded", "lastTransitionTime": _ts(60)}
+        return [provisioning, running, {"state": "Succeeded", "conditions": [started, done]}]
+    job_failed = {
+        "type": "JobStarted",
+        "status": "False",
+        "reason": "WorkspaceTuningJobStatusFailed",
+        "message": "the tuning job failed: 1 pod failed",
+    }
+    failed = {"type": "WorkspaceSucceeded", "status": "False", "reason": "workspaceFailed", "message": "failed"}
+    return [provisioning, running, {"state": "Failed", "conditions": [job_failed, failed]}]
 
 
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
@@ -222,11 +261,17 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     def _route(self, method: str, path: str, q: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         c = self.cluster
         if path in ("/apis", "/apis/"):
-            groups = [
-                {"name": g, "versions": [], "preferredVersion": {"groupVersion": f"{g}/v1", "version": "v1"}}
-                for g in c.groups
-            ]
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": groups}
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g) for g in c.groups]}
+        m = re.fullmatch(r"/apis/([^/]+)/?", path)
+        if m:
+            if m[1] in c.groups:
+                return 200, {"kind": "APIGroup", "apiVersion": "v1", **self._group(m[1])}
+            return 404, status(404, "NotFound", "the server could not find the requested resource")
+        m = re.fullmatch(r"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/([^/]+)", path)
+        if m:
+            if m[1] in c.crds:
+                return 200, c.crds[m[1]]
+            return 404, status(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io "{m[1]}" not found')
         if path == "/api/v1/nodes":
             return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": c.nodes}
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
@@ -266,6 +311,11 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if m:
             return self._custom(method, m[1], m[2], m[3], m[4], m[5], body)
         return 404, status(404, "NotFound", f"no route {path}")
+
+    def _group(self, group: str) -> dict[str, Any]:
+        versions = self.cluster.versions.get(group, ["v1"])
+        listed = [{"groupVersion": f"{group}/{v}", "version": v} for v in versions]
+        return {"name": group, "versions": listed, "preferredVersion": listed[0]}
 
     def _objects(
         self, method: str, plural: str, ns: str, name: str | None, q: dict[str, str], body: dict[str, Any]
@@ -447,12 +497,21 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self, method: str, group: str, version: str, ns: str, plural: str, name: str | None, body: dict[str, Any]
     ) -> tuple[int, Any]:
         c = self.cluster
+        if group not in c.groups or version not in c.versions.get(group, ["v1"]):
+            return 404, status(404, "NotFound", "the server could not find the requested resource")
+        if ns not in c.namespaces:
+            return 404, status(404, "NotFound", f'namespaces "{ns}" not found')
         if method == "POST":
             key = (group, version, ns, plural, body["metadata"]["name"])
-            if key in c.custom:
-                return 409, status(409, "AlreadyExists", f'{plural} "{key[-1]}" already exists')
-            body["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _ts(0), "namespace": ns})
-            c.custom[key] = body
+            with c.lock:
+                if key in c.custom:
+                    return 409, status(409, "AlreadyExists", f'{plural} "{key[-1]}" already exists')
+                if (group, plural) == ("kaito.sh", "workspaces"):
+                    refused = self._kaito_admit(ns, body)
+                    if refused:
+                        return 400, status(400, "BadRequest", refused)
+                body["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _ts(0), "namespace": ns})
+                c.custom[key] = body
             return 201, body
         if name is None:
             items = [o for k, o in c.custom.items() if k[:4] == (group, version, ns, plural)]
@@ -461,9 +520,33 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if obj is None:
             return 404, status(404, "NotFound", f'{plural} "{name}" not found')
         if method == "DELETE":
-            c.custom.pop((group, version, ns, plural, name))
+            with c.lock:
+                c.custom.pop((group, version, ns, plural, name))
+                c.objects.pop(("jobs", ns, name), None)  # owned by the custom object: garbage collected
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+        script = c.statuses.get(name)
+        if script:
+            with c.lock:
+                c.reads[name] = c.reads.get(name, 0) + 1
+                obj["status"] = script[min(c.reads[name], len(script)) - 1]
         return 200, obj
+
+    def _kaito_admit(self, ns: str, body: dict[str, Any]) -> str | None:
+        """Kaito's webhook (the tuning ConfigMap must exist), then its controller's Job (the pods
+        the provider reads logs from)."""
+        c = self.cluster
+        name, config = body["metadata"]["name"], (body.get("tuning") or {}).get("config")
+        if ("configmaps", ns, config) not in c.objects:
+            return f'ConfigMap "{config}" specified in \'config\' not found in namespace "{ns}"'
+        c.statuses.setdefault(name, kaito_statuses())
+        c.objects[("jobs", ns, name)] = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": ns, "labels": {"job-name": name}},
+            "spec": {"template": {"metadata": {"labels": {"job-name": name}}}},
+            "status": {},
+        }
+        return None
 
 
 class _Server(LoopbackServer):
