@@ -260,18 +260,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
     # -- routes
     def _route(self, method: str, path: str, q: dict[str, str], body: dict[str, Any]) -> tuple[int, Any]:
         c = self.cluster
-        if path in ("/apis", "/apis/"):
-            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g) for g in c.groups]}
-        m = re.fullmatch(r"/apis/([^/]+)/?", path)
-        if m:
-            if m[1] in c.groups:
-                return 200, {"kind": "APIGroup", "apiVersion": "v1", **self._group(m[1])}
-            return 404, status(404, "NotFound", "the server could not find the requested resource")
-        m = re.fullmatch(r"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/([^/]+)", path)
-        if m:
-            if m[1] in c.crds:
-                return 200, c.crds[m[1]]
-            return 404, status(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io "{m[1]}" not found')
+        found = self._discovery(path)
+        if found is not None:
+            return found
         if path == "/api/v1/nodes":
             return 200, {"kind": "NodeList", "apiVersion": "v1", "metadata": {}, "items": c.nodes}
         m = re.fullmatch(r"/api/v1/namespaces/([^/]+)", path)
@@ -311,6 +302,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if m:
             return self._custom(method, m[1], m[2], m[3], m[4], m[5], body)
         return 404, status(404, "NotFound", f"no route {path}")
+
+    def _discovery(self, path: str) -> tuple[int, Any] | None:
+        """``GET /apis``, ``GET /apis/{group}``, a CustomResourceDefinition by name; else None."""
+        c = self.cluster
+        if path in ("/apis", "/apis/"):
+            return 200, {"kind": "APIGroupList", "apiVersion": "v1", "groups": [self._group(g) for g in c.groups]}
+        m = re.fullmatch(r"/apis/([^/]+)/?", path)
+        if m:
+            if m[1] in c.groups:
+                return 200, {"kind": "APIGroup", "apiVersion": "v1", **self._group(m[1])}
+            return 404, status(404, "NotFound", "the server could not find the requested resource")
+        m = re.fullmatch(r"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/([^/]+)", path)
+        if m:
+            if m[1] in c.crds:
+                return 200, c.crds[m[1]]
+            return 404, status(404, "NotFound", f'customresourcedefinitions.apiextensions.k8s.io "{m[1]}" not found')
+        return None
 
     def _group(self, group: str) -> dict[str, Any]:
         versions = self.cluster.versions.get(group, ["v1"])

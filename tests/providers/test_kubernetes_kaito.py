@@ -325,6 +325,7 @@ def test_the_webhook_would_refuse_a_workspace_without_its_configmap(
     with pytest.raises(ApiException) as caught:
         api.create_namespaced_custom_object("kaito.sh", "v1beta1", "default", "workspaces", plan.workspace)
     assert caught.value.status == 400 and "not found" in str(caught.value.body)
+    assert fake.custom == {}
 
 
 # -- secrets, cancel, resume -----------------------------------------------------------------------
