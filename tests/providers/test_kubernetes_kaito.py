@@ -371,3 +371,20 @@ def test_setting_fields_name_what_the_user_writes() -> None:
     assert setting_field("kaito.output_image_push_secret") == "settings.kaito_output_secret"
     assert setting_field("kaito.instance_type") == "settings.kaito_instance_type"
     assert setting_field("lora.r") == "lora.r"
+
+
+def test_the_sample_dry_run_prints_the_workspace_offline(tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    sample = Path(__file__).resolve().parents[2] / "samples" / "kaito_tuning.py"
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "ANYTUNE_HOME": str(tmp_path), "KUBECONFIG": str(tmp_path / "none")}
+    argv = ["--dry-run", "--input-url", URL, "--output-image", IMAGE, "--push-secret", "acr-push"]
+    proc = subprocess.run([sys.executable, str(sample), *argv], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    plan = json.loads(proc.stdout)
+    configmap, workspace = (r["body"] for r in plan["requests"])
+    assert _errors(WORKSPACE, workspace) == []
+    assert _kaito_accepts(configmap, "lora")["DatasetConfig"]["train_test_split"] == 0.9
+    assert workspace["tuning"]["preset"]["name"] == "phi-3-mini-4k-instruct"
