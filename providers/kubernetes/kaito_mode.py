@@ -145,6 +145,13 @@ def require_kaito_settings(spec: JobSpec, settings: KubernetesSettings, data: Ka
         ConfigError: a setting (preset, node size, data locations).
         NotSupportedError: a spec field Kaito cannot honour (DPO, a validation_file...).
     """
+    if settings.hub_token_secret and settings.hub_token_key != "HF_TOKEN":
+        # Kaito's modelAccessSecret is read for the key HF_TOKEN only.
+        raise ConfigError(
+            f"Kaito reads the Hub token from the key HF_TOKEN of {settings.hub_token_secret!r}, not "
+            f"{settings.hub_token_key!r}: store it under HF_TOKEN",
+            field="settings.hub_token_key",
+        )
     found = check_kaito(
         spec, preset=settings.kaito_preset, instance_type=settings.kaito_instance_type, data=data, section=_SECTION
     )

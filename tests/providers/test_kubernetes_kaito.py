@@ -253,6 +253,7 @@ def test_reads_retry_429_and_5xx(
         ({"kaito_input_url": None}, {}, ConfigError, "settings.kaito_input_url", "not from this machine"),
         ({"kaito_input_url": "ftp://x/t.jsonl"}, {}, ConfigError, "settings.kaito_input_url", "http(s)"),
         ({"kaito_output_secret": None}, {}, ConfigError, "settings.kaito_output_secret", "push credentials"),
+        ({"hub_token_key": "token"}, {}, ConfigError, "settings.hub_token_key", "HF_TOKEN"),
         (
             {"kaito_input_url": None, "storage": "s3://b/p", "kaito_storage_url": "http://b.example.com/p"},
             {},
