@@ -16,8 +16,10 @@ Where things are:
 * :mod:`.status` — Job conditions and pod states -> anytune status (pure);
 * :mod:`.errors` — client / urllib3 exceptions to anytune errors, retry predicates.
 
-``mode = "kaito"`` (a Kaito tuning Workspace) and the Kubeflow workloads (``trainjob``,
-``pytorchjob``) plug into :func:`.adapter.choose_workload` and the mode check of the adapter.
+``mode = "kaito"`` creates a Kaito tuning Workspace instead (:mod:`.kaito_mode`: where the data
+comes from, the checks naming settings, the record; :mod:`.kaito`: Kaito's presets, ConfigMap,
+Workspace and status, pure). The Kubeflow workloads (``trainjob``, ``pytorchjob``; pure builders in
+:mod:`.kubeflow`) plug into :func:`.adapter.choose_workload` and ``IMPLEMENTED_WORKLOADS``.
 The ``kubernetes`` package is imported on first use: capabilities and dry-run plans never need it.
 """
 
