@@ -155,14 +155,10 @@ def check_strategy(
         )
     if device == "mps" and options.world_size > 1:
         raise refuse("several processes need CUDA or the CPU (gloo); MPS runs one process", "local.num_devices")
-    if strategy in ("zero2", "zero3"):
-        if device not in ("cuda", "cpu"):
-            raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) runs on CUDA or the CPU; this job runs on {device}")
-        if quantization is not Quantization.NONE:
-            raise refuse(
-                f"strategy {strategy!r} with quantization {quantization.value!r} is not wired in (ZeRO over "
-                "bitsandbytes' quantized weights); use strategy 'fsdp' or 'ddp' for QLoRA, or quantization 'none'"
-            )
+    # ZeRO over a 4-bit or 8-bit base trains like over a plain one: measured on 2 CPU processes,
+    # ZeRO-2 and ZeRO-3 with either base give one process's losses (tests/local/test_zero.py).
+    if strategy in ("zero2", "zero3") and device not in ("cuda", "cpu"):
+        raise refuse(f"strategy {strategy!r} (DeepSpeed ZeRO) runs on CUDA or the CPU; this job runs on {device}")
     # FSDP2 shards a 4-bit base's packed weights like any frozen tensor (bitsandbytes' quant-storage
     # dtype); an 8-bit base's Int8Params lose their quantisation state when sharded (measured:
     # "'Parameter' object has no attribute 'CB'" on the first forward).

@@ -72,7 +72,6 @@ GPU2_NO_DS = {**GPU2, "deepspeed_installed": False}
         ({"strategy": "zero2", "num_devices": 2}, "none", {**CPU, "device": "mps"}, NotSupportedError, "MPS"),
         ({"strategy": "zero2"}, "none", {**CPU, "device": "mps"}, NotSupportedError, "runs on CUDA or the CPU"),
         ({"strategy": "zero3"}, "none", GPU2_NO_DS, MissingDependencyError, r"anytune\[deepspeed\]"),
-        ({"strategy": "zero3", "num_devices": 2}, "4bit", GPU2, NotSupportedError, "'zero3' with quantization"),
         ({"strategy": "zero2", "cpu_offload": True}, "none", CPU, NotSupportedError, "keeps everything on cpu"),
         ({"num_devices": 4}, "none", GPU2, NotSupportedError, "num_devices=4 but this machine sees 2 CUDA"),
         ({"num_devices": 2}, "none", {**CPU, "device": "mps"}, NotSupportedError, "MPS runs one process"),
@@ -99,6 +98,8 @@ def test_a_set_up_this_machine_cannot_run_is_refused(
         ({"strategy": "fsdp", "num_devices": 2}, "none", CPU),
         ({"strategy": "fsdp", "num_devices": 2}, "4bit", CPU),  # FSDP QLoRA
         ({"strategy": "fsdp", "num_devices": 2}, "4bit", GPU2),
+        ({"strategy": "zero3", "num_devices": 2}, "4bit", GPU2),  # ZeRO QLoRA (tests/local/test_zero.py)
+        ({"strategy": "zero2", "num_devices": 2}, "8bit", CPU),
         ({"strategy": "fsdp", "num_devices": 2, "cpu_offload": True}, "none", GPU2),
         ({"strategy": "zero2", "num_devices": 2}, "none", CPU),  # DeepSpeed's CPU accelerator, over gloo
         ({"strategy": "zero3", "num_devices": 2, "cpu_offload": True}, "none", GPU2),
@@ -193,7 +194,6 @@ def train_file(tmp_path: Path) -> Path:
     ("local", "quantization", "error", "message"),
     [
         ({"device": "cpu", "nodes": 2}, "none", ConfigError, "needs rdzv_endpoint"),
-        ({"device": "cpu", "strategy": "zero3", "num_devices": 2}, "4bit", NotSupportedError, "'zero3' with quant"),
         (
             {"device": "cpu", "strategy": "zero3", "num_devices": 2, "cpu_offload": True},
             "none",

@@ -119,3 +119,35 @@ def test_zero2_and_zero3_on_two_processes_match_one_process_and_save_a_plain_pef
         shards = sorted(p.name for p in (checkpoint / "deepspeed" / "state").glob("*optim_states.pt"))
         assert len(shards) == 2, shards
         assert (checkpoint / "adapter" / "adapter_config.json").is_file()
+
+
+@pytest.mark.parametrize(
+    ("strategy", "quantization", "method"),
+    [("zero3", "4bit", "sft"), ("zero2", "8bit", "sft"), ("zero3", "none", "dpo")],
+)
+def test_qlora_and_dpo_under_zero_match_one_process(
+    tmp_path: Path, anytune_home: Path, strategy: str, quantization: str, method: str
+) -> None:
+    # The same spec under every strategy: a 4-bit or 8-bit base, and DPO's paired rows, against one process.
+    model_dir = H.build(tmp_path / "model")
+    data = H.preference_file(tmp_path / "pref.jsonl", n=16) if method == "dpo" else H.chat_file(tmp_path / "t.jsonl")
+
+    def losses(**local: Any) -> list[float]:
+        job = FineTuneJob.create(
+            provider="local",
+            base_model=str(model_dir),
+            training_file=data,
+            method=method,
+            quantization=quantization,
+            hyperparameters={**HYPER, "max_steps": 3},
+            lora={"r": 8, "alpha": 16, "dropout": 0.0},
+            local={"device": "cpu", "logging_steps": 1, **local},
+        )
+        record = job.wait(timeout=WAIT)
+        run = RunDir(Path(record.output["run_dir"]))
+        assert record.status is JobStatus.SUCCEEDED, (record.error, run.log_file.read_text()[-3000:])
+        return [p["train_loss"] for p in H.metrics(run)]
+
+    one, two = losses(), losses(num_devices=2, strategy=strategy)
+    assert len(one) == len(two) == 3
+    assert max(abs(a - b) for a, b in zip(one, two, strict=True)) < LOSS_TOLERANCE, (one, two)
