@@ -1,8 +1,9 @@
-"""The ``kubernetes`` provider: the contract, on the user's own cluster.
+"""The ``kubernetes`` provider: the contract, on the user's own cluster (a Job, or a Kubeflow
+TrainJob or PyTorchJob: ``workload``).
 
 Reliability, and why:
 
-* The Job's name is derived from the idempotency key (:func:`.manifests.job_name`): a create that
+* The workload's name is derived from the idempotency key (:func:`.manifests.job_name`): a create that
   fails ambiguously (dropped connection, 408, 5xx) or answers 409 ``AlreadyExists`` is resolved by
   reading that name (:func:`anytune._create_once.create_once`), never by a second create.
 * Everything a bad setting would break is checked before anything is created: the namespace, the
@@ -64,6 +65,7 @@ from .kaito_mode import (
     require_kaito_settings,
     workspace_record,
 )
+from .kubeflow import PYTORCH_CONTAINER, TRAINER_NODE, pytorchjob_status, trainjob_status
 from .manifests import (
     ANNOTATION_KEY,
     JOB_LABEL,
@@ -75,6 +77,7 @@ from .manifests import (
     build_manifests,
     configmaps_for,
     job_name,
+    kubeflow_manifest,
 )
 from .settings import NAME, ApiClientFactory, KubernetesSettings, Storage, import_kubernetes, make_api_client
 from .settings import parse_storage as _parse_storage
@@ -90,8 +93,14 @@ T = TypeVar("T")
 
 #: Kubeflow workload kinds (``workload`` setting) -> the API group that serves them.
 KUBEFLOW_KINDS: Mapping[str, str] = {"trainjob": "trainer.kubeflow.org", "pytorchjob": "kubeflow.org"}
-#: Workload kinds this adapter creates today; the Kubeflow kinds plug in here (and in ``_create``).
-IMPLEMENTED_WORKLOADS: frozenset[str] = frozenset({"job"})
+#: Workload kinds this adapter creates.
+IMPLEMENTED_WORKLOADS: frozenset[str] = frozenset({"job", "trainjob", "pytorchjob"})
+#: A Kubeflow kind -> (group, version, plural, object kind, the trainer container's name).
+KUBEFLOW_APIS: Mapping[str, tuple[str, str, str, str, str]] = {
+    "trainjob": ("trainer.kubeflow.org", "v1alpha1", "trainjobs", "TrainJob", TRAINER_NODE),
+    "pytorchjob": ("kubeflow.org", "v1", "pytorchjobs", "PyTorchJob", PYTORCH_CONTAINER),
+}
+_BY_KIND = {api[3]: kind for kind, api in KUBEFLOW_APIS.items()}
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _TERMINAL_SRC = "9"
 
@@ -153,13 +162,20 @@ def recreatable(job: Mapping[str, Any]) -> dict[str, Any]:
     if not job:
         return {}
     meta = job.get("metadata") or {}
+    keep = ("name", "namespace", "labels", "annotations")
+    if job.get("kind") in _BY_KIND:  # a Kubeflow object: its spec is what was sent
+        return {
+            "apiVersion": job.get("apiVersion"),
+            "kind": job.get("kind"),
+            "metadata": {k: meta[k] for k in keep if meta.get(k) is not None},
+            "spec": dict(job.get("spec") or {}),
+        }
     spec = {k: v for k, v in (job.get("spec") or {}).items() if k not in ("selector", "manualSelector")}
     template = dict(spec.get("template") or {})
     tmeta = dict(template.get("metadata") or {})
     tmeta["labels"] = {k: v for k, v in (tmeta.get("labels") or {}).items() if k not in _SERVER_LABELS}
     template["metadata"] = tmeta
     spec["template"] = template
-    keep = ("name", "namespace", "labels", "annotations")
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
@@ -321,6 +337,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             )
         if local.device == "cuda" and not gpus:
             raise ConfigError("local.device cuda needs settings.gpus >= 1", field="settings.gpus")
+        kind = self.settings.workload
+        if kind in KUBEFLOW_APIS and self.settings.storage:
+            # What the operator's object cannot carry (a pvc:// storage; a TrainJob's priority class,
+            # storage Secret, pull policy), refused here too: the builder's checks are pure.
+            kubeflow_manifest(kind, spec, "validate", self.settings, self._storage(), Inputs("train", None, "wheel"))
 
     @property
     def _kaito(self) -> bool:
@@ -353,20 +374,34 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         inputs = Inputs(train=paths["train"], valid=paths.get("valid"), wheel=wheel_rel, staged=tuple(staged))
         return inputs, configmaps, files
 
-    def _manifests(self, spec: JobSpec, key: str) -> tuple[Manifests, Storage, list[tuple[str, str, bytes]]]:
+    def _manifests(
+        self, spec: JobSpec, key: str, kind: str = "job"
+    ) -> tuple[Manifests, Storage, list[tuple[str, str, bytes]]]:
         storage = self._storage()
+        if kind != "job" and storage.is_volume:  # refused before the wheel is built
+            kubeflow_manifest(kind, spec, key, self.settings, storage, Inputs("", None, ""))
         inputs, configmaps, files = self._inputs(spec, storage, build_wheel())
+        if kind != "job":
+            return kubeflow_manifest(kind, spec, key, self.settings, storage, inputs), storage, files
         manifests = build_manifests(spec, key, self.settings, storage, inputs, configmaps=configmaps)
         return manifests, storage, files
 
     def plan(self, spec: JobSpec, *, idempotency_key: str) -> SubmitPlan:
         if self._kaito:
             return self._kaito_submit_plan(kaito_plan(spec, idempotency_key, self.settings))
-        self._refuse_other_modes()
-        manifests, storage, files = self._manifests(spec, idempotency_key)
+        # Offline: "auto" shows the Job (at submit it becomes a TrainJob or PyTorchJob when the cluster
+        # serves one), a Kubeflow kind set explicitly shows that object.
+        kind = self.settings.workload if self.settings.workload in KUBEFLOW_APIS else "job"
+        manifests, storage, files = self._manifests(spec, idempotency_key, kind)
         ns = self.settings.namespace
         requests = []
         for obj in manifests.all():
+            if kind != "job":
+                group, version, plural, _, _ = KUBEFLOW_APIS[kind]
+                requests.append(
+                    PlannedRequest(operation=f"POST /apis/{group}/{version}/namespaces/{ns}/{plural}", body=obj)
+                )
+                continue
             shown = obj
             if obj["kind"] == "ConfigMap":  # the bytes are the uploads below, not something to read
                 shown = {**obj, "binaryData": {k: f"<{len(v) * 3 // 4} bytes>" for k, v in obj["binaryData"].items()}}
@@ -383,9 +418,17 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             for rel, _, data in files
         ]
         outputs = f"{storage.shown}/jobs/{manifests.name}/"
-        notes = [f"Job {ns}/{manifests.name}; outputs at {outputs} (adapter/, anytune_result.json)"]
+        title = manifests.job["kind"]
+        notes = [f"{title} {ns}/{manifests.name}; outputs at {outputs} (adapter/, anytune_result.json)"]
+        if self.settings.workload == "auto":
+            notes.append(
+                "workload auto: submit creates a TrainJob, else a PyTorchJob, when the cluster serves one "
+                "(with an object-store storage), else this Job"
+            )
         nodes = (spec.local or LocalOptions()).nodes
-        if nodes > 1:
+        if nodes > 1 and kind != "job":
+            notes.append(f"{nodes} pods; the Kubeflow operator gives them the rendezvous (PET_* environment)")
+        elif nodes > 1:
             notes.append(
                 f"{nodes} pods (Indexed Job) meet at {manifests.name}-0.{manifests.name} through a headless Service; "
                 "a pvc:// storage must be ReadWriteMany"
@@ -407,13 +450,65 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         )
         return {str(g.name): frozenset(str(v.version) for v in g.versions or []) for g in found.groups or []}
 
-    def _workload(self) -> str:
-        """The workload kind to create; the cluster is asked only when a Kubeflow kind could be chosen."""
+    def _workload(self, storage: Storage) -> str:
+        """The workload kind to create; the cluster is asked only when a Kubeflow kind could be chosen.
+
+        ``auto`` passes over a kind whose API version is not served, a TrainJob CRD without
+        ``runtimePatches`` (Trainer before v2.2) and, as neither operator object stages files onto a
+        volume, every Kubeflow kind for a ``pvc://`` storage; a kind set explicitly is refused for those.
+        """
         setting = self.settings.workload
-        if setting == "auto" and not (IMPLEMENTED_WORKLOADS & set(KUBEFLOW_KINDS)):
+        if setting == "job" or (setting == "auto" and storage.is_volume):
             return "job"
-        groups = self.served_groups() if setting != "job" else frozenset()
-        return choose_workload(setting, groups, IMPLEMENTED_WORKLOADS)
+        versions = self.served_versions()
+        usable: set[str] = set()
+        for kind, (group, version, _, title, _) in KUBEFLOW_APIS.items():
+            if setting not in ("auto", kind) or group not in versions:
+                continue  # an explicit kind not served: choose_workload says so
+            explicit = setting == kind
+            if version not in versions[group]:
+                if explicit:
+                    raise ConfigError(
+                        f"this cluster serves {group} but not version {version}, which anytune's {title} uses "
+                        f"(it serves {', '.join(sorted(versions[group]))}): upgrade the Kubeflow operator",
+                        field="settings.workload",
+                    )
+                continue
+            if kind == "trainjob" and not self._trainjob_has_runtime_patches():
+                if explicit:
+                    raise ConfigError(
+                        "this cluster's TrainJob CRD has no spec.runtimePatches (Kubeflow Trainer before v2.2): "
+                        "the pods' volumes, node selector and labels would be dropped without a word. Upgrade "
+                        "Kubeflow Trainer to v2.2 or later, or use workload 'pytorchjob' or 'job'",
+                        field="settings.workload",
+                    )
+                continue
+            usable.add(group)
+        return choose_workload(setting, frozenset(usable), IMPLEMENTED_WORKLOADS)
+
+    def _trainjob_has_runtime_patches(self) -> bool:
+        """The served ``trainjobs.trainer.kubeflow.org`` CRD's schema has ``spec.runtimePatches``."""
+        from kubernetes import client
+
+        ext = client.ApiextensionsV1Api(self._api())
+        group, version = KUBEFLOW_APIS["trainjob"][:2]
+
+        def read() -> dict[str, Any]:
+            # Raw JSON: the client's model of a CRD's schema is not needed, only a key of it.
+            response = ext.read_custom_resource_definition(
+                f"trainjobs.{group}", _preload_content=False, _request_timeout=self._timeout
+            )
+            data = json.loads(response.data or b"{}")
+            return data if isinstance(data, dict) else {}
+
+        crd = self._read_or_none("reading the TrainJob CRD", read) or {}
+        for served in (crd.get("spec") or {}).get("versions") or []:
+            if served.get("name") != version:
+                continue
+            schema = (served.get("schema") or {}).get("openAPIV3Schema") or {}
+            spec = ((schema.get("properties") or {}).get("spec") or {}).get("properties") or {}
+            return "runtimePatches" in spec
+        return False
 
     # -- checks before anything is created -------------------------------------------------------
     def _check_namespace(self) -> None:
@@ -518,11 +613,9 @@ class KubernetesProvider(Provider[KubernetesSettings]):
     def submit(self, spec: JobSpec, *, idempotency_key: str) -> JobRecord:
         if self._kaito:
             return self._kaito_submit(spec, idempotency_key)
-        self._refuse_other_modes()
-        if self._workload() != "job":  # pragma: no cover - no Kubeflow kind is implemented yet
-            raise NotSupportedError(
-                "only batch/v1 Jobs are created today", field="settings.workload", provider=self.name
-            )
+        kind = self._workload(self._storage())
+        if kind != "job":
+            return self._kubeflow_submit(spec, idempotency_key, kind)
         manifests, storage, files = self._manifests(spec, idempotency_key)  # bad input raises here
         name, ns = manifests.name, self.settings.namespace
         existing = self._read_job(name)
@@ -562,6 +655,88 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             )
         return self._record(self._dict(job) if not isinstance(job, dict) else job)
 
+    def _kubeflow_submit(self, spec: JobSpec, key: str, kind: str) -> JobRecord:
+        manifests, storage, files = self._manifests(spec, key, kind)  # bad input raises here
+        name, ns = manifests.name, self.settings.namespace
+        existing = self._read_workload(ns, name)
+        if existing is not None:
+            return self._record(existing)
+        self._check_cluster(storage, (spec.local or LocalOptions()).nodes)
+        self._upload(storage, files)
+        made = self._create_workload(ns, manifests.job, f"creating {manifests.job['kind']} {ns}/{name}")
+        return self._record(made)
+
+    def _create_workload(self, ns: str, manifest: dict[str, Any], what: str) -> dict[str, Any]:
+        """Create a Job or a Kubeflow object once: an ambiguous failure or a 409 is resolved by reading it."""
+        name = str(manifest["metadata"]["name"])
+        kind = _BY_KIND.get(str(manifest.get("kind")), "job")
+        if kind == "job":
+            batch = self._batch()
+
+            def create() -> Any:
+                return batch.create_namespaced_job(ns, manifest, _request_timeout=self._timeout)
+
+        else:
+            api, (group, version, plural, _, _) = self._custom(), KUBEFLOW_APIS[kind]
+
+            def create() -> Any:
+                return api.create_namespaced_custom_object(
+                    group, version, ns, plural, manifest, _request_timeout=self._timeout
+                )
+
+        with boundary(self._translator(what)):
+            made = create_once(
+                create,
+                lambda: self._read_kind(ns, name, kind),
+                is_ambiguous=is_ambiguous,
+                retry_on=is_transient,
+                policy=self._policy,
+                retry_after=retry_after,
+                settle=self.create_settle,
+                **self.timing,
+                what=f"{self.name}: {what}",
+            )
+        found = made if isinstance(made, dict) else self._dict(made)
+        return {"kind": manifest.get("kind"), **found}
+
+    def _read_kind(self, ns: str, name: str, kind: str) -> dict[str, Any] | None:
+        """The workload ``name`` of ``kind`` (``job`` or a Kubeflow kind), ``None`` when absent or not served."""
+        if kind == "job":
+            job = self._read_job(name, namespace=ns)
+            return {"kind": "Job", **job} if job is not None else None
+        api, (group, version, plural, title, _) = self._custom(), KUBEFLOW_APIS[kind]
+        found = self._read_or_none(
+            f"reading {title} {ns}/{name}",
+            lambda: api.get_namespaced_custom_object(group, version, ns, plural, name, _request_timeout=self._timeout),
+        )
+        return dict(found) if isinstance(found, Mapping) else None
+
+    def _read_workload(self, ns: str, name: str) -> dict[str, Any] | None:
+        """The workload ``name`` whatever its kind: the kind set first, then Job, TrainJob, PyTorchJob
+        (the name is the idempotency key's, so one kind at most holds it)."""
+        setting = self.settings.workload
+        first = [setting] if setting in KUBEFLOW_APIS else []
+        for kind in dict.fromkeys([*first, "job", *KUBEFLOW_APIS]):
+            found = self._read_kind(ns, name, kind)
+            if found is not None:
+                return found
+        return None
+
+    def _delete_workload(self, ns: str, name: str, kind: str) -> None:
+        if kind == "job":
+            self._delete_job(ns, name)
+            return
+        api, (group, version, plural, title, _) = self._custom(), KUBEFLOW_APIS[kind]
+        # Background: the operator's pods get SIGTERM and their grace period, as a Job's.
+        self._call(
+            f"deleting {title} {ns}/{name}",
+            self._ignore_404(
+                lambda: api.delete_namespaced_custom_object(
+                    group, version, ns, plural, name, propagation_policy="Background", _request_timeout=self._timeout
+                )
+            ),
+        )
+
     # -- reads ----------------------------------------------------------------------------------
     def _split(self, job_id: str) -> tuple[str, str]:
         self.check_job_id(job_id)
@@ -586,10 +761,12 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             lambda: core.list_namespaced_pod(ns, label_selector=chosen, _request_timeout=self._timeout),
         )
         found = [self._dict(p) for p in pods.items]
-        # Node 0 first (its log is the job's), then by creation.
+        # Node 0 (a PyTorchJob's master) first: its log is the job's; then by creation.
         return sorted(
             found,
             key=lambda p: (
+                ((p.get("metadata") or {}).get("labels") or {}).get("training.kubeflow.org/replica-type", "master")
+                != "master",
                 ((p.get("metadata") or {}).get("annotations") or {}).get(
                     "batch.kubernetes.io/job-completion-index", "0"
                 ),
@@ -606,7 +783,20 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         return self._dict(found) if found is not None else None
 
     def _state(self, job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] | None) -> JobState:
-        return job_state(job, pods or [])
+        kind = _BY_KIND.get(str(job.get("kind")))
+        if kind is None:
+            return job_state(job, pods or [])
+        status, words = (trainjob_status if kind == "trainjob" else pytorchjob_status)(job)
+        if status is JobStatus.QUEUED:  # why its pods wait (unschedulable, an image not pulled), as a Job's
+            waiting = job_state({}, pods or [])
+            if waiting.status is JobStatus.FAILED or waiting.message:
+                return waiting
+        raw = status.value
+        for c in (job.get("status") or {}).get("conditions") or []:
+            if str(c.get("status")) == "True":
+                raw = str(c.get("type"))
+        error = JobError(message=words or "the job failed", code="job_failed") if status is JobStatus.FAILED else None
+        return JobState(status, raw, words, error)
 
     def _record(
         self,
@@ -634,7 +824,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                 error = JobError(message=f"{error.message}\nlast log lines:\n{shown}", code=error.code)
         finished = None
         for c in status.get("conditions") or []:
-            if c.get("type") in ("Complete", "Failed") and str(c.get("status")) == "True":
+            if c.get("type") in ("Complete", "Succeeded", "Failed") and str(c.get("status")) == "True":
                 finished = parse_timestamp(c.get("lastTransitionTime"))
         location = f"{storage}/jobs/{name}" if storage else None
         output: dict[str, Any] = {"namespace": ns, "job": name, "location": location}
@@ -742,15 +932,17 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
     def _snapshot(self, job_id: str) -> tuple[JobRecord, list[str], list[dict[str, Any]], dict[str, Any] | None]:
         ns, name = self._split(job_id)
-        job = self._read_job(name, namespace=ns)
+        job = self._read_workload(ns, name)
         if job is None:
             tomb = self._tombstone(ns, name)
             if tomb is None:
                 raise JobNotFoundError(f"{self.name}:{job_id}", "the cluster has no such Job")
             return self._cancelled_record(ns, name, tomb), list(self._logs.get(job_id, [])), [], None
         pods = self._pods(ns, name)
-        state = job_state(job, pods)
-        lines = self._lines(ns, name, pods, state.status.is_terminal)
+        state = self._state(job, pods)
+        kind = _BY_KIND.get(str(job.get("kind")))
+        container = KUBEFLOW_APIS[kind][4] if kind else "trainer"
+        lines = self._lines(ns, name, pods, state.status.is_terminal, container=container)
         return self._record(job, pods, lines), lines, pods, job
 
     def get(self, job_id: str) -> JobRecord:
@@ -846,7 +1038,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                 return workspace_record(ws)
             tomb = self._tombstone(ns, name)
             return self._kaito_cancelled(ns, name, tomb) if tomb is not None else None
-        job = self._read_job(name)
+        job = self._read_workload(self.settings.namespace, name)
         if job is None:
             ns = self.settings.namespace
             tomb = self._tombstone(ns, name)
@@ -877,11 +1069,14 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                 ),
             )
             return self.get(job_id)
-        job = self._read_job(name, namespace=ns)
+        job = self._read_workload(ns, name)
         core = self._core()
         # What resume() creates again: the pod then continues from the last checkpoint.
         self._record_cancel(ns, name, record, {"manifest": json.dumps(recreatable(job or {}))})
-        self._delete_job(ns, name)
+        kind = _BY_KIND.get(str((job or {}).get("kind")), "job")
+        self._delete_workload(ns, name, kind)
+        if kind != "job":
+            return self.get(job_id)
         self._call(
             f"deleting Service {ns}/{name}",
             self._ignore_404(lambda: core.delete_namespaced_service(name, ns, _request_timeout=self._timeout)),
@@ -931,11 +1126,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             )
         ns, name = self._split(job_id)
         ref = f"{self.name}:{job_id}"
-        core, batch = self._core(), self._batch()
-        job = self._read_job(name, namespace=ns)
+        core = self._core()
+        job = self._read_workload(ns, name)
         tomb = None
         if job is not None:
-            state = job_state(job, self._pods(ns, name))
+            state = self._state(job, self._pods(ns, name))
             if state.status is JobStatus.SUCCEEDED:
                 raise InvalidRequestError(
                     f"job {ref} already succeeded; there is nothing to resume", provider=self.name
@@ -945,13 +1140,15 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                     f"job {ref} is still {state.status.value}: cancel it first", provider=self.name
                 )
             manifest = recreatable(job)
-            self._delete_job(ns, name)
+            kind = _BY_KIND.get(str(job.get("kind")), "job")
+            self._delete_workload(ns, name, kind)
             wait_until(
-                lambda: self._read_job(name, namespace=ns),
+                lambda: self._read_kind(ns, name, kind),
                 lambda found: found is None,
                 timeout=self.settings.retry_deadline,
                 on_timeout=lambda _: ProviderError(
-                    f"Job {ns}/{name} is still being deleted; resume again in a moment", provider=self.name
+                    f"{job.get('kind')} {ns}/{name} is still being deleted; resume again in a moment",
+                    provider=self.name,
                 ),
                 sleep=self.sleep,
                 clock=self.clock,
@@ -963,21 +1160,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             manifest = json.loads((tomb.get("data") or {}).get("manifest") or "{}")
             if not manifest:
                 raise JobNotFoundError(ref, "its cancel record holds no manifest to create it again")
-
-        def create() -> Any:
-            return batch.create_namespaced_job(ns, manifest, _request_timeout=self._timeout)
-
-        with boundary(self._translator(f"creating Job {ns}/{name} again")):
-            create_once(
-                create,
-                lambda: self._read_job(name, namespace=ns, raw=True),
-                is_ambiguous=is_ambiguous,
-                retry_on=is_transient,
-                policy=self._policy,
-                retry_after=retry_after,
-                **self.timing,
-                what=f"{self.name}: creating Job {ns}/{name} again",
-            )
+        self._create_workload(ns, manifest, f"creating {manifest.get('kind', 'Job')} {ns}/{name} again")
         if tomb is not None:
             self._call(
                 "removing the cancel record",
@@ -1022,7 +1205,17 @@ class KubernetesProvider(Provider[KubernetesSettings]):
                 ns, label_selector=f"{MANAGED_LABEL}=anytune", _request_timeout=self._timeout
             ),
         )
-        jobs = [self._dict(j) for j in found.items]
+        jobs = [{"kind": "Job", **self._dict(j)} for j in found.items]
+        api = self._custom()
+        for group, version, plural, title, _ in KUBEFLOW_APIS.values():
+
+            def listed(g: str = group, v: str = version, p: str = plural) -> Any:
+                return api.list_namespaced_custom_object(
+                    g, v, ns, p, label_selector=f"{MANAGED_LABEL}=anytune", _request_timeout=self._timeout
+                )
+
+            more = self._read_or_none(f"listing {title}s", listed) or {}  # 404: the kind is not served
+            jobs += [dict(i) for i in more.get("items") or []]
         jobs.sort(key=lambda j: (j.get("metadata") or {}).get("creationTimestamp") or "", reverse=True)
         return [self._record(j) for j in jobs[:limit]]
 

@@ -291,6 +291,7 @@ def pytorchjob_manifest(
     active_deadline_seconds: int | None = None,
     elastic_min_nodes: int | None = None,
     max_restarts: int | None = None,
+    container_extra: Mapping[str, Any] | None = None,
     field_prefix: str = "kubernetes.",
 ) -> dict[str, Any]:
     """A training-operator v1 ``PyTorchJob``: a ``Master`` and ``num_nodes - 1`` ``Worker`` pods (pure).
@@ -300,6 +301,7 @@ def pytorchjob_manifest(
     ``--nproc-per-node``; default ``auto``). ``elastic_min_nodes`` makes the job elastic: Worker
     pods only (between ``elastic_min_nodes`` and ``num_nodes``), rendezvous through c10d, restarted
     at most ``max_restarts`` times, as the operator's ``elasticPolicy`` takes it.
+    ``container_extra``: further container fields (``envFrom``, ``imagePullPolicy``), as given.
 
     Raises:
         ConfigError: a name, count or setting the operator would refuse; nothing is created.
@@ -330,6 +332,7 @@ def pytorchjob_manifest(
         container["resources"] = dict(resources)
     if volume_mounts:
         container["volumeMounts"] = [dict(m) for m in volume_mounts]
+    container = {**dict(container_extra or {}), **container}
     template = _pytorch_pod(
         labels=labels,
         annotations=annotations,

@@ -55,6 +55,7 @@ __all__ = [
     "build_manifests",
     "configmaps_for",
     "job_name",
+    "kubeflow_manifest",
     "label_value",
     "pod_spec_json",
     "storage_requirements",
@@ -217,16 +218,21 @@ def rendezvous(name: str, spec: JobSpec, settings: KubernetesSettings) -> str:
     return f"{name}-0.{name}:{port}"
 
 
-def pod_spec_json(spec: JobSpec, name: str, settings: KubernetesSettings) -> str:
+def pod_spec_json(spec: JobSpec, name: str, settings: KubernetesSettings, *, operator: bool = False) -> str:
     """The spec a pod trains with: what the user set, without the local file paths (the pod copies
-    the files) and the ``hf`` section; a multi-node job's rendezvous is the Service's."""
+    the files) and the ``hf`` section; a multi-node job's rendezvous is the Service's (an
+    ``operator``'s pods get theirs from the Kubeflow operator instead)."""
     data = spec.model_dump(
         mode="json", exclude_none=True, exclude_defaults=True, exclude={"training_file", "validation_file", "hf"}
     )
     data["base_model"] = spec.base_model
     if _nodes(spec) > 1:
-        data.setdefault("local", {})["rdzv_endpoint"] = rendezvous(name, spec, settings)
-        data["local"].pop("node_rank", None)
+        local = data.setdefault("local", {})
+        local.pop("node_rank", None)
+        if operator:
+            local.pop("rdzv_endpoint", None)
+        else:
+            local["rdzv_endpoint"] = rendezvous(name, spec, settings)
     return json.dumps(data, separators=(",", ":"), sort_keys=True)
 
 
@@ -264,13 +270,18 @@ def trainer_args(
     settings: KubernetesSettings,
     *,
     pins: Sequence[str] | None = None,
+    operator: bool = False,
 ) -> list[str]:
-    """The ``uv`` arguments of the container (the launcher runs ``uv "$@"``)."""
+    """The ``uv`` arguments of the container (the launcher runs ``uv "$@"``).
+
+    ``operator``: a Kubeflow operator runs the pods and sets ``PET_NNODES``, ``PET_NODE_RANK``,
+    ``PET_MASTER_ADDR`` and ``PET_MASTER_PORT``, which ``torch.distributed.run`` reads itself: a
+    multi-node command then carries no rendezvous flags, and the node rank is ``$(PET_NODE_RANK)``."""
     root = _storage_root(storage)
     entry = ["--storage", root, "--job", name, "--train", inputs.train]
     if inputs.valid is not None:
         entry += ["--valid", inputs.valid]
-    entry += ["--spec", pod_spec_json(spec, name, settings)]
+    entry += ["--spec", pod_spec_json(spec, name, settings, operator=operator)]
     local = spec.local or LocalOptions()
     nodes = local.nodes
     extras = ",".join([JOB_EXTRA, *spec.report_to])
@@ -281,7 +292,8 @@ def trainer_args(
     trainer.append("python")
     if nodes > 1 or local.num_devices > 1:
         launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(local.num_devices)]
-        if nodes > 1:
+        # Under an operator torchrun reads the node count, rank and master address from its PET_* env.
+        if nodes > 1 and not operator:
             launch += [
                 "--nnodes",
                 str(nodes),
@@ -295,12 +307,12 @@ def trainer_args(
                 "--rdzv_id",
                 name,
             ]
-        else:
+        elif nodes == 1:
             launch.insert(2, "--standalone")
         trainer += launch
     trainer += ["-m", ENTRY_MODULE, *entry]
     if nodes > 1:
-        trainer += ["--node-rank", "$(ANYTUNE_NODE_RANK)"]
+        trainer += ["--node-rank", "$(PET_NODE_RANK)" if operator else "$(ANYTUNE_NODE_RANK)"]
     if storage.is_volume:
         return trainer
     stage = ["run", "--no-project", "--python", settings.python]
@@ -309,13 +321,13 @@ def trainer_args(
     return [*stage, "python", "-c", FETCH, f"{storage.url}/{inputs.wheel}", "--", *trainer]
 
 
-def _env(settings: KubernetesSettings, nodes: int) -> list[dict[str, Any]]:
+def _env(settings: KubernetesSettings, nodes: int, operator: bool = False) -> list[dict[str, Any]]:
     env: list[dict[str, Any]] = [
         {"name": "PYTHONUNBUFFERED", "value": "1"},
         {"name": "HF_HUB_DISABLE_PROGRESS_BARS", "value": "1"},
         {"name": "UV_NO_PROGRESS", "value": "1"},
     ]
-    if nodes > 1:
+    if nodes > 1 and not operator:  # an operator's pods are not an Indexed Job's: PET_NODE_RANK instead
         env.append(
             {
                 "name": "ANYTUNE_NODE_RANK",
@@ -372,15 +384,21 @@ def _init_container(staged: Sequence[StagedFile], image: str) -> dict[str, Any]:
 
 
 def _container(
-    spec: JobSpec, name: str, settings: KubernetesSettings, storage: Storage, inputs: Inputs, pins: Sequence[str] | None
+    spec: JobSpec,
+    name: str,
+    settings: KubernetesSettings,
+    storage: Storage,
+    inputs: Inputs,
+    pins: Sequence[str] | None,
+    operator: bool = False,
 ) -> dict[str, Any]:
     nodes = _nodes(spec)
     container: dict[str, Any] = {
         "name": "trainer",
         "image": settings.image,
         "command": ["/bin/sh", "-c", LAUNCHER, "anytune-launch"],
-        "args": trainer_args(spec, name, inputs, storage, settings, pins=pins),
-        "env": _env(settings, nodes),
+        "args": trainer_args(spec, name, inputs, storage, settings, pins=pins, operator=operator),
+        "env": _env(settings, nodes, operator),
         "resources": _resources(settings),
         "volumeMounts": [],
     }
@@ -395,7 +413,7 @@ def _container(
         container["volumeMounts"].append(mount)
     if settings.shm_size:
         container["volumeMounts"].append({"name": "dshm", "mountPath": "/dev/shm"})
-    if nodes > 1:
+    if nodes > 1 and not operator:
         container["ports"] = [{"name": "rdzv", "containerPort": _port(name, spec, settings)}]
     return container
 
@@ -461,6 +479,18 @@ def _service(name: str, namespace: str, labels: Mapping[str, str], port: int) ->
     }
 
 
+def _metadata(
+    spec: JobSpec, key: str, settings: KubernetesSettings, storage: Storage
+) -> tuple[dict[str, str], dict[str, str]]:
+    """The labels and annotations of every workload (and its pods): what get/find/list read back."""
+    labels = {MANAGED_LABEL: "anytune", LABEL_KEY: label_value(key), JOB_LABEL: job_name(key)}
+    labels.update({f"anytune.dev/tag-{k}"[:63]: v for k, v in sorted(spec.tags.items()) if _LABEL_VALUE.match(v)})
+    annotations = {ANNOTATION_KEY: key, "anytune.dev/base-model": spec.base_model}
+    if settings.storage:
+        annotations["anytune.dev/storage"] = storage.shown
+    return labels, annotations
+
+
 def build_manifests(
     spec: JobSpec,
     key: str,
@@ -476,11 +506,7 @@ def build_manifests(
     name = job_name(key)
     ns = settings.namespace
     nodes = _nodes(spec)
-    labels = {MANAGED_LABEL: "anytune", LABEL_KEY: label_value(key), JOB_LABEL: name}
-    labels.update({f"anytune.dev/tag-{k}"[:63]: v for k, v in sorted(spec.tags.items()) if _LABEL_VALUE.match(v)})
-    annotations = {ANNOTATION_KEY: key, "anytune.dev/base-model": spec.base_model}
-    if settings.storage:
-        annotations["anytune.dev/storage"] = storage.shown
+    labels, annotations = _metadata(spec, key, settings, storage)
     job_spec: dict[str, Any] = {
         "backoffLimit": 0,
         "template": {
@@ -503,3 +529,78 @@ def build_manifests(
         "spec": job_spec,
     }
     return Manifests(job=job, service=service, configmaps=list(configmaps))
+
+
+def kubeflow_manifest(
+    kind: str,
+    spec: JobSpec,
+    key: str,
+    settings: KubernetesSettings,
+    storage: Storage,
+    inputs: Inputs,
+    *,
+    pins: Sequence[str] | None = None,
+) -> Manifests:
+    """The ``TrainJob`` (``kind`` ``trainjob``) or ``PyTorchJob`` (``pytorchjob``) that runs the same
+    container as :func:`build_manifests`'s Job (pure): no Service (the operator gives the rendezvous)
+    and no ConfigMaps.
+
+    Raises:
+        ConfigError: what the operator's object cannot carry: a ``pvc://`` storage (its inputs are
+            staged by an init container, which neither builder has), and for a TrainJob a priority
+            class, a storage Secret (``envFrom``) or an image pull policy (its trainer has neither).
+    """
+    from .kubeflow import pytorchjob_manifest, trainjob_manifest
+
+    title = {"trainjob": "TrainJob", "pytorchjob": "PyTorchJob"}[kind]
+    if storage.is_volume:
+        raise ConfigError(
+            f"a {title} cannot use a pvc:// storage: its inputs are staged onto the volume by an init container, "
+            "which the Kubeflow operators' objects do not carry. Use an object-store URL as the storage (s3://, "
+            "gs://, abfs://), or workload 'job'",
+            field="settings.storage",
+        )
+    if kind == "trainjob":
+        for field_name, value in (
+            ("storage_secret", settings.storage_secret),
+            ("image_pull_policy", settings.image_pull_policy),
+        ):
+            if value:
+                raise ConfigError(
+                    f"a TrainJob's trainer cannot carry {field_name} (Kubeflow Trainer's trainer has neither envFrom "
+                    "nor imagePullPolicy): give the pods the storage credentials through their service account "
+                    "(workload identity), or use workload 'pytorchjob' or 'job'",
+                    field=f"settings.{field_name}",
+                )
+    name = job_name(key)
+    nodes = _nodes(spec)
+    labels, annotations = _metadata(spec, key, settings, storage)
+    container = _container(spec, name, settings, storage, inputs, pins, operator=True)
+    common: dict[str, Any] = {
+        "name": name,
+        "namespace": settings.namespace,
+        "labels": labels,
+        "annotations": annotations,
+        "image": container["image"],
+        "command": container["command"],
+        "args": container["args"],
+        "env": container["env"],
+        "resources": container["resources"] or None,
+        "num_nodes": nodes,
+        "procs_per_node": (spec.local or LocalOptions()).num_devices,
+        "node_selector": dict(settings.node_selector) or None,
+        "tolerations": [dict(t) for t in settings.tolerations],
+        "priority_class": settings.priority_class,
+        "service_account": settings.service_account,
+        "volumes": _volumes(settings, storage, inputs),
+        "volume_mounts": container["volumeMounts"],
+        "active_deadline_seconds": settings.active_deadline or None,
+        "field_prefix": "settings.",
+    }
+    if kind == "trainjob":
+        job = trainjob_manifest(**common)
+    else:
+        extra: dict[str, Any] = {k: container[k] for k in ("envFrom", "imagePullPolicy") if k in container}
+        # No retry, as the Job's backoffLimit 0: a resumed job continues from its checkpoint instead.
+        job = pytorchjob_manifest(**common, restart_policy="Never", backoff_limit=0, container_extra=extra)
+    return Manifests(job=job)

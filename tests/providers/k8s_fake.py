@@ -129,6 +129,54 @@ def kaito_statuses(outcome: str = "succeeded") -> list[dict[str, Any]]:
     return [provisioning, running, {"state": "Failed", "conditions": [job_failed, failed]}]
 
 
+def kubeflow_statuses(kind: str, outcome: str = "succeeded") -> list[dict[str, Any]]:
+    """A ``TrainJob``'s (``kind`` trainjob) or ``PyTorchJob``'s status as its operator moves it:
+    created, running, then ``outcome`` (succeeded | failed)."""
+    done = outcome == "succeeded"
+    if kind == "trainjob":
+        end = {
+            "type": "Complete" if done else "Failed",
+            "status": "True",
+            "reason": "JobSetCompleted" if done else "JobSetFailed",
+            "message": "" if done else "jobset failed: node-0 failed",
+            "lastTransitionTime": _ts(60),
+        }
+        running = {"jobsStatus": [{"name": "node", "active": 1, "ready": 1, "succeeded": 0, "failed": 0}]}
+        return [{}, running, {"conditions": [end]}]
+    created = {"type": "Created", "status": "True", "reason": "PyTorchJobCreated", "lastTransitionTime": _ts(0)}
+    run = {"type": "Running", "status": "True", "reason": "PyTorchJobRunning", "lastTransitionTime": _ts(1)}
+    end = {
+        "type": "Succeeded" if done else "Failed",
+        "status": "True",
+        "reason": "PyTorchJobSucceeded" if done else "PyTorchJobFailed",
+        "message": "" if done else "PyTorchJob failed because master replica(s) failed",
+        "lastTransitionTime": _ts(60),
+    }
+    return [
+        {"conditions": [created]},
+        {"conditions": [created, run], "startTime": _ts(1)},
+        {"conditions": [created, {**run, "status": "False"}, end], "startTime": _ts(1), "completionTime": _ts(60)},
+    ]
+
+
+#: The Kubeflow kinds the fake plays the operator of: (group, plural) -> anytune's workload name.
+KUBEFLOW = {("trainer.kubeflow.org", "trainjobs"): "trainjob", ("kubeflow.org", "pytorchjobs"): "pytorchjob"}
+
+
+def _kubeflow_pod_labels(kind: str, body: dict[str, Any]) -> dict[str, str]:
+    spec = body.get("spec") or {}
+    if kind == "trainjob":
+        patch = spec["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+        labels = dict(patch["template"]["spec"]["template"]["metadata"]["labels"])
+        return {**labels, "trainer.kubeflow.org/trainjob-name": body["metadata"]["name"]}
+    template = spec["pytorchReplicaSpecs"]["Master"]["template"]
+    return {
+        **template["metadata"]["labels"],
+        "training.kubeflow.org/job-name": body["metadata"]["name"],
+        "training.kubeflow.org/replica-type": "master",
+    }
+
+
 def status(code: int, reason: str, message: str) -> dict[str, Any]:
     return {
         "kind": "Status",
@@ -151,8 +199,9 @@ _REASONS = {
 
 
 def default_lines(job: dict[str, Any]) -> list[str]:
-    name = job["metadata"]["name"]
-    storage = job["metadata"].get("annotations", {}).get("anytune.dev/storage", "s3://b")
+    annotations = job["metadata"].get("annotations") or {}
+    name = annotations.get("fake/owner") or job["metadata"]["name"]
+    storage = annotations.get("anytune.dev/storage", "s3://b")
     location = f"{storage}/jobs/{name}"
     result = {"location": location, "adapter": f"{location}/adapter", "result": {"steps": 2, "train_tokens": 40}}
     return [
@@ -366,7 +415,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         return 200, obj
 
     def _script(self, job: dict[str, Any]) -> Script:
-        return self.cluster.scripts.get(job["metadata"]["name"], self.cluster.default_script)
+        return self.cluster.scripts.get(self._owner(job), self.cluster.default_script)
 
     def _advance(self, job: dict[str, Any]) -> None:
         c = self.cluster
@@ -390,9 +439,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             }
             job["status"] = {"startTime": _ts(1), "conditions": [cond], **({"completionTime": _ts(60)} if done else {})}
 
+    @staticmethod
+    def _owner(job: dict[str, Any]) -> str:
+        """The object whose reads move the job along: a Kubeflow object's child Job follows its owner's."""
+        return str((job["metadata"].get("annotations") or {}).get("fake/owner") or job["metadata"]["name"])
+
     def _pod_of(self, job: dict[str, Any]) -> dict[str, Any]:
         name = job["metadata"]["name"]
-        stage = self.cluster.reads.get(name, 0)
+        stage = self.cluster.reads.get(self._owner(job), 0)
         script = self._script(job)
         pod_status: dict[str, Any] = {"phase": "Pending"}
         if script.outcome == "unschedulable":
@@ -437,7 +491,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         k, _, v = q.get("labelSelector", "").partition("=")
         pods = []
         for (plural, n, _), job in list(self.cluster.objects.items()):
-            if plural == "jobs" and n == ns and (job["metadata"].get("labels") or {}).get(k) == v:
+            if plural != "jobs" or n != ns:
+                continue
+            # The pods carry the template's labels (a Kubeflow object's child Job has others itself).
+            if (job["spec"]["template"]["metadata"].get("labels") or {}).get(k) == v:
                 pods.append(self._pod_of(job))
         return pods
 
@@ -451,7 +508,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         job = self._job_of_pod(ns, pod)
         if job is None:
             return 404, status(404, "NotFound", f'pods "{pod}" not found')
-        stage = self.cluster.reads.get(job["metadata"]["name"], 0)
+        stage = self.cluster.reads.get(self._owner(job), 0)
         if stage < 2:
             return 400, status(400, "BadRequest", f'container "trainer" in pod "{pod}" is waiting to start')
         script = self._script(job)
@@ -518,6 +575,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                     refused = self._kaito_admit(ns, body)
                     if refused:
                         return 400, status(400, "BadRequest", refused)
+                if (group, plural) in KUBEFLOW:
+                    self._kubeflow_admit(KUBEFLOW[(group, plural)], ns, body)
                 body["metadata"].update({"uid": str(uuid.uuid4()), "creationTimestamp": _ts(0), "namespace": ns})
                 c.custom[key] = body
             return 201, body
@@ -531,6 +590,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             with c.lock:
                 c.custom.pop((group, version, ns, plural, name))
                 c.objects.pop(("jobs", ns, name), None)  # owned by the custom object: garbage collected
+                c.objects.pop(("jobs", ns, f"{name}-node-0"), None)
             return 200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
         script = c.statuses.get(name)
         if script:
@@ -538,6 +598,24 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 c.reads[name] = c.reads.get(name, 0) + 1
                 obj["status"] = script[min(c.reads[name], len(script)) - 1]
         return 200, obj
+
+    def _kubeflow_admit(self, kind: str, ns: str, body: dict[str, Any]) -> None:
+        """The operator: a child Job (a JobSet's, or standing for a PyTorchJob's pods) whose pods carry
+        the labels the object gives them, moving as the object's scripted status does."""
+        c = self.cluster
+        name = body["metadata"]["name"]
+        c.statuses.setdefault(name, kubeflow_statuses(kind))
+        c.objects[("jobs", ns, f"{name}-node-0")] = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {
+                "name": f"{name}-node-0",
+                "namespace": ns,
+                "annotations": {**(body["metadata"].get("annotations") or {}), "fake/owner": name},
+            },
+            "spec": {"template": {"metadata": {"labels": _kubeflow_pod_labels(kind, body)}}},
+            "status": {},
+        }
 
     def _kaito_admit(self, ns: str, body: dict[str, Any]) -> str | None:
         """Kaito's webhook (the tuning ConfigMap must exist), then its controller's Job (the pods

@@ -559,7 +559,7 @@ def test_served_groups_come_from_the_cluster(provider: KubernetesProvider, clust
 
 
 @pytest.mark.parametrize(("settings", "field"), [({"workload": "trainjob"}, "settings.workload")])
-def test_modes_not_wired_yet_create_nothing(
+def test_a_kubeflow_kind_not_served_creates_nothing(
     cluster: tuple[FakeCluster, str],
     tmp_path: Path,
     clock: FakeClock,
