@@ -18,8 +18,11 @@ Where things are:
 
 ``mode = "kaito"`` creates a Kaito tuning Workspace instead (:mod:`.kaito_mode`: where the data
 comes from, the checks naming settings, the record; :mod:`.kaito`: Kaito's presets, ConfigMap,
-Workspace and status, pure). The Kubeflow workloads (``trainjob``, ``pytorchjob``; pure builders in
-:mod:`.kubeflow`) plug into :func:`.adapter.choose_workload` and ``IMPLEMENTED_WORKLOADS``.
+Workspace and status, pure). ``workload = "trainjob"`` / ``"pytorchjob"`` run the same container as a
+Kubeflow Trainer ``TrainJob`` or a training-operator ``PyTorchJob`` (:func:`.manifests.kubeflow_manifest`
+over the pure builders and status mappers of :mod:`.kubeflow`; the operator gives the rendezvous
+through ``PET_*``); ``auto`` takes the first the cluster serves (:func:`.adapter.choose_workload`),
+else a Job. Reads find a job's kind by reading its name as each kind in turn.
 The ``kubernetes`` package is imported on first use: capabilities and dry-run plans never need it.
 """
 
