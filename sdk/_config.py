@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from anytune._compat import tomllib
 from anytune._home import anytune_home
-from anytune._secrets import is_secret_name, mask, register_secret
+from anytune._secrets import holds_secret, mask, register_secret
 from anytune.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -148,7 +148,7 @@ class ResolvedConfig:
         for name, value in self.settings.model_dump().items():
             if isinstance(value, SecretStr):
                 settings[name] = mask(value.get_secret_value())
-            elif is_secret_name(name) and isinstance(value, str):
+            elif holds_secret(self.settings, name) and isinstance(value, str):
                 settings[name] = mask(value)
             else:
                 settings[name] = value
@@ -288,7 +288,7 @@ def _typed_settings(
     for key, value in typed.model_dump().items():
         if isinstance(value, SecretStr):
             register_secret(value.get_secret_value())
-        elif is_secret_name(key) and isinstance(value, str):
+        elif holds_secret(typed, key) and isinstance(value, str):
             register_secret(value)
     return typed
 

@@ -33,7 +33,7 @@ from anytune._netfail import classify
 from anytune._polling import Follower, PollPolicy
 from anytune._provider import Provider, SubmitPlan, _to_thread
 from anytune._refresh import DEFAULT_TIMEOUT, fetch_all
-from anytune._secrets import is_secret_name
+from anytune._secrets import holds_secret
 from anytune._spec import JobSpec, Method
 from anytune._specfile import build_spec
 from anytune._store import SUBMIT_FAILED, JobStore, StoredJob, row_statuses, stored_form
@@ -292,7 +292,9 @@ def _prepare(
     # Explicit settings are kept with the job (secrets left out) so another process can re-attach;
     # for an instance, what it was built with beyond the defaults.
     explicit = impl.settings.model_dump(exclude_defaults=True) if isinstance(provider, Provider) else settings
-    kept = {k: v for k, v in (explicit or {}).items() if not is_secret_name(k) and not isinstance(v, SecretStr)}
+    kept = {
+        k: v for k, v in (explicit or {}).items() if not holds_secret(impl.settings, k) and not isinstance(v, SecretStr)
+    }
     return _Prepared(config, built, impl, the_store, kept, ready, tuple(converted))
 
 

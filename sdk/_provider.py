@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from anytune._capabilities import Capabilities
 from anytune._deploy import Deployment, NoSettings
 from anytune._files import file_digest
-from anytune._secrets import is_secret_name, mask
+from anytune._secrets import holds_secret, mask
 from anytune._spec import JobSpec
 from anytune._types import Checkpoint, Event, FineTunedModel, JobRecord, MetricPoint
 
@@ -50,9 +50,13 @@ class ProviderSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
+    #: Settings named like secrets that only name one held elsewhere (``hub_token_secret``: a
+    #: Kubernetes Secret's name): shown and kept with the job like any setting, never masked.
+    secret_references: ClassVar[frozenset[str]] = frozenset()
+
     def __repr_args__(self) -> Iterator[tuple[str | None, Any]]:
         for name, value in super().__repr_args__():
-            yield name, mask(value) if name and isinstance(value, str) and is_secret_name(name) else value
+            yield name, mask(value) if name and isinstance(value, str) and holds_secret(self, name) else value
 
 
 class PlannedUpload(BaseModel):

@@ -91,6 +91,17 @@ def is_secret_name(name: str) -> bool:
     return bool(SECRET_NAME.search(name)) and not name.lower().endswith(("_env", "_var"))
 
 
+def holds_secret(settings: Any, name: str) -> bool:
+    """Whether the setting ``name`` of ``settings`` (a settings class or instance) holds a secret.
+
+    A settings class lists in ``secret_references`` the settings named like secrets that only *name*
+    one held elsewhere (a Kubernetes Secret, a key in it): their values are shown, kept with the job
+    and never registered for redaction (registering ``HF_TOKEN``, a key's name, would mask that word
+    in every output).
+    """
+    return name not in getattr(settings, "secret_references", frozenset()) and is_secret_name(name)
+
+
 def mask(value: str | None) -> str:
     """Show that a secret is set without showing it: ``sk-p***7f`` style is too much, so ``***``."""
     return _MASK if value else ""

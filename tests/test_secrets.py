@@ -382,3 +382,24 @@ def test_every_librarys_debug_log_is_masked_before_a_handler_formats_it(monkeypa
     assert "httpx sends token=*** key=***" in text and "KeyError" in text and "401 for ***" in text
     assert_hidden(hf, text)
     assert_hidden(openai, text)
+
+
+def test_a_setting_that_only_names_a_secret_is_shown_kept_and_never_masks_that_name(tmp_path: Path) -> None:
+    # kubernetes' hub_token_key names the key inside a Kubernetes Secret ("HF_TOKEN"): registering it
+    # as a secret value would mask the word HF_TOKEN in every later output (manifests, errors).
+    pytest.importorskip("kubernetes")
+    from anytune.providers.kubernetes import KubernetesProvider
+
+    name = f"hf-{uuid.uuid4().hex[:8]}"
+    config = resolve(
+        provider="kubernetes",
+        settings={"hub_token_secret": name, "hub_token_key": "HF_TOKEN", "storage": "file:///tmp/x"},
+        env={},
+        cwd=tmp_path,
+        provider_class=KubernetesProvider,
+    )
+    assert redact(f"secretKeyRef {name} HF_TOKEN") == f"secretKeyRef {name} HF_TOKEN"
+    assert config.show()["settings"]["hub_token_key"] == "HF_TOKEN"
+    assert f"hub_token_secret='{name}'" in repr(config.settings)
+    # A setting named like a secret and not declared a reference is still masked.
+    assert is_secret_name("hub_token") and not is_secret_name("hub_token_env")

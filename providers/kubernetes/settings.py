@@ -16,7 +16,7 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
@@ -110,6 +110,10 @@ class KubernetesSettings(ProviderSettings, RetrySettings):
     """
 
     _WAIT_CAP_SETTING = "max_backoff"
+    #: Names of Kubernetes Secrets and of a key in one: the values stay in the cluster, never read here.
+    secret_references: ClassVar[frozenset[str]] = frozenset(
+        {"hub_token_secret", "hub_token_key", "storage_secret", "kaito_output_secret", "kaito_input_pull_secrets"}
+    )
 
     mode: Literal["trainer", "kaito"] = Field("trainer", description="trainer (anytune's trainer) or kaito")
     kubeconfig: str | None = Field(None, description="kubeconfig file (default KUBECONFIG, then ~/.kube/config)")
