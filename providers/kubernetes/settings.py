@@ -53,6 +53,30 @@ ApiClientFactory = Callable[[], "ApiClient"]
 _DNS_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
 _DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
 _URL = re.compile(r"^[a-z][a-z0-9+.-]*://.+")
+#: A core/v1 Toleration's fields and the values the API server takes (checked here, so a typo is a
+#: ConfigError naming the setting before anything is created, not a 422 after the inputs are staged).
+_TOLERATION_FIELDS = frozenset({"key", "operator", "value", "effect", "tolerationSeconds"})
+_TOLERATION_OPERATORS = frozenset({"Exists", "Equal"})
+_TOLERATION_EFFECTS = frozenset({"", "NoSchedule", "PreferNoSchedule", "NoExecute"})
+
+
+def _check_toleration(toleration: dict[str, Any]) -> None:
+    unknown = sorted(set(toleration) - _TOLERATION_FIELDS)
+    if unknown:
+        raise ValueError(f"unknown toleration field(s) {unknown}: a toleration takes {sorted(_TOLERATION_FIELDS)}")
+    for name in ("key", "operator", "value", "effect"):
+        if name in toleration and not isinstance(toleration[name], str):
+            raise ValueError(f"toleration {name!r} must be a string, not {type(toleration[name]).__name__}")
+    operator = toleration.get("operator", "Equal")
+    if operator not in _TOLERATION_OPERATORS:
+        raise ValueError(f"toleration operator {operator!r} is not one of {sorted(_TOLERATION_OPERATORS)}")
+    if operator == "Exists" and toleration.get("value"):
+        raise ValueError("a toleration with operator 'Exists' takes no value")
+    if toleration.get("effect", "") not in _TOLERATION_EFFECTS:
+        raise ValueError(f"toleration effect {toleration['effect']!r} is not one of {sorted(_TOLERATION_EFFECTS)}")
+    seconds = toleration.get("tolerationSeconds")
+    if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, int)):
+        raise ValueError(f"toleration 'tolerationSeconds' must be an integer, not {seconds!r}")
 
 
 @dataclass(frozen=True)
@@ -193,6 +217,13 @@ class KubernetesSettings(ProviderSettings, RetrySettings):
             raise ValueError(f"{value!r} is not a Kubernetes name (lowercase letters, digits, '-' and '.')")
         return value
 
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, value: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for toleration in value:
+            _check_toleration(toleration)
+        return value
+
     @field_validator("storage")
     @classmethod
     def _storage(cls, value: str | None) -> str | None:
@@ -224,6 +255,7 @@ def make_api_client(settings: KubernetesSettings) -> ApiClient:
     Raises:
         ConfigError: no configuration could be loaded (no kubeconfig, an unknown context).
     """
+    import yaml
     from kubernetes import client, config
 
     in_cluster = settings.in_cluster
@@ -237,12 +269,19 @@ def make_api_client(settings: KubernetesSettings) -> ApiClient:
             config.load_kube_config(
                 config_file=settings.kubeconfig, context=settings.context, client_configuration=configuration
             )
-    except (config.ConfigException, OSError, TypeError, ValueError) as exc:
+    except (config.ConfigException, OSError, TypeError, ValueError, yaml.YAMLError) as exc:
         where = "the pod's service account" if in_cluster else (settings.kubeconfig or "KUBECONFIG / ~/.kube/config")
+        # A YAML error's text may quote the file (a token in it): say only what and where.
+        why = f"not YAML ({type(exc).__name__}{_yaml_where(exc)})" if isinstance(exc, yaml.YAMLError) else str(exc)
         raise ConfigError(
-            f"no Kubernetes configuration from {where}: {exc} (set kubeconfig/context, or in_cluster)",
+            f"no Kubernetes configuration from {where}: {why} (set kubeconfig/context, or in_cluster)",
             field="settings.kubeconfig",
         ) from None
     # One retry policy: the adapter's (retry_call, create_once), not urllib3's own on top of it.
     configuration.retries = False
     return client.ApiClient(configuration)
+
+
+def _yaml_where(exc: Exception) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    return f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""

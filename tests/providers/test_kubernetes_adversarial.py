@@ -1,0 +1,57 @@
+"""The kubernetes provider against bad settings and hostile inputs a user or an attacker may give.
+
+Each case is a defect found by adversarial testing: a clear ConfigError naming the setting, before
+anything is created, and no secret in what is shown.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+pytest.importorskip("kubernetes")
+
+from anytune.errors import ConfigError
+from anytune.providers.kubernetes import KubernetesSettings
+from anytune.providers.kubernetes.settings import make_api_client
+
+TOKEN = "hf_K8sSECRETtokenVALUE0123456789abcd"
+
+
+@pytest.mark.parametrize(
+    ("toleration", "said"),
+    [
+        ({"key": 1}, "'key' must be a string"),
+        ({"key": "gpu", "bogus": "x"}, "unknown toleration field(s) ['bogus']"),
+        ({"key": "gpu", "operator": "exists"}, "operator 'exists'"),
+        ({"key": "gpu", "operator": "Exists", "value": "x"}, "takes no value"),
+        ({"key": "gpu", "effect": "NoSchedul"}, "effect 'NoSchedul'"),
+        ({"key": "gpu", "effect": "NoExecute", "tolerationSeconds": "60"}, "tolerationSeconds"),
+    ],
+)
+def test_a_toleration_of_a_wrong_shape_is_refused_naming_the_setting(toleration: dict[str, Any], said: str) -> None:
+    with pytest.raises(ValidationError) as caught:
+        KubernetesSettings(tolerations=[toleration])
+    assert caught.value.errors()[0]["loc"] == ("tolerations",) and said in str(caught.value)
+
+
+def test_well_formed_tolerations_pass() -> None:
+    ok = [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule"},
+        {"key": "sku", "operator": "Equal", "value": "gpu", "effect": "NoExecute", "tolerationSeconds": 30},
+        {"operator": "Exists"},
+    ]
+    assert KubernetesSettings(tolerations=ok).tolerations == ok
+
+
+def test_a_kubeconfig_that_is_not_yaml_is_a_config_error_that_quotes_nothing(tmp_path: Path) -> None:
+    # Was an internal error (exit 70) with yaml's own text; the file may hold a token.
+    bad = tmp_path / "config"
+    bad.write_text(f"users:\n- user: {{token: {TOKEN}\n")
+    with pytest.raises(ConfigError) as caught:
+        make_api_client(KubernetesSettings(kubeconfig=str(bad), in_cluster=False))
+    assert caught.value.field == "settings.kubeconfig" and "not YAML" in str(caught.value)
+    assert TOKEN not in str(caught.value)
