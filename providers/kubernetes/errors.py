@@ -16,7 +16,7 @@ from typing import Any
 from anytune._boundary import error_class_for_status
 from anytune._netfail import classify
 from anytune._retry import is_retryable_status, parse_retry_after
-from anytune._secrets import redact
+from anytune._secrets import redact, redact_value
 from anytune.errors import (
     AnytuneError,
     AuthenticationError,
@@ -116,7 +116,8 @@ def translate_error(
         text = f"{what}: forbidden: {message} (does the account have RBAC rights on this namespace?)"
     else:
         text = f"{what}: {message}"
-    error: ProviderError = family(text, provider=provider, status_code=status, body=_body(exc) or None)
+    # The body is shown (--json, reprs): a webhook's or an admission's message may echo a value.
+    error: ProviderError = family(text, provider=provider, status_code=status, body=redact_value(_body(exc)) or None)
     hint = retry_after(exc)
     if hint is not None and hasattr(error, "retry_after"):
         error.retry_after = hint

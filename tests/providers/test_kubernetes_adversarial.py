@@ -55,3 +55,19 @@ def test_a_kubeconfig_that_is_not_yaml_is_a_config_error_that_quotes_nothing(tmp
         make_api_client(KubernetesSettings(kubeconfig=str(bad), in_cluster=False))
     assert caught.value.field == "settings.kubeconfig" and "not YAML" in str(caught.value)
     assert TOKEN not in str(caught.value)
+
+
+def test_an_api_error_body_echoing_a_token_is_redacted_in_the_error() -> None:
+    import json
+
+    from kubernetes.client.exceptions import ApiException
+
+    from anytune.providers.kubernetes.errors import translate_error
+
+    exc = ApiException(status=422, reason="Unprocessable Entity")
+    exc.body = json.dumps(
+        {"kind": "Status", "reason": "Invalid", "message": f"denied: env HF_TOKEN={TOKEN}", "details": {"x": TOKEN}}
+    )
+    error = translate_error(exc, provider="kubernetes", what="creating the Job")
+    assert error is not None and TOKEN not in str(error) and TOKEN not in repr(error)
+    assert TOKEN not in json.dumps(getattr(error, "body", None))
