@@ -69,6 +69,25 @@ def _pod_waiting(pod: Mapping[str, Any]) -> tuple[str, str] | None:
     return None
 
 
+def _killed(pods: Sequence[Mapping[str, Any]]) -> tuple[str, str] | None:
+    """Why a pod was killed from outside the trainer (code, text): the kernel's OOM killer, an
+    eviction. The trainer prints no error then, and the Job's own condition says only
+    "BackoffLimitExceeded", so without this the user is not told the pod ran out of memory."""
+    for pod in pods:
+        name = (pod.get("metadata") or {}).get("name") or "a pod"
+        status = pod.get("status") or {}
+        if status.get("reason") == "Evicted":
+            return "evicted", f"pod {name} was evicted: {status.get('message') or 'node pressure'}"
+        for cs in [*(status.get("initContainerStatuses") or []), *(status.get("containerStatuses") or [])]:
+            terminated = (cs.get("state") or {}).get("terminated") or {}
+            if terminated.get("reason") == "OOMKilled":
+                return "out_of_memory", (
+                    f"pod {name}'s container {cs.get('name')!r} was killed for exceeding its memory (OOMKilled): "
+                    "raise settings.memory, or lower the batch size or max_seq_length"
+                )
+    return None
+
+
 def job_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) -> JobState:
     """The uniform status of a Job and its pods (pure).
 
@@ -84,6 +103,9 @@ def job_state(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]] = ()) ->
         error = None
         if mapped is JobStatus.FAILED:
             error = JobError(message=message, code=str(found.get("reason") or "job_failed"))
+            killed = _killed(pods)
+            if killed is not None:
+                error = JobError(message=f"{killed[1]} ({message})", code=killed[0])
         return JobState(mapped, kind, message, error)
     for pod in pods:
         waiting = _pod_waiting(pod)

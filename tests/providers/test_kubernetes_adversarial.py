@@ -71,3 +71,28 @@ def test_an_api_error_body_echoing_a_token_is_redacted_in_the_error() -> None:
     error = translate_error(exc, provider="kubernetes", what="creating the Job")
     assert error is not None and TOKEN not in str(error) and TOKEN not in repr(error)
     assert TOKEN not in json.dumps(getattr(error, "body", None))
+
+
+def _failed_job() -> dict[str, Any]:
+    reason, text = "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+    return {"status": {"conditions": [{"type": "Failed", "status": "True", "reason": reason, "message": text}]}}
+
+
+def test_an_oom_killed_pod_says_out_of_memory_not_only_backoff_limit() -> None:
+    from anytune import JobStatus
+    from anytune.providers.kubernetes import job_state
+
+    pod = {
+        "metadata": {"name": "anytune-x-0-abcde"},
+        "status": {
+            "phase": "Failed",
+            "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}],
+        },
+    }
+    state = job_state(_failed_job(), [pod])
+    assert state.status is JobStatus.FAILED and state.error is not None
+    assert state.error.code == "out_of_memory" and "OOMKilled" in state.error.message
+    assert "settings.memory" in state.error.message and "BackoffLimitExceeded" not in state.error.code
+    evicted = {"metadata": {"name": "p"}, "status": {"phase": "Failed", "reason": "Evicted", "message": "disk"}}
+    assert job_state(_failed_job(), [evicted]).error.code == "evicted"  # type: ignore[union-attr]
+    assert job_state(_failed_job(), []).error.code == "BackoffLimitExceeded"  # type: ignore[union-attr]
