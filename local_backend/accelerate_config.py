@@ -92,6 +92,29 @@ def _deepspeed(ds: dict[str, Any], folder: Path, bad: Callable[[str, str], Confi
     return out
 
 
+def _section(config: dict[str, Any], key: str, bad: Callable[[str, str], ConfigError]) -> dict[str, Any]:
+    """A nested section (``deepspeed_config``, ``fsdp_config``): a mapping, or absent."""
+    value = config.get(key) or {}
+    if not isinstance(value, dict):
+        raise bad(key, f"{key} is a mapping of accelerate's keys, not {type(value).__name__} {value!r}")
+    return value
+
+
+def _int(
+    config: dict[str, Any], key: str, default: int, bad: Callable[[str, str], ConfigError], *, least: int = 0
+) -> int:
+    """An integer key (a hand-edited file may hold 'two' or 1.5): refused naming the key, not a traceback."""
+    value = config.get(key, default)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int | str) or not str(value).strip().lstrip("-").isdigit():
+        raise bad(key, f"{key} must be an integer, not {value!r}")
+    number = int(value)
+    if number < least:
+        raise bad(key, f"{key} must be at least {least}, not {number}")
+    return number
+
+
 def _mapped(config: dict[str, Any], folder: Path, source: str) -> dict[str, tuple[str, Any]]:
     """``local`` field -> (the accelerate key it came from, its value)."""
 
@@ -100,9 +123,9 @@ def _mapped(config: dict[str, Any], folder: Path, source: str) -> dict[str, tupl
 
     out: dict[str, tuple[str, Any]] = {}
     kind = str(config.get("distributed_type", "NO")).upper()
-    fsdp = config.get("fsdp_config") or {}
+    fsdp = _section(config, "fsdp_config", bad)
     if kind == "DEEPSPEED":
-        out |= _deepspeed(config.get("deepspeed_config") or {}, folder, bad)
+        out |= _deepspeed(_section(config, "deepspeed_config", bad), folder, bad)
     elif kind in _STRATEGY:
         out["strategy"] = ("distributed_type", _STRATEGY[kind])
     elif kind != "NO":
@@ -115,22 +138,24 @@ def _mapped(config: dict[str, Any], folder: Path, source: str) -> dict[str, tupl
                 "fsdp_config.fsdp_activation_checkpointing",
                 bool(fsdp["fsdp_activation_checkpointing"]),
             )
-    machines = int(config.get("num_machines", 1) or 1)
+    machines = _int(config, "num_machines", 1, bad) or 1
     if machines > 1:
         out["nodes"] = ("num_machines", machines)
-        out["node_rank"] = ("machine_rank", int(config.get("machine_rank", 0) or 0))
+        out["node_rank"] = ("machine_rank", _int(config, "machine_rank", 0, bad))
         ip, port = config.get("main_process_ip"), config.get("main_process_port")
         if not ip or not port:
             raise bad("main_process_ip", f"{machines} machines need main_process_ip and main_process_port")
         out["rdzv_endpoint"] = ("main_process_ip:main_process_port", f"{ip}:{port}")
     if "num_processes" in config:
-        total = int(config["num_processes"])
+        total = _int(config, "num_processes", 1, bad, least=1)
         if total % machines:
             raise bad("num_processes", f"num_processes {total} does not split evenly over {machines} machines")
         out["num_devices"] = ("num_processes", total // machines)
     if config.get("use_cpu"):
         out["device"] = ("use_cpu", "cpu")
-    precision = str(config.get("mixed_precision", "no")).lower()
+    precision = config.get("mixed_precision", "no")
+    # YAML 1.1 reads an unquoted ``mixed_precision: no`` as false (accelerate writes it quoted).
+    precision = "no" if precision in (False, None) else str(precision).lower()
     if precision not in ("no", "bf16"):
         raise bad(
             "mixed_precision",

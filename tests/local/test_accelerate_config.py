@@ -170,3 +170,38 @@ def test_dry_run_shows_the_fields_the_file_gave_and_create_starts_nothing_on_a_c
             validate_data=False,
         )
     assert jobs_in_store(anytune_home) == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "field", "message"),
+    [
+        # Hand-edited files: each was an internal error (exit 70) with Python's own text.
+        ("num_processes: two\n", "num_processes", "must be an integer, not 'two'"),
+        ("num_machines: two\n", "num_machines", "must be an integer"),
+        ("num_processes: 1.5\n", "num_processes", "must be an integer"),
+        (
+            "num_machines: 2\nmachine_rank: x\nmain_process_ip: h\nmain_process_port: 1\nnum_processes: 4\n",
+            "machine_rank",
+            "must be an integer",
+        ),
+        ("distributed_type: DEEPSPEED\ndeepspeed_config: zero3\n", "deepspeed_config", "mapping"),
+        ("distributed_type: FSDP\nfsdp_config: [1]\n", "fsdp_config", "mapping"),
+        # Was refused as pydantic's dump under local.accelerate_config: now the key.
+        ("num_processes: 0\n", "num_processes", "at least 1"),
+    ],
+)
+def test_a_hand_edited_value_of_the_wrong_type_names_the_key(
+    tmp_path: Path, text: str, field: str, message: str
+) -> None:
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError, match=message) as info:
+        apply_accelerate_config(LocalOptions(accelerate_config=path))
+    assert (info.value.field, info.value.source) == (field, str(path))
+
+
+def test_an_unquoted_mixed_precision_no_is_no(tmp_path: Path) -> None:
+    # YAML 1.1 reads it as false: it was refused as "mixed_precision 'false'".
+    path = tmp_path / "accelerate.yaml"
+    path.write_text("mixed_precision: no\nnum_processes: 2\n")
+    assert apply_accelerate_config(LocalOptions(accelerate_config=path)).num_devices == 2
