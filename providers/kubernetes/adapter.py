@@ -71,6 +71,7 @@ from .manifests import (
     JOB_LABEL,
     LABEL_KEY,
     MANAGED_LABEL,
+    STORAGE_MOUNT,
     Inputs,
     Manifests,
     StagedFile,
@@ -79,7 +80,15 @@ from .manifests import (
     job_name,
     kubeflow_manifest,
 )
-from .settings import NAME, ApiClientFactory, KubernetesSettings, Storage, import_kubernetes, make_api_client
+from .settings import (
+    NAME,
+    ApiClientFactory,
+    KubernetesSettings,
+    Storage,
+    import_kubernetes,
+    make_api_client,
+    refuse_client_folder,
+)
 from .settings import parse_storage as _parse_storage
 from .status import JobState, job_state
 
@@ -318,6 +327,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
             # anything is created (SFT only, its presets, node sizes, data and output places).
             require_kaito_settings(spec, self.settings, kaito_data(spec, self.settings, read=False)[0])
             return
+        refuse_client_folder(spec.base_model, STORAGE_MOUNT)
         local = spec.local or LocalOptions()
         if local.output_dir is not None:
             raise NotSupportedError(

@@ -16,10 +16,12 @@ import os
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from pydantic import Field, field_validator
 
+from anytune._base_model import looks_like_path
 from anytune._provider import ProviderSettings
 from anytune._retry import RetrySettings
 from anytune._secrets import install_log_filter
@@ -38,6 +40,7 @@ __all__ = [
     "import_kubernetes",
     "make_api_client",
     "parse_storage",
+    "refuse_client_folder",
 ]
 
 NAME = "kubernetes"
@@ -233,6 +236,25 @@ class KubernetesSettings(ProviderSettings, RetrySettings):
             except ConfigError as exc:  # pydantic reports a ValueError as the setting's error
                 raise ValueError(str(exc).split(": ", 1)[-1]) from None
         return value
+
+
+def refuse_client_folder(base_model: str, mount: str) -> None:
+    """Refuse a base model that is a folder on this machine: the pod cannot read it (pure but for a
+    stat). A path that is not here passes: it may be on the storage volume (under ``mount``) or in
+    the image.
+
+    Raises:
+        ConfigError: naming ``base_model``, before anything is created or uploaded.
+    """
+    path = Path(base_model).expanduser()
+    if base_model.startswith(mount.rstrip("/") + "/") or not (looks_like_path(base_model) or path.is_dir()):
+        return
+    if path.exists():
+        raise ConfigError(
+            f"{base_model!r} is a folder on this machine, which a pod cannot read: give a Hub model id, or copy "
+            f"the folder to the storage volume and name it as the pod sees it ({mount}/<path>)",
+            field="base_model",
+        )
 
 
 def import_kubernetes(provider: str) -> None:

@@ -86,7 +86,9 @@ def test_an_oom_killed_pod_says_out_of_memory_not_only_backoff_limit() -> None:
         "metadata": {"name": "anytune-x-0-abcde"},
         "status": {
             "phase": "Failed",
-            "containerStatuses": [{"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}],
+            "containerStatuses": [
+                {"name": "trainer", "state": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}
+            ],
         },
     }
     state = job_state(_failed_job(), [pod])
@@ -96,3 +98,28 @@ def test_an_oom_killed_pod_says_out_of_memory_not_only_backoff_limit() -> None:
     evicted = {"metadata": {"name": "p"}, "status": {"phase": "Failed", "reason": "Evicted", "message": "disk"}}
     assert job_state(_failed_job(), [evicted]).error.code == "evicted"  # type: ignore[union-attr]
     assert job_state(_failed_job(), []).error.code == "BackoffLimitExceeded"  # type: ignore[union-attr]
+
+
+def test_a_base_model_folder_on_this_machine_is_refused_before_anything_is_created(tmp_path: Path) -> None:
+    # Was accepted: the plan named /home/me/model and the pod failed loading it minutes later.
+    from anytune import JobSpec
+    from anytune.providers.kubernetes import KubernetesProvider
+    from anytune.providers.kubernetes.manifests import STORAGE_MOUNT
+    from tests.conftest import chat_example, write_jsonl
+
+    model = tmp_path / "model"
+    model.mkdir()
+    train = write_jsonl(tmp_path / "train.jsonl", [chat_example(i) for i in range(2)])
+
+    def never() -> Any:
+        raise AssertionError("no API call may be made")
+
+    provider = KubernetesProvider(
+        KubernetesSettings(storage=f"file://{tmp_path}/bucket"), api_client_factory=never, home=tmp_path / "home"
+    )
+    with pytest.raises(ConfigError, match="a folder on this machine") as caught:
+        provider.validate(JobSpec(base_model=str(model), training_file=train))
+    assert caught.value.field == "base_model" and not (tmp_path / "bucket").exists()
+    # A Hub id, a path on the storage volume as the pod sees it, or one baked in the image, pass.
+    for name in ("acme/tiny-chat", f"{STORAGE_MOUNT}/models/llama", "/models/in-the-image"):
+        provider.validate(JobSpec(base_model=name, training_file=train))
