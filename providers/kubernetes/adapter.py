@@ -142,6 +142,18 @@ def choose_workload(setting: str, served_groups: frozenset[str], implemented: fr
     return setting
 
 
+def _tomb_metadata(ns: str, name: str, tomb: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata of a deleted workload, as its cancel record (``<name>-cancelled``) kept it."""
+    meta = tomb.get("metadata") or {}
+    return {
+        "name": name,
+        "namespace": ns,
+        "labels": meta.get("labels") or {},
+        "annotations": meta.get("annotations") or {},
+        "creationTimestamp": (tomb.get("data") or {}).get("created"),
+    }
+
+
 def _eid(t: datetime | None, src: str, index: int) -> str:
     """Event ids sort as strings in time order, ties by source then position (stable across reads)."""
     micros = int(((t or _EPOCH) - _EPOCH).total_seconds() * 1_000_000)
@@ -871,17 +883,7 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
     def _cancelled_record(self, ns: str, name: str, tomb: Mapping[str, Any]) -> JobRecord:
         data = tomb.get("data") or {}
-        meta = tomb.get("metadata") or {}
-        job = {
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": meta.get("labels") or {},
-                "annotations": meta.get("annotations") or {},
-                "creationTimestamp": data.get("created"),
-            },
-            "status": {},
-        }
+        job = {"metadata": _tomb_metadata(ns, name, tomb), "status": {}}
         record = self._record(job)
         return record.model_copy(
             update={
@@ -1401,16 +1403,8 @@ class KubernetesProvider(Provider[KubernetesSettings]):
 
     def _kaito_cancelled(self, ns: str, name: str, tomb: Mapping[str, Any]) -> JobRecord:
         data = tomb.get("data") or {}
-        meta = tomb.get("metadata") or {}
         gone = {
-            "metadata": {
-                "name": name,
-                "namespace": ns,
-                "labels": meta.get("labels") or {},
-                "annotations": meta.get("annotations") or {},
-                "creationTimestamp": data.get("created"),
-                "deletionTimestamp": data.get("cancelled"),
-            },
+            "metadata": {**_tomb_metadata(ns, name, tomb), "deletionTimestamp": data.get("cancelled")},
             "tuning": json.loads(data.get("tuning") or "{}"),
         }
         record = workspace_record(gone)

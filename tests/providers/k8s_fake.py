@@ -30,6 +30,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlparse
 
@@ -670,3 +671,17 @@ def api_client_factory(url: str) -> Any:
         return client.ApiClient(configuration)
 
     return make
+
+
+def make_provider(url: str, tmp: Path, clock: Any, **settings: Any) -> Any:
+    """A ``KubernetesProvider`` wired to the fake at ``url``: its home under ``tmp``, ``clock``'s
+    (a ``FakeClock``) sleep and time; ``settings`` set to None are left at their defaults."""
+    from anytune.providers.kubernetes import KubernetesProvider, KubernetesSettings
+
+    return KubernetesProvider(
+        KubernetesSettings(**{k: v for k, v in settings.items() if v is not None}),
+        api_client_factory=api_client_factory(url),
+        home=tmp / "home",
+        sleep=clock.sleep,
+        clock=clock.clock,
+    )

@@ -32,6 +32,7 @@ from anytune.providers.kubernetes import (
 from anytune.providers.kubernetes.manifests import Inputs
 from anytune.testing import FakeClock, ProviderContract
 from tests.conftest import chat_example, write_jsonl
+from tests.providers import k8s_fake
 from tests.providers.k8s_fake import FakeCluster, Script, api_client_factory, fake_cluster
 
 TOKEN = "hf_K8sSECRETtokenVALUE0123456789abcd"
@@ -54,13 +55,7 @@ def clock() -> FakeClock:
 
 def make(url: str, tmp: Path, clock: FakeClock, **settings: Any) -> KubernetesProvider:
     fields = {"storage": f"file://{tmp}/bucket", "hub_token_secret": "hf"} | settings
-    return KubernetesProvider(
-        KubernetesSettings(**fields),
-        api_client_factory=api_client_factory(url),
-        home=tmp / "home",
-        sleep=clock.sleep,
-        clock=clock.clock,
-    )
+    return k8s_fake.make_provider(url, tmp, clock, **fields)
 
 
 @pytest.fixture

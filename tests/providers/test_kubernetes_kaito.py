@@ -21,10 +21,11 @@ pytest.importorskip("fsspec")
 
 from anytune import JobSpec, JobStatus
 from anytune.errors import ConfigError, NotSupportedError, RateLimitError
-from anytune.providers.kubernetes import KubernetesProvider, KubernetesSettings, job_name
+from anytune.providers.kubernetes import KubernetesProvider, job_name
 from anytune.providers.kubernetes.kaito_mode import kaito_plan, setting_field
 from anytune.testing import FakeClock
 from tests.conftest import chat_example, write_jsonl
+from tests.providers import k8s_fake
 from tests.providers.k8s_fake import FakeCluster, Script, api_client_factory, fake_cluster, kaito_statuses
 from tests.providers.test_kubernetes_crs import WORKSPACE, _errors, _kaito_accepts
 
@@ -61,13 +62,7 @@ def make(url: str, tmp: Path, clock: FakeClock, **settings: Any) -> KubernetesPr
         "kaito_output_secret": "acr-push",
         "hub_token_secret": "hf",
     } | settings
-    return KubernetesProvider(
-        KubernetesSettings(**{k: v for k, v in fields.items() if v is not None}),
-        api_client_factory=api_client_factory(url),
-        home=tmp / "home",
-        sleep=clock.sleep,
-        clock=clock.clock,
-    )
+    return k8s_fake.make_provider(url, tmp, clock, **fields)
 
 
 @pytest.fixture

@@ -21,10 +21,11 @@ pytest.importorskip("fsspec")
 
 from anytune import JobSpec, JobStatus, LocalOptions
 from anytune.errors import ConfigError, NotSupportedError
-from anytune.providers.kubernetes import KubernetesProvider, KubernetesSettings, job_name
+from anytune.providers.kubernetes import KubernetesProvider, job_name
 from anytune.testing import FakeClock
 from tests.conftest import chat_example, write_jsonl
-from tests.providers.k8s_fake import FakeCluster, Script, api_client_factory, fake_cluster, kubeflow_statuses
+from tests.providers import k8s_fake
+from tests.providers.k8s_fake import FakeCluster, Script, fake_cluster, kubeflow_statuses
 from tests.providers.test_kubernetes_crs import PYTORCHJOB, TRAINJOB, _errors, _load
 
 TOKEN = "hf_KubeflowSECRETtokenVALUE0123456789ab"
@@ -76,13 +77,7 @@ def clock() -> FakeClock:
 
 def make(url: str, tmp: Path, clock: FakeClock, **settings: Any) -> KubernetesProvider:
     fields = {"storage": f"file://{tmp}/bucket", "hub_token_secret": "hf"} | settings
-    return KubernetesProvider(
-        KubernetesSettings(**fields),
-        api_client_factory=api_client_factory(url),
-        home=tmp / "home",
-        sleep=clock.sleep,
-        clock=clock.clock,
-    )
+    return k8s_fake.make_provider(url, tmp, clock, **fields)
 
 
 def _spec(tmp: Path, **fields: Any) -> JobSpec:
