@@ -50,7 +50,7 @@ from anytune.errors import (
     NotSupportedError,
     ProviderError,
 )
-from anytune.local_backend.joblog import ERROR_PREFIX, LOG_ERROR_PREFIX, WARNING_PREFIX, parse_line
+from anytune.local_backend.joblog import ERROR_PREFIX, LOG_ERROR_PREFIX, RESULT_PREFIX, WARNING_PREFIX, parse_line
 from anytune.local_backend.jobpackage import build_wheel
 
 from .errors import api_status, is_ambiguous, is_transient, retry_after, translate_error
@@ -946,6 +946,11 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         ns, name = self._split(job_id)
         job = self._read_workload(ns, name)
         if job is None:
+            # Gone: deleted after it finished (ttl_after_finished, or by hand), or cancelled. The
+            # result file on the storage says it finished, whatever a cancel record says.
+            finished = self._finished_on_storage(ns, name)
+            if finished is not None:
+                return finished
             tomb = self._tombstone(ns, name)
             if tomb is None:
                 raise JobNotFoundError(f"{self.name}:{job_id}", "the cluster has no such Job")
@@ -956,6 +961,34 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         container = KUBEFLOW_APIS[kind][4] if kind else "trainer"
         lines = self._lines(ns, name, pods, state.status.is_terminal, container=container)
         return self._record(job, pods, lines), lines, pods, job
+
+    def _finished_on_storage(
+        self, ns: str, name: str
+    ) -> tuple[JobRecord, list[str], list[dict[str, Any]], dict[str, Any] | None] | None:
+        """A Job deleted after it succeeded, read back from the ``anytune_result.json`` its pod wrote
+        last to an object-store storage (None: no such file, or a volume this machine cannot read)."""
+        storage = str(self.settings.storage or "")
+        if not storage or _parse_storage(storage).is_volume:
+            return None
+        import fsspec.core
+
+        location = f"{storage.rstrip('/')}/jobs/{name}"
+        with boundary(self._translator(f"reading {location}/anytune_result.json")):
+            fs, path = fsspec.core.url_to_fs(f"{location}/anytune_result.json")
+            if not fs.exists(path):
+                return None
+            outcome = json.loads(fs.cat_file(path))
+        written = {"location": location, "adapter": f"{location}/adapter", "result": outcome}
+        lines = [RESULT_PREFIX + json.dumps(written, default=str)]
+        record = JobRecord(
+            provider=self.name,
+            id=f"{ns}/{name}",
+            status=JobStatus.SUCCEEDED,
+            raw_status="Deleted",
+            fine_tuned_model=f"{location}/adapter",
+            output={"namespace": ns, "job": name, "location": location, "adapter": f"{location}/adapter"},
+        )
+        return record, lines, [], None
 
     def get(self, job_id: str) -> JobRecord:
         return self._kaito_snapshot(job_id)[0] if self._kaito else self._snapshot(job_id)[0]

@@ -7,6 +7,7 @@ the manifests checked field by field against the Kubernetes OpenAPI models the c
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -664,3 +665,30 @@ def test_more_gpu_pods_than_the_cluster_holds_are_refused(
     make(url, tmp_path, clock, gpus=4).submit(two, idempotency_key="two")
     assert fake.jobs()[0]["spec"]["completions"] == 2
     assert [k[2] for k in fake.objects if k[0] == "services"] == [job_name("two")]
+
+
+def test_a_job_deleted_after_it_succeeded_reads_succeeded_from_its_result_file(
+    provider: KubernetesProvider, cluster: tuple[FakeCluster, str], spec: JobSpec, tmp_path: Path
+) -> None:
+    # ttl_after_finished (or a kubectl delete) removes the finished Job; its pod wrote the adapter and,
+    # last, anytune_result.json to the storage, which says it succeeded, even over a cancel record
+    # left by a cancel whose delete failed.
+    fake, _ = cluster
+    record = provider.submit(spec, idempotency_key="ttl")
+    name = job_name("ttl")
+    for _ in range(3):
+        provider.get(record.id)
+    # The cluster forgets the Job, as its TTL controller does.
+    for key in [k for k in fake.objects if k[0] == "jobs" and k[2] == name]:
+        del fake.objects[key]
+    with pytest.raises(JobNotFoundError):
+        provider.get(record.id)  # nothing on the storage yet: nothing to say it ever ran
+    folder = tmp_path / "bucket" / "jobs" / name
+    (folder / "adapter").mkdir(parents=True)
+    (folder / "adapter" / "adapter_config.json").write_text("{}")
+    (folder / "anytune_result.json").write_text(json.dumps({"train_tokens": 40}))
+    gone = provider.get(record.id)
+    assert gone.status is JobStatus.SUCCEEDED and gone.fine_tuned_model == f"file://{folder}/adapter"
+    model = provider.result(gone)
+    assert model.trained_tokens == 40 and model.adapter_path is not None
+    assert (Path(model.adapter_path) / "adapter_config.json").is_file()
