@@ -1309,20 +1309,30 @@ class KubernetesProvider(Provider[KubernetesSettings]):
         dest = self.home / "kubernetes" / "adapters" / digest
         if (dest / "adapter_config.json").is_file():
             return dest
+        import shutil
+        import tempfile
+
         with boundary(self._translator(f"downloading the adapter from {location}")):
             fs, root = fsspec.core.url_to_fs(f"{location}/adapter")
             if not fs.exists(root):
                 return None
-            tmp = dest.with_name(dest.name + ".part")
-            for found in sorted(fs.find(root)):
-                target = tmp / str(found)[len(str(root)) :].lstrip("/")
-                target.parent.mkdir(parents=True, exist_ok=True)
-                fs.get_file(found, str(target))
-            if dest.exists():
-                import shutil
-
-                shutil.rmtree(dest)
-            tmp.rename(dest)
+            # A folder of its own per download (a fixed ".part" name was shared by two concurrent
+            # result() calls, and kept the files of an interrupted one), renamed into place whole.
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=dest.parent, prefix=f".{dest.name}-"))
+            try:
+                for found in sorted(fs.find(root)):
+                    target = tmp / str(found)[len(str(root)) :].lstrip("/")
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    fs.get_file(found, str(target))
+                tmp.rename(dest)
+            except OSError:
+                # Another download finished first: its folder is the same adapter, and may be in use.
+                if not (dest / "adapter_config.json").is_file():
+                    shutil.rmtree(dest, ignore_errors=True)  # not an adapter folder: replace it
+                    tmp.rename(dest)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
         return dest
 
     # -- mode "kaito": a Kaito tuning Workspace -------------------------------------------------

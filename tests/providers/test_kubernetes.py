@@ -692,3 +692,30 @@ def test_a_job_deleted_after_it_succeeded_reads_succeeded_from_its_result_file(
     model = provider.result(gone)
     assert model.trained_tokens == 40 and model.adapter_path is not None
     assert (Path(model.adapter_path) / "adapter_config.json").is_file()
+
+
+def test_concurrent_results_download_the_adapter_once_into_place(
+    provider: KubernetesProvider, spec: JobSpec, tmp_path: Path
+) -> None:
+    # Each download fills a folder of its own and renames it into place: two result() calls at once
+    # (threads of one process) both get the whole adapter, and no scratch folder is left behind.
+    import threading
+
+    record = provider.submit(spec, idempotency_key="twice")
+    for _ in range(3):
+        record = provider.get(record.id)
+    adapter = tmp_path / "bucket" / "jobs" / job_name("twice") / "adapter"
+    adapter.mkdir(parents=True)
+    for i in range(20):
+        (adapter / f"shard-{i}.bin").write_bytes(bytes(1000))
+    (adapter / "adapter_config.json").write_text("{}")
+    paths: list[str | None] = []
+    threads = [threading.Thread(target=lambda: paths.append(provider.result(record).adapter_path)) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(paths) == 4 and len(set(paths)) == 1 and paths[0] is not None
+    folder = Path(paths[0])
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in adapter.iterdir())
+    assert [p.name for p in folder.parent.iterdir()] == [folder.name]
