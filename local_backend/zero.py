@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from anytune._spec import JobSpec, LocalOptions
+from anytune._specfile import deep_merge
 from anytune.errors import ConfigError
 from anytune.local_backend.hparams import DEFAULT_BATCH_SIZE, MAX_GRAD_NORM
 
@@ -81,17 +82,6 @@ def load_user_config(source: Path | Mapping[str, Any] | None) -> dict[str, Any] 
 def _where(options: LocalOptions) -> str | None:
     given = options.deepspeed_config
     return str(given) if isinstance(given, Path) else None
-
-
-def _merge(base: dict[str, Any], user: Mapping[str, Any]) -> dict[str, Any]:
-    """``user`` over ``base``, section by section (a nested table merges, anything else replaces)."""
-    out = dict(base)
-    for key, value in user.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = copy.deepcopy(value)
-    return out
 
 
 def deepspeed_config(
@@ -178,7 +168,8 @@ def deepspeed_config(
         )
     # "auto" (accelerate's and transformers' placeholder) means: what the spec says.
     user = {k: v for k, v in user.items() if not (k in BATCH_KEYS and v == "auto")}
-    return _merge(mapped, user)
+    # The user's config is a private copy (load_user_config): its values need no further copying.
+    return deep_merge(mapped, user)
 
 
 def check_with_deepspeed(
